@@ -1,7 +1,44 @@
-"""w2vbert: a fast standalone PyTorch implementation of Wav2Vec2-BERT / W2v-BERT 2.0."""
+"""w2vbert: a fast standalone PyTorch implementation of Wav2Vec2-BERT / W2v-BERT 2.0.
+
+The public names are those of `transformers`, so code written against its Wav2Vec2-BERT classes works here
+after changing the import.
+"""
 
 __version__ = "0.1.0"
 
 from .config import Wav2Vec2BertConfig  # noqa: E402
+from .heads import (  # noqa: E402
+    Wav2Vec2BertForAudioFrameClassification,
+    Wav2Vec2BertForCTC,
+    Wav2Vec2BertForSequenceClassification,
+    Wav2Vec2BertForXVector,
+)
+from .modeling import Wav2Vec2BertModel  # noqa: E402
+from .outputs import (  # noqa: E402
+    CausalLMOutput,
+    LayerEmbedding,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+    Wav2Vec2BaseModelOutput,
+    Wav2Vec2BertBaseModelOutput,
+    XVectorOutput,
+)
+from .pretrained import Wav2Vec2BertPreTrainedModel  # noqa: E402
 
-__all__ = ["Wav2Vec2BertConfig", "__version__"]
+__all__ = [
+    "CausalLMOutput",
+    "LayerEmbedding",
+    "SequenceClassifierOutput",
+    "TokenClassifierOutput",
+    "Wav2Vec2BaseModelOutput",
+    "Wav2Vec2BertBaseModelOutput",
+    "Wav2Vec2BertConfig",
+    "Wav2Vec2BertForAudioFrameClassification",
+    "Wav2Vec2BertForCTC",
+    "Wav2Vec2BertForSequenceClassification",
+    "Wav2Vec2BertForXVector",
+    "Wav2Vec2BertModel",
+    "Wav2Vec2BertPreTrainedModel",
+    "XVectorOutput",
+    "__version__",
+]

@@ -165,7 +165,7 @@ class Wav2Vec2BertConfig:
 
     @property
     def inputs_to_logits_ratio(self) -> int:
-        """Input samples per output frame (as in transformers): 2 x feature_projection_input_dim, times adapter strides."""
+        """Input samples per output frame, as transformers defines it: 2 x input dim, times adapter strides."""
         ratio = self.feature_projection_input_dim * 2
         if self.add_adapter:
             ratio *= self.adapter_stride**self.num_adapter_layers

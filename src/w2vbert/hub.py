@@ -58,7 +58,16 @@ def resolve_optional_file(
     return _resolve(path_or_repo_id, filename, revision, cache_dir, local_files_only, token, subfolder, False)
 
 
-def _resolve(path_or_repo_id, filename, revision, cache_dir, local_files_only, token, subfolder, required):
+def _resolve(
+    path_or_repo_id: str | os.PathLike,
+    filename: str,
+    revision: str | None,
+    cache_dir: str | os.PathLike | None,
+    local_files_only: bool,
+    token: str | bool | None,
+    subfolder: str,
+    required: bool,
+) -> Path | None:
     local = Path(path_or_repo_id)
     if local.is_dir():
         candidate = local / subfolder / filename

@@ -1,0 +1,143 @@
+"""Weight files: read and write the Hugging Face layouts, never unpickling code.
+
+Read order: `model.safetensors`, sharded `model.safetensors.index.json`, then `pytorch_model.bin` (and its
+sharded index) through `torch.load(weights_only=True)`, which refuses anything but tensors and plain containers.
+Writes are safetensors, each file written under a temporary name and renamed, so a kill mid-write never
+leaves a file that loads wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .hub import OFFLINE_HINT, resolve_file, resolve_optional_file
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+WEIGHTS_NAME = "pytorch_model.bin"
+WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
+
+
+def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of one `.safetensors` or `.bin`/`.pt` file, on CPU. Corrupt files raise `ValueError`."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"refusing to load {path}: it asks to unpickle something other than tensors ({error}). "
+            "Convert it to safetensors where you trust its source"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise ValueError(f"{path} is not a readable PyTorch weights file (truncated or corrupt?): {error}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a flat state dict of tensors")
+    return state
+
+
+def load_checkpoint(
+    path_or_repo_id: str | os.PathLike, **hub_options: object
+) -> dict[str, torch.Tensor]:
+    """All weights of a model directory or hub repo, in any of the Hugging Face layouts."""
+    def resolve(name: str) -> Path | None:
+        return resolve_optional_file(path_or_repo_id, name, **hub_options)
+
+    for single, index in ((SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME), (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)):
+        path = resolve(single)
+        if path is not None:
+            return load_weights_file(path)
+        index_path = resolve(index)
+        if index_path is not None:
+            return _load_sharded(index_path, lambda name: resolve_file(path_or_repo_id, name, **hub_options))
+    hint = "" if Path(path_or_repo_id).is_dir() else f" (if it is a hub repo: {OFFLINE_HINT})"
+    raise FileNotFoundError(
+        f"{path_or_repo_id} has no weights: expected {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME}, "
+        f"{WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME}{hint}"
+    )
+
+
+def _load_sharded(index_path: Path, resolve: Callable[[str], Path]) -> dict[str, torch.Tensor]:
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{index_path} is not a valid shard index (needs a 'weight_map'): {error}") from None
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        state.update(load_weights_file(resolve(shard)))
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise ValueError(f"{index_path} lists tensors that no shard holds: {missing[:10]}")
+    return state
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes from 5000000 or "5GB" / "500MB" / "10KiB"."""
+    if isinstance(size, int):
+        return size
+    text = size.strip().upper()
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
+
+
+def save_checkpoint(
+    state_dict: dict[str, torch.Tensor], save_directory: str | os.PathLike, max_shard_size: int | str = "5GB"
+) -> list[Path]:
+    """Write safetensors (sharded with an index above `max_shard_size`); returns the files written."""
+    directory = Path(save_directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state_dict = {name: tensor.detach().contiguous().cpu() for name, tensor in state_dict.items()}
+    limit = parse_size(max_shard_size)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    shard_bytes = 0
+    for name, tensor in state_dict.items():
+        size = tensor.numel() * tensor.element_size()
+        if shards[-1] and shard_bytes + size > limit:
+            shards.append({})
+            shard_bytes = 0
+        shards[-1][name] = tensor
+        shard_bytes += size
+    for stale in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME):
+        (directory / stale).unlink(missing_ok=True)  # an old file of another layout would shadow the new one
+    if len(shards) == 1:
+        return [_atomic_save(shards[0], directory / SAFE_WEIGHTS_NAME)]
+    written, weight_map = [], {}
+    for number, shard in enumerate(shards, start=1):
+        name = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+        written.append(_atomic_save(shard, directory / name))
+        weight_map.update(dict.fromkeys(shard, name))
+    total = sum(t.numel() * t.element_size() for t in state_dict.values())
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    written.append(atomic_write_text(directory / SAFE_WEIGHTS_INDEX_NAME, json.dumps(index, indent=2) + "\n"))
+    return written
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> Path:
+    temporary = path.with_name(path.name + ".tmp")
+    save_file(tensors, temporary, metadata={"format": "pt"})  # transformers requires format=pt
+    os.replace(temporary, path)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file under a temporary name, then rename it into place."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+    return path

@@ -1,0 +1,524 @@
+"""The Wav2Vec2-BERT encoder: feature projection, Conformer blocks, optional adapter, and `Wav2Vec2BertModel`.
+
+Module attribute names are the Hugging Face checkpoint names, so `model.safetensors` from the hub loads with
+no remapping. Padding travels as a boolean `valid` mask (batch, frames), True on real frames, right-padded.
+Every stage that mixes time steps says how it keeps padded frames out, so a clip gives the same output
+alone and inside a padded batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import Wav2Vec2BertConfig
+from .outputs import LayerEmbedding, Wav2Vec2BaseModelOutput
+from .pretrained import Wav2Vec2BertPreTrainedModel, lengths_to_mask
+from .spec_augment import compute_mask_indices
+
+# Query rows per attention chunk are chosen so one chunk's (batch, heads, rows, frames) bias stays under this
+# many elements (128 MB in fp32): attention memory then grows linearly with the clip, not quadratically.
+ATTENTION_CHUNK_ELEMENTS = 2**25
+
+
+def activation(name: str) -> nn.Module:
+    """The activation a config names (Hugging Face's ACT2FN names; "gelu" is the exact erf form)."""
+    return {
+        "relu": nn.ReLU,
+        "gelu": nn.GELU,
+        "gelu_new": lambda: nn.GELU(approximate="tanh"),
+        "swish": nn.SiLU,
+        "silu": nn.SiLU,
+        "selu": nn.SELU,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+    }[name]()
+
+
+class Wav2Vec2BertFeatureProjection(nn.Module):
+    """LayerNorm + Linear from the stacked fbank (160) to the model width. Per frame: padding stays put."""
+
+    def __init__(self, config: Wav2Vec2BertConfig) -> None:
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(config.feature_projection_input_dim, eps=config.layer_norm_eps)
+        self.projection = nn.Linear(config.feature_projection_input_dim, config.hidden_size)
+        self.projection.fan_in_uniform = True  # initialised U(-1/sqrt(160), 1/sqrt(160)), as transformers does
+        self.dropout = nn.Dropout(config.feat_proj_dropout)
+
+    def forward(self, input_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        normed = self.layer_norm(input_features)  # (B, T, 160): returned as `extract_features`
+        return self.dropout(self.projection(normed)), normed
+
+
+class Wav2Vec2BertFeedForward(nn.Module):
+    """Linear -> activation -> Linear, per frame."""
+
+    def __init__(self, config: Wav2Vec2BertConfig, act_fn: str | None = None, hidden_size: int | None = None) -> None:
+        super().__init__()
+        hidden_size = hidden_size or config.hidden_size
+        self.intermediate_dense = nn.Linear(hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = activation(act_fn or config.hidden_act)
+        self.intermediate_dropout = nn.Dropout(config.activation_dropout)
+        self.output_dense = nn.Linear(config.intermediate_size, hidden_size)
+        self.output_dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.intermediate_dropout(self.intermediate_act_fn(self.intermediate_dense(hidden_states)))
+        return self.output_dropout(self.output_dense(hidden_states))
+
+
+class Wav2Vec2BertConvolutionModule(nn.Module):
+    """LN -> pointwise conv + GLU -> causal depthwise conv -> LN -> activation -> pointwise conv."""
+
+    def __init__(self, config: Wav2Vec2BertConfig) -> None:
+        super().__init__()
+        channels, kernel = config.hidden_size, config.conv_depthwise_kernel_size
+        self.layer_norm = nn.LayerNorm(channels, eps=config.layer_norm_eps)
+        self.pointwise_conv1 = nn.Conv1d(channels, 2 * channels, kernel_size=1, bias=False)
+        self.glu = nn.GLU(dim=1)
+        self.depthwise_conv = nn.Conv1d(channels, channels, kernel, groups=channels, bias=False)
+        self.depthwise_layer_norm = nn.LayerNorm(channels, eps=config.layer_norm_eps)
+        self.activation = activation(config.hidden_act)
+        self.pointwise_conv2 = nn.Conv1d(channels, channels, kernel_size=1, bias=False)
+        self.dropout = nn.Dropout(config.conformer_conv_dropout)
+
+    def forward(self, hidden_states: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        hidden_states = self.layer_norm(hidden_states)
+        if valid is not None:
+            # Padded frames are zeroed before the convolutions (fairseq2 does the same): the causal kernel only
+            # looks left, so right padding could not leak anyway, but zeros keep padded outputs finite and tame.
+            hidden_states = hidden_states.masked_fill(~valid[..., None], 0.0)
+        hidden_states = self.glu(self.pointwise_conv1(hidden_states.transpose(1, 2)))  # (B, C, T)
+        kernel = self.depthwise_conv.kernel_size[0]
+        hidden_states = self.depthwise_conv(F.pad(hidden_states, (kernel - 1, 0)))  # causal: left pad only
+        hidden_states = self.depthwise_layer_norm(hidden_states.transpose(1, 2))  # (B, T, C)
+        hidden_states = self.pointwise_conv2(self.activation(hidden_states).transpose(1, 2))
+        return self.dropout(hidden_states).transpose(1, 2)
+
+
+class Wav2Vec2BertSelfAttention(nn.Module):
+    """Multi-head self-attention with the position scheme the config names.
+
+    Position schemes add a per-pair score bias. It is built one chunk of query rows at a time from the
+    distinct distances (73 for Shaw's clamped [-64, 8]), never as a (frames, frames, head_dim) tensor, and
+    handed to `scaled_dot_product_attention` as its additive mask.
+    """
+
+    def __init__(self, config: Wav2Vec2BertConfig, is_adapter_attention: bool = False) -> None:
+        super().__init__()
+        hidden_size = config.output_hidden_size if is_adapter_attention else config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_size = hidden_size // config.num_attention_heads
+        self.scaling = self.head_size**-0.5
+        self.position_embeddings_type = None if is_adapter_attention else config.position_embeddings_type
+        self.linear_q = nn.Linear(hidden_size, hidden_size)
+        self.linear_k = nn.Linear(hidden_size, hidden_size)
+        self.linear_v = nn.Linear(hidden_size, hidden_size)
+        self.linear_out = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(p=config.attention_dropout)
+        self.use_sdpa = True  # False computes the probabilities explicitly (attn_implementation="eager")
+        if self.position_embeddings_type == "relative":
+            self.linear_pos = nn.Linear(hidden_size, hidden_size, bias=False)
+            self.pos_bias_u = nn.Parameter(torch.zeros(self.num_heads, self.head_size))
+            self.pos_bias_v = nn.Parameter(torch.zeros(self.num_heads, self.head_size))
+        if self.position_embeddings_type == "relative_key":
+            self.left_max_position_embeddings = config.left_max_position_embeddings
+            self.right_max_position_embeddings = config.right_max_position_embeddings
+            num_distances = config.left_max_position_embeddings + config.right_max_position_embeddings + 1
+            self.distance_embedding = nn.Embedding(num_distances, self.head_size)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        position_embeddings: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states (B, T, C); valid (B, T) bool or None. Returns (B, T, C) and (B, H, T, T) or None."""
+        batch, frames, channels = hidden_states.shape
+        query_key_input = hidden_states
+        if self.position_embeddings_type == "rotary":
+            # As in transformers: the rotation is applied to the block input, before the q/k projections.
+            query_key_input = apply_rotary(hidden_states, *position_embeddings, self.num_heads)
+        split = (batch, frames, self.num_heads, self.head_size)
+        query = self.linear_q(query_key_input).view(split).transpose(1, 2)  # (B, H, T, d)
+        key = self.linear_k(query_key_input).view(split).transpose(1, 2)
+        value = self.linear_v(hidden_states).view(split).transpose(1, 2)
+
+        bias_query = query
+        position_table = None
+        if self.position_embeddings_type == "relative":
+            # Transformer-XL: content term uses q + u, position term q + v against projected sinusoids.
+            position_table = self.linear_pos(position_embeddings).view(-1, self.num_heads, self.head_size)
+            position_table = position_table.transpose(0, 1)  # (H, 2T-1, d), distance T-1 ... -(T-1)
+            bias_query = query + self.pos_bias_v[None, :, None, :]
+            query = query + self.pos_bias_u[None, :, None, :]
+        elif self.position_embeddings_type == "relative_key":
+            position_table = self.distance_embedding.weight.to(query.dtype)  # (73, d)
+
+        dropout_p = self.dropout.p if self.training else 0.0
+        if position_table is None and not output_attentions and self.use_sdpa:
+            key_mask = None if valid is None else valid[:, None, None, :]  # (B, 1, 1, T): padded keys out
+            output = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout_p)
+            probabilities = None
+        else:
+            output, probabilities = self._attend_in_chunks(
+                query, key, value, bias_query, position_table, valid, output_attentions, dropout_p
+            )
+        output = output.transpose(1, 2).reshape(batch, frames, channels)
+        return self.linear_out(output), probabilities
+
+    def _attend_in_chunks(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        bias_query: torch.Tensor,
+        position_table: torch.Tensor | None,
+        valid: torch.Tensor | None,
+        output_attentions: bool,
+        dropout_p: float,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, heads, frames, _ = query.shape
+        rows = frames if output_attentions else max(1, ATTENTION_CHUNK_ELEMENTS // (batch * heads * frames))
+        key_penalty = None
+        if valid is not None:
+            # Padded keys get the most negative finite score (as transformers), so no row is ever all -inf.
+            key_penalty = torch.zeros(valid.shape, dtype=query.dtype, device=query.device)
+            key_penalty = key_penalty.masked_fill(~valid, torch.finfo(query.dtype).min)[:, None, None, :]
+        outputs, probabilities = [], []
+        for start in range(0, frames, rows):
+            stop = min(start + rows, frames)
+            bias = self._position_bias(bias_query[:, :, start:stop], position_table, start, frames)
+            if key_penalty is not None:
+                bias = key_penalty if bias is None else bias + key_penalty
+            if output_attentions or not self.use_sdpa:
+                scores = torch.matmul(query[:, :, start:stop], key.transpose(2, 3)) * self.scaling
+                if bias is not None:
+                    scores = scores + bias
+                weights = F.dropout(scores.softmax(dim=-1), p=dropout_p, training=dropout_p > 0)
+                outputs.append(torch.matmul(weights, value))
+                probabilities.append(weights)
+            else:
+                outputs.append(
+                    F.scaled_dot_product_attention(
+                        query[:, :, start:stop], key, value, attn_mask=bias, dropout_p=dropout_p, scale=self.scaling
+                    )
+                )
+        output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+        return output, (torch.cat(probabilities, dim=2) if output_attentions else None)
+
+    def _position_bias(
+        self, query: torch.Tensor, table: torch.Tensor | None, start: int, frames: int
+    ) -> torch.Tensor | None:
+        """Score bias for query rows start..start+rows against all keys: (B, H, rows, T), or None."""
+        if table is None:
+            return None
+        rows = query.shape[2]
+        query_positions = torch.arange(start, start + rows, device=query.device)[:, None]
+        key_positions = torch.arange(frames, device=query.device)[None, :]
+        if self.position_embeddings_type == "relative_key":
+            # Shaw et al.: score += q . E[clamp(key - query, -left, right)] / sqrt(d). Project each query on the
+            # few distinct distance embeddings once, then pick per pair.
+            distance = (key_positions - query_positions).clamp(
+                -self.left_max_position_embeddings, self.right_max_position_embeddings
+            )
+            index = distance + self.left_max_position_embeddings  # (rows, T)
+        else:
+            # Transformer-XL: the table runs over distances T-1 down to -(T-1); pair (i, j) reads distance i - j.
+            index = (frames - 1) - query_positions + key_positions
+        per_distance = torch.matmul(query, table.transpose(-1, -2)) * self.scaling  # (B, H, rows, distances)
+        return per_distance.gather(-1, index.expand(*per_distance.shape[:2], rows, frames))
+
+
+def apply_rotary(hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Rotate each head's halves of (B, T, C) by position-dependent angles; cos/sin are (T, head_dim)."""
+    batch, frames, channels = hidden_states.shape
+    heads = hidden_states.view(batch, frames, num_heads, channels // num_heads)
+    first, second = heads.chunk(2, dim=-1)
+    rotated = torch.cat((-second, first), dim=-1)
+    heads = heads * cos[None, :, None, :] + rotated * sin[None, :, None, :]
+    return heads.reshape(batch, frames, channels)
+
+
+class Wav2Vec2BertEncoderLayer(nn.Module):
+    """One Conformer block: ffn1 (half step) -> self-attention -> convolution -> ffn2 (half step) -> LN."""
+
+    def __init__(self, config: Wav2Vec2BertConfig) -> None:
+        super().__init__()
+        embed_dim = config.hidden_size
+        self.ffn1_layer_norm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.ffn1 = Wav2Vec2BertFeedForward(config)
+        self.self_attn_layer_norm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.self_attn_dropout = nn.Dropout(config.attention_dropout)
+        self.self_attn = Wav2Vec2BertSelfAttention(config)
+        self.conv_module = Wav2Vec2BertConvolutionModule(config)
+        self.ffn2_layer_norm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.ffn2 = Wav2Vec2BertFeedForward(config)
+        self.final_layer_norm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        position_embeddings: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        hidden_states = hidden_states + 0.5 * self.ffn1(self.ffn1_layer_norm(hidden_states))
+        attended, probabilities = self.self_attn(
+            self.self_attn_layer_norm(hidden_states), valid, position_embeddings, output_attentions
+        )
+        hidden_states = hidden_states + self.self_attn_dropout(attended)
+        hidden_states = hidden_states + self.conv_module(hidden_states, valid)
+        hidden_states = hidden_states + 0.5 * self.ffn2(self.ffn2_layer_norm(hidden_states))
+        return self.final_layer_norm(hidden_states), probabilities
+
+
+class Wav2Vec2BertEncoder(nn.Module):
+    def __init__(self, config: Wav2Vec2BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList(Wav2Vec2BertEncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        num_layers: int | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """Run the first `num_layers` blocks (all by default): (last, hidden_states, attentions)."""
+        if valid is not None:
+            hidden_states = hidden_states.masked_fill(~valid[..., None], 0.0)
+        hidden_states = self.dropout(hidden_states)
+        position_embeddings = self.position_embeddings(hidden_states)
+        all_hidden_states = [hidden_states] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
+        layers = self.layers if num_layers is None else self.layers[:num_layers]
+        for layer in layers:
+            skip = self.training and self.config.layerdrop > 0.0 and torch.rand(()) < self.config.layerdrop
+            if not skip:
+                if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                    hidden_states, probabilities = checkpoint(
+                        layer, hidden_states, valid, position_embeddings, output_attentions, use_reentrant=False
+                    )
+                else:
+                    hidden_states, probabilities = layer(hidden_states, valid, position_embeddings, output_attentions)
+            else:
+                probabilities = None
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
+            if output_attentions:
+                all_attentions.append(probabilities)
+        return (
+            hidden_states,
+            tuple(all_hidden_states) if output_hidden_states else None,
+            tuple(all_attentions) if output_attentions else None,
+        )
+
+    def position_embeddings(self, hidden_states: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...] | None:
+        """What the attention of every layer shares: sinusoids ("relative") or cos/sin ("rotary")."""
+        kind, frames = self.config.position_embeddings_type, hidden_states.shape[1]
+        device = hidden_states.device
+        if kind == "relative":
+            return relative_sinusoids(frames, self.config.hidden_size, device).to(hidden_states.dtype)
+        if kind == "rotary":
+            head_dim = self.config.hidden_size // self.config.num_attention_heads
+            exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim
+            inv_freq = 1.0 / (self.config.rotary_embedding_base**exponents)
+            angles = torch.arange(frames, device=device).float()[:, None] * inv_freq  # (T, d/2)
+            angles = torch.cat((angles, angles), dim=-1)  # (T, d)
+            return angles.cos().to(hidden_states.dtype), angles.sin().to(hidden_states.dtype)
+        return None
+
+
+def relative_sinusoids(frames: int, channels: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Sinusoids of the distances frames-1, ..., 0, ..., -(frames-1): (2*frames - 1, channels), float32."""
+    distance = torch.arange(frames - 1, -frames, -1, device=device, dtype=torch.int64).float()[:, None]
+    div_term = torch.exp(
+        torch.arange(0, channels, 2, dtype=torch.int64, device=device).float() * -(math.log(10000.0) / channels)
+    )
+    table = torch.zeros(2 * frames - 1, channels, device=device)
+    table[:, 0::2] = torch.sin(distance * div_term)
+    table[:, 1::2] = torch.cos(distance * div_term)
+    return table
+
+
+class Wav2Vec2BertAdapterLayer(nn.Module):
+    """Conformer adapter block: strided conv residual + strided conv -> self-attention -> feed-forward."""
+
+    def __init__(self, config: Wav2Vec2BertConfig) -> None:
+        super().__init__()
+        embed_dim = config.output_hidden_size
+        kernel, stride = config.adapter_kernel_size, config.adapter_stride
+        self.residual_layer_norm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.residual_conv = nn.Conv1d(embed_dim, 2 * embed_dim, kernel, stride=stride, padding=stride // 2)
+        self.activation = nn.GLU(dim=1)
+        self.self_attn_layer_norm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.self_attn_conv = nn.Conv1d(embed_dim, 2 * embed_dim, kernel, stride=stride, padding=stride // 2)
+        self.self_attn = Wav2Vec2BertSelfAttention(config, is_adapter_attention=True)
+        self.self_attn_dropout = nn.Dropout(config.conformer_conv_dropout)
+        self.ffn_layer_norm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.ffn = Wav2Vec2BertFeedForward(config, act_fn=config.adapter_act, hidden_size=embed_dim)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        valid_out: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, C) -> (B, T', C) with T' = (T + 2*(stride//2) - kernel) // stride + 1."""
+        residual = self._strided_conv(self.residual_layer_norm(hidden_states), self.residual_conv, valid)
+        hidden_states = self._strided_conv(self.self_attn_layer_norm(hidden_states), self.self_attn_conv, valid)
+        hidden_states, probabilities = self.self_attn(hidden_states, valid_out, None, output_attentions)
+        hidden_states = self.self_attn_dropout(hidden_states) + residual
+        return self.ffn(self.ffn_layer_norm(hidden_states)) + hidden_states, probabilities
+
+    def _strided_conv(self, hidden_states: torch.Tensor, conv: nn.Conv1d, valid: torch.Tensor | None) -> torch.Tensor:
+        if valid is not None:
+            # The strided kernel reaches up to stride//2 frames past a clip's end. Alone, those are the conv's
+            # zero padding; in a batch they are other frames, so zero them (transformers does not: its
+            # batched adapter output depends on the padding).
+            hidden_states = hidden_states.masked_fill(~valid[..., None], 0.0)
+        return self.activation(conv(hidden_states.transpose(1, 2))).transpose(1, 2)
+
+
+class Wav2Vec2BertAdapter(nn.Module):
+    def __init__(self, config: Wav2Vec2BertConfig) -> None:
+        super().__init__()
+        if config.output_hidden_size != config.hidden_size:
+            self.proj = nn.Linear(config.hidden_size, config.output_hidden_size)
+            self.proj_layer_norm = nn.LayerNorm(config.output_hidden_size, eps=config.layer_norm_eps)
+        else:
+            self.proj = self.proj_layer_norm = None
+        self.layers = nn.ModuleList(Wav2Vec2BertAdapterLayer(config) for _ in range(config.num_adapter_layers))
+        self.layerdrop = config.layerdrop
+        self.kernel_size = config.adapter_kernel_size
+        self.stride = config.adapter_stride
+
+    def output_lengths(self, lengths: torch.Tensor | int) -> torch.Tensor | int:
+        """Frames after one adapter layer, from the convolution's own arithmetic (padding stride // 2)."""
+        return (lengths + 2 * (self.stride // 2) - self.kernel_size) // self.stride + 1
+
+    def forward(
+        self, hidden_states: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, hidden) and valid lengths (B,) or None -> (B, T', output_hidden) and the new lengths."""
+        if self.proj is not None:
+            hidden_states = self.proj_layer_norm(self.proj(hidden_states))
+        for layer in self.layers:
+            if self.training and self.layerdrop > 0.0 and torch.rand(()) <= self.layerdrop:
+                continue  # a dropped layer leaves frames and lengths as they were
+            valid = valid_out = new_lengths = None
+            if lengths is not None:
+                new_lengths = self.output_lengths(lengths)
+                valid = lengths_to_mask(lengths, hidden_states.shape[1])
+                valid_out = lengths_to_mask(new_lengths, self.output_lengths(hidden_states.shape[1]))
+            hidden_states, _ = layer(hidden_states, valid, valid_out)
+            lengths = new_lengths
+        return hidden_states, lengths
+
+
+class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
+    """The bare encoder: `input_features` (B, T, 160) -> `last_hidden_state` (B, T', output_hidden_size)."""
+
+    def __init__(self, config: Wav2Vec2BertConfig) -> None:
+        super().__init__(config)
+        self.feature_projection = Wav2Vec2BertFeatureProjection(config)
+        if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0:
+            self.masked_spec_embed = nn.Parameter(torch.empty(config.hidden_size).uniform_())
+        self.encoder = Wav2Vec2BertEncoder(config)
+        self.adapter = Wav2Vec2BertAdapter(config) if config.add_adapter else None
+        self.intermediate_ffn = None
+        if config.use_intermediate_ffn_before_adapter:
+            self.intermediate_ffn = Wav2Vec2BertFeedForward(config, act_fn="relu")
+        self.post_init()
+
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> Wav2Vec2BaseModelOutput | tuple:
+        """input_features (B, T, 160) from the feature extractor; attention_mask (B, T), 1 on real steps.
+
+        `hidden_states` holds num_hidden_layers + 1 tensors: the input of the first block, then each block's
+        output (before the adapter). `attentions` holds each block's (B, heads, T, T) probabilities.
+        """
+        lengths = self.check_inputs(input_features, attention_mask)
+        valid = None if lengths is None else lengths_to_mask(lengths, input_features.shape[1])
+        hidden_states, extract_features = self.feature_projection(input_features)
+        hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices, lengths)
+        hidden_states, all_hidden_states, all_attentions = self.encoder(
+            hidden_states, valid, bool(output_hidden_states), bool(output_attentions)
+        )
+        if self.intermediate_ffn is not None:
+            hidden_states = hidden_states + 0.5 * self.intermediate_ffn(hidden_states)
+        if self.adapter is not None:
+            hidden_states, lengths = self.adapter(hidden_states, lengths)
+        output = Wav2Vec2BaseModelOutput(hidden_states, extract_features, all_hidden_states, all_attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+    @torch.no_grad()
+    def embed(
+        self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None, layer: int = -1
+    ) -> LayerEmbedding:
+        """Hidden state after block `layer` without running the blocks above it.
+
+        `layer` indexes like `output_hidden_states`: 0 is the projected input, k the output of block k,
+        -1 (default) the last block. TTS systems that read layer 17 of 24 pay for 17 blocks, not 24. Returns
+        the state (B, T, hidden_size) and the mask of valid frames (B, T) bool.
+        """
+        total = self.config.num_hidden_layers
+        index = layer + total + 1 if layer < 0 else layer
+        if not 0 <= index <= total:
+            raise ValueError(f"layer must be in [-{total + 1}, {total}] for a {total}-layer model, got {layer}")
+        lengths = self.check_inputs(input_features, attention_mask)
+        frames = input_features.shape[1]
+        valid = lengths_to_mask(lengths, frames) if lengths is not None else None
+        hidden_states, _ = self.feature_projection(input_features)
+        hidden_states, _, _ = self.encoder(hidden_states, valid, num_layers=index)
+        if valid is None:
+            valid = torch.ones(input_features.shape[:2], dtype=torch.bool, device=input_features.device)
+        return LayerEmbedding(hidden_states, valid)
+
+    def _mask_hidden_states(
+        self, hidden_states: torch.Tensor, mask_time_indices: torch.Tensor | None, lengths: torch.Tensor | None
+    ) -> torch.Tensor:
+        """SpecAugment: given time masks always, random time/feature masks in training."""
+        if not self.config.apply_spec_augment:
+            return hidden_states
+        batch, frames, channels = hidden_states.shape
+        if mask_time_indices is None and self.training and self.config.mask_time_prob > 0:
+            mask_time_indices = compute_mask_indices(
+                (batch, frames), self.config.mask_time_prob, self.config.mask_time_length, lengths,
+                self.config.mask_time_min_masks, device=hidden_states.device,
+            )
+        if mask_time_indices is not None:
+            if mask_time_indices.shape != (batch, frames):
+                raise ValueError(
+                    f"mask_time_indices must have shape (batch, frames) = {(batch, frames)}, "
+                    f"got {tuple(mask_time_indices.shape)}"
+                )
+            if not hasattr(self, "masked_spec_embed"):
+                raise ValueError("mask_time_indices needs masked_spec_embed, which this config (mask probs 0) lacks")
+            embed = self.masked_spec_embed.to(hidden_states.dtype)
+            hidden_states = torch.where(mask_time_indices.bool()[..., None], embed, hidden_states)
+        if self.training and self.config.mask_feature_prob > 0:
+            feature_mask = compute_mask_indices(
+                (batch, channels), self.config.mask_feature_prob, self.config.mask_feature_length, None,
+                self.config.mask_feature_min_masks, device=hidden_states.device,
+            )
+            hidden_states = hidden_states.masked_fill(feature_mask[:, None, :], 0.0)
+        return hidden_states

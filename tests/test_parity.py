@@ -1,0 +1,191 @@
+"""Same numbers as transformers: every position type, with and without adapter, every head, padded batches.
+
+The oracle is transformers' own classes loaded from the same checkpoint (fp32, 1e-5 absolute). Where the
+adapter makes transformers' padded-batch output depend on padding (its adapter convolutions read padded
+frames), the batch is compared with transformers run on each clip alone.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import w2vbert
+from conftest import HEADS, POSITION_TYPES, head_supports_adapter, model_pair, random_batch
+
+ATOL = 1e-5
+LENGTHS = [41, 34, 29]
+
+CASES = [
+    (head, position, adapter)
+    for head in HEADS
+    for position in POSITION_TYPES
+    for adapter in (False, True)
+    if head_supports_adapter(head) or not adapter
+]
+
+
+def case_id(case):
+    head, position, adapter = case
+    return f"{head.removeprefix('Wav2Vec2Bert')}-{position}-{'adapter' if adapter else 'plain'}"
+
+
+def adapter_kwargs(adapter: bool, head: str = "") -> dict:
+    if not adapter:
+        return {}
+    # transformers' x-vector head only works when the adapter keeps the width.
+    width = None if head == "Wav2Vec2BertForXVector" else 40
+    return dict(
+        add_adapter=True, num_adapter_layers=2, output_hidden_size=width, use_intermediate_ffn_before_adapter=True
+    )
+
+
+def main_output(output) -> torch.Tensor:
+    return output.last_hidden_state if hasattr(output, "last_hidden_state") else output.logits
+
+
+def frame_level(head: str) -> bool:
+    return head in ("Wav2Vec2BertModel", "Wav2Vec2BertForCTC", "Wav2Vec2BertForAudioFrameClassification")
+
+
+def valid_frames(model, mask: torch.Tensor, row: int, frames: int) -> int:
+    return int(model.get_feat_extract_output_lengths(mask[row].sum()))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_single_clip_matches_transformers(case, tmp_path):
+    head, position, adapter = case
+    reference, ours = model_pair(head, tmp_path, position_embeddings_type=position, **adapter_kwargs(adapter, head))
+    features, _ = random_batch([29])
+    with torch.no_grad():
+        expected, actual = reference(features), ours(features)
+    torch.testing.assert_close(main_output(actual), main_output(expected), atol=ATOL, rtol=0)
+    if head == "Wav2Vec2BertForXVector":
+        torch.testing.assert_close(actual.embeddings, expected.embeddings, atol=ATOL, rtol=0)
+    assert main_output(actual).abs().max() > 1e-3  # a real signal, not two zero tensors agreeing
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_padded_batch_matches_transformers_per_clip(case, tmp_path):
+    head, position, adapter = case
+    reference, ours = model_pair(head, tmp_path, position_embeddings_type=position, **adapter_kwargs(adapter, head))
+    features, mask = random_batch(LENGTHS)
+    with torch.no_grad():
+        batched = main_output(ours(features, attention_mask=mask))
+        for row, length in enumerate(LENGTHS):
+            alone = main_output(reference(features[row : row + 1, :length]))[0]
+            if frame_level(head):
+                n = valid_frames(ours, mask, row, batched.shape[1])
+                assert alone.shape[0] == n
+                torch.testing.assert_close(batched[row, :n], alone, atol=ATOL, rtol=0)
+            else:
+                torch.testing.assert_close(batched[row], alone, atol=ATOL, rtol=0)
+
+
+NO_ADAPTER_BATCH_HEADS = [h for h in HEADS if h != "Wav2Vec2BertForXVector"]
+
+
+@pytest.mark.parametrize("position", POSITION_TYPES)
+@pytest.mark.parametrize("head", NO_ADAPTER_BATCH_HEADS)
+def test_padded_batch_matches_transformers_batched(head, position, tmp_path):
+    """Without the adapter transformers is padding-independent too, so batches compare directly."""
+    reference, ours = model_pair(head, tmp_path, position_embeddings_type=position)
+    features, mask = random_batch(LENGTHS)
+    with torch.no_grad():
+        expected = main_output(reference(features, attention_mask=mask))
+        actual = main_output(ours(features, attention_mask=mask))
+    if frame_level(head):
+        valid = mask.bool()
+        torch.testing.assert_close(actual[valid], expected[valid], atol=ATOL, rtol=0)
+    else:
+        torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "none"])
+@pytest.mark.parametrize("zero_infinity", [False, True])
+def test_ctc_loss_matches_transformers(reduction, zero_infinity, tmp_path):
+    reference, ours = model_pair(
+        "Wav2Vec2BertForCTC", tmp_path, ctc_loss_reduction=reduction, ctc_zero_infinity=zero_infinity
+    )
+    features, mask = random_batch(LENGTHS)
+    # Row 2 has 29 frames but 20 repeats of one label, which need 39: infinite loss unless zero_infinity.
+    labels = torch.tensor([[1, 2, 3, 3, 4] + [-100] * 15, [5, 6, 7] + [-100] * 17, [2] * 20])
+    with torch.no_grad():
+        expected = reference(features, attention_mask=mask, labels=labels).loss
+        actual = ours(features, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(actual, expected, atol=ATOL, rtol=1e-6, equal_nan=True)
+    assert torch.isfinite(actual).all() == zero_infinity
+
+
+def test_ctc_loss_with_adapter_matches_transformers_per_clip(tmp_path):
+    reference, ours = model_pair("Wav2Vec2BertForCTC", tmp_path, **adapter_kwargs(True), ctc_loss_reduction="sum")
+    features, mask = random_batch([31, 26])
+    labels = torch.tensor([[1, 2, 3], [4, 5, -100]])
+    with torch.no_grad():
+        actual = ours(features, attention_mask=mask, labels=labels).loss
+        expected = sum(
+            reference(features[i : i + 1, :n], labels=labels[i : i + 1]).loss for i, n in enumerate([31, 26])
+        )
+    torch.testing.assert_close(actual, expected, atol=ATOL, rtol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["Wav2Vec2BertForSequenceClassification", "Wav2Vec2BertForAudioFrameClassification"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_classification_losses_match_transformers(head, weighted, tmp_path):
+    reference, ours = model_pair(head, tmp_path, use_weighted_layer_sum=weighted)
+    features, mask = random_batch(LENGTHS)
+    if head == "Wav2Vec2BertForSequenceClassification":
+        labels = torch.tensor([0, 2, 1])
+    else:
+        labels = torch.nn.functional.one_hot(torch.randint(0, 3, (3, features.shape[1])), 3)
+    with torch.no_grad():
+        expected = reference(features, attention_mask=mask, labels=labels)
+        actual = ours(features, attention_mask=mask, labels=labels)
+    torch.testing.assert_close(actual.loss, expected.loss, atol=ATOL, rtol=1e-6)
+    torch.testing.assert_close(actual.logits, expected.logits, atol=ATOL, rtol=0) if not frame_level(head) else None
+
+
+def test_xvector_loss_matches_transformers(tmp_path):
+    reference, ours = model_pair("Wav2Vec2BertForXVector", tmp_path, use_weighted_layer_sum=True)
+    features, _ = random_batch([30, 30])
+    labels = torch.tensor([1, 0])
+    with torch.no_grad():
+        expected = reference(features, labels=labels)
+        actual = ours(features, labels=labels)
+    torch.testing.assert_close(actual.loss, expected.loss, atol=ATOL, rtol=1e-6)
+    torch.testing.assert_close(actual.embeddings, expected.embeddings, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("position", POSITION_TYPES)
+def test_hidden_states_and_attentions_match_transformers_eager(position, tmp_path):
+    reference, ours = model_pair(
+        "Wav2Vec2BertModel", tmp_path, position_embeddings_type=position, attn_implementation="eager"
+    )
+    reference.config._attn_implementation = "eager"
+    features, mask = random_batch(LENGTHS)
+    with torch.no_grad():
+        expected = reference(features, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+        actual = ours(features, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert len(actual.hidden_states) == len(expected.hidden_states) == 3
+    valid = mask.bool()
+    for mine, theirs in zip(actual.hidden_states, expected.hidden_states, strict=True):
+        torch.testing.assert_close(mine[valid], theirs[valid], atol=ATOL, rtol=0)
+    torch.testing.assert_close(actual.extract_features, expected.extract_features, atol=ATOL, rtol=0)
+    for mine, theirs in zip(actual.attentions, expected.attentions, strict=True):
+        # Rows of padded queries are arbitrary in both; compare the real ones.
+        torch.testing.assert_close(mine.transpose(1, 2)[valid], theirs.transpose(1, 2)[valid], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_checkpoints_load_both_ways_without_missing_or_unexpected_keys(head, tmp_path):
+    import transformers
+
+    reference, ours = model_pair(head, tmp_path / "hf", position_embeddings_type="relative")
+    _, info = getattr(w2vbert, head).from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert info == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}
+    ours.save_pretrained(tmp_path / "ours")
+    back, hf_info = getattr(transformers, head).from_pretrained(tmp_path / "ours", output_loading_info=True)
+    assert not hf_info["missing_keys"] and not hf_info["unexpected_keys"] and not hf_info["mismatched_keys"]
+    features, _ = random_batch([15])
+    with torch.no_grad():
+        torch.testing.assert_close(main_output(back.eval()(features)), main_output(ours(features)), atol=ATOL, rtol=0)
