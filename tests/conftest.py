@@ -37,6 +37,22 @@ def head_supports_adapter(head: str) -> bool:
     return head not in ("Wav2Vec2BertForSequenceClassification", "Wav2Vec2BertForAudioFrameClassification")
 
 
+# Every (head, position type, adapter on/off) the model family allows: transformers' classification heads
+# refuse the adapter.
+HEAD_CASES = [
+    (head, position, adapter)
+    for head in HEADS
+    for position in POSITION_TYPES
+    for adapter in (False, True)
+    if head_supports_adapter(head) or not adapter
+]
+
+
+def case_id(case) -> str:
+    head, position, adapter = case
+    return f"{head.removeprefix('Wav2Vec2Bert')}-{position}-{'adapter' if adapter else 'plain'}"
+
+
 def model_pair(head: str, tmp_path, **overrides):
     """(transformers model, w2vbert model) of class `head`, the second loaded from the first's checkpoint."""
     import transformers

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import w2vbert
-from conftest import HEADS, POSITION_TYPES, head_supports_adapter, random_batch, tiny_config_kwargs
+from conftest import HEAD_CASES, case_id, random_batch, tiny_config_kwargs
 from w2vbert import modeling
 
 ATOL = 1e-5
@@ -29,19 +29,7 @@ def main_output(output):
 
 
 # ------------------------------------------------------------------------------------------ batch invariance
-INVARIANCE_CASES = [
-    (head, position, adapter)
-    for head in HEADS
-    for position in POSITION_TYPES
-    for adapter in (False, True)
-    if head_supports_adapter(head) or not adapter
-]
-
-
-@pytest.mark.parametrize(
-    "head,position,adapter", INVARIANCE_CASES,
-    ids=[f"{h.removeprefix('Wav2Vec2Bert')}-{p}-{a}" for h, p, a in INVARIANCE_CASES],
-)
+@pytest.mark.parametrize("head,position,adapter", HEAD_CASES, ids=[case_id(case) for case in HEAD_CASES])
 @settings(max_examples=4, deadline=None)
 @given(lengths=st.lists(st.integers(min_value=20, max_value=48), min_size=2, max_size=4))
 def test_clip_output_is_the_same_alone_and_in_a_padded_batch(head, position, adapter, lengths):

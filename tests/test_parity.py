@@ -11,24 +11,10 @@ import pytest
 import torch
 
 import w2vbert
-from conftest import HEADS, POSITION_TYPES, head_supports_adapter, model_pair, random_batch
+from conftest import HEAD_CASES, HEADS, POSITION_TYPES, case_id, model_pair, random_batch
 
 ATOL = 1e-5
 LENGTHS = [41, 34, 29]
-
-CASES = [
-    (head, position, adapter)
-    for head in HEADS
-    for position in POSITION_TYPES
-    for adapter in (False, True)
-    if head_supports_adapter(head) or not adapter
-]
-
-
-def case_id(case):
-    head, position, adapter = case
-    return f"{head.removeprefix('Wav2Vec2Bert')}-{position}-{'adapter' if adapter else 'plain'}"
-
 
 def adapter_kwargs(adapter: bool, head: str = "") -> dict:
     if not adapter:
@@ -52,7 +38,7 @@ def valid_frames(model, mask: torch.Tensor, row: int, frames: int) -> int:
     return int(model.get_feat_extract_output_lengths(mask[row].sum()))
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", HEAD_CASES, ids=case_id)
 def test_single_clip_matches_transformers(case, tmp_path):
     head, position, adapter = case
     reference, ours = model_pair(head, tmp_path, position_embeddings_type=position, **adapter_kwargs(adapter, head))
@@ -65,7 +51,7 @@ def test_single_clip_matches_transformers(case, tmp_path):
     assert main_output(actual).abs().max() > 1e-3  # a real signal, not two zero tensors agreeing
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", HEAD_CASES, ids=case_id)
 def test_padded_batch_matches_transformers_per_clip(case, tmp_path):
     head, position, adapter = case
     reference, ours = model_pair(head, tmp_path, position_embeddings_type=position, **adapter_kwargs(adapter, head))
