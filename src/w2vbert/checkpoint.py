@@ -112,18 +112,23 @@ def save_checkpoint(
             shard_bytes = 0
         shards[-1][name] = tensor
         shard_bytes += size
-    for stale in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME):
-        (directory / stale).unlink(missing_ok=True)  # an old file of another layout would shadow the new one
     if len(shards) == 1:
-        return [_atomic_save(shards[0], directory / SAFE_WEIGHTS_NAME)]
-    written, weight_map = [], {}
-    for number, shard in enumerate(shards, start=1):
-        name = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
-        written.append(_atomic_save(shard, directory / name))
-        weight_map.update(dict.fromkeys(shard, name))
-    total = sum(t.numel() * t.element_size() for t in state_dict.values())
-    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    written.append(atomic_write_text(directory / SAFE_WEIGHTS_INDEX_NAME, json.dumps(index, indent=2) + "\n"))
+        written = [_atomic_save(shards[0], directory / SAFE_WEIGHTS_NAME)]
+    else:
+        written, weight_map = [], {}
+        for number, shard in enumerate(shards, start=1):
+            name = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+            written.append(_atomic_save(shard, directory / name))
+            weight_map.update(dict.fromkeys(shard, name))
+        total = sum(t.numel() * t.element_size() for t in state_dict.values())
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        written.append(atomic_write_text(directory / SAFE_WEIGHTS_INDEX_NAME, json.dumps(index, indent=2) + "\n"))
+    # Only now, with the new files in place, remove what an earlier save of another layout left: a stale
+    # file would shadow the new ones (a single file is read before an index).
+    stale = {SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME}
+    stale |= {path.name for path in directory.glob("model-*-of-*.safetensors")}
+    for name in stale - {path.name for path in written}:
+        (directory / name).unlink(missing_ok=True)
     return written
 
 
