@@ -6,7 +6,21 @@ after changing the import.
 
 __version__ = "0.1.0"
 
+from .audio import load_audio, stream_audio  # noqa: E402
+from .auto import (  # noqa: E402
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForAudioClassification,
+    AutoModelForAudioFrameClassification,
+    AutoModelForAudioXVector,
+    AutoModelForCTC,
+    AutoProcessor,
+    AutoTokenizer,
+    load_model,
+)
 from .config import Wav2Vec2BertConfig  # noqa: E402
+from .features import SeamlessM4TFeatureExtractor  # noqa: E402
 from .heads import (  # noqa: E402
     Wav2Vec2BertForAudioFrameClassification,
     Wav2Vec2BertForCTC,
@@ -23,9 +37,29 @@ from .outputs import (  # noqa: E402
     Wav2Vec2BertBaseModelOutput,
     XVectorOutput,
 )
+from .pipelines import pipeline  # noqa: E402
 from .pretrained import Wav2Vec2BertPreTrainedModel  # noqa: E402
+from .processor import Wav2Vec2BertProcessor  # noqa: E402
+from .tokenizer import Wav2Vec2CTCTokenizer, build_vocab  # noqa: E402
 
 __all__ = [
+    "AutoConfig",
+    "AutoFeatureExtractor",
+    "AutoModel",
+    "AutoModelForAudioClassification",
+    "AutoModelForAudioFrameClassification",
+    "AutoModelForAudioXVector",
+    "AutoModelForCTC",
+    "AutoProcessor",
+    "AutoTokenizer",
+    "SeamlessM4TFeatureExtractor",
+    "Wav2Vec2BertProcessor",
+    "Wav2Vec2CTCTokenizer",
+    "build_vocab",
+    "load_audio",
+    "load_model",
+    "pipeline",
+    "stream_audio",
     "CausalLMOutput",
     "LayerEmbedding",
     "SequenceClassifierOutput",

@@ -11,7 +11,10 @@ from typing import Any
 
 from . import heads, modeling
 from .config import Wav2Vec2BertConfig
+from .features import SeamlessM4TFeatureExtractor
 from .pretrained import Wav2Vec2BertPreTrainedModel
+from .processor import Wav2Vec2BertProcessor
+from .tokenizer import Wav2Vec2CTCTokenizer
 
 MODEL_CLASSES: dict[str, type[Wav2Vec2BertPreTrainedModel]] = {
     cls.__name__: cls
@@ -81,3 +84,21 @@ class AutoModelForAudioXVector(_AutoModel):
 def load_model(path_or_repo_id: str | os.PathLike, **kwargs: Any) -> Wav2Vec2BertPreTrainedModel:
     """Load a checkpoint into the class it was saved with (`config.architectures`): the one-liner."""
     return _AutoModel.from_pretrained(path_or_repo_id, **kwargs)
+
+
+class AutoFeatureExtractor:
+    @staticmethod
+    def from_pretrained(path_or_repo_id: str | os.PathLike, **kwargs: Any) -> SeamlessM4TFeatureExtractor:
+        return SeamlessM4TFeatureExtractor.from_pretrained(path_or_repo_id, **kwargs)
+
+
+class AutoTokenizer:
+    @staticmethod
+    def from_pretrained(path_or_repo_id: str | os.PathLike, **kwargs: Any) -> Wav2Vec2CTCTokenizer:
+        return Wav2Vec2CTCTokenizer.from_pretrained(path_or_repo_id, **kwargs)
+
+
+class AutoProcessor:
+    @staticmethod
+    def from_pretrained(path_or_repo_id: str | os.PathLike, **kwargs: Any) -> Wav2Vec2BertProcessor:
+        return Wav2Vec2BertProcessor.from_pretrained(path_or_repo_id, **kwargs)

@@ -1,0 +1,184 @@
+"""Audio in: any file FFmpeg decodes (through PyAV, whose wheel ships FFmpeg), any array, to 16 kHz mono float32.
+
+Decoding is PyAV's, resampling soxr's (high quality, the resampler SoX is known for); both are maintained
+libraries, so nothing here hand-writes codecs or filters. Files can be read whole (`load_audio`) or as a stream
+of blocks (`stream_audio`), which keeps memory flat for recordings of hours.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import av
+import numpy as np
+import soxr
+import torch
+
+SAMPLING_RATE = 16000  # Hz: what W2v-BERT 2.0 was trained on
+MAX_CHANNELS = 8  # an array axis this short is taken for channels, the other for samples
+INTEGER_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int8): 2.0**7}
+
+AudioSource = str | os.PathLike | bytes | IO[bytes] | np.ndarray | torch.Tensor
+
+
+def load_audio(
+    source: AudioSource, sampling_rate: int = SAMPLING_RATE, *, source_sampling_rate: int | None = None
+) -> np.ndarray:
+    """Decode or take audio as (samples,) float32 mono at `sampling_rate`.
+
+    `source` is a file path, the bytes of a file, a binary file object, or an array / tensor of samples
+    ((samples,), (samples, channels) or (channels, samples); floats in [-1, 1] or int16/int32 PCM). An array is
+    taken to be at `sampling_rate` unless `source_sampling_rate` says otherwise. Channels are averaged.
+    """
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        audio = to_mono(_as_float_array(source))
+        rate = source_sampling_rate or sampling_rate
+        name = "audio array"
+    else:
+        if source_sampling_rate is not None:
+            raise ValueError("source_sampling_rate is for arrays; a file states its own rate")
+        blocks = list(_decode(source))
+        name = _name(source)
+        rate = blocks[0][1] if blocks else sampling_rate
+        audio = np.concatenate([b for b, _ in blocks]) if blocks else np.zeros(0, np.float32)
+        if not len(audio):
+            raise ValueError(f"{name}: contains no audio samples")
+    _check_finite(audio, name)
+    return resample(audio, rate, sampling_rate)
+
+
+def stream_audio(
+    source: str | os.PathLike | bytes | IO[bytes], block_seconds: float, sampling_rate: int = SAMPLING_RATE
+) -> Iterator[np.ndarray]:
+    """Decode a file block by block: float32 mono arrays of about `block_seconds` at `sampling_rate`.
+
+    Only one block (plus the decoder's own buffers) is in memory at a time. The resampler keeps its state across
+    blocks, so the concatenated blocks equal `load_audio` of the whole file up to the resampler's edge effects
+    (none when no resampling is needed).
+    """
+    if block_seconds <= 0:
+        raise ValueError(f"block_seconds must be > 0, got {block_seconds}")
+    name, total = _name(source), 0
+    resampler: soxr.ResampleStream | None = None
+    pending: list[np.ndarray] = []
+    pending_samples, block = 0, int(block_seconds * sampling_rate)
+    for chunk, rate in _decode(source):
+        _check_finite(chunk, name)
+        if rate != sampling_rate:
+            if resampler is None:
+                resampler = soxr.ResampleStream(rate, sampling_rate, 1, dtype="float32", quality="HQ")
+            chunk = resampler.resample_chunk(chunk)
+        pending.append(chunk)
+        pending_samples += len(chunk)
+        if pending_samples >= block:
+            out = np.concatenate(pending)
+            total += len(out)
+            yield out
+            pending, pending_samples = [], 0
+    if resampler is not None:
+        pending.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+    if pending and sum(len(p) for p in pending):
+        out = np.concatenate(pending)
+        total += len(out)
+        yield out
+    if total == 0:
+        raise ValueError(f"{name}: contains no audio samples")
+
+
+def resample(audio: np.ndarray, source_rate: int, target_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """(samples,) float32 from `source_rate` to `target_rate` with soxr's high-quality filter."""
+    if source_rate <= 0 or target_rate <= 0:
+        raise ValueError(f"sampling rates must be positive, got {source_rate} -> {target_rate}")
+    if source_rate == target_rate:
+        return np.ascontiguousarray(audio, dtype=np.float32)
+    return soxr.resample(np.asarray(audio, np.float32), source_rate, target_rate, quality="HQ").astype(np.float32)
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """(samples,) stays; (samples, channels) or (channels, samples) is averaged over the channel axis.
+
+    The channel axis is the one of at most 8 entries; when both or neither axis is that short the layout is
+    ambiguous, and guessing would silently swap time and channels, so it is an error.
+    """
+    if audio.ndim == 1:
+        return audio
+    if audio.ndim != 2:
+        raise ValueError(
+            f"expected audio of shape (samples,), (samples, channels) or (channels, samples), got {audio.shape}"
+        )
+    short = [axis for axis in (0, 1) if audio.shape[axis] <= MAX_CHANNELS]
+    if len(short) != 1:
+        if audio.shape[0] == audio.shape[1] == 1:
+            return audio.reshape(1)
+        raise ValueError(
+            f"cannot tell channels from samples in audio of shape {audio.shape}: expected one axis of at most "
+            f"{MAX_CHANNELS} channels; pass a 1-D array per channel layout you mean"
+        )
+    return audio.mean(axis=short[0], dtype=np.float32)
+
+
+def _as_float_array(source: np.ndarray | torch.Tensor) -> np.ndarray:
+    array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
+    if array.dtype in INTEGER_SCALE:
+        return (array / INTEGER_SCALE[array.dtype]).astype(np.float32)
+    if array.dtype == np.uint8:  # 8-bit WAV PCM is unsigned, centred on 128
+        return ((array.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    if array.dtype.kind != "f":
+        raise TypeError(f"expected float samples in [-1, 1] or int16/int32 PCM, got an array of {array.dtype}")
+    if array.size == 0:
+        raise ValueError("the audio array is empty (zero samples)")
+    return array.astype(np.float32, copy=False)
+
+
+def _check_finite(audio: np.ndarray, name: str) -> None:
+    if not np.isfinite(audio).all():
+        bad = int((~np.isfinite(audio)).sum())
+        raise ValueError(f"{name}: {bad} samples are NaN or infinite")
+
+
+def _name(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return getattr(source, "name", None) or f"<{type(source).__name__}>"
+
+
+def _decode(source: str | os.PathLike | bytes | IO[bytes]) -> Iterator[tuple[np.ndarray, int]]:
+    """(mono float32 block, its sampling rate) for each decoded frame of the file's first audio stream."""
+    name = _name(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path}: is a directory, expected an audio file")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        if path.stat().st_size == 0:
+            raise ValueError(f"{path}: the file is empty (0 bytes)")
+        target: Any = str(path)
+    elif isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ValueError("the audio bytes are empty")
+        target = io.BytesIO(source)
+    elif hasattr(source, "read"):
+        target = source
+    else:
+        raise TypeError(f"expected a path, bytes, a binary file object or an array, got {type(source).__name__}")
+    try:
+        with av.open(target, mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise ValueError(f"{name}: has no audio stream (format {container.format.name})")
+            stream = container.streams.audio[0]
+            # Packed or planar, any sample format -> float planar, (channels, samples) per frame.
+            converter = av.AudioResampler(format="fltp")
+            for frame in container.decode(stream):
+                for converted in converter.resample(frame):
+                    planes = converted.to_ndarray()  # (channels, samples) float32
+                    yield planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0], converted.rate
+            for converted in converter.resample(None):
+                planes = converted.to_ndarray()
+                yield planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0], converted.rate
+    except av.error.FFmpegError as error:
+        raise ValueError(f"{name}: not a readable audio file ({error.strerror or type(error).__name__})") from None

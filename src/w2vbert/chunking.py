@@ -1,0 +1,101 @@
+"""Long audio in bounded memory: overlapping windows in, one seamless frame sequence out.
+
+A recording is cut into windows of `chunk` samples that overlap by `left` + `right` samples of context. Each
+window runs through the model alone; of its output frames, those inside the left and right context are dropped
+(except at the ends of the recording), so the kept frames of consecutive windows tile the recording exactly.
+All three lengths are whole multiples of the model's samples-per-output-frame (320 samples = 20 ms, times the
+adapter's strides), so window k's kept frames start where window k-1's ended: the result is one frame sequence,
+as if the model had seen the whole recording with a `chunk`-long attention span, and CTC decoding runs once
+over it (no words duplicated or cut at window borders).
+
+The windows come from an iterator of audio blocks (a file decoded as a stream), so memory holds one window
+of audio and the model's outputs (a few MB per hour of speech), never the whole recording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Window geometry, in samples, each a multiple of `frame` (samples per output frame of the model)."""
+
+    frame: int  # samples per output frame (320 = 20 ms at 16 kHz; 640 with one stride-2 adapter layer)
+    chunk: int  # samples a window holds, context included
+    left: int  # context samples at the start of a window whose frames are dropped (kept in the first window)
+    right: int  # context samples at the end of a window whose frames are dropped (kept in the last window)
+
+    @classmethod
+    def from_seconds(
+        cls,
+        chunk_length_s: float,
+        stride_length_s: float | tuple[float, float] | None,
+        frame: int,
+        sampling_rate: int = 16000,
+    ) -> WindowPlan:
+        """`chunk_length_s` windows with `stride_length_s` of context per side (default chunk/6, as transformers)."""
+        if stride_length_s is None:
+            stride_length_s = chunk_length_s / 6
+        left_s, right_s = stride_length_s if isinstance(stride_length_s, (tuple, list)) else (stride_length_s,) * 2
+
+        def samples(seconds: float) -> int:  # round to whole output frames
+            return int(round(seconds * sampling_rate / frame)) * frame
+
+        plan = cls(frame, samples(chunk_length_s), samples(left_s), samples(right_s))
+        if chunk_length_s <= 0 or left_s < 0 or right_s < 0:
+            raise ValueError(f"chunk_length_s must be > 0 and strides >= 0, got {chunk_length_s} and {stride_length_s}")
+        if plan.step < frame:
+            raise ValueError(
+                f"chunk_length_s={chunk_length_s} leaves no audio between the strides ({left_s} s + {right_s} s): "
+                "make the chunk longer than the two strides together"
+            )
+        return plan
+
+    @property
+    def step(self) -> int:
+        """Samples between the starts of consecutive windows: what each window adds to the result."""
+        return self.chunk - self.left - self.right
+
+
+@dataclass(frozen=True)
+class Window:
+    audio: np.ndarray  # (samples,) float32: the window's audio, context included
+    start: int  # sample offset of the window in the recording
+    drop_left: int  # output frames to drop at the start (0 for the first window)
+    keep_until: int | None  # output frames kept end here (None: to the end; the last window keeps its right edge)
+    first_frame: int  # index, in the whole recording's frame sequence, of the first kept frame
+
+
+def windows(blocks: Iterable[np.ndarray], plan: WindowPlan) -> Iterator[Window]:
+    """Cut a stream of mono audio blocks into the overlapping windows of `plan`; nothing for an empty stream.
+
+    Window k starts at k * step. It is the last one when the recording ends inside it; knowing that needs one
+    sample beyond its end, so at most `chunk` + one block of audio is held at a time.
+    """
+    blocks = iter(blocks)
+    buffer = np.zeros(0, dtype=np.float32)  # the recording from sample `start` on, as far as decoded
+    start, exhausted = 0, False
+    while True:
+        while not exhausted and len(buffer) <= plan.chunk:
+            block = next(blocks, None)
+            if block is None:
+                exhausted = True
+            else:
+                buffer = np.concatenate([buffer, np.asarray(block, dtype=np.float32).reshape(-1)])
+        if not len(buffer):
+            return
+        last = len(buffer) <= plan.chunk
+        yield _window(buffer[: plan.chunk], start, plan, last)
+        if last:
+            return
+        buffer, start = buffer[plan.step :], start + plan.step
+
+
+def _window(audio: np.ndarray, start: int, plan: WindowPlan, last: bool) -> Window:
+    drop_left = 0 if start == 0 else plan.left // plan.frame
+    keep_until = None if last else (plan.chunk - plan.right) // plan.frame
+    return Window(audio.copy(), start, drop_left, keep_until, start // plan.frame + drop_left)

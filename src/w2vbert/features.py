@@ -1,0 +1,669 @@
+"""Kaldi fbank input features of W2v-BERT 2.0: `SeamlessM4TFeatureExtractor`, numerically the one of transformers.
+
+Pipeline, per clip (the Hugging Face `SeamlessM4TFeatureExtractor`, itself a numpy port of Kaldi's fbank):
+    waveform * 2**15 -> 25 ms frames every 10 ms (snip edges) -> remove DC -> pre-emphasis 0.97 -> povey window
+    -> |rfft(512)|^2 -> 80 triangular mel filters (20 Hz .. Nyquist, Kaldi mel scale) -> log (floor FLT_EPSILON)
+    -> per mel bin: (x - mean) / sqrt(var(ddof=1) + 1e-7) over the clip's frames
+    -> pad to an even frame count -> stack frame pairs: (frames // 2, 160), one step per 20 ms.
+
+Here all clips of a batch go through one batched rfft and one mel matmul in PyTorch, on the device of the caller's
+choice; statistics are taken per clip over its own valid frames, so a clip gives the same numbers alone and in a
+batch. Differences from transformers, all deliberate: clips shorter than one window (400 samples) give zero frames
+instead of an error; a clip of one frame gives zeros instead of NaN (its ddof=1 variance is undefined); a 2-D
+(channels, samples) clip is mixed to mono instead of keeping channel 0; a 2-D tensor is a batch, as a 2-D array is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write_text
+
+logger = logging.getLogger("w2vbert")
+
+PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
+PROCESSOR_CONFIG_NAME = "processor_config.json"  # transformers >= 5 nests the extractor config in here
+SAMPLING_RATE = 16000  # Hz; the only rate W2v-BERT 2.0 was trained on
+FRAME_LENGTH = 400  # samples: Kaldi's 25 ms window at 16 kHz
+HOP_LENGTH = 160  # samples: Kaldi's 10 ms frame shift at 16 kHz
+FFT_LENGTH = 512  # Kaldi rounds the window up to a power of two
+NUM_FREQUENCY_BINS = FFT_LENGTH // 2 + 1  # 257 one-sided rfft bins
+PREEMPHASIS = 0.97  # Kaldi default preemphasis-coefficient
+INT16_SCALE = 2.0**15  # Kaldi reads 16-bit integer samples; float audio in [-1, 1] is scaled up to that range
+MEL_FLOOR = 1.192092955078125e-07  # FLT_EPSILON: Kaldi's floor before the log (value as written in transformers)
+LOW_FREQUENCY = 20.0  # Hz, Kaldi default low-freq of the mel filters; the high edge is Nyquist
+NORM_EPSILON = 1e-7  # transformers adds this under the square root of the variance; fairseq2 adds nothing
+FRAMES_PER_BLOCK = 65536  # frames of the whole batch put through one rfft call: bounds memory for hour-long audio
+
+
+# ----------------------------------------------------------------------------------------------- BatchFeature
+class BatchFeature(dict):
+    """The extractor's output: a dict (`out["input_features"]`, `**out`) with attribute access and `.to(...)`."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"BatchFeature has no {name!r}; it holds {sorted(self)}") from None
+
+    def to(self, *args: Any, **kwargs: Any) -> BatchFeature:
+        """Move tensors to a device; a dtype given casts the floating-point tensors only (as transformers does)."""
+        device = kwargs.get("device")
+        if device is None and args and not isinstance(args[0], torch.dtype):
+            device = args[0]
+        out = BatchFeature()
+        for key, value in self.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                value = value.to(*args, **kwargs)
+            elif isinstance(value, torch.Tensor) and device is not None:
+                value = value.to(device=device, non_blocking=kwargs.get("non_blocking", False))
+            out[key] = value
+        return out
+
+    def convert_to_tensors(self, tensor_type: str | None) -> BatchFeature:
+        """Convert every entry to "pt" tensors or "np" arrays in place (None leaves them); returns self."""
+        if tensor_type is None:
+            return self
+        for key, value in self.items():
+            self[key] = _as_tensor_type(value, str(tensor_type), key)
+        return self
+
+
+def _as_tensor_type(value: Any, tensor_type: str, key: str = "value") -> Any:
+    if tensor_type == "pt":
+        if isinstance(value, torch.Tensor):
+            return value
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
+            return torch.stack(list(value))
+        return torch.from_numpy(_stack_numpy(value, key))
+    if tensor_type == "np":
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu().numpy()
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
+            return np.stack([v.detach().cpu().numpy() for v in value])
+        return _stack_numpy(value, key)
+    raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {tensor_type!r}")
+
+
+def _stack_numpy(value: Any, key: str) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except ValueError as error:
+        raise ValueError(
+            f"cannot make one array of {key!r}: its items have different lengths; pad them first (padding=True)"
+        ) from error
+
+
+# ----------------------------------------------------------------------------------------- fbank, batched
+def povey_window(length: int = FRAME_LENGTH, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """Kaldi's povey window, a symmetric Hann window to the power 0.85: (length,) float64. Zero at both ends."""
+    n = torch.arange(length, dtype=torch.float64, device=device)
+    return (0.5 - 0.5 * torch.cos(2 * math.pi * n / (length - 1))) ** 0.85
+
+
+def kaldi_mel_filters(
+    num_mel_bins: int = 80,
+    sampling_rate: int = SAMPLING_RATE,
+    *,
+    low_frequency: float = LOW_FREQUENCY,
+    high_frequency: float | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Kaldi's triangular mel filters over the 257 rfft bins: (257, num_mel_bins) float64.
+
+    Triangles are linear in the mel domain (mel = 1127 ln(1 + f / 700)), with edges equally spaced in mel from
+    `low_frequency` to `high_frequency` (Nyquist by default), as Kaldi's MelBanks and transformers' "kaldi" scale.
+    """
+    high_frequency = sampling_rate / 2 if high_frequency is None else high_frequency
+
+    def mel(hz: torch.Tensor) -> torch.Tensor:
+        return 1127.0 * torch.log1p(hz / 700.0)
+
+    edges = torch.linspace(
+        float(mel(torch.tensor(low_frequency, dtype=torch.float64))),
+        float(mel(torch.tensor(float(high_frequency), dtype=torch.float64))),
+        num_mel_bins + 2,
+        dtype=torch.float64,
+        device=device,
+    )
+    bin_hz = torch.arange(NUM_FREQUENCY_BINS, dtype=torch.float64, device=device) * (sampling_rate / FFT_LENGTH)
+    bin_mel = mel(bin_hz)[:, None]  # (257, 1)
+    left, center, right = edges[:-2], edges[1:-1], edges[2:]
+    rising = (bin_mel - left) / (center - left)
+    falling = (right - bin_mel) / (right - center)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0)  # (257, num_mel_bins)
+
+
+def num_frames(num_samples: int | torch.Tensor) -> int | torch.Tensor:
+    """Kaldi frames (snip edges) in `num_samples`: 0 below one 400-sample window, else 1 + (n - 400) // 160."""
+    if isinstance(num_samples, torch.Tensor):
+        return torch.where(num_samples >= FRAME_LENGTH, 1 + (num_samples - FRAME_LENGTH).clamp(min=0) // HOP_LENGTH, 0)
+    return 0 if num_samples < FRAME_LENGTH else 1 + (num_samples - FRAME_LENGTH) // HOP_LENGTH
+
+
+class _FbankTables:
+    """The constant tensors of the fbank on one device (built once per device, then reused)."""
+
+    def __init__(self, num_mel_bins: int, sampling_rate: int, device: torch.device) -> None:
+        self.window = povey_window(device=device)  # (400,) float64
+        # The DC offset m of a frame enters the windowed, pre-emphasised frame as -(1 - 0.97) * m * window
+        # (x - m pre-emphasised is x[n] - 0.97 x[n-1] - 0.03 m), so its spectrum is that of the window, scaled.
+        self.window_spectrum = torch.fft.rfft(self.window, n=FFT_LENGTH) * (1.0 - PREEMPHASIS)  # (257,) complex128
+        self.mel_filters = kaldi_mel_filters(num_mel_bins, sampling_rate, device=device).float()  # (257, mels)
+
+
+def log_mel_fbank(waveforms: torch.Tensor, tables: _FbankTables) -> torch.Tensor:
+    """Kaldi log-mel fbank of equal-length float waveforms in [-1, 1]: (batch, samples) -> (batch, frames, mels).
+
+    Frames whose window runs past a shorter clip's end are computed from whatever follows it; the caller masks them.
+    The frames, DC offsets and rfft are float64, as in transformers (its float32 rounding of the spectrum is
+    harmless here): in float32 the rfft's error is relative to the frame's total energy, which puts errors of 1e-3
+    and more into the log of quiet high-frequency bins. The power spectrum is then accurate to float32 per bin, so
+    the mel matmul and the log run in float32. Returns float32.
+    """
+    batch, length = waveforms.shape
+    total = num_frames(length)
+    out = torch.empty(batch, total, tables.mel_filters.shape[1], dtype=torch.float32, device=waveforms.device)
+    block = max(1, FRAMES_PER_BLOCK // max(batch, 1))
+    for first in range(0, total, block):
+        count = min(block, total - first)
+        start, stop = first * HOP_LENGTH, (first + count - 1) * HOP_LENGTH + FRAME_LENGTH
+        x = waveforms[:, start:stop].to(torch.float64) * INT16_SCALE  # (B, S): Kaldi's 16-bit sample scale
+        # Frame means from a running sum: m_k = (c[kh + 400] - c[kh]) / 400.
+        csum = torch.nn.functional.pad(torch.cumsum(x, dim=1), (1, 0))
+        starts = torch.arange(count, device=x.device) * HOP_LENGTH
+        means = (csum[:, starts + FRAME_LENGTH] - csum[:, starts]) / FRAME_LENGTH  # (B, count)
+        # Pre-emphasis on the whole signal, x[t] - 0.97 x[t-1]; inside a frame that is Kaldi's per-frame
+        # pre-emphasis for every sample but the first, whose window weight is 0 (povey), so it never counts.
+        emphasised = torch.cat([x[:, :1], x[:, 1:] - PREEMPHASIS * x[:, :-1]], dim=1)
+        frames = emphasised.unfold(1, FRAME_LENGTH, HOP_LENGTH) * tables.window  # (B, count, 400)
+        spectrum = torch.fft.rfft(frames, n=FFT_LENGTH)  # (B, count, 257) complex128
+        spectrum -= means[..., None] * tables.window_spectrum  # remove the DC offset, in the frequency domain
+        power = torch.view_as_real(spectrum).square().sum(-1).float()  # (B, count, 257)
+        out[:, first : first + count] = torch.log(torch.clamp(power @ tables.mel_filters, min=MEL_FLOOR))
+    return out
+
+
+def normalize_per_bin(
+    features: torch.Tensor, frame_counts: torch.Tensor, epsilon: float = NORM_EPSILON
+) -> torch.Tensor:
+    """Per clip and per mel bin: (x - mean) / sqrt(var(ddof=1) + epsilon) over its first `frame_counts` frames.
+
+    features: (batch, frames, bins) float32; frame_counts: (batch,) int. Frames past a clip's count do not enter
+    its statistics (their output values are meaningless; the caller overwrites them with padding). Statistics are
+    float64 (two-pass) so that a clip alone and in a batch agree. A clip of fewer than 2 frames has no ddof=1
+    variance; it is taken as 0 (transformers gives NaN), so its single frame normalises to 0.
+    """
+    valid = (torch.arange(features.shape[1], device=features.device)[None, :] < frame_counts[:, None])[..., None]
+    x = features.to(torch.float64)
+    count = frame_counts.to(torch.float64)[:, None, None]
+    mean = torch.where(valid, x, 0.0).sum(1, keepdim=True) / count.clamp(min=1)
+    centred = x - mean
+    var = torch.where(valid, centred.square(), 0.0).sum(1, keepdim=True) / (count - 1).clamp(min=1)
+    return (centred / torch.sqrt(var + epsilon)).to(features.dtype)
+
+
+# ------------------------------------------------------------------------------------------- the extractor
+class SeamlessM4TFeatureExtractor:
+    """80-bin Kaldi fbank, normalised per utterance and bin, frame pairs stacked: what W2v-BERT 2.0 takes as input.
+
+    Drop-in for `transformers.SeamlessM4TFeatureExtractor` (same arguments, same `preprocessor_config.json`, same
+    numbers to 1e-4), computed for the whole batch at once in PyTorch. `original=True` gives the behaviour of the
+    original fairseq2 front end instead: no epsilon under the square root (a constant mel bin gives NaN/inf, as
+    there), the trailing odd frame dropped instead of padded, and padding value 1 unless one is given.
+
+    Args:
+        feature_size: mel bins per frame before stacking (80); kept as in transformers, must equal num_mel_bins.
+        sampling_rate: the rate inputs must have (16000); anything else must be resampled first (`load_audio`).
+        num_mel_bins: mel filters (80).
+        padding_value: the value of padded frames in `input_features` (the base checkpoint's config has 1.0).
+        stride: frames stacked per model step (2 -> 160-dim steps of 20 ms).
+        padding_side: "right" (default) or "left".
+        return_attention_mask: default of the argument of the same name in `__call__`.
+        original: reproduce the fairseq2 front end's choices listed above.
+    """
+
+    model_input_names = ["input_features", "attention_mask"]
+
+    def __init__(
+        self,
+        feature_size: int = 80,
+        sampling_rate: int = SAMPLING_RATE,
+        num_mel_bins: int = 80,
+        padding_value: float | None = None,
+        stride: int = 2,
+        *,
+        padding_side: str = "right",
+        return_attention_mask: bool = True,
+        original: bool = False,
+        **extra: Any,
+    ) -> None:
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        if feature_size != num_mel_bins:
+            raise ValueError(
+                f"feature_size={feature_size} differs from num_mel_bins={num_mel_bins}; both are the mel bins per "
+                "frame before stacking and must be equal"
+            )
+        self.feature_size = feature_size
+        self.sampling_rate = int(sampling_rate)
+        self.num_mel_bins = num_mel_bins
+        self.padding_value = float(1.0 if original else 0.0) if padding_value is None else float(padding_value)
+        self.stride = stride
+        self.padding_side = padding_side
+        self.return_attention_mask = return_attention_mask
+        self.original = original
+        extra.pop("feature_extractor_type", None)
+        self.extra = extra  # other preprocessor_config.json keys (processor_class, ...), written back unchanged
+        self._tables: dict[torch.device, _FbankTables] = {}
+        self._warned_no_rate = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    def _tables_on(self, device: torch.device) -> _FbankTables:
+        if device not in self._tables:
+            self._tables[device] = _FbankTables(self.num_mel_bins, self.sampling_rate, device)
+        return self._tables[device]
+
+    # ----------------------------------------------------------------------------------------------- call
+    def __call__(
+        self,
+        raw_speech: Any,
+        padding: bool | str = True,
+        pad_to_multiple_of: int | None = 2,
+        max_length: int | None = None,
+        truncation: bool = False,
+        return_tensors: str | None = None,
+        sampling_rate: int | None = None,
+        return_attention_mask: bool | None = None,
+        do_normalize_per_mel_bins: bool = True,
+        *,
+        lengths: Sequence[int] | torch.Tensor | None = None,
+        device: torch.device | str | None = None,
+        **unused: Any,
+    ) -> BatchFeature:
+        """Features of one clip or a batch.
+
+        Args:
+            raw_speech: one clip (1-D array, tensor or list of floats), a list of clips, or a (batch, samples)
+                array/tensor (with `lengths` when padded). A 2-D clip inside a list is (channels, samples) or
+                (samples, channels) and is mixed to mono. Samples are float in [-1, 1] at `sampling_rate`.
+            padding: True / "longest" (pad to the longest clip), "max_length" (pad to `max_length` frames) or
+                False / "do_not_pad" (clips must then give equal frame counts).
+            pad_to_multiple_of: round the padded frame count up to this (default 2, so odd clips keep their last
+                frame, padded, and the step holding it is masked). None: an odd total frame count loses its last
+                frame, as in transformers.
+            max_length, truncation: frame counts (10 ms frames before stacking), as in transformers; a truncated
+                clip is normalised over all its frames first.
+            return_tensors: "pt" (tensors on the compute device), "np", or None (numpy arrays, as transformers).
+            sampling_rate: the rate of the input; a rate other than the extractor's raises (resample first).
+            return_attention_mask: include `attention_mask` (default: the extractor's setting).
+            do_normalize_per_mel_bins: per-clip mean/variance normalisation (default True).
+            lengths: samples per row when `raw_speech` is a padded (batch, samples) array or tensor.
+            device: where to compute (default: the input tensor's device, else CPU).
+
+        Returns:
+            BatchFeature with `input_features` (batch, steps, num_mel_bins * stride) float32 and `attention_mask`
+            (batch, steps) int32, 1 for steps whose frames are all real. A clip shorter than 400 samples (25 ms)
+            has no frame: its row is all `padding_value` with an all-zero mask.
+        """
+        unknown = set(unused) - {"return_token_type_ids", "verbose"}
+        if unknown:
+            raise TypeError(f"SeamlessM4TFeatureExtractor got unexpected argument(s) {sorted(unknown)}")
+        self._check_rate(sampling_rate)
+        return_attention_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
+        waveforms, sample_counts = self._batch_waveforms(raw_speech, lengths, device)
+        tables = self._tables_on(waveforms.device)
+        frame_counts = num_frames(sample_counts)  # (B,)
+        features = log_mel_fbank(waveforms, tables)  # (B, F, mels)
+        if do_normalize_per_mel_bins:
+            features = normalize_per_bin(features, frame_counts, 0.0 if self.original else NORM_EPSILON)
+        if self.original:
+            # fairseq2 stacks frame pairs in the model, dropping a trailing odd frame; the statistics above did
+            # include it, as there (normalisation runs in the extractor, before stacking).
+            frame_counts = frame_counts - frame_counts % self.stride
+        input_features, frame_mask = self._layout(
+            features, frame_counts, padding, pad_to_multiple_of, max_length, truncation
+        )
+        batch, total, bins = input_features.shape
+        steps = total // self.stride
+        out = BatchFeature(input_features=input_features.reshape(batch, steps, bins * self.stride))  # (B, T/2, 160)
+        if return_attention_mask:
+            # A step is real only when all its frames are: transformers keeps the mask of each pair's last frame.
+            out["attention_mask"] = frame_mask[:, self.stride - 1 :: self.stride].to(torch.int32)  # (B, steps)
+        return out.convert_to_tensors(return_tensors or "np")
+
+    def _check_rate(self, sampling_rate: int | None) -> None:
+        if sampling_rate is None:
+            if not self._warned_no_rate:
+                logger.warning(
+                    "%s called without sampling_rate: assuming %d Hz. Pass sampling_rate=... to catch audio at "
+                    "another rate.",
+                    type(self).__name__,
+                    self.sampling_rate,
+                )
+                self._warned_no_rate = True
+        elif int(sampling_rate) != self.sampling_rate:
+            raise ValueError(
+                f"audio at {sampling_rate} Hz given to a feature extractor for {self.sampling_rate} Hz: resample it "
+                f"first, e.g. w2vbert.load_audio(path_or_array, sampling_rate={self.sampling_rate}, "
+                f"source_rate={sampling_rate})"
+            )
+
+    def _batch_waveforms(
+        self, raw_speech: Any, lengths: Sequence[int] | torch.Tensor | None, device: torch.device | str | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, samples) float32 zero-padded waveforms and (batch,) sample counts, on the compute device."""
+        if isinstance(raw_speech, (np.ndarray, torch.Tensor)) and raw_speech.ndim == 2:
+            padded = torch.as_tensor(raw_speech)
+            if not padded.is_floating_point():
+                raise TypeError(f"expected float samples in [-1, 1], got a {padded.dtype} array: convert it first")
+            device = torch.device(device) if device is not None else padded.device
+            padded = padded.to(device=device, dtype=torch.float32)
+            batch, length = padded.shape
+            if lengths is None:
+                counts = torch.full((batch,), length, dtype=torch.long, device=device)
+            else:
+                counts = torch.as_tensor(lengths, dtype=torch.long).to(device).reshape(-1)
+                if counts.shape[0] != batch or bool((counts < 0).any()) or bool((counts > length).any()):
+                    raise ValueError(
+                        f"lengths must hold {batch} sample counts in [0, {length}] for input of shape "
+                        f"{tuple(padded.shape)}, got {counts.tolist()}"
+                    )
+                positions = torch.arange(length, device=device)[None, :]
+                padded = torch.where(positions < counts[:, None], padded, 0.0)  # padding must not leak into frames
+            _check_finite(padded, counts)
+            return padded, counts
+        if lengths is not None:
+            raise ValueError("lengths= goes with a padded (batch, samples) array or tensor, not with a list of clips")
+        clips = _as_clip_list(raw_speech)
+        if device is None:
+            tensors = [c for c in clips if isinstance(c, torch.Tensor)]
+            device = tensors[0].device if tensors else torch.device("cpu")
+        device = torch.device(device)
+        mono = [_to_mono_tensor(clip, index) for index, clip in enumerate(clips)]
+        counts = torch.tensor([m.shape[0] for m in mono], dtype=torch.long)
+        padded = torch.zeros(len(mono), int(counts.max()) if len(mono) else 0, dtype=torch.float32)
+        for row, clip in enumerate(mono):
+            padded[row, : clip.shape[0]] = clip
+        padded, counts = padded.to(device), counts.to(device)
+        _check_finite(padded, counts)
+        return padded, counts
+
+    def _layout(
+        self,
+        features: torch.Tensor,
+        frame_counts: torch.Tensor,
+        padding: bool | str,
+        pad_to_multiple_of: int | None,
+        max_length: int | None,
+        truncation: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Truncate, pad and place the frames as transformers' `SequenceFeatureExtractor.pad` does.
+
+        Returns features (B, total, bins) with padded frames set to padding_value, and the frame mask (B, total),
+        where total is a multiple of the stride (a remainder is cut from the end, as in transformers).
+        """
+        strategy = {True: "longest", False: "do_not_pad"}.get(padding, padding)
+        if strategy not in ("longest", "max_length", "do_not_pad"):
+            raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
+        if self.original:
+            pad_to_multiple_of = None  # the odd frame is dropped, never padded
+
+        def round_up(n: int) -> int:
+            return -(-n // pad_to_multiple_of) * pad_to_multiple_of if pad_to_multiple_of else n
+
+        if truncation:
+            if max_length is None:
+                raise ValueError("truncation=True needs max_length (in 10 ms frames)")
+            frame_counts = frame_counts.clamp(max=round_up(max_length))
+        counts = frame_counts.tolist()
+        if strategy == "longest":
+            total = round_up(max(counts, default=0))
+        elif strategy == "max_length":
+            if max_length is None:
+                raise ValueError("padding='max_length' needs max_length (in 10 ms frames)")
+            total = round_up(max_length)
+            if max(counts, default=0) > total:
+                raise ValueError(
+                    f"a clip has {max(counts)} frames, more than max_length={total}; pass truncation=True to cut it"
+                )
+        else:
+            if len(set(counts)) > 1:
+                raise ValueError(
+                    f"padding=False needs clips of equal frame counts, got {counts}; pass padding=True to pad them"
+                )
+            total = counts[0] if counts else 0
+        total -= total % self.stride
+        batch, available, bins = features.shape
+        if available < total:  # padding beyond the longest clip: extend with (masked) zeros
+            features = torch.nn.functional.pad(features, (0, 0, 0, total - available))
+        features = features[:, :total]
+        frame_counts = frame_counts.clamp(max=total)
+        positions = torch.arange(total, device=features.device)[None, :]  # (1, total)
+        if self.padding_side == "right":
+            frame_mask = positions < frame_counts[:, None]
+        else:
+            shift = total - frame_counts[:, None]  # (B, 1): frames move right by this many
+            frame_mask = positions >= shift
+            source = (positions - shift).clamp(min=0)[..., None].expand(batch, total, bins)
+            features = torch.gather(features, 1, source)
+        features = torch.where(frame_mask[..., None], features, self.padding_value)
+        return features, frame_mask
+
+    # ----------------------------------------------------------------------------------------------- pad
+    def pad(
+        self,
+        processed_features: Any,
+        padding: bool | str = True,
+        max_length: int | None = None,
+        truncation: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+    ) -> BatchFeature:
+        """Pad already extracted features, e.g. in a data collator: the `SequenceFeatureExtractor.pad` of transformers.
+
+        `processed_features` is a list of dicts with "input_features" (steps, dims) (and optionally
+        "attention_mask"), or a dict of such lists. Pads along the first axis with `padding_value` and the mask
+        with 0, on `padding_side`. Returns "pt" tensors if the inputs were tensors, else numpy, unless
+        `return_tensors` says otherwise.
+        """
+        if isinstance(processed_features, (list, tuple)):
+            if not processed_features:
+                raise ValueError("pad got an empty list; expected one dict with 'input_features' per example")
+            processed_features = {key: [item[key] for item in processed_features] for key in processed_features[0]}
+        if "input_features" not in processed_features:
+            raise ValueError(f"pad needs 'input_features', got keys {sorted(processed_features)}")
+        items = list(processed_features["input_features"])
+        if return_tensors is None:
+            return_tensors = "pt" if items and isinstance(items[0], torch.Tensor) else "np"
+        return_attention_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
+        arrays = [np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float32) for v in items]
+        masks = processed_features.get("attention_mask")
+        masks = (
+            [np.asarray(m.cpu() if isinstance(m, torch.Tensor) else m) for m in masks] if masks is not None else None
+        )
+        lengths = [len(a) for a in arrays]
+
+        def round_up(n: int) -> int:
+            return -(-n // pad_to_multiple_of) * pad_to_multiple_of if pad_to_multiple_of else n
+
+        if truncation:
+            if max_length is None:
+                raise ValueError("truncation=True needs max_length")
+            cut = round_up(max_length)
+            arrays = [a[:cut] for a in arrays]
+            masks = [m[:cut] for m in masks] if masks is not None else None
+            lengths = [len(a) for a in arrays]
+        strategy = {True: "longest", False: "do_not_pad"}.get(padding, padding)
+        if strategy == "longest":
+            target = round_up(max(lengths, default=0))
+        elif strategy == "max_length":
+            if max_length is None:
+                raise ValueError("padding='max_length' needs max_length")
+            target = round_up(max_length)
+        else:
+            target = None
+        out_features, out_masks = [], []
+        for index, array in enumerate(arrays):
+            mask = masks[index] if masks is not None else np.ones(len(array), dtype=np.int32)
+            missing = 0 if target is None else max(0, target - len(array))
+            before, after = (missing, 0) if self.padding_side == "left" else (0, missing)
+            widths = [(before, after)] + [(0, 0)] * (array.ndim - 1)
+            out_features.append(np.pad(array, widths, constant_values=self.padding_value))
+            out_masks.append(np.pad(mask, (before, after)).astype(np.int32))
+        out = BatchFeature(input_features=out_features)
+        if return_attention_mask:
+            out["attention_mask"] = out_masks
+        for key, values in processed_features.items():
+            if key not in ("input_features", "attention_mask"):
+                out[key] = values
+        return out.convert_to_tensors(return_tensors)
+
+    # ------------------------------------------------------------------------------------- config files
+    def to_dict(self) -> dict[str, Any]:
+        """The `preprocessor_config.json` dictionary, in the layout transformers writes (sorted keys)."""
+        out = dict(self.extra)
+        out.update(
+            feature_extractor_type=type(self).__name__,
+            feature_size=self.feature_size,
+            num_mel_bins=self.num_mel_bins,
+            padding_side=self.padding_side,
+            padding_value=self.padding_value,
+            return_attention_mask=self.return_attention_mask,
+            sampling_rate=self.sampling_rate,
+            stride=self.stride,
+        )
+        if self.original:  # written only when set, so that files stay identical to those of transformers
+            out["original"] = True
+        return dict(sorted(out.items()))
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
+        """Write `preprocessor_config.json` into `save_directory`; returns the written path(s)."""
+        path = Path(save_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        return [str(atomic_write_text(path / PREPROCESSOR_CONFIG_NAME, self.to_json_string()))]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], **overrides: Any) -> SeamlessM4TFeatureExtractor:
+        values = dict(values) | overrides
+        kind = values.get("feature_extractor_type", cls.__name__)
+        if kind != cls.__name__:
+            raise ValueError(
+                f"this preprocessor config is for {kind!r}, expected {cls.__name__!r} (the W2v-BERT 2.0 front end)"
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo_id: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        subfolder: str = "",
+        **overrides: Any,
+    ) -> SeamlessM4TFeatureExtractor:
+        """Read `preprocessor_config.json` (or the "feature_extractor" entry of a transformers 5
+        `processor_config.json`) from a directory or hub repo id; keyword overrides replace stored values."""
+        from .hub import resolve_optional_file
+
+        where = dict(
+            revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token, subfolder=subfolder
+        )
+        path = resolve_optional_file(path_or_repo_id, PREPROCESSOR_CONFIG_NAME, **where)
+        if path is not None:
+            return cls.from_dict(_read_json_object(path), **overrides)
+        path = resolve_optional_file(path_or_repo_id, PROCESSOR_CONFIG_NAME, **where)
+        if path is not None and isinstance(_read_json_object(path).get("feature_extractor"), dict):
+            return cls.from_dict(_read_json_object(path)["feature_extractor"], **overrides)
+        raise FileNotFoundError(
+            f"{path_or_repo_id} has no {PREPROCESSOR_CONFIG_NAME} (nor a {PROCESSOR_CONFIG_NAME} with a "
+            "'feature_extractor' entry); for W2v-BERT 2.0 defaults use SeamlessM4TFeatureExtractor(padding_value=1.0)"
+        )
+
+
+# ------------------------------------------------------------------------------------------ input helpers
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
+    return values
+
+
+def _as_clip_list(raw_speech: Any) -> list[Any]:
+    """One clip or a list of clips -> a list of clips (each still an array, tensor or list)."""
+    if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
+        if raw_speech.ndim == 1:
+            return [raw_speech]
+        if raw_speech.ndim == 3:
+            return list(raw_speech)  # (batch, channels, samples) or (batch, samples, channels)
+        raise ValueError(
+            f"expected audio of shape (samples,), (batch, samples) or (batch, channels, samples), "
+            f"got {tuple(raw_speech.shape)}"
+        )
+    if isinstance(raw_speech, (list, tuple)):
+        if len(raw_speech) == 0:
+            raise ValueError("got an empty list of audio clips; pass at least one clip")
+        if isinstance(raw_speech[0], (int, float, np.number)):
+            return [raw_speech]  # a list of samples is one clip, as in transformers
+        return list(raw_speech)
+    raise TypeError(
+        f"expected audio as a numpy array, a torch tensor, a list of floats or a list of clips, got "
+        f"{type(raw_speech).__name__}; decode files with w2vbert.load_audio first"
+    )
+
+
+def _to_mono_tensor(clip: Any, index: int) -> torch.Tensor:
+    """One clip -> (samples,) float32 CPU tensor; a 2-D clip is mixed to mono (see `audio.to_mono`)."""
+    from .audio import to_mono
+
+    if isinstance(clip, torch.Tensor):
+        clip = clip.detach().cpu()
+        if clip.ndim == 1 and clip.is_floating_point():
+            return clip.float()
+        clip = clip.numpy()
+    array = np.asarray(clip)
+    if array.dtype.kind not in "fiu" or array.dtype.kind in "iu" and array.size and array.ndim > 0:
+        if array.dtype.kind in "iu":
+            raise TypeError(
+                f"clip {index}: expected float samples in [-1, 1], got {array.dtype}; divide 16-bit integer "
+                "audio by 32768 or use w2vbert.load_audio"
+            )
+        raise TypeError(f"clip {index}: expected float samples, got an array of {array.dtype}")
+    if array.ndim == 2:
+        array = to_mono(array)
+    elif array.ndim != 1:
+        raise ValueError(f"clip {index}: expected a 1-D waveform (or 2-D multi-channel), got shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _check_finite(padded: torch.Tensor, counts: torch.Tensor) -> None:
+    finite = torch.isfinite(padded)
+    if not bool(finite.all()):
+        bad_rows = (~finite).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(
+            f"audio clip(s) {bad_rows} contain NaN or infinite samples; clean or drop them (e.g. np.nan_to_num) "
+            "before extracting features"
+        )
