@@ -1,0 +1,145 @@
+"""`SeamlessM4TFeatureExtractor`: transformers' numbers on real speech, batched, plus what transformers cannot do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from w2vbert import SeamlessM4TFeatureExtractor, load_audio
+
+DATA = Path(__file__).parent / "data"
+ATOL = 1e-4  # the issue's bound; measured differences are ~1e-6
+
+
+def speech(name: str) -> np.ndarray:
+    return load_audio(DATA / name)
+
+
+@pytest.fixture(scope="module")
+def extractors():
+    import transformers
+
+    return SeamlessM4TFeatureExtractor(padding_value=1.0), transformers.SeamlessM4TFeatureExtractor(padding_value=1.0)
+
+
+def assert_same(ours, theirs):
+    assert ours["input_features"].shape == theirs["input_features"].shape
+    np.testing.assert_allclose(
+        np.asarray(ours["input_features"]), np.asarray(theirs["input_features"]), atol=ATOL, rtol=0
+    )
+    np.testing.assert_array_equal(np.asarray(ours["attention_mask"]), np.asarray(theirs["attention_mask"]))
+
+
+# hello: 17383 samples = 107 frames (odd); quick.wav: 43870 = 272 frames (even); 44k FLAC/22k MP3 resampled.
+@pytest.mark.parametrize(
+    "name", ["hello.wav", "quick.wav", "numbers.wav", "short.wav", "quick_44k.flac", "quick_22k.mp3"]
+)
+def test_single_clip_equals_transformers_on_speech(extractors, name):
+    ours, theirs = extractors
+    audio = speech(name)
+    assert_same(
+        ours(audio, sampling_rate=16000, return_tensors="np"), theirs(audio, sampling_rate=16000, return_tensors="np")
+    )
+
+
+@pytest.mark.parametrize("pad_to_multiple_of", [2, 4, None])
+def test_mixed_length_batch_equals_transformers(extractors, pad_to_multiple_of):
+    ours, theirs = extractors
+    clips = [speech("hello.wav"), speech("quick.wav"), speech("short.wav")[:5000], speech("numbers.wav")]
+    kwargs = dict(sampling_rate=16000, padding=True, return_tensors="pt", pad_to_multiple_of=pad_to_multiple_of)
+    assert_same(ours(clips, **kwargs), theirs(clips, **kwargs))
+
+
+def test_a_padded_batch_tensor_with_lengths_equals_the_clips_one_by_one(extractors):
+    ours, _ = extractors
+    clips = [speech("hello.wav"), speech("quick.wav")]
+    padded = torch.zeros(2, max(map(len, clips)))
+    for row, clip in enumerate(clips):
+        padded[row, : len(clip)] = torch.from_numpy(clip)
+    batch = ours(padded, lengths=[len(c) for c in clips], sampling_rate=16000, return_tensors="pt")
+    for row, clip in enumerate(clips):
+        alone = ours(clip, sampling_rate=16000, return_tensors="pt")
+        steps = alone["input_features"].shape[1]
+        torch.testing.assert_close(batch["input_features"][row, :steps], alone["input_features"][0], atol=1e-6, rtol=0)
+
+
+def test_clips_shorter_than_one_window_give_zero_frames_not_a_crash(extractors):
+    ours, _ = extractors
+    out = ours([np.zeros(399, np.float32), speech("hello.wav")], sampling_rate=16000, return_tensors="pt")
+    assert out["attention_mask"][0].sum() == 0 and out["attention_mask"][1].sum() > 0
+    assert torch.isfinite(out["input_features"]).all()
+
+
+def test_silence_gives_no_nan(extractors):
+    ours, _ = extractors
+    out = ours(np.zeros(16000, np.float32), sampling_rate=16000, return_tensors="pt")
+    assert torch.isfinite(out["input_features"]).all()
+
+
+def test_original_fairseq2_mode_drops_the_odd_frame_and_pads_with_one():
+    odd = speech("hello.wav")  # 107 frames
+    original = SeamlessM4TFeatureExtractor(original=True)
+    hf = SeamlessM4TFeatureExtractor(padding_value=1.0)
+    a = original(odd, sampling_rate=16000, return_tensors="pt")
+    b = hf(odd, sampling_rate=16000, return_tensors="pt")
+    assert a["input_features"].shape[1] == 53 and b["input_features"].shape[1] == 54
+    assert original.padding_value == 1.0
+    # Same statistics up to the missing epsilon: the first 53 steps agree closely.
+    torch.testing.assert_close(a["input_features"][0], b["input_features"][0, :53], atol=1e-3, rtol=0)
+
+
+def test_preprocessor_config_round_trips_with_transformers(tmp_path):
+    import transformers
+
+    SeamlessM4TFeatureExtractor(padding_value=1.0).save_pretrained(tmp_path / "ours")
+    theirs = transformers.SeamlessM4TFeatureExtractor.from_pretrained(tmp_path / "ours")
+    assert theirs.padding_value == 1.0 and theirs.stride == 2 and theirs.num_mel_bins == 80
+    theirs.save_pretrained(tmp_path / "theirs")
+    back = SeamlessM4TFeatureExtractor.from_pretrained(tmp_path / "theirs")
+    assert back.padding_value == 1.0 and back.to_dict()["feature_extractor_type"] == "SeamlessM4TFeatureExtractor"
+    assert json.loads((tmp_path / "ours" / "preprocessor_config.json").read_text())["sampling_rate"] == 16000
+
+
+@pytest.mark.parametrize(
+    ("audio", "kwargs", "error", "message"),
+    [
+        (np.array([0.0, np.nan] * 500, np.float32), {}, ValueError, "NaN or infinite"),
+        (np.zeros(1000, np.float32), {"sampling_rate": 8000}, ValueError, "at 8000 Hz given to a feature extractor"),
+        (np.zeros((2, 3, 4, 5), np.float32), {}, ValueError, "expected audio of shape"),
+        ([], {}, ValueError, "empty list"),
+        ("speech.wav", {}, TypeError, "decode files with w2vbert.load_audio"),
+    ],
+)
+def test_bad_input_is_refused_clearly(audio, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        SeamlessM4TFeatureExtractor()(audio, **({"sampling_rate": 16000} | kwargs))
+
+
+@settings(max_examples=25, deadline=None)
+@given(lengths=st.lists(st.integers(0, 6000), min_size=1, max_size=4))
+def test_frame_counts_follow_kaldi_and_batching_changes_nothing(lengths):
+    extractor = SeamlessM4TFeatureExtractor(padding_value=1.0)
+    rng = np.random.default_rng(len(lengths))
+    clips = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in lengths]
+    batch = extractor(clips, sampling_rate=16000, return_tensors="pt")
+    for row, (n, clip) in enumerate(zip(lengths, clips, strict=True)):
+        frames = 0 if n < 400 else (n - 400) // 160 + 1
+        assert int(batch["attention_mask"][row].sum()) == frames // 2  # pairs stacked; an odd frame is masked
+        if frames >= 2:
+            alone = extractor(clip, sampling_rate=16000, return_tensors="pt")["input_features"][0]
+            torch.testing.assert_close(batch["input_features"][row, : len(alone)], alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_features_equal_cpu_features():
+    extractor = SeamlessM4TFeatureExtractor()
+    audio = speech("quick.wav")
+    cpu = extractor(audio, sampling_rate=16000, return_tensors="pt")["input_features"]
+    gpu = extractor(audio, sampling_rate=16000, return_tensors="pt", device="cuda")["input_features"]
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)

@@ -1,0 +1,218 @@
+"""Pipelines and the commands on audio: inputs of every kind, batches, long audio in windows, files out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import tiny_config_kwargs
+from w2vbert import (
+    SeamlessM4TFeatureExtractor,
+    Wav2Vec2BertConfig,
+    Wav2Vec2BertForCTC,
+    Wav2Vec2BertForSequenceClassification,
+    Wav2Vec2BertProcessor,
+    Wav2Vec2CTCTokenizer,
+    build_vocab,
+    load_audio,
+    pipeline,
+)
+from w2vbert.chunking import WindowPlan, windows
+from w2vbert.cli import main
+
+DATA = Path(__file__).parent / "data"
+SPEECH = [DATA / "hello.wav", DATA / "quick.wav", DATA / "numbers.wav"]
+
+
+@pytest.fixture(scope="module")
+def ctc_dir(tmp_path_factory):
+    """A tiny random CTC model with its processor files: text is gibberish, but deterministic."""
+    path = tmp_path_factory.mktemp("ctc")
+    vocab = build_vocab(["the quick brown fox jumps over the lazy dog"])
+    tokenizer = Wav2Vec2CTCTokenizer(vocab=vocab, unk_token="[UNK]", pad_token="[PAD]")
+    torch.manual_seed(0)
+    config = Wav2Vec2BertConfig(
+        **tiny_config_kwargs(vocab_size=len(vocab), pad_token_id=tokenizer.pad_token_id, add_adapter=True)
+    )
+    Wav2Vec2BertForCTC(config).save_pretrained(path)
+    Wav2Vec2BertProcessor(SeamlessM4TFeatureExtractor(padding_value=1.0), tokenizer).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cls")
+    torch.manual_seed(0)
+    config = Wav2Vec2BertConfig(**tiny_config_kwargs(id2label={0: "en", 1: "de", 2: "mn"}, num_labels=None))
+    Wav2Vec2BertForSequenceClassification(config).save_pretrained(path)
+    SeamlessM4TFeatureExtractor(padding_value=1.0).save_pretrained(path)
+    return path
+
+
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            (np.clip(audio, -1, 1) * 32767).astype(np.int16)[None], format="s16", layout="mono"
+        )
+        frame.rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ windows
+@settings(max_examples=60, deadline=None)
+@given(
+    samples=st.integers(1, 40_000),
+    chunk=st.integers(4, 40),
+    left=st.integers(0, 8),
+    right=st.integers(0, 8),
+    block=st.integers(100, 9000),
+)
+def test_windows_tile_the_recording_with_contiguous_kept_frames(samples, chunk, left, right, block):
+    frame = 320
+    if chunk <= left + right:
+        return
+    plan = WindowPlan(frame, chunk * frame, left * frame, right * frame)
+    audio = np.arange(samples, dtype=np.float32)
+    blocks = [audio[i : i + block] for i in range(0, samples, block)]
+    next_frame = 0
+    for window in windows(blocks, plan):
+        np.testing.assert_array_equal(window.audio, audio[window.start : window.start + plan.chunk])
+        assert window.first_frame == next_frame  # kept frames continue exactly where the last window's ended
+        frames = len(window.audio) // frame
+        kept_until = frames if window.keep_until is None else window.keep_until
+        next_frame = window.start // frame + kept_until
+        if window.keep_until is None:
+            assert window.start + len(window.audio) == samples  # only the last window keeps its right edge
+    assert next_frame == samples // frame
+
+
+def test_window_lengths_are_checked():
+    with pytest.raises(ValueError, match="make the chunk longer than the two strides"):
+        WindowPlan.from_seconds(2.0, 1.0, 320)
+
+
+# ---------------------------------------------------------------------------------------------- pipelines
+def test_speech_recognition_takes_paths_bytes_arrays_and_dataset_rows_alike(ctc_dir):
+    asr = pipeline("automatic-speech-recognition", model=ctc_dir)
+    expected = asr(str(SPEECH[1]))
+    assert set(expected) == {"text"} and expected["text"]
+    audio = load_audio(SPEECH[1])
+    assert asr(SPEECH[1].read_bytes()) == expected
+    assert asr(audio) == expected
+    assert asr({"array": audio, "sampling_rate": 16000}) == expected
+    assert asr({"raw": load_audio(SPEECH[1], 8000), "sampling_rate": 8000})["text"]  # resampled on the way in
+
+
+def test_a_file_gives_the_same_text_alone_and_inside_a_batch(ctc_dir):
+    asr = pipeline("automatic-speech-recognition", model=ctc_dir)
+    alone = [asr(str(p)) for p in SPEECH]
+    assert asr([str(p) for p in SPEECH], batch_size=3) == alone
+
+
+def test_word_and_char_timestamps_are_ordered_seconds_within_the_clip(ctc_dir):
+    asr = pipeline("automatic-speech-recognition", model=ctc_dir)
+    duration = len(load_audio(SPEECH[1])) / 16000
+    for kind in ("word", "char"):
+        out = asr(str(SPEECH[1]), return_timestamps=kind)
+        starts = [c["timestamp"][0] for c in out["chunks"]]
+        assert starts == sorted(starts) and all(
+            0 <= s < e <= duration + 0.05 for s, e in (c["timestamp"] for c in out["chunks"])
+        )
+    words = asr(str(SPEECH[1]), return_timestamps="word")
+    assert " ".join(c["text"] for c in words["chunks"]) == " ".join(words["text"].split())
+
+
+def test_long_audio_streams_in_windows_and_gives_one_output_frame_per_20_ms(ctc_dir, tmp_path):
+    clip = load_audio(SPEECH[1])
+    long = write_wav(tmp_path / "long.wav", np.tile(clip, 12))  # about 33 s
+    embed = pipeline("feature-extraction", model=ctc_dir, layer=-1, chunk_length_s=8, stride_length_s=1)
+    frames = embed(str(long))
+    whole = pipeline("feature-extraction", model=ctc_dir, layer=-1, chunk_length_s=60)(str(long))
+    assert abs(frames.shape[0] - whole.shape[0]) <= 1 and frames.shape[1] == 32
+    asr = pipeline("automatic-speech-recognition", model=ctc_dir, chunk_length_s=8, stride_length_s=1)
+    assert asr([str(long), str(SPEECH[0])], batch_size=2) == [asr(str(long)), asr(str(SPEECH[0]))]
+
+
+def test_audio_classification_returns_top_k_labels_best_first(classifier_dir):
+    classify = pipeline("audio-classification", model=classifier_dir)
+    out = classify(str(SPEECH[0]), top_k=2)
+    assert [set(item) for item in out] == [{"label", "score"}] * 2
+    assert out[0]["score"] >= out[1]["score"] and {o["label"] for o in out} <= {"en", "de", "mn"}
+    assert sum(o["score"] for o in classify(str(SPEECH[0]), top_k=3)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_feature_extraction_gives_a_layers_frames_or_their_mean(ctc_dir):
+    frames = pipeline("feature-extraction", model=ctc_dir, layer=1)(str(SPEECH[0]))
+    pooled = pipeline("feature-extraction", model=ctc_dir, layer=1, pool="mean")(str(SPEECH[0]))
+    assert frames.shape == (53, 32) and pooled.shape == (32,)  # 107 fbank frames: 53 whole pairs
+    np.testing.assert_allclose(frames.mean(0), pooled, atol=1e-6)
+
+
+def test_bad_inputs_fail_naming_the_input_and_the_others_still_run(ctc_dir, tmp_path):
+    asr = pipeline("automatic-speech-recognition", model=ctc_dir)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    inputs = [
+        str(SPEECH[0]),
+        str(tmp_path / "missing.wav"),
+        str(tmp_path),
+        str(tmp_path / "empty.wav"),
+        str(DATA / "corrupt.wav"),
+        np.zeros(100, np.float32),
+        str(SPEECH[1]),
+    ]
+    results = list(asr.iterate(inputs))
+    assert isinstance(results[0], dict) and isinstance(results[-1], dict)
+    messages = [str(r) for r in results[1:-1]]
+    assert "missing.wav: no such file" in messages[0] and "is a directory" in messages[1]
+    assert "empty.wav: the file is empty" in messages[2] and "corrupt.wav: not a readable audio file" in messages[3]
+    assert "the audio is empty" in messages[4]
+    with pytest.raises(FileNotFoundError, match="missing.wav"):
+        asr(str(tmp_path / "missing.wav"))
+
+
+def test_transcription_needs_a_ctc_model_with_a_tokenizer(classifier_dir):
+    with pytest.raises(FileNotFoundError, match="has no vocab.json"):
+        pipeline("automatic-speech-recognition", model=classifier_dir)
+    with pytest.raises(ValueError, match="unknown task"):
+        pipeline("translation", model=classifier_dir)
+
+
+# ------------------------------------------------------------------------------------------ command line
+def test_transcribe_writes_every_format_and_exits_1_when_a_file_fails(ctc_dir, tmp_path, capsys):
+    files = [str(SPEECH[0]), str(tmp_path / "missing.wav"), str(SPEECH[1])]
+    code = main(["transcribe", *files, "-m", str(ctc_dir), "-o", str(tmp_path / "out"), "-f", "all", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.count("w2vbert: error:") == 1 and "missing.wav: no such file" in captured.err
+    assert len(captured.out.strip().splitlines()) == 2
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}.{ext}" for stem in ("hello", "quick") for ext in ("txt", "json", "srt", "vtt", "tsv")
+    )
+    assert (out / "quick.vtt").read_text().startswith("WEBVTT\n\n00:00:")
+    assert " --> " in (out / "quick.srt").read_text() and json.loads((out / "quick.json").read_text())["chunks"]
+
+
+def test_transcribe_of_good_files_exits_0_and_embed_writes_arrays(ctc_dir, tmp_path, capsys):
+    assert main(["transcribe", str(SPEECH[0]), "-m", str(ctc_dir), "--timestamps", "word", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip()
+    assert (
+        main(["embed", str(SPEECH[0]), "-m", str(ctc_dir), "--layer", "1", "-o", str(tmp_path), "--no-progress"]) == 0
+    )
+    assert np.load(tmp_path / "hello.npy").shape == (32,)
+
+
+def test_classify_prints_the_label_per_file(classifier_dir, capsys):
+    assert main(["classify", str(SPEECH[0]), "-m", str(classifier_dir), "--no-progress"]) == 0
+    path, label, score = capsys.readouterr().out.strip().split("\t")
+    assert path == str(SPEECH[0]) and label in {"en", "de", "mn"} and 0 < float(score) <= 1

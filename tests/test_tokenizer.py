@@ -1,0 +1,195 @@
+"""`Wav2Vec2CTCTokenizer`, CTC decoding and the processor: transformers' behaviour on the same vocabulary."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from w2vbert import SeamlessM4TFeatureExtractor, Wav2Vec2BertProcessor, Wav2Vec2CTCTokenizer, build_vocab, load_audio
+from w2vbert.decoding import BeamSearchDecoder, ctc_transcribe
+
+DATA = Path(__file__).parent / "data"
+TEXTS = ["the quick brown fox", "jumps over the lazy dog", "hello world"]
+
+
+@pytest.fixture
+def vocab_dir(tmp_path):
+    vocab = build_vocab(TEXTS) | {"<s>": 100, "</s>": 101}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    return tmp_path
+
+
+def pair(vocab_dir, **kwargs):
+    import transformers
+
+    kwargs = dict(unk_token="[UNK]", pad_token="[PAD]") | kwargs
+    theirs = transformers.Wav2Vec2CTCTokenizer(str(vocab_dir / "vocab.json"), **kwargs)
+    return Wav2Vec2CTCTokenizer(vocab_dir / "vocab.json", **kwargs), theirs
+
+
+def test_build_vocab_follows_the_fine_tuning_recipe():
+    vocab = build_vocab(["Ab c", "ba"])
+    assert vocab == {"a": 0, "b": 1, "c": 2, "|": 3, "[UNK]": 4, "[PAD]": 5}
+    with pytest.raises(ValueError, match="no characters"):
+        build_vocab(["   "])
+
+
+@pytest.mark.parametrize(
+    "text", ["the quick brown fox", "  spaced  out ", "unknown ¿chars! here", "a [UNK] b", "x<s>y"]
+)
+def test_encoding_equals_transformers(vocab_dir, text):
+    ours, theirs = pair(vocab_dir)
+    assert ours(text).input_ids == theirs(text).input_ids
+    assert ours([text, "ab"], padding=True)["input_ids"] == theirs([text, "ab"], padding=True)["input_ids"]
+
+
+def test_do_lower_case_means_an_upper_case_vocabulary(tmp_path):
+    vocab = build_vocab(["ABC D"], lowercase=False)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    ours, theirs = pair(tmp_path, do_lower_case=True)
+    assert ours("abc d").input_ids == theirs("abc d").input_ids
+    ids = ours("abc d").input_ids
+    assert ours.decode(ids) == theirs.decode(ids) == "abc d"
+
+
+def test_unknown_characters_map_to_unk_and_are_reported_once(vocab_dir, caplog):
+    ours, _ = pair(vocab_dir)
+    with caplog.at_level(logging.WARNING, logger="w2vbert"):
+        ids = ours("qz7 77").input_ids
+        ours("7")
+    assert ids.count(ours.unk_token_id) == 3
+    assert caplog.text.count("not in the vocabulary") == 1 and "'7'" in caplog.text
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.lists(st.integers(0, 25), max_size=40), skip=st.booleans(), group=st.booleans())
+def test_ctc_decoding_equals_transformers(ids, skip, group):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab = build_vocab(TEXTS)
+        Path(tmp, "vocab.json").write_text(json.dumps(vocab))
+        ours, theirs = pair(Path(tmp))
+    ids = [i % len(vocab) for i in ids]
+    kwargs = dict(skip_special_tokens=skip, group_tokens=group)
+    assert ours.decode(ids, **kwargs) == theirs.decode(ids, **kwargs)
+    a = ours.decode(ids, output_char_offsets=True, output_word_offsets=True, **kwargs)
+    b = theirs.decode(ids, output_char_offsets=True, output_word_offsets=True, **kwargs)
+    assert a.text == b.text
+    assert [(o["char"], int(o["start_offset"]), int(o["end_offset"])) for o in b.char_offsets] == [
+        (o["char"], o["start_offset"], o["end_offset"]) for o in a.char_offsets
+    ]
+    assert [(o["word"], int(o["start_offset"]), int(o["end_offset"])) for o in b.word_offsets] == [
+        (o["word"], o["start_offset"], o["end_offset"]) for o in a.word_offsets
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=st.text(alphabet="abcdefghijklmnopqrstuvwxyz ", max_size=30))
+def test_labels_decode_back_to_the_text_without_grouping(text):
+    tokenizer = Wav2Vec2CTCTokenizer(
+        vocab=build_vocab(["abcdefghijklmnopqrstuvwxyz"]), unk_token="[UNK]", pad_token="[PAD]"
+    )
+    assert tokenizer.decode(tokenizer.encode(text), group_tokens=False) == text.strip()
+
+
+def test_files_load_both_ways_with_transformers(vocab_dir, tmp_path):
+    import transformers
+
+    ours, theirs = pair(vocab_dir)
+    ours.save_pretrained(tmp_path / "ours")
+    loaded = transformers.Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "ours")
+    assert loaded("hello world").input_ids == ours("hello world").input_ids and loaded.pad_token == "[PAD]"
+    theirs.save_pretrained(tmp_path / "theirs")
+    back = Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "theirs")
+    assert back("hello world").input_ids == theirs("hello world").input_ids and back.unk_token == "[UNK]"
+
+
+def test_a_directory_without_vocab_says_it_has_no_tokenizer(tmp_path):
+    with pytest.raises(FileNotFoundError, match="has no vocab.json"):
+        Wav2Vec2CTCTokenizer.from_pretrained(tmp_path)
+
+
+def test_processor_gives_features_and_minus_100_padded_labels(vocab_dir, tmp_path):
+    tokenizer, _ = pair(vocab_dir)
+    processor = Wav2Vec2BertProcessor(SeamlessM4TFeatureExtractor(padding_value=1.0), tokenizer)
+    clips = [load_audio(DATA / "hello.wav"), load_audio(DATA / "quick.wav")]
+    out = processor(audio=clips, text=["hello world", "the quick brown fox"], sampling_rate=16000)
+    assert out["input_features"].shape[0] == 2 and out["labels"].shape == (2, 19)
+    assert (out["labels"][0, 11:] == -100).all() and processor.decode(out["labels"][1]) == "the quick brown fox"
+    with pytest.raises(ValueError, match="2 audio clip.*1 text"):
+        processor(audio=clips, text=["one text"], sampling_rate=16000)
+    padded = processor.pad(labels=[[1, 2], [3]])
+    assert padded["labels"].tolist() == [[1, 2], [3, -100]]
+    processor.save_pretrained(tmp_path / "p")
+    assert Wav2Vec2BertProcessor.from_pretrained(tmp_path / "p").tokenizer.get_vocab() == tokenizer.get_vocab()
+
+
+def test_a_checkpoint_without_tokenizer_gives_a_feature_extractor_only_processor(tmp_path, caplog):
+    SeamlessM4TFeatureExtractor().save_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="w2vbert"):
+        processor = Wav2Vec2BertProcessor.from_pretrained(tmp_path)
+    assert processor.tokenizer is None and "has no vocab.json" in caplog.text
+    assert processor(audio=np.zeros(8000, np.float32), sampling_rate=16000)["input_features"].shape[-1] == 160
+    with pytest.raises(ValueError, match="no tokenizer"):
+        processor.batch_decode([[1, 2]])
+
+
+# ------------------------------------------------------------------------------------------- CTC decoding
+def emissions(vocab: dict[str, int], frames: list[dict[str, float]]) -> torch.Tensor:
+    probs = torch.full((len(frames), len(vocab)), 1e-4)
+    for row, frame in enumerate(frames):
+        for token, p in frame.items():
+            probs[row, vocab[token]] = p
+    return (probs / probs.sum(-1, keepdim=True)).log()
+
+
+AMBIGUOUS = [{"t": 1}, {"h": 1}, {"e": 1}, {"|": 1}, {"b": 0.55, "c": 0.45}, {"a": 1}, {"t": 1}, {"[PAD]": 1}]
+
+
+def tiny_arpa(path: Path) -> Path:
+    """A bigram LM (log10 probabilities, tab-separated as KenLM wants) that much prefers "the cat" to "the bat"."""
+    unigrams = {"<s>": -1.0, "</s>": -1.0, "<unk>": -1.0, "the": -0.5, "cat": -0.3, "bat": -3.0}
+    lines = ["\\data\\", f"ngram 1={len(unigrams)}", "ngram 2=1", "", "\\1-grams:"]
+    lines += [f"{p}\t{w}\t0" for w, p in unigrams.items()]
+    lines += ["", "\\2-grams:", "-0.2\tthe cat", "", "\\end\\", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_greedy_transcription_gives_text_and_word_times_in_seconds():
+    vocab = build_vocab(["the cat a bat"])
+    tokenizer = Wav2Vec2CTCTokenizer(vocab=vocab, unk_token="[UNK]", pad_token="[PAD]")
+    out = ctc_transcribe(emissions(vocab, AMBIGUOUS), tokenizer, 0.02, timestamps="word")
+    assert out == {
+        "text": "the bat",
+        "chunks": [{"text": "the", "timestamp": (0.0, 0.06)}, {"text": "bat", "timestamp": (0.08, 0.14)}],
+    }
+
+
+def test_beam_search_without_lm_agrees_with_greedy_and_a_word_lm_flips_the_ambiguous_word(tmp_path):
+    vocab = build_vocab(["the cat a bat"])
+    tokenizer = Wav2Vec2CTCTokenizer(vocab=vocab, unk_token="[UNK]", pad_token="[PAD]")
+    log_probs = emissions(vocab, AMBIGUOUS)
+    assert ctc_transcribe(log_probs, tokenizer, 0.02, decoder=BeamSearchDecoder(beam_size=8))["text"] == "the bat"
+    lm = BeamSearchDecoder(tiny_arpa(tmp_path / "lm.arpa"), beam_size=8, lm_weight=2.0, word_score=0.0)
+    out = ctc_transcribe(log_probs, tokenizer, 0.02, decoder=lm, timestamps="word")
+    assert out["text"] == "the cat" and [c["text"] for c in out["chunks"]] == ["the", "cat"]
+
+
+def test_decoding_errors_name_what_was_expected(tmp_path):
+    tokenizer = Wav2Vec2CTCTokenizer(vocab=build_vocab(["ab"]), unk_token="[UNK]", pad_token="[PAD]")
+    with pytest.raises(ValueError, match=r"shape \(frames, 5\), got \(2, 3, 5\)"):
+        ctc_transcribe(torch.zeros(2, 3, 5), tokenizer, 0.02)
+    with pytest.raises(FileNotFoundError, match="no such language model file"):
+        BeamSearchDecoder(tmp_path / "missing.arpa")
+    (tmp_path / "bad.arpa").write_text("not an arpa file\n")
+    with pytest.raises(ValueError, match="no \\\\1-grams: section"):
+        BeamSearchDecoder(tmp_path / "bad.arpa")
