@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write_text
+from .hub import read_json_object
 
 logger = logging.getLogger("w2vbert")
 
@@ -595,10 +596,10 @@ class SeamlessM4TFeatureExtractor:
         )
         path = resolve_optional_file(path_or_repo_id, PREPROCESSOR_CONFIG_NAME, **where)
         if path is not None:
-            return cls.from_dict(_read_json_object(path), **overrides)
+            return cls.from_dict(read_json_object(path), **overrides)
         path = resolve_optional_file(path_or_repo_id, PROCESSOR_CONFIG_NAME, **where)
-        if path is not None and isinstance(_read_json_object(path).get("feature_extractor"), dict):
-            return cls.from_dict(_read_json_object(path)["feature_extractor"], **overrides)
+        if path is not None and isinstance(read_json_object(path).get("feature_extractor"), dict):
+            return cls.from_dict(read_json_object(path)["feature_extractor"], **overrides)
         raise FileNotFoundError(
             f"{path_or_repo_id} has no {PREPROCESSOR_CONFIG_NAME} (nor a {PROCESSOR_CONFIG_NAME} with a "
             "'feature_extractor' entry); for W2v-BERT 2.0 defaults use SeamlessM4TFeatureExtractor(padding_value=1.0)"
@@ -606,16 +607,6 @@ class SeamlessM4TFeatureExtractor:
 
 
 # ------------------------------------------------------------------------------------------ input helpers
-def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        values = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
-    return values
-
-
 def _as_clip_list(raw_speech: Any) -> list[Any]:
     """One clip or a list of clips -> a list of clips (each still an array, tensor or list)."""
     if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
