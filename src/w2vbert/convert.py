@@ -110,7 +110,7 @@ def load_fairseq2_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
 
 
 def detect_kind(state: dict[str, torch.Tensor]) -> str:
-    """"seamless-m4t-v2" when the names hold a SeamlessM4T speech encoder, "w2v-bert" for a bare encoder."""
+    """The release the names come from: "seamless-m4t-v2" (a speech encoder under speech_encoder.*) or "w2v-bert"."""
     if any(name.startswith("speech_encoder.inner.") for name in state):
         return "seamless-m4t-v2"
     if any(name.startswith("encoder.layers.") for name in state):
