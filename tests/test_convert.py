@@ -4,12 +4,15 @@ converts, the result runs like the original, and bad files fail before anything 
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from conftest import random_batch
 import w2vbert
+from conftest import random_batch
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertModel
 from w2vbert.cli import main
 from w2vbert.convert import convert, convert_state_dict
@@ -287,3 +290,25 @@ def test_kind_must_match_the_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="kind must be"):
         convert(tmp_path / "shaw.pt", tmp_path / "out", kind="w2v-bert-1")
     assert not (tmp_path / "out").exists()
+
+
+SMALL_STATE = fairseq2_state(**SMALL)
+NEEDED = sorted(n for n in SMALL_STATE if not n.startswith(("quantizer", "final_proj", "final_target_proj")))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(NEEDED))
+def test_any_missing_tensor_is_named_by_its_model_name(name):
+    state = dict(SMALL_STATE)
+    del state[name]
+    model_name = next(iter(by_hand({name: None})))
+    with pytest.raises(ValueError, match=f"lacks .*{re.escape(model_name)}"):
+        convert_state_dict(state)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.from_regex(r"[a-z_]{1,12}(\.[a-z_0-9]{1,12}){0,4}", fullmatch=True))
+def test_any_name_outside_the_table_is_refused_by_name(name):
+    assume(name not in SMALL_STATE and not name.startswith(("quantizer.", "final_proj.", "final_target_proj.")))
+    with pytest.raises(ValueError, match=f"not W2v-BERT 2.0 names.*{re.escape(name)}"):
+        convert_state_dict(SMALL_STATE | {name: torch.zeros(1)}, kind="w2v-bert")
