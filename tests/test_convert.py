@@ -141,6 +141,18 @@ def test_a_converted_checkpoint_runs_like_the_model_built_from_the_same_tensors(
     torch.testing.assert_close(alone, expected[:1, :30], atol=1e-5, rtol=0)
 
 
+def test_a_checkpoint_in_the_pre_zip_format_converts_too(tmp_path):
+    state = fairseq2_state(**SMALL)
+    torch.save({"model": state}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    loaded = Wav2Vec2BertModel.from_pretrained(convert(tmp_path / "old.pt", tmp_path / "out"))
+    torch.testing.assert_close(
+        loaded.state_dict()["feature_projection.projection.weight"],
+        state["encoder_frontend.model_dim_proj.weight"],
+        atol=0,
+        rtol=0,
+    )
+
+
 def test_the_convert_command_writes_the_directory(tmp_path, capsys):
     torch.save({"model": fairseq2_state(**SMALL)}, tmp_path / "shaw.pt")
     assert main(["convert", str(tmp_path / "shaw.pt"), str(tmp_path / "out")]) == 0
@@ -152,7 +164,11 @@ class Exploit:
         return (os.system, ("touch pwned-by-convert-test",))
 
 
-@pytest.mark.parametrize("kind", ["other architecture", "missing tensor", "truncated", "pickle with code", "no model"])
+BAD = ["other architecture", "missing tensor", "truncated", "not a checkpoint", "pickle with code"]
+BAD += ["legacy pickle with code", "no model"]
+
+
+@pytest.mark.parametrize("kind", BAD)
 def test_bad_checkpoints_fail_clearly_and_write_nothing(tmp_path, monkeypatch, kind):
     monkeypatch.chdir(tmp_path)
     state = fairseq2_state(**SMALL)
@@ -163,15 +179,20 @@ def test_bad_checkpoints_fail_clearly_and_write_nothing(tmp_path, monkeypatch, k
     elif kind == "missing tensor":
         del state["encoder.layers.1.conv.depthwise_conv.weight"]
         message = "lacks 1 tensor.*encoder.layers.1.conv_module.depthwise_conv.weight"
-    elif kind == "pickle with code":
+    elif kind.endswith("pickle with code"):
         state["masker.temporal_mask_embed"] = Exploit()
         message = f"refusing to load .*{os.system.__module__}.system"
     elif kind == "no model":
         state = {"encoder": state}
         message = "expected a dict with a 'model' state dict"
-    torch.save({"model": state} if kind != "no model" else state, src)
+    # torch < 1.6 wrote a bare pickle stream, not a zip; it loads without mmap, through the same allow-list
+    legacy = kind.startswith("legacy")
+    torch.save({"model": state} if kind != "no model" else state, src, _use_new_zipfile_serialization=not legacy)
     if kind == "truncated":
         src.write_bytes(src.read_bytes()[:5000])
+        message = "truncated or corrupt"
+    elif kind == "not a checkpoint":
+        src.write_text("model weights, honest")
         message = "truncated or corrupt"
     with pytest.raises(ValueError, match=message):
         convert(src, tmp_path / "out")

@@ -92,14 +92,14 @@ def load_fairseq2_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
-        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = _weights_only_load(path)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        what = found.group(1) if found else str(error).splitlines()[0]
+        if found is None:
+            raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from None
         raise ValueError(
-            f"refusing to load {path}: it asks to unpickle {what}, which is not a tensor or a plain container "
-            "(only weights are read, never code)"
+            f"refusing to load {path}: it asks to unpickle {found.group(1)}, which is not a tensor or a plain "
+            "container (only weights are read, never code)"
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from None
@@ -107,6 +107,18 @@ def load_fairseq2_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
         keys = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(f"{path} is not a fairseq2 checkpoint: expected a dict with a 'model' state dict, got {keys}")
     return checkpoint["model"]
+
+
+def _weights_only_load(path: Path) -> object:
+    """torch.load restricted to ALLOWED_GLOBALS; memory-mapped (tensors read on use) unless the file predates
+    the zip format that mmap needs (torch < 1.6), which then loads whole."""
+    with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap can only be used" not in str(error):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def detect_kind(state: dict[str, torch.Tensor]) -> str:
