@@ -1,12 +1,17 @@
-"""Meta's fairseq2 W2v-BERT 2.0 checkpoint: every original name converts, and the result runs like the original."""
+"""Meta's fairseq2 checkpoints (conformer_shaw.pt, the SeamlessM4T v2 speech encoder): every original name
+converts, the result runs like the original, and bad files fail before anything is written."""
 
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
+import w2vbert
 from conftest import random_batch
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertModel
 from w2vbert.cli import main
@@ -136,6 +141,18 @@ def test_a_converted_checkpoint_runs_like_the_model_built_from_the_same_tensors(
     torch.testing.assert_close(alone, expected[:1, :30], atol=1e-5, rtol=0)
 
 
+def test_a_checkpoint_in_the_pre_zip_format_converts_too(tmp_path):
+    state = fairseq2_state(**SMALL)
+    torch.save({"model": state}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    loaded = Wav2Vec2BertModel.from_pretrained(convert(tmp_path / "old.pt", tmp_path / "out"))
+    torch.testing.assert_close(
+        loaded.state_dict()["feature_projection.projection.weight"],
+        state["encoder_frontend.model_dim_proj.weight"],
+        atol=0,
+        rtol=0,
+    )
+
+
 def test_the_convert_command_writes_the_directory(tmp_path, capsys):
     torch.save({"model": fairseq2_state(**SMALL)}, tmp_path / "shaw.pt")
     assert main(["convert", str(tmp_path / "shaw.pt"), str(tmp_path / "out")]) == 0
@@ -147,7 +164,11 @@ class Exploit:
         return (os.system, ("touch pwned-by-convert-test",))
 
 
-@pytest.mark.parametrize("kind", ["other architecture", "missing tensor", "truncated", "pickle with code", "no model"])
+BAD = ["other architecture", "missing tensor", "truncated", "not a checkpoint", "pickle with code"]
+BAD += ["legacy pickle with code", "no model"]
+
+
+@pytest.mark.parametrize("kind", BAD)
 def test_bad_checkpoints_fail_clearly_and_write_nothing(tmp_path, monkeypatch, kind):
     monkeypatch.chdir(tmp_path)
     state = fairseq2_state(**SMALL)
@@ -158,17 +179,157 @@ def test_bad_checkpoints_fail_clearly_and_write_nothing(tmp_path, monkeypatch, k
     elif kind == "missing tensor":
         del state["encoder.layers.1.conv.depthwise_conv.weight"]
         message = "lacks 1 tensor.*encoder.layers.1.conv_module.depthwise_conv.weight"
-    elif kind == "pickle with code":
+    elif kind.endswith("pickle with code"):
         state["masker.temporal_mask_embed"] = Exploit()
-        message = "refusing to load"
+        message = f"refusing to load .*{os.system.__module__}.system"
     elif kind == "no model":
         state = {"encoder": state}
         message = "expected a dict with a 'model' state dict"
-    torch.save({"model": state} if kind != "no model" else state, src)
+    # torch < 1.6 wrote a bare pickle stream, not a zip; it loads without mmap, through the same allow-list
+    legacy = kind.startswith("legacy")
+    torch.save({"model": state} if kind != "no model" else state, src, _use_new_zipfile_serialization=not legacy)
     if kind == "truncated":
         src.write_bytes(src.read_bytes()[:5000])
+        message = "truncated or corrupt"
+    elif kind == "not a checkpoint":
+        src.write_text("model weights, honest")
         message = "truncated or corrupt"
     with pytest.raises(ValueError, match=message):
         convert(src, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
     assert not (tmp_path / "pwned-by-convert-test").exists()
+
+
+def test_an_existing_directory_with_files_is_refused_and_left_alone(tmp_path):
+    torch.save({"model": fairseq2_state(**SMALL)}, tmp_path / "shaw.pt")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not an empty directory"):
+        convert(tmp_path / "shaw.pt", tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
+
+
+HEADS = ["Wav2Vec2BertModel", "Wav2Vec2BertForCTC", "Wav2Vec2BertForSequenceClassification"]
+HEADS += ["Wav2Vec2BertForAudioFrameClassification", "Wav2Vec2BertForXVector"]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_every_model_class_loads_the_original_file_directly(tmp_path, head):
+    state = fairseq2_state(**SMALL)
+    torch.save({"model": state}, tmp_path / "conformer_shaw.pt")
+    overrides = {"vocab_size": 12} if head == "Wav2Vec2BertForCTC" else {}
+    model = getattr(w2vbert, head).from_pretrained(tmp_path / "conformer_shaw.pt", **overrides)
+    encoder = model if head == "Wav2Vec2BertModel" else model.wav2vec2_bert
+    loaded = encoder.state_dict()
+    for name, tensor in by_hand(state).items():
+        torch.testing.assert_close(loaded[name], tensor, atol=0, rtol=0)
+
+
+# transformers' SeamlessM4Tv2SpeechEncoder names -> the fairseq2 names of seamlessM4T_v2_large.pt, spelled out
+# from transformers' convert_fairseq2_to_hf.py for SeamlessM4T v2 (first matching prefix, then block renames).
+SEAMLESS_PREFIXES = [
+    ("feature_projection.layer_norm.", "speech_encoder_frontend.post_extract_layer_norm."),
+    ("feature_projection.projection.", "speech_encoder_frontend.model_dim_proj."),
+    ("encoder.layers.", "speech_encoder.inner.layers."),
+    ("encoder.layer_norm.", "speech_encoder.inner_layer_norm."),
+    ("intermediate_ffn.intermediate_dense.", "speech_encoder.proj1."),
+    ("intermediate_ffn.output_dense.", "speech_encoder.proj2."),
+    ("adapter.layers.", "speech_encoder.adaptor_layers."),
+    ("inner_layer_norm.", "speech_encoder.layer_norm."),
+]
+BLOCK_NAMES = [
+    (".final_layer_norm.", ".layer_norm."),
+    ("conv_module.depthwise_layer_norm.", "conv.layer_norm."),
+    ("conv_module.layer_norm.", "conv_layer_norm."),
+    ("conv_module.", "conv."),
+    ("linear_out", "output_proj"),
+    ("linear_q", "q_proj"),
+    ("linear_k", "k_proj"),
+    ("linear_v", "v_proj"),
+    ("intermediate_dense", "inner_proj"),
+    ("output_dense", "output_proj"),
+    ("distance_embedding", "sdpa.rel_k_embed"),
+]
+
+
+def seamless_fairseq2_name(name):
+    prefix, fairseq2 = next((old, new) for old, new in SEAMLESS_PREFIXES if name.startswith(old))
+    rest = name[len(prefix) :]
+    for old, new in BLOCK_NAMES:
+        rest = rest.replace(old, new)
+    return fairseq2 + rest
+
+
+def test_the_seamless_m4t_v2_speech_encoder_extracts_to_the_same_numbers_as_transformers(tmp_path, caplog):
+    from transformers import SeamlessM4Tv2Config
+    from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import SeamlessM4Tv2SpeechEncoder
+
+    config = SeamlessM4Tv2Config(
+        hidden_size=32,
+        speech_encoder_layers=2,
+        speech_encoder_attention_heads=4,
+        speech_encoder_intermediate_size=48,
+        conv_depthwise_kernel_size=5,
+        adaptor_kernel_size=8,  # seamlessM4T_v2_large: one adaptor layer, kernel 8, stride 8
+        adaptor_stride=8,
+        num_adapter_layers=1,
+    )
+    torch.manual_seed(0)
+    theirs = SeamlessM4Tv2SpeechEncoder(config).eval()
+    with torch.no_grad():  # LayerNorms start at 1/0: perturb them too, so a swapped norm would show
+        for parameter in theirs.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    state = {seamless_fairseq2_name(n): t.clone() for n, t in theirs.state_dict().items()}
+    assert "speech_encoder.adaptor_layers.0.self_attn.output_proj.weight" in state  # the table's names, checked
+    state |= {
+        "text_encoder.layers.0.ffn.inner_proj.weight": torch.zeros(2),
+        "text_decoder_frontend.embed.weight": torch.zeros(3, 2),
+        "final_proj.weight": torch.zeros(3, 2),
+    }
+    torch.save({"model": state}, tmp_path / "seamlessM4T_v2_large.pt")
+    with caplog.at_level("INFO", logger="w2vbert"):
+        convert(tmp_path / "seamlessM4T_v2_large.pt", tmp_path / "encoder")
+    assert "speech_encoder.adaptor_layers.0.ffn.inner_proj.weight" in caplog.text  # dropped, and said so
+    ours = Wav2Vec2BertModel.from_pretrained(tmp_path / "encoder")
+    assert ours.config.num_hidden_layers == 2 and not ours.config.add_adapter
+
+    # transformers' encoder output just before the LayerNorm that starts the adaptor
+    captured = []
+    theirs.encoder.layer_norm.register_forward_hook(lambda module, args, out: captured.append(args[0]))
+    features, mask = random_batch([30, 21])
+    with torch.no_grad():
+        theirs(features, attention_mask=mask)
+    expected = captured[0] * mask[..., None]
+    got = ours(features, attention_mask=mask).last_hidden_state * mask[..., None]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_kind_must_match_the_checkpoint(tmp_path):
+    torch.save({"model": fairseq2_state(**SMALL)}, tmp_path / "shaw.pt")
+    with pytest.raises(ValueError, match="not W2v-BERT 2.0 names .kind 'seamless-m4t-v2'"):
+        convert(tmp_path / "shaw.pt", tmp_path / "out", kind="seamless-m4t-v2")
+    with pytest.raises(ValueError, match="kind must be"):
+        convert(tmp_path / "shaw.pt", tmp_path / "out", kind="w2v-bert-1")
+    assert not (tmp_path / "out").exists()
+
+
+SMALL_STATE = fairseq2_state(**SMALL)
+NEEDED = sorted(n for n in SMALL_STATE if not n.startswith(("quantizer", "final_proj", "final_target_proj")))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(NEEDED))
+def test_any_missing_tensor_is_named_by_its_model_name(name):
+    state = dict(SMALL_STATE)
+    del state[name]
+    model_name = next(iter(by_hand({name: None})))
+    with pytest.raises(ValueError, match=f"lacks .*{re.escape(model_name)}"):
+        convert_state_dict(state)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.from_regex(r"[a-z_]{1,12}(\.[a-z_0-9]{1,12}){0,4}", fullmatch=True))
+def test_any_name_outside_the_table_is_refused_by_name(name):
+    assume(name not in SMALL_STATE and not name.startswith(("quantizer.", "final_proj.", "final_target_proj.")))
+    with pytest.raises(ValueError, match=f"not W2v-BERT 2.0 names.*{re.escape(name)}"):
+        convert_state_dict(SMALL_STATE | {name: torch.zeros(1)}, kind="w2v-bert")

@@ -1,10 +1,13 @@
 """Meta's original fairseq2 checkpoints -> the Hugging Face layout, through one table of key patterns.
 
-`conformer_shaw.pt` (W2v-BERT 2.0 as released in seamless_communication) holds `{"model": state_dict}` in
-fairseq2 names; its tensors copy over unchanged, only renamed (../shared/reference/original-checkpoint.md).
-Pre-training-only tensors (the quantizer and the contrastive projections) are dropped and listed.
+Two releases hold the W2v-BERT 2.0 Conformer (../shared/reference/original-checkpoint.md):
+- `conformer_shaw.pt`, the pre-trained encoder: `{"model": state_dict}` in fairseq2 names. Its tensors copy over
+  unchanged, only renamed; the pre-training-only ones (quantizer, contrastive projections) are dropped and listed.
+- `seamlessM4T_v2_large.pt`, the speech-to-text model, whose speech encoder is the same Conformer fine-tuned,
+  under `speech_encoder_frontend.*` and `speech_encoder.inner.*`. Its frontend and blocks are extracted; the rest
+  (text model, and the adaptor on top of the Conformer) is dropped and listed: see `SEAMLESS_ADAPTOR` for why.
 
-The file is read with `torch.load(weights_only=True)`: tensors and plain containers only, never code.
+Files are read with `torch.load(weights_only=True)`: tensors and plain containers only, never code.
 """
 
 from __future__ import annotations
@@ -25,40 +28,59 @@ from .features import SeamlessM4TFeatureExtractor
 
 logger = logging.getLogger("w2vbert")
 
-# fairseq2 name (regex) -> Hugging Face name (template). Order does not matter: patterns do not overlap.
+KINDS = ("w2v-bert", "seamless-m4t-v2")
+
+# The names both releases give the same modules: the SeamlessM4T v2 speech encoder only prefixes them.
+FRONTEND = r"(?:speech_)?encoder_frontend"
+BLOCK = r"(?:encoder|speech_encoder\.inner)\.layers\.(\d+)"
+
+# fairseq2 name (regex, matched whole) -> Hugging Face name (template). The patterns do not overlap, so order
+# does not matter. Every tensor copies as it is: fairseq2 and Hugging Face store the same shapes (Linear
+# (out, in), Conv1d (out, in/groups, kernel), Embedding (positions, head dim)), so no row needs a transform.
 FAIRSEQ2_TO_HF = [
-    (r"encoder_frontend\.post_extract_layer_norm\.(weight|bias)", r"feature_projection.layer_norm.\1"),
-    (r"encoder_frontend\.model_dim_proj\.(weight|bias)", r"feature_projection.projection.\1"),
-    (r"encoder\.layers\.(\d+)\.(ffn[12])_layer_norm\.(weight|bias)", r"encoder.layers.\1.\2_layer_norm.\3"),
-    (r"encoder\.layers\.(\d+)\.(ffn[12])\.inner_proj\.(weight|bias)", r"encoder.layers.\1.\2.intermediate_dense.\3"),
-    (r"encoder\.layers\.(\d+)\.(ffn[12])\.output_proj\.(weight|bias)", r"encoder.layers.\1.\2.output_dense.\3"),
-    (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)", r"encoder.layers.\1.self_attn_layer_norm.\2"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", r"encoder.layers.\1.self_attn.linear_\2.\3"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.output_proj\.(weight|bias)", r"encoder.layers.\1.self_attn.linear_out.\2"),
+    (FRONTEND + r"\.post_extract_layer_norm\.(weight|bias)", r"feature_projection.layer_norm.\1"),
+    (FRONTEND + r"\.model_dim_proj\.(weight|bias)", r"feature_projection.projection.\1"),
+    (BLOCK + r"\.(ffn[12])_layer_norm\.(weight|bias)", r"encoder.layers.\1.\2_layer_norm.\3"),
+    (BLOCK + r"\.(ffn[12])\.inner_proj\.(weight|bias)", r"encoder.layers.\1.\2.intermediate_dense.\3"),
+    (BLOCK + r"\.(ffn[12])\.output_proj\.(weight|bias)", r"encoder.layers.\1.\2.output_dense.\3"),
+    (BLOCK + r"\.self_attn_layer_norm\.(weight|bias)", r"encoder.layers.\1.self_attn_layer_norm.\2"),
+    (BLOCK + r"\.self_attn\.([qkv])_proj\.(weight|bias)", r"encoder.layers.\1.self_attn.linear_\2.\3"),
+    (BLOCK + r"\.self_attn\.output_proj\.(weight|bias)", r"encoder.layers.\1.self_attn.linear_out.\2"),
+    (BLOCK + r"\.self_attn\.sdpa\.rel_k_embed\.weight", r"encoder.layers.\1.self_attn.distance_embedding.weight"),
+    (BLOCK + r"\.conv_layer_norm\.(weight|bias)", r"encoder.layers.\1.conv_module.layer_norm.\2"),
     (
-        r"encoder\.layers\.(\d+)\.self_attn\.sdpa\.rel_k_embed\.weight",
-        r"encoder.layers.\1.self_attn.distance_embedding.weight",
-    ),
-    (r"encoder\.layers\.(\d+)\.conv_layer_norm\.(weight|bias)", r"encoder.layers.\1.conv_module.layer_norm.\2"),
-    (
-        r"encoder\.layers\.(\d+)\.conv\.(pointwise_conv1|pointwise_conv2|depthwise_conv)\.weight",
+        BLOCK + r"\.conv\.(pointwise_conv1|pointwise_conv2|depthwise_conv)\.weight",
         r"encoder.layers.\1.conv_module.\2.weight",
     ),
-    (
-        r"encoder\.layers\.(\d+)\.conv\.layer_norm\.(weight|bias)",
-        r"encoder.layers.\1.conv_module.depthwise_layer_norm.\2",
-    ),
-    (r"encoder\.layers\.(\d+)\.layer_norm\.(weight|bias)", r"encoder.layers.\1.final_layer_norm.\2"),
+    (BLOCK + r"\.conv\.layer_norm\.(weight|bias)", r"encoder.layers.\1.conv_module.depthwise_layer_norm.\2"),
+    (BLOCK + r"\.layer_norm\.(weight|bias)", r"encoder.layers.\1.final_layer_norm.\2"),
     (r"masker\.temporal_mask_embed", "masked_spec_embed"),
 ]
-PRETRAINING_ONLY = re.compile(r"(quantizer|final_proj|final_target_proj)\.")
-_COMPILED = [(re.compile(pattern + "$"), template) for pattern, template in FAIRSEQ2_TO_HF]
+_COMPILED = [(re.compile(pattern), template) for pattern, template in FAIRSEQ2_TO_HF]
+
+# The SeamlessM4T v2 adaptor: LayerNorm -> 0.5-residual FFN (proj1/proj2) -> adaptor layer(s) -> LayerNorm
+# (transformers' SeamlessM4Tv2SpeechEncoder: encoder.layer_norm ... inner_layer_norm). Wav2Vec2-BERT, here and
+# in transformers, has the FFN and the adaptor layers but neither LayerNorm, and a LayerNorm folds into no
+# neighbouring weight; carried without them the adaptor would compute something else, so it is dropped.
+SEAMLESS_ADAPTOR = r"speech_encoder\.(inner_layer_norm|proj[12]|adaptor_layers\.\d+|layer_norm)\."
+# Per release: tensors that have no place in the encoder (regex, matched from the start of the name).
+DROPPED = {
+    "w2v-bert": re.compile(r"(quantizer|final_proj|final_target_proj)\."),
+    "seamless-m4t-v2": re.compile(
+        r"(text_encoder|text_decoder|text_encoder_frontend|text_decoder_frontend|final_proj|t2u_model)\.|"
+        + SEAMLESS_ADAPTOR
+    ),
+}
+
+# Globals the weights-only unpickler may build besides its defaults (tensors, dicts, lists, numbers, strings).
+# Both releases need none: fairseq2 itself reads them with weights_only=True. Widen this only by naming a class.
+ALLOWED_GLOBALS: list[type] = []
 
 
 def hf_name(name: str) -> str | None:
     """The Hugging Face name of a fairseq2 tensor name; None for names the table does not know."""
     for pattern, template in _COMPILED:
-        match = pattern.match(name)
+        match = pattern.fullmatch(name)
         if match:
             return match.expand(template)
     return None
@@ -70,10 +92,14 @@ def load_fairseq2_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = _weights_only_load(path)
     except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if found is None:
+            raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from None
         raise ValueError(
-            f"refusing to load {path}: it asks to unpickle something other than tensors ({error})"
+            f"refusing to load {path}: it asks to unpickle {found.group(1)}, which is not a tensor or a plain "
+            "container (only weights are read, never code)"
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from None
@@ -83,29 +109,65 @@ def load_fairseq2_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
     return checkpoint["model"]
 
 
-def convert_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Wav2Vec2BertConfig]:
-    """fairseq2 W2v-BERT 2.0 tensors -> (Hugging Face tensors, the config they describe).
+def _weights_only_load(path: Path) -> object:
+    """torch.load restricted to ALLOWED_GLOBALS; memory-mapped (tensors read on use) unless the file predates
+    the zip format that mmap needs (torch < 1.6), which then loads whole."""
+    with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap can only be used" not in str(error):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def detect_kind(state: dict[str, torch.Tensor]) -> str:
+    """The release the names come from: "seamless-m4t-v2" (a speech encoder under speech_encoder.*) or "w2v-bert"."""
+    if any(name.startswith("speech_encoder.inner.") for name in state):
+        return "seamless-m4t-v2"
+    if any(name.startswith("encoder.layers.") for name in state):
+        return "w2v-bert"
+    raise ValueError(
+        f"neither a W2v-BERT 2.0 nor a SeamlessM4T v2 checkpoint: no encoder.layers.* or speech_encoder.inner.* "
+        f"tensors among {sorted(state)[:8]}"
+    )
+
+
+def convert_state_dict(
+    state: dict[str, torch.Tensor], kind: str = "auto"
+) -> tuple[dict[str, torch.Tensor], Wav2Vec2BertConfig]:
+    """fairseq2 tensors of `kind` ("auto", "w2v-bert", "seamless-m4t-v2") -> (Hugging Face tensors, their config).
 
     Unknown names are an error naming them (a checkpoint of another architecture), as are tensors the
     Hugging Face model needs but the checkpoint lacks.
     """
-    converted, dropped, unknown = {}, [], []
+    if kind == "auto":
+        kind = detect_kind(state)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'auto' or one of {KINDS}, got {kind!r}")
+    converted, sources, dropped, unknown = {}, {}, [], []
     for name, tensor in state.items():
         target = hf_name(name)
-        if target is not None:
-            converted[target] = tensor
-        elif PRETRAINING_ONLY.match(name):
+        if DROPPED[kind].match(name):
             dropped.append(name)
-        else:
+        elif target is None:
             unknown.append(name)
+        elif target in converted:
+            raise ValueError(f"{sources[target]} and {name} both give {target}: the checkpoint mixes two releases")
+        else:
+            converted[target], sources[target] = tensor, name
     if unknown:
         raise ValueError(
-            f"{len(unknown)} tensor(s) are not W2v-BERT 2.0 (conformer_shaw) names: {unknown[:8]}; "
+            f"{len(unknown)} tensor(s) are not W2v-BERT 2.0 names (kind {kind!r}): {unknown[:8]}; "
             "is this a checkpoint of another architecture?"
         )
     if dropped:
-        logger.info("dropped %d pre-training-only tensors: %s", len(dropped), ", ".join(sorted(dropped)))
+        logger.info("dropped %d tensors the encoder does not use: %s", len(dropped), ", ".join(sorted(dropped)))
     config = _infer_config(converted)
+    if kind == "seamless-m4t-v2":
+        # The fine-tuned encoder has no mask embedding; SpecAugment stays off unless asked for (which then
+        # starts masked_spec_embed fresh, as transformers does for a checkpoint without one).
+        config.mask_time_prob = 0.0
     from .modeling import Wav2Vec2BertModel
 
     with torch.device("meta"):
@@ -147,14 +209,20 @@ def _infer_config(tensors: dict[str, torch.Tensor]) -> Wav2Vec2BertConfig:
     )
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
-    """Convert a fairseq2 checkpoint file into a Hugging Face model directory (written whole, or not at all)."""
+def convert(
+    src: str | os.PathLike, dst: str | os.PathLike, *, kind: str = "auto", dtype: torch.dtype | None = None
+) -> Path:
+    """Convert a fairseq2 checkpoint file into a Hugging Face model directory (written whole, or not at all).
+
+    The directory is assembled in a temporary sibling of `dst` and renamed into place, so a failure at any
+    point leaves `dst` as it was.
+    """
     from .modeling import Wav2Vec2BertModel
 
     dst = Path(dst)
-    if dst.exists() and any(dst.iterdir()):
-        raise FileExistsError(f"{dst} exists and is not empty; choose a new directory")
-    tensors, config = convert_state_dict(load_fairseq2_checkpoint(src))
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise FileExistsError(f"{dst} exists and is not an empty directory; choose a new directory")
+    tensors, config = convert_state_dict(load_fairseq2_checkpoint(src), kind)
     model, _ = Wav2Vec2BertModel._from_state_dict(config, tensors)
     if dtype is not None:
         model.to(dtype)
@@ -175,9 +243,18 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: torch.dtyp
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("convert", help="convert Meta's fairseq2 conformer_shaw.pt to a model directory")
+    parser = subparsers.add_parser(
+        "convert", help="convert Meta's fairseq2 conformer_shaw.pt (or a SeamlessM4T v2 .pt) to a model directory"
+    )
     parser.add_argument("src", help="the fairseq2 checkpoint (.pt)")
     parser.add_argument("dst", help="the new model directory (config.json, model.safetensors, preprocessor)")
+    parser.add_argument(
+        "--kind",
+        choices=("auto", *KINDS),
+        default="auto",
+        help="the release: w2v-bert (conformer_shaw.pt) or seamless-m4t-v2 (its speech encoder); "
+        "default: told by the tensor names",
+    )
     parser.add_argument(
         "--dtype",
         choices=["float32", "bfloat16", "float16"],
@@ -188,6 +265,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    path = convert(args.src, args.dst, dtype=getattr(torch, args.dtype) if args.dtype else None)
+    path = convert(args.src, args.dst, kind=args.kind, dtype=getattr(torch, args.dtype) if args.dtype else None)
     print(path)
     return 0
