@@ -119,14 +119,16 @@ def causal_depthwise_conv(hidden_states: torch.Tensor, weight: torch.Tensor) -> 
 
     Frame t sees frames t-K+1 .. t (zeros before the start), as Conv1d on a left-padded (B, C, T) input. Run as
     a 2-D convolution on a (B, C, 1, T) view whose memory is channels-last, which oneDNN takes without a
-    reorder; 2.7x faster than the (B, C, T) Conv1d on a 500 x 1024 input on this CPU, bit-identical.
+    reorder, padded by K-1 on both sides (cheaper than an F.pad copy); the first T outputs are the causal ones.
+    About 3x faster than the (B, C, T) Conv1d on a 500 x 1024 input on this CPU, and bit-identical.
     """
     batch, frames, channels = hidden_states.shape
     kernel = weight.shape[-1]
-    padded = F.pad(hidden_states, (0, 0, kernel - 1, 0))  # (B, K-1+T, C): causal, left pad only
-    as_image = padded[:, None].permute(0, 3, 1, 2)  # (B, C, 1, K-1+T), channels-last strides, no copy
-    output = F.conv2d(as_image, weight[:, :, None, :], groups=channels)  # (B, C, 1, T), channels-last
-    return output.permute(0, 2, 3, 1).reshape(batch, frames, channels)  # a view: memory is already (B, T, C)
+    as_image = hidden_states[:, None].permute(0, 3, 1, 2)  # (B, C, 1, T) with channels-last strides: no copy
+    output = F.conv2d(as_image, weight[:, :, None, :], groups=channels, padding=(0, kernel - 1))
+    # (B, C, 1, T+K-1) channels-last; output t reads inputs t-K+1 .. t: keep the first T, drop the K-1 that
+    # read past the end (right padding).
+    return output.permute(0, 2, 3, 1)[:, :, :frames].reshape(batch, frames, channels)
 
 
 class Wav2Vec2BertSelfAttention(nn.Module):
@@ -260,7 +262,8 @@ class Wav2Vec2BertSelfAttention(nn.Module):
         else:
             # Transformer-XL: the table runs over distances T-1 down to -(T-1); pair (i, j) reads distance i - j.
             index = (frames - 1) - query_positions + key_positions
-        per_distance = torch.matmul(query, table.transpose(-1, -2)) * self.scaling  # (B, H, rows, distances)
+        # Scale the (distances, d) table, not the (B, H, rows, distances) product: far less to multiply.
+        per_distance = torch.matmul(query, (table * self.scaling).transpose(-1, -2))  # (B, H, rows, distances)
         return per_distance.gather(-1, index.expand(*per_distance.shape[:2], rows, frames))
 
 
