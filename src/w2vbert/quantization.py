@@ -109,6 +109,7 @@ def quantize_dynamic_int8(model: nn.Module) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
             warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.ao")
+            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*deprecated.*")
             torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
     finally:
         torch.backends.quantized.engine = previous
