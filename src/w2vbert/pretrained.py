@@ -236,6 +236,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         output_loading_info: bool = False,
         attn_implementation: str | None = None,
         load_in_8bit: bool = False,
+        quantize: str | None = None,
         **config_overrides: Any,
     ) -> Any:
         """Load a model from a local directory or a hub repo id (through the hub cache; `HF_HUB_OFFLINE` works).
@@ -244,12 +245,18 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         override the stored config, as in transformers. A base checkpoint loads into any head class (the head
         is newly initialised and reported); a head whose shape differs from the checkpoint (a new vocabulary)
         is re-initialised only with `ignore_mismatched_sizes=True`.
+
+        `quantize="int8"` converts the loaded model with `quantization.optimize_for_inference` (PyTorch int8 on
+        CPU, bitsandbytes on CUDA); `load_in_8bit=True` is transformers' spelling of the CUDA one.
         """
         if load_in_8bit:
-            raise NotImplementedError(
-                "load_in_8bit (bitsandbytes, CUDA) is not supported yet by w2vbert; load in torch_dtype=torch.float16 "
-                "or torch.bfloat16 instead"
-            )
+            target_device = torch.device(device or device_map or "cpu")
+            if target_device.type != "cuda":
+                raise RuntimeError(
+                    "load_in_8bit=True is bitsandbytes' LLM.int8 and needs device='cuda'; on CPU pass "
+                    "quantize='int8' (PyTorch's own int8) or torch_dtype=torch.bfloat16 instead"
+                )
+            quantize = "int8"
         hub = dict(
             revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token, subfolder=subfolder
         )
@@ -270,6 +277,10 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         if attn_implementation is not None:
             model.set_attn_implementation(attn_implementation)
         model.eval()  # as transformers: a loaded model starts in inference mode
+        if quantize is not None:
+            from .quantization import optimize_for_inference
+
+            model = optimize_for_inference(model, quantize=quantize)
         return (model, info) if output_loading_info else model
 
     @staticmethod

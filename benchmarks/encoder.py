@@ -1,0 +1,231 @@
+"""Encoder benchmark cases: w2vbert against transformers (or against its own fp32) on the same weights and input.
+
+Each side of each case runs in a fresh subprocess (`python benchmarks/encoder.py --worker JSON`), so its peak
+resident memory (VmHWM, reset after the weights are built) belongs to that library alone. Both sides build the
+same random weights (w2vbert's init, seed 0; transformers loads that state dict) and read the same speech-like
+input: fbank features of the espeak-ng test clip tiled to length. `benchmarks/run.py` is the entry point.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEECH = ROOT / "tests" / "data" / "quick.wav"
+FRAMES_PER_SECOND = 50  # 100 fbank frames/s, stacked in pairs by the feature extractor
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    batch: int = 1
+    seconds: float = 10.0
+    dtype: str = "float32"  # both sides run in this dtype
+    layers: int | None = None  # None: the full 24-layer W2v-BERT 2.0 config
+    mode: str = "forward"  # "forward", "int8" (ours int8 vs ours fp32), "train" (one AdamW step, small config)
+    repeats: int = 3
+    config: dict = field(default_factory=dict)  # overrides of the default (600M) config
+
+
+def default_cases(quick: bool = False, long_layers: int = 4) -> list[Case]:
+    """The cases of issue 6; --quick keeps 2 layers and skips the 120 s clip, for a < 2 minute smoke run."""
+    layers = 2 if quick else None
+    repeats = 2 if quick else 3
+    cases = [
+        Case("fp32 1x10s", layers=layers, repeats=repeats),
+        Case("fp32 4x10s", batch=4, layers=layers, repeats=repeats),
+        Case(f"fp32 1x120s ({long_layers} layers)", seconds=120, layers=long_layers, repeats=1),
+        Case("bf16 1x10s", dtype="bfloat16", layers=layers, repeats=repeats),
+        Case("int8 1x10s vs our fp32", mode="int8", layers=layers, repeats=repeats),
+        Case("train step (small) 4x5s", batch=4, seconds=5, mode="train", repeats=repeats, config=SMALL),
+    ]
+    return [c for c in cases if not (quick and c.seconds > 60)]
+
+
+SMALL = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, vocab_size=32,
+             layerdrop=0.0, mask_time_prob=0.0, hidden_dropout=0.0, activation_dropout=0.0, attention_dropout=0.0,
+             feat_proj_dropout=0.0, final_dropout=0.0, conformer_conv_dropout=0.0)  # no dropout: losses compare
+
+
+def forward_flops(config, batch: int, frames: int) -> float:
+    """Multiply-adds x 2 of one encoder forward (matmuls, attention, depthwise conv; norms/activations left out)."""
+    c, i, k = config.hidden_size, config.intermediate_size, config.conv_depthwise_kernel_size
+    tokens = batch * frames
+    distances = config.left_max_position_embeddings + config.right_max_position_embeddings + 1
+    per_layer = tokens * (2 * c * i * 2 + 4 * c * c + 3 * c * c + c * k + distances * c)  # ffn1+2, attn, conv
+    per_layer += 2 * batch * frames * frames * c  # q.k and p.v
+    return 2.0 * (tokens * config.feature_projection_input_dim * c + config.num_hidden_layers * per_layer)
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 3072, repeats: int = 3) -> float:
+    """GFLOP/s of one large square torch.matmul in `dtype`, best of `repeats`: the machine's practical peak."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.matmul(a, b)
+    best = min(timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------------------ the worker
+def speech_features(batch: int, seconds: float) -> torch.Tensor:
+    """(batch, seconds * 50, 160) fbank features of test speech tiled to length, each row at another offset."""
+    import numpy as np
+
+    from w2vbert import SeamlessM4TFeatureExtractor, load_audio
+
+    speech = load_audio(SPEECH)
+    samples = int(seconds * 16000)
+    tiled = np.tile(speech, samples // len(speech) + 2)
+    clips = [tiled[4000 * row : 4000 * row + samples] for row in range(batch)]
+    features = SeamlessM4TFeatureExtractor()(clips, sampling_rate=16000, return_tensors="pt")["input_features"]
+    return features[:, : int(seconds * FRAMES_PER_SECOND)]
+
+
+def peak_rss_reset() -> None:
+    """Make VmHWM restart from the current RSS (Linux `clear_refs` 5), so a peak excludes model building."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def rss_bytes(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def build(case: Case, library: str):
+    """(model, config) on `library` ('w2vbert' or 'transformers') with w2vbert's seed-0 random weights."""
+    import w2vbert
+
+    overrides = dict(case.config)
+    if case.layers is not None:
+        overrides["num_hidden_layers"] = case.layers
+    config = w2vbert.Wav2Vec2BertConfig(**overrides)
+    head = "Wav2Vec2BertForCTC" if case.mode == "train" else "Wav2Vec2BertModel"
+    torch.manual_seed(0)
+    model = getattr(w2vbert, head)(config)
+    if library == "transformers":
+        import transformers
+
+        reference = getattr(transformers, head)(transformers.Wav2Vec2BertConfig(**config.to_dict()))
+        reference.load_state_dict(model.state_dict())
+        del model
+        gc.collect()
+        model = reference
+    return model, config
+
+
+def worker(case: Case, library: str, output: str, threads: int | None) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    dtype = getattr(torch, case.dtype)
+    model, config = build(case, library)
+    features = speech_features(case.batch, case.seconds)
+    if case.mode == "train":
+        return train_step(model, features, case)
+    model = model.eval().to(dtype)
+    if case.mode == "int8" and library == "int8":
+        from w2vbert.quantization import optimize_for_inference
+
+        model = optimize_for_inference(model, quantize="int8")
+    features = features.to(dtype)
+    gc.collect()
+    loaded = rss_bytes("VmRSS")
+    peak_rss_reset()
+    with torch.inference_mode():
+        last = model(features).last_hidden_state  # warm-up, and the output the sides compare
+        times = [timed(lambda: model(features)) for _ in range(case.repeats)]
+    peak = rss_bytes("VmHWM")
+    torch.save(last.float(), output)
+    return {"seconds": min(times), "times": times, "peak_rss": peak, "model_rss": loaded,
+            "flops": forward_flops(config, *features.shape[:2])}
+
+
+def train_step(model, features: torch.Tensor, case: Case) -> dict:
+    """One forward + backward + AdamW step on CTC labels; same labels, weights and input on both sides."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(1, model.config.vocab_size, (features.shape[0], 20), generator=generator)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(features, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        return float(loss)
+
+    torch.manual_seed(0)
+    first_loss = step()
+    peak_rss_reset()
+    times = [timed(step) for _ in range(case.repeats)]
+    return {"seconds": min(times), "times": times, "peak_rss": rss_bytes("VmHWM"), "first_loss": first_loss}
+
+
+# ------------------------------------------------------------------------------------------------ the parent
+def run_side(case: Case, library: str, output: Path, threads: int | None) -> dict:
+    command = [sys.executable, __file__, "--worker", json.dumps(asdict(case)), library, str(output), str(threads or 0)]
+    done = subprocess.run(command, capture_output=True, text=True, env=worker_env())
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-3:]
+        return {"error": f"exit {done.returncode}: " + " | ".join(tail)}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def worker_env() -> dict:
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+def run_case(case: Case, threads: int | None = None) -> dict:
+    """Both sides of a case; speed ratio, memory ratio and how close the outputs are."""
+    ours_name, other_name = ("int8", "w2vbert") if case.mode == "int8" else ("w2vbert", "transformers")
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = run_side(case, ours_name, Path(tmp) / "ours.pt", threads)
+        other = run_side(case, other_name, Path(tmp) / "other.pt", threads)
+        result = {"case": case.name, "ours": ours, "reference": other, "reference_name": other_name}
+        if "error" in ours or "error" in other:
+            return result
+        result["speedup"] = other["seconds"] / ours["seconds"]
+        result["memory_ratio"] = other["peak_rss"] / ours["peak_rss"]
+        if case.mode != "train":
+            a, b = torch.load(Path(tmp) / "ours.pt"), torch.load(Path(tmp) / "other.pt")
+            result["max_abs_diff"] = float((a - b).abs().max())
+            a, b = a.double().flatten(), b.double().flatten()
+            result["cosine"] = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+        else:
+            result["loss_diff"] = abs(ours["first_loss"] - other["first_loss"])
+    return result
+
+
+def main_worker(argv: list[str]) -> None:
+    case = Case(**json.loads(argv[0]))
+    result = worker(case, argv[1], argv[2], int(argv[3]) or None)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        main_worker(sys.argv[2:])
+    else:
+        sys.exit("run benchmarks/run.py (this module holds its encoder cases)")
+

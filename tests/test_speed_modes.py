@@ -1,0 +1,150 @@
+"""Inference modes (quantization.optimize_for_inference): bf16, int8, compile, and the errors of the combinations
+that cannot work here. Tiny random models: the agreement thresholds are for those, a weak proxy for the trained
+600M model (whose figures come from benchmarks/run.py), so they are set loose enough to be honest, not tight."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import w2vbert
+from conftest import random_batch, tiny_config_kwargs
+from w2vbert.quantization import optimize_for_inference
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def tiny_model(**overrides) -> w2vbert.Wav2Vec2BertModel:
+    torch.manual_seed(0)
+    # Wider than conftest's tiny config so int8's per-tensor rounding averages out as in real layer sizes.
+    kwargs = tiny_config_kwargs(hidden_size=128, intermediate_size=256, num_attention_heads=4, **overrides)
+    return w2vbert.Wav2Vec2BertModel(w2vbert.Wav2Vec2BertConfig(**kwargs)).eval()
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0))
+
+
+def last_hidden(model, features, mask=None) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(features, attention_mask=mask).last_hidden_state.float()
+
+
+def test_bfloat16_output_stays_close_to_float32():
+    model = tiny_model()
+    features, mask = random_batch([60, 45])
+    expected = last_hidden(model, features, mask)
+    fast = optimize_for_inference(copy.deepcopy(model), dtype="bfloat16")
+    assert fast.dtype == torch.bfloat16
+    actual = last_hidden(fast, features.bfloat16(), mask)
+    assert cosine(actual[0], expected[0]) > 0.999  # bf16 keeps 8 bits of mantissa: ~1e-3 relative per op
+    assert cosine(actual[1, :45], expected[1, :45]) > 0.999
+
+
+def test_int8_quantizes_every_matmul_and_stays_close_to_float32():
+    model = tiny_model()
+    features, mask = random_batch([60, 45])
+    expected = last_hidden(model, features, mask)
+    quantized = optimize_for_inference(copy.deepcopy(model), quantize="int8")
+    assert not any(type(m) is torch.nn.Linear for m in quantized.modules())  # no float Linear left behind
+    conv = quantized.encoder.layers[0].conv_module
+    assert "quantized" in type(conv.pointwise_conv1).__module__  # the kernel-1 convolutions too
+    actual = last_hidden(quantized, features, mask)
+    # Measured 0.998-0.999 on this 2-layer random model; 0.99 is the bound issue 6 sets for the real model.
+    assert cosine(actual[0], expected[0]) > 0.99
+    assert cosine(actual[1, :45], expected[1, :45]) > 0.99
+
+
+def test_int8_does_not_change_the_global_quantization_engine():
+    before = torch.backends.quantized.engine
+    optimize_for_inference(tiny_model(), quantize="int8")
+    assert torch.backends.quantized.engine == before
+
+
+def test_float32_optimize_is_the_same_model_and_numbers():
+    model = tiny_model()
+    features, _ = random_batch([30])
+    expected = last_hidden(model, features)
+    assert optimize_for_inference(model) is model
+    torch.testing.assert_close(last_hidden(model, features), expected, atol=0, rtol=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
+def test_float16_on_cpu_is_refused_pointing_to_bfloat16():
+    with pytest.raises(ValueError, match="float16 inference needs a CUDA device.*bfloat16"):
+        optimize_for_inference(tiny_model(), dtype=torch.float16)
+
+
+def test_int8_needs_float32_activations():
+    with pytest.raises(ValueError, match="quantize='int8' keeps activations in float32"):
+        optimize_for_inference(tiny_model(), dtype="bfloat16", quantize="int8")
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.one_of(st.text(max_size=8), st.sampled_from(["int4", "fp8", "INT8", "nf4"])))
+def test_unknown_quantize_or_dtype_names_are_rejected(name):
+    model = torch.nn.Linear(2, 2)
+    if name != "int8":
+        with pytest.raises(ValueError, match="quantize must be one of"):
+            optimize_for_inference(model, quantize=name)
+    if name not in ("float32", "bfloat16", "float16"):
+        with pytest.raises(ValueError, match="dtype must be one of"):
+            optimize_for_inference(model, dtype=name)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
+def test_load_in_8bit_on_cpu_says_it_needs_cuda_and_what_to_use_instead(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    with pytest.raises(RuntimeError, match="load_in_8bit=True .* needs device='cuda'.*quantize='int8'"):
+        w2vbert.Wav2Vec2BertModel.from_pretrained(tmp_path, load_in_8bit=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
+def test_bitsandbytes_replacement_without_cuda_is_a_clear_error():
+    from w2vbert.quantization import replace_with_bnb_linear
+
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU and bitsandbytes"):
+        replace_with_bnb_linear(tiny_model())
+
+
+def test_from_pretrained_quantize_int8_loads_a_quantized_model(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    features, _ = random_batch([40])
+    loaded = w2vbert.Wav2Vec2BertModel.from_pretrained(tmp_path, quantize="int8")
+    assert cosine(last_hidden(loaded, features), last_hidden(model, features)) > 0.99
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_eager_numbers():
+    model = tiny_model(num_hidden_layers=1)
+    features, _ = random_batch([30])
+    expected = last_hidden(model, features)
+    compiled = optimize_for_inference(model, compile=True)
+    torch.testing.assert_close(last_hidden(compiled, features), expected, atol=1e-5, rtol=1e-5)
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_cuda_stays_close_to_float32(dtype):
+    model = tiny_model().cuda()
+    features, _ = random_batch([50])
+    expected = last_hidden(model, features.cuda())
+    fast = optimize_for_inference(copy.deepcopy(model), dtype=dtype)
+    assert cosine(last_hidden(fast, features.cuda().to(dtype)), expected) > 0.999
+
+
+@cuda
+def test_load_in_8bit_on_cuda_uses_bitsandbytes(tmp_path):
+    bnb = pytest.importorskip("bitsandbytes")
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    features, _ = random_batch([50])
+    expected = last_hidden(model, features)
+    loaded = w2vbert.Wav2Vec2BertModel.from_pretrained(tmp_path, device="cuda", load_in_8bit=True)
+    assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in loaded.modules())
+    assert cosine(last_hidden(loaded, features.cuda().half()).cpu(), expected) > 0.99
