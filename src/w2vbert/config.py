@@ -225,13 +225,9 @@ class Wav2Vec2BertConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> Wav2Vec2BertConfig:
-        try:
-            values = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
-        return cls.from_dict(values, **overrides)
+        from .hub import read_json_object
+
+        return cls.from_dict(read_json_object(path), **overrides)
 
     @classmethod
     def from_pretrained(

@@ -101,3 +101,16 @@ def _resolve(
         raise OSError(
             f"{path_or_repo_id!r} is not an existing directory and not a valid hub repo id ('owner/name')"
         ) from error
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file that must hold an object (config.json and friends), with errors that name the file."""
+    import json
+
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
+    return values

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -117,7 +118,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         return any(getattr(module, "gradient_checkpointing", False) for module in self.modules())
 
     def set_attn_implementation(self, implementation: str) -> None:
-        """"sdpa" (default, fused kernels) or "eager" (explicit softmax, as transformers' eager path)."""
+        """ "sdpa" (default, fused kernels) or "eager" (explicit softmax, as transformers' eager path)."""
         if implementation not in ("sdpa", "eager"):
             raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {implementation!r}")
         for module in self.modules():
@@ -249,13 +250,19 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
                 "load_in_8bit (bitsandbytes, CUDA) is not supported yet by w2vbert; load in torch_dtype=torch.float16 "
                 "or torch.bfloat16 instead"
             )
-        hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
-                   subfolder=subfolder)
-        if config is None:
-            config = Wav2Vec2BertConfig.from_pretrained(pretrained_model_name_or_path, **hub, **config_overrides)
-        elif config_overrides:
+        hub = dict(
+            revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token, subfolder=subfolder
+        )
+        if (
+            Path(pretrained_model_name_or_path).suffix in (".pt", ".pth")
+            and Path(pretrained_model_name_or_path).is_file()
+        ):
+            from .convert import convert_state_dict, load_fairseq2_checkpoint  # Meta's original release
+
+            state, config = convert_state_dict(load_fairseq2_checkpoint(pretrained_model_name_or_path))
             config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **config_overrides)
-        state = load_checkpoint(pretrained_model_name_or_path, **hub)
+        else:
+            config, state = cls._config_and_state(pretrained_model_name_or_path, config, hub, config_overrides)
         model, info = cls._from_state_dict(config, state, ignore_mismatched_sizes)
         # Like transformers: float32 unless asked, whatever the file stores ("auto" keeps the stored dtype).
         target_dtype = resolve_dtype(torch_dtype if torch_dtype is not None else dtype, config) or torch.float32
@@ -264,6 +271,16 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
             model.set_attn_implementation(attn_implementation)
         model.eval()  # as transformers: a loaded model starts in inference mode
         return (model, info) if output_loading_info else model
+
+    @staticmethod
+    def _config_and_state(
+        path: str | os.PathLike, config: Wav2Vec2BertConfig | None, hub: dict[str, Any], overrides: dict[str, Any]
+    ) -> tuple[Wav2Vec2BertConfig, dict[str, torch.Tensor]]:
+        if config is None:
+            config = Wav2Vec2BertConfig.from_pretrained(path, **hub, **overrides)
+        elif overrides:
+            config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **overrides)
+        return config, load_checkpoint(path, **hub)
 
     @classmethod
     def _from_state_dict(
@@ -291,14 +308,23 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
         model._materialize_missing()
         if unexpected:
-            logger.warning("%s ignored %d checkpoint tensors it has no place for: %s",
-                           cls.__name__, len(unexpected), ", ".join(unexpected))
+            logger.warning(
+                "%s ignored %d checkpoint tensors it has no place for: %s",
+                cls.__name__,
+                len(unexpected),
+                ", ".join(unexpected),
+            )
         if missing:
-            logger.warning("%s newly initialised %d tensors the checkpoint lacks (train them before use): %s",
-                           cls.__name__, len(missing), ", ".join(missing))
+            logger.warning(
+                "%s newly initialised %d tensors the checkpoint lacks (train them before use): %s",
+                cls.__name__,
+                len(missing),
+                ", ".join(missing),
+            )
         if mismatched:
-            logger.warning("re-initialised tensors whose shape differs: %s",
-                           ", ".join(f"{n} {a}->{b}" for n, a, b in mismatched))
+            logger.warning(
+                "re-initialised tensors whose shape differs: %s", ", ".join(f"{n} {a}->{b}" for n, a, b in mismatched)
+            )
         return model, {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
 
     @classmethod

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write_text
+from .hub import read_json_object
 
 logger = logging.getLogger("w2vbert")
 
@@ -67,7 +68,7 @@ class Wav2Vec2CTCTokenizer:
         if (vocab is None) == (vocab_file is None):
             raise ValueError("pass exactly one of vocab_file (a vocab.json path) and vocab (a token -> id dict)")
         if vocab is None:
-            vocab = _read_json(Path(vocab_file))
+            vocab = read_json_object(Path(vocab_file))
         self.vocab = vocab
         if target_lang is not None:  # a multilingual vocab.json nests one vocabulary per language
             if target_lang not in vocab:
@@ -335,14 +336,14 @@ class Wav2Vec2CTCTokenizer:
         for name in (TOKENIZER_CONFIG_NAME, SPECIAL_TOKENS_MAP_NAME):
             path = resolve_optional_file(path_or_repo_id, name, **where)
             if path is not None:
-                values = _read_json(path)
+                values = read_json_object(path)
                 config.update(
                     {k: v["content"] if isinstance(v, dict) and "content" in v else v for k, v in values.items()}
                 )
-        vocab = _read_json(vocab_path)
+        vocab = read_json_object(vocab_path)
         added = resolve_optional_file(path_or_repo_id, ADDED_TOKENS_NAME, **where)
         if added is not None:  # older transformers kept tokens added after training here
-            vocab = vocab | {k: int(v) for k, v in _read_json(added).items()}
+            vocab = vocab | {k: int(v) for k, v in read_json_object(added).items()}
         for key in (
             "model_max_length",
             "name_or_path",
@@ -444,11 +445,3 @@ def _as_id_list(token_ids: Sequence[int] | np.ndarray | torch.Tensor) -> list[in
     return [int(i) for i in array]
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        values = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
-    return values

@@ -1,0 +1,92 @@
+"""Long-audio transcription in bounded memory: a 30-minute recording (test speech, concatenated) through
+`w2vbert transcribe` in 30 s windows, peak RSS of the process, and the text against the pieces' texts.
+
+    .venv/bin/python benchmarks/long_audio.py [--minutes 30] [--model DIR]
+
+Without --model it uses a tiny random CTC model (as the tests build): memory and the windowing are measured,
+but word error between the whole and the pieces is only meaningful with a trained model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import jiwer
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+def write_long_wav(path: Path, minutes: float) -> list[np.ndarray]:
+    from w2vbert import load_audio
+
+    clips = [load_audio(ROOT / "tests" / "data" / f"{n}.wav") for n in ("hello", "quick", "numbers")]
+    gap = np.zeros(16000, np.float32)  # 1 s of silence between pieces, so pieces are separate utterances
+    pieces, total = [], 0
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=16000, layout="mono")
+        while total < minutes * 60 * 16000:
+            piece = np.concatenate([clips[len(pieces) % 3], gap])
+            pieces.append(piece)
+            total += len(piece)
+            frame = av.AudioFrame.from_ndarray((piece * 32767).astype(np.int16)[None], format="s16", layout="mono")
+            frame.rate = 16000
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return pieces
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--model", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model is None:
+            from quickstart import build_model
+
+            model = Path(tmp) / "model"
+            build_model(str(model))
+        long = Path(tmp) / "long.wav"
+        pieces = write_long_wav(long, args.minutes)
+        code = (
+            "import resource, sys; from w2vbert.cli import main; main(['transcribe', sys.argv[1], '-m', sys.argv[2],"
+            " '--chunk-length', '30', '--no-progress']); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)"
+        )
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(long), str(model)], capture_output=True, text=True, check=True
+        )
+        seconds = time.perf_counter() - start
+        peak = int(done.stderr.strip().splitlines()[-1])
+        from w2vbert import pipeline
+
+        asr = pipeline("automatic-speech-recognition", model=str(model), batch_size=8)
+        unique = {}
+        texts = []
+        for piece in pieces:  # the three clips repeat: transcribe each distinct piece once
+            key = len(piece)
+            if key not in unique:
+                unique[key] = asr(piece)["text"]
+            texts.append(unique[key])
+        whole = done.stdout.strip()
+        wer = jiwer.wer(" ".join(texts), whole) if whole else float("nan")
+        print(
+            f"{args.minutes:.0f} min of audio ({len(pieces)} pieces): {seconds:.0f} s, peak RSS {peak / 1e9:.2f} GB, "
+            f"word error whole vs pieces {wer:.2%}"
+        )
+
+
+if __name__ == "__main__":
+    main()
