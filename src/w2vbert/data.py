@@ -283,7 +283,7 @@ def drop_too_short(
 
 # ------------------------------------------------------------------------------------------------ datasets
 class SpeechDataset(torch.utils.data.Dataset):
-    """Examples -> {"audio": float32 samples, "target": label ids (ctc) or class id (classify), "seconds"}.
+    """Examples -> {"audio": float32 samples, "target": label ids (ctc) or class id, "text", "seconds"}.
 
     `encode` maps a target to what the loss takes. `cache=True` keeps decoded audio in memory after the first
     read (small data sets; the demo), so later epochs do not decode again.
@@ -305,7 +305,8 @@ class SpeechDataset(torch.utils.data.Dataset):
             audio = example.audio if isinstance(example.audio, np.ndarray) else load_audio(example.audio)
             if self._cache is not None:
                 self._cache[index] = audio
-        return {"audio": audio, "target": self.encode(example.target), "seconds": len(audio) / SAMPLING_RATE}
+        return {"audio": audio, "target": self.encode(example.target), "text": example.target,
+                "seconds": len(audio) / SAMPLING_RATE}
 
     @property
     def seconds(self) -> list[float]:
@@ -334,6 +335,7 @@ class Collator:
             "attention_mask": inputs["attention_mask"],
             "labels": labels,
             "seconds": float(sum(item["seconds"] for item in items)),
+            "texts": [item["text"] for item in items],
         }
 
 
