@@ -679,7 +679,9 @@ def ctc_tokenizer(examples: list[Example], vocab_file: str | None = None) -> Any
     if not examples:
         raise ValueError("no usable training examples left to build a vocabulary from")
     vocab = build_vocab([e.target for e in examples], lowercase=False)
-    return Wav2Vec2CTCTokenizer(vocab=vocab, unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|")
+    # No <s> / </s>: CTC does not use them, and transformers would append them to the vocabulary on loading.
+    return Wav2Vec2CTCTokenizer(vocab=vocab, unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|",
+                                bos_token=None, eos_token=None)
 
 
 def finetune(
