@@ -238,7 +238,8 @@ def tone_manifest(folder, name, count, seed):
         freq = (200 if label == "low" else 2000) * rng.uniform(0.9, 1.1)
         t = np.arange(int(16000 * rng.uniform(0.3, 0.6))) / 16000
         beeps = np.sin(2 * np.pi * 6 * t) > 0
-        write_wav(folder / f"{name}{i}.wav", 0.5 * beeps * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t)))
+        audio = 0.5 * beeps * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))
+        write_wav(folder / f"{name}{i}.wav", audio)
         rows.append(f"{name}{i}.wav,{label}")
     (folder / f"{name}.csv").write_text("\n".join(rows) + "\n")
     return folder / f"{name}.csv"
@@ -303,6 +304,7 @@ def test_ctc_finetune_writes_checkpoints_transformers_loads_with_their_processor
         assert model.config.add_adapter and model.config.ctc_zero_infinity
         assert "," not in tok.get_vocab() and "H" not in tok.get_vocab()  # normalised: lowercase, no punctuation
         assert Wav2Vec2BertForCTC.from_pretrained(tmp_path / "run" / name).config.vocab_size == len(tok)
+        assert len(Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "run" / name)) == len(tok)
 
 
 def build_parser_with_finetune(build_parser):

@@ -343,8 +343,8 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------------------------------- train
-    def train(self, resume: bool = False) -> dict[str, Any]:
-        """Train to `max_steps`; with `resume`, continue from `output_dir/last`. Returns the run summary."""
+    def setup(self, resume: bool = False) -> None:
+        """Join the process group, load the checkpoint to resume, build the wrapper, optimizer and schedule."""
         config = self.config
         self.env, self.device = init_distributed(config.device)
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -364,6 +364,11 @@ class Trainer:
         if checkpoint is not None:
             self._load_training_state(checkpoint)
             logger.info("resumed from %s at step %d", checkpoint, self.state.step)
+
+    def train(self, resume: bool = False) -> dict[str, Any]:
+        """Train to `max_steps`; with `resume`, continue from `output_dir/last`. Returns the run summary."""
+        config = self.config
+        self.setup(resume)
         sampler = LengthGroupedBatchSampler(
             self.train_data.seconds, config.max_batch_seconds, config.max_batch_size, shuffle=True,
             seed=config.seed, rank=self.env.rank, world_size=self.env.world_size,
@@ -386,7 +391,7 @@ class Trainer:
                             break
                     if not micro:  # the epoch is over
                         break
-                    self._after_step(self._step(micro), window, metrics, bar)
+                    self._after_step(self.train_step(micro), window, metrics, bar)
                 else:
                     break
                 self.state.epoch += 1
@@ -427,8 +432,9 @@ class Trainer:
         for callback in self.callbacks:
             callback(self, step)
 
-    def _step(self, micro: list[dict[str, Any]]) -> tuple[float, float, float]:
-        """One optimizer step over accumulated micro-batches; returns (summed loss, examples, audio seconds)."""
+    def train_step(self, micro: list[dict[str, Any]]) -> tuple[float, float, float]:
+        """One optimizer step over accumulated micro-batches (after `setup`); returns (summed loss, examples,
+        audio seconds), summed over ranks."""
         total_loss, total_count, total_seconds = 0.0, 0.0, 0.0
         for index, batch in enumerate(micro):
             local_count = float(batch["labels"].shape[0])
