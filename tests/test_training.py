@@ -187,13 +187,14 @@ def test_publish_directory_keeps_the_old_checkpoint_until_the_new_one_is_in_plac
 NO_RANDOMNESS = dict(final_dropout=0.0, conformer_conv_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0)
 
 
-def _ddp_worker(rank, world_size, port, output_dir):
+def _ddp_worker(rank, world_size, port, output_dir, sharding):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     try:
         data = FeatureData(12)
-        config = train_config(output_dir, max_steps=5, max_batch_seconds=3.0, gradient_accumulation_steps=2)
+        config = train_config(output_dir, max_steps=5, max_batch_seconds=3.0, gradient_accumulation_steps=2,
+                              sharding=sharding)
         trainer = Trainer(tiny_ctc(**NO_RANDOMNESS), config, data,
                           collate, eval_data=FeatureData(4, seed=1), tokenizer=tokenizer())
         trainer.train()
@@ -201,7 +202,9 @@ def _ddp_worker(rank, world_size, port, output_dir):
         torch.distributed.destroy_process_group()
 
 
-def test_two_process_ddp_follows_the_loss_curve_of_one_process(tmp_path):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+@pytest.mark.filterwarnings("ignore:FSDP2-wrapped module")
+def test_two_processes_follow_the_loss_curve_of_one_process(tmp_path, sharding):
     single = Trainer(tiny_ctc(**NO_RANDOMNESS),
                      train_config(tmp_path / "one", max_steps=5, max_batch_seconds=3.0, gradient_accumulation_steps=2),
                      FeatureData(12), collate, eval_data=FeatureData(4, seed=1), tokenizer=tokenizer())
@@ -209,7 +212,7 @@ def test_two_process_ddp_follows_the_loss_curve_of_one_process(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path / "two")), nprocs=2)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path / "two"), sharding), nprocs=2)
     np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-4)
     two = load_checkpoint(tmp_path / "two" / "last")
     for name, tensor in single.model.state_dict().items():

@@ -312,11 +312,14 @@ class Trainer:
         if not self.env.active:
             return self.model
         if self.config.sharding == "fsdp":
-            from torch.distributed.fsdp import FullyShardedDataParallel
+            # FSDP2: each Conformer block is a unit (its parameters gathered just for its forward and backward),
+            # the rest shards as the root unit. The module stays itself: no wrapper in the state-dict keys.
+            from torch.distributed.fsdp import fully_shard
 
-            return FullyShardedDataParallel(
-                self.model, use_orig_params=True, device_id=self.device if self.device.type == "cuda" else None
-            )
+            for layer in self.model.wav2vec2_bert.encoder.layers:
+                fully_shard(layer)
+            fully_shard(self.model)
+            return self.model
         # LayerDrop skips blocks, whose parameters then get no gradient: DDP must be told to look for them.
         unused = self.model.config.layerdrop > 0
         return nn.parallel.DistributedDataParallel(
@@ -440,7 +443,11 @@ class Trainer:
             local_count = float(batch["labels"].shape[0])
             global_count, seconds = _all_reduce([local_count, batch["seconds"]], self.env, self.device)
             last = index == len(micro) - 1
-            sync = contextlib.nullcontext() if last or not self.env.active else self.wrapped.no_sync()
+            sync = contextlib.nullcontext()
+            if self._fsdp():
+                self.wrapped.set_requires_gradient_sync(last)  # reduce-scatter once, after the last micro-batch
+            elif self.env.active and not last:
+                sync = self.wrapped.no_sync()
             with sync:
                 with self._autocast():
                     output = self.wrapped(
@@ -457,10 +464,8 @@ class Trainer:
             total_seconds += seconds
         self.scaler.unscale_(self.optimizer)
         if self.config.max_grad_norm is not None:
-            if self.env.active and self.config.sharding == "fsdp":
-                self.wrapped.clip_grad_norm_(self.config.max_grad_norm)  # the norm over every shard
-            else:
-                torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), self.config.max_grad_norm)
+            # Under FSDP the gradients are DTensor shards, and the norm is taken over all of them.
+            torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), self.config.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
