@@ -321,3 +321,20 @@ def build_parser_with_finetune(build_parser):
     if "finetune" not in subparsers.choices:
         training.add_parser(subparsers)
     return parser
+
+
+def test_frozen_parts_stay_put_under_checkpointing_and_bf16_autocast(tmp_path):
+    model = tiny_ctc()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = train_config(tmp_path, max_steps=3, freeze_feature_projection=True, freeze_layers=1,
+                          gradient_checkpointing=True, precision="bf16", max_batch_seconds=10.0)
+    Trainer(model, config, FeatureData(6), collate).train()
+    assert model.is_gradient_checkpointing
+    after = model.state_dict()
+    frozen = ("wav2vec2_bert.feature_projection.", "wav2vec2_bert.encoder.layers.0.")
+    for name, tensor in before.items():
+        if name.startswith(frozen):
+            assert torch.equal(after[name], tensor), name
+    assert not torch.equal(after["wav2vec2_bert.encoder.layers.1.ffn1.intermediate_dense.weight"],
+                           before["wav2vec2_bert.encoder.layers.1.ffn1.intermediate_dense.weight"])
+    assert all(math.isfinite(loss) for loss in losses(tmp_path))
