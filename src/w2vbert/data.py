@@ -286,7 +286,8 @@ class SpeechDataset(torch.utils.data.Dataset):
     """Examples -> {"audio": float32 samples, "target": label ids (ctc) or class id, "text", "seconds"}.
 
     `encode` maps a target to what the loss takes. `cache=True` keeps decoded audio in memory after the first
-    read (small data sets; the demo), so later epochs do not decode again.
+    read (small data sets; the demo), so later epochs do not decode again. The cache lives in the process that
+    reads: with DataLoader workers (`num_workers` > 0) each worker fills its own and loses it at the epoch's end.
     """
 
     def __init__(self, examples: Sequence[Example], encode: Callable[[str], Any], cache: bool = False) -> None:
