@@ -4,7 +4,9 @@
     python scripts/train_demo.py --data build/demo-data --out examples/demo-model
 
 Writes the model in the Hugging Face layout (config.json, model.safetensors, preprocessor_config.json, vocab.json,
-tokenizer files) and prints the held-out WER/CER. About 2.6M parameters (hidden 144, 4 Conformer blocks, adapter).
+tokenizer files) and prints the held-out WER/CER. 2.47M parameters (hidden 144, 4 Conformer blocks, adapter).
+Measured 2026-11-22 on the shared 2-core CPU with OMP_NUM_THREADS=1 (two threads crawled while other jobs ran):
+2400 steps in 25.4 min, held-out CER 3.1%, WER 9.8%; data generation takes about 10 s.
 """
 
 from __future__ import annotations
