@@ -2,7 +2,7 @@
 
 Same config, same initial weights (ours loads the transformers checkpoint), same batch, same AdamW settings.
 Each side runs in its own process so that peak memory is its own: on CUDA `max_memory_allocated`, on CPU the
-growth of peak RSS during the steps (ru_maxrss, above what the process held before the first step).
+peak RSS during the steps above the RSS before the first one (gradients, optimizer state, activations).
 
     python benchmarks/training.py                      # medium config, CPU
     python benchmarks/training.py --device cuda --precision bf16 --layers 24 --hidden 1024
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,10 +38,28 @@ def make_batch(args) -> dict:
     return {"input_features": features * mask[..., None], "attention_mask": mask, "labels": labels}
 
 
-def peak_memory_mb(device: str, rss_before_kb: int) -> float:
+def status_kb(field: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak(device: str) -> int:
+    """Start counting the peak from now; returns the resident memory (kB) it is measured above (CPU)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return 0
+    with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM, the peak RSS (Linux >= 4.0)
+        f.write("5")
+    return status_kb("VmRSS")
+
+
+def peak_memory_mb(device: str, baseline_kb: int) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
-    return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kb) / 1024
+    return (status_kb("VmHWM") - baseline_kb) / 1024
 
 
 def run_side(args) -> None:
@@ -80,11 +97,9 @@ def run_side(args) -> None:
         def step():
             trainer.train_step(micro)
 
-    step()  # warm-up: allocator, kernels
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # The peak counts from before the first step: gradients, optimizer state and activations, not the weights.
+    baseline = reset_peak(args.device)
+    step()  # warm-up: allocator, kernels, optimizer state
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
@@ -93,7 +108,7 @@ def run_side(args) -> None:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     print(json.dumps({"side": args.side, "step_s": statistics.median(times),
-                      "peak_mb": peak_memory_mb(args.device, rss_before)}))
+                      "peak_mb": peak_memory_mb(args.device, baseline)}))
 
 
 def main() -> None:
