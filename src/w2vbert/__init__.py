@@ -41,8 +41,13 @@ from .pipelines import pipeline  # noqa: E402
 from .pretrained import Wav2Vec2BertPreTrainedModel  # noqa: E402
 from .processor import Wav2Vec2BertProcessor  # noqa: E402
 from .tokenizer import Wav2Vec2CTCTokenizer, build_vocab  # noqa: E402
+from .training import DataConfig, Trainer, TrainingConfig, finetune  # noqa: E402
 
 __all__ = [
+    "DataConfig",
+    "Trainer",
+    "TrainingConfig",
+    "finetune",
     "AutoConfig",
     "AutoFeatureExtractor",
     "AutoModel",

@@ -1,0 +1,432 @@
+"""Training data: manifests, text normalisation, bad-example checks and batches capped by seconds of audio.
+
+A manifest is a CSV, TSV or JSON-lines file with one clip per row: an `audio` column (a path, relative to the
+manifest's folder unless absolute) and a `text` column (CTC) or a `label` column (classification). Rows that
+cannot train (missing audio, empty transcript, unknown label, a clip too short for its transcript) are reported
+with file and line, then skipped or refused (`on_bad="skip" | "fail"`), and counted per kind.
+
+Batches are grouped by length (little padding) and capped by padded seconds of audio, not by count: a batch of
+ten 2 s clips costs what a batch of one 20 s clip costs, so the cap is what keeps memory flat.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+
+from .audio import SAMPLING_RATE, load_audio
+from .features import num_frames
+from .tokenizer import pad_labels
+
+logger = logging.getLogger("w2vbert")
+
+AUDIO_COLUMN = "audio"
+TEXT_COLUMN = "text"  # the transcript, for task "ctc"
+LABEL_COLUMN = "label"  # the class name, for task "classify"
+TASKS = ("ctc", "classify")
+ON_BAD = ("skip", "fail")
+MANIFEST_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
+MAX_BAD_WARNINGS = 20  # warnings printed per file; the summary still counts every bad example
+
+
+def target_column(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    return TEXT_COLUMN if task == "ctc" else LABEL_COLUMN
+
+
+# ------------------------------------------------------------------------------------------ text normalisation
+@dataclass(frozen=True)
+class TextNormalizer:
+    """What transcripts go through before the vocabulary is built and before scoring (train and eval alike)."""
+
+    lowercase: bool = True  # "Hello" and "hello" are one word to a character CTC model
+    remove_punctuation: bool = True  # Unicode punctuation (category P*) except the apostrophe of "don't"
+    allowed_characters: str | None = None  # keep only these (plus space); None keeps everything
+    collapse_whitespace: bool = True  # runs of spaces/tabs/newlines -> one space, trimmed
+
+    def __call__(self, text: str) -> str:
+        text = unicodedata.normalize("NFC", text)
+        if self.lowercase:
+            text = text.lower()
+        if self.remove_punctuation:
+            text = "".join(" " if _is_punctuation(c) else c for c in text)
+        if self.allowed_characters is not None:
+            allowed = set(self.allowed_characters) | {" "}
+            text = "".join(c for c in text if c in allowed or c.isspace())
+        if self.collapse_whitespace:
+            text = " ".join(text.split())
+        return text
+
+
+def _is_punctuation(char: str) -> bool:
+    return char != "'" and unicodedata.category(char).startswith("P")
+
+
+# ---------------------------------------------------------------------------------------------- examples
+@dataclass(frozen=True)
+class Example:
+    """One training clip: where its audio is, its normalised target, its length, and where it was declared."""
+
+    audio: str | np.ndarray  # a file path, or 16 kHz mono samples (from a `datasets` object)
+    target: str  # normalised transcript (ctc) or class name (classify)
+    seconds: float
+    source: str  # "manifest.tsv:12", for error messages
+
+
+@dataclass
+class BadExamples:
+    """Examples left out, by kind; `on_bad="fail"` turns the first one into a ValueError instead."""
+
+    on_bad: str = "skip"
+    counts: Counter = field(default_factory=Counter)
+    _warned: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if self.on_bad not in ON_BAD:
+            raise ValueError(f"on_bad must be one of {ON_BAD}, got {self.on_bad!r}")
+
+    def report(self, kind: str, source: str, message: str) -> None:
+        if self.on_bad == "fail":
+            raise ValueError(f"{source}: {message} (pass --on-bad-example skip to leave such examples out)")
+        self.counts[kind] += 1
+        file = source.rsplit(":", 1)[0]
+        self._warned[file] += 1
+        if self._warned[file] <= MAX_BAD_WARNINGS:
+            logger.warning("skipped %s: %s", source, message)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def read_manifest(path: str | os.PathLike, columns: Sequence[str]) -> Iterator[tuple[str, dict[str, str]]]:
+    """Rows of a CSV/TSV/JSONL manifest as ("file:line", row), checking the header holds `columns`."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MANIFEST_FORMATS:
+        raise ValueError(
+            f"{path}: manifest must end in one of {sorted(MANIFEST_FORMATS)}, got {suffix or 'no suffix'!r}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found")
+    with open(path, newline="", encoding="utf-8") as f:
+        if MANIFEST_FORMATS[suffix] is None:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{number}: not a JSON object: {error}") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
+                _check_columns(path, columns, list(row), f"line {number}")
+                yield f"{path}:{number}", {k: "" if v is None else str(v) for k, v in row.items()}
+            return
+        reader = csv.DictReader(f, delimiter=MANIFEST_FORMATS[suffix])
+        _check_columns(path, columns, reader.fieldnames or [], "header")
+        for row in reader:  # reader.line_num counts the header, so it is the file's line number
+            yield f"{path}:{reader.line_num}", {k: v or "" for k, v in row.items() if k is not None}
+
+
+def _check_columns(path: Path, expected: Sequence[str], found: Sequence[str], where: str) -> None:
+    missing = [c for c in expected if c not in found]
+    if missing:
+        raise ValueError(
+            f"{path}: {where} lacks column(s) {missing}: expected {list(expected)}, found {list(found)} "
+            "(rename the columns, or pass --audio-column / --text-column / --label-column)"
+        )
+
+
+def audio_seconds(path: str | os.PathLike) -> float:
+    """Duration of an audio file from its header, without decoding (decodes only when the header has none)."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise ValueError(f"{path}: has no audio stream")
+        stream = container.streams.audio[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return container.duration / av.time_base
+    return len(load_audio(path)) / SAMPLING_RATE
+
+
+def load_examples(
+    manifest: str | os.PathLike,
+    task: str,
+    bad: BadExamples,
+    normalizer: TextNormalizer | None = None,
+    labels: Iterable[str] | None = None,
+    audio_column: str = AUDIO_COLUMN,
+    target_column_name: str | None = None,
+) -> list[Example]:
+    """Read a manifest into `Example`s, reporting rows with missing/unreadable audio, empty text, unknown labels.
+
+    `labels` (classify) is the label set the model knows; a row with another label is bad. Transcripts go
+    through `normalizer` (default `TextNormalizer()`); class names are only stripped.
+    """
+    column = target_column_name or target_column(task)
+    normalizer = normalizer or TextNormalizer()
+    known = None if labels is None else set(labels)
+    folder = Path(manifest).parent
+    examples = []
+    for source, row in read_manifest(manifest, [audio_column, column]):
+        target = normalizer(row[column]) if task == "ctc" else row[column].strip()
+        if not target:
+            kind = "empty transcript" if task == "ctc" else "empty label"
+            bad.report(kind, source, f"{kind} (raw: {row[column]!r})")
+            continue
+        if known is not None and target not in known:
+            bad.report("unknown label", source, f"label {target!r} is not in the label set {sorted(known)}")
+            continue
+        path = Path(os.path.expanduser(row[audio_column]))
+        path = path if path.is_absolute() else folder / path
+        if not path.is_file():
+            bad.report("missing audio", source, f"audio file {path} does not exist")
+            continue
+        try:
+            seconds = audio_seconds(path)
+        except (OSError, ValueError, av.FFmpegError) as error:
+            bad.report("unreadable audio", source, f"cannot read {path}: {error}")
+            continue
+        examples.append(Example(str(path), target, seconds, source))
+    return examples
+
+
+def examples_from_dataset(
+    dataset: Iterable[dict[str, Any]],
+    task: str,
+    bad: BadExamples,
+    normalizer: TextNormalizer | None = None,
+    audio_column: str = AUDIO_COLUMN,
+    target_column_name: str | None = None,
+    name: str = "dataset",
+) -> list[Example]:
+    """`Example`s from a Hugging Face `datasets` object (or any iterable of dicts), held in memory.
+
+    The audio column holds what `datasets.Audio` decodes to: {"array": samples, "sampling_rate": rate}, or a
+    {"path": file} / plain path. No `datasets` import is needed: rows are read as dicts.
+    """
+    column = target_column_name or target_column(task)
+    normalizer = normalizer or TextNormalizer()
+    examples = []
+    for index, row in enumerate(dataset):
+        source = f"{name}[{index}]"
+        missing = [c for c in (audio_column, column) if c not in row]
+        if missing:
+            raise ValueError(
+                f"{source} lacks column(s) {missing}: expected {[audio_column, column]}, found {list(row)}"
+            )
+        raw = str(row[column])
+        target = normalizer(raw) if task == "ctc" else raw.strip()
+        if not target:
+            bad.report("empty transcript" if task == "ctc" else "empty label", source, "empty target")
+            continue
+        audio = row[audio_column]
+        if isinstance(audio, dict) and audio.get("array") is not None:
+            samples = load_audio(np.asarray(audio["array"]), source_sampling_rate=int(audio["sampling_rate"]))
+        else:
+            path = audio.get("path") if isinstance(audio, dict) else audio
+            if not path or not Path(path).is_file():
+                bad.report("missing audio", source, f"audio file {path} does not exist")
+                continue
+            samples = load_audio(path)
+        examples.append(Example(samples, target, len(samples) / SAMPLING_RATE, source))
+    return examples
+
+
+def output_frames_for_seconds(seconds: float, model_lengths: Callable[[int], int]) -> int:
+    """Model output frames of a clip: 25 ms / 10 ms fbank frames, stacked in pairs, then `model_lengths`.
+
+    `model_lengths` is `model.get_feat_extract_output_lengths` (the adapter's striding).
+    """
+    steps = int(num_frames(int(round(seconds * SAMPLING_RATE)))) // 2  # the mask marks pairs of real frames
+    return int(model_lengths(steps)) if steps > 0 else 0
+
+
+def ctc_frames_needed(ids: Sequence[int]) -> int:
+    """Frames CTC needs for a label sequence: one per label, plus a blank between each repeated pair."""
+    return len(ids) + sum(1 for a, b in zip(ids, ids[1:], strict=False) if a == b)
+
+
+def drop_too_short(
+    examples: list[Example], encode: Callable[[str], list[int]], model_lengths: Callable[[int], int], bad: BadExamples
+) -> list[Example]:
+    """Report clips with fewer output frames than CTC needs for their transcript (they would train on inf)."""
+    kept = []
+    for example in examples:
+        frames = output_frames_for_seconds(example.seconds, model_lengths)
+        needed = ctc_frames_needed(encode(example.target))
+        if frames < needed:
+            bad.report(
+                "too short for transcript", example.source,
+                f"{example.seconds:.2f} s gives {frames} output frames, CTC needs {needed} for {example.target!r}",
+            )
+            continue
+        kept.append(example)
+    return kept
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+class SpeechDataset(torch.utils.data.Dataset):
+    """Examples -> {"audio": float32 samples, "target": label ids (ctc) or class id, "text", "seconds"}.
+
+    `encode` maps a target to what the loss takes. `cache=True` keeps decoded audio in memory after the first
+    read (small data sets; the demo), so later epochs do not decode again. The cache lives in the process that
+    reads: with DataLoader workers (`num_workers` > 0) each worker fills its own and loses it at the epoch's end.
+    """
+
+    def __init__(self, examples: Sequence[Example], encode: Callable[[str], Any], cache: bool = False) -> None:
+        self.examples = list(examples)
+        self.encode = encode
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        example = self.examples[index]
+        if self._cache is not None and index in self._cache:
+            audio = self._cache[index]
+        else:
+            audio = example.audio if isinstance(example.audio, np.ndarray) else load_audio(example.audio)
+            if self._cache is not None:
+                self._cache[index] = audio
+        return {"audio": audio, "target": self.encode(example.target), "text": example.target,
+                "seconds": len(audio) / SAMPLING_RATE}
+
+    @property
+    def seconds(self) -> list[float]:
+        return [example.seconds for example in self.examples]
+
+
+class Collator:
+    """A list of dataset items -> one padded batch: features, mask, labels, and the audio seconds it holds."""
+
+    def __init__(self, feature_extractor: Any, task: str) -> None:
+        target_column(task)
+        self.feature_extractor = feature_extractor
+        self.task = task
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        inputs = self.feature_extractor(
+            [item["audio"] for item in items], sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True,
+            return_attention_mask=True,
+        )
+        if self.task == "ctc":
+            labels = pad_labels([item["target"] for item in items])
+        else:
+            labels = torch.tensor([item["target"] for item in items], dtype=torch.long)
+        return {
+            "input_features": inputs["input_features"],
+            "attention_mask": inputs["attention_mask"],
+            "labels": labels,
+            "seconds": float(sum(item["seconds"] for item in items)),
+            "texts": [item["text"] for item in items],
+        }
+
+
+# ---------------------------------------------------------------------------------------------- batching
+class LengthGroupedBatchSampler(torch.utils.data.Sampler):
+    """Batches of similar-length clips, each holding at most `max_batch_seconds` of padded audio.
+
+    Padded seconds = clips x longest clip, which is what memory and compute scale with. Per epoch: lengths are
+    jittered by +-`jitter` (so batches differ between epochs), sorted, packed greedily under the cap, and the
+    batch order shuffled. Each epoch's batches depend only on (seed, epoch), so a resumed run can skip to a
+    position. With `world_size` > 1 every rank sees the same global batches and takes its share
+    (`batch[rank::world_size]`); batches then hold at least `world_size` clips, so no rank is ever idle.
+    A single clip longer than the cap gets a batch of its own (or of `world_size` clips).
+    """
+
+    def __init__(
+        self,
+        seconds: Sequence[float],
+        max_batch_seconds: float,
+        max_batch_size: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        jitter: float = 0.1,
+    ) -> None:
+        if max_batch_seconds <= 0:
+            raise ValueError(f"max_batch_seconds must be > 0, got {max_batch_seconds}")
+        if max_batch_size is not None and max_batch_size < world_size:
+            raise ValueError(f"max_batch_size={max_batch_size} is below world_size={world_size}: ranks would idle")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        if len(seconds) < world_size:
+            raise ValueError(f"{len(seconds)} examples cannot feed {world_size} ranks")
+        self.seconds = [float(s) for s in seconds]
+        self.max_batch_seconds = max_batch_seconds
+        self.max_batch_size = max_batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.jitter = jitter
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's batches; `start_batch` skips the first ones (resuming mid-epoch)."""
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """Every rank's batches of `epoch`, whole (before the split between ranks)."""
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        if self.shuffle:
+            keys = [s * (1 + self.jitter * (2 * rng.random() - 1)) for s in self.seconds]
+        else:
+            keys = self.seconds
+        order = sorted(range(len(self.seconds)), key=lambda i: (keys[i], i))
+        batches, current, longest = [], [], 0.0
+        for index in order:
+            length = max(longest, self.seconds[index])
+            full = self.max_batch_size is not None and len(current) >= self.max_batch_size
+            over = length * (len(current) + 1) > self.max_batch_seconds
+            if current and len(current) >= self.world_size and (full or over):
+                batches.append(current)
+                current, length = [], self.seconds[index]
+            current.append(index)
+            longest = length
+        if current:
+            if len(current) < self.world_size:  # too few for every rank: join the previous batch
+                batches[-1].extend(current)
+            else:
+                batches.append(current)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches(self.epoch)[self.start_batch :]:
+            yield batch[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return len(self.global_batches(self.epoch)) - self.start_batch
+
+
+def padded_seconds(batch: Sequence[int], seconds: Sequence[float]) -> float:
+    return len(batch) * max(seconds[i] for i in batch)
+
+
+def describe(examples: Sequence[Example]) -> str:
+    hours = sum(e.seconds for e in examples) / 3600
+    return f"{len(examples)} clips, {hours:.2f} h" if hours >= 0.1 else f"{len(examples)} clips, {hours * 60:.1f} min"
+

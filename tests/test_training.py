@@ -1,0 +1,340 @@
+"""The trainer: LR schedules, learning, exact resume, crash-safe checkpoints, DDP = one process, both tasks."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config_kwargs
+from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC
+from w2vbert.checkpoint import load_checkpoint
+from w2vbert.tokenizer import Wav2Vec2CTCTokenizer, pad_labels
+from w2vbert.training import (
+    DataConfig,
+    Trainer,
+    TrainingConfig,
+    find_checkpoint,
+    finetune,
+    lr_factor,
+    publish_directory,
+)
+
+VOCAB = {"[PAD]": 0, "a": 1, "b": 2, "c": 3, "d": 4, "|": 5, "[UNK]": 6}
+
+
+def tokenizer():
+    return Wav2Vec2CTCTokenizer(vocab=VOCAB, unk_token="[UNK]", pad_token="[PAD]")
+
+
+class FeatureData:
+    """Precomputed random features and transcripts: trains the loop without audio decoding."""
+
+    def __init__(self, count: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        tok = tokenizer()
+        self.items = []
+        for _ in range(count):
+            frames = int(rng.integers(24, 48))
+            text = " ".join("".join(rng.choice(list("abcd"), size=rng.integers(1, 3))) for _ in range(2))
+            self.items.append({"features": torch.from_numpy(rng.standard_normal((frames, 160), dtype=np.float32)),
+                               "target": tok.encode(text), "text": text, "seconds": frames * 0.02})
+        self.seconds = [item["seconds"] for item in self.items]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+def collate(items):
+    frames = max(item["features"].shape[0] for item in items)
+    features = torch.zeros(len(items), frames, 160)
+    mask = torch.zeros(len(items), frames, dtype=torch.long)
+    for row, item in enumerate(items):
+        features[row, : item["features"].shape[0]] = item["features"]
+        mask[row, : item["features"].shape[0]] = 1
+    return {"input_features": features, "attention_mask": mask, "labels": pad_labels([i["target"] for i in items]),
+            "seconds": sum(i["seconds"] for i in items), "texts": [i["text"] for i in items]}
+
+
+def tiny_ctc(seed: int = 0, **overrides) -> Wav2Vec2BertForCTC:
+    torch.manual_seed(seed)
+    kwargs = tiny_config_kwargs(vocab_size=len(VOCAB), pad_token_id=0, add_adapter=True, ctc_zero_infinity=True,
+                                ctc_loss_reduction="mean")
+    kwargs.update(overrides)
+    return Wav2Vec2BertForCTC(Wav2Vec2BertConfig(**kwargs))
+
+
+def train_config(tmp_path, **overrides) -> TrainingConfig:
+    values = dict(output_dir=str(tmp_path), learning_rate=3e-3, warmup_steps=2, max_steps=6, max_batch_seconds=2.5,
+                  eval_every=0, save_every=100, log_every=1, progress=False, tensorboard=False)
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+def losses(output_dir) -> list[float]:
+    records = [json.loads(line) for line in open(os.path.join(output_dir, "metrics.jsonl"))]
+    return [r["loss"] for r in records if r["split"] == "train"]
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_lr_schedule_matches_transformers(schedule):
+    import transformers
+
+    make = {"linear": transformers.get_linear_schedule_with_warmup,
+            "cosine": transformers.get_cosine_schedule_with_warmup,
+            "constant": transformers.get_constant_schedule_with_warmup}[schedule]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    kwargs = {"num_warmup_steps": 7} | ({} if schedule == "constant" else {"num_training_steps": 40})
+    reference = make(optimizer, **kwargs)
+    for step in range(45):
+        assert lr_factor(step, 7, 40, schedule) == pytest.approx(reference.lr_lambdas[0](step), abs=1e-12)
+
+
+def test_few_steps_of_ctc_training_reduce_the_loss(tmp_path):
+    data = FeatureData(8)
+    config = train_config(tmp_path, max_steps=25, max_batch_seconds=10.0, warmup_steps=3)
+    Trainer(tiny_ctc(), config, data, collate).train()
+    curve = losses(tmp_path)
+    assert len(curve) == 25
+    assert np.mean(curve[-3:]) < 0.7 * np.mean(curve[:3])
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    """Kill after step 5 (last checkpoint at 4), resume to 8: same weights as 8 steps straight, with dropout,
+    LayerDrop and SpecAugment drawing random numbers and gradient accumulation spanning batches."""
+    data = FeatureData(14)
+    model_kwargs = dict(hidden_dropout=0.1, layerdrop=0.2, mask_time_prob=0.3, mask_time_length=2,
+                        mask_time_min_masks=1)
+    options = dict(max_steps=8, save_every=2, gradient_accumulation_steps=2, max_batch_seconds=2.0)
+
+    straight = Trainer(tiny_ctc(**model_kwargs), train_config(tmp_path / "a", **options), data, collate)
+    straight.train()
+
+    def kill(trainer, step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_ctc(**model_kwargs), train_config(tmp_path / "b", **options), data, collate,
+                callbacks=[kill]).train()
+    assert json.loads((tmp_path / "b" / "last" / "trainer_state.json").read_text())["step"] == 4
+    # A fresh process would build the model anew (other random init): the checkpoint must override it.
+    resumed = Trainer(tiny_ctc(seed=1, **model_kwargs), train_config(tmp_path / "b", **options), data, collate)
+    resumed.train(resume=True)
+    assert resumed.state.epoch == straight.state.epoch and resumed.state.step == 8
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-5)
+
+
+def test_a_crash_between_writing_and_renaming_leaves_a_checkpoint_that_resumes_right(tmp_path, monkeypatch):
+    data = FeatureData(10)
+    options = dict(max_steps=4, save_every=1)
+    straight = Trainer(tiny_ctc(), train_config(tmp_path / "a", **options), data, collate)
+    straight.train()
+
+    import w2vbert.training as training
+
+    real_replace, calls = os.replace, []
+
+    def crash_on_step_3(src, dst):
+        if os.path.basename(dst) == "last":
+            calls.append(dst)
+        # The step-3 save: `last` was moved to `last.old`; now the new folder would take its place.
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(training.os, "replace", crash_on_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_ctc(), train_config(tmp_path / "b", **options), data, collate).train()
+    monkeypatch.setattr(training.os, "replace", real_replace)
+    assert not (tmp_path / "b" / "last").exists()
+    assert (tmp_path / "b" / ".tmp-last").exists()  # complete but never published: not taken
+    assert find_checkpoint(tmp_path / "b") == tmp_path / "b" / "last.old"
+    resumed = Trainer(tiny_ctc(seed=3), train_config(tmp_path / "b", **options), data, collate)
+    resumed.train(resume=True)
+    assert find_checkpoint(tmp_path / "b") == tmp_path / "b" / "last"
+    assert not (tmp_path / "b" / "last.old").exists()
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_publish_directory_keeps_the_old_checkpoint_until_the_new_one_is_in_place(tmp_path):
+    final, temporary = tmp_path / "last", tmp_path / ".tmp-last"
+    for folder, step in ((final, 1), (temporary, 2)):
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
+    publish_directory(temporary, final)
+    assert json.loads((final / "trainer_state.json").read_text()) == {"step": 2}
+    assert not temporary.exists() and not (tmp_path / "last.old").exists()
+    half_written = tmp_path / "best"
+    half_written.mkdir()
+    (half_written / "model.safetensors").write_bytes(b"")
+    assert find_checkpoint(tmp_path, "best") is None  # no trainer_state.json: never taken for a checkpoint
+
+
+# Dropout, LayerDrop and SpecAugment draw per-rank random numbers; off, the two runs compute the same thing.
+NO_RANDOMNESS = dict(final_dropout=0.0, conformer_conv_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0)
+
+
+def _ddp_worker(rank, world_size, port, output_dir, sharding):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        data = FeatureData(12)
+        config = train_config(output_dir, max_steps=5, max_batch_seconds=3.0, gradient_accumulation_steps=2,
+                              sharding=sharding)
+        trainer = Trainer(tiny_ctc(**NO_RANDOMNESS), config, data,
+                          collate, eval_data=FeatureData(4, seed=1), tokenizer=tokenizer())
+        trainer.train()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+@pytest.mark.filterwarnings("ignore:FSDP2-wrapped module")
+def test_two_processes_follow_the_loss_curve_of_one_process(tmp_path, sharding):
+    single = Trainer(tiny_ctc(**NO_RANDOMNESS),
+                     train_config(tmp_path / "one", max_steps=5, max_batch_seconds=3.0, gradient_accumulation_steps=2),
+                     FeatureData(12), collate, eval_data=FeatureData(4, seed=1), tokenizer=tokenizer())
+    single.train()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path / "two"), sharding), nprocs=2)
+    np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-4)
+    two = load_checkpoint(tmp_path / "two" / "last")
+    for name, tensor in single.model.state_dict().items():
+        torch.testing.assert_close(two[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    evals = [json.loads(line) for line in open(tmp_path / "two" / "metrics.jsonl") if '"eval"' in line]
+    assert evals[-1]["loss"] == pytest.approx(single.state.history[-1]["loss"], rel=1e-4)
+
+
+# ------------------------------------------------------------------------------------ end to end, on audio
+def write_wav(path, samples, rate=16000):
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
+
+
+def tone_manifest(folder, name, count, seed):
+    """Clips of low or high beeps, labelled so: a classification task a tiny model learns in a few steps.
+
+    Beeps, not a steady tone: the features are normalised per mel bin over time, which flattens a steady tone."""
+    rng = np.random.default_rng(seed)
+    rows = ["audio,label"]
+    for i in range(count):
+        label = ["low", "high"][i % 2]
+        freq = (200 if label == "low" else 2000) * rng.uniform(0.9, 1.1)
+        t = np.arange(int(16000 * rng.uniform(0.3, 0.6))) / 16000
+        beeps = np.sin(2 * np.pi * 6 * t) > 0
+        audio = 0.5 * beeps * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))
+        write_wav(folder / f"{name}{i}.wav", audio)
+        rows.append(f"{name}{i}.wav,{label}")
+    (folder / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    return folder / f"{name}.csv"
+
+
+def test_classify_task_end_to_end_from_manifests(tmp_path):
+    import transformers
+
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    from w2vbert import Wav2Vec2BertModel
+
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs(mask_time_prob=0.0))).save_pretrained(base)
+    train = tone_manifest(tmp_path, "train", 12, 0)
+    held = tone_manifest(tmp_path, "held", 6, 1)
+    with open(train, "a") as f:
+        f.write("missing.wav,low\n")
+    out = tmp_path / "run"
+    config = TrainingConfig(output_dir=str(out), task="classify", learning_rate=3e-3, warmup_steps=2, max_steps=16,
+                            max_batch_seconds=3.0, eval_every=8, save_every=8, log_every=4, progress=False)
+    summary = finetune(str(base), DataConfig(str(train), str(held)), config)
+    assert summary["bad_examples"] == {"missing audio": 1} and summary["train_examples"] == 12
+    assert summary["final_eval"]["accuracy"] == 1.0
+    reference = transformers.Wav2Vec2BertForSequenceClassification.from_pretrained(out / "best")
+    assert reference.config.id2label == {0: "high", 1: "low"}
+    assert transformers.SeamlessM4TFeatureExtractor.from_pretrained(out / "best").sampling_rate == 16000
+    assert (out / "tensorboard").is_dir() and (out / "summary.json").is_file()
+
+
+def test_ctc_finetune_writes_checkpoints_transformers_loads_with_their_processor(tmp_path):
+    import transformers
+
+    from w2vbert.cli import build_parser
+
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    Wav2Vec2BertConfig(**tiny_config_kwargs())  # validate kwargs
+    from w2vbert import Wav2Vec2BertModel
+
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs(mask_time_prob=0.0))).save_pretrained(base)
+    rng = np.random.default_rng(0)
+    rows = ["audio\ttext"]
+    for i, text in enumerate(["Hello, World!", "abc def", "a b", "", "hello hello hello hello"]):
+        seconds = 0.12 if i == 4 else 0.6  # the last is far too short for its transcript
+        write_wav(tmp_path / f"{i}.wav", 0.1 * rng.standard_normal(int(16000 * seconds)))
+        rows.append(f"{i}.wav\t{text}")
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    args = build_parser_with_finetune(build_parser).parse_args([
+        "finetune", "--model", str(base), "--train", str(tmp_path / "train.tsv"), "--eval", str(tmp_path / "train.tsv"),
+        "--output-dir", str(tmp_path / "run"), "--max-steps", "3", "--warmup-steps", "1", "--eval-every", "2",
+        "--save-every", "2", "--max-batch-seconds", "2",
+    ])
+    assert args.run(args) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    # Each of train and eval reads the same manifest: one empty transcript and one too-short clip per read.
+    assert summary["bad_examples"] == {"empty transcript": 2, "too short for transcript": 2}
+    assert not math.isnan(summary["final_eval"]["wer"])
+    for name in ("best", "last"):
+        model = transformers.Wav2Vec2BertForCTC.from_pretrained(tmp_path / "run" / name)
+        tok = transformers.Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "run" / name)
+        assert model.config.vocab_size == len(tok) and model.config.pad_token_id == tok.pad_token_id
+        assert model.config.add_adapter and model.config.ctc_zero_infinity
+        assert "," not in tok.get_vocab() and "H" not in tok.get_vocab()  # normalised: lowercase, no punctuation
+        assert Wav2Vec2BertForCTC.from_pretrained(tmp_path / "run" / name).config.vocab_size == len(tok)
+        assert len(Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "run" / name)) == len(tok)
+
+
+def build_parser_with_finetune(build_parser):
+    """The lead wires `finetune` into the CLI; until then, add it to the parser here."""
+    import argparse
+
+    from w2vbert import training
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "finetune" not in subparsers.choices:
+        training.add_parser(subparsers)
+    return parser
+
+
+def test_frozen_parts_stay_put_under_checkpointing_and_bf16_autocast(tmp_path):
+    model = tiny_ctc()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = train_config(tmp_path, max_steps=3, freeze_feature_projection=True, freeze_layers=1,
+                          gradient_checkpointing=True, precision="bf16", max_batch_seconds=10.0)
+    Trainer(model, config, FeatureData(6), collate).train()
+    assert model.is_gradient_checkpointing
+    after = model.state_dict()
+    frozen = ("wav2vec2_bert.feature_projection.", "wav2vec2_bert.encoder.layers.0.")
+    for name, tensor in before.items():
+        if name.startswith(frozen):
+            assert torch.equal(after[name], tensor), name
+    assert not torch.equal(after["wav2vec2_bert.encoder.layers.1.ffn1.intermediate_dense.weight"],
+                           before["wav2vec2_bert.encoder.layers.1.ffn1.intermediate_dense.weight"])
+    assert all(math.isfinite(loss) for loss in losses(tmp_path))
