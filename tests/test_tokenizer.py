@@ -193,3 +193,11 @@ def test_decoding_errors_name_what_was_expected(tmp_path):
     (tmp_path / "bad.arpa").write_text("not an arpa file\n")
     with pytest.raises(ValueError, match="no \\\\1-grams: section"):
         BeamSearchDecoder(tmp_path / "bad.arpa")
+
+
+def test_a_long_pause_between_characters_ends_a_word_but_a_short_one_does_not():
+    vocab = build_vocab(["the cat a bat"])
+    tokenizer = Wav2Vec2CTCTokenizer(vocab=vocab, unk_token="[UNK]", pad_token="[PAD]")
+    frames = [{"c": 1}, {"a": 1}, {"t": 1}] + [{"[PAD]": 1}] * 25 + [{"a": 1}] + [{"[PAD]": 1}] * 3 + [{"t": 1}]
+    out = ctc_transcribe(emissions(vocab, frames), tokenizer, 0.02, timestamps="word")  # 25 blanks = 0.5 s
+    assert out["text"] == "cat at" and [c["text"] for c in out["chunks"]] == ["cat", "at"]

@@ -17,6 +17,7 @@ import torch
 
 from .tokenizer import Wav2Vec2CTCTokenizer
 
+PAUSE_S = 0.5  # blank runs at least this long between two characters end a word (see split_words_at_pauses)
 LM_EXTRA_HINT = "beam search needs flashlight-text: pip install 'w2vbert[lm]'"
 
 
@@ -38,6 +39,7 @@ def ctc_transcribe(
             f"expected log-probabilities of shape (frames, {tokenizer.vocab_size}), got {tuple(log_probs.shape)}"
         )
     ids = decoder.best_path(log_probs, tokenizer) if decoder is not None else log_probs.argmax(-1).tolist()
+    ids = split_words_at_pauses(ids, tokenizer, round(PAUSE_S / seconds_per_frame))
     if timestamps is None:
         return {"text": tokenizer.decode(ids)}
     if timestamps not in ("char", "word"):
@@ -56,6 +58,28 @@ def ctc_transcribe(
         for o in offsets
     ]
     return {"text": out.text, "chunks": chunks}
+
+
+def split_words_at_pauses(ids: list[int], tokenizer: Wav2Vec2CTCTokenizer, min_frames: int) -> list[int]:
+    """Put a word delimiter in the middle of each run of >= `min_frames` blanks between two characters.
+
+    Models fine-tuned on single utterances rarely emit "|" at an utterance's end, so in a recording of many
+    utterances (long audio) the last word of one and the first of the next would run together ("catseven").
+    A half-second pause is a word boundary in any language that writes "|", so the delimiter is implied there.
+    """
+    delimiter, blank = tokenizer.word_delimiter_token_id, tokenizer.pad_token_id
+    if delimiter is None or min_frames < 1:
+        return ids
+    out, run_start, previous = list(ids), None, None
+    for index, token in enumerate(ids):
+        if token == blank:
+            run_start = index if run_start is None else run_start
+            continue
+        if run_start is not None and previous not in (None, delimiter) and token != delimiter:
+            if index - run_start >= min_frames:
+                out[(run_start + index) // 2] = delimiter
+        run_start, previous = None, token
+    return out
 
 
 class BeamSearchDecoder:
