@@ -121,6 +121,18 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     return audio.mean(axis=short[0], dtype=np.float32)
 
 
+def check_audio_file(path: str | os.PathLike) -> Path:
+    """The path of an existing, non-empty file; the error names the path and what is wrong with it."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, expected an audio file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes)")
+    return path
+
+
 def _as_float_array(source: np.ndarray | torch.Tensor) -> np.ndarray:
     array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
     if array.dtype in INTEGER_SCALE:
@@ -150,14 +162,7 @@ def _decode(source: str | os.PathLike | bytes | IO[bytes]) -> Iterator[tuple[np.
     """(mono float32 block, its sampling rate) for each decoded frame of the file's first audio stream."""
     name = _name(source)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir():
-            raise IsADirectoryError(f"{path}: is a directory, expected an audio file")
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file")
-        if path.stat().st_size == 0:
-            raise ValueError(f"{path}: the file is empty (0 bytes)")
-        target: Any = str(path)
+        target: Any = str(check_audio_file(source))
     elif isinstance(source, (bytes, bytearray)):
         if not source:
             raise ValueError("the audio bytes are empty")

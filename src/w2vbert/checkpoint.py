@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -34,18 +35,37 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(path)
         except (SafetensorError, OSError, ValueError) as error:
             raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"refusing to load {path}: it asks to unpickle something other than tensors ({error}). "
-            "Convert it to safetensors where you trust its source"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"{path} is not a readable PyTorch weights file (truncated or corrupt?): {error}") from None
+    state = torch_load_weights_only(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a flat state dict of tensors")
     return state
+
+
+def torch_load_weights_only(path: str | os.PathLike, allowed_globals: Sequence[type] = ()) -> object:
+    """`torch.load` of tensors and plain containers only (plus `allowed_globals`), never code.
+
+    Memory-mapped (tensors are read on use) unless the file predates the zip format mmap needs (torch < 1.6).
+    A pickle that asks for another global is refused naming it; a truncated or corrupt file says so.
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:
+                if "mmap can only be used" not in str(error):
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if found is None:
+            raise ValueError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {error}") from None
+        raise ValueError(
+            f"refusing to load {path}: it asks to unpickle {found.group(1)}, which is not a tensor or a plain "
+            "container (only weights are read, never code). Convert it to safetensors where you trust its source"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise ValueError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {error}") from None
 
 
 def load_checkpoint(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import torch_load_weights_only
 from .config import Wav2Vec2BertConfig
 from .features import SeamlessM4TFeatureExtractor
 
@@ -91,34 +91,11 @@ def load_fairseq2_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = _weights_only_load(path)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        if found is None:
-            raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from None
-        raise ValueError(
-            f"refusing to load {path}: it asks to unpickle {found.group(1)}, which is not a tensor or a plain "
-            "container (only weights are read, never code)"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from None
+    checkpoint = torch_load_weights_only(path, ALLOWED_GLOBALS)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         keys = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(f"{path} is not a fairseq2 checkpoint: expected a dict with a 'model' state dict, got {keys}")
     return checkpoint["model"]
-
-
-def _weights_only_load(path: Path) -> object:
-    """torch.load restricted to ALLOWED_GLOBALS; memory-mapped (tensors read on use) unless the file predates
-    the zip format that mmap needs (torch < 1.6), which then loads whole."""
-    with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap can only be used" not in str(error):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def detect_kind(state: dict[str, torch.Tensor]) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import load_audio, stream_audio
+from .audio import check_audio_file, load_audio, stream_audio
 from .chunking import Window, WindowPlan, windows
 from .features import FRAME_LENGTH, SeamlessM4TFeatureExtractor
 from .pretrained import Wav2Vec2BertPreTrainedModel
@@ -62,11 +62,7 @@ def as_clip(source: AudioInput) -> Clip:
         audio = load_audio(array, sampling_rate=SAMPLING_RATE, source_sampling_rate=int(source["sampling_rate"]))
         return Clip(str(source.get("path") or "<array>"), audio=audio)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir():
-            raise IsADirectoryError(f"{path}: is a directory, expected an audio file")
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file")
+        path = check_audio_file(source)  # now, so a bad file fails before its turn comes
         return Clip(str(path), path=path)
     if isinstance(source, (bytes, bytearray)):
         return Clip("<bytes>", audio=load_audio(bytes(source), sampling_rate=SAMPLING_RATE))
