@@ -405,11 +405,17 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
                 current, length = [], self.seconds[index]
             current.append(index)
             longest = length
-        if current:
-            if len(current) < self.world_size:  # too few for every rank: join the previous batch
-                batches[-1].extend(current)
-            else:
+        short = self.world_size - len(current)
+        if current and short > 0:  # too few for every rank: borrow from the previous batch, or join it
+            previous = batches[-1]
+            if len(previous) - short >= self.world_size:
+                current = previous[-short:] + current
+                del previous[-short:]
                 batches.append(current)
+            else:  # the joined batch holds fewer than 2 x world_size clips
+                previous.extend(current)
+        elif current:
+            batches.append(current)
         if self.shuffle:
             rng.shuffle(batches)
         return batches
