@@ -1,9 +1,11 @@
 """Encoder benchmark cases: w2vbert against transformers (or against its own fp32) on the same weights and input.
 
 Each side of each case runs in a fresh subprocess (`python benchmarks/encoder.py --worker JSON`), so its peak
-resident memory (VmHWM, reset after the weights are built) belongs to that library alone. Both sides build the
-same random weights (w2vbert's init, seed 0; transformers loads that state dict) and read the same speech-like
-input: fbank features of the espeak-ng test clip tiled to length. `benchmarks/run.py` is the entry point.
+memory belongs to that library alone: on CPU the resident high-water mark (VmHWM, reset after the weights are
+built, so weights included), on CUDA the allocator's peak above the weights (`torch.cuda.max_memory_allocated`).
+Both sides build the same random weights (w2vbert's init, seed 0; transformers loads that state dict) and read
+the same speech-like input: fbank features of the espeak-ng test clip tiled to length. `benchmarks/run.py` is the
+entry point.
 """
 
 from __future__ import annotations
@@ -34,10 +36,13 @@ class Case:
     mode: str = "forward"  # "forward", "int8" (ours int8 vs ours fp32), "train" (one AdamW step, small config)
     repeats: int = 3
     config: dict = field(default_factory=dict)  # overrides of the default (600M) config
+    device: str = "cpu"
 
 
-def default_cases(quick: bool = False, long_layers: int = 4) -> list[Case]:
+def default_cases(quick: bool = False, long_layers: int = 4, device: str = "cpu") -> list[Case]:
     """The cases of issue 6; --quick keeps 2 layers and skips the 120 s clip, for a < 2 minute smoke run."""
+    if device == "cuda":
+        return cuda_cases(quick)
     layers = 2 if quick else None
     repeats = 2 if quick else 3
     cases = [
@@ -49,6 +54,24 @@ def default_cases(quick: bool = False, long_layers: int = 4) -> list[Case]:
         Case("train step (small) 4x5s", batch=4, seconds=5, mode="train", repeats=repeats, config=SMALL),
     ]
     return [c for c in cases if not (quick and c.seconds > 60)]
+
+
+def cuda_cases(quick: bool = False) -> list[Case]:
+    """On a GPU: fp32 / bf16 / fp16 on the three shapes (the 120 s clip with all 24 layers: it fits), bitsandbytes
+    int8 against our fp16, and the training step. The int8 case reuses mode "int8" (ours quantized vs ours)."""
+    layers = 2 if quick else None
+    cases = [
+        Case(f"cuda {short} {shape}", batch=batch, seconds=seconds, dtype=dtype, layers=layers, device="cuda",
+             repeats=5 if seconds < 60 else 3)
+        for short, dtype in (("fp32", "float32"), ("bf16", "bfloat16"), ("fp16", "float16"))
+        for shape, batch, seconds in (("1x10s", 1, 10.0), ("4x10s", 4, 10.0), ("1x120s", 1, 120.0))
+        if not (quick and seconds > 60)
+    ]
+    cases.append(Case("cuda int8 (bitsandbytes) 1x10s vs our fp16", dtype="float16", mode="int8", layers=layers,
+                      device="cuda", repeats=5))
+    cases.append(Case("cuda train step (small) 4x5s", batch=4, seconds=5, mode="train", config=SMALL, device="cuda",
+                      repeats=5))
+    return cases
 
 
 SMALL = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, vocab_size=32,
@@ -66,29 +89,38 @@ def forward_flops(config, batch: int, frames: int) -> float:
     return 2.0 * (tokens * config.feature_projection_input_dim * c + config.num_hidden_layers * per_layer)
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 3072, repeats: int = 3) -> float:
+def matmul_peak(dtype: torch.dtype, size: int = 3072, repeats: int = 3, device: str = "cpu") -> float:
     """GFLOP/s of one large square torch.matmul in `dtype`, best of `repeats`: the machine's practical peak."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
+    size = 8192 if device == "cuda" else size
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
     torch.matmul(a, b)
-    best = min(timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    best = min(timed(lambda: torch.matmul(a, b), device) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
 
 
-def timed(fn) -> float:
+def timed(fn, device: str = "cpu") -> float:
+    """Seconds of one call of `fn`; on CUDA, from an idle GPU to the end of the work it queued."""
+    if device == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
 # ------------------------------------------------------------------------------------------------ the worker
 def speech_features(batch: int, seconds: float) -> torch.Tensor:
     """(batch, seconds * 50, 160) fbank features of test speech tiled to length, each row at another offset."""
+    import wave
+
     import numpy as np
 
-    from w2vbert import SeamlessM4TFeatureExtractor, load_audio
+    from w2vbert import SeamlessM4TFeatureExtractor
 
-    speech = load_audio(SPEECH)
+    with wave.open(str(SPEECH)) as file:  # 16 kHz mono PCM16; read without PyAV, which the GPU machine may lack
+        speech = np.frombuffer(file.readframes(file.getnframes()), np.int16).astype(np.float32) / 32768
     samples = int(seconds * 16000)
     tiled = np.tile(speech, samples // len(speech) + 2)
     clips = [tiled[4000 * row : 4000 * row + samples] for row in range(batch)]
@@ -135,31 +167,50 @@ def worker(case: Case, library: str, output: str, threads: int | None) -> dict:
         torch.set_num_threads(threads)
     dtype = getattr(torch, case.dtype)
     model, config = build(case, library)
-    features = speech_features(case.batch, case.seconds)
+    features = speech_features(case.batch, case.seconds).to(case.device)
+    model = model.to(case.device)
     if case.mode == "train":
         return train_step(model, features, case)
-    model = model.eval().to(dtype)
     if case.mode == "int8" and library == "int8":
         from w2vbert.quantization import optimize_for_inference
 
-        model = optimize_for_inference(model, quantize="int8")
-    features = features.to(dtype)
+        # CPU: PyTorch int8 on float32; CUDA: bitsandbytes LLM.int8 (its fp16 activations) on the float model
+        model = optimize_for_inference(model.float(), quantize="int8")
+    else:
+        model = model.eval().to(dtype)
+    features = features.to(next(model.parameters()).dtype if case.device == "cuda" else dtype)
     gc.collect()
-    loaded = rss_bytes("VmRSS")
-    peak_rss_reset()
+    loaded = memory_now(case.device)
+    memory_peak_reset(case.device)
     with torch.inference_mode():
         last = model(features).last_hidden_state  # warm-up, and the output the sides compare
-        times = [timed(lambda: model(features)) for _ in range(case.repeats)]
-    peak = rss_bytes("VmHWM")
-    torch.save(last.float(), output)
-    return {"seconds": min(times), "times": times, "peak_rss": peak, "model_rss": loaded,
+        times = [timed(lambda: model(features), case.device) for _ in range(case.repeats)]
+    torch.save(last.float().cpu(), output)
+    return {"seconds": min(times), "times": times, "peak_memory": memory_peak(case.device), "model_memory": loaded,
             "flops": forward_flops(config, *features.shape[:2])}
+
+
+def memory_now(device: str) -> int:
+    return torch.cuda.memory_allocated() if device == "cuda" else rss_bytes("VmRSS")
+
+
+def memory_peak_reset(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        peak_rss_reset()
+
+
+def memory_peak(device: str) -> int:
+    """The high-water mark since the reset, weights included: resident memory on CPU, the allocator's on CUDA."""
+    return torch.cuda.max_memory_allocated() if device == "cuda" else rss_bytes("VmHWM")
 
 
 def train_step(model, features: torch.Tensor, case: Case) -> dict:
     """One forward + backward + AdamW step on CTC labels; same labels, weights and input on both sides."""
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(1, model.config.vocab_size, (features.shape[0], 20), generator=generator)
+    labels = labels.to(features.device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
@@ -172,9 +223,9 @@ def train_step(model, features: torch.Tensor, case: Case) -> dict:
 
     torch.manual_seed(0)
     first_loss = step()
-    peak_rss_reset()
-    times = [timed(step) for _ in range(case.repeats)]
-    return {"seconds": min(times), "times": times, "peak_rss": rss_bytes("VmHWM"), "first_loss": first_loss}
+    memory_peak_reset(case.device)
+    times = [timed(step, case.device) for _ in range(case.repeats)]
+    return {"seconds": min(times), "times": times, "peak_memory": memory_peak(case.device), "first_loss": first_loss}
 
 
 # ------------------------------------------------------------------------------------------------ the parent
@@ -202,11 +253,12 @@ def run_case(case: Case, threads: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ours = run_side(case, ours_name, Path(tmp) / "ours.pt", threads)
         other = run_side(case, other_name, Path(tmp) / "other.pt", threads)
-        result = {"case": case.name, "ours": ours, "reference": other, "reference_name": other_name}
+        result = {"case": case.name, "dtype": case.dtype, "mode": case.mode, "device": case.device, "ours": ours,
+                  "reference": other, "reference_name": other_name}
         if "error" in ours or "error" in other:
             return result
         result["speedup"] = other["seconds"] / ours["seconds"]
-        result["memory_ratio"] = other["peak_rss"] / ours["peak_rss"]
+        result["memory_ratio"] = other["peak_memory"] / ours["peak_memory"]
         if case.mode != "train":
             a, b = torch.load(Path(tmp) / "ours.pt"), torch.load(Path(tmp) / "other.pt")
             result["max_abs_diff"] = float((a - b).abs().max())

@@ -2,13 +2,15 @@
 the fraction of this machine's matmul peak (fp32 and bf16, measured in the same run).
 
     PYTHONPATH=src .venv/bin/python benchmarks/run.py [--quick] [--cases "fp32 1x10s,bf16 1x10s"] \
-        [--json out.json] [--threads N] [--long-layers 4]
+        [--json out.json] [--threads N] [--long-layers 4] [--device cuda]
 
 Cases (benchmarks/encoder.py): the full 600M config (random weights) on 1 x 10 s, 4 x 10 s and 1 x 120 s (the
 long one with --long-layers layers, default 4, as transformers builds a frames x frames x 64 tensor per layer),
 fp32 and bf16 on both sides, int8 (ours) against our fp32, and one AdamW fine-tuning step of a small CTC model.
-Each side runs in its own subprocess; peak RSS is the process's high-water mark during the timed calls (weights
-included). Times are the best of the repeats. Feature extraction rows come from benchmarks/features.py.
+Each side runs in its own subprocess; peak memory is the process's high-water mark during the timed calls, weights
+included (resident memory on CPU, the CUDA allocator's on a GPU). Times are the best of the repeats. Feature
+extraction rows come from benchmarks/features.py (CPU runs only). --device cuda runs fp32, bf16 and fp16 on the
+three shapes (the 120 s clip with all 24 layers), bitsandbytes int8 against our fp16, and the training step.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def gb(value: float) -> str:
 
 
 def print_table(peaks: dict, results: list[dict], features: dict) -> None:
-    print(f"matmul peak: fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s")
+    print("matmul peak: " + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peaks.items()))
     header = (f"{'case':30s} {'ours s':>8s} {'ref s':>8s} {'speedup':>8s} {'ours GB':>8s} {'ref GB':>7s} "
               f"{'mem x':>6s} {'GFLOP/s':>8s} {'% peak':>7s}  agreement (reference)")
     print(header)
@@ -56,14 +58,14 @@ def print_table(peaks: dict, results: list[dict], features: dict) -> None:
         rate = share = ""
         if "flops" in ours:
             achieved = ours["flops"] / ours["seconds"] / 1e9
-            peak = peaks.get("bfloat16" if r["case"].startswith("bf16") else "float32")
-            rate, share = f"{achieved:.0f}", ("" if r["case"].startswith("int8") else f"{achieved / peak:.0%}")
+            peak = peaks[r["dtype"]]
+            rate, share = f"{achieved:.0f}", ("" if r["mode"] == "int8" else f"{achieved / peak:.0%}")
         if "cosine" in r:
             agreement = f"max|d| {r['max_abs_diff']:.1e}, cos {r['cosine']:.5f}"
         else:
             agreement = f"first-step loss diff {r['loss_diff']:.1e}"
         print(f"{r['case']:30s} {ours['seconds']:8.3f} {ref['seconds']:8.3f} {r['speedup']:7.2f}x "
-              f"{gb(ours['peak_rss']):>8s} {gb(ref['peak_rss']):>7s} {r['memory_ratio']:5.1f}x {rate:>8s} "
+              f"{gb(ours['peak_memory']):>8s} {gb(ref['peak_memory']):>7s} {r['memory_ratio']:5.1f}x {rate:>8s} "
               f"{share:>7s}  {agreement} ({r['reference_name']})")
     for name, row in features.items():
         print(f"{'features ' + name:30s} {row['w2vbert_s']:8.3f} {row['transformers_s']:8.3f} "
@@ -79,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads in each worker (default: torch's)")
     parser.add_argument("--long-layers", type=int, default=4, help="layers of the 120 s case (default 4)")
     parser.add_argument("--no-features", action="store_true", help="skip benchmarks/features.py's rows")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: fp32/bf16/fp16 on the GPU, bitsandbytes int8, GPU memory peaks (no feature rows)")
     args = parser.parse_args(argv)
-    cases = encoder.default_cases(args.quick, args.long_layers)
+    cases = encoder.default_cases(args.quick, args.long_layers, args.device)
     if args.list:
         print("\n".join(c.name for c in cases))
         return 0
@@ -93,16 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    peaks = {name: encoder.matmul_peak(getattr(torch, name)) for name in ("float32", "bfloat16")}
+    dtypes = ("float32", "bfloat16", "float16") if args.device == "cuda" else ("float32", "bfloat16")
+    peaks = {name: encoder.matmul_peak(getattr(torch, name), device=args.device) for name in dtypes}
     results = []
     for case in cases:
         results.append(encoder.run_case(case, args.threads))
         print(f"  done {case.name} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    features = {} if args.no_features else feature_rows(2 if args.quick else 3)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    features = {} if args.no_features or args.device == "cuda" else feature_rows(2 if args.quick else 3)
+    machine = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine}")
     print_table(peaks, results, features)
     if args.json:
-        report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_peak_gflops": peaks,
+        report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": machine,
+                  "matmul_peak_gflops": peaks,
                   "encoder": results, "features": features, "seconds": time.perf_counter() - started}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -87,6 +87,22 @@ def test_padded_batch_matches_transformers_batched(head, position, tmp_path):
         torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("position", POSITION_TYPES)
+def test_padded_batch_on_cuda_matches_transformers_on_cuda(position, tmp_path, monkeypatch):
+    """The GPU path (SDPA kernels with the position bias and padding mask) against transformers on the same GPU."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # exact fp32 convolutions on both sides
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    reference, ours = model_pair("Wav2Vec2BertModel", tmp_path, position_embeddings_type=position)
+    reference, ours = reference.cuda(), ours.cuda()
+    features, mask = random_batch(LENGTHS)
+    with torch.no_grad():
+        expected = reference(features.cuda(), attention_mask=mask.cuda()).last_hidden_state
+        actual = ours(features.cuda(), attention_mask=mask.cuda()).last_hidden_state
+    valid = mask.bool().cuda()
+    torch.testing.assert_close(actual[valid], expected[valid], atol=1e-4, rtol=0)  # GPU kernels sum in other orders
+
+
 @pytest.mark.parametrize("reduction", ["sum", "mean", "none"])
 @pytest.mark.parametrize("zero_infinity", [False, True])
 def test_ctc_loss_matches_transformers(reduction, zero_infinity, tmp_path):

@@ -108,6 +108,18 @@ def test_few_steps_of_ctc_training_reduce_the_loss(tmp_path):
     assert np.mean(curve[-3:]) < 0.7 * np.mean(curve[:3])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_ctc_training_on_cuda_with_autocast_reduces_the_loss(tmp_path, precision):
+    data = FeatureData(8)
+    config = train_config(tmp_path, max_steps=25, max_batch_seconds=10.0, warmup_steps=3, device="cuda",
+                          precision=precision)
+    Trainer(tiny_ctc(), config, data, collate).train()
+    curve = losses(tmp_path)
+    assert len(curve) == 25 and all(np.isfinite(curve))
+    assert np.mean(curve[-3:]) < 0.7 * np.mean(curve[:3])
+
+
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     """Kill after step 5 (last checkpoint at 4), resume to 8: same weights as 8 steps straight, with dropout,
     LayerDrop and SpecAugment drawing random numbers and gradient accumulation spanning batches."""
