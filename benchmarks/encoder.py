@@ -185,9 +185,11 @@ def worker(case: Case, library: str, output: str, threads: int | None) -> dict:
     with torch.inference_mode():
         last = model(features).last_hidden_state  # warm-up, and the output the sides compare
         times = [timed(lambda: model(features), case.device) for _ in range(case.repeats)]
+    if not torch.isfinite(last).all():
+        raise SystemExit(f"{library}: the output has non-finite values")
     torch.save(last.float().cpu(), output)
     return {"seconds": min(times), "times": times, "peak_memory": memory_peak(case.device), "model_memory": loaded,
-            "flops": forward_flops(config, *features.shape[:2])}
+            "flops": forward_flops(config, *features.shape[:2]), "output_std": float(last.float().std())}
 
 
 def memory_now(device: str) -> int:

@@ -141,6 +141,8 @@ def init_distributed(device: str | None) -> tuple[Distributed, torch.device]:
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     target = torch.device(device)
+    if target.type == "cuda" and target.index is None:  # "cuda" (as --device cuda says): this rank's GPU
+        target = torch.device("cuda", local_rank)
     if target.type == "cuda":
         torch.cuda.set_device(target)
     if world_size > 1 and not dist.is_initialized():
