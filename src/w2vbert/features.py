@@ -43,7 +43,7 @@ INT16_SCALE = 2.0**15  # Kaldi reads 16-bit integer samples; float audio in [-1,
 MEL_FLOOR = 1.192092955078125e-07  # FLT_EPSILON: Kaldi's floor before the log (value as written in transformers)
 LOW_FREQUENCY = 20.0  # Hz, Kaldi default low-freq of the mel filters; the high edge is Nyquist
 NORM_EPSILON = 1e-7  # transformers adds this under the square root of the variance; fairseq2 adds nothing
-FRAMES_PER_BLOCK = 65536  # frames of the whole batch put through one rfft call: bounds memory for hour-long audio
+FRAMES_PER_BLOCK = 1024  # frames of the whole batch per step: ~4 MB of float64 frames, which stay in cache
 
 
 # ----------------------------------------------------------------------------------------------- BatchFeature
@@ -155,12 +155,11 @@ class _FbankTables:
     """The constant tensors of the fbank on one device (built once per device, then reused)."""
 
     def __init__(self, num_mel_bins: int, sampling_rate: int, device: torch.device) -> None:
-        self.window = povey_window(device=device)  # (400,) float64
-        # The DC offset m of a frame enters the windowed, pre-emphasised frame as -(1 - 0.97) * m * window
-        # (x - m pre-emphasised is x[n] - 0.97 x[n-1] - 0.03 m), so its spectrum is that of the window, scaled.
-        self.window_spectrum = torch.fft.rfft(self.window, n=FFT_LENGTH) * (1.0 - PREEMPHASIS)  # (257,) complex128
-        self.mel_filters = kaldi_mel_filters(num_mel_bins, sampling_rate, device=device).float()  # (257, mels)
-        self.mel_filters_interleaved = self.mel_filters.repeat_interleave(2, dim=0)  # (514, mels): re, im rows
+        # The povey window is 0 at sample 0, so a frame's first sample never counts: frames are built from sample 1
+        # on. The 2**15 sample scale is folded in (a power of two: exact), so power comes out in Kaldi's units.
+        self.window = (povey_window(device=device) * INT16_SCALE)[1:]  # (399,) float64
+        mel_filters = kaldi_mel_filters(num_mel_bins, sampling_rate, device=device).float()  # (257, mels)
+        self.mel_filters_interleaved = mel_filters.repeat_interleave(2, dim=0)  # (514, mels): re, im rows
 
 
 def log_mel_fbank(waveforms: torch.Tensor, tables: _FbankTables) -> torch.Tensor:
@@ -169,32 +168,45 @@ def log_mel_fbank(waveforms: torch.Tensor, tables: _FbankTables) -> torch.Tensor
     Frames whose window runs past a shorter clip's end are computed from whatever follows it; the caller masks them.
     The frames, DC offsets and rfft are float64, as in transformers (its float32 rounding of the spectrum is
     harmless here): in float32 the rfft's error is relative to the frame's total energy, which puts errors of 1e-3
-    and more into the log of quiet high-frequency bins. The power spectrum is then accurate to float32 per bin, so
-    the mel matmul and the log run in float32. Returns float32.
+    and more into the log of quiet bins (the lowest, which pre-emphasis empties, and a resampler's empty top band).
+    The power spectrum is then accurate to float32 per bin, so the mel matmul and the log run in float32.
+
+    The work runs in blocks of about FRAMES_PER_BLOCK frames of the whole batch, so that a block's buffers stay in
+    the CPU caches: each step (frames, rfft, power, mel) is memory-bound on a whole batch, and one pass per step over
+    hundreds of MB cost more than the arithmetic. Returns float32.
     """
     batch, length = waveforms.shape
     total = num_frames(length)
-    out = torch.empty(batch, total, tables.mel_filters.shape[1], dtype=torch.float32, device=waveforms.device)
-    block = max(1, FRAMES_PER_BLOCK // max(batch, 1))
-    for first in range(0, total, block):
-        count = min(block, total - first)
-        start, stop = first * HOP_LENGTH, (first + count - 1) * HOP_LENGTH + FRAME_LENGTH
-        x = waveforms[:, start:stop].to(torch.float64) * INT16_SCALE  # (B, S): Kaldi's 16-bit sample scale
-        # Frame means from a running sum: m_k = (c[kh + 400] - c[kh]) / 400.
-        csum = torch.nn.functional.pad(torch.cumsum(x, dim=1), (1, 0))
-        starts = torch.arange(count, device=x.device) * HOP_LENGTH
-        means = (csum[:, starts + FRAME_LENGTH] - csum[:, starts]) / FRAME_LENGTH  # (B, count)
-        # Pre-emphasis on the whole signal, x[t] - 0.97 x[t-1]; inside a frame that is Kaldi's per-frame
-        # pre-emphasis for every sample but the first, whose window weight is 0 (povey), so it never counts.
-        emphasised = torch.cat([x[:, :1], x[:, 1:] - PREEMPHASIS * x[:, :-1]], dim=1)
-        frames = emphasised.unfold(1, FRAME_LENGTH, HOP_LENGTH) * tables.window  # (B, count, 400)
-        spectrum = torch.fft.rfft(frames, n=FFT_LENGTH)  # (B, count, 257) complex128
-        spectrum -= means[..., None] * tables.window_spectrum  # remove the DC offset, in the frequency domain
+    mels = tables.mel_filters_interleaved.shape[1]
+    out = torch.empty(batch, total, mels, dtype=torch.float32, device=waveforms.device)
+    per_clip = max(1, FRAMES_PER_BLOCK // max(batch, 1))  # frames of each clip in one block
+    # Zero-padded to the FFT length once: the rfft then runs on contiguous 512-sample rows, and only samples
+    # 1..399 of each row are rewritten per block (sample 0 and the tail stay zero).
+    frames = torch.zeros(batch, min(per_clip, total), FFT_LENGTH, dtype=torch.float64, device=waveforms.device)
+    power = torch.empty(batch, min(per_clip, total), 2 * NUM_FREQUENCY_BINS, device=waveforms.device)
+    for first in range(0, total, per_clip):
+        count = min(per_clip, total - first)
+        start = first * HOP_LENGTH
+        x = waveforms[:, start : start + (count - 1) * HOP_LENGTH + FRAME_LENGTH].to(torch.float64)  # (B, S)
+        # DC offset m of every frame, times (1 - 0.97): a frame is 5 pieces of 80 samples, and pieces start every
+        # 80 samples (a frame every 2 pieces), so frame sums are sums of piece sums.
+        pieces = x.reshape(batch, 2 * count + 3, FRAME_LENGTH // 5).sum(-1)  # (B, 2 count + 3)
+        offsets = pieces.unfold(1, 5, 2).sum(-1).mul_((1.0 - PREEMPHASIS) / FRAME_LENGTH)  # (B, count)
+        # Kaldi removes m from the frame and then pre-emphasises it: (x[t] - m) - 0.97 (x[t-1] - m)
+        # = x[t] - 0.97 x[t-1] - 0.03 m, so the pre-emphasis runs once on the whole signal (a frame's sample 0,
+        # whose pre-emphasis differs, has window weight 0).
+        emphasised = torch.sub(x[:, 1:], x[:, :-1], alpha=PREEMPHASIS)  # (B, S - 1): sample t + 1 of the signal
+        block = frames[:, :count, 1:FRAME_LENGTH]  # (B, count, 399)
+        torch.sub(emphasised.unfold(1, FRAME_LENGTH - 1, HOP_LENGTH), offsets[..., None], out=block)
+        block.mul_(tables.window)
+        spectrum = torch.fft.rfft(frames[:, :count])  # (B, count, 257) complex128
         # |X|^2 = re^2 + im^2, with the sum over (re, im) folded into the mel matmul (each filter row appears
         # twice): one contiguous square and one matmul, where torch's complex abs/pow kernels are several times slower.
-        parts = torch.view_as_real(spectrum).reshape(batch, count, 2 * NUM_FREQUENCY_BINS)  # (B, count, 514)
-        mel = parts.square_().float() @ tables.mel_filters_interleaved  # (B, count, mels)
-        out[:, first : first + count] = torch.log(torch.clamp_(mel, min=MEL_FLOOR))
+        parts = torch.view_as_real(spectrum).reshape(batch, count, 2 * NUM_FREQUENCY_BINS).square_()  # (B, count, 514)
+        squares = power[:, :count]
+        squares.copy_(parts)  # float32 from here: each term is accurate to float32, and all are >= 0
+        mel = torch.matmul(squares, tables.mel_filters_interleaved)  # (B, count, mels)
+        torch.log(mel.clamp_(min=MEL_FLOOR), out=out[:, first : first + count])
     return out
 
 
@@ -208,13 +220,22 @@ def normalize_per_bin(
     float64 (two-pass) so that a clip alone and in a batch agree. A clip of fewer than 2 frames has no ddof=1
     variance; it is taken as 0 (transformers gives NaN), so its single frame normalises to 0.
     """
-    valid = (torch.arange(features.shape[1], device=features.device)[None, :] < frame_counts[:, None])[..., None]
-    x = features.to(torch.float64)
+    x = features.to(torch.float64)  # (B, F, bins)
+    counts = frame_counts.tolist()
     count = frame_counts.to(torch.float64)[:, None, None]
-    mean = torch.where(valid, x, 0.0).sum(1, keepdim=True) / count.clamp(min=1)
-    centred = x - mean
-    var = torch.where(valid, centred.square(), 0.0).sum(1, keepdim=True) / (count - 1).clamp(min=1)
-    return (centred / torch.sqrt(var + epsilon)).to(features.dtype)
+    _zero_frames_past(x, counts)
+    mean = x.sum(1, keepdim=True) / count.clamp(min=1)
+    x -= mean
+    _zero_frames_past(x, counts)
+    var = torch.linalg.vector_norm(x, dim=1, keepdim=True).square_() / (count - 1).clamp(min=1)  # (B, 1, bins)
+    return x.mul_(torch.rsqrt(var + epsilon)).to(features.dtype)
+
+
+def _zero_frames_past(x: torch.Tensor, counts: list[int]) -> None:
+    """Zero each clip's frames past its count, in place: slices of the few padded rows, not a mask over all."""
+    for row, count in enumerate(counts):
+        if count < x.shape[1]:
+            x[row, count:] = 0.0
 
 
 # ------------------------------------------------------------------------------------------- the extractor
@@ -400,9 +421,10 @@ class SeamlessM4TFeatureExtractor:
         device = torch.device(device)
         mono = [_to_mono_tensor(clip, index) for index, clip in enumerate(clips)]
         counts = torch.tensor([m.shape[0] for m in mono], dtype=torch.long)
-        padded = torch.zeros(len(mono), int(counts.max()) if len(mono) else 0, dtype=torch.float32)
-        for row, clip in enumerate(mono):
+        padded = torch.empty(len(mono), int(counts.max()) if len(mono) else 0, dtype=torch.float32)
+        for row, clip in enumerate(mono):  # each sample written once: a zero fill first would double the passes
             padded[row, : clip.shape[0]] = clip
+            padded[row, clip.shape[0] :] = 0.0
         padded, counts = padded.to(device), counts.to(device)
         _check_finite(padded, counts)
         return padded, counts
@@ -460,12 +482,15 @@ class SeamlessM4TFeatureExtractor:
         positions = torch.arange(total, device=features.device)[None, :]  # (1, total)
         if self.padding_side == "right":
             frame_mask = positions < frame_counts[:, None]
+            for row, count in enumerate(frame_counts.tolist()):  # features is ours: pad the short rows in place
+                if count < total:
+                    features[row, count:] = self.padding_value
         else:
             shift = total - frame_counts[:, None]  # (B, 1): frames move right by this many
             frame_mask = positions >= shift
             source = (positions - shift).clamp(min=0)[..., None].expand(batch, total, bins)
             features = torch.gather(features, 1, source)
-        features = torch.where(frame_mask[..., None], features, self.padding_value)
+            features = torch.where(frame_mask[..., None], features, self.padding_value)
         return features, frame_mask
 
     # ----------------------------------------------------------------------------------------------- pad
@@ -655,6 +680,9 @@ def _to_mono_tensor(clip: Any, index: int) -> torch.Tensor:
 
 
 def _check_finite(padded: torch.Tensor, counts: torch.Tensor) -> None:
+    # min and max propagate NaN and are +-inf when any sample is: one pass, where isfinite(...).all() takes several.
+    if padded.numel() == 0 or all(math.isfinite(v) for v in torch.aminmax(padded)):
+        return
     finite = torch.isfinite(padded)
     if not bool(finite.all()):
         bad_rows = (~finite).any(dim=1).nonzero().flatten().tolist()
