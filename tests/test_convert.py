@@ -3,6 +3,7 @@ converts, the result runs like the original, and bad files fail before anything 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -289,19 +290,41 @@ def test_the_seamless_m4t_v2_speech_encoder_extracts_to_the_same_numbers_as_tran
     torch.save({"model": state}, tmp_path / "seamlessM4T_v2_large.pt")
     with caplog.at_level("INFO", logger="w2vbert"):
         convert(tmp_path / "seamlessM4T_v2_large.pt", tmp_path / "encoder")
-    assert "speech_encoder.adaptor_layers.0.ffn.inner_proj.weight" in caplog.text  # dropped, and said so
+    assert "text_encoder.layers.0.ffn.inner_proj.weight" in caplog.text  # dropped, and said so
+    assert "adaptor_layers" not in caplog.text  # the adaptor is kept
     ours = Wav2Vec2BertModel.from_pretrained(tmp_path / "encoder")
-    assert ours.config.num_hidden_layers == 2 and not ours.config.add_adapter
+    c = ours.config
+    assert c.num_hidden_layers == 2 and c.add_adapter and c.num_adapter_layers == 1
+    assert (c.adapter_kernel_size, c.adapter_stride) == (8, 8) and c.use_intermediate_ffn_before_adapter
+    assert c.add_encoder_layer_norm and c.add_inner_layer_norm
 
-    # transformers' encoder output just before the LayerNorm that starts the adaptor
-    captured = []
-    theirs.encoder.layer_norm.register_forward_hook(lambda module, args, out: captured.append(args[0]))
-    features, mask = random_batch([30, 21])
+    # The whole speech encoder, adaptor included. transformers' adaptor convolutions read padded frames, so
+    # each clip is compared with transformers run on it alone (ours is the same alone or batched).
+    lengths = [45, 30, 21]
+    features, mask = random_batch(lengths)
     with torch.no_grad():
-        theirs(features, attention_mask=mask)
-    expected = captured[0] * mask[..., None]
-    got = ours(features, attention_mask=mask).last_hidden_state * mask[..., None]
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+        batched = ours(features, attention_mask=mask).last_hidden_state
+        for row, length in enumerate(lengths):
+            expected = theirs(features[row : row + 1, :length]).last_hidden_state[0]
+            assert expected.shape[0] == int(ours.get_feat_extract_output_lengths(length))
+            torch.testing.assert_close(batched[row, : expected.shape[0]], expected, atol=1e-5, rtol=0)
+            assert expected.abs().max() > 1e-3
+
+
+def test_an_adaptor_part_without_its_layers_is_named_not_a_crash():
+    state = fairseq2_state(**SMALL) | {"speech_encoder.proj1.weight": torch.zeros(48, 32)}
+    with pytest.raises(ValueError, match=r"no place in the model .*speech_encoder\.proj1\.weight"):
+        convert_state_dict(state, kind="w2v-bert")
+
+
+def test_a_model_without_the_seamless_layer_norms_writes_the_transformers_config_layout(tmp_path):
+    Wav2Vec2BertConfig(hidden_size=32, num_attention_heads=4).save_pretrained(tmp_path)
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert "add_encoder_layer_norm" not in written and "add_inner_layer_norm" not in written
+    config = Wav2Vec2BertConfig(hidden_size=32, num_attention_heads=4, add_encoder_layer_norm=True,
+                                add_inner_layer_norm=True)
+    config.save_pretrained(tmp_path)
+    assert Wav2Vec2BertConfig.from_pretrained(tmp_path).add_inner_layer_norm
 
 
 def test_kind_must_match_the_checkpoint(tmp_path):
@@ -333,3 +356,15 @@ def test_any_name_outside_the_table_is_refused_by_name(name):
     assume(name not in SMALL_STATE and not name.startswith(("quantizer.", "final_proj.", "final_target_proj.")))
     with pytest.raises(ValueError, match=f"not W2v-BERT 2.0 names.*{re.escape(name)}"):
         convert_state_dict(SMALL_STATE | {name: torch.zeros(1)}, kind="w2v-bert")
+
+
+def test_the_full_size_seamless_m4t_v2_speech_encoder_maps_802_tensors_and_635_046_720_parameters():
+    from transformers import SeamlessM4Tv2Config
+    from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import SeamlessM4Tv2SpeechEncoder
+
+    with torch.device("meta"):  # shapes only: transformers' default config is seamlessM4T_v2_large's
+        theirs = SeamlessM4Tv2SpeechEncoder(SeamlessM4Tv2Config())
+    state = {seamless_fairseq2_name(n): t for n, t in theirs.state_dict().items()}
+    converted, config = convert_state_dict(state)
+    assert len(converted) == 802 and sum(t.numel() for t in converted.values()) == 635_046_720
+    assert (config.adapter_kernel_size, config.adapter_stride, config.num_adapter_layers) == (8, 8, 1)

@@ -19,6 +19,7 @@ MODEL_TYPE = "wav2vec2-bert"
 POSITION_EMBEDDING_TYPES = (None, "relative_key", "relative", "rotary")
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "swish", "silu", "selu", "tanh", "sigmoid")
 CTC_REDUCTIONS = ("sum", "mean", "none")
+EXTENSION_FLAGS = ("add_encoder_layer_norm", "add_inner_layer_norm")  # fields transformers' config does not have
 
 
 @dataclass
@@ -80,6 +81,10 @@ class Wav2Vec2BertConfig:
     adapter_act: str = "relu"
     use_intermediate_ffn_before_adapter: bool = False
     output_hidden_size: int | None = None  # adapter width; None means hidden_size
+    # --- SeamlessM4T v2's speech encoder has two LayerNorms Wav2Vec2-BERT lacks (a w2vbert extension: written to
+    # config.json only when on; transformers' Wav2Vec2BertModel would ignore them and their weights)
+    add_encoder_layer_norm: bool = False  # `encoder.layer_norm` after the last Conformer block
+    add_inner_layer_norm: bool = False  # `inner_layer_norm` on the model output, after the adapter
     # --- bookkeeping kept for the Hugging Face layout
     architectures: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown config.json keys, kept verbatim
@@ -203,6 +208,8 @@ class Wav2Vec2BertConfig:
             if f.name in ("extra", "num_labels", "id2label", "label2id"):
                 continue
             value = getattr(self, f.name)
+            if f.name in EXTENSION_FLAGS and not value:
+                continue  # keep transformers' layout exactly for every model that does not use them
             out[f.name] = list(value) if isinstance(value, tuple) else value
         if self.architectures is None:
             out.pop("architectures")

@@ -4,8 +4,12 @@ Two releases hold the W2v-BERT 2.0 Conformer (../shared/reference/original-check
 - `conformer_shaw.pt`, the pre-trained encoder: `{"model": state_dict}` in fairseq2 names. Its tensors copy over
   unchanged, only renamed; the pre-training-only ones (quantizer, contrastive projections) are dropped and listed.
 - `seamlessM4T_v2_large.pt`, the speech-to-text model, whose speech encoder is the same Conformer fine-tuned,
-  under `speech_encoder_frontend.*` and `speech_encoder.inner.*`. Its frontend and blocks are extracted; the rest
-  (text model, and the adaptor on top of the Conformer) is dropped and listed: see `SEAMLESS_ADAPTOR` for why.
+  under `speech_encoder_frontend.*` and `speech_encoder.inner.*`, followed by its adaptor (a LayerNorm, a
+  0.5-residual FFN, one strided Conformer adaptor layer, a LayerNorm). The whole speech encoder is extracted; the
+  text model and the unit decoder (`t2u_model`) are dropped and listed. Wav2Vec2-BERT has the FFN and the adaptor
+  layers but not the two LayerNorms, so the config turns on w2vbert's `add_encoder_layer_norm` and
+  `add_inner_layer_norm` for them: this library runs the extracted encoder exactly, transformers'
+  Wav2Vec2BertModel would ignore those two tensors (and say so) and compute something else.
 
 Files are read with `torch.load(weights_only=True)`: tensors and plain containers only, never code.
 """
@@ -33,6 +37,7 @@ KINDS = ("w2v-bert", "seamless-m4t-v2")
 # The names both releases give the same modules: the SeamlessM4T v2 speech encoder only prefixes them.
 FRONTEND = r"(?:speech_)?encoder_frontend"
 BLOCK = r"(?:encoder|speech_encoder\.inner)\.layers\.(\d+)"
+ADAPTOR = r"speech_encoder\.adaptor_layers\.(\d+)"  # SeamlessM4T v2 only
 
 # fairseq2 name (regex, matched whole) -> Hugging Face name (template). The patterns do not overlap, so order
 # does not matter. Every tensor copies as it is: fairseq2 and Hugging Face store the same shapes (Linear
@@ -55,20 +60,28 @@ FAIRSEQ2_TO_HF = [
     (BLOCK + r"\.conv\.layer_norm\.(weight|bias)", r"encoder.layers.\1.conv_module.depthwise_layer_norm.\2"),
     (BLOCK + r"\.layer_norm\.(weight|bias)", r"encoder.layers.\1.final_layer_norm.\2"),
     (r"masker\.temporal_mask_embed", "masked_spec_embed"),
+    # the SeamlessM4T v2 adaptor (transformers' SeamlessM4Tv2SpeechEncoder uses the same Hugging Face names)
+    (r"speech_encoder\.inner_layer_norm\.(weight|bias)", r"encoder.layer_norm.\1"),
+    (r"speech_encoder\.proj1\.(weight|bias)", r"intermediate_ffn.intermediate_dense.\1"),
+    (r"speech_encoder\.proj2\.(weight|bias)", r"intermediate_ffn.output_dense.\1"),
+    (
+        ADAPTOR + r"\.(residual_layer_norm|residual_conv|self_attn_layer_norm|self_attn_conv|ffn_layer_norm)\."
+        r"(weight|bias)",
+        r"adapter.layers.\1.\2.\3",
+    ),
+    (ADAPTOR + r"\.self_attn\.([qkv])_proj\.(weight|bias)", r"adapter.layers.\1.self_attn.linear_\2.\3"),
+    (ADAPTOR + r"\.self_attn\.output_proj\.(weight|bias)", r"adapter.layers.\1.self_attn.linear_out.\2"),
+    (ADAPTOR + r"\.ffn\.inner_proj\.(weight|bias)", r"adapter.layers.\1.ffn.intermediate_dense.\2"),
+    (ADAPTOR + r"\.ffn\.output_proj\.(weight|bias)", r"adapter.layers.\1.ffn.output_dense.\2"),
+    (r"speech_encoder\.layer_norm\.(weight|bias)", r"inner_layer_norm.\1"),
 ]
 _COMPILED = [(re.compile(pattern), template) for pattern, template in FAIRSEQ2_TO_HF]
 
-# The SeamlessM4T v2 adaptor: LayerNorm -> 0.5-residual FFN (proj1/proj2) -> adaptor layer(s) -> LayerNorm
-# (transformers' SeamlessM4Tv2SpeechEncoder: encoder.layer_norm ... inner_layer_norm). Wav2Vec2-BERT, here and
-# in transformers, has the FFN and the adaptor layers but neither LayerNorm, and a LayerNorm folds into no
-# neighbouring weight; carried without them the adaptor would compute something else, so it is dropped.
-SEAMLESS_ADAPTOR = r"speech_encoder\.(inner_layer_norm|proj[12]|adaptor_layers\.\d+|layer_norm)\."
 # Per release: tensors that have no place in the encoder (regex, matched from the start of the name).
 DROPPED = {
     "w2v-bert": re.compile(r"(quantizer|final_proj|final_target_proj)\."),
     "seamless-m4t-v2": re.compile(
-        r"(text_encoder|text_decoder|text_encoder_frontend|text_decoder_frontend|final_proj|t2u_model)\.|"
-        + SEAMLESS_ADAPTOR
+        r"(text_encoder|text_decoder|text_encoder_frontend|text_decoder_frontend|final_proj|t2u_model)\."
     ),
 }
 
@@ -152,6 +165,12 @@ def convert_state_dict(
     missing = sorted(set(expected) - set(converted))
     if missing:
         raise ValueError(f"the checkpoint lacks {len(missing)} tensor(s) the model needs: {missing[:8]}")
+    unexpected = sorted(sources[n] for n in set(converted) - set(expected))
+    if unexpected:
+        raise ValueError(
+            f"{len(unexpected)} tensor(s) have no place in the model the other tensors describe: {unexpected[:8]} "
+            "(an adaptor part without the adaptor layers?)"
+        )
     wrong = [
         (n, tuple(t.shape), tuple(expected[n].shape)) for n, t in converted.items() if t.shape != expected[n].shape
     ]
@@ -173,7 +192,22 @@ def _infer_config(tensors: dict[str, torch.Tensor]) -> Wav2Vec2BertConfig:
         raise ValueError(f"the checkpoint lacks the tensors that give the model's sizes ({error})") from None
     defaults = Wav2Vec2BertConfig()
     left = defaults.left_max_position_embeddings
+    adaptor = {}
+    adapter_layers = {int(n.split(".")[2]) for n in tensors if n.startswith("adapter.layers.")}
+    if adapter_layers:
+        kernel_size = tensors["adapter.layers.0.residual_conv.weight"].shape[-1]
+        adaptor = dict(
+            add_adapter=True,
+            num_adapter_layers=max(adapter_layers) + 1,
+            adapter_kernel_size=kernel_size,
+            # The stride is not in any tensor's shape; SeamlessM4T v2 strides by its kernel size (8 and 8).
+            adapter_stride=kernel_size,
+            use_intermediate_ffn_before_adapter="intermediate_ffn.intermediate_dense.weight" in tensors,
+        )
     return Wav2Vec2BertConfig(
+        **adaptor,
+        add_encoder_layer_norm="encoder.layer_norm.weight" in tensors,
+        add_inner_layer_norm="inner_layer_norm.weight" in tensors,
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=hidden // head_dim,

@@ -325,6 +325,9 @@ class Wav2Vec2BertEncoder(nn.Module):
         self.config = config
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.layers = nn.ModuleList(Wav2Vec2BertEncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layer_norm = None  # SeamlessM4T v2's LayerNorm after the last block (config.add_encoder_layer_norm)
+        if config.add_encoder_layer_norm:
+            self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
 
     def forward(
@@ -335,7 +338,11 @@ class Wav2Vec2BertEncoder(nn.Module):
         output_attentions: bool = False,
         num_layers: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
-        """Run the first `num_layers` blocks (all by default): (last, hidden_states, attentions)."""
+        """Run the first `num_layers` blocks (all by default): (last, hidden_states, attentions).
+
+        `hidden_states` are the blocks' outputs; `last` passes through `layer_norm` (when the config has one)
+        only when every block ran, as SeamlessM4T v2 does.
+        """
         if valid is not None:
             hidden_states = hidden_states.masked_fill(~valid[..., None], 0.0)
         hidden_states = self.dropout(hidden_states)
@@ -358,6 +365,8 @@ class Wav2Vec2BertEncoder(nn.Module):
                 all_hidden_states.append(hidden_states)
             if output_attentions:
                 all_attentions.append(probabilities)
+        if self.layer_norm is not None and len(layers) == len(self.layers):
+            hidden_states = self.layer_norm(hidden_states)
         return (
             hidden_states,
             tuple(all_hidden_states) if output_hidden_states else None,
@@ -481,6 +490,9 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         self.intermediate_ffn = None
         if config.use_intermediate_ffn_before_adapter:
             self.intermediate_ffn = Wav2Vec2BertFeedForward(config, act_fn="relu")
+        self.inner_layer_norm = None  # SeamlessM4T v2's LayerNorm on the output (config.add_inner_layer_norm)
+        if config.add_inner_layer_norm:
+            self.inner_layer_norm = nn.LayerNorm(config.output_hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
     def forward(
@@ -508,6 +520,8 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
             hidden_states = torch.add(hidden_states, self.intermediate_ffn(hidden_states), alpha=0.5)
         if self.adapter is not None:
             hidden_states, lengths = self.adapter(hidden_states, lengths)
+        if self.inner_layer_norm is not None:
+            hidden_states = self.inner_layer_norm(hidden_states)
         output = Wav2Vec2BaseModelOutput(hidden_states, extract_features, all_hidden_states, all_attentions)
         return output if return_dict is not False else output.to_tuple()
 
