@@ -191,3 +191,23 @@ def test_checkpoints_load_both_ways_without_missing_or_unexpected_keys(head, tmp
     features, _ = random_batch([15])
     with torch.no_grad():
         torch.testing.assert_close(main_output(back.eval()(features)), main_output(ours(features)), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("chunk_elements", [2**25, 3000])  # one chunk of query rows, or several
+@pytest.mark.parametrize("position", ["relative_key", "relative"])
+def test_gradients_match_transformers(position, chunk_elements, tmp_path, monkeypatch):
+    """Fine-tuning relies on the backward too: the strided position-bias views must pass gradients right."""
+    import w2vbert.modeling
+
+    monkeypatch.setattr(w2vbert.modeling, "ATTENTION_CHUNK_ELEMENTS", chunk_elements)
+    reference, ours = model_pair("Wav2Vec2BertModel", tmp_path, position_embeddings_type=position)
+    features, mask = random_batch(LENGTHS)
+    for model in (reference, ours):
+        output = model(features, attention_mask=mask).last_hidden_state
+        (output * mask[..., None]).pow(2).mean().backward()
+    expected = dict(reference.named_parameters())
+    for name, parameter in ours.named_parameters():
+        if parameter.grad is not None:
+            torch.testing.assert_close(parameter.grad, expected[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+    if position == "relative_key":  # the distance table itself learns
+        assert ours.encoder.layers[0].self_attn.distance_embedding.weight.grad.abs().max() > 0
