@@ -52,7 +52,7 @@ def test_int8_quantizes_every_matmul_and_stays_close_to_float32():
     quantized = optimize_for_inference(copy.deepcopy(model), quantize="int8")
     assert not any(type(m) is torch.nn.Linear for m in quantized.modules())  # no float Linear left behind
     conv = quantized.encoder.layers[0].conv_module
-    assert "quantized" in type(conv.pointwise_conv1).__module__  # the kernel-1 convolutions too
+    assert type(conv.pointwise_conv1) is torch.nn.Conv1d  # kept float: it feeds the GLU gate (accuracy)
     actual = last_hidden(quantized, features, mask)
     # Measured 0.998-0.999 on this 2-layer random model; 0.99 is the bound issue 6 sets for the real model.
     assert cosine(actual[0], expected[0]) > 0.99
