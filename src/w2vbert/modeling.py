@@ -31,9 +31,9 @@ from .spec_augment import compute_mask_indices
 # Query rows per attention chunk are chosen so one chunk's (batch, heads, rows, frames) bias stays under this
 # many elements (128 MB in fp32): attention memory then grows linearly with the clip, not quadratically.
 ATTENTION_CHUNK_ELEMENTS = 2**25
-# ... and at most this many rows: a smaller bias stays in cache between being built and read (fp32, 600M
-# model, 500 frames: 256 rows per chunk 13% faster than one chunk; bf16 the same either way).
-ATTENTION_CHUNK_ROWS = 256
+# ... and on CPU at most this many rows: a smaller bias stays in cache between being built and read (fp32,
+# 600M model, 500 frames: 256 rows per chunk 2-13% faster than one chunk; bf16 the same either way).
+ATTENTION_CHUNK_ROWS_CPU = 256
 
 
 def activation(name: str) -> nn.Module:
@@ -228,7 +228,9 @@ class Wav2Vec2BertSelfAttention(nn.Module):
         batch, heads, frames, _ = query.shape
         rows = frames
         if not output_attentions:
-            rows = min(ATTENTION_CHUNK_ROWS, max(1, ATTENTION_CHUNK_ELEMENTS // (batch * heads * frames)))
+            rows = max(1, ATTENTION_CHUNK_ELEMENTS // (batch * heads * frames))
+            if query.device.type == "cpu":
+                rows = min(rows, ATTENTION_CHUNK_ROWS_CPU)
         key_penalty = None
         if valid is not None:
             # Padded keys get the most negative finite score (as transformers), so no row is ever all -inf.
