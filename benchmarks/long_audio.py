@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/long_audio.py [--minutes 30] [--model DIR]
 
 The model defaults to the shipped demo model (examples/demo-model); the text of the whole recording is compared
-with the concatenated texts of its pieces (word error via jiwer).
+with the concatenated texts of its pieces, each transcribed alone (word error via jiwer), and both with the
+pieces' reference texts (examples/audio/*.txt), which says which of the two is right where they differ.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
+CLIPS = sorted((ROOT / "examples" / "audio").glob("*.wav"))
+
+
 def write_long_wav(path: Path, minutes: float) -> list[np.ndarray]:
     from w2vbert import load_audio
 
     # In-domain speech for the demo model (its 33-word vocabulary), so both transcriptions are confident.
-    clips = [load_audio(path) for path in sorted((ROOT / "examples" / "audio").glob("*.wav"))]
+    clips = [load_audio(path) for path in CLIPS]
     gap = np.zeros(16000, np.float32)  # 1 s of silence between pieces, so pieces are separate utterances
     pieces, total = [], 0
     with av.open(str(path), mode="w") as container:
@@ -77,10 +81,14 @@ def main() -> None:
             texts.append(unique[key])
         whole = done.stdout.strip()
         wer = jiwer.wer(" ".join(texts), whole) if whole else float("nan")
-        print(
-            f"{args.minutes:.0f} min of audio ({len(pieces)} pieces): {seconds:.0f} s, peak RSS {peak / 1e9:.2f} GB, "
-            f"word error whole vs pieces {wer:.2%}"
-        )
+        references = [CLIPS[i % len(CLIPS)].with_suffix(".txt").read_text().strip() for i in range(len(pieces))]
+        reference = " ".join(references)
+        print(f"{args.minutes:.0f} min of audio ({len(pieces)} pieces), model {model}")
+        print("| what | figure |\n|---|---|")
+        print(f"| `transcribe --chunk-length 30`: time, peak RSS | {seconds:.0f} s, {peak / 1e9:.2f} GB |")
+        print(f"| word error, whole vs pieces | {wer:.2%} |")
+        print(f"| word error against the references: whole, pieces | {jiwer.wer(reference, whole):.2%}, "
+              f"{jiwer.wer(reference, ' '.join(texts)):.2%} |")
 
 
 if __name__ == "__main__":

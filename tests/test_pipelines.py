@@ -216,3 +216,17 @@ def test_classify_prints_the_label_per_file(classifier_dir, capsys):
     assert main(["classify", str(SPEECH[0]), "-m", str(classifier_dir), "--no-progress"]) == 0
     path, label, score = capsys.readouterr().out.strip().split("\t")
     assert path == str(SPEECH[0]) and label in {"en", "de", "mn"} and 0 < float(score) <= 1
+
+
+def test_demo_model_transcribes_its_clips_joined_with_pauses_nearly_as_it_does_each_clip_alone():
+    """The shipped demo model through 30 s windows, borders inside speech. Measured 1.7% (3 of 180 words: "over the"
+    run together, "the" read "he"); the model trained on single clips only gave 5.8% on the 30-min benchmark."""
+    import jiwer
+
+    examples = Path(__file__).parent.parent / "examples"
+    asr = pipeline("automatic-speech-recognition", model=examples / "demo-model")
+    gap = np.zeros(16000, np.float32)
+    clips = [np.concatenate([load_audio(p), gap]) for p in sorted((examples / "audio").glob("*.wav"))]
+    alone = " ".join(asr(clip)["text"] for clip in clips)
+    whole = asr(np.concatenate(clips * 12), chunk_length_s=30)["text"]  # about 90 s: four windows
+    assert jiwer.wer(" ".join([alone] * 12), whole) < 0.03
