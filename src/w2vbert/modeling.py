@@ -276,11 +276,12 @@ class Wav2Vec2BertSelfAttention(nn.Module):
             # Transformer-XL: the table runs over distances T-1 down to -(T-1), and pair (i, j) reads column
             # (T-1) - i + j: stepping one row back shifts the row by one column (the "relative shift" view).
             strides = per_distance.stride()
-            return per_distance.as_strided(
+            bias = per_distance.as_strided(
                 (batch, heads, rows, frames),
                 (strides[0], strides[1], strides[2] - strides[3], strides[3]),
                 per_distance.storage_offset() + (frames - 1 - start) * strides[3],
             )
+            return bias if bias.device.type == "cpu" else bias.contiguous()  # as below: CUDA wants aligned rows
         # Shaw et al.: pair (i, j) reads distance clamp(j - i, -left, right): per row, the left-most distance
         # for every key left of a band of `distances` keys, the band itself, then the right-most distance.
         # Stored skewed, row r shifted right by rows - 1 - r, those three parts are the same columns in every
@@ -296,11 +297,14 @@ class Wav2Vec2BertSelfAttention(nn.Module):
         skewed[..., band + distances :] = per_distance[..., -1:]
         strides = skewed.stride()
         # unskewed column c of row r is skewed column c + rows - 1 - r; key j is unskewed column j + left
-        return skewed.as_strided(
+        bias = skewed.as_strided(
             (batch, heads, rows, frames),
             (strides[0], strides[1], strides[2] - strides[3], strides[3]),
             skewed.storage_offset() + (rows - 1 + left) * strides[3],
         )
+        # CUDA's attention kernels fail on a mask with unaligned rows (H100, bf16: cudaErrorMisalignedAddress):
+        # GPUs get a contiguous copy, cheap there; CPU kernels read the view as it is.
+        return bias if bias.device.type == "cpu" else bias.contiguous()
 
 
 def apply_rotary(hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
