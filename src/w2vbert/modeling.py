@@ -271,17 +271,11 @@ class Wav2Vec2BertSelfAttention(nn.Module):
             return None
         # Scale the (distances, d) table, not the (B, H, rows, distances) product: far less to multiply.
         per_distance = torch.matmul(query, (table * self.scaling).transpose(-1, -2))
-        batch, heads, rows, distances = per_distance.shape
+        *outer, rows, distances = per_distance.shape
         if self.position_embeddings_type == "relative":
             # Transformer-XL: the table runs over distances T-1 down to -(T-1), and pair (i, j) reads column
             # (T-1) - i + j: stepping one row back shifts the row by one column (the "relative shift" view).
-            strides = per_distance.stride()
-            bias = per_distance.as_strided(
-                (batch, heads, rows, frames),
-                (strides[0], strides[1], strides[2] - strides[3], strides[3]),
-                per_distance.storage_offset() + (frames - 1 - start) * strides[3],
-            )
-            return bias if bias.device.type == "cpu" else bias.contiguous()  # as below: CUDA wants aligned rows
+            return shifted_rows(per_distance, frames, frames - 1 - start)
         # Shaw et al.: pair (i, j) reads distance clamp(j - i, -left, right): per row, the left-most distance
         # for every key left of a band of `distances` keys, the band itself, then the right-most distance.
         # Stored skewed, row r shifted right by rows - 1 - r, those three parts are the same columns in every
@@ -290,21 +284,28 @@ class Wav2Vec2BertSelfAttention(nn.Module):
         left = self.left_max_position_embeddings
         band = start + rows - 1  # skewed column where every row's band starts
         width = frames + distances - 1 + rows - 1  # skewed columns
-        shape = (batch, heads, rows)
-        skewed = per_distance.new_empty(*shape, width)
+        skewed = per_distance.new_empty(*outer, rows, width)
         skewed[..., :band] = per_distance[..., :1]  # broadcast copies (torch.cat of expanded parts is 20x slower)
         skewed[..., band : band + distances] = per_distance
         skewed[..., band + distances :] = per_distance[..., -1:]
-        strides = skewed.stride()
         # unskewed column c of row r is skewed column c + rows - 1 - r; key j is unskewed column j + left
-        bias = skewed.as_strided(
-            (batch, heads, rows, frames),
-            (strides[0], strides[1], strides[2] - strides[3], strides[3]),
-            skewed.storage_offset() + (rows - 1 + left) * strides[3],
-        )
-        # CUDA's attention kernels fail on a mask with unaligned rows (H100, bf16: cudaErrorMisalignedAddress):
-        # GPUs get a contiguous copy, cheap there; CPU kernels read the view as it is.
-        return bias if bias.device.type == "cpu" else bias.contiguous()
+        return shifted_rows(skewed, frames, rows - 1 + left)
+
+
+def shifted_rows(table: torch.Tensor, columns: int, first: int) -> torch.Tensor:
+    """(..., rows, columns) whose row r is `table`'s row r from column `first - r` on: each row starts one
+    column further left than the row above (the relative-shift view, no copy on CPU).
+
+    CUDA's attention kernels fail on a mask with rows so unaligned (H100, bf16: cudaErrorMisalignedAddress), so
+    GPUs get a contiguous copy, cheap there; CPU kernels read the view as it is.
+    """
+    *outer, rows, _ = table.shape
+    strides = table.stride()
+    view = table.as_strided(
+        (*outer, rows, columns), (*strides[:-2], strides[-2] - strides[-1], strides[-1]),
+        table.storage_offset() + first * strides[-1],
+    )
+    return view if view.device.type == "cpu" else view.contiguous()
 
 
 def apply_rotary(hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
