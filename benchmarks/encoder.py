@@ -178,7 +178,7 @@ def worker(case: Case, library: str, output: str, threads: int | None) -> dict:
         model = optimize_for_inference(model.float(), quantize="int8")
     else:
         model = model.eval().to(dtype)
-    features = features.to(next(model.parameters()).dtype if case.device == "cuda" else dtype)
+    features = features.to(next(model.parameters()).dtype)  # the model's compute dtype (bitsandbytes: fp16)
     gc.collect()
     loaded = memory_now(case.device)
     memory_peak_reset(case.device)
