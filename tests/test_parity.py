@@ -211,3 +211,24 @@ def test_gradients_match_transformers(position, chunk_elements, tmp_path, monkey
             torch.testing.assert_close(parameter.grad, expected[name].grad, atol=1e-5, rtol=1e-4, msg=name)
     if position == "relative_key":  # the distance table itself learns
         assert ours.encoder.layers[0].self_attn.distance_embedding.weight.grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("lengths", [[90], [90, 71, 40]])  # one clip; a padded batch
+def test_long_clip_shaw_attention_by_key_regions_matches_transformers(lengths, tmp_path, monkeypatch):
+    """Long clips on CPU split the keys into the two far regions (plain attention over shifted keys) and the band
+    of clamped distances; small chunks here make a 90-frame clip take that path, which must equal the bias path."""
+    import w2vbert.modeling
+
+    monkeypatch.setattr(w2vbert.modeling, "ATTENTION_CHUNK_ROWS_CPU", 8)  # regions from 2 * (8 + 10) frames on
+    calls = []
+    by_regions = w2vbert.modeling.Wav2Vec2BertSelfAttention._attend_by_regions
+    monkeypatch.setattr(w2vbert.modeling.Wav2Vec2BertSelfAttention, "_attend_by_regions",
+                        lambda *args: calls.append(1) or by_regions(*args))
+    reference, ours = model_pair("Wav2Vec2BertModel", tmp_path, position_embeddings_type="relative_key")
+    features, mask = random_batch(lengths)
+    with torch.no_grad():
+        expected = reference(features, attention_mask=mask).last_hidden_state
+        output = ours(features, attention_mask=mask).last_hidden_state
+    assert calls, "the key-regions path was not taken"
+    valid = mask.bool()
+    torch.testing.assert_close(output[valid], expected[valid], atol=ATOL, rtol=0)
