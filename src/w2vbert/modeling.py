@@ -267,8 +267,9 @@ class Wav2Vec2BertSelfAttention(nn.Module):
         self, query: torch.Tensor, table: torch.Tensor | None, rows: int, output_attentions: bool, dropout_p: float
     ) -> bool:
         """Whether Shaw attention splits the keys into regions (`_attend_by_regions`): CPU inference on clips long
-        enough that most keys lie beyond the clamped distances (measured, fp32, 2 threads, one 600M attention:
-        0.84x at 500 frames, 1.14x at 600, 1.27x at 1000, 1.47x at 2000, 1.68x at 6000 = 120 s)."""
+        enough that most keys lie beyond the clamped distances. Measured against the bias path, one 600M attention,
+        2 threads: fp32 0.9-1.06x at 300-600 frames, 1.47x at 700, 1.41x at 1500, 1.68x at 6000 (120 s); bf16
+        0.7-0.8x at 300-600, 1.18x at 750, 1.52x at 1500, 1.75x at 6000. Hence from 2 x (rows + distances) = 658."""
         return (
             self.position_embeddings_type == "relative_key" and table is not None and query.device.type == "cpu"
             and self.use_sdpa and not output_attentions and dropout_p == 0.0
