@@ -185,6 +185,34 @@ def test_attention_in_query_chunks_equals_one_chunk(position, monkeypatch):
     torch.testing.assert_close(chunked, whole, atol=ATOL, rtol=0)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    left=st.integers(1, 9), right=st.integers(0, 6), rows=st.integers(1, 12),
+    lengths=st.lists(st.integers(1, 70), min_size=1, max_size=3), dtype=st.sampled_from(["float32", "bfloat16"]),
+)
+def test_shaw_attention_by_key_regions_equals_the_bias_path(left, right, rows, lengths, dtype):
+    """Splitting the keys into the far-left / band / far-right regions (long CPU clips) changes no output: any
+    clamp range, chunk size, clip lengths and padding, including chunks whose band reaches either end."""
+    config = w2vbert.Wav2Vec2BertConfig(**tiny_config_kwargs(
+        left_max_position_embeddings=left, right_max_position_embeddings=right))
+    torch.manual_seed(len(lengths) + rows)
+    attention = modeling.Wav2Vec2BertSelfAttention(config).eval().to(getattr(torch, dtype))
+    heads, size, frames = attention.num_heads, attention.head_size, max(lengths)
+    query, key, value = (torch.randn(len(lengths), heads, frames, size).to(attention.linear_q.weight.dtype)
+                         for _ in range(3))
+    valid = torch.arange(frames)[None] < torch.tensor(lengths)[:, None]
+    table = attention.distance_embedding.weight * 3  # larger than initialised, so the bias matters
+    outputs = {}
+    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(modeling, "ATTENTION_CHUNK_ROWS_CPU", rows)
+        for regions in (False, True):
+            patch.setattr(modeling.Wav2Vec2BertSelfAttention, "_by_regions", lambda *args, on=regions: on)
+            outputs[regions], _ = attention._attend_in_chunks(query, key, value, query, table, valid, False, 0.0)
+    tolerance = ATOL if dtype == "float32" else 2e-2
+    torch.testing.assert_close(outputs[True][valid[:, None].expand(-1, heads, -1)].float(),
+                               outputs[False][valid[:, None].expand(-1, heads, -1)].float(), atol=tolerance, rtol=0)
+
+
 def test_shaw_attention_memory_grows_linearly_not_with_frames_squared_times_head_dim():
     """120 s of audio (6000 steps) through one Shaw block: transformers builds a 6000 x 6000 x 64 tensor (9 GB
     in fp32). Here the peak must stay a small multiple of the per-chunk bias (128 MB)."""
