@@ -12,6 +12,7 @@ from typing import Any
 from . import heads, modeling
 from .config import Wav2Vec2BertConfig
 from .features import SeamlessM4TFeatureExtractor
+from .hub import HubOptions
 from .pretrained import Wav2Vec2BertPreTrainedModel
 from .processor import Wav2Vec2BertProcessor
 from .tokenizer import Wav2Vec2CTCTokenizer
@@ -51,9 +52,8 @@ class _AutoModel:
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any) -> Any:
         target = cls.default
         if target is None:
-            hub_keys = ("revision", "cache_dir", "local_files_only", "token", "subfolder")
-            hub = {k: kwargs[k] for k in hub_keys if k in kwargs}
-            target = model_class_for(Wav2Vec2BertConfig.from_pretrained(path_or_repo_id, **hub))
+            hub = HubOptions(**{k: kwargs[k] for k in HubOptions.keys() if k in kwargs})
+            target = model_class_for(Wav2Vec2BertConfig.from_hub(path_or_repo_id, hub))
         return target.from_pretrained(path_or_repo_id, **kwargs)
 
     @classmethod

@@ -19,7 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .hub import OFFLINE_HINT, resolve_file, resolve_optional_file
+from .files import atomic_output, atomic_write_text
+from .hub import DEFAULT_HUB, OFFLINE_HINT, HubOptions, resolve_file, resolve_optional_file
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -68,12 +69,10 @@ def torch_load_weights_only(path: str | os.PathLike, allowed_globals: Sequence[t
         raise ValueError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {error}") from None
 
 
-def load_checkpoint(
-    path_or_repo_id: str | os.PathLike, **hub_options: object
-) -> dict[str, torch.Tensor]:
+def load_checkpoint(path_or_repo_id: str | os.PathLike, hub: HubOptions = DEFAULT_HUB) -> dict[str, torch.Tensor]:
     """All weights of a model directory or hub repo, in any of the Hugging Face layouts."""
     def resolve(name: str) -> Path | None:
-        return resolve_optional_file(path_or_repo_id, name, **hub_options)
+        return resolve_optional_file(path_or_repo_id, name, hub)
 
     for single, index in ((SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME), (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)):
         path = resolve(single)
@@ -81,7 +80,7 @@ def load_checkpoint(
             return load_weights_file(path)
         index_path = resolve(index)
         if index_path is not None:
-            return _load_sharded(index_path, lambda name: resolve_file(path_or_repo_id, name, **hub_options))
+            return _load_sharded(index_path, lambda name: resolve_file(path_or_repo_id, name, hub))
     hint = "" if Path(path_or_repo_id).is_dir() else f" (if it is a hub repo: {OFFLINE_HINT})"
     raise FileNotFoundError(
         f"{path_or_repo_id} has no weights: expected {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME}, "
@@ -153,16 +152,6 @@ def save_checkpoint(
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> Path:
-    temporary = path.with_name(path.name + ".tmp")
-    save_file(tensors, temporary, metadata={"format": "pt"})  # transformers requires format=pt
-    os.replace(temporary, path)
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file under a temporary name, then rename it into place."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    with atomic_output(path) as temporary:
+        save_file(tensors, temporary, metadata={"format": "pt"})  # transformers requires format=pt
     return path

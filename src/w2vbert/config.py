@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import atomic_write_text, read_json_object
+from .hub import HubOptions, resolve_file
+
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "wav2vec2-bert"
 POSITION_EMBEDDING_TYPES = (None, "relative_key", "relative", "rotary")
@@ -224,16 +227,12 @@ class Wav2Vec2BertConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        from .checkpoint import atomic_write_text
-
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / CONFIG_NAME, self.to_json_string())
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> Wav2Vec2BertConfig:
-        from .hub import read_json_object
-
         return cls.from_dict(read_json_object(path), **overrides)
 
     @classmethod
@@ -249,10 +248,10 @@ class Wav2Vec2BertConfig:
         **overrides: Any,
     ) -> Wav2Vec2BertConfig:
         """Read `config.json` from a directory or a hub repo id; keyword overrides replace stored values."""
-        from .hub import resolve_file
+        hub = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+        return cls.from_hub(path_or_repo_id, hub, **overrides)
 
-        path = resolve_file(
-            path_or_repo_id, CONFIG_NAME, revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token, subfolder=subfolder,
-        )
-        return cls.from_json_file(path, **overrides)
+    @classmethod
+    def from_hub(cls, path_or_repo_id: str | os.PathLike, hub: HubOptions, **overrides: Any) -> Wav2Vec2BertConfig:
+        """`from_pretrained` with the hub options already gathered (what the model's loading calls)."""
+        return cls.from_json_file(resolve_file(path_or_repo_id, CONFIG_NAME, hub), **overrides)

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_text
-from .hub import read_json_object
+from .files import atomic_write_text, read_json_object
+from .hub import HubOptions, resolve_optional_file
 
 logger = logging.getLogger("w2vbert")
 
@@ -614,15 +614,18 @@ class SeamlessM4TFeatureExtractor:
     ) -> SeamlessM4TFeatureExtractor:
         """Read `preprocessor_config.json` (or the "feature_extractor" entry of a transformers 5
         `processor_config.json`) from a directory or hub repo id; keyword overrides replace stored values."""
-        from .hub import resolve_optional_file
+        hub = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+        return cls.from_hub(path_or_repo_id, hub, **overrides)
 
-        where = dict(
-            revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token, subfolder=subfolder
-        )
-        path = resolve_optional_file(path_or_repo_id, PREPROCESSOR_CONFIG_NAME, **where)
+    @classmethod
+    def from_hub(
+        cls, path_or_repo_id: str | os.PathLike, hub: HubOptions, **overrides: Any
+    ) -> SeamlessM4TFeatureExtractor:
+        """`from_pretrained` with the hub options already gathered."""
+        path = resolve_optional_file(path_or_repo_id, PREPROCESSOR_CONFIG_NAME, hub)
         if path is not None:
             return cls.from_dict(read_json_object(path), **overrides)
-        path = resolve_optional_file(path_or_repo_id, PROCESSOR_CONFIG_NAME, **where)
+        path = resolve_optional_file(path_or_repo_id, PROCESSOR_CONFIG_NAME, hub)
         if path is not None and isinstance(read_json_object(path).get("feature_extractor"), dict):
             return cls.from_dict(read_json_object(path)["feature_extractor"], **overrides)
         raise FileNotFoundError(

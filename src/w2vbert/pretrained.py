@@ -18,6 +18,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Wav2Vec2BertConfig
+from .hub import HubOptions
 
 logger = logging.getLogger("w2vbert")
 
@@ -257,9 +258,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
                     "quantize='int8' (PyTorch's own int8) or torch_dtype=torch.bfloat16 instead"
                 )
             quantize = "int8"
-        hub = dict(
-            revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token, subfolder=subfolder
-        )
+        hub = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
         if (
             Path(pretrained_model_name_or_path).suffix in (".pt", ".pth")
             and Path(pretrained_model_name_or_path).is_file()
@@ -285,13 +284,13 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
 
     @staticmethod
     def _config_and_state(
-        path: str | os.PathLike, config: Wav2Vec2BertConfig | None, hub: dict[str, Any], overrides: dict[str, Any]
+        path: str | os.PathLike, config: Wav2Vec2BertConfig | None, hub: HubOptions, overrides: dict[str, Any]
     ) -> tuple[Wav2Vec2BertConfig, dict[str, torch.Tensor]]:
         if config is None:
-            config = Wav2Vec2BertConfig.from_pretrained(path, **hub, **overrides)
+            config = Wav2Vec2BertConfig.from_hub(path, hub, **overrides)
         elif overrides:
             config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **overrides)
-        return config, load_checkpoint(path, **hub)
+        return config, load_checkpoint(path, hub)
 
     @classmethod
     def _from_state_dict(

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_text
-from .hub import read_json_object
+from .files import atomic_write_text, read_json_object
+from .hub import HubOptions, resolve_optional_file
 
 logger = logging.getLogger("w2vbert")
 
@@ -321,12 +321,13 @@ class Wav2Vec2CTCTokenizer:
         **overrides: Any,
     ) -> Wav2Vec2CTCTokenizer:
         """Read vocab.json (required) and the optional config / special-token / added-token files."""
-        from .hub import resolve_optional_file
+        hub = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+        return cls.from_hub(path_or_repo_id, hub, **overrides)
 
-        where = dict(
-            revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token, subfolder=subfolder
-        )
-        vocab_path = resolve_optional_file(path_or_repo_id, VOCAB_NAME, **where)
+    @classmethod
+    def from_hub(cls, path_or_repo_id: str | os.PathLike, hub: HubOptions, **overrides: Any) -> Wav2Vec2CTCTokenizer:
+        """`from_pretrained` with the hub options already gathered."""
+        vocab_path = resolve_optional_file(path_or_repo_id, VOCAB_NAME, hub)
         if vocab_path is None:
             raise FileNotFoundError(
                 f"{path_or_repo_id} has no {VOCAB_NAME}: it has no CTC tokenizer (a base checkpoint such as "
@@ -334,14 +335,14 @@ class Wav2Vec2CTCTokenizer:
             )
         config: dict[str, Any] = {}
         for name in (TOKENIZER_CONFIG_NAME, SPECIAL_TOKENS_MAP_NAME):
-            path = resolve_optional_file(path_or_repo_id, name, **where)
+            path = resolve_optional_file(path_or_repo_id, name, hub)
             if path is not None:
                 values = read_json_object(path)
                 config.update(
                     {k: v["content"] if isinstance(v, dict) and "content" in v else v for k, v in values.items()}
                 )
         vocab = read_json_object(vocab_path)
-        added = resolve_optional_file(path_or_repo_id, ADDED_TOKENS_NAME, **where)
+        added = resolve_optional_file(path_or_repo_id, ADDED_TOKENS_NAME, hub)
         if added is not None:  # older transformers kept tokens added after training here
             vocab = vocab | {k: int(v) for k, v in read_json_object(added).items()}
         for key in (

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text
+from .files import atomic_write_text
 
 FORMATS = ("txt", "json", "srt", "vtt", "tsv")
 SEGMENT_PAUSE_S = 0.8  # a silence this long between words starts a new subtitle
