@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import w2vbert
 from conftest import HEAD_CASES, case_id, random_batch, tiny_config_kwargs
-from w2vbert import modeling
+from w2vbert import attention, modeling
 
 ATOL = 1e-5
 
@@ -180,7 +180,7 @@ def test_attention_in_query_chunks_equals_one_chunk(position, monkeypatch):
     features, mask = random_batch([37, 25])
     with torch.no_grad():
         whole = model(features, attention_mask=mask).last_hidden_state
-        monkeypatch.setattr(modeling, "ATTENTION_CHUNK_ELEMENTS", 2 * 4 * 37 * 5)  # 5 query rows per chunk
+        monkeypatch.setattr(attention, "ATTENTION_CHUNK_ELEMENTS", 2 * 4 * 37 * 5)  # 5 query rows per chunk
         chunked = model(features, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(chunked, whole, atol=ATOL, rtol=0)
 
@@ -196,30 +196,32 @@ def test_shaw_attention_by_key_regions_equals_the_bias_path(left, right, rows, l
     config = w2vbert.Wav2Vec2BertConfig(**tiny_config_kwargs(
         left_max_position_embeddings=left, right_max_position_embeddings=right))
     torch.manual_seed(len(lengths) + rows)
-    attention = modeling.Wav2Vec2BertSelfAttention(config).eval().to(getattr(torch, dtype))
-    heads, size, frames = attention.num_heads, attention.head_size, max(lengths)
-    query, key, value = (torch.randn(len(lengths), heads, frames, size).to(attention.linear_q.weight.dtype)
+    module = modeling.Wav2Vec2BertSelfAttention(config).eval().to(getattr(torch, dtype))
+    heads, size, frames = module.num_heads, module.head_size, max(lengths)
+    query, key, value = (torch.randn(len(lengths), heads, frames, size).to(module.linear_q.weight.dtype)
                          for _ in range(3))
     valid = torch.arange(frames)[None] < torch.tensor(lengths)[:, None]
-    table = attention.distance_embedding.weight * 3  # larger than initialised, so the bias matters
+    position = attention.ShawPosition(module.distance_embedding.weight * 3, left)  # larger than initialised
+    options = dict(position=position, valid=valid, scale=module.scaling, rows=rows)
     outputs = {}
-    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(modeling, "ATTENTION_CHUNK_ROWS_CPU", rows)
-        for regions in (False, True):
-            patch.setattr(modeling.Wav2Vec2BertSelfAttention, "_by_regions", lambda *args, on=regions: on)
-            outputs[regions], _ = attention._attend_in_chunks(query, key, value, query, table, valid, False, 0.0)
+    with torch.no_grad():
+        outputs[False], _ = attention.attend_in_chunks(query, key, value, **options)
+        outputs[True] = attention.attend_by_regions(query, key, value, **options)
     tolerance = ATOL if dtype == "float32" else 2e-2
     torch.testing.assert_close(outputs[True][valid[:, None].expand(-1, heads, -1)].float(),
                                outputs[False][valid[:, None].expand(-1, heads, -1)].float(), atol=tolerance, rtol=0)
 
 
 def test_shaw_attention_memory_grows_linearly_not_with_frames_squared_times_head_dim():
-    """120 s of audio (6000 steps) through one Shaw block: transformers builds a 6000 x 6000 x 64 tensor (9 GB
-    in fp32). Here the peak must stay a small multiple of the per-chunk bias (128 MB)."""
+    """120 s of audio (6000 steps) through one Shaw block of 16 heads, on the bias path (the key-regions path
+    switched off): transformers builds a 6000 x 6000 x head_dim tensor (9 GB in fp32 for the real model), and even
+    one unchunked (16, 6000, 6000) bias is 2.3 GB. Here the peak must stay a small multiple of the per-chunk bias
+    (under 128 MB), which only holds while the bias is built chunk by chunk."""
     script = textwrap.dedent(
         """
         import resource, torch, w2vbert
-        config = w2vbert.Wav2Vec2BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=1,
+        w2vbert.attention.FLASH_CPU = None  # no key regions: every chunk builds its (16, rows, 6000) bias
+        config = w2vbert.Wav2Vec2BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=16,
                                             intermediate_size=64)
         model = w2vbert.Wav2Vec2BertModel(config).eval()
         with torch.no_grad():

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .files import atomic_write_text, read_json_object
-from .hub import HubOptions, resolve_optional_file
+from .hub import DEFAULT_HUB, HubOptions, resolve_optional_file
 
 logger = logging.getLogger("w2vbert")
 
@@ -630,8 +630,30 @@ class SeamlessM4TFeatureExtractor:
             return cls.from_dict(read_json_object(path)["feature_extractor"], **overrides)
         raise FileNotFoundError(
             f"{path_or_repo_id} has no {PREPROCESSOR_CONFIG_NAME} (nor a {PROCESSOR_CONFIG_NAME} with a "
-            "'feature_extractor' entry); for W2v-BERT 2.0 defaults use SeamlessM4TFeatureExtractor(padding_value=1.0)"
+            "'feature_extractor' entry); for W2v-BERT 2.0's front end use w2vbert.features.default_feature_extractor()"
         )
+
+
+def default_feature_extractor() -> SeamlessM4TFeatureExtractor:
+    """W2v-BERT 2.0's front end as its published preprocessor_config.json sets it (padding value 1, stride 2)."""
+    return SeamlessM4TFeatureExtractor(padding_value=1.0)
+
+
+def feature_extractor_for(
+    path_or_repo_id: str | os.PathLike, hub: HubOptions = DEFAULT_HUB
+) -> SeamlessM4TFeatureExtractor:
+    """The checkpoint's own feature extractor, or W2v-BERT 2.0's (with a warning) when it has no preprocessor config.
+
+    Only a missing file falls back: a config that is present but unreadable, or a hub that cannot be reached, is
+    an error (a fallback there would silently change the model's inputs).
+    """
+    try:
+        return SeamlessM4TFeatureExtractor.from_hub(path_or_repo_id, hub)
+    except FileNotFoundError:
+        logger.warning(
+            "%s has no %s: using the W2v-BERT 2.0 feature extractor defaults", path_or_repo_id, PREPROCESSOR_CONFIG_NAME
+        )
+        return default_feature_extractor()
 
 
 # ------------------------------------------------------------------------------------------ input helpers

@@ -11,13 +11,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Wav2Vec2BertConfig
+from .layers import lengths_to_mask
 from .modeling import Wav2Vec2BertModel
 from .outputs import CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput, XVectorOutput
-from .pretrained import Wav2Vec2BertPreTrainedModel, lengths_to_mask
+from .pretrained import Wav2Vec2BertPreTrainedModel
 
 
 class _HeadModel(Wav2Vec2BertPreTrainedModel):
     """The encoder plus what the heads share: frame lengths, weighted layer sums, freezing."""
+
+    def __init__(self, config: Wav2Vec2BertConfig) -> None:
+        super().__init__(config)
+        self.layer_weights = None  # softmax weights of the hidden states, with config.use_weighted_layer_sum
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The layer weights start equal, as transformers initialises them."""
+        if self.layer_weights is not None:
+            self.layer_weights.fill_(1.0 / len(self.layer_weights))
 
     def _encode(
         self,
@@ -215,6 +226,11 @@ class AMSoftmaxLoss(nn.Module):
         self.margin = margin
         self.num_labels = num_labels
         self.weight = nn.Parameter(torch.randn(input_dim, num_labels))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Class weights start standard normal, as transformers initialises them."""
+        self.weight.normal_()
 
     def forward(self, hidden_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = labels.flatten()

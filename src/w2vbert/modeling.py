@@ -1,17 +1,20 @@
-"""The Wav2Vec2-BERT encoder: feature projection, Conformer blocks, optional adapter, and `Wav2Vec2BertModel`.
+"""The Wav2Vec2-BERT encoder, module by module, and `Wav2Vec2BertModel`.
+
+The recipe (W2v-BERT 2.0: 24 blocks of width 1024; ../shared/reference/original-checkpoint.md):
+
+    input_features (B, T, 160): two stacked 80-bin fbank frames per 20 ms step
+    -> feature_projection: LayerNorm(160) -> Linear(160, hidden)
+    -> encoder: Conformer blocks, each
+           x + 0.5 * ffn1(LN(x)) -> x + self_attn(LN(x)) -> x + conv_module(x) -> x + 0.5 * ffn2(LN(x)) -> LN(x)
+       with self-attention's position term chosen by `position_embeddings_type` (Shaw's clamped distances for
+       W2v-BERT 2.0; the attention itself runs in attention.py)
+    -> [intermediate_ffn (0.5 residual)] -> [adapter: strided Conformer layers] -> [inner_layer_norm]
+    -> last_hidden_state (B, T', output_hidden_size)
 
 Module attribute names are the Hugging Face checkpoint names, so `model.safetensors` from the hub loads with
-no remapping. Padding travels as a boolean `valid` mask (batch, frames), True on real frames, right-padded.
-Every stage that mixes time steps says how it keeps padded frames out, so a clip gives the same output
-alone and inside a padded batch.
-
-Profile (torch.profiler, full 600M config, 1 x 500 frames, CPU, 2 threads; issue 6): in fp32 the Linear matmuls
-were 48% of the time, the three convolutions of each block 17% (the kernel-1 ones through oneDNN on transposed
-(B, C, T) input), copies 15% (those transposes and the causal F.pad), layer norms 8%, adds/muls 8%, attention
-(SDPA with the Shaw bias) only 5% with its bias gather 2%. In bf16 the copies were the top entry (26%) and the
-convolutions 21%, ahead of the matmuls (29% with their bias copies). Hence the convolution module runs
-channels-last as matmuls plus a channels-last depthwise conv (no copies), and the half-step residuals are single
-fused adds. Remaining copies are addmm's bias broadcast and the attention output's head merge.
+no remapping. Padding travels as a boolean `valid` mask (B, T), True on real frames, right-padded. Every stage
+that mixes time steps says how it keeps padded frames out, so a clip gives the same output alone and inside a
+padded batch.
 """
 
 from __future__ import annotations
@@ -19,38 +22,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .attention import Position, RelativePosition, ShawPosition, attend
 from .config import Wav2Vec2BertConfig
+from .layers import PointwiseConv1d, activation, causal_depthwise_conv, lengths_to_mask, strided_conv_lengths
 from .outputs import LayerEmbedding, Wav2Vec2BaseModelOutput
-from .pretrained import Wav2Vec2BertPreTrainedModel, lengths_to_mask
+from .pretrained import Wav2Vec2BertPreTrainedModel
 from .spec_augment import compute_mask_indices
-
-# Query rows per attention chunk are chosen so one chunk's (batch, heads, rows, frames) bias stays under this
-# many elements (128 MB in fp32): attention memory then grows linearly with the clip, not quadratically.
-ATTENTION_CHUNK_ELEMENTS = 2**25
-# ... and on CPU at most this many rows: a smaller bias stays in cache between being built and read (fp32,
-# 600M model, 500 frames: 256 rows per chunk 2-13% faster than one chunk; bf16 the same either way).
-ATTENTION_CHUNK_ROWS_CPU = 256
-# CPU flash attention that also returns each row's log-sum-exp, which merging partial attentions needs (an aten
-# op of PyTorch >= 2.2 behind F.scaled_dot_product_attention on CPU); without it the bias path serves alone.
-_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-
-
-def activation(name: str) -> nn.Module:
-    """The activation a config names (Hugging Face's ACT2FN names; "gelu" is the exact erf form)."""
-    return {
-        "relu": nn.ReLU,
-        "gelu": nn.GELU,
-        "gelu_new": lambda: nn.GELU(approximate="tanh"),
-        "swish": nn.SiLU,
-        "silu": nn.SiLU,
-        "selu": nn.SELU,
-        "tanh": nn.Tanh,
-        "sigmoid": nn.Sigmoid,
-    }[name]()
 
 
 class Wav2Vec2BertFeatureProjection(nn.Module):
@@ -60,8 +40,14 @@ class Wav2Vec2BertFeatureProjection(nn.Module):
         super().__init__()
         self.layer_norm = nn.LayerNorm(config.feature_projection_input_dim, eps=config.layer_norm_eps)
         self.projection = nn.Linear(config.feature_projection_input_dim, config.hidden_size)
-        self.projection.fan_in_uniform = True  # initialised U(-1/sqrt(160), 1/sqrt(160)), as transformers does
         self.dropout = nn.Dropout(config.feat_proj_dropout)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The projection starts U(-1/sqrt(160), 1/sqrt(160)), weight and bias, as transformers initialises it."""
+        bound = math.sqrt(1 / self.projection.in_features)
+        self.projection.weight.uniform_(-bound, bound)
+        self.projection.bias.uniform_(-bound, bound)
 
     def forward(self, input_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         normed = self.layer_norm(input_features)  # (B, T, 160): returned as `extract_features`
@@ -89,20 +75,20 @@ class Wav2Vec2BertConvolutionModule(nn.Module):
     """LN -> pointwise conv + GLU -> causal depthwise conv -> LN -> activation -> pointwise conv.
 
     Runs channels-last, on (B, T, C) from end to end: the kernel-1 convolutions are matmuls over channels
-    (`F.linear` on the squeezed weight) and the depthwise one runs as a channels-last 2-D convolution. The
-    transposes a (B, C, T) layout needs were a third of the copies in the profile (see `modeling` notes).
+    (`PointwiseConv1d`) and the depthwise one runs as a channels-last 2-D convolution (`causal_depthwise_conv`),
+    so no (B, C, T) transpose is ever copied.
     """
 
     def __init__(self, config: Wav2Vec2BertConfig) -> None:
         super().__init__()
         channels, kernel = config.hidden_size, config.conv_depthwise_kernel_size
         self.layer_norm = nn.LayerNorm(channels, eps=config.layer_norm_eps)
-        self.pointwise_conv1 = nn.Conv1d(channels, 2 * channels, kernel_size=1, bias=False)
+        self.pointwise_conv1 = PointwiseConv1d(channels, 2 * channels)
         self.glu = nn.GLU(dim=-1)  # over channels, which are last here
         self.depthwise_conv = nn.Conv1d(channels, channels, kernel, groups=channels, bias=False)
         self.depthwise_layer_norm = nn.LayerNorm(channels, eps=config.layer_norm_eps)
         self.activation = activation(config.hidden_act)
-        self.pointwise_conv2 = nn.Conv1d(channels, channels, kernel_size=1, bias=False)
+        self.pointwise_conv2 = PointwiseConv1d(channels, channels)
         self.dropout = nn.Dropout(config.conformer_conv_dropout)
 
     def forward(self, hidden_states: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -111,46 +97,18 @@ class Wav2Vec2BertConvolutionModule(nn.Module):
             # Padded frames are zeroed before the convolutions (fairseq2 does the same): the causal kernel only
             # looks left, so right padding could not leak anyway, but zeros keep padded outputs finite and tame.
             hidden_states = hidden_states.masked_fill(~valid[..., None], 0.0)
-        hidden_states = self.glu(pointwise(self.pointwise_conv1, hidden_states))  # (B, T, C)
+        hidden_states = self.glu(self.pointwise_conv1(hidden_states))  # (B, T, C)
         hidden_states = causal_depthwise_conv(hidden_states, self.depthwise_conv.weight)
         hidden_states = self.activation(self.depthwise_layer_norm(hidden_states))
-        return self.dropout(pointwise(self.pointwise_conv2, hidden_states))
-
-
-def pointwise(layer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """A kernel-1 Conv1d applied to channels-last (B, T, C_in) -> (B, T, C_out), as the matmul it is.
-
-    `layer` may also be an `nn.Linear`-like module (what `quantization.optimize_for_inference` swaps in for
-    int8), which is then simply called.
-    """
-    if isinstance(layer, nn.Conv1d):
-        return F.linear(hidden_states, layer.weight[:, :, 0], layer.bias)
-    return layer(hidden_states)
-
-
-def causal_depthwise_conv(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Depthwise convolution over time that only looks left: (B, T, C) and weight (C, 1, K) -> (B, T, C).
-
-    Frame t sees frames t-K+1 .. t (zeros before the start), as Conv1d on a left-padded (B, C, T) input. Run as
-    a 2-D convolution on a (B, C, 1, T) view whose memory is channels-last, which oneDNN takes without a
-    reorder, padded by K-1 on both sides (cheaper than an F.pad copy); the first T outputs are the causal ones.
-    About 3x faster than the (B, C, T) Conv1d on a 500 x 1024 input on this CPU, and bit-identical.
-    """
-    batch, frames, channels = hidden_states.shape
-    kernel = weight.shape[-1]
-    as_image = hidden_states[:, None].permute(0, 3, 1, 2)  # (B, C, 1, T) with channels-last strides: no copy
-    output = F.conv2d(as_image, weight[:, :, None, :], groups=channels, padding=(0, kernel - 1))
-    # (B, C, 1, T+K-1) channels-last; output t reads inputs t-K+1 .. t: keep the first T, drop the K-1 that
-    # read past the end (right padding).
-    return output.permute(0, 2, 3, 1)[:, :, :frames].reshape(batch, frames, channels)
+        return self.dropout(self.pointwise_conv2(hidden_states))
 
 
 class Wav2Vec2BertSelfAttention(nn.Module):
     """Multi-head self-attention with the position scheme the config names.
 
-    Position schemes add a per-pair score bias. It is built one chunk of query rows at a time from the
-    distinct distances (73 for Shaw's clamped [-64, 8]), never as a (frames, frames, head_dim) tensor, and
-    handed to `scaled_dot_product_attention` as its additive mask.
+    `forward` projects, picks the position term once (`project`), and hands both to `attention.attend`, which
+    keeps the per-pair position bias linear in memory (it is built per chunk of query rows from the distinct
+    distances, never as a (frames, frames, head_dim) tensor). The parameters are the checkpoint's.
     """
 
     def __init__(self, config: Wav2Vec2BertConfig, is_adapter_attention: bool = False) -> None:
@@ -176,6 +134,13 @@ class Wav2Vec2BertSelfAttention(nn.Module):
             num_distances = config.left_max_position_embeddings + config.right_max_position_embeddings + 1
             self.distance_embedding = nn.Embedding(num_distances, self.head_size)
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Transformer-XL's u and v start Xavier-uniform, as transformers initialises them."""
+        if self.position_embeddings_type == "relative":
+            nn.init.xavier_uniform_(self.pos_bias_u)
+            nn.init.xavier_uniform_(self.pos_bias_v)
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -185,190 +150,40 @@ class Wav2Vec2BertSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden_states (B, T, C); valid (B, T) bool or None. Returns (B, T, C) and (B, H, T, T) or None."""
         batch, frames, channels = hidden_states.shape
-        query_key_input = hidden_states
-        if self.position_embeddings_type == "rotary":
-            # As in transformers: the rotation is applied to the block input, before the q/k projections.
-            query_key_input = apply_rotary(hidden_states, *position_embeddings, self.num_heads)
-        split = (batch, frames, self.num_heads, self.head_size)
-        query = self.linear_q(query_key_input).view(split).transpose(1, 2)  # (B, H, T, d)
-        key = self.linear_k(query_key_input).view(split).transpose(1, 2)
-        value = self.linear_v(hidden_states).view(split).transpose(1, 2)
-
-        bias_query = query
-        position_table = None
-        if self.position_embeddings_type == "relative":
-            # Transformer-XL: content term uses q + u, position term q + v against projected sinusoids.
-            position_table = self.linear_pos(position_embeddings).view(-1, self.num_heads, self.head_size)
-            position_table = position_table.transpose(0, 1)  # (H, 2T-1, d), distance T-1 ... -(T-1)
-            bias_query = query + self.pos_bias_v[None, :, None, :]
-            query = query + self.pos_bias_u[None, :, None, :]
-        elif self.position_embeddings_type == "relative_key":
-            position_table = self.distance_embedding.weight.to(query.dtype)  # (73, d)
-
-        dropout_p = self.dropout.p if self.training else 0.0
-        if position_table is None and not output_attentions and self.use_sdpa:
-            key_mask = None if valid is None else valid[:, None, None, :]  # (B, 1, 1, T): padded keys out
-            output = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout_p)
-            probabilities = None
-        else:
-            output, probabilities = self._attend_in_chunks(
-                query, key, value, bias_query, position_table, valid, output_attentions, dropout_p
-            )
-        output = output.transpose(1, 2).reshape(batch, frames, channels)
+        query, key, value, position = self.project(hidden_states, position_embeddings)
+        output, probabilities = attend(
+            query, key, value, position=position, valid=valid, scale=self.scaling,
+            dropout_p=self.dropout.p if self.training else 0.0, output_attentions=output_attentions,
+            explicit=not self.use_sdpa,
+        )
+        output = output.transpose(1, 2).reshape(batch, frames, channels)  # (B, H, T, d) -> (B, T, C)
         return self.linear_out(output), probabilities
 
-    def _attend_in_chunks(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        bias_query: torch.Tensor,
-        position_table: torch.Tensor | None,
-        valid: torch.Tensor | None,
-        output_attentions: bool,
-        dropout_p: float,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        batch, heads, frames, _ = query.shape
-        rows = frames
-        if not output_attentions:
-            rows = max(1, ATTENTION_CHUNK_ELEMENTS // (batch * heads * frames))
-            if query.device.type == "cpu":
-                rows = min(rows, ATTENTION_CHUNK_ROWS_CPU)
-        key_penalty = None
-        if valid is not None:
-            # Padded keys get the most negative finite score (as transformers), so no row is ever all -inf.
-            key_penalty = torch.zeros(valid.shape, dtype=query.dtype, device=query.device)
-            key_penalty = key_penalty.masked_fill(~valid, torch.finfo(query.dtype).min)[:, None, None, :]
-        if self._by_regions(query, position_table, rows, output_attentions, dropout_p):
-            return self._attend_by_regions(query, key, value, bias_query, position_table, key_penalty, rows), None
-        outputs, probabilities = [], []
-        for start in range(0, frames, rows):
-            stop = min(start + rows, frames)
-            bias = self._position_bias(bias_query[:, :, start:stop], position_table, start, frames)
-            if key_penalty is not None:
-                bias = key_penalty if bias is None else bias + key_penalty  # not in place: bias may be a view
-            if output_attentions or not self.use_sdpa:
-                scores = torch.matmul(query[:, :, start:stop], key.transpose(2, 3)) * self.scaling
-                if bias is not None:
-                    scores = scores + bias
-                weights = F.dropout(scores.softmax(dim=-1), p=dropout_p, training=dropout_p > 0)
-                outputs.append(torch.matmul(weights, value))
-                probabilities.append(weights)
-            else:
-                outputs.append(
-                    F.scaled_dot_product_attention(
-                        query[:, :, start:stop], key, value, attn_mask=bias, dropout_p=dropout_p, scale=self.scaling
-                    )
-                )
-        output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
-        return output, (torch.cat(probabilities, dim=2) if output_attentions else None)
+    def project(
+        self, hidden_states: torch.Tensor, position_embeddings: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Position | None]:
+        """Query, key, value (B, H, T, d) and the position term: the one place the position scheme is chosen."""
+        batch, frames, _ = hidden_states.shape
 
-    def _by_regions(
-        self, query: torch.Tensor, table: torch.Tensor | None, rows: int, output_attentions: bool, dropout_p: float
-    ) -> bool:
-        """Whether Shaw attention splits the keys into regions (`_attend_by_regions`): CPU inference on clips long
-        enough that most keys lie beyond the clamped distances. Measured against the bias path, one 600M attention,
-        2 threads: fp32 0.9-1.06x at 300-600 frames, 1.47x at 700, 1.41x at 1500, 1.68x at 6000 (120 s); bf16
-        0.7-0.8x at 300-600, 1.18x at 750, 1.52x at 1500, 1.75x at 6000. Hence from 2 x (rows + distances) = 658."""
-        return (
-            self.position_embeddings_type == "relative_key" and table is not None and query.device.type == "cpu"
-            and self.use_sdpa and not output_attentions and dropout_p == 0.0
-            and not (torch.is_grad_enabled() and query.requires_grad)
-            and query.shape[2] >= 2 * (rows + table.shape[0]) and _FLASH_CPU is not None
-        )
+        def heads(projected: torch.Tensor) -> torch.Tensor:
+            return projected.view(batch, frames, self.num_heads, self.head_size).transpose(1, 2)  # (B, H, T, d)
 
-    def _attend_by_regions(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        bias_query: torch.Tensor,
-        table: torch.Tensor,
-        key_penalty: torch.Tensor | None,
-        rows: int,
-    ) -> torch.Tensor:
-        """Shaw attention without a (rows, T) bias: for a chunk of query rows, a key further left than `left`
-        from every row reads the same distance embedding e_left, so its score q.k + q.e_left is q.(k + e_left);
-        likewise right of the band with e_right. Those two regions are plain attention over shifted keys; only
-        the band between them gets a bias. The three partial attentions merge by their log-sum-exp, exactly."""
-        frames = query.shape[2]
-        left, right = self.left_max_position_embeddings, self.right_max_position_embeddings
-        key_far_left, key_far_right = key + table[0], key + table[-1]
-
-        def penalty(begin: int, end: int) -> torch.Tensor | None:
-            return None if key_penalty is None else key_penalty[..., begin:end]
-
-        outputs = []
-        for start in range(0, frames, rows):
-            stop = min(start + rows, frames)
-            chunk = query[:, :, start:stop]
-            # Keys band_start..band_stop-1 are within the clamped distances of some row of the chunk.
-            band_start, band_stop = max(0, start - left), min(frames, stop + right)
-            bias = self._position_bias(bias_query[:, :, start:stop], table, start - band_start, band_stop - band_start)
-            if key_penalty is not None:
-                bias = bias + penalty(band_start, band_stop)
-            band = slice(band_start, band_stop)
-            parts = [_FLASH_CPU(chunk, key[:, :, band], value[:, :, band], attn_mask=bias, scale=self.scaling)]
-            if band_start > 0:
-                parts.append(_FLASH_CPU(chunk, key_far_left[:, :, :band_start], value[:, :, :band_start],
-                                        attn_mask=penalty(0, band_start), scale=self.scaling))
-            if band_stop < frames:
-                parts.append(_FLASH_CPU(chunk, key_far_right[:, :, band_stop:], value[:, :, band_stop:],
-                                        attn_mask=penalty(band_stop, frames), scale=self.scaling))
-            log_sums = torch.stack([log_sum for _, log_sum in parts])  # (parts, B, H, rows), float32
-            weights = torch.softmax(log_sums, dim=0)[..., None]  # each part's share of the row's probability
-            merged = sum(weight * part.float() for weight, (part, _) in zip(weights, parts, strict=True))
-            outputs.append(merged.to(query.dtype))
-        return torch.cat(outputs, dim=2)
-
-    def _position_bias(
-        self, query: torch.Tensor, table: torch.Tensor | None, start: int, frames: int
-    ) -> torch.Tensor | None:
-        """Score bias for query rows start..start+rows against all keys: (B, H, rows, T), or None.
-
-        Each query is projected on the few distinct distance embeddings once (B, H, rows, distances); the pairs
-        then read those scores through strided views, with no (rows, T) index tensor: a gather through an
-        expanded int64 index cost more than the attention itself (profile, 600M model, 500 frames, bf16).
-        """
-        if table is None:
-            return None
-        # Scale the (distances, d) table, not the (B, H, rows, distances) product: far less to multiply.
-        per_distance = torch.matmul(query, (table * self.scaling).transpose(-1, -2))
-        *outer, rows, distances = per_distance.shape
-        if self.position_embeddings_type == "relative":
-            # Transformer-XL: the table runs over distances T-1 down to -(T-1), and pair (i, j) reads column
-            # (T-1) - i + j: stepping one row back shifts the row by one column (the "relative shift" view).
-            return shifted_rows(per_distance, frames, frames - 1 - start)
-        # Shaw et al.: pair (i, j) reads distance clamp(j - i, -left, right): per row, the left-most distance
-        # for every key left of a band of `distances` keys, the band itself, then the right-most distance.
-        # Stored skewed, row r shifted right by rows - 1 - r, those three parts are the same columns in every
-        # row, so the buffer is three broadcast copies (a torch.where over the (rows, T) pattern cost 10x
-        # more); the bias is the unskewing strided view of it.
-        left = self.left_max_position_embeddings
-        band = start + rows - 1  # skewed column where every row's band starts
-        width = frames + distances - 1 + rows - 1  # skewed columns
-        skewed = per_distance.new_empty(*outer, rows, width)
-        skewed[..., :band] = per_distance[..., :1]  # broadcast copies (torch.cat of expanded parts is 20x slower)
-        skewed[..., band : band + distances] = per_distance
-        skewed[..., band + distances :] = per_distance[..., -1:]
-        # unskewed column c of row r is skewed column c + rows - 1 - r; key j is unskewed column j + left
-        return shifted_rows(skewed, frames, rows - 1 + left)
-
-
-def shifted_rows(table: torch.Tensor, columns: int, first: int) -> torch.Tensor:
-    """(..., rows, columns) whose row r is `table`'s row r from column `first - r` on: each row starts one
-    column further left than the row above (the relative-shift view, no copy on CPU).
-
-    CUDA's attention kernels fail on a mask with rows so unaligned (H100, bf16: cudaErrorMisalignedAddress), so
-    GPUs get a contiguous copy, cheap there; CPU kernels read the view as it is.
-    """
-    *outer, rows, _ = table.shape
-    strides = table.stride()
-    view = table.as_strided(
-        (*outer, rows, columns), (*strides[:-2], strides[-2] - strides[-1], strides[-1]),
-        table.storage_offset() + first * strides[-1],
-    )
-    return view if view.device.type == "cpu" else view.contiguous()
+        kind = self.position_embeddings_type
+        if kind == "rotary":
+            # As in transformers: the rotation is applied to the block input, before the q/k projections.
+            rotated = apply_rotary(hidden_states, *position_embeddings, self.num_heads)
+            query, key = heads(self.linear_q(rotated)), heads(self.linear_k(rotated))
+            return query, key, heads(self.linear_v(hidden_states)), None
+        query, key, value = (heads(layer(hidden_states)) for layer in (self.linear_q, self.linear_k, self.linear_v))
+        if kind == "relative":
+            # Transformer-XL: the content term uses q + u, the position term q + v against projected sinusoids.
+            table = self.linear_pos(position_embeddings).view(-1, self.num_heads, self.head_size)  # (2T-1, H, d)
+            position = RelativePosition(table.transpose(0, 1), query + self.pos_bias_v[None, :, None, :])
+            return query + self.pos_bias_u[None, :, None, :], key, value, position
+        if kind == "relative_key":
+            table = self.distance_embedding.weight.to(query.dtype)  # (left + right + 1, d)
+            return query, key, value, ShawPosition(table, self.left_max_position_embeddings)
+        return query, key, value, None
 
 
 def apply_rotary(hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -551,8 +366,8 @@ class Wav2Vec2BertAdapter(nn.Module):
         self.stride = config.adapter_stride
 
     def output_lengths(self, lengths: torch.Tensor | int) -> torch.Tensor | int:
-        """Frames after one adapter layer, from the convolution's own arithmetic (padding stride // 2)."""
-        return (lengths + 2 * (self.stride // 2) - self.kernel_size) // self.stride + 1
+        """Frames after one adapter layer."""
+        return strided_conv_lengths(lengths, self.kernel_size, self.stride)
 
     def forward(
         self, hidden_states: torch.Tensor, lengths: torch.Tensor | None = None
@@ -579,6 +394,7 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
     def __init__(self, config: Wav2Vec2BertConfig) -> None:
         super().__init__(config)
         self.feature_projection = Wav2Vec2BertFeatureProjection(config)
+        self.masked_spec_embed = None  # SpecAugment's mask embedding, where the config masks at all
         if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0:
             self.masked_spec_embed = nn.Parameter(torch.empty(config.hidden_size).uniform_())
         self.encoder = Wav2Vec2BertEncoder(config)
@@ -590,6 +406,31 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         if config.add_inner_layer_norm:
             self.inner_layer_norm = nn.LayerNorm(config.output_hidden_size, eps=config.layer_norm_eps)
         self.post_init()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The SpecAugment mask embedding starts U(0, 1), as transformers initialises it."""
+        if self.masked_spec_embed is not None:
+            self.masked_spec_embed.uniform_()
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Recompute each Conformer block in the backward pass instead of storing its activations."""
+        self.encoder.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.encoder.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.encoder.gradient_checkpointing
+
+    def set_attn_implementation(self, implementation: str) -> None:
+        """ "sdpa" (default, fused kernels) or "eager" (explicit softmax, as transformers' eager path)."""
+        if implementation not in ("sdpa", "eager"):
+            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {implementation!r}")
+        for module in self.modules():
+            if isinstance(module, Wav2Vec2BertSelfAttention):
+                module.use_sdpa = implementation == "sdpa"
 
     def forward(
         self,
@@ -631,10 +472,7 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         -1 (default) the last block. TTS systems that read layer 17 of 24 pay for 17 blocks, not 24. Returns
         the state (B, T, hidden_size) and the mask of valid frames (B, T) bool.
         """
-        total = self.config.num_hidden_layers
-        index = layer + total + 1 if layer < 0 else layer
-        if not 0 <= index <= total:
-            raise ValueError(f"layer must be in [-{total + 1}, {total}] for a {total}-layer model, got {layer}")
+        index = self.layer_index(layer)
         lengths = self.check_inputs(input_features, attention_mask)
         frames = input_features.shape[1]
         valid = lengths_to_mask(lengths, frames) if lengths is not None else None
@@ -643,6 +481,13 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         if valid is None:
             valid = torch.ones(input_features.shape[:2], dtype=torch.bool, device=input_features.device)
         return LayerEmbedding(hidden_states, valid)
+
+    def layer_index(self, layer: int) -> int:
+        """`layer` as `embed` and `output_hidden_states` count (negative from the end) -> its index 0..layers."""
+        total = self.config.num_hidden_layers
+        if isinstance(layer, (bool, float)) or not -total - 1 <= layer <= total:
+            raise ValueError(f"layer must be in [-{total + 1}, {total}] for a {total}-layer model, got {layer!r}")
+        return int(layer) + total + 1 if layer < 0 else int(layer)
 
     def _mask_hidden_states(
         self, hidden_states: torch.Tensor, mask_time_indices: torch.Tensor | None, lengths: torch.Tensor | None
@@ -662,7 +507,7 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
                     f"mask_time_indices must have shape (batch, frames) = {(batch, frames)}, "
                     f"got {tuple(mask_time_indices.shape)}"
                 )
-            if not hasattr(self, "masked_spec_embed"):
+            if self.masked_spec_embed is None:
                 raise ValueError("mask_time_indices needs masked_spec_embed, which this config (mask probs 0) lacks")
             embed = self.masked_spec_embed.to(hidden_states.dtype)
             hidden_states = torch.where(mask_time_indices.bool()[..., None], embed, hidden_states)

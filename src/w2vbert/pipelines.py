@@ -22,14 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import check_audio_file, load_audio, stream_audio
+from .audio import SAMPLING_RATE, check_audio_file, load_audio, stream_audio
 from .chunking import Window, WindowPlan, windows
-from .features import FRAME_LENGTH, SeamlessM4TFeatureExtractor
+from .features import FRAME_LENGTH, SeamlessM4TFeatureExtractor, default_feature_extractor, feature_extractor_for
 from .pretrained import Wav2Vec2BertPreTrainedModel
 
 logger = logging.getLogger("w2vbert")
 
-SAMPLING_RATE = 16000
 AUTO_CHUNK_S = 30.0  # without chunk_length_s, recordings longer than this run as windows of this length
 STREAM_BLOCK_S = 10.0  # seconds decoded at a time from a file
 
@@ -105,7 +104,7 @@ class Pipeline:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model.eval()
-        self.feature_extractor = feature_extractor or SeamlessM4TFeatureExtractor()
+        self.feature_extractor = feature_extractor or default_feature_extractor()
         self.batch_size = batch_size
         self.chunk_length_s = chunk_length_s
         self.stride_length_s = stride_length_s
@@ -315,10 +314,8 @@ class FeatureExtractionPipeline(Pipeline):
         **options: Any,
     ) -> None:
         super().__init__(model, feature_extractor, **options)
-        self.encoder = getattr(model, "wav2vec2_bert", model)  # a head's encoder works as well
-        total = self.encoder.config.num_hidden_layers
-        if not -total - 1 <= layer <= total:
-            raise ValueError(f"layer must be in [-{total + 1}, {total}] for a {total}-layer model, got {layer}")
+        self.encoder = model.base_model  # a head's encoder works as well
+        self.encoder.layer_index(layer)  # a bad layer fails now, not at the first input
         self.layer = layer
         self.pool = _check_pool(pool)
 
@@ -340,15 +337,6 @@ def _check_pool(pool: str | None) -> str | None:
     if pool not in (None, "none", "mean"):
         raise ValueError(f"pool must be None/'none' (every frame) or 'mean', got {pool!r}")
     return None if pool == "none" else pool
-
-
-def _feature_extractor_or_default(source: str | os.PathLike) -> SeamlessM4TFeatureExtractor:
-    """The model's preprocessor_config.json, or W2v-BERT 2.0's front end (padding value 1) with a warning."""
-    try:
-        return SeamlessM4TFeatureExtractor.from_pretrained(source)
-    except FileNotFoundError:
-        logger.warning("%s has no preprocessor_config.json: using the W2v-BERT 2.0 feature extractor defaults", source)
-        return SeamlessM4TFeatureExtractor(padding_value=1.0)
 
 
 TASKS = {
@@ -391,7 +379,7 @@ def pipeline(
         source = model
         model = load_model(source, torch_dtype=torch_dtype, device=device, **(model_kwargs or {}))
         if feature_extractor is None:
-            feature_extractor = _feature_extractor_or_default(source)
+            feature_extractor = feature_extractor_for(source)
         if tokenizer is None and task == "automatic-speech-recognition":
             from .tokenizer import Wav2Vec2CTCTokenizer
 

@@ -2,7 +2,9 @@
 
 Loading builds the model on the meta device (no memory, no random init), assigns the checkpoint's tensors,
 and initialises only what the checkpoint lacks: a 580M-parameter model loads in about the time it takes to
-read its file, with one copy of the weights in memory.
+read its file, with one copy of the weights in memory. A Hugging Face directory or hub repo is read through
+checkpoint.py, Meta's original `.pt` files through the table of fairseq2.py; `quantize=` and `load_in_8bit=`
+hand the loaded model to quantization.py.
 """
 
 from __future__ import annotations
@@ -18,30 +20,16 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Wav2Vec2BertConfig
+from .devices import resolve_device, resolve_dtype
+from .fairseq2 import FAIRSEQ2_SUFFIXES, detect_kind, infer_config, load_fairseq2_checkpoint, rename
 from .hub import HubOptions
+from .layers import lengths_to_mask, strided_conv_lengths
+from .quantization import optimize_for_inference
 
 logger = logging.getLogger("w2vbert")
 
 BASE_MODEL_PREFIX = "wav2vec2_bert"
-
-
-def lengths_to_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
-    """(B,) valid lengths -> (B, frames) bool mask, True on the first `length` frames of each row."""
-    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
-
-
-def resolve_dtype(dtype: torch.dtype | str | None, config: Wav2Vec2BertConfig) -> torch.dtype | None:
-    """`torch_dtype` argument -> a dtype; "auto" takes the one the checkpoint's config records."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        dtype = config.extra.get("torch_dtype") or config.extra.get("dtype")
-        if dtype is None:
-            return None
-    resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
-        raise ValueError(f"torch_dtype must be a floating torch dtype, its name, or 'auto'; got {dtype!r}")
-    return resolved
+LISTED_NAMES = 8  # tensor names a loading report spells out before it counts the rest
 
 
 class Wav2Vec2BertPreTrainedModel(nn.Module):
@@ -63,16 +51,14 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
 
     @torch.no_grad()
     def _init_module(self, module: nn.Module) -> None:
-        """Initialise the parameters `module` owns directly (not its children's)."""
+        """Initialise the parameters `module` owns, as transformers does: torch's layers by type; the model's own
+        modules that need a special start (the feature projection, Transformer-XL's u and v, the mask embedding,
+        layer weights, AM-softmax weights) by their `reset_parameters`."""
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Embedding)):
             module.weight.normal_(0.0, std)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 module.bias.zero_()
-            if getattr(module, "fan_in_uniform", False):  # the feature projection, as transformers inits it
-                bound = math.sqrt(1 / module.in_features)
-                module.weight.uniform_(-bound, bound)
-                module.bias.uniform_(-bound, bound)
         elif isinstance(module, nn.LayerNorm):
             module.weight.fill_(1.0)
             module.bias.zero_()
@@ -81,15 +67,8 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
             if module.bias is not None:
                 bound = math.sqrt(module.groups / (module.in_channels * module.kernel_size[0]))
                 module.bias.uniform_(-bound, bound)
-        for name, parameter in module.named_parameters(recurse=False):
-            if name in ("pos_bias_u", "pos_bias_v"):
-                nn.init.xavier_uniform_(parameter)
-            elif name == "masked_spec_embed":
-                parameter.uniform_()
-            elif name == "layer_weights":
-                parameter.fill_(1.0 / (self.config.num_hidden_layers + 1))
-            elif name == "weight" and type(module).__name__ == "AMSoftmaxLoss":
-                parameter.normal_()
+        elif callable(getattr(module, "reset_parameters", None)):
+            module.reset_parameters()
 
     # ------------------------------------------------------------------------------------------ properties
     @property
@@ -103,28 +82,26 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     def num_parameters(self, only_trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
 
+    @property
+    def base_model(self) -> nn.Module:
+        """The bare encoder: the model itself, or a head's `wav2vec2_bert` (transformers' `base_model`)."""
+        return getattr(self, self.base_model_prefix, self)
+
+    # The encoder (Wav2Vec2BertModel) implements these; a head hands them to its encoder.
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         """Recompute each Conformer block in the backward pass instead of storing its activations."""
-        for module in self.modules():
-            if hasattr(module, "gradient_checkpointing"):
-                module.gradient_checkpointing = True
+        self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs)
 
     def gradient_checkpointing_disable(self) -> None:
-        for module in self.modules():
-            if hasattr(module, "gradient_checkpointing"):
-                module.gradient_checkpointing = False
+        self.base_model.gradient_checkpointing_disable()
 
     @property
     def is_gradient_checkpointing(self) -> bool:
-        return any(getattr(module, "gradient_checkpointing", False) for module in self.modules())
+        return self.base_model.is_gradient_checkpointing
 
     def set_attn_implementation(self, implementation: str) -> None:
         """ "sdpa" (default, fused kernels) or "eager" (explicit softmax, as transformers' eager path)."""
-        if implementation not in ("sdpa", "eager"):
-            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {implementation!r}")
-        for module in self.modules():
-            if hasattr(module, "use_sdpa"):
-                module.use_sdpa = implementation == "sdpa"
+        self.base_model.set_attn_implementation(implementation)
 
     # ----------------------------------------------------------------------------------- length arithmetic
     def get_feat_extract_output_lengths(
@@ -133,9 +110,10 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         """Output frames for input steps: unchanged by the encoder, shortened by each adapter layer."""
         add_adapter = self.config.add_adapter if add_adapter is None else add_adapter
         if add_adapter:
-            kernel, stride = self.config.adapter_kernel_size, self.config.adapter_stride
             for _ in range(self.config.num_adapter_layers):
-                input_lengths = (input_lengths + 2 * (stride // 2) - kernel) // stride + 1
+                input_lengths = strided_conv_lengths(
+                    input_lengths, self.config.adapter_kernel_size, self.config.adapter_stride
+                )
         return input_lengths
 
     def get_feature_vector_attention_mask(
@@ -227,8 +205,8 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         revision: str | None = None,
         torch_dtype: torch.dtype | str | None = None,
         dtype: torch.dtype | str | None = None,
-        device: torch.device | str | None = None,
-        device_map: torch.device | str | None = None,
+        device: torch.device | str | int | None = None,
+        device_map: torch.device | str | int | dict | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
@@ -240,62 +218,101 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         quantize: str | None = None,
         **config_overrides: Any,
     ) -> Any:
-        """Load a model from a local directory or a hub repo id (through the hub cache; `HF_HUB_OFFLINE` works).
+        """Load a model from a local directory or a hub repo id (through the hub cache; `HF_HUB_OFFLINE` works),
+        or from Meta's original fairseq2 `.pt` file.
 
         Keyword arguments that name config fields (`vocab_size=...`, `layerdrop=0.0`, `add_adapter=True`)
         override the stored config, as in transformers. A base checkpoint loads into any head class (the head
         is newly initialised and reported); a head whose shape differs from the checkpoint (a new vocabulary)
-        is re-initialised only with `ignore_mismatched_sizes=True`.
+        is re-initialised only with `ignore_mismatched_sizes=True`. `device_map` takes transformers' values that
+        keep the model on one device ("auto", "cpu", "cuda", "cuda:1", a GPU index, {"": 0}).
 
         `quantize="int8"` converts the loaded model with `quantization.optimize_for_inference` (PyTorch int8 on
         CPU, bitsandbytes on CUDA); `load_in_8bit=True` is transformers' spelling of the CUDA one.
         """
+        target = resolve_device(device if device is not None else device_map if device_map is not None else "cpu")
         if load_in_8bit:
-            target_device = torch.device(device or device_map or "cpu")
-            if target_device.type != "cuda":
+            if target.type != "cuda":
                 raise RuntimeError(
-                    "load_in_8bit=True is bitsandbytes' LLM.int8 and needs device='cuda'; on CPU pass "
-                    "quantize='int8' (PyTorch's own int8) or torch_dtype=torch.bfloat16 instead"
+                    "load_in_8bit=True is bitsandbytes' LLM.int8 and needs device='cuda' (or device_map='auto' on a "
+                    "machine with a GPU); on CPU pass quantize='int8' (PyTorch's own int8) or "
+                    "torch_dtype=torch.bfloat16 instead"
                 )
             quantize = "int8"
-        hub = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
-        if (
-            Path(pretrained_model_name_or_path).suffix in (".pt", ".pth")
-            and Path(pretrained_model_name_or_path).is_file()
-        ):
-            from .convert import convert_state_dict, load_fairseq2_checkpoint  # Meta's original release
-
-            state, config = convert_state_dict(load_fairseq2_checkpoint(pretrained_model_name_or_path))
-            config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **config_overrides)
+        source = Path(pretrained_model_name_or_path)
+        if source.suffix in FAIRSEQ2_SUFFIXES and source.is_file():
+            model, info = cls._from_fairseq2(source, "auto", config_overrides)
         else:
-            config, state = cls._config_and_state(pretrained_model_name_or_path, config, hub, config_overrides)
-        model, info = cls._from_state_dict(config, state, ignore_mismatched_sizes)
+            hub = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+            if config is None:
+                config = Wav2Vec2BertConfig.from_hub(pretrained_model_name_or_path, hub, **config_overrides)
+            elif config_overrides:
+                config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **config_overrides)
+            state = load_checkpoint(pretrained_model_name_or_path, hub)
+            model, info = cls._from_state_dict(config, state, ignore_mismatched_sizes)
+        report_loading(cls.__name__, info)
         # Like transformers: float32 unless asked, whatever the file stores ("auto" keeps the stored dtype).
-        target_dtype = resolve_dtype(torch_dtype if torch_dtype is not None else dtype, config) or torch.float32
-        model.to(device=device or device_map or "cpu", dtype=target_dtype)
+        target_dtype = cls._target_dtype(torch_dtype if torch_dtype is not None else dtype, model.config)
+        model.to(device=target, dtype=target_dtype)
         if attn_implementation is not None:
             model.set_attn_implementation(attn_implementation)
         model.eval()  # as transformers: a loaded model starts in inference mode
         if quantize is not None:
-            from .quantization import optimize_for_inference
-
             model = optimize_for_inference(model, quantize=quantize)
         return (model, info) if output_loading_info else model
 
+    @classmethod
+    def from_fairseq2(cls, path: str | os.PathLike, kind: str = "auto", **config_overrides: Any) -> Any:
+        """A model from Meta's original fairseq2 file (`conformer_shaw.pt`, or the speech encoder of
+        `seamlessM4T_v2_large.pt`: `kind` "w2v-bert" / "seamless-m4t-v2", or "auto" from the names).
+
+        The encoder must be whole: a tensor it lacks, or one with no place in it, is an error naming it."""
+        model, info = cls._from_fairseq2(Path(path), kind, config_overrides)
+        report_loading(cls.__name__, info)
+        return model
+
+    @classmethod
+    def _from_fairseq2(
+        cls, path: Path, kind: str, config_overrides: dict[str, Any]
+    ) -> tuple[Any, dict[str, list]]:
+        state = load_fairseq2_checkpoint(path)
+        kind = detect_kind(state) if kind == "auto" else kind
+        tensors, sources = rename(state, kind)
+        config = infer_config(tensors, kind)
+        if config_overrides:
+            config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **config_overrides)
+        model, info = cls._from_state_dict(config, tensors)
+        prefix = "" if model.base_model is model else BASE_MODEL_PREFIX + "."  # a head's new tensors are its own
+        lacking = [name.removeprefix(prefix) for name in info["missing_keys"] if name.startswith(prefix)]
+        if lacking:
+            raise ValueError(f"{path}: the checkpoint lacks {len(lacking)} tensor(s) the model needs: {lacking[:8]}")
+        if info["unexpected_keys"]:
+            originals = sorted(sources[name.removeprefix(prefix)] for name in info["unexpected_keys"])
+            raise ValueError(
+                f"{path}: {len(originals)} tensor(s) have no place in the model the other tensors describe: "
+                f"{originals[:8]} (an adaptor part without the adaptor layers?)"
+            )
+        return model, info
+
     @staticmethod
-    def _config_and_state(
-        path: str | os.PathLike, config: Wav2Vec2BertConfig | None, hub: HubOptions, overrides: dict[str, Any]
-    ) -> tuple[Wav2Vec2BertConfig, dict[str, torch.Tensor]]:
-        if config is None:
-            config = Wav2Vec2BertConfig.from_hub(path, hub, **overrides)
-        elif overrides:
-            config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **overrides)
-        return config, load_checkpoint(path, hub)
+    def _target_dtype(dtype: torch.dtype | str | None, config: Wav2Vec2BertConfig) -> torch.dtype:
+        """`torch_dtype` -> the dtype to load in: float32 by default; "auto" takes the one the config records."""
+        if dtype == "auto":
+            dtype = config.extra.get("torch_dtype") or config.extra.get("dtype")
+        if dtype is None:
+            return torch.float32
+        try:
+            return resolve_dtype(dtype)
+        except ValueError:
+            raise ValueError(
+                f"torch_dtype must be a floating torch dtype, its name, or 'auto'; got {dtype!r}"
+            ) from None
 
     @classmethod
     def _from_state_dict(
         cls, config: Wav2Vec2BertConfig, state: dict[str, torch.Tensor], ignore_mismatched_sizes: bool = False
     ) -> tuple[Any, dict[str, list]]:
+        """Build on the meta device, assign `state`, initialise the rest; returns (model, loading info)."""
         with torch.device("meta"):
             model = cls(config)
         expected = dict(model.state_dict())
@@ -317,24 +334,6 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         missing = sorted(set(expected) - set(state))
         model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
         model._materialize_missing()
-        if unexpected:
-            logger.warning(
-                "%s ignored %d checkpoint tensors it has no place for: %s",
-                cls.__name__,
-                len(unexpected),
-                ", ".join(unexpected),
-            )
-        if missing:
-            logger.warning(
-                "%s newly initialised %d tensors the checkpoint lacks (train them before use): %s",
-                cls.__name__,
-                len(missing),
-                ", ".join(missing),
-            )
-        if mismatched:
-            logger.warning(
-                "re-initialised tensors whose shape differs: %s", ", ".join(f"{n} {a}->{b}" for n, a, b in mismatched)
-            )
         return model, {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
 
     @classmethod
@@ -350,15 +349,59 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         return state
 
     def _materialize_missing(self) -> None:
-        """Give tensors still on the meta device (absent from the checkpoint) real storage and their init."""
-        for module in self.modules():
-            parameters = dict(module.named_parameters(recurse=False))
-            if not any(p.is_meta for p in parameters.values()):
+        """Give tensors still on the meta device (absent from the checkpoint) real storage and their init.
+
+        The init runs in `post_init`'s order over every module holding a missing tensor (a module's
+        `reset_parameters` may set its children's), with the loaded tensors parked meanwhile, so only the missing
+        ones change and they start as in a freshly built model.
+        """
+        missing = {name for name, parameter in self.named_parameters() if parameter.is_meta}
+        if not missing:
+            return
+        for name in missing:
+            owner, attribute = self._owner(name)
+            old = owner._parameters[attribute]
+            owner._parameters[attribute] = nn.Parameter(torch.empty(old.shape), requires_grad=old.requires_grad)
+        for module_name, module in reversed(list(self.named_modules())):
+            prefix = f"{module_name}." if module_name else ""
+            if not any(name.startswith(prefix) for name in missing):
                 continue
-            # Init writes every parameter a module owns; park the loaded ones so only the missing change.
-            for name, old in parameters.items():
-                module._parameters[name] = nn.Parameter(torch.empty(old.shape), requires_grad=old.requires_grad)
-            self._init_module(module)
-            for name, old in parameters.items():
-                if not old.is_meta:
-                    module._parameters[name] = old
+            parked = []
+            for name, parameter in module.named_parameters(prefix=module_name):
+                if name not in missing:
+                    owner, attribute = self._owner(name)
+                    parked.append((owner, attribute, parameter))
+                    owner._parameters[attribute] = nn.Parameter(torch.empty_like(parameter))
+            with torch.no_grad():
+                self._init_module(module)
+            for owner, attribute, parameter in parked:
+                owner._parameters[attribute] = parameter
+
+    def _owner(self, name: str) -> tuple[nn.Module, str]:
+        """The module that owns parameter `name` ("encoder.layers.0.ffn1.intermediate_dense.weight"), and its key."""
+        path, _, attribute = name.rpartition(".")
+        return self.get_submodule(path), attribute
+
+
+def report_loading(class_name: str, info: dict[str, list]) -> None:
+    """Warn about what loading left out or started fresh, as transformers does: counts and the first few names."""
+
+    def listing(names: list[str]) -> str:
+        more = len(names) - LISTED_NAMES
+        return ", ".join(names[:LISTED_NAMES]) + (f" and {more} more" if more > 0 else "")
+
+    if info["unexpected_keys"]:
+        logger.warning(
+            "%s ignored %d checkpoint tensors it has no place for: %s",
+            class_name, len(info["unexpected_keys"]), listing(info["unexpected_keys"]),
+        )
+    if info["missing_keys"]:
+        logger.warning(
+            "%s newly initialised %d tensors the checkpoint lacks (train them before use): %s",
+            class_name, len(info["missing_keys"]), listing(info["missing_keys"]),
+        )
+    if info["mismatched_keys"]:
+        logger.warning(
+            "re-initialised %d tensors whose shape differs: %s", len(info["mismatched_keys"]),
+            listing([f"{n} {a}->{b}" for n, a, b in info["mismatched_keys"]]),
+        )

@@ -1,12 +1,11 @@
-"""Inference modes: bf16 / fp16, int8 weights (PyTorch's own dynamic quantization on CPU, bitsandbytes on CUDA)
-and `torch.compile`, behind one call, `optimize_for_inference`, which the command line's --dtype/--quantize/
---compile use too.
+"""Inference modes behind one call, `optimize_for_inference`: bf16 / fp16, int8 weights (PyTorch's own dynamic
+quantization on CPU, bitsandbytes on CUDA) and `torch.compile`. `from_pretrained(..., quantize="int8")` and
+`load_in_8bit=True` end here too.
 
-What was measured on the 2-core AVX-512 + AMX CPU this was written on (torch 2.13, one thread, 500 x 1024 @
-1024 x 4096): fp32 28 ms, bf16 6.8 ms (AMX), int8 dynamic quantization 10 ms with the default x86/fbgemm engine
-but 2.3-3 ms with the oneDNN engine (AMX int8), so int8 packs its weights with oneDNN where PyTorch has it.
-`torch.ao.quantization.quantize_dynamic` is deprecated (its warning points at torchao, which is not a
-dependency here) but still present and fast in 2.13; the warning is silenced here and the deprecation noted.
+In order: `optimize_for_inference`, then the two int8 engines (`quantize_dynamic_int8`, `replace_with_bnb_linear`).
+Which CPU engine packs int8 weights, and why the convolution modules' kernel-1 convolutions stay float, are
+measured in benchmarks/NOTES.md ("int8"). `torch.ao.quantization.quantize_dynamic` is deprecated (its warning
+points at torchao, which is not a dependency here) but still present and fast in 2.13; the warning is silenced.
 """
 
 from __future__ import annotations
@@ -16,21 +15,10 @@ import warnings
 import torch
 from torch import nn
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from .devices import INFERENCE_DTYPES, resolve_dtype
+from .layers import PointwiseConv1d
+
 QUANTIZE = (None, "int8")
-
-
-def resolve_inference_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
-    """None / "float32" / "bfloat16" / "float16" (or the torch dtypes) -> the torch dtype."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        if dtype.removeprefix("torch.") not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        return DTYPES[dtype.removeprefix("torch.")]
-    if dtype not in DTYPES.values():
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype}")
-    return dtype
 
 
 def optimize_for_inference(
@@ -51,7 +39,7 @@ def optimize_for_inference(
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
-    target = resolve_inference_dtype(dtype)
+    target = torch.float32 if dtype is None else resolve_dtype(dtype, INFERENCE_DTYPES)
     device = next(model.parameters()).device
     if target == torch.float16 and device.type != "cuda":
         raise ValueError(
@@ -73,28 +61,6 @@ def optimize_for_inference(
     return torch.compile(model) if compile else model
 
 
-def pointwise_convs_as_linear(model: nn.Module) -> None:
-    """Swap each kernel-1 Conv1d of the Conformer convolution modules for the nn.Linear it is, in place.
-
-    The forward already runs them as matmuls; as Linear modules the int8 paths (which replace Linears) reach
-    them too: 3 of the 23 weight matrices per layer (1024 x 2048 and 1024 x 1024 of the 600M model).
-    """
-    from .modeling import Wav2Vec2BertConvolutionModule
-
-    for module in model.modules():
-        if not isinstance(module, Wav2Vec2BertConvolutionModule):
-            continue
-        for name in ("pointwise_conv1", "pointwise_conv2"):
-            conv = getattr(module, name)
-            if not isinstance(conv, nn.Conv1d):
-                continue
-            linear = nn.Linear(conv.in_channels, conv.out_channels, bias=conv.bias is not None, device="meta")
-            linear.weight = nn.Parameter(conv.weight.detach()[:, :, 0], requires_grad=conv.weight.requires_grad)
-            if conv.bias is not None:
-                linear.bias = conv.bias
-            setattr(module, name, linear)
-
-
 def quantize_dynamic_int8(model: nn.Module) -> None:
     """CPU int8: every nn.Linear -> PyTorch's dynamically quantized Linear (int8 weights, one scale per output
     channel, per-call activation scales), packed by the oneDNN engine when available (AMX int8: ~3x faster than
@@ -102,7 +68,8 @@ def quantize_dynamic_int8(model: nn.Module) -> None:
 
     The Conformer convolution modules' kernel-1 convolutions stay float: their output feeds a GLU gate, and
     quantizing them was what pulled the 24-layer model's last layer to cosine 0.989 with float32 on speech
-    (random weights); without them it is 0.998, at 2.2x float32 speed instead of 3.3x (benchmarks/run.py).
+    (random weights); without them it is 0.998 (benchmarks/NOTES.md, "int8"). They are `PointwiseConv1d`, not
+    `nn.Linear`, so the replacement below passes them by.
     """
     engines = torch.backends.quantized.supported_engines
     previous = torch.backends.quantized.engine
@@ -138,7 +105,10 @@ def replace_with_bnb_linear(model: nn.Module, threshold: float = 6.0) -> None:
         import bitsandbytes as bnb
     except ImportError as error:
         raise ImportError("load_in_8bit needs bitsandbytes: pip install bitsandbytes") from error
-    pointwise_convs_as_linear(model)
+    for parent in list(model.modules()):  # kernel-1 convolutions become the Linear they are, and quantize too
+        for name, child in list(parent.named_children()):
+            if isinstance(child, PointwiseConv1d):
+                setattr(parent, name, child.as_linear())
     device = next(model.parameters()).device
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

@@ -1,0 +1,66 @@
+"""Device and dtype names, as users and the command line spell them: one table and one parser each.
+
+- `DTYPES`: the floating dtypes by name ("float32", "bfloat16", ...), the table every `--dtype` and
+  `torch_dtype="..."` goes through.
+- `resolve_dtype`: a name or a torch dtype -> the torch dtype.
+- `resolve_device`: "cpu", "cuda", "cuda:1", a GPU index, "auto", a single-device `device_map` -> a torch device,
+  with a one-line error for a device this machine does not have.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float64": torch.float64,
+}
+INFERENCE_DTYPES = ("float32", "bfloat16", "float16")  # what the inference commands offer
+AUTO_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # transformers' names; one device here
+
+
+def resolve_dtype(dtype: torch.dtype | str, allowed: tuple[str, ...] = tuple(DTYPES)) -> torch.dtype:
+    """"bfloat16" / "torch.bfloat16" / torch.bfloat16 -> torch.bfloat16, for the names in `allowed`."""
+    name = str(dtype).removeprefix("torch.")
+    if name not in allowed:
+        raise ValueError(f"dtype must be one of {list(allowed)}, got {dtype!r}")
+    return DTYPES[name]
+
+
+def resolve_device(device: Any) -> torch.device:
+    """A device as transformers and the command line accept it -> a torch device that exists here.
+
+    None and "auto" (and transformers' other device_map strategies) mean the first GPU when CUDA is available,
+    else the CPU; an int is a GPU index (-1: the CPU); a dict `device_map` must put everything on one device
+    ({"": 0}), since the model is not split across devices.
+    """
+    if isinstance(device, dict):
+        targets = {str(value) for value in device.values()}
+        if len(targets) != 1:
+            raise ValueError(
+                f"device_map places parts of the model on {sorted(targets)}: w2vbert keeps the whole model on one "
+                'device; pass one device, e.g. device_map="cuda:0" or {"": 0}'
+            )
+        device = next(iter(device.values()))
+    if device is None or device in AUTO_DEVICE_MAPS:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = f"cuda:{device}" if device >= 0 else "cpu"
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"unknown device {device!r}: expected 'cpu', 'cuda', 'cuda:N', a GPU index, or 'auto'"
+        ) from None
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use device='cpu'")
+        if target.index is not None and target.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    elif target.type not in ("cpu", "mps", "xpu"):
+        raise ValueError(f"device {device!r} is not supported: expected 'cpu', 'cuda' or 'cuda:N'")
+    return target
