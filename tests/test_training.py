@@ -14,17 +14,10 @@ import torch
 
 from conftest import tiny_config_kwargs
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC
-from w2vbert.checkpoint import load_checkpoint
+from w2vbert.finetune import DataConfig, finetune
 from w2vbert.tokenizer import Wav2Vec2CTCTokenizer, pad_labels
-from w2vbert.training import (
-    DataConfig,
-    Trainer,
-    TrainingConfig,
-    find_checkpoint,
-    finetune,
-    lr_factor,
-    publish_directory,
-)
+from w2vbert.trainer import Trainer, TrainingConfig, find_checkpoint, lr_factor, publish_directory
+from w2vbert.weights import load_weights
 
 VOCAB = {"[PAD]": 0, "a": 1, "b": 2, "c": 3, "d": 4, "|": 5, "[UNK]": 6}
 
@@ -148,37 +141,67 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-5)
 
 
-def test_a_crash_between_writing_and_renaming_leaves_a_checkpoint_that_resumes_right(tmp_path, monkeypatch):
+def test_a_kill_while_publishing_leaves_last_loadable_and_the_run_resumes_right(tmp_path, monkeypatch):
     data = FeatureData(10)
     options = dict(max_steps=4, save_every=1)
     straight = Trainer(tiny_ctc(), train_config(tmp_path / "a", **options), data, collate)
     straight.train()
 
-    import w2vbert.training as training
+    import w2vbert.trainer as trainer_module
 
-    real_replace, calls = os.replace, []
+    real_replace, swaps = os.replace, []
 
     def crash_on_step_3(src, dst):
         if os.path.basename(dst) == "last":
-            calls.append(dst)
-        # The step-3 save: `last` was moved to `last.old`; now the new folder would take its place.
-        if len(calls) == 3:
+            swaps.append(dst)
+        # The step-3 save: its folder is complete and renamed; now the link `last` would be swapped onto it.
+        if len(swaps) == 3:
             raise KeyboardInterrupt
         real_replace(src, dst)
 
-    monkeypatch.setattr(training.os, "replace", crash_on_step_3)
+    monkeypatch.setattr(trainer_module.os, "replace", crash_on_step_3)
     with pytest.raises(KeyboardInterrupt):
         Trainer(tiny_ctc(), train_config(tmp_path / "b", **options), data, collate).train()
-    monkeypatch.setattr(training.os, "replace", real_replace)
-    assert not (tmp_path / "b" / "last").exists()
-    assert (tmp_path / "b" / ".tmp-last").exists()  # complete but never published: not taken
-    assert find_checkpoint(tmp_path / "b") == tmp_path / "b" / "last.old"
+    monkeypatch.setattr(trainer_module.os, "replace", real_replace)
+    # `last` never went missing: it still names step 2's checkpoint, which loads as a model directory.
+    assert json.loads((tmp_path / "b" / "last" / "trainer_state.json").read_text())["step"] == 2
+    assert Wav2Vec2BertForCTC.from_pretrained(tmp_path / "b" / "last").config.vocab_size == len(VOCAB)
     resumed = Trainer(tiny_ctc(seed=3), train_config(tmp_path / "b", **options), data, collate)
     resumed.train(resume=True)
     assert find_checkpoint(tmp_path / "b") == tmp_path / "b" / "last"
-    assert not (tmp_path / "b" / "last.old").exists()
+    assert len(list((tmp_path / "b").glob("last*"))) == 2  # the link and its folder: the leftover is cleared
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kill_at", range(3))  # before the rename of the folder, the link swap, the clean-up
+def test_publishing_keeps_a_complete_checkpoint_under_its_name_whenever_it_is_killed(tmp_path, monkeypatch, kill_at):
+    import w2vbert.trainer as trainer_module
+
+    def checkpoint(folder, step):
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
+
+    checkpoint(tmp_path / ".tmp-last", 1)
+    publish_directory(tmp_path / ".tmp-last", tmp_path / "last")
+    checkpoint(tmp_path / ".tmp-last", 2)
+    calls = []
+
+    def killed(original):
+        def call(*args, **kwargs):
+            calls.append(original)
+            if len(calls) > kill_at:
+                raise KeyboardInterrupt
+            return original(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(trainer_module.os, "replace", killed(os.replace))
+    monkeypatch.setattr(trainer_module.shutil, "rmtree", killed(trainer_module.shutil.rmtree))
+    with pytest.raises(KeyboardInterrupt):
+        publish_directory(tmp_path / ".tmp-last", tmp_path / "last")
+    monkeypatch.undo()
+    step = json.loads((find_checkpoint(tmp_path) / "trainer_state.json").read_text())["step"]
+    assert find_checkpoint(tmp_path) == tmp_path / "last" and step in (1, 2)
 
 
 def test_publish_directory_keeps_the_old_checkpoint_until_the_new_one_is_in_place(tmp_path):
@@ -226,7 +249,7 @@ def test_two_processes_follow_the_loss_curve_of_one_process(tmp_path, sharding):
         port = s.getsockname()[1]
     torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path / "two"), sharding), nprocs=2)
     np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-4)
-    two = load_checkpoint(tmp_path / "two" / "last")
+    two = load_weights(tmp_path / "two" / "last")
     for name, tensor in single.model.state_dict().items():
         torch.testing.assert_close(two[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
     evals = [json.loads(line) for line in open(tmp_path / "two" / "metrics.jsonl") if '"eval"' in line]
@@ -302,7 +325,7 @@ def test_ctc_finetune_writes_checkpoints_transformers_loads_with_their_processor
         write_wav(tmp_path / f"{i}.wav", 0.1 * rng.standard_normal(int(16000 * seconds)))
         rows.append(f"{i}.wav\t{text}")
     (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
-    args = build_parser_with_finetune(build_parser).parse_args([
+    args = build_parser().parse_args([
         "finetune", "--model", str(base), "--train", str(tmp_path / "train.tsv"), "--eval", str(tmp_path / "train.tsv"),
         "--output-dir", str(tmp_path / "run"), "--max-steps", "3", "--warmup-steps", "1", "--eval-every", "2",
         "--save-every", "2", "--max-batch-seconds", "2",
@@ -320,19 +343,6 @@ def test_ctc_finetune_writes_checkpoints_transformers_loads_with_their_processor
         assert "," not in tok.get_vocab() and "H" not in tok.get_vocab()  # normalised: lowercase, no punctuation
         assert Wav2Vec2BertForCTC.from_pretrained(tmp_path / "run" / name).config.vocab_size == len(tok)
         assert len(Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "run" / name)) == len(tok)
-
-
-def build_parser_with_finetune(build_parser):
-    """The lead wires `finetune` into the CLI; until then, add it to the parser here."""
-    import argparse
-
-    from w2vbert import training
-
-    parser = build_parser()
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "finetune" not in subparsers.choices:
-        training.add_parser(subparsers)
-    return parser
 
 
 def test_frozen_parts_stay_put_under_checkpointing_and_bf16_autocast(tmp_path):

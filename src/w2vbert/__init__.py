@@ -21,6 +21,7 @@ from .auto import (  # noqa: E402
 )
 from .config import Wav2Vec2BertConfig  # noqa: E402
 from .features import SeamlessM4TFeatureExtractor  # noqa: E402
+from .finetune import DataConfig, finetune  # noqa: E402
 from .heads import (  # noqa: E402
     Wav2Vec2BertForAudioFrameClassification,
     Wav2Vec2BertForCTC,
@@ -41,7 +42,7 @@ from .pipelines import pipeline  # noqa: E402
 from .pretrained import Wav2Vec2BertPreTrainedModel  # noqa: E402
 from .processor import Wav2Vec2BertProcessor  # noqa: E402
 from .tokenizer import Wav2Vec2CTCTokenizer, build_vocab  # noqa: E402
-from .training import DataConfig, Trainer, TrainingConfig, finetune  # noqa: E402
+from .trainer import Trainer, TrainingConfig  # noqa: E402
 
 __all__ = [
     "DataConfig",

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from . import __version__
 
 # Modules that contribute subcommands, in the order `--help` lists them.
-COMMAND_MODULES = ["commands", "training", "convert"]
+COMMAND_MODULES = ["commands", "finetune", "convert"]
 
 logger = logging.getLogger("w2vbert")
 

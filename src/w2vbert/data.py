@@ -12,6 +12,7 @@ ten 2 s clips costs what a batch of one 20 s clip costs, so the cap is what keep
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLING_RATE, load_audio
-from .features import num_frames
+from .features import SeamlessM4TFeatureExtractor, num_frames
 from .tokenizer import pad_labels
 
 logger = logging.getLogger("w2vbert")
@@ -38,6 +39,7 @@ TEXT_COLUMN = "text"  # the transcript, for task "ctc"
 LABEL_COLUMN = "label"  # the class name, for task "classify"
 TASKS = ("ctc", "classify")
 ON_BAD = ("skip", "fail")
+LONG_CLIPS = ("skip", "crop")  # what happens to a clip longer than the batch cap
 MANIFEST_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 MAX_BAD_WARNINGS = 20  # warnings printed per file; the summary still counts every bad example
 
@@ -83,8 +85,9 @@ class Example:
 
     audio: str | np.ndarray  # a file path, or 16 kHz mono samples (from a `datasets` object)
     target: str  # normalised transcript (ctc) or class name (classify)
-    seconds: float
+    seconds: float  # what is trained on: the clip's length, or the crop's
     source: str  # "manifest.tsv:12", for error messages
+    crop: bool = False  # train on the first `seconds` of a longer clip
 
 
 @dataclass
@@ -123,7 +126,14 @@ def read_manifest(path: str | os.PathLike, columns: Sequence[str]) -> Iterator[t
         )
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found")
-    with open(path, newline="", encoding="utf-8") as f:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text ({error.reason} at byte {error.start}): save the manifest "
+                         "as UTF-8") from None
+    with io.StringIO(text, newline="") as f:
         if MANIFEST_FORMATS[suffix] is None:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
@@ -281,33 +291,69 @@ def drop_too_short(
     return kept
 
 
+def limit_length(examples: list[Example], max_seconds: float, policy: str, bad: BadExamples) -> list[Example]:
+    """Clips longer than `max_seconds` (the batch cap): skipped and reported, or (`policy="crop"`) cut to it.
+
+    A batch holds at least one clip, so one clip above the cap would make a batch of its own far above it: one
+    5-minute clip under an 8 s cap took a 2.5M-parameter run past 10 GB.
+    """
+    if policy not in LONG_CLIPS:
+        raise ValueError(f"long-clip policy must be one of {LONG_CLIPS}, got {policy!r}")
+    kept = []
+    for example in examples:
+        if example.seconds <= max_seconds:
+            kept.append(example)
+        elif policy == "crop":
+            kept.append(Example(example.audio, example.target, max_seconds, example.source, crop=True))
+        else:
+            bad.report("longer than the batch cap", example.source,
+                       f"{example.seconds:.1f} s is longer than max_batch_seconds={max_seconds:g} (a batch of its own "
+                       "would exceed the cap): raise the cap, or crop such clips")
+    return kept
+
+
 # ------------------------------------------------------------------------------------------------ datasets
 class SpeechDataset(torch.utils.data.Dataset):
     """Examples -> {"audio": float32 samples, "target": label ids (ctc) or class id, "text", "seconds"}.
 
-    `encode` maps a target to what the loss takes. `cache=True` keeps decoded audio in memory after the first
-    read (small data sets; the demo), so later epochs do not decode again. The cache lives in the process that
-    reads: with DataLoader workers (`num_workers` > 0) each worker fills its own and loses it at the epoch's end.
+    `encode` maps a target to what the loss takes. A clip that fails to decode (corrupt past its header, NaN
+    samples) is reported with its manifest line: with `on_bad="skip"` the item is None, which the collator leaves
+    out and counts; with "fail" (the default) it raises. `cache=True` keeps decoded audio in memory after the first read
+    (small data sets; the demo), so later epochs do not decode again. The cache lives in the process that reads:
+    with DataLoader workers (`num_workers` > 0) each worker fills its own and loses it at the epoch's end.
     """
 
-    def __init__(self, examples: Sequence[Example], encode: Callable[[str], Any], cache: bool = False) -> None:
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        encode: Callable[[str], Any],
+        cache: bool = False,
+        on_bad: str = "fail",
+    ) -> None:
         self.examples = list(examples)
         self.encode = encode
+        self.bad = BadExamples(on_bad)  # its counts stay in the reading process: the collator's "bad" carries them
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
         example = self.examples[index]
         if self._cache is not None and index in self._cache:
             audio = self._cache[index]
         else:
-            audio = example.audio if isinstance(example.audio, np.ndarray) else load_audio(example.audio)
+            try:
+                audio = example.audio if isinstance(example.audio, np.ndarray) else load_audio(example.audio)
+            except (OSError, ValueError) as error:
+                self.bad.report("unreadable audio", example.source, str(error))
+                return None
+            if example.crop:
+                audio = audio[: int(example.seconds * SAMPLING_RATE)]
             if self._cache is not None:
                 self._cache[index] = audio
         return {"audio": audio, "target": self.encode(example.target), "text": example.target,
-                "seconds": len(audio) / SAMPLING_RATE}
+                "seconds": len(audio) / SAMPLING_RATE, "source": example.source}
 
     @property
     def seconds(self) -> list[float]:
@@ -315,18 +361,31 @@ class SpeechDataset(torch.utils.data.Dataset):
 
 
 class Collator:
-    """A list of dataset items -> one padded batch: features, mask, labels, and the audio seconds it holds."""
+    """A list of dataset items -> one padded batch: features, mask, labels, the audio seconds it holds, and under
+    "bad" the kinds of the items it left out (None: failed to decode; or features that came out non-finite)."""
 
-    def __init__(self, feature_extractor: Any, task: str) -> None:
+    def __init__(self, feature_extractor: SeamlessM4TFeatureExtractor, task: str) -> None:
         target_column(task)
         self.feature_extractor = feature_extractor
         self.task = task
 
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        inputs = self.feature_extractor(
-            [item["audio"] for item in items], sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True,
-            return_attention_mask=True,
-        )
+    def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, Any]:
+        bad = ["unreadable audio"] * sum(item is None for item in items)
+        items = [item for item in items if item is not None]
+        try:
+            inputs = self._features(items)
+        except ValueError:  # one clip's features are non-finite (samples far outside [-1, 1]): find it, drop it
+            kept = []
+            for item in items:
+                try:
+                    self._features([item])
+                except ValueError as error:
+                    logger.warning("skipped %s: %s", item["source"], error)
+                    bad.append("unusable features")
+                else:
+                    kept.append(item)
+            items = kept
+            inputs = self._features(items)
         if self.task == "ctc":
             labels = pad_labels([item["target"] for item in items])
         else:
@@ -337,7 +396,17 @@ class Collator:
             "labels": labels,
             "seconds": float(sum(item["seconds"] for item in items)),
             "texts": [item["text"] for item in items],
+            "bad": bad,
         }
+
+    def _features(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not items:  # all of this rank's clips were bad: an empty batch the trainer knows to pass over
+            dim = self.feature_extractor.num_mel_bins * self.feature_extractor.stride
+            return {"input_features": torch.zeros(0, 1, dim), "attention_mask": torch.zeros(0, 1, dtype=torch.int32)}
+        return self.feature_extractor(
+            [item["audio"] for item in items], sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True,
+            return_attention_mask=True,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- batching

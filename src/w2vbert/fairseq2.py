@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import torch_load_weights_only
 from .config import Wav2Vec2BertConfig
+from .weights import torch_load_weights_only
 
 logger = logging.getLogger("w2vbert")
 

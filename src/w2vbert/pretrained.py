@@ -18,13 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Wav2Vec2BertConfig
 from .devices import resolve_device, resolve_dtype
 from .fairseq2 import FAIRSEQ2_SUFFIXES, detect_kind, infer_config, load_fairseq2_checkpoint, rename
 from .hub import HubOptions
 from .layers import lengths_to_mask, strided_conv_lengths
 from .quantization import optimize_for_inference
+from .weights import load_weights, save_weights
 
 logger = logging.getLogger("w2vbert")
 
@@ -193,7 +193,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         config = Wav2Vec2BertConfig.from_dict(self.config.to_dict())
         config.architectures = [type(self).__name__]
         config.extra["torch_dtype"] = str(self.dtype).removeprefix("torch.")
-        save_checkpoint(self.state_dict() if state_dict is None else state_dict, save_directory, max_shard_size)
+        save_weights(self.state_dict() if state_dict is None else state_dict, save_directory, max_shard_size)
         config.save_pretrained(save_directory)
 
     @classmethod
@@ -248,7 +248,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
                 config = Wav2Vec2BertConfig.from_hub(pretrained_model_name_or_path, hub, **config_overrides)
             elif config_overrides:
                 config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **config_overrides)
-            state = load_checkpoint(pretrained_model_name_or_path, hub)
+            state = load_weights(pretrained_model_name_or_path, hub)
             model, info = cls._from_state_dict(config, state, ignore_mismatched_sizes)
         report_loading(cls.__name__, info)
         # Like transformers: float32 unless asked, whatever the file stores ("auto" keeps the stored dtype).

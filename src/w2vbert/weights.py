@@ -1,4 +1,4 @@
-"""Weight files: read and write the Hugging Face layouts, never unpickling code.
+"""Weight files (model.safetensors and friends): read and write the Hugging Face layouts, never unpickling code.
 
 Read order: `model.safetensors`, sharded `model.safetensors.index.json`, then `pytorch_model.bin` (and its
 sharded index) through `torch.load(weights_only=True)`, which refuses anything but tensors and plain containers.
@@ -69,7 +69,7 @@ def torch_load_weights_only(path: str | os.PathLike, allowed_globals: Sequence[t
         raise ValueError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {error}") from None
 
 
-def load_checkpoint(path_or_repo_id: str | os.PathLike, hub: HubOptions = DEFAULT_HUB) -> dict[str, torch.Tensor]:
+def load_weights(path_or_repo_id: str | os.PathLike, hub: HubOptions = DEFAULT_HUB) -> dict[str, torch.Tensor]:
     """All weights of a model directory or hub repo, in any of the Hugging Face layouts."""
     def resolve(name: str) -> Path | None:
         return resolve_optional_file(path_or_repo_id, name, hub)
@@ -90,11 +90,22 @@ def load_checkpoint(path_or_repo_id: str | os.PathLike, hub: HubOptions = DEFAUL
 
 def _load_sharded(index_path: Path, resolve: Callable[[str], Path]) -> dict[str, torch.Tensor]:
     try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{index_path} is not a valid shard index (needs a 'weight_map'): {error}") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{index_path}: 'weight_map' must map tensor names to shard file names")
+    shards = sorted(set(weight_map.values()))
+    # A shard is a file next to the index: a name with a folder in it (../../etc/passwd, /abs/path) could make a
+    # crafted repo open any file on the machine.
+    outside = [shard for shard in shards if shard in ("", ".", "..") or Path(shard).name != shard or "\\" in shard]
+    if outside:
+        raise ValueError(
+            f"{index_path} names shard files outside the model directory: {outside[:4]}; shard names must be plain "
+            "file names next to the index"
+        )
     state: dict[str, torch.Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
+    for shard in shards:
         state.update(load_weights_file(resolve(shard)))
     missing = sorted(set(weight_map) - set(state))
     if missing:
@@ -114,7 +125,7 @@ def parse_size(size: int | str) -> int:
     return int(text)
 
 
-def save_checkpoint(
+def save_weights(
     state_dict: dict[str, torch.Tensor], save_directory: str | os.PathLike, max_shard_size: int | str = "5GB"
 ) -> list[Path]:
     """Write safetensors (sharded with an index above `max_shard_size`); returns the files written."""

@@ -1,20 +1,22 @@
-"""Fine-tuning: the `Trainer` (CTC speech recognition or one label per clip) and the `w2vbert finetune` command.
+"""The trainer: `TrainingConfig`, the schedule, distributed helpers, run-directory checkpoints, the metrics log and
+`Trainer` itself, for any model of the family whose forward returns a loss.
 
 What a run guarantees:
 - Resumable at any moment: `output_dir/last` holds weights, optimizer, scheduler, grad scaler, every RNG
   (python, numpy, torch, per rank) and the data position (epoch, global batches consumed). A run killed and
   resumed ends with the weights of an uninterrupted one.
-- Checkpoints are written to a temporary folder and renamed into place; the previous one is kept until the new
-  one is in place, so a kill mid-write leaves either the old or the new checkpoint, never a mix.
-- `best` and `last` are in the Hugging Face layout with the processor files (preprocessor_config.json, vocab.json,
-  tokenizer files): `from_pretrained` here and in transformers loads them.
+- `last` and `best` are always loadable: each checkpoint is written whole into its own folder, and the name is a
+  symbolic link swapped onto it in one atomic rename, so a kill at any point leaves the old checkpoint or the new
+  one under the name, never a gap or a mix. They are in the Hugging Face layout with the processor files:
+  `from_pretrained` here and in transformers loads them.
+- One run per output directory: a second run on it is refused while the first holds its lock.
+- Training state is read with `torch.load(weights_only=True)`: a crafted file in a run directory cannot run code.
 - Launched by `torchrun`, ranks share each global batch (DDP, or FSDP) and the loss is normalised by the global
   example count, so N processes follow the loss curve of one process on the same global batches.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -23,38 +25,37 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import filelock
+import jiwer
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .data import (
-    ON_BAD,
-    TASKS,
-    BadExamples,
-    Collator,
-    Example,
-    LengthGroupedBatchSampler,
-    SpeechDataset,
-    TextNormalizer,
-    describe,
-    drop_too_short,
-    load_examples,
-)
+from .data import TASKS, LengthGroupedBatchSampler
+from .features import SeamlessM4TFeatureExtractor
+from .heads import Wav2Vec2BertForCTC
+from .layers import lengths_to_mask
+from .pretrained import Wav2Vec2BertPreTrainedModel
+from .tokenizer import Wav2Vec2CTCTokenizer
+from .weights import load_weights, torch_load_weights_only
 
 logger = logging.getLogger("w2vbert")
 
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
+SHARDINGS = ("ddp", "fsdp")
 TRAINER_STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.pt"
 METRICS_NAME = "metrics.jsonl"
+LOCK_NAME = ".lock"
 
 
 @dataclass(frozen=True)
@@ -93,13 +94,15 @@ class TrainingConfig:
             (self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}"),
             (self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
-            (self.sharding in ("ddp", "fsdp"), f"sharding must be 'ddp' or 'fsdp', got {self.sharding!r}"),
+            (self.sharding in SHARDINGS, f"sharding must be one of {SHARDINGS}, got {self.sharding!r}"),
             (self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
             (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1"),
             (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
             (self.freeze_layers >= 0, f"freeze_layers must be >= 0, got {self.freeze_layers}"),
             (self.save_every >= 1 and self.log_every >= 1, "save_every and log_every must be >= 1"),
+            (self.max_batch_seconds > 0, f"max_batch_seconds must be > 0, got {self.max_batch_seconds}"),
+            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:
@@ -141,6 +144,8 @@ def init_distributed(device: str | None) -> tuple[Distributed, torch.device]:
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     target = torch.device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use device='cpu'")
     if target.type == "cuda" and target.index is None:  # "cuda" (as --device cuda says): this rank's GPU
         target = torch.device("cuda", local_rank)
     if target.type == "cuda":
@@ -150,7 +155,8 @@ def init_distributed(device: str | None) -> tuple[Distributed, torch.device]:
     return Distributed(rank, world_size, local_rank), target
 
 
-def _all_reduce(values: list[float], env: Distributed, device: torch.device) -> list[float]:
+def all_reduce(values: list[float], env: Distributed, device: torch.device) -> list[float]:
+    """The sums of `values` over all ranks (the values themselves with one process)."""
     if not env.active:
         return values
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
@@ -158,29 +164,40 @@ def _all_reduce(values: list[float], env: Distributed, device: torch.device) -> 
     return tensor.tolist()
 
 
-def _barrier(env: Distributed) -> None:
+def barrier(env: Distributed) -> None:
     if env.active:
         dist.barrier()
 
 
-# ----------------------------------------------------------------------------------------- checkpoints
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+# ------------------------------------------------------------------------------------- run directories
+def rng_state() -> dict[str, Any]:
+    """Every random generator's state, as tensors and plain values (what `torch.load(weights_only=True)` reads)."""
+    name, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gauss),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached_gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def find_checkpoint(output_dir: str | os.PathLike, name: str = "last") -> Path | None:
-    """The complete checkpoint `name`, or the one it replaces when a kill came between the two renames."""
+    """The complete checkpoint `name` of a run directory (a folder holding trainer_state.json), or None.
+
+    A run written before checkpoints were published by link may have left `name.old` after a kill between its
+    two renames; it is taken when `name` itself is absent.
+    """
     for candidate in (Path(output_dir) / name, Path(output_dir) / f"{name}.old"):
         if (candidate / TRAINER_STATE_NAME).is_file():
             return candidate
@@ -188,18 +205,68 @@ def find_checkpoint(output_dir: str | os.PathLike, name: str = "last") -> Path |
 
 
 def publish_directory(temporary: Path, final: Path) -> None:
-    """Move a fully written `temporary` folder to `final`, keeping the previous `final` until it is in place.
+    """Make the fully written folder `temporary` the checkpoint `final`, with `final` loadable at every moment.
 
-    Directory renames are atomic but cannot replace a non-empty folder, so: final -> final.old, temporary ->
-    final, drop final.old. A kill at any point leaves `final` or `final.old` complete (`find_checkpoint`).
+    The folder is renamed to a name of its own (`final.<n>`), then a symbolic link `final` -> that name replaces
+    the previous link in one atomic rename; only then do the earlier folders go. A kill at any point leaves
+    `final` naming a complete checkpoint (the old or the new one); leftovers are removed by the next save.
     """
-    previous = final.with_name(final.name + ".old")
-    if final.exists():
-        if previous.exists():
-            shutil.rmtree(previous)  # a leftover of an earlier kill; `final` is complete
-        os.replace(final, previous)
-    os.replace(temporary, final)
-    shutil.rmtree(previous, ignore_errors=True)
+    parent = final.parent
+
+    def versions() -> list[Path]:  # final.<n> folders, and final.old (a real `final` folder moved aside)
+        return [p for p in parent.glob(f"{final.name}.*") if p.suffix[1:].isdigit() or p.suffix == ".old"]
+
+    number = 1 + max((int(p.suffix[1:]) for p in versions() if p.suffix[1:].isdigit()), default=0)
+    versioned = parent / f"{final.name}.{number}"
+    os.replace(temporary, versioned)
+    if final.exists() and not final.is_symlink():  # a real folder: a run from before links, or a hand copy
+        os.replace(final, parent / f"{final.name}.old")
+    link = parent / f".{final.name}.link"
+    link.unlink(missing_ok=True)
+    link.symlink_to(versioned.name)  # relative: the run directory can be moved or copied whole
+    os.replace(link, final)
+    for stale in versions():
+        if stale != versioned:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def run_lock(output_dir: Path, env: Distributed) -> Iterator[None]:
+    """Hold `output_dir/.lock` for the run (rank 0): a second run on the same directory is refused, not mixed in."""
+    if not env.main:
+        yield
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(output_dir / LOCK_NAME)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise RuntimeError(
+            f"{output_dir} is in use by another training run (it holds {output_dir / LOCK_NAME}): wait for it to "
+            "finish, or choose another --output-dir"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a torn last line (what a kill leaves) is dropped, any other bad line named."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "step" not in record:
+                raise ValueError("not a metrics record")
+        except ValueError as error:
+            if number == len(lines):
+                logger.warning("%s:%d: dropped a torn last record (a kill mid-write): %r", path, number, line[:80])
+                break
+            raise ValueError(f"{path}:{number}: not a metrics record ({error}): {line[:80]!r}") from None
+        records.append(record)
+    return records
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -209,13 +276,13 @@ class MetricsLog:
     def __init__(self, output_dir: Path, resume_step: int, tensorboard: bool) -> None:
         self.path = output_dir / METRICS_NAME
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [record for record in read_records(self.path) if record["step"] <= resume_step]
+            self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
         self.writer = None
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is the `train` extra
+                from torch.utils.tensorboard import SummaryWriter  # the optional `train` extra
+            except ImportError:
                 logger.warning("tensorboard is not installed: metrics go to %s only", self.path)
             else:
                 self.writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=resume_step + 1)
@@ -233,15 +300,87 @@ class MetricsLog:
             self.writer.close()
 
 
+class _RunningMetrics:
+    """Loss, examples and audio seconds since the last metric record, for means and throughput."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.count, self.seconds, self.start = 0.0, 0.0, 0.0, time.time()
+
+    def add(self, loss: float, count: float, seconds: float) -> None:
+        self.loss, self.count, self.seconds = self.loss + loss, self.count + count, self.seconds + seconds
+
+    def record(self, lr: float, epoch: int) -> dict[str, float]:
+        elapsed = max(time.time() - self.start, 1e-9)
+        record = {"loss": self.loss / max(self.count, 1), "lr": lr,
+                  "audio_seconds_per_second": self.seconds / elapsed, "epoch": epoch}
+        self.reset()
+        return record
+
+
 def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
     """Corpus WER and CER (jiwer): errors over all words / characters of the set, not averaged per clip."""
-    import jiwer
-
     pairs = [(r, h) for r, h in zip(references, hypotheses, strict=True) if r.strip()]
     if not pairs:
         return {"wer": float("nan"), "cer": float("nan")}
     refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
     return {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps))}
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+class CTCScorer:
+    """Evaluation of a CTC model: corpus WER and CER of greedy decodes; the best checkpoint has the lowest WER."""
+
+    def __init__(self, model: Wav2Vec2BertPreTrainedModel, tokenizer: Wav2Vec2CTCTokenizer | None) -> None:
+        if tokenizer is None:
+            raise ValueError("CTC evaluation decodes with the tokenizer: pass tokenizer=...")
+        self.model, self.tokenizer = model, tokenizer
+        self.references: list[str] = []
+        self.hypotheses: list[str] = []
+
+    def add(self, batch: dict[str, Any], logits: torch.Tensor, mask: torch.Tensor) -> None:
+        ids = logits.argmax(-1)
+        lengths = self.model.get_feat_extract_output_lengths(mask.sum(-1).long())
+        ids = ids.masked_fill(~lengths_to_mask(lengths, ids.shape[1]), self.tokenizer.pad_token_id).cpu()
+        self.hypotheses += self.tokenizer.batch_decode(ids.tolist())
+        self.references += list(batch["texts"])
+
+    def result(self, env: Distributed, device: torch.device, count: float) -> dict[str, float]:
+        references, hypotheses = self.references, self.hypotheses
+        if env.active:
+            gathered: list[Any] = [None] * env.world_size
+            dist.all_gather_object(gathered, (references, hypotheses))
+            references = [r for refs, _ in gathered for r in refs]
+            hypotheses = [h for _, hyps in gathered for h in hyps]
+        return error_rates(references, hypotheses)
+
+    @staticmethod
+    def score(result: dict[str, float]) -> float:
+        """Lower is better."""
+        return result["wer"]
+
+
+class AccuracyScorer:
+    """Evaluation of a classifier: accuracy; the best checkpoint has the highest."""
+
+    def __init__(self, model: Wav2Vec2BertPreTrainedModel, tokenizer: Wav2Vec2CTCTokenizer | None) -> None:
+        self.correct = 0.0
+
+    def add(self, batch: dict[str, Any], logits: torch.Tensor, mask: torch.Tensor) -> None:
+        self.correct += float((logits.argmax(-1).cpu() == batch["labels"]).sum())
+
+    def result(self, env: Distributed, device: torch.device, count: float) -> dict[str, float]:
+        (correct,) = all_reduce([self.correct], env, device)
+        return {"accuracy": correct / max(count, 1)}
+
+    @staticmethod
+    def score(result: dict[str, float]) -> float:
+        return -result["accuracy"]
+
+
+SCORERS: dict[str, type[CTCScorer] | type[AccuracyScorer]] = {"ctc": CTCScorer, "classify": AccuracyScorer}
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -256,6 +395,7 @@ class TrainerState:
     best_step: int | None = None
     audio_seconds: float = 0.0  # trained on, all ranks
     history: list[dict[str, Any]] = field(default_factory=list)  # evaluation results
+    bad_examples: dict[str, int] = field(default_factory=dict)  # left out while training, by kind (all ranks)
 
 
 class Trainer:
@@ -263,9 +403,9 @@ class Trainer:
 
     `train_data` must have `__len__`, `__getitem__` and `seconds` (per-example lengths for batching);
     `collate_fn` turns a list of items into {"input_features", "attention_mask", "labels", "seconds"} (and
-    "texts", the references, for CTC evaluation). `tokenizer` decodes CTC output for WER/CER; `tokenizer` and
-    `feature_extractor` are saved with each checkpoint. `callbacks` run after every optimizer step (and its
-    checkpoint) as `callback(trainer, step)`.
+    "texts", the references, for CTC evaluation; optionally "bad", the kinds of examples it left out). `tokenizer`
+    decodes CTC output for WER/CER; `tokenizer` and `feature_extractor` are saved with each checkpoint.
+    `callbacks` run after every optimizer step (and its checkpoint) as `callback(trainer, step)`.
     """
 
     def __init__(
@@ -275,8 +415,8 @@ class Trainer:
         train_data: Any,
         collate_fn: Callable[[list[Any]], dict[str, Any]],
         eval_data: Any = None,
-        tokenizer: Any = None,
-        feature_extractor: Any = None,
+        tokenizer: Wav2Vec2CTCTokenizer | None = None,
+        feature_extractor: SeamlessM4TFeatureExtractor | None = None,
         callbacks: Sequence[Callable[[Trainer, int], None]] = (),
     ) -> None:
         if config.task == "ctc" and eval_data is not None and tokenizer is None:
@@ -293,6 +433,7 @@ class Trainer:
         self.state = TrainerState()
         self.env, self.device = Distributed(), torch.device(config.device or "cpu")
         self.wrapped: nn.Module = model
+        self.bad_examples: Counter = Counter()  # this rank's, since the last step's all-reduce
 
     # ------------------------------------------------------------------------------------------ setup
     def _prepare_model(self) -> None:
@@ -300,7 +441,7 @@ class Trainer:
         if config.freeze_feature_projection:
             model.freeze_feature_encoder()
         if config.freeze_layers:
-            layers = model.wav2vec2_bert.encoder.layers
+            layers = model.base_model.encoder.layers
             if config.freeze_layers > len(layers):
                 raise ValueError(f"freeze_layers={config.freeze_layers} exceeds the model's {len(layers)} blocks")
             for layer in layers[: config.freeze_layers]:
@@ -316,9 +457,9 @@ class Trainer:
         if self.config.sharding == "fsdp":
             # FSDP2: each Conformer block is a unit (its parameters gathered just for its forward and backward),
             # the rest shards as the root unit. The module stays itself: no wrapper in the state-dict keys.
-            from torch.distributed.fsdp import fully_shard
+            from torch.distributed.fsdp import fully_shard  # only multi-process FSDP runs need it
 
-            for layer in self.model.wav2vec2_bert.encoder.layers:
+            for layer in self.model.base_model.encoder.layers:
                 fully_shard(layer)
             fully_shard(self.model)
             return self.model
@@ -372,6 +513,10 @@ class Trainer:
 
     def train(self, resume: bool = False) -> dict[str, Any]:
         """Train to `max_steps`; with `resume`, continue from `output_dir/last`. Returns the run summary."""
+        with run_lock(self.output_dir, Distributed(int(os.environ.get("RANK", "0")))):
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> dict[str, Any]:
         config = self.config
         self.setup(resume)
         sampler = LengthGroupedBatchSampler(
@@ -382,25 +527,9 @@ class Trainer:
         metrics = MetricsLog(self.output_dir, self.state.step, config.tensorboard) if self.env.main else None
         bar = self._progress_bar()
         started = time.time()
-        window = _Window()
+        running = _RunningMetrics()
         try:
-            while self.state.step < config.max_steps:
-                sampler.set_epoch(self.state.epoch, self.state.batches_in_epoch)
-                batches = iter(loader)
-                while self.state.step < config.max_steps:
-                    micro = []
-                    for batch in batches:
-                        micro.append(batch)
-                        self.state.batches_in_epoch += 1
-                        if len(micro) == config.gradient_accumulation_steps:
-                            break
-                    if not micro:  # the epoch is over
-                        break
-                    self._after_step(self.train_step(micro), window, metrics, bar)
-                else:
-                    break
-                self.state.epoch += 1
-                self.state.batches_in_epoch = 0
+            self._run_epochs(loader, sampler, running, metrics, bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -411,17 +540,44 @@ class Trainer:
             "audio_hours": self.state.audio_seconds / 3600, "seconds": time.time() - started,
             "best_step": self.state.best_step, "best_metric": self.state.best_metric,
             "final_eval": self.state.history[-1] if self.state.history else None,
+            "bad_examples_in_training": dict(self.state.bad_examples),
         }
 
-    def _after_step(self, result: tuple[float, float, float], window: _Window, metrics: Any, bar: Any) -> None:
+    def _run_epochs(
+        self, loader: Any, sampler: LengthGroupedBatchSampler, running: _RunningMetrics, metrics: Any, bar: Any
+    ) -> None:
+        """Epoch after epoch, one optimizer step per group of accumulated batches, until max_steps."""
+        while True:
+            sampler.set_epoch(self.state.epoch, self.state.batches_in_epoch)
+            for micro in self._accumulated(loader):
+                self._after_step(self.train_step(micro), running, metrics, bar)
+                if self.state.step >= self.config.max_steps:
+                    return
+            self.state.epoch += 1
+            self.state.batches_in_epoch = 0
+
+    def _accumulated(self, loader: Any) -> Iterator[list[dict[str, Any]]]:
+        """The rest of the epoch's batches in groups of gradient_accumulation_steps (the last may be shorter),
+        each counted as consumed when it is taken, so a checkpoint records the data position exactly."""
+        micro: list[dict[str, Any]] = []
+        for batch in loader:
+            micro.append(batch)
+            self.state.batches_in_epoch += 1
+            if len(micro) == self.config.gradient_accumulation_steps:
+                yield micro
+                micro = []
+        if micro:
+            yield micro
+
+    def _after_step(self, result: tuple[float, float, float], running: _RunningMetrics, metrics: Any, bar: Any) -> None:
         """Count the step; log, evaluate, checkpoint and call back when due."""
         config = self.config
-        window.add(*result)
+        running.add(*result)
         self.state.step += 1
         self.state.audio_seconds += result[2]
         step = self.state.step
         if step % config.log_every == 0 or step == config.max_steps:
-            record = window.record(self.scheduler.get_last_lr()[0], self.state.epoch)
+            record = running.record(self.scheduler.get_last_lr()[0], self.state.epoch)
             if metrics is not None:
                 metrics.write(step, "train", record)
             if bar is not None:
@@ -439,11 +595,15 @@ class Trainer:
 
     def train_step(self, micro: list[dict[str, Any]]) -> tuple[float, float, float]:
         """One optimizer step over accumulated micro-batches (after `setup`); returns (summed loss, examples,
-        audio seconds), summed over ranks."""
+        audio seconds), summed over ranks. Clips the collator left out (bad examples) are counted; a global batch
+        left with none is skipped, and a step left with none leaves the weights as they are."""
         total_loss, total_count, total_seconds = 0.0, 0.0, 0.0
         for index, batch in enumerate(micro):
+            self.bad_examples.update(batch.get("bad", ()))
             local_count = float(batch["labels"].shape[0])
-            global_count, seconds = _all_reduce([local_count, batch["seconds"]], self.env, self.device)
+            global_count, seconds = all_reduce([local_count, batch["seconds"]], self.env, self.device)
+            if global_count == 0:
+                continue  # every clip of this global batch was bad: no rank runs it
             last = index == len(micro) - 1
             sync = contextlib.nullcontext()
             if self._fsdp():
@@ -451,12 +611,8 @@ class Trainer:
             elif self.env.active and not last:
                 sync = self.wrapped.no_sync()
             with sync:
-                with self._autocast():
-                    output = self.wrapped(
-                        batch["input_features"].to(self.device), attention_mask=batch["attention_mask"].to(self.device),
-                        labels=batch["labels"].to(self.device),
-                    )
-                local_sum = self._loss_sum(output.loss, local_count)
+                output = self._forward(batch)
+                local_sum = self._loss_sum(output.loss, local_count) if local_count else output.loss * 0.0
                 # DDP averages gradients over ranks: scaling by world / global count makes the result the mean
                 # over every example of the global batch, whatever each rank's share of it.
                 loss = local_sum * self.env.world_size / (global_count * len(micro))
@@ -464,20 +620,44 @@ class Trainer:
             total_loss += float(local_sum.detach())
             total_count += global_count
             total_seconds += seconds
-        self.scaler.unscale_(self.optimizer)
-        if self.config.max_grad_norm is not None:
-            # Under FSDP the gradients are DTensor shards, and the norm is taken over all of them.
-            torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), self.config.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if total_count:
+            self.scaler.unscale_(self.optimizer)
+            if self.config.max_grad_norm is not None:
+                # Under FSDP the gradients are DTensor shards, and the norm is taken over all of them.
+                torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), self.config.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        (total_loss,) = _all_reduce([total_loss], self.env, self.device)
+        (total_loss,) = all_reduce([total_loss], self.env, self.device)
         return total_loss, total_count, total_seconds
+
+    def _forward(self, batch: dict[str, Any]) -> Any:
+        """The model on this rank's share of a batch. A share left empty by bad examples runs on one clip of
+        zeros instead (its loss is then not counted), so that the ranks' collectives stay in step."""
+        features, mask, labels = batch["input_features"], batch["attention_mask"], batch["labels"]
+        if labels.shape[0] == 0:
+            features = torch.zeros(1, 8, self.model.config.feature_projection_input_dim)
+            mask = torch.ones(1, 8, dtype=torch.long)
+            labels = torch.zeros((1, 1) if labels.ndim == 2 else (1,), dtype=torch.long)
+        with self._autocast():
+            return self.wrapped(features.to(self.device), attention_mask=mask.to(self.device),
+                                labels=labels.to(self.device))
+
+    def _fold_bad_examples(self) -> None:
+        """Add the examples the collators of every rank left out since the last fold to the run's counts."""
+        counts = [dict(self.bad_examples)]
+        if self.env.active:  # a collective: every rank calls it, at the same points (each checkpoint)
+            counts = [None] * self.env.world_size
+            dist.all_gather_object(counts, dict(self.bad_examples))
+        for rank_counts in counts:
+            for kind, number in rank_counts.items():
+                self.state.bad_examples[kind] = self.state.bad_examples.get(kind, 0) + number
+        self.bad_examples = Counter()
 
     def _loss_sum(self, loss: torch.Tensor, count: float) -> torch.Tensor:
         """The model's loss as a sum over the batch's examples (the heads report a mean, unless CTC 'sum')."""
-        if self.config.task == "ctc" and self.model.config.ctc_loss_reduction == "sum":
+        if isinstance(self.model, Wav2Vec2BertForCTC) and self.model.config.ctc_loss_reduction == "sum":
             return loss
         return loss * count
 
@@ -490,59 +670,40 @@ class Trainer:
     def _progress_bar(self) -> Any:
         if not (self.config.progress and self.env.main):
             return None
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # the notebook-aware bar; only rank 0 with progress on draws one
 
-        return tqdm(total=self.config.max_steps, initial=self.state.step, desc="fine-tuning", unit="step")
+        return tqdm(total=self.config.max_steps, initial=self.state.step, desc="training", unit="step")
 
     # -------------------------------------------------------------------------------------------- eval
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Loss and WER/CER (ctc) or accuracy (classify) on `eval_data`, over all ranks."""
+        """Loss and the task's metrics (WER/CER for ctc, accuracy for classify) on `eval_data`, over all ranks."""
         sampler = LengthGroupedBatchSampler(
             self.eval_data.seconds, self.config.max_batch_seconds, self.config.max_batch_size, shuffle=False,
             rank=self.env.rank, world_size=self.env.world_size,
         )
+        scorer = SCORERS[self.config.task](self.model, self.tokenizer)
         model = self.wrapped
         was_training = model.training
         model.eval()
-        loss_sum, count, correct = 0.0, 0.0, 0.0
-        references, hypotheses = [], []
+        loss_sum, count = 0.0, 0.0
         for batch in self._loader(self.eval_data, sampler, 0):
-            mask = batch["attention_mask"].to(self.device)
-            with self._autocast():
-                output = model(batch["input_features"].to(self.device), attention_mask=mask,
-                               labels=batch["labels"].to(self.device))
+            output = self._forward(batch)
             n = batch["labels"].shape[0]
-            loss_sum += float(self._loss_sum(output.loss.float(), n))
-            count += n
-            if self.config.task == "classify":
-                correct += float((output.logits.argmax(-1).cpu() == batch["labels"]).sum())
-            else:
-                ids = output.logits.argmax(-1)
-                lengths = self.model.get_feat_extract_output_lengths(mask.sum(-1).long())
-                valid = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]
-                ids = ids.masked_fill(~valid, self.tokenizer.pad_token_id).cpu()
-                hypotheses += self.tokenizer.batch_decode(ids.tolist())
-                references += list(batch["texts"])
+            if n:
+                loss_sum += float(self._loss_sum(output.loss.float(), n))
+                count += n
+                scorer.add(batch, output.logits, batch["attention_mask"].to(self.device))
         model.train(was_training)
-        loss_sum, count, correct = _all_reduce([loss_sum, count, correct], self.env, self.device)
-        result = {"loss": loss_sum / max(count, 1)}
-        if self.config.task == "classify":
-            result["accuracy"] = correct / max(count, 1)
-            return result
-        if self.env.active:
-            gathered: list[Any] = [None] * self.env.world_size
-            dist.all_gather_object(gathered, (references, hypotheses))
-            references = [r for refs, _ in gathered for r in refs]
-            hypotheses = [h for _, hyps in gathered for h in hyps]
-        return result | error_rates(references, hypotheses)
+        loss_sum, count = all_reduce([loss_sum, count], self.env, self.device)
+        return {"loss": loss_sum / max(count, 1)} | scorer.result(self.env, self.device, count)
 
     def _evaluate_and_keep_best(self, metrics: MetricsLog | None) -> None:
         result = self.evaluate()
         self.state.history.append({"step": self.state.step, **result})
         if metrics is not None:
             metrics.write(self.state.step, "eval", result)
-        score = result["wer"] if self.config.task == "ctc" else -result["accuracy"]
+        score = SCORERS[self.config.task].score(result)
         if not math.isnan(score) and (self.state.best_metric is None or score < self.state.best_metric):
             self.state.best_metric, self.state.best_step = score, self.state.step
             self.save_checkpoint("best", training_state=False)
@@ -568,10 +729,13 @@ class Trainer:
         return self.optimizer.state_dict()
 
     def save_checkpoint(self, name: str, training_state: bool = True) -> Path:
-        """Write `output_dir/name` atomically: weights, config, processor files (+ optimizer, RNG, position)."""
+        """Write the run checkpoint `output_dir/name`: weights, config, processor files (+ optimizer, RNG, data
+        position), published whole (`publish_directory`)."""
         final = self.output_dir / name
         temporary = self.output_dir / f".tmp-{name}"
         model_state = self._model_state()  # collective under FSDP: every rank calls it
+        if training_state:
+            self._fold_bad_examples()
         optimizer_state = self._optimizer_state() if training_state else None
         if self.env.main:
             shutil.rmtree(temporary, ignore_errors=True)
@@ -585,22 +749,20 @@ class Trainer:
                 torch.save(optimizer_state, temporary / OPTIMIZER_NAME)
                 torch.save({"scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()},
                            temporary / SCHEDULER_NAME)
-        _barrier(self.env)
+        barrier(self.env)
         if training_state:
-            torch.save(_rng_state(), temporary / f"rng_state_{self.env.rank}.pt")
-        _barrier(self.env)
+            torch.save(rng_state(), temporary / f"rng_state_{self.env.rank}.pt")
+        barrier(self.env)
         if self.env.main:
             # The state file is written last: a folder without it is never taken for a checkpoint.
             state = asdict(self.state) | {"world_size": self.env.world_size, "config": asdict(self.config)}
             (temporary / TRAINER_STATE_NAME).write_text(json.dumps(state, indent=2) + "\n")
             publish_directory(temporary, final)
-        _barrier(self.env)
+        barrier(self.env)
         return final
 
     def _load_weights(self, checkpoint: Path) -> None:
-        from .checkpoint import load_checkpoint
-
-        self.model.load_state_dict(load_checkpoint(checkpoint))
+        self.model.load_state_dict(load_weights(checkpoint))
 
     def _load_training_state(self, checkpoint: Path) -> None:
         saved = json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
@@ -611,8 +773,8 @@ class Trainer:
             )
         known = set(TrainerState.__dataclass_fields__)
         self.state = TrainerState(**{k: v for k, v in saved.items() if k in known})
-        # Our own files, written by this trainer: optimizer state holds plain Python values besides tensors.
-        optimizer_state = torch.load(checkpoint / OPTIMIZER_NAME, map_location="cpu", weights_only=False)
+        # Tensors and plain values only (weights_only): a planted pickle is refused, never run.
+        optimizer_state = torch_load_weights_only(checkpoint / OPTIMIZER_NAME)
         if self._fsdp():
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
@@ -620,229 +782,13 @@ class Trainer:
                                      options=StateDictOptions(full_state_dict=True))
         else:
             self.optimizer.load_state_dict(optimizer_state)
-        schedule = torch.load(checkpoint / SCHEDULER_NAME, map_location="cpu", weights_only=False)
+        schedule = torch_load_weights_only(checkpoint / SCHEDULER_NAME)
         self.scheduler.load_state_dict(schedule["scheduler"])
         self.scaler.load_state_dict(schedule["scaler"])
-        rng = torch.load(checkpoint / f"rng_state_{self.env.rank}.pt", map_location="cpu", weights_only=False)
-        _set_rng_state(rng)
-
-
-class _Window:
-    """Loss, examples and audio seconds since the last metric record, for means and throughput."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.loss, self.count, self.seconds, self.start = 0.0, 0.0, 0.0, time.time()
-
-    def add(self, loss: float, count: float, seconds: float) -> None:
-        self.loss, self.count, self.seconds = self.loss + loss, self.count + count, self.seconds + seconds
-
-    def record(self, lr: float, epoch: int) -> dict[str, float]:
-        elapsed = max(time.time() - self.start, 1e-9)
-        record = {"loss": self.loss / max(self.count, 1), "lr": lr,
-                  "audio_seconds_per_second": self.seconds / elapsed, "epoch": epoch}
-        self.reset()
-        return record
+        set_rng_state(torch_load_weights_only(checkpoint / f"rng_state_{self.env.rank}.pt"))
 
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-# ------------------------------------------------------------------------------------- data + model glue
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the examples come from and how targets are cleaned."""
-
-    train_manifest: str
-    eval_manifest: str | None = None
-    audio_column: str = "audio"
-    target_column: str | None = None  # default "text" (ctc) or "label" (classify)
-    normalizer: TextNormalizer = TextNormalizer()
-    on_bad_example: str = "skip"  # "skip" (report and leave out) or "fail" (stop at the first)
-    vocab: str | None = None  # an existing vocab.json; default: built from the training transcripts
-    cache_audio: bool = False  # keep decoded clips in memory after their first read
-
-    def __post_init__(self) -> None:
-        if self.on_bad_example not in ON_BAD:
-            raise ValueError(f"on_bad_example must be one of {ON_BAD}, got {self.on_bad_example!r}")
-
-
-def load_feature_extractor(model: str | os.PathLike) -> Any:
-    """The checkpoint's feature extractor, or W2v-BERT 2.0's default when it has no preprocessor_config.json."""
-    from .features import SeamlessM4TFeatureExtractor
-
-    try:
-        return SeamlessM4TFeatureExtractor.from_pretrained(model)
-    except (FileNotFoundError, OSError):
-        logger.info("%s has no preprocessor_config.json: using the W2v-BERT 2.0 default feature extractor", model)
-        return SeamlessM4TFeatureExtractor()
-
-
-def ctc_tokenizer(examples: list[Example], vocab_file: str | None = None) -> Any:
-    """The CTC tokenizer of a vocab.json, or of the vocabulary of the (normalised) training transcripts."""
-    from .tokenizer import Wav2Vec2CTCTokenizer, build_vocab
-
-    if vocab_file is not None:
-        return Wav2Vec2CTCTokenizer(vocab_file=vocab_file, unk_token="[UNK]", pad_token="[PAD]")
-    if not examples:
-        raise ValueError("no usable training examples left to build a vocabulary from")
-    vocab = build_vocab([e.target for e in examples], lowercase=False)
-    # No <s> / </s>: CTC does not use them, and transformers would append them to the vocabulary on loading.
-    return Wav2Vec2CTCTokenizer(vocab=vocab, unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|",
-                                bos_token=None, eos_token=None)
-
-
-def finetune(
-    model: str,
-    data: DataConfig,
-    config: TrainingConfig,
-    resume: bool = False,
-    model_overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Fine-tune the checkpoint `model` (hub id or directory) on manifests; returns the run summary.
-
-    CTC: the vocabulary (built from the training transcripts unless `data.vocab`) sets `vocab_size` and the
-    blank (`pad_token_id`); the adapter, `ctc_zero_infinity` and the per-target-length "mean" CTC loss are on
-    unless `model_overrides` say otherwise. Classification: the training labels set `num_labels`/`id2label`.
-    Resuming takes weights, vocabulary and labels from `output_dir/last`.
-    """
-    from .heads import Wav2Vec2BertForCTC, Wav2Vec2BertForSequenceClassification
-    from .tokenizer import Wav2Vec2CTCTokenizer
-
-    output_dir = Path(config.output_dir)
-    resume_from = find_checkpoint(output_dir)
-    if resume_from is not None and not resume:
-        raise ValueError(f"{output_dir} already holds a checkpoint: pass --resume to continue it, or another folder")
-    source = str(resume_from) if resume_from is not None else model
-    bad = BadExamples(data.on_bad_example)
-    train = load_examples(data.train_manifest, config.task, bad, data.normalizer, audio_column=data.audio_column,
-                          target_column_name=data.target_column)
-    feature_extractor = load_feature_extractor(source)
-    overrides = dict(model_overrides or {})
-    if config.task == "ctc":
-        if resume_from is not None:
-            tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(resume_from)
-        else:
-            tokenizer = ctc_tokenizer(train, data.vocab)
-        overrides = {"add_adapter": True, "ctc_zero_infinity": True, "ctc_loss_reduction": "mean", **overrides,
-                     "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
-        net = Wav2Vec2BertForCTC.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
-        train = drop_too_short(train, tokenizer.encode, net.get_feat_extract_output_lengths, bad)
-        encode, labels = tokenizer.encode, None
-    else:
-        tokenizer = None
-        if resume_from is not None:
-            from .config import Wav2Vec2BertConfig
-
-            labels = list(Wav2Vec2BertConfig.from_pretrained(resume_from).label2id)
-        else:
-            labels = sorted({e.target for e in train})
-        label2id = {label: i for i, label in enumerate(labels)}
-        overrides = {**overrides, "num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                     "label2id": label2id}
-        net = Wav2Vec2BertForSequenceClassification.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
-        encode = label2id.__getitem__
-    evaluation = None
-    if data.eval_manifest is not None:
-        eval_examples = load_examples(data.eval_manifest, config.task, bad, data.normalizer, labels=labels,
-                                      audio_column=data.audio_column, target_column_name=data.target_column)
-        if config.task == "ctc":
-            eval_examples = drop_too_short(eval_examples, tokenizer.encode, net.get_feat_extract_output_lengths, bad)
-        evaluation = SpeechDataset(eval_examples, encode, cache=data.cache_audio)
-        logger.info("evaluation data: %s", describe(eval_examples))
-    if not train:
-        raise ValueError(f"{data.train_manifest}: no usable training examples ({dict(bad.counts)} left out)")
-    logger.info("training data: %s; left out: %s", describe(train), dict(bad.counts) or "none")
-    trainer = Trainer(
-        net, config, SpeechDataset(train, encode, cache=data.cache_audio), Collator(feature_extractor, config.task),
-        evaluation, tokenizer=tokenizer, feature_extractor=feature_extractor,
-    )
-    summary = trainer.train(resume=resume)
-    summary |= {"train_examples": len(train), "bad_examples": dict(bad.counts), "bad_examples_total": bad.total,
-                "output_dir": str(output_dir)}
-    if trainer.env.main:
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-# ------------------------------------------------------------------------------------------------- CLI
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "finetune", help="fine-tune a checkpoint for speech recognition (CTC) or clip classification",
-        description="Fine-tune on CSV/TSV/JSONL manifests (columns: audio + text, or audio + label; audio paths "
-                    "relative to the manifest). Several processes or GPUs: launch with torchrun.",
-    )
-    parser.add_argument("--task", choices=TASKS, default="ctc")
-    parser.add_argument("--model", required=True, help="hub id or directory of the starting checkpoint")
-    parser.add_argument("--train", required=True, help="training manifest")
-    parser.add_argument("--eval", help="evaluation manifest")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
-    parser.add_argument("--audio-column", default="audio")
-    parser.add_argument("--text-column", help="transcript column (ctc; default 'text')")
-    parser.add_argument("--label-column", help="label column (classify; default 'label')")
-    parser.add_argument("--on-bad-example", choices=ON_BAD, default="skip")
-    parser.add_argument("--vocab", help="use this vocab.json instead of building one from the transcripts")
-    parser.add_argument("--keep-case", action="store_true", help="do not lowercase transcripts")
-    parser.add_argument("--keep-punctuation", action="store_true")
-    parser.add_argument("--allowed-characters", help="drop every other character from transcripts")
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--lr-schedule", choices=SCHEDULES, default="linear")
-    parser.add_argument("--warmup-steps", type=int, default=500)
-    parser.add_argument("--max-steps", type=int, default=10_000)
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="0 disables clipping")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--freeze-feature-projection", action="store_true")
-    parser.add_argument("--freeze-layers", type=int, default=0, help="freeze the lowest K Conformer blocks")
-    parser.add_argument("--no-adapter", action="store_true", help="CTC without the adapter (on by default)")
-    parser.add_argument("--layerdrop", type=float, help="override the model config's LayerDrop")
-    parser.add_argument("--mask-time-prob", type=float, help="override the model config's SpecAugment time masking")
-    parser.add_argument("--max-batch-seconds", type=float, default=200.0, help="padded audio per global batch")
-    parser.add_argument("--max-batch-size", type=int)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--save-every", type=int, default=500)
-    parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--sharding", choices=("ddp", "fsdp"), default="ddp")
-    parser.add_argument("--cache-audio", action="store_true", help="keep decoded clips in memory")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--device")
-    parser.set_defaults(run=run_finetune)
-
-
-def run_finetune(args: argparse.Namespace) -> int:
-    column = args.text_column if args.task == "ctc" else args.label_column
-    normalizer = TextNormalizer(lowercase=not args.keep_case, remove_punctuation=not args.keep_punctuation,
-                                allowed_characters=args.allowed_characters)
-    data = DataConfig(args.train, args.eval, args.audio_column, column, normalizer, args.on_bad_example, args.vocab,
-                      args.cache_audio)
-    config = TrainingConfig(
-        output_dir=args.output_dir, task=args.task, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-        lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, max_steps=args.max_steps,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, max_grad_norm=args.max_grad_norm or None,
-        precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
-        freeze_feature_projection=args.freeze_feature_projection, freeze_layers=args.freeze_layers,
-        max_batch_seconds=args.max_batch_seconds, max_batch_size=args.max_batch_size, eval_every=args.eval_every,
-        save_every=args.save_every, log_every=args.log_every, seed=args.seed, num_workers=args.num_workers,
-        sharding=args.sharding, device=args.device, progress=not args.no_progress,
-    )
-    overrides: dict[str, Any] = {}
-    if args.no_adapter:
-        overrides["add_adapter"] = False
-    if args.layerdrop is not None:
-        overrides["layerdrop"] = args.layerdrop
-    if args.mask_time_prob is not None:
-        overrides["mask_time_prob"] = args.mask_time_prob
-    summary = finetune(args.model, data, config, resume=args.resume, model_overrides=overrides)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary, indent=2))
-    return 0

@@ -1,0 +1,278 @@
+"""Fine-tuning recipes: `finetune()` and `w2vbert finetune`, from manifests to a trained checkpoint.
+
+In order: `DataConfig` (where examples come from, how targets are cleaned, what happens to bad ones), the
+recipe of each task (`CTCRecipe`: transcripts -> character vocabulary -> `Wav2Vec2BertForCTC`;
+`ClassificationRecipe`: labels -> `Wav2Vec2BertForSequenceClassification`), `finetune()`, and the command line,
+whose defaults are the config dataclasses' own. The training loop itself is trainer.py's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .config import Wav2Vec2BertConfig
+from .data import (
+    LONG_CLIPS,
+    ON_BAD,
+    TASKS,
+    BadExamples,
+    Collator,
+    Example,
+    SpeechDataset,
+    TextNormalizer,
+    describe,
+    drop_too_short,
+    limit_length,
+    load_examples,
+)
+from .features import feature_extractor_for
+from .heads import Wav2Vec2BertForCTC, Wav2Vec2BertForSequenceClassification
+from .pretrained import Wav2Vec2BertPreTrainedModel
+from .tokenizer import Wav2Vec2CTCTokenizer, build_vocab
+from .trainer import PRECISIONS, SCHEDULES, SHARDINGS, Trainer, TrainingConfig, find_checkpoint
+
+logger = logging.getLogger("w2vbert")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the examples come from, how targets are cleaned, and what happens to examples that cannot train."""
+
+    train_manifest: str
+    eval_manifest: str | None = None
+    audio_column: str = "audio"
+    target_column: str | None = None  # default "text" (ctc) or "label" (classify)
+    normalizer: TextNormalizer = TextNormalizer()
+    on_bad_example: str = "skip"  # "skip" (report, count and leave out) or "fail" (stop at the first)
+    vocab: str | None = None  # an existing vocab.json; default: built from the training transcripts
+    cache_audio: bool = False  # keep decoded clips in memory after their first read
+    long_clips: str = "skip"  # clips longer than max_batch_seconds: "skip" them, or "crop" them (classify only)
+
+    def __post_init__(self) -> None:
+        if self.on_bad_example not in ON_BAD:
+            raise ValueError(f"on_bad_example must be one of {ON_BAD}, got {self.on_bad_example!r}")
+        if self.long_clips not in LONG_CLIPS:
+            raise ValueError(f"long_clips must be one of {LONG_CLIPS}, got {self.long_clips!r}")
+
+
+@dataclass
+class Prepared:
+    """What a recipe gives the trainer: the model, how a target becomes what its loss takes, and the files."""
+
+    model: Wav2Vec2BertPreTrainedModel
+    encode: Callable[[str], Any]
+    tokenizer: Wav2Vec2CTCTokenizer | None = None
+    labels: list[str] | None = None  # classify: the label set, in id order
+
+
+def ctc_tokenizer(examples: list[Example], vocab_file: str | None = None) -> Wav2Vec2CTCTokenizer:
+    """The CTC tokenizer of a vocab.json, or of the vocabulary of the (normalised) training transcripts."""
+    if vocab_file is not None:
+        return Wav2Vec2CTCTokenizer(vocab_file=vocab_file, unk_token="[UNK]", pad_token="[PAD]")
+    if not examples:
+        raise ValueError("no usable training examples left to build a vocabulary from")
+    vocab = build_vocab([e.target for e in examples], lowercase=False)
+    # No <s> / </s>: CTC does not use them, and transformers would append them to the vocabulary on loading.
+    return Wav2Vec2CTCTokenizer(vocab=vocab, unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|",
+                                bos_token=None, eos_token=None)
+
+
+class CTCRecipe:
+    """Speech recognition: the vocabulary (built from the training transcripts unless `data.vocab`) sets
+    `vocab_size` and the blank (`pad_token_id`); the adapter, `ctc_zero_infinity` and the per-target-length "mean"
+    CTC loss are on unless the overrides say otherwise. A clip too short for its transcript is left out."""
+
+    task = "ctc"
+
+    def prepare(
+        self, source: str, train: list[Example], data: DataConfig, resume_from: Path | None, overrides: dict[str, Any]
+    ) -> Prepared:
+        if resume_from is not None:
+            tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(resume_from)
+        else:
+            tokenizer = ctc_tokenizer(train, data.vocab)
+        overrides = {"add_adapter": True, "ctc_zero_infinity": True, "ctc_loss_reduction": "mean", **overrides,
+                     "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+        model = Wav2Vec2BertForCTC.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+        return Prepared(model, tokenizer.encode, tokenizer=tokenizer)
+
+    def trainable(self, examples: list[Example], prepared: Prepared, bad: BadExamples) -> list[Example]:
+        return drop_too_short(examples, prepared.encode, prepared.model.get_feat_extract_output_lengths, bad)
+
+
+class ClassificationRecipe:
+    """One label per clip: the training labels (sorted) set `num_labels`, `id2label` and `label2id`."""
+
+    task = "classify"
+
+    def prepare(
+        self, source: str, train: list[Example], data: DataConfig, resume_from: Path | None, overrides: dict[str, Any]
+    ) -> Prepared:
+        if resume_from is not None:
+            labels = list(Wav2Vec2BertConfig.from_pretrained(resume_from).label2id)
+        else:
+            labels = sorted({e.target for e in train})
+        label2id = {label: i for i, label in enumerate(labels)}
+        overrides = {**overrides, "num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": label2id}
+        model = Wav2Vec2BertForSequenceClassification.from_pretrained(source, ignore_mismatched_sizes=True,
+                                                                      **overrides)
+        return Prepared(model, label2id.__getitem__, labels=labels)
+
+    def trainable(self, examples: list[Example], prepared: Prepared, bad: BadExamples) -> list[Example]:
+        return examples
+
+
+RECIPES: dict[str, CTCRecipe | ClassificationRecipe] = {"ctc": CTCRecipe(), "classify": ClassificationRecipe()}
+
+
+def finetune(
+    model: str,
+    data: DataConfig,
+    config: TrainingConfig,
+    resume: bool = False,
+    model_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the checkpoint `model` (hub id or directory) on manifests; returns the run summary.
+
+    The task's recipe (`RECIPES[config.task]`) builds the targets and the model. Resuming takes weights,
+    vocabulary and labels from `output_dir/last`. Examples that cannot train are reported with file and line and
+    counted (or stop the run, with `data.on_bad_example="fail"`): missing or unreadable audio, empty targets,
+    unknown labels, clips longer than the batch cap (`data.long_clips`), and clips that fail to decode while
+    training (counted under "bad_examples_in_training").
+    """
+    recipe = RECIPES[config.task]
+    if data.long_clips == "crop" and config.task == "ctc":
+        raise ValueError("long_clips='crop' would cut audio away from under its transcript: use 'skip' for ctc")
+    output_dir = Path(config.output_dir)
+    resume_from = find_checkpoint(output_dir)
+    if resume_from is not None and not resume:
+        raise ValueError(f"{output_dir} already holds a checkpoint: pass --resume to continue it, or another folder")
+    source = str(resume_from) if resume_from is not None else model
+    bad = BadExamples(data.on_bad_example)
+
+    def examples(manifest: str, labels: list[str] | None = None) -> list[Example]:
+        found = load_examples(manifest, config.task, bad, data.normalizer, labels=labels,
+                              audio_column=data.audio_column, target_column_name=data.target_column)
+        return limit_length(found, config.max_batch_seconds, data.long_clips, bad)
+
+    train = examples(data.train_manifest)
+    feature_extractor = feature_extractor_for(source)
+    prepared = recipe.prepare(source, train, data, resume_from, dict(model_overrides or {}))
+    train = recipe.trainable(train, prepared, bad)
+    evaluation = None
+    if data.eval_manifest is not None:
+        eval_examples = recipe.trainable(examples(data.eval_manifest, prepared.labels), prepared, bad)
+        evaluation = SpeechDataset(eval_examples, prepared.encode, data.cache_audio, data.on_bad_example)
+        logger.info("evaluation data: %s", describe(eval_examples))
+    if not train:
+        raise ValueError(f"{data.train_manifest}: no usable training examples ({dict(bad.counts)} left out)")
+    logger.info("training data: %s; left out: %s", describe(train), dict(bad.counts) or "none")
+    trainer = Trainer(
+        prepared.model, config, SpeechDataset(train, prepared.encode, data.cache_audio, data.on_bad_example),
+        Collator(feature_extractor, config.task), evaluation, tokenizer=prepared.tokenizer,
+        feature_extractor=feature_extractor,
+    )
+    summary = trainer.train(resume=resume)
+    summary |= {"train_examples": len(train), "bad_examples": dict(bad.counts), "bad_examples_total": bad.total,
+                "output_dir": str(output_dir)}
+    if trainer.env.main:
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+TRAINING = {f.name: f.default for f in fields(TrainingConfig) if f.name != "output_dir"}  # the CLI's defaults
+DATA = {f.name: f.default for f in fields(DataConfig) if f.name != "train_manifest"}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "finetune", help="fine-tune a checkpoint for speech recognition (CTC) or clip classification",
+        description="Fine-tune on CSV/TSV/JSONL manifests (columns: audio + text, or audio + label; audio paths "
+                    "relative to the manifest). Several processes or GPUs: launch with torchrun.",
+    )
+    parser.add_argument("--task", choices=TASKS, default=TRAINING["task"])
+    parser.add_argument("--model", required=True, help="hub id or directory of the starting checkpoint")
+    parser.add_argument("--train", required=True, help="training manifest")
+    parser.add_argument("--eval", help="evaluation manifest")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
+    parser.add_argument("--audio-column", default=DATA["audio_column"])
+    parser.add_argument("--text-column", help="transcript column (ctc; default 'text')")
+    parser.add_argument("--label-column", help="label column (classify; default 'label')")
+    parser.add_argument("--on-bad-example", choices=ON_BAD, default=DATA["on_bad_example"],
+                        help="skip (report and count) or fail at an example that cannot train, also one that "
+                             "fails to decode during training")
+    parser.add_argument("--long-clips", choices=LONG_CLIPS, default=DATA["long_clips"],
+                        help="clips longer than --max-batch-seconds: skip them (counted), or crop them to it "
+                             "(classify only)")
+    parser.add_argument("--vocab", help="use this vocab.json instead of building one from the transcripts")
+    parser.add_argument("--keep-case", action="store_true", help="do not lowercase transcripts")
+    parser.add_argument("--keep-punctuation", action="store_true")
+    parser.add_argument("--allowed-characters", help="drop every other character from transcripts")
+    parser.add_argument("--learning-rate", type=float, default=TRAINING["learning_rate"])
+    parser.add_argument("--weight-decay", type=float, default=TRAINING["weight_decay"])
+    parser.add_argument("--lr-schedule", choices=SCHEDULES, default=TRAINING["lr_schedule"])
+    parser.add_argument("--warmup-steps", type=int, default=TRAINING["warmup_steps"])
+    parser.add_argument("--max-steps", type=int, default=TRAINING["max_steps"])
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=TRAINING["gradient_accumulation_steps"])
+    parser.add_argument("--max-grad-norm", type=float, default=TRAINING["max_grad_norm"], help="0 disables clipping")
+    parser.add_argument("--precision", choices=PRECISIONS, default=TRAINING["precision"])
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--freeze-feature-projection", action="store_true")
+    parser.add_argument("--freeze-layers", type=int, default=TRAINING["freeze_layers"],
+                        help="freeze the lowest K Conformer blocks")
+    parser.add_argument("--no-adapter", action="store_true",
+                        help="no adapter on top of the encoder: CTC without it (on by default for CTC), and what "
+                             "classification needs from a checkpoint that has one (its head refuses the adapter)")
+    parser.add_argument("--layerdrop", type=float, help="override the model config's LayerDrop")
+    parser.add_argument("--mask-time-prob", type=float, help="override the model config's SpecAugment time masking")
+    parser.add_argument("--max-batch-seconds", type=float, default=TRAINING["max_batch_seconds"],
+                        help="padded audio per global batch")
+    parser.add_argument("--max-batch-size", type=int, default=TRAINING["max_batch_size"])
+    parser.add_argument("--eval-every", type=int, default=TRAINING["eval_every"])
+    parser.add_argument("--save-every", type=int, default=TRAINING["save_every"])
+    parser.add_argument("--log-every", type=int, default=TRAINING["log_every"])
+    parser.add_argument("--seed", type=int, default=TRAINING["seed"])
+    parser.add_argument("--num-workers", type=int, default=TRAINING["num_workers"])
+    parser.add_argument("--sharding", choices=SHARDINGS, default=TRAINING["sharding"])
+    parser.add_argument("--cache-audio", action="store_true", help="keep decoded clips in memory")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--device", default=TRAINING["device"])
+    parser.set_defaults(run=run_finetune)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    column = args.text_column if args.task == "ctc" else args.label_column
+    normalizer = TextNormalizer(lowercase=not args.keep_case, remove_punctuation=not args.keep_punctuation,
+                                allowed_characters=args.allowed_characters)
+    data = DataConfig(args.train, args.eval, args.audio_column, column, normalizer, args.on_bad_example, args.vocab,
+                      args.cache_audio, args.long_clips)
+    config = TrainingConfig(
+        output_dir=args.output_dir, task=args.task, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+        lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, max_steps=args.max_steps,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, max_grad_norm=args.max_grad_norm or None,
+        precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
+        freeze_feature_projection=args.freeze_feature_projection, freeze_layers=args.freeze_layers,
+        max_batch_seconds=args.max_batch_seconds, max_batch_size=args.max_batch_size, eval_every=args.eval_every,
+        save_every=args.save_every, log_every=args.log_every, seed=args.seed, num_workers=args.num_workers,
+        sharding=args.sharding, device=args.device, progress=not args.no_progress,
+    )
+    overrides: dict[str, Any] = {}
+    if args.no_adapter:
+        overrides["add_adapter"] = False
+    if args.layerdrop is not None:
+        overrides["layerdrop"] = args.layerdrop
+    if args.mask_time_prob is not None:
+        overrides["mask_time_prob"] = args.mask_time_prob
+    summary = finetune(args.model, data, config, resume=args.resume, model_overrides=overrides)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2))
+    return 0
