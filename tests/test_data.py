@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 from w2vbert.data import (
     BadExamples,
     LengthGroupedBatchSampler,
+    SpeechDataset,
     TextNormalizer,
     ctc_frames_needed,
     drop_too_short,
     examples_from_dataset,
+    limit_length,
     load_examples,
     output_frames_for_seconds,
     padded_seconds,
@@ -153,3 +155,38 @@ def test_batches_change_between_epochs_but_not_between_runs():
     a, b = LengthGroupedBatchSampler(seconds, 40.0, seed=1), LengthGroupedBatchSampler(seconds, 40.0, seed=1)
     assert a.global_batches(0) == b.global_batches(0)
     assert a.global_batches(0) != a.global_batches(1)
+
+
+def test_a_manifest_that_is_not_utf8_names_the_file_and_line(clips):
+    (clips / "m.tsv").write_bytes("audio\ttext\naudio/long.wav\tcafé\n".encode() + b"audio/long.wav\tcaf\xe9\n")
+    with pytest.raises(ValueError, match=r"m\.tsv:3: not UTF-8 text"):
+        load_examples(clips / "m.tsv", "ctc", BadExamples())
+
+
+def test_clips_longer_than_the_batch_cap_are_skipped_and_counted_or_cropped(clips):
+    (clips / "m.tsv").write_text("audio\tlabel\naudio/long.wav\tx\naudio/short.wav\ty\n")
+    bad = BadExamples()
+    examples = load_examples(clips / "m.tsv", "classify", bad)
+    kept = limit_length(examples, 0.5, "skip", bad)
+    assert [e.target for e in kept] == ["y"] and bad.counts == {"longer than the batch cap": 1}
+    cropped = limit_length(examples, 0.5, "crop", BadExamples())
+    assert [e.seconds for e in cropped] == [0.5, pytest.approx(0.1)] and cropped[0].crop
+    item = SpeechDataset(cropped, lambda label: 0)[0]
+    assert len(item["audio"]) == 8000 and item["seconds"] == 0.5
+
+
+def test_a_clip_that_fails_to_decode_is_skipped_by_the_collator_and_counted(clips):
+    from w2vbert.data import Collator, Example
+    from w2vbert.features import SeamlessM4TFeatureExtractor
+
+    samples = np.zeros(16000, dtype=np.float32)
+    samples[8000] = np.nan
+    examples = [Example(str(clips / "audio" / "long.wav"), "a", 1.0, "m.tsv:2"),
+                Example(samples, "b", 1.0, "m.tsv:3")]  # NaN samples: found only when read
+    skipping = SpeechDataset(examples, lambda text: [1], on_bad="skip")
+    batch = Collator(SeamlessM4TFeatureExtractor(), "ctc")([skipping[0], skipping[1]])
+    assert batch["texts"] == ["a"] and batch["bad"] == ["unreadable audio"]
+    with pytest.raises(ValueError, match=r"m\.tsv:3: .*NaN"):
+        SpeechDataset(examples, lambda text: [1], on_bad="fail")[1]
+    empty = Collator(SeamlessM4TFeatureExtractor(), "ctc")([None])
+    assert empty["labels"].shape[0] == 0 and empty["input_features"].shape[0] == 0

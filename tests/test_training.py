@@ -360,3 +360,80 @@ def test_frozen_parts_stay_put_under_checkpointing_and_bf16_autocast(tmp_path):
     assert not torch.equal(after["wav2vec2_bert.encoder.layers.1.ffn1.intermediate_dense.weight"],
                            before["wav2vec2_bert.encoder.layers.1.ffn1.intermediate_dense.weight"])
     assert all(math.isfinite(loss) for loss in losses(tmp_path))
+
+
+class PlantedPickle:
+    """A pickle that would create a file when loaded with full unpickling."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+@pytest.mark.parametrize("planted", ["optimizer.pt", "scheduler.pt", "rng_state_0.pt"])
+def test_resume_never_unpickles_code_planted_in_the_run_directory(tmp_path, planted):
+    data = FeatureData(6)
+    config = train_config(tmp_path / "run", max_steps=2, save_every=1)
+    Trainer(tiny_ctc(), config, data, collate).train()
+    pwned = tmp_path / "pwned"
+    torch.save({"state": PlantedPickle(pwned)}, tmp_path / "run" / "last" / planted)
+    with pytest.raises(ValueError, match=f"refusing to load .*{planted}.*system"):
+        Trainer(tiny_ctc(), train_config(tmp_path / "run", max_steps=3), data, collate).train(resume=True)
+    assert not pwned.exists()
+
+
+def test_a_second_run_on_the_same_output_directory_is_refused_clearly(tmp_path):
+    data = FeatureData(6)
+    second = []
+
+    def start_another(trainer, step):
+        if step == 1:
+            with pytest.raises(RuntimeError, match="in use by another training run"):
+                Trainer(tiny_ctc(), train_config(tmp_path, max_steps=2), data, collate).train()
+            second.append(step)
+
+    Trainer(tiny_ctc(), train_config(tmp_path, max_steps=2), data, collate, callbacks=[start_another]).train()
+    assert second == [1]
+    Trainer(tiny_ctc(), train_config(tmp_path, max_steps=3), data, collate).train(resume=True)  # free again
+
+
+def test_a_torn_last_metrics_record_does_not_block_resume_but_a_bad_middle_line_is_named(tmp_path):
+    data = FeatureData(6)
+    Trainer(tiny_ctc(), train_config(tmp_path, max_steps=2, save_every=1), data, collate).train()
+    metrics = tmp_path / "metrics.jsonl"
+    with open(metrics, "a") as f:
+        f.write('{"step": 3, "split": "tra')  # what a kill mid-write leaves
+    Trainer(tiny_ctc(), train_config(tmp_path, max_steps=3), data, collate).train(resume=True)
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:2: not a metrics record"):
+        Trainer(tiny_ctc(), train_config(tmp_path, max_steps=4), data, collate).train(resume=True)
+
+
+class PartlyBadData(FeatureData):
+    """Feature items with one clip per epoch that 'fails to decode' (None, as SpeechDataset gives with skip)."""
+
+    def __getitem__(self, index):
+        return None if index == 3 else super().__getitem__(index)
+
+
+def collate_skipping(items):
+    good = [item for item in items if item is not None]
+    batch = collate(good) if good else {"input_features": torch.zeros(0, 1, 160),
+                                        "attention_mask": torch.zeros(0, 1, dtype=torch.long),
+                                        "labels": torch.zeros(0, 0, dtype=torch.long), "seconds": 0.0, "texts": []}
+    return batch | {"bad": ["unreadable audio"] * (len(items) - len(good))}
+
+
+def test_clips_that_fail_while_training_are_left_out_and_counted_every_time_they_are_read(tmp_path):
+    data = PartlyBadData(8)
+    config = train_config(tmp_path, max_steps=12, max_batch_seconds=1.2, max_batch_size=1)  # one clip per batch
+    summary = Trainer(tiny_ctc(), config, data, collate_skipping).train()
+    assert summary["bad_examples_in_training"] == {"unreadable audio": 1}  # 12 batches of 8 clips: read once
+    assert all(math.isfinite(loss) for loss in losses(tmp_path))
+    summary = Trainer(tiny_ctc(), train_config(tmp_path / "b", max_steps=24, max_batch_seconds=1.2,
+                                               max_batch_size=1), data, collate_skipping).train()
+    assert summary["bad_examples_in_training"] == {"unreadable audio": 3}  # three epochs

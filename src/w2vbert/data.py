@@ -344,7 +344,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             audio = self._cache[index]
         else:
             try:
-                audio = example.audio if isinstance(example.audio, np.ndarray) else load_audio(example.audio)
+                audio = load_audio(example.audio)  # a file decoded, or samples checked: NaN and inf are bad
             except (OSError, ValueError) as error:
                 self.bad.report("unreadable audio", example.source, str(error))
                 return None

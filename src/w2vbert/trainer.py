@@ -576,7 +576,7 @@ class Trainer:
         self.state.step += 1
         self.state.audio_seconds += result[2]
         step = self.state.step
-        if step % config.log_every == 0 or step == config.max_steps:
+        if (step % config.log_every == 0 or step == config.max_steps) and running.count:  # a record has examples
             record = running.record(self.scheduler.get_last_lr()[0], self.state.epoch)
             if metrics is not None:
                 metrics.write(step, "train", record)
