@@ -232,3 +232,34 @@ def test_long_clip_shaw_attention_by_key_regions_matches_transformers(lengths, t
     assert calls, "the key-regions path was not taken"
     valid = mask.bool()
     torch.testing.assert_close(output[valid], expected[valid], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("padding_value", [1.0, 0.0])  # W2v-BERT 2.0's preprocessor config, and transformers' default
+def test_adapter_model_gives_transformers_numbers_alone_for_odd_and_even_clips_and_the_same_in_a_batch(
+    tmp_path, padding_value
+):
+    """A clip of an odd number of 10 ms frames ends in a half-padded step, which transformers' adapter reads when
+    the clip is alone (the case of every single-clip call): processor + model must give its numbers, and the
+    clip inside any padded batch the same."""
+    import transformers
+
+    from w2vbert import SeamlessM4TFeatureExtractor, load_audio
+
+    reference, ours = model_pair("Wav2Vec2BertForCTC", tmp_path, **adapter_kwargs(True))
+    speech = load_audio("tests/data/quick.wav")
+    # 400 + 160 (frames - 1) samples make `frames` fbank frames: odd, even, odd, even.
+    clips = [speech[: 400 + 160 * (frames - 1)] for frames in (41, 46, 57, 60)]
+    theirs_fe = transformers.SeamlessM4TFeatureExtractor(padding_value=padding_value)
+    ours_fe = SeamlessM4TFeatureExtractor(padding_value=padding_value)
+    alone = []
+    with torch.no_grad():
+        for clip in clips:
+            expected = reference(**theirs_fe(clip, sampling_rate=16000, return_tensors="pt")).logits
+            actual = ours(**ours_fe(clip, sampling_rate=16000, return_tensors="pt")).logits
+            torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0)
+            alone.append(actual[0])
+        batch = ours_fe(clips, sampling_rate=16000, return_tensors="pt")
+        batched = ours(**batch).logits
+    for row, expected in enumerate(alone):
+        n = int(ours.get_feat_extract_output_lengths(batch["attention_mask"][row].sum()))
+        torch.testing.assert_close(batched[row, :n], expected[:n], atol=ATOL, rtol=0)

@@ -332,23 +332,31 @@ class Wav2Vec2BertAdapterLayer(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        valid: torch.Tensor | None = None,
+        readable: torch.Tensor | None = None,
         valid_out: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, T, C) -> (B, T', C) with T' = (T + 2*(stride//2) - kernel) // stride + 1."""
-        residual = self._strided_conv(self.residual_layer_norm(hidden_states), self.residual_conv, valid)
-        hidden_states = self._strided_conv(self.self_attn_layer_norm(hidden_states), self.self_attn_conv, valid)
+        """(B, T, C) -> (B, T', C) with T' = (T + 2*(stride//2) - kernel) // stride + 1.
+
+        `readable` (B, T) marks the frames the strided convolutions may read (each clip's frames as it had them
+        alone; see `Wav2Vec2BertModel.alone_lengths`); `valid_out` (B, T') the valid output frames, which the
+        self-attention attends to.
+        """
+        residual = self._strided_conv(self.residual_layer_norm(hidden_states), self.residual_conv, readable)
+        hidden_states = self._strided_conv(self.self_attn_layer_norm(hidden_states), self.self_attn_conv, readable)
         hidden_states, probabilities = self.self_attn(hidden_states, valid_out, None, output_attentions)
         hidden_states = self.self_attn_dropout(hidden_states) + residual
         return self.ffn(self.ffn_layer_norm(hidden_states)) + hidden_states, probabilities
 
-    def _strided_conv(self, hidden_states: torch.Tensor, conv: nn.Conv1d, valid: torch.Tensor | None) -> torch.Tensor:
-        if valid is not None:
-            # The strided kernel reaches up to stride//2 frames past a clip's end. Alone, those are the conv's
-            # zero padding; in a batch they are other frames, so zero them (transformers does not: its
-            # batched adapter output depends on the padding).
-            hidden_states = hidden_states.masked_fill(~valid[..., None], 0.0)
+    def _strided_conv(
+        self, hidden_states: torch.Tensor, conv: nn.Conv1d, readable: torch.Tensor | None
+    ) -> torch.Tensor:
+        if readable is not None:
+            # The strided kernel reaches up to stride//2 frames past a clip's end. Alone, those are the frames
+            # the clip had (transformers reads them) and then the conv's zero padding; in a batch the frames past
+            # them belong to the padding, so zero those (transformers does not: its batched adapter output
+            # depends on the padding).
+            hidden_states = hidden_states.masked_fill(~readable[..., None], 0.0)
         return self.activation(conv(hidden_states.transpose(1, 2))).transpose(1, 2)
 
 
@@ -370,20 +378,27 @@ class Wav2Vec2BertAdapter(nn.Module):
         return strided_conv_lengths(lengths, self.kernel_size, self.stride)
 
     def forward(
-        self, hidden_states: torch.Tensor, lengths: torch.Tensor | None = None
+        self,
+        hidden_states: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        alone_lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, T, hidden) and valid lengths (B,) or None -> (B, T', output_hidden) and the new lengths."""
+        """(B, T, hidden), valid lengths (B,) or None, and the lengths the clips had alone (B,) (default: the valid
+        ones) -> (B, T', output_hidden) and the new valid lengths."""
         if self.proj is not None:
             hidden_states = self.proj_layer_norm(self.proj(hidden_states))
+        if alone_lengths is None:
+            alone_lengths = lengths
         for layer in self.layers:
             if self.training and self.layerdrop > 0.0 and torch.rand(()) <= self.layerdrop:
                 continue  # a dropped layer leaves frames and lengths as they were
-            valid = valid_out = new_lengths = None
+            readable = valid_out = new_lengths = None
             if lengths is not None:
                 new_lengths = self.output_lengths(lengths)
-                valid = lengths_to_mask(lengths, hidden_states.shape[1])
+                readable = lengths_to_mask(alone_lengths, hidden_states.shape[1])
                 valid_out = lengths_to_mask(new_lengths, self.output_lengths(hidden_states.shape[1]))
-            hidden_states, _ = layer(hidden_states, valid, valid_out)
+                alone_lengths = self.output_lengths(alone_lengths)
+            hidden_states, _ = layer(hidden_states, readable, valid_out)
             lengths = new_lengths
         return hidden_states, lengths
 
@@ -456,7 +471,8 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         if self.intermediate_ffn is not None:
             hidden_states = torch.add(hidden_states, self.intermediate_ffn(hidden_states), alpha=0.5)
         if self.adapter is not None:
-            hidden_states, lengths = self.adapter(hidden_states, lengths)
+            alone = None if lengths is None else self.alone_lengths(input_features, lengths)
+            hidden_states, lengths = self.adapter(hidden_states, lengths, alone)
         if self.inner_layer_norm is not None:
             hidden_states = self.inner_layer_norm(hidden_states)
         output = Wav2Vec2BaseModelOutput(hidden_states, extract_features, all_hidden_states, all_attentions)
@@ -481,6 +497,27 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         if valid is None:
             valid = torch.ones(input_features.shape[:2], dtype=torch.bool, device=input_features.device)
         return LayerEmbedding(hidden_states, valid)
+
+    @staticmethod
+    def alone_lengths(input_features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The steps each clip of a padded batch had alone: its valid steps, plus the half-padded step of a clip
+        of an odd number of 10 ms frames.
+
+        The feature extractor pads an odd frame count to even, so such a clip's last step stacks its real last
+        frame with a padding frame and is masked. Alone, that step is in the tensor and transformers' adapter
+        convolutions read it; a step of batch padding is not there alone. In a batch the two are told apart by
+        their content: a padding step stacks two equal padding frames, a half-padded step a real frame and a
+        padding one. So a clip reads the same frames alone and in any batch, and alone the frames transformers
+        reads. (One case is read differently from transformers: digital silence padded with 0, whose normalised
+        frames are 0 too, looks like padding.)
+        """
+        batch, frames, dim = input_features.shape
+        if dim % 2:  # not two stacked frames: no half-padded steps to find
+            return lengths
+        rows = torch.arange(batch, device=lengths.device)
+        step = input_features[rows, lengths.clamp(max=frames - 1)]  # (B, dim): the step right after each clip
+        half_padded = (lengths < frames) & (step[:, : dim // 2] != step[:, dim // 2 :]).any(-1)
+        return lengths + half_padded.long()
 
     def layer_index(self, layer: int) -> int:
         """`layer` as `embed` and `output_hidden_states` count (negative from the end) -> its index 0..layers."""
