@@ -175,14 +175,18 @@ def test_bad_inputs_fail_naming_the_input_and_the_others_still_run(ctc_dir, tmp_
     messages = [str(r) for r in results[1:-1]]
     assert "missing.wav: no such file" in messages[0] and "is a directory" in messages[1]
     assert "empty.wav: the file is empty" in messages[2] and "corrupt.wav: not a readable audio file" in messages[3]
-    assert "the audio is empty" in messages[4]
+    assert "the audio is too short: 6 ms, the model needs at least 35 ms" in messages[4]
     with pytest.raises(FileNotFoundError, match="missing.wav"):
         asr(str(tmp_path / "missing.wav"))
 
 
-def test_transcription_needs_a_ctc_model_with_a_tokenizer(classifier_dir):
-    with pytest.raises(FileNotFoundError, match="has no vocab.json"):
+def test_transcription_needs_a_ctc_model_with_a_tokenizer(classifier_dir, ctc_dir, tmp_path):
+    with pytest.raises(ValueError, match="serves Wav2Vec2BertForCTC; .* is a Wav2Vec2BertForSequenceClassification"):
         pipeline("automatic-speech-recognition", model=classifier_dir)
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((ctc_dir / name).read_bytes())
+    with pytest.raises(FileNotFoundError, match="has no vocab.json"):
+        pipeline("automatic-speech-recognition", model=tmp_path)
     with pytest.raises(ValueError, match="unknown task"):
         pipeline("translation", model=classifier_dir)
 

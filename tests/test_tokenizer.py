@@ -186,7 +186,7 @@ def test_beam_search_without_lm_agrees_with_greedy_and_a_word_lm_flips_the_ambig
 
 def test_decoding_errors_name_what_was_expected(tmp_path):
     tokenizer = Wav2Vec2CTCTokenizer(vocab=build_vocab(["ab"]), unk_token="[UNK]", pad_token="[PAD]")
-    with pytest.raises(ValueError, match=r"shape \(frames, 5\), got \(2, 3, 5\)"):
+    with pytest.raises(ValueError, match=r"shape \(frames, at most 5 tokens\), got \(2, 3, 5\)"):
         ctc_transcribe(torch.zeros(2, 3, 5), tokenizer, 0.02)
     with pytest.raises(FileNotFoundError, match="no such language model file"):
         BeamSearchDecoder(tmp_path / "missing.arpa")

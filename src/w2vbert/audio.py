@@ -187,3 +187,16 @@ def _decode(source: str | os.PathLike | bytes | IO[bytes]) -> Iterator[tuple[np.
                 yield planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0], converted.rate
     except av.error.FFmpegError as error:
         raise ValueError(f"{name}: not a readable audio file ({error.strerror or type(error).__name__})") from None
+
+
+def audio_seconds(path: str | os.PathLike) -> float:
+    """Duration of an audio file from its header, without decoding (decodes only when the header has none)."""
+    with av.open(str(check_audio_file(path)), metadata_errors="ignore") as container:
+        if not container.streams.audio:
+            raise ValueError(f"{path}: has no audio stream")
+        stream = container.streams.audio[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return container.duration / av.time_base
+    return len(load_audio(path)) / SAMPLING_RATE

@@ -4,8 +4,9 @@ Exit codes a script can rely on: 0 success, 1 a job failed (for multi-file jobs:
 the others were still processed), 2 bad usage, 130 interrupted. Errors print one line on stderr:
 `w2vbert: error: <file>: <problem>`.
 
-Each command lives with the code it drives: a module that owns a job exposes `add_parser(subparsers)`, which
-registers its subcommand and sets `run=<function(args) -> exit code>`.
+`COMMANDS` lists each subcommand with the module that runs it. Only the module of the command being run is
+imported (`configure(name, parser)` adds its arguments and sets `run=<function(args) -> exit code>`), so
+`w2vbert --help` and `--version` answer without loading torch.
 """
 
 from __future__ import annotations
@@ -18,13 +19,26 @@ from collections.abc import Sequence
 
 from . import __version__
 
-# Modules that contribute subcommands, in the order `--help` lists them.
-COMMAND_MODULES = ["commands", "finetune", "convert"]
+# name -> (module that runs it, one-line help), in the order `--help` lists them.
+COMMANDS = {
+    "transcribe": ("commands", "speech to text with a CTC model"),
+    "classify": ("commands", "one label per file with a sequence classification model"),
+    "embed": ("commands", "hidden states of one layer, per frame or mean-pooled"),
+    "info": ("commands", "summarise a checkpoint: class, sizes, parameters, processor files"),
+    "finetune": ("finetune", "fine-tune a checkpoint for speech recognition (CTC) or clip classification"),
+    "convert": ("convert", "convert Meta's fairseq2 conformer_shaw.pt (or a SeamlessM4T v2 .pt) to a model directory"),
+}
 
 logger = logging.getLogger("w2vbert")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class UsageError(ValueError):
+    """A command line that cannot run as given: reported like argparse's own errors, exit code 2."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; `command` (the subcommand about to run) gets its arguments, the others only their help line.
+    None configures every subcommand (what a test or a full `--help` of each command needs)."""
     parser = argparse.ArgumentParser(
         prog="w2vbert",
         description="Wav2Vec2-BERT / W2v-BERT 2.0: transcribe, classify, embed, fine-tune, convert.",
@@ -32,15 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"w2vbert {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log loading details and warnings")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f".{name}", __package__)
-        module.add_parser(subparsers)
+    for name, (module, help_text) in COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        if command is None or name == command:
+            importlib.import_module(f".{module}", __package__).configure(name, subparser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((word for word in argv if not word.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="w2vbert: %(levelname)s: %(message)s"
@@ -50,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("w2vbert: interrupted", file=sys.stderr)
         return 130
+    except UsageError as error:
+        print(f"w2vbert {args.command}: error: {error}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, ImportError, NotImplementedError, RuntimeError) as error:
         if args.verbose:
             logger.exception("failed")

@@ -1,7 +1,11 @@
 """The inference subcommands of the `w2vbert` command line: transcribe, classify, embed, info.
 
-Multi-file jobs go on past a file that fails: its error is one line on stderr, naming it, and the exit code
-is 1 at the end. Results go to stdout (and to files with `--output-dir`); progress bars go to stderr.
+Before any audio is read, everything that can be checked is: the arguments (bad values exit 2), the output
+directory (a file, or not writable), outputs that would overwrite each other (two inputs with one stem), the
+model (a checkpoint whose weights were partly missing, so newly initialised, is refused: it would print random
+text), and the language model. Then multi-file jobs go on past a file that fails: its error is one line on
+stderr, naming it, and the exit code is 1 at the end. Results go to stdout (and to files with `--output-dir`);
+a progress bar of audio seconds goes to stderr.
 """
 
 from __future__ import annotations
@@ -9,68 +13,287 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
+from .audio import audio_seconds
 from .auto import model_class_for
+from .cli import UsageError
 from .config import Wav2Vec2BertConfig
-from .pipelines import AUTO_CHUNK_S
-from .writers import FORMATS
+from .decoding import BeamSearchDecoder
+from .devices import INFERENCE_DTYPES, resolve_device
+from .features import PREPROCESSOR_CONFIG_NAME, feature_extractor_for
+from .heads import Wav2Vec2BertForCTC
+from .hub import resolve_optional_file
+from .pipelines import AUTO_CHUNK_S, load_for_task, pipeline
+from .quantization import QUANTIZE
+from .tokenizer import TOKENIZER_CONFIG_NAME, VOCAB_NAME
+from .writers import (
+    EMBEDDING_FORMATS,
+    FORMATS,
+    format_transcript,
+    output_path,
+    words_from_chars,
+    write_embedding,
+    write_labels,
+    write_transcript,
+)
+
+SUBTITLES = ("srt", "vtt", "tsv")  # formats made of word-timed segments
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    transcribe = subparsers.add_parser("transcribe", help="speech to text with a CTC model")
-    _common(transcribe)
-    transcribe.add_argument(
-        "--timestamps",
-        choices=["none", "char", "word"],
-        default="none",
-        help="timestamps in json output (srt/vtt/tsv always use word times)",
-    )
-    transcribe.add_argument(
-        "-f",
-        "--output-format",
-        default="txt",
-        choices=[*FORMATS, "all"],
-        help="file format written to --output-dir (default: txt)",
-    )
-    transcribe.add_argument("--lm", help="KenLM n-gram (.arpa or .bin) for beam search")
-    transcribe.add_argument("--beam-size", type=int, default=None, help="beam search with this beam (default: greedy)")
-    transcribe.add_argument("--lm-weight", type=float, default=0.5, help="weight of the n-gram score (alpha)")
-    transcribe.add_argument("--word-score", type=float, default=1.0, help="score added per word (beta)")
-    transcribe.set_defaults(run=run_transcribe)
-
-    classify = subparsers.add_parser("classify", help="one label per file with a sequence classification model")
-    _common(classify)
-    classify.add_argument("--top-k", type=int, default=1, help="labels printed per file (default: 1)")
-    classify.set_defaults(run=run_classify)
-
-    embed = subparsers.add_parser("embed", help="hidden states of one layer, per frame or mean-pooled")
-    _common(embed)
-    embed.add_argument("--layer", type=int, default=-1, help="0 = projected input, k = block k, -1 = last (default)")
-    embed.add_argument("--pool", choices=["none", "mean"], default="mean", help="per frame, or the mean (default)")
-    embed.add_argument("--format", choices=["npy", "safetensors"], default="npy", dest="file_format")
-    embed.set_defaults(run=run_embed)
-
-    info = subparsers.add_parser("info", help="summarise a checkpoint: class, sizes, parameters, processor files")
-    info.add_argument("model", help="a model directory or hub repo id")
-    info.set_defaults(run=run_info)
+# ------------------------------------------------------------------------------------------ arguments
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """A device that exists on this machine (checked while parsing: a wrong one is bad usage, exit 2)."""
+    try:
+        resolve_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of subcommand `name` (cli.COMMANDS) to its parser."""
+    if name == "info":
+        parser.add_argument("model", help="a model directory or hub repo id")
+        parser.set_defaults(run=run_info)
+        return
+    _common(parser, output_required=name == "embed")
+    if name == "transcribe":
+        parser.add_argument("--timestamps", choices=["none", "char", "word"], default="none",
+                            help="print json with char or word times (json files always carry word times, or char "
+                                 "times when asked; srt/vtt/tsv use words)")
+        parser.add_argument("-f", "--output-format", choices=[*FORMATS, "all"], default=None,
+                            help="txt (default), json, srt, vtt, tsv, or all of them (with --output-dir); without "
+                                 "--output-dir the format is printed")
+        parser.add_argument("--lm", help="KenLM n-gram (.arpa or .bin) for beam search")
+        parser.add_argument("--beam-size", type=positive_int, default=None,
+                            help="beam search with this beam (default: greedy; 50 with --lm)")
+        parser.add_argument("--lm-weight", type=float, default=0.5, help="weight of the n-gram score (alpha)")
+        parser.add_argument("--word-score", type=float, default=1.0, help="score added per word (beta)")
+        parser.set_defaults(run=run_transcribe)
+    elif name == "classify":
+        parser.add_argument("--top-k", type=positive_int, default=1, help="labels printed per file (default: 1)")
+        parser.set_defaults(run=run_classify)
+    elif name == "embed":
+        parser.add_argument("--layer", type=int, default=-1, help="0 = projected input, k = block k, -1 = last")
+        parser.add_argument("--pool", choices=["none", "mean"], default="mean", help="per frame, or the mean")
+        parser.add_argument("--format", choices=EMBEDDING_FORMATS, default="npy", dest="file_format")
+        parser.set_defaults(run=run_embed)
+
+
+def _common(parser: argparse.ArgumentParser, output_required: bool) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (any format FFmpeg reads)")
+    parser.add_argument("-m", "--model", required=True, help="model directory or hub repo id")
+    parser.add_argument("--device", type=device_name, default=None,
+                        help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--dtype", default="float32", choices=INFERENCE_DTYPES)
+    parser.add_argument("--quantize", choices=[q for q in QUANTIZE if q], default=None,
+                        help="int8 weights (PyTorch's int8 on CPU, bitsandbytes on CUDA); with --dtype float32")
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="windows run together (default: 4)")
+    parser.add_argument("--chunk-length", type=positive_float, default=None, metavar="S",
+                        help=f"window length in seconds for long audio (default: {AUTO_CHUNK_S:.0f})")
+    parser.add_argument("--stride-length", type=non_negative_float, default=None, metavar="S",
+                        help="context on each side of a window (default: chunk / 6)")
+    parser.add_argument("-o", "--output-dir", type=Path, default=None, required=output_required,
+                        help="write one file per input here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+# ------------------------------------------------------------------------------------- checks first
+def prepare_output_dir(path: Path | None) -> None:
+    """Create the output directory and prove it writable now, before the first result is computed."""
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--output-dir {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UsageError(f"--output-dir {path} is not writable: {error.strerror or error}") from None
+
+
+def check_distinct_outputs(files: list[str], output_dir: Path | None, extensions: Iterable[str]) -> None:
+    """Two inputs whose outputs share a name (a/clip.wav and b/clip.wav, s1.wav and s1.mp3) would overwrite each
+    other: refused before anything runs."""
+    if output_dir is None:
+        return
+    extension = next(iter(extensions))
+    targets = Counter(output_path(f, output_dir, extension) for f in files)
+    clashes = sorted(str(t) for t, n in targets.items() if n > 1)
+    if clashes:
+        owners = [f for f in files if str(output_path(f, output_dir, extension)) == clashes[0]]
+        raise UsageError(
+            f"{', '.join(owners)} would all be written to {clashes[0]} (one file name per stem): rename them, or run "
+            "them into separate --output-dir folders"
+        )
+
+
+def load_task_model(task: str, args: argparse.Namespace) -> Any:
+    """The model for a command's task, refused if loading had to start any of its tensors fresh."""
+    device = resolve_device(args.device)
+    dtype = torch.float32 if args.quantize else getattr(torch, args.dtype)
+    model, info = load_for_task(task, args.model, torch_dtype=dtype, device=device, quantize=args.quantize)
+    if info["missing_keys"] or info["mismatched_keys"]:
+        names = info["missing_keys"] + [name for name, _, _ in info["mismatched_keys"]]
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        raise ValueError(
+            f"{args.model}: {len(names)} tensors of the {type(model).__name__} were not in the checkpoint and would "
+            f"start untrained ({shown}): it is not a trained model for {task}. Fine-tune it first (w2vbert finetune)"
+        )
+    return model
+
+
+@dataclass
+class Outcome:
+    """Which files of a job worked: (file, result) pairs as they come, failures reported and counted."""
+
+    failed: int = 0
+
+    def results(self, files: list[str], results: Iterator[Any], bar: tqdm) -> Iterator[tuple[str, Any]]:
+        for path, result in zip(files, results, strict=True):
+            bar.set_postfix_str(Path(path).name, refresh=False)
+            if isinstance(result, Exception):
+                self.failed += 1
+                tqdm.write(f"w2vbert: error: {result}", file=sys.stderr)
+            else:
+                yield path, result
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def progress_bar(files: list[str], args: argparse.Namespace) -> tqdm:
+    """A bar of audio seconds done over the files' total (from their headers: nothing is decoded for it)."""
+    total = 0.0
+    for path in files:
+        try:
+            total += audio_seconds(path)
+        except (OSError, ValueError):
+            pass  # the file will fail in its turn, with its own error
+    return tqdm(total=round(total, 1), unit="s", unit_scale=False, disable=args.no_progress, file=sys.stderr,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]{postfix}")
+
+
+# ------------------------------------------------------------------------------------------ commands
+def run_transcribe(args: argparse.Namespace) -> int:
+    fmt = args.output_format or ("json" if args.timestamps != "none" else "txt")
+    formats = FORMATS if fmt == "all" else (fmt,)
+    if fmt == "all" and args.output_dir is None:
+        raise UsageError("-f all writes one file per format: pass --output-dir")
+    if (args.lm_weight != 0.5 or args.word_score != 1.0) and not args.lm:
+        raise UsageError("--lm-weight and --word-score weigh a language model: pass --lm")
+    prepare_output_dir(args.output_dir)
+    check_distinct_outputs(args.files, args.output_dir, formats)
+    decoder = None
+    if args.beam_size or args.lm:
+        decoder = BeamSearchDecoder(lm=args.lm, beam_size=args.beam_size or 50, lm_weight=args.lm_weight,
+                                    word_score=args.word_score, quiet=args.no_progress)
+    model = load_task_model("automatic-speech-recognition", args)
+    pipe = pipeline("automatic-speech-recognition", model, feature_extractor=feature_extractor_for(args.model),
+                    tokenizer=args.model, decoder=decoder, batch_size=args.batch_size,
+                    chunk_length_s=args.chunk_length, stride_length_s=args.stride_length)
+    asked = None if args.timestamps == "none" else args.timestamps
+    timestamps = asked or ("word" if any(f in (*SUBTITLES, "json") for f in formats) else None)
+    outcome, bar = Outcome(), progress_bar(args.files, args)
+    results = pipe.iterate(args.files, return_timestamps=timestamps, progress=bar.update)
+    for path, result in outcome.results(args.files, results, bar):
+        documents = {f: format_transcript(_as_asked(result, f, asked), f) for f in formats}
+        if args.output_dir is not None:
+            for f in formats:
+                write_transcript(_as_asked(result, f, asked), path, args.output_dir, f)
+            tqdm.write(result["text"] if len(args.files) == 1 else f"{path}\t{result['text']}", file=sys.stdout)
+        elif fmt == "txt":
+            tqdm.write(result["text"] if len(args.files) == 1 else f"{path}\t{result['text']}", file=sys.stdout)
+        elif fmt == "json" and len(args.files) > 1:
+            tqdm.write(json.dumps({"file": path} | _as_asked(result, fmt, asked), ensure_ascii=False), file=sys.stdout)
+        else:
+            header = f"==> {path} <==\n" if len(args.files) > 1 else ""
+            tqdm.write(header + documents[fmt].rstrip("\n"), file=sys.stdout)
+    bar.close()
+    return outcome.exit_code
+
+
+def _as_asked(result: dict[str, Any], fmt: str, asked: str | None) -> dict[str, Any]:
+    """The result as format `fmt` shows it: json carries word times (character times with --timestamps char),
+    whichever other formats are written beside it; subtitles are made of words."""
+    if fmt in SUBTITLES and asked == "char":
+        return {**result, "chunks": words_from_chars(result["chunks"])}
+    return result
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    prepare_output_dir(args.output_dir)
+    check_distinct_outputs(args.files, args.output_dir, ["json"])
+    model = load_task_model("audio-classification", args)
+    pipe = pipeline("audio-classification", model, feature_extractor=feature_extractor_for(args.model),
+                    batch_size=args.batch_size, chunk_length_s=args.chunk_length, stride_length_s=args.stride_length,
+                    top_k=args.top_k)
+    outcome, bar = Outcome(), progress_bar(args.files, args)
+    for path, labels in outcome.results(args.files, pipe.iterate(args.files, progress=bar.update), bar):
+        line = "\t".join(f"{item['label']}\t{item['score']:.4f}" for item in labels)
+        tqdm.write(f"{path}\t{line}", file=sys.stdout)
+        if args.output_dir is not None:
+            write_labels(labels, path, args.output_dir)
+    bar.close()
+    return outcome.exit_code
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    prepare_output_dir(args.output_dir)
+    check_distinct_outputs(args.files, args.output_dir, [args.file_format])
+    model = load_task_model("feature-extraction", args)
+    pipe = pipeline("feature-extraction", model, feature_extractor=feature_extractor_for(args.model), layer=args.layer,
+                    pool=args.pool, batch_size=args.batch_size, chunk_length_s=args.chunk_length,
+                    stride_length_s=args.stride_length)
+    metadata = {"layer": str(args.layer), "pool": args.pool, "model": str(args.model)}
+    outcome, bar = Outcome(), progress_bar(args.files, args)
+    for path, embedding in outcome.results(args.files, pipe.iterate(args.files, progress=bar.update), bar):
+        target = write_embedding(embedding, path, args.output_dir, args.file_format, metadata)
+        tqdm.write(f"{path}\t{target}\t{tuple(embedding.shape)}", file=sys.stdout)
+    bar.close()
+    return outcome.exit_code
+
+
+# ----------------------------------------------------------------------------------------------- info
 def checkpoint_summary(model: str) -> dict[str, object]:
     """What `w2vbert info` prints, as a dict: built from config.json alone, no weights are read."""
-    from .hub import resolve_optional_file
-
     config = Wav2Vec2BertConfig.from_pretrained(model)
     cls = model_class_for(config)
     with torch.device("meta"):  # shapes only: counting 600M parameters costs no memory
         parameters = cls(config).num_parameters()
-    files = ("preprocessor_config.json", "vocab.json", "tokenizer_config.json")
+    files = (PREPROCESSOR_CONFIG_NAME, VOCAB_NAME, TOKENIZER_CONFIG_NAME)
     summary = {
         "model": model,
         "class": cls.__name__,
@@ -86,7 +309,7 @@ def checkpoint_summary(model: str) -> dict[str, object]:
         ),
         "seconds_per_output_frame": config.inputs_to_logits_ratio / 16000,
     }
-    if cls.__name__ == "Wav2Vec2BertForCTC":
+    if issubclass(cls, Wav2Vec2BertForCTC):
         summary["vocab_size"] = config.vocab_size
     elif cls.__name__ != "Wav2Vec2BertModel":
         summary["labels"] = ", ".join(config.id2label[i] for i in sorted(config.id2label))
@@ -101,107 +324,3 @@ def run_info(args: argparse.Namespace) -> int:
         shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
         print(f"{key:<{width}}  {shown}")
     return 0
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (any format FFmpeg reads)")
-    parser.add_argument("-m", "--model", required=True, help="model directory or hub repo id")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--batch-size", type=int, default=4, help="windows run together (default: 4)")
-    parser.add_argument(
-        "--chunk-length",
-        type=float,
-        default=None,
-        metavar="S",
-        help=f"window length in seconds for long audio (default: {AUTO_CHUNK_S:.0f})",
-    )
-    parser.add_argument(
-        "--stride-length",
-        type=float,
-        default=None,
-        metavar="S",
-        help="context on each side of a window (default: chunk / 6)",
-    )
-    parser.add_argument("-o", "--output-dir", type=Path, default=None, help="write one file per input here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-
-
-def _pipeline(task: str, args: argparse.Namespace, **options: Any) -> Any:
-    from .pipelines import pipeline
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return pipeline(
-        task,
-        args.model,
-        device=device,
-        torch_dtype=getattr(torch, args.dtype),
-        batch_size=args.batch_size,
-        chunk_length_s=args.chunk_length,
-        stride_length_s=args.stride_length,
-        **options,
-    )
-
-
-def _results(pipe: Any, args: argparse.Namespace, **options: Any) -> Iterator[tuple[str, Any]]:
-    """(file, result) for the files that worked; failures are reported on stderr and counted in args.failed."""
-    args.failed = 0
-    bar = tqdm(total=len(args.files), unit="file", disable=args.no_progress or len(args.files) < 2, file=sys.stderr)
-    for path, result in zip(args.files, pipe.iterate(args.files, **options), strict=True):
-        bar.update()
-        if isinstance(result, Exception):
-            args.failed += 1
-            tqdm.write(f"w2vbert: error: {result}", file=sys.stderr)
-        else:
-            yield path, result
-    bar.close()
-
-
-def run_transcribe(args: argparse.Namespace) -> int:
-    from .writers import write_transcript
-
-    decoder = None
-    if args.beam_size or args.lm:
-        from .decoding import BeamSearchDecoder
-
-        decoder = BeamSearchDecoder(
-            lm=args.lm, beam_size=args.beam_size or 50, lm_weight=args.lm_weight, word_score=args.word_score
-        )
-    pipe = _pipeline("automatic-speech-recognition", args, decoder=decoder)
-    formats = FORMATS if args.output_format == "all" else (args.output_format,)
-    needs_words = args.output_dir is not None and any(f in ("srt", "vtt", "tsv") for f in formats)
-    timestamps = args.timestamps if args.timestamps != "none" else ("word" if needs_words else None)
-    for path, result in _results(pipe, args, return_timestamps=timestamps):
-        print(result["text"] if len(args.files) == 1 else f"{path}\t{result['text']}", flush=True)
-        if args.output_dir is not None:
-            for fmt in formats:
-                write_transcript(result, path, args.output_dir, fmt)
-    return 1 if args.failed else 0
-
-
-def run_classify(args: argparse.Namespace) -> int:
-    pipe = _pipeline("audio-classification", args, top_k=args.top_k)
-    for path, labels in _results(pipe, args):
-        line = "\t".join(f"{item['label']}\t{item['score']:.4f}" for item in labels)
-        print(f"{path}\t{line}", flush=True)
-        if args.output_dir is not None:
-            args.output_dir.mkdir(parents=True, exist_ok=True)
-            (args.output_dir / f"{Path(path).stem}.json").write_text(json.dumps(labels, indent=2) + "\n")
-    return 1 if args.failed else 0
-
-
-def run_embed(args: argparse.Namespace) -> int:
-    if args.output_dir is None:
-        raise ValueError("embed writes one file per input: pass --output-dir")
-    pipe = _pipeline("feature-extraction", args, layer=args.layer, pool=args.pool)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    for path, embedding in _results(pipe, args):
-        target = args.output_dir / f"{Path(path).stem}.{args.file_format}"
-        if args.file_format == "npy":
-            np.save(target, embedding)
-        else:
-            from safetensors.numpy import save_file
-
-            save_file({"embedding": np.ascontiguousarray(embedding)}, target, metadata={"layer": str(args.layer)})
-        print(f"{path}\t{target}\t{tuple(embedding.shape)}", flush=True)
-    return 1 if args.failed else 0

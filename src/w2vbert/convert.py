@@ -52,10 +52,8 @@ def convert(
     return dst
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "convert", help="convert Meta's fairseq2 conformer_shaw.pt (or a SeamlessM4T v2 .pt) to a model directory"
-    )
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    """The arguments of `w2vbert convert`."""
     parser.add_argument("src", help="the fairseq2 checkpoint (.pt)")
     parser.add_argument("dst", help="the new model directory (config.json, model.safetensors, preprocessor)")
     parser.add_argument(

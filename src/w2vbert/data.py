@@ -28,7 +28,7 @@ import av
 import numpy as np
 import torch
 
-from .audio import SAMPLING_RATE, load_audio
+from .audio import SAMPLING_RATE, audio_seconds, load_audio
 from .features import SeamlessM4TFeatureExtractor, num_frames
 from .tokenizer import pad_labels
 
@@ -160,19 +160,6 @@ def _check_columns(path: Path, expected: Sequence[str], found: Sequence[str], wh
             f"{path}: {where} lacks column(s) {missing}: expected {list(expected)}, found {list(found)} "
             "(rename the columns, or pass --audio-column / --text-column / --label-column)"
         )
-
-
-def audio_seconds(path: str | os.PathLike) -> float:
-    """Duration of an audio file from its header, without decoding (decodes only when the header has none)."""
-    with av.open(str(path)) as container:
-        if not container.streams.audio:
-            raise ValueError(f"{path}: has no audio stream")
-        stream = container.streams.audio[0]
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        if container.duration is not None:
-            return container.duration / av.time_base
-    return len(load_audio(path)) / SAMPLING_RATE
 
 
 def load_examples(

@@ -8,8 +8,11 @@ LM knows; the lexicon (word -> characters) is read from the unigrams of the ARPA
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +37,10 @@ def ctc_transcribe(
     `timestamps` "char" or "word" adds `chunks=[{"text", "timestamp": (start_s, end_s)}]`, the shape of
     transformers' speech recognition pipeline; times are frame offsets times `seconds_per_frame`.
     """
-    if log_probs.ndim != 2 or log_probs.shape[-1] != tokenizer.vocab_size:
+    known = max(tokenizer.decoder) + 1  # ids the tokenizer can write (it may know more than the head emits)
+    if log_probs.ndim != 2 or log_probs.shape[-1] > known:
         raise ValueError(
-            f"expected log-probabilities of shape (frames, {tokenizer.vocab_size}), got {tuple(log_probs.shape)}"
+            f"expected log-probabilities of shape (frames, at most {known} tokens), got {tuple(log_probs.shape)}"
         )
     ids = decoder.best_path(log_probs, tokenizer) if decoder is not None else log_probs.argmax(-1).tolist()
     ids = split_words_at_pauses(ids, tokenizer, round(PAUSE_S / seconds_per_frame))
@@ -102,6 +106,7 @@ class BeamSearchDecoder:
         word_score: float = 1.0,
         beam_threshold: float = 25.0,
         lexicon: list[str] | None = None,
+        quiet: bool = False,
     ) -> None:
         try:
             from flashlight.lib.text import decoder as fl  # noqa: F401
@@ -120,13 +125,14 @@ class BeamSearchDecoder:
             word_score,
             beam_threshold,
         )
-        self._built: tuple[int, Any] | None = None  # (id of the tokenizer, flashlight decoder) built lazily
+        self.quiet = quiet  # keep KenLM's loading banner off stderr
+        self._built: tuple[int, int, Any] | None = None  # (id of the tokenizer, tokens, flashlight decoder)
 
     def best_path(self, log_probs: torch.Tensor, tokenizer: Wav2Vec2CTCTokenizer) -> list[int]:
         """The best hypothesis as a per-frame token sequence (blanks and repeats kept), for `tokenizer.decode`."""
-        decoder = self._decoder(tokenizer)
         emissions = log_probs.detach().float().cpu().contiguous()
         frames, tokens = emissions.shape
+        decoder = self.prepare(tokenizer, tokens)
         results = decoder.decode(emissions.data_ptr(), frames, tokens)
         if not results:
             return [tokenizer.pad_token_id] * frames
@@ -134,9 +140,18 @@ class BeamSearchDecoder:
         path = list(results[0].tokens)[1:-1] if len(results[0].tokens) == frames + 2 else list(results[0].tokens)
         return [t if t >= 0 else tokenizer.pad_token_id for t in path][:frames]
 
-    def _decoder(self, tokenizer: Wav2Vec2CTCTokenizer) -> Any:
-        if self._built is not None and self._built[0] == id(tokenizer):
-            return self._built[1]
+    def prepare(self, tokenizer: Wav2Vec2CTCTokenizer, tokens: int) -> Any:
+        """Build the flashlight decoder for `tokenizer` and `tokens` emissions per frame (the CTC head's width),
+        reading the language model; once, then reused. Called when a pipeline is built, so that a bad LM fails
+        once, before any audio."""
+        if self._built is not None and self._built[:2] == (id(tokenizer), tokens):
+            return self._built[2]
+        with _stderr_silenced(self.quiet):  # KenLM prints its loading banner from C++
+            decoder = self._build(tokenizer, tokens)
+        self._built = (id(tokenizer), tokens, decoder)
+        return decoder
+
+    def _build(self, tokenizer: Wav2Vec2CTCTokenizer, tokens: int) -> Any:
         from flashlight.lib.text import decoder as fl
 
         blank = tokenizer.pad_token_id
@@ -147,7 +162,7 @@ class BeamSearchDecoder:
         if self.lm_path is None:
             options = fl.LexiconFreeDecoderOptions(
                 beam_size=self.beam_size,
-                beam_size_token=tokenizer.vocab_size,
+                beam_size_token=tokens,
                 beam_threshold=self.beam_threshold,
                 lm_weight=0.0,
                 sil_score=0.0,
@@ -165,19 +180,19 @@ class BeamSearchDecoder:
             if "<unk>" not in self.lexicon:
                 words.add_entry("<unk>")
             lm = KenLM(str(self.lm_path), words)
-            trie = fl.Trie(tokenizer.vocab_size, silence)
+            trie = fl.Trie(tokens, silence)
             start = lm.start(False)
             for word in self.lexicon:
                 spelling = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(word))
-                if word in ("<s>", "</s>", "<unk>") or tokenizer.unk_token_id in spelling:
-                    continue  # the beam cannot spell it with this vocabulary
+                if word in ("<s>", "</s>", "<unk>") or tokenizer.unk_token_id in spelling or max(spelling) >= tokens:
+                    continue  # the beam cannot spell it with this vocabulary and head
                 index = words.get_index(word)
                 _, score = lm.score(start, index)
                 trie.insert(spelling, index, score)
             trie.smear(fl.SmearingMode.MAX)
             options = fl.LexiconDecoderOptions(
                 beam_size=self.beam_size,
-                beam_size_token=tokenizer.vocab_size,
+                beam_size_token=tokens,
                 beam_threshold=self.beam_threshold,
                 lm_weight=self.lm_weight,
                 word_score=self.word_score,
@@ -187,8 +202,24 @@ class BeamSearchDecoder:
                 criterion_type=fl.CriterionType.CTC,
             )
             decoder = fl.LexiconDecoder(options, trie, lm, silence, blank, words.get_index("<unk>"), transitions, False)
-        self._built = (id(tokenizer), decoder)
         return decoder
+
+
+@contextlib.contextmanager
+def _stderr_silenced(quiet: bool) -> Iterator[None]:
+    """Send what C++ code writes to file descriptor 2 to /dev/null while the block runs (when `quiet`)."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def arpa_unigrams(path: str | os.PathLike) -> list[str]:

@@ -192,11 +192,11 @@ TRAINING = {f.name: f.default for f in fields(TrainingConfig) if f.name != "outp
 DATA = {f.name: f.default for f in fields(DataConfig) if f.name != "train_manifest"}
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "finetune", help="fine-tune a checkpoint for speech recognition (CTC) or clip classification",
-        description="Fine-tune on CSV/TSV/JSONL manifests (columns: audio + text, or audio + label; audio paths "
-                    "relative to the manifest). Several processes or GPUs: launch with torchrun.",
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    """The arguments of `w2vbert finetune`."""
+    parser.description = (
+        "Fine-tune on CSV/TSV/JSONL manifests (columns: audio + text, or audio + label; audio paths relative to the "
+        "manifest). Several processes or GPUs: launch with torchrun."
     )
     parser.add_argument("--task", choices=TASKS, default=TRAINING["task"])
     parser.add_argument("--model", required=True, help="hub id or directory of the starting checkpoint")

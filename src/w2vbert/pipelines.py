@@ -5,32 +5,49 @@ Three tasks: "automatic-speech-recognition" (`{"text": ...}`, plus `"chunks"` wi
 embedding array per input). An input is a path, bytes, a 16 kHz NumPy array or tensor, a dict
 `{"array"|"raw": ..., "sampling_rate": ...}` (as `datasets` rows give them), or a list of these.
 
-Inputs are batched together (`batch_size`), and each gets the same result alone or in a batch (the model is
-batch invariant). Recordings longer than the chunk length run as overlapping windows (chunking.py); a file is
-decoded as a stream, so an hour of audio is never in memory at once.
+The way of an input: it is checked (`as_clip`), cut into windows (chunking.py; a file is decoded as a stream, so
+an hour of audio is never in memory at once), and each window's features are computed and checked on their own;
+only then do windows of several inputs meet in a padded batch. So an input that cannot run (unreadable, too
+short, features that come out non-finite) fails alone, named, and the others go on; and each gets the same result
+alone or in a batch (the model is batch invariant).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from .audio import SAMPLING_RATE, check_audio_file, load_audio, stream_audio
+from .auto import model_class_for
 from .chunking import Window, WindowPlan, windows
-from .features import FRAME_LENGTH, SeamlessM4TFeatureExtractor, default_feature_extractor, feature_extractor_for
+from .config import Wav2Vec2BertConfig
+from .decoding import BeamSearchDecoder, ctc_transcribe
+from .devices import resolve_device, resolve_dtype
+from .features import (
+    FRAME_LENGTH,
+    HOP_LENGTH,
+    SeamlessM4TFeatureExtractor,
+    default_feature_extractor,
+    feature_extractor_for,
+)
+from .heads import Wav2Vec2BertForCTC, Wav2Vec2BertForSequenceClassification
+from .modeling import Wav2Vec2BertModel
 from .pretrained import Wav2Vec2BertPreTrainedModel
+from .tokenizer import Wav2Vec2CTCTokenizer
 
 logger = logging.getLogger("w2vbert")
 
 AUTO_CHUNK_S = 30.0  # without chunk_length_s, recordings longer than this run as windows of this length
 STREAM_BLOCK_S = 10.0  # seconds decoded at a time from a file
+MIN_SAMPLES = FRAME_LENGTH + HOP_LENGTH  # 35 ms: two fbank frames, the one 20 ms step the model needs
 
 AudioInput = str | os.PathLike | bytes | np.ndarray | torch.Tensor | dict
 
@@ -74,23 +91,41 @@ def as_clip(source: AudioInput) -> Clip:
 
 
 @dataclass
-class _Pending:
-    """A recording whose windows are in flight: its kept outputs so far, or the error that stopped it."""
+class _Recording:
+    """An input whose windows are in flight: its kept outputs so far, or the error that stopped it."""
 
-    clip: Clip | None
+    name: str
     pieces: list[torch.Tensor] = field(default_factory=list)
     done: bool = False
     error: Exception | None = None
+    samples: int = 0  # audio read so far (progress)
+
+    def fail(self, error: Exception) -> None:
+        message = str(error)
+        self.error = type(error)(message if message.startswith(self.name) else f"{self.name}: {message}")
+
+
+@dataclass
+class _Ready:
+    """A window with its features, checked and ready to be batched."""
+
+    recording: _Recording
+    window: Window
+    features: torch.Tensor  # (steps, feature dim)
+    mask: torch.Tensor  # (steps,) 1 on valid steps
+    new_samples: int  # audio this window adds to its recording's progress
 
 
 class Pipeline:
-    """Shared machinery: inputs -> windows -> padded batches of features -> the model -> per-recording outputs.
+    """Shared machinery: inputs -> checked windows with features -> padded batches -> the model -> results.
 
-    Subclasses say what the model computes per window (`forward`), how many samples an output frame covers
-    (`frame_samples`) and how a recording's outputs become a result (`postprocess`).
+    Subclasses name the model classes they serve (`model_classes`), and say what the model computes per window
+    (`forward`), how many samples an output frame covers (`frame_samples`) and how a recording's outputs become
+    a result (`postprocess`).
     """
 
     task = ""
+    model_classes: tuple[type[Wav2Vec2BertPreTrainedModel], ...] = (Wav2Vec2BertPreTrainedModel,)
 
     def __init__(
         self,
@@ -101,6 +136,9 @@ class Pipeline:
         chunk_length_s: float | None = None,
         stride_length_s: float | tuple[float, float] | None = None,
     ) -> None:
+        if not isinstance(model, self.model_classes):
+            names = " or ".join(cls.__name__ for cls in self.model_classes)
+            raise ValueError(f"the {self.task} pipeline needs a {names}, got {type(model).__name__}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model.eval()
@@ -108,6 +146,7 @@ class Pipeline:
         self.batch_size = batch_size
         self.chunk_length_s = chunk_length_s
         self.stride_length_s = stride_length_s
+        self.plan(chunk_length_s, stride_length_s)  # bad window settings fail now, not at the first input
 
     @property
     def device(self) -> torch.device:
@@ -130,27 +169,35 @@ class Pipeline:
         batch_size: int | None = None,
         chunk_length_s: float | None = None,
         stride_length_s: float | tuple[float, float] | None = None,
+        progress: Callable[[float], None] | None = None,
         **options: Any,
     ) -> Iterator[Any]:
         """Results in input order, as they complete; an input that fails yields its exception (naming it) and
         the others go on, which is what a command processing many files needs. Batch and window settings given
-        here override the pipeline's for this call."""
+        here override the pipeline's for this call; `progress(seconds)` is told the audio each batch has done."""
         plan = self.plan(chunk_length_s or self.chunk_length_s, stride_length_s or self.stride_length_s)
-        for pending in self._outputs(inputs, batch_size or self.batch_size, plan):
-            if pending.error is not None:
-                yield pending.error
-            elif not pending.pieces:
-                yield ValueError(f"{pending.clip.name}: the audio is empty (no 25 ms of samples)")
+        for recording in self._outputs(inputs, batch_size or self.batch_size, plan, progress):
+            if recording.error is not None:
+                yield recording.error
+            elif not recording.pieces:
+                yield ValueError(
+                    f"{recording.name}: the audio is too short: {1000 * recording.samples / SAMPLING_RATE:.0f} ms, "
+                    f"the model needs at least {1000 * MIN_SAMPLES // SAMPLING_RATE} ms"
+                )
             else:
                 try:
-                    yield self.postprocess(torch.cat(pending.pieces), **options)
+                    yield self.postprocess(torch.cat(recording.pieces), **options)
                 except (ValueError, RuntimeError) as error:
-                    yield type(error)(f"{pending.clip.name}: {error}")
+                    yield type(error)(f"{recording.name}: {error}")
 
     # ------------------------------------------------------------------------------------ what tasks define
     def frame_samples(self) -> int:
         """Input samples per output frame of `forward`: 320 (20 ms), times the adapter's strides."""
         return self.model.config.inputs_to_logits_ratio
+
+    def output_frames(self, steps: int) -> int:
+        """Output frames of `forward` for a window of `steps` valid 20 ms steps."""
+        return int(self.model.get_feat_extract_output_lengths(steps))
 
     def plan(self, chunk_length_s: float | None, stride_length_s: float | tuple[float, float] | None) -> WindowPlan:
         if chunk_length_s is None:
@@ -165,82 +212,115 @@ class Pipeline:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------- machinery
-    def _windows(self, inputs: Iterable[AudioInput], plan: WindowPlan) -> Iterator[tuple[_Pending, Window | None]]:
-        """(recording, window) pairs across all inputs; (recording, None) marks its end (or its failure)."""
+    def _ready_windows(self, inputs: Iterable[AudioInput], plan: WindowPlan) -> Iterator[tuple[_Recording, Any]]:
+        """(recording, checked window) pairs across all inputs; (recording, None) marks its end or its failure."""
         for source in inputs:
-            pending = _Pending(None)
+            recording = _Recording(str(source)[:80])
             try:
-                pending.clip = as_clip(source)
-                for window in windows(pending.clip.blocks(), plan):
-                    yield pending, window
+                clip = as_clip(source)
+                recording.name = clip.name
+                for window in windows(clip.blocks(), plan):
+                    ready = self._prepare(recording, window)
+                    if ready is not None:
+                        yield recording, ready
             except (OSError, ValueError, TypeError) as error:
-                name = pending.clip.name if pending.clip else str(source)[:80]
-                message = str(error)
-                pending.error = type(error)(message if message.startswith(name) else f"{name}: {message}")
-            yield pending, None
+                recording.fail(error)
+            yield recording, None
 
-    def _outputs(self, inputs: Iterable[AudioInput], batch_size: int, plan: WindowPlan) -> Iterator[_Pending]:
-        """Run windows `batch_size` at a time; hand out each recording once all its windows have run."""
-        queue: list[_Pending] = []  # recordings in input order, not yet handed out
-        batch: list[tuple[_Pending, Window]] = []
-        with torch.inference_mode():
-            for pending, window in self._windows(inputs, plan):
-                if not queue or queue[-1] is not pending:
-                    queue.append(pending)
-                if window is None:
-                    pending.done = True
-                else:
-                    batch.append((pending, window))
-                if len(batch) == batch_size:
-                    self._run(batch)
-                    batch = []
-                while queue and queue[0].done and not any(p is queue[0] for p, _ in batch):
-                    yield queue.pop(0)
-            self._run(batch)
-        yield from queue
-
-    def _run(self, batch: list[tuple[_Pending, Window]]) -> None:
-        """Features and model for a batch of windows; each window's kept frames go to its recording."""
-        usable = [(p, w) for p, w in batch if len(w.audio) >= FRAME_LENGTH]
-        if not usable:
-            return  # windows shorter than one 25 ms analysis frame hold no speech
+    def _prepare(self, recording: _Recording, window: Window) -> _Ready | None:
+        """A window's features, computed and checked alone; None for a tail too short to give an output frame."""
+        new_samples = window.start + len(window.audio) - recording.samples
+        recording.samples += new_samples
+        only = window.start == 0 and window.keep_until is None  # the whole recording is this one window
+        if len(window.audio) < FRAME_LENGTH:
+            return None  # no fbank frame: a tail of silence-length, or (alone) a clip reported as too short
         inputs = self.feature_extractor(
-            [w.audio for _, w in usable],
-            sampling_rate=SAMPLING_RATE,
-            return_tensors="pt",
-            padding=True,
-            return_attention_mask=True,
+            window.audio, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True, return_attention_mask=True,
             device=self.device,
         )
-        features = inputs["input_features"].to(self.model.dtype)
-        outputs = self.forward(features, inputs["attention_mask"])
-        for (pending, window), output in zip(usable, outputs, strict=True):
-            kept = output[window.drop_left : window.keep_until]
+        features, mask = inputs["input_features"][0].to(self.model.dtype), inputs["attention_mask"][0]
+        steps = int(mask.sum())
+        if steps == 0 or self.output_frames(steps) < 1:
+            if only and steps > 0:
+                raise ValueError(
+                    f"the audio is too short for this model: {1000 * len(window.audio) / SAMPLING_RATE:.0f} ms give "
+                    f"{steps} step(s) of 20 ms, which its adapter reduces to no output frame"
+                )
+            return None
+        return _Ready(recording, window, features, mask, new_samples)
+
+    def _outputs(
+        self, inputs: Iterable[AudioInput], batch_size: int, plan: WindowPlan, progress: Callable | None
+    ) -> Iterator[_Recording]:
+        """Run checked windows `batch_size` at a time; hand out each recording once all its windows have run."""
+        queue: list[_Recording] = []  # recordings in input order, not yet handed out
+        batch: list[_Ready] = []
+        with torch.inference_mode():
+            for recording, ready in self._ready_windows(inputs, plan):
+                if not queue or queue[-1] is not recording:
+                    queue.append(recording)
+                if ready is None:
+                    recording.done = True
+                else:
+                    batch.append(ready)
+                if len(batch) == batch_size:
+                    self._run(batch, progress)
+                    batch = []
+                while queue and queue[0].done and not any(r.recording is queue[0] for r in batch):
+                    yield queue.pop(0)
+            self._run(batch, progress)
+        yield from queue
+
+    def _run(self, batch: list[_Ready], progress: Callable | None) -> None:
+        """The model on a batch of checked windows; each window's kept frames go to its recording."""
+        batch = [ready for ready in batch if ready.recording.error is None]
+        if not batch:
+            return
+        features = pad_sequence([r.features for r in batch], batch_first=True,
+                                padding_value=self.feature_extractor.padding_value)
+        mask = pad_sequence([r.mask for r in batch], batch_first=True, padding_value=0)
+        outputs = self.forward(features, mask)
+        for ready, output in zip(batch, outputs, strict=True):
+            if not bool(torch.isfinite(output).all()):
+                ready.recording.fail(RuntimeError(
+                    "the model's output is NaN or infinite (are its weights finite? a checkpoint of NaNs does this)"
+                ))
+                continue
+            kept = output[ready.window.drop_left : ready.window.keep_until]
             if kept.numel():
-                pending.pieces.append(kept.float().cpu())
+                ready.recording.pieces.append(kept.float().cpu())
+        if progress is not None:
+            progress(sum(ready.new_samples for ready in batch) / SAMPLING_RATE)
 
 
 class AutomaticSpeechRecognitionPipeline(Pipeline):
-    """CTC speech recognition: greedy, or beam search (optionally with a KenLM n-gram) given a `decoder`."""
+    """CTC speech recognition: greedy, or beam search (optionally with a KenLM n-gram) given a `decoder`.
+
+    The tokenizer may know more ids than the CTC head has outputs (transformers' tokenizers add <s> and </s>):
+    the head never produces those, and decoding is unchanged. A head wider than the tokenizer would emit ids it
+    cannot spell, so that is an error when the pipeline is built.
+    """
 
     task = "automatic-speech-recognition"
+    model_classes = (Wav2Vec2BertForCTC,)
 
     def __init__(
         self,
         model: Wav2Vec2BertPreTrainedModel,
         feature_extractor: SeamlessM4TFeatureExtractor | None = None,
-        tokenizer: Any = None,
+        tokenizer: Wav2Vec2CTCTokenizer | None = None,
         *,
-        decoder: Any = None,
+        decoder: BeamSearchDecoder | None = None,
         **options: Any,
     ) -> None:
-        if not hasattr(model, "lm_head"):
-            raise ValueError(f"speech recognition needs a CTC model (Wav2Vec2BertForCTC), got {type(model).__name__}")
+        super().__init__(model, feature_extractor, **options)
         if tokenizer is None:
             raise ValueError("speech recognition needs a tokenizer (vocab.json) to turn CTC tokens into text")
-        super().__init__(model, feature_extractor, **options)
+        check_head_fits_tokenizer(model.config, tokenizer)
         self.tokenizer = tokenizer
         self.decoder = decoder
+        if decoder is not None:
+            decoder.prepare(tokenizer, model.config.vocab_size)  # the language model is read once, now
 
     def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
         logits = self.model(input_features, attention_mask=attention_mask).logits
@@ -248,8 +328,6 @@ class AutomaticSpeechRecognitionPipeline(Pipeline):
         return [row[:length] for row, length in zip(logits.log_softmax(-1), lengths.tolist(), strict=True)]
 
     def postprocess(self, frames: torch.Tensor, return_timestamps: str | bool | None = None) -> dict[str, Any]:
-        from .decoding import ctc_transcribe
-
         if return_timestamps is True:
             return_timestamps = "word"
         if return_timestamps not in (None, False, "char", "word"):
@@ -260,10 +338,27 @@ class AutomaticSpeechRecognitionPipeline(Pipeline):
         )
 
 
+def check_head_fits_tokenizer(config: Wav2Vec2BertConfig, tokenizer: Wav2Vec2CTCTokenizer) -> None:
+    """A CTC head of `vocab_size` outputs must have a token for each id it can emit, and its blank."""
+    known = max(tokenizer.decoder) + 1
+    if config.vocab_size > known:
+        raise ValueError(
+            f"the model's CTC head has {config.vocab_size} outputs but its tokenizer only {known} ids "
+            f"(vocab.json): ids {known}..{config.vocab_size - 1} could not be written; is this the tokenizer the "
+            "model was trained with?"
+        )
+    if config.pad_token_id is not None and config.pad_token_id != tokenizer.pad_token_id:
+        raise ValueError(
+            f"the model's CTC blank is id {config.pad_token_id} (pad_token_id) but the tokenizer's pad token "
+            f"{tokenizer.pad_token!r} is id {tokenizer.pad_token_id}: is this the tokenizer the model was trained with?"
+        )
+
+
 class AudioClassificationPipeline(Pipeline):
     """One label per recording: the `top_k` best `{"label", "score"}` (5 by default, as transformers)."""
 
     task = "audio-classification"
+    model_classes = (Wav2Vec2BertForSequenceClassification,)
 
     def __init__(
         self,
@@ -273,11 +368,6 @@ class AudioClassificationPipeline(Pipeline):
         top_k: int = 5,
         **options: Any,
     ) -> None:
-        if not hasattr(model, "classifier"):
-            raise ValueError(
-                "audio classification needs Wav2Vec2BertForSequenceClassification (a label per clip), "
-                f"got {type(model).__name__}"
-            )
         super().__init__(model, feature_extractor, **options)
         self.top_k = top_k
 
@@ -286,6 +376,9 @@ class AudioClassificationPipeline(Pipeline):
         if chunk_length_s is None:
             return WindowPlan(self.frame_samples(), 1 << 62, 0, 0)
         return super().plan(chunk_length_s, stride_length_s)
+
+    def output_frames(self, steps: int) -> int:
+        return 1  # the window's logits
 
     def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
         logits = self.model(input_features, attention_mask=attention_mask).logits
@@ -300,7 +393,10 @@ class AudioClassificationPipeline(Pipeline):
 
 
 class FeatureExtractionPipeline(Pipeline):
-    """Embeddings: the hidden state of `layer` (blocks above it are not run), per frame or mean-pooled."""
+    """Embeddings: the hidden state of `layer` (blocks above it are not run), per frame or mean-pooled.
+
+    Any model of the family serves: a head's encoder is used as it is.
+    """
 
     task = "feature-extraction"
 
@@ -314,13 +410,16 @@ class FeatureExtractionPipeline(Pipeline):
         **options: Any,
     ) -> None:
         super().__init__(model, feature_extractor, **options)
-        self.encoder = model.base_model  # a head's encoder works as well
+        self.encoder: Wav2Vec2BertModel = model.base_model
         self.encoder.layer_index(layer)  # a bad layer fails now, not at the first input
         self.layer = layer
         self.pool = _check_pool(pool)
 
     def frame_samples(self) -> int:
         return self.model.config.feature_projection_input_dim * 2  # encoder layers run before the adapter
+
+    def output_frames(self, steps: int) -> int:
+        return steps
 
     def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
         out = self.encoder.embed(input_features, attention_mask=attention_mask, layer=self.layer)
@@ -339,11 +438,31 @@ def _check_pool(pool: str | None) -> str | None:
     return None if pool == "none" else pool
 
 
-TASKS = {
+TASKS: dict[str, type[Pipeline]] = {
     "automatic-speech-recognition": AutomaticSpeechRecognitionPipeline,
     "audio-classification": AudioClassificationPipeline,
     "feature-extraction": FeatureExtractionPipeline,
 }
+
+
+def load_for_task(
+    task: str, source: str | os.PathLike, **load_options: Any
+) -> tuple[Wav2Vec2BertPreTrainedModel, dict[str, list]]:
+    """The checkpoint at `source` as the model class `task` serves, with the loading report.
+
+    A base encoder checkpoint becomes a classifier with a fresh head (transformers does the same, and warns); a
+    checkpoint saved with a head the task cannot serve is refused, naming the classes that fit.
+    """
+    saved = model_class_for(Wav2Vec2BertConfig.from_pretrained(source))
+    target = saved
+    if task == "audio-classification" and saved is Wav2Vec2BertModel:
+        target = Wav2Vec2BertForSequenceClassification
+        logger.warning("%s is a base encoder: its classification head starts untrained (as in transformers)", source)
+    accepted = TASKS[task].model_classes
+    if not issubclass(target, accepted):
+        names = ", ".join(cls.__name__ for cls in accepted)
+        raise ValueError(f"the {task} pipeline serves {names}; {source} is a {saved.__name__} checkpoint")
+    return target.from_pretrained(source, output_loading_info=True, **load_options)
 
 
 def pipeline(
@@ -351,13 +470,13 @@ def pipeline(
     model: str | os.PathLike | Wav2Vec2BertPreTrainedModel | None = None,
     *,
     feature_extractor: SeamlessM4TFeatureExtractor | str | None = None,
-    tokenizer: Any = None,
+    tokenizer: Wav2Vec2CTCTokenizer | str | None = None,
     device: str | torch.device | int | None = None,
     torch_dtype: torch.dtype | str | None = None,
     batch_size: int = 1,
     chunk_length_s: float | None = None,
     stride_length_s: float | tuple[float, float] | None = None,
-    decoder: Any = None,
+    decoder: BeamSearchDecoder | None = None,
     model_kwargs: dict[str, Any] | None = None,
     **task_options: Any,
 ) -> Pipeline:
@@ -365,35 +484,28 @@ def pipeline(
 
     The feature extractor and tokenizer are read from the model's directory when not given. `device` takes
     "cpu", "cuda", "cuda:1" or a GPU index (as transformers). `decoder` is a `decoding.BeamSearchDecoder` for
-    beam search / KenLM; greedy CTC otherwise.
+    beam search / KenLM; greedy CTC otherwise. A model class the task cannot serve is refused here, with the
+    classes that fit.
     """
-    from .auto import load_model
-
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; w2vbert has {sorted(TASKS)}")
     if model is None:
         raise ValueError("pass model= (a model directory, a hub repo id, or a loaded w2vbert model)")
-    if isinstance(device, int):
-        device = f"cuda:{device}" if device >= 0 else "cpu"
+    target = None if device is None else resolve_device(device)
     if isinstance(model, (str, os.PathLike)):
         source = model
-        model = load_model(source, torch_dtype=torch_dtype, device=device, **(model_kwargs or {}))
+        model, _ = load_for_task(task, source, torch_dtype=torch_dtype, device=target, **(model_kwargs or {}))
         if feature_extractor is None:
             feature_extractor = feature_extractor_for(source)
         if tokenizer is None and task == "automatic-speech-recognition":
-            from .tokenizer import Wav2Vec2CTCTokenizer
-
             tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(source)
-    else:
-        if device is not None or torch_dtype is not None:
-            model = model.to(device=device, dtype=torch_dtype if isinstance(torch_dtype, torch.dtype) else None)
+    elif target is not None or torch_dtype is not None:
+        model = model.to(device=target, dtype=None if torch_dtype is None else resolve_dtype(torch_dtype))
     if isinstance(feature_extractor, (str, os.PathLike)):
         feature_extractor = SeamlessM4TFeatureExtractor.from_pretrained(feature_extractor)
     options = dict(batch_size=batch_size, chunk_length_s=chunk_length_s, stride_length_s=stride_length_s)
     if task == "automatic-speech-recognition":
         if isinstance(tokenizer, (str, os.PathLike)):
-            from .tokenizer import Wav2Vec2CTCTokenizer
-
             tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(tokenizer)
         return AutomaticSpeechRecognitionPipeline(
             model, feature_extractor, tokenizer, decoder=decoder, **options, **task_options

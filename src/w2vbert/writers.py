@@ -1,7 +1,8 @@
-"""Transcript files: txt, json, srt, vtt and tsv, as the Whisper command line writes them.
+"""Output files of the inference commands, each written atomically (`files.atomic_output`): transcripts as txt,
+json, srt, vtt or tsv (as the Whisper command line writes them), labels as json, embeddings as npy or safetensors.
 
 Subtitles need segments, and CTC gives words with times: words are grouped into a segment until a pause,
-a length or a character budget ends it.
+a length or a character budget ends it. A file's outputs are named after it: `<output_dir>/<stem>.<format>`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_text
+import numpy as np
+from safetensors.numpy import save_file
+
+from .files import atomic_output, atomic_write_text
 
 FORMATS = ("txt", "json", "srt", "vtt", "tsv")
+EMBEDDING_FORMATS = ("npy", "safetensors")
 SEGMENT_PAUSE_S = 0.8  # a silence this long between words starts a new subtitle
 SEGMENT_MAX_S = 7.0  # subtitles longer than this are split at the next word
 SEGMENT_MAX_CHARS = 84  # two lines of 42 characters, the usual subtitle limit
@@ -83,6 +88,20 @@ def _words(result: dict[str, Any]) -> list[dict[str, Any]]:
     return result["chunks"]
 
 
+def words_from_chars(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Character chunks (spaces included, as `return_timestamps="char"` gives them) -> word chunks."""
+    words: list[dict[str, Any]] = []
+    current: list[dict[str, Any]] = []
+    for chunk in [*chunks, {"text": " ", "timestamp": (0.0, 0.0)}]:
+        if chunk["text"].strip():
+            current.append(chunk)
+        elif current:
+            words.append({"text": "".join(c["text"] for c in current),
+                          "timestamp": (current[0]["timestamp"][0], current[-1]["timestamp"][1])})
+            current = []
+    return words
+
+
 WRITERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "txt": to_txt,
     "json": to_json,
@@ -92,10 +111,42 @@ WRITERS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def write_transcript(result: dict[str, Any], audio_path: str | Path, output_dir: str | Path, fmt: str) -> Path:
-    """Write `<output_dir>/<audio stem>.<fmt>`; returns its path."""
+def output_path(audio_path: str | Path, output_dir: str | Path, extension: str) -> Path:
+    """Where the output of `audio_path` goes: `<output_dir>/<stem>.<extension>`."""
+    return Path(output_dir) / f"{Path(audio_path).stem}.{extension}"
+
+
+def format_transcript(result: dict[str, Any], fmt: str) -> str:
+    """A transcript result as the text of a `fmt` file."""
     if fmt not in WRITERS:
         raise ValueError(f"output format must be one of {FORMATS}, got {fmt!r}")
-    path = Path(output_dir) / f"{Path(audio_path).stem}.{fmt}"
+    return WRITERS[fmt](result)
+
+
+def write_transcript(result: dict[str, Any], audio_path: str | Path, output_dir: str | Path, fmt: str) -> Path:
+    """Write `<output_dir>/<audio stem>.<fmt>`; returns its path."""
+    text = format_transcript(result, fmt)
+    path = output_path(audio_path, output_dir, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(path, WRITERS[fmt](result))
+    return atomic_write_text(path, text)
+
+
+def write_labels(labels: list[dict[str, Any]], audio_path: str | Path, output_dir: str | Path) -> Path:
+    """Write a classification result (`[{"label", "score"}, ...]`) as `<output_dir>/<audio stem>.json`."""
+    return atomic_write_text(output_path(audio_path, output_dir, "json"), json.dumps(labels, indent=2) + "\n")
+
+
+def write_embedding(
+    embedding: np.ndarray, audio_path: str | Path, output_dir: str | Path, fmt: str, metadata: dict[str, str]
+) -> Path:
+    """Write an embedding as `<output_dir>/<audio stem>.npy` or `.safetensors` (tensor "embedding", `metadata`)."""
+    if fmt not in EMBEDDING_FORMATS:
+        raise ValueError(f"embedding format must be one of {EMBEDDING_FORMATS}, got {fmt!r}")
+    path = output_path(audio_path, output_dir, fmt)
+    with atomic_output(path) as temporary:
+        if fmt == "npy":
+            with open(temporary, "wb") as f:  # a file object: np.save would add ".npy" to the temporary name
+                np.save(f, embedding)
+        else:
+            save_file({"embedding": np.ascontiguousarray(embedding)}, temporary, metadata=metadata)
+    return path
