@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import pytest
 
+from conftest import head_supports_adapter, tiny_config_kwargs
 from w2vbert import Wav2Vec2BertConfig
+from w2vbert.config import MAX_PARAMETERS, estimated_parameters, head_parameter_parts, model_parameter_parts
 
 
 def problems_of(**values) -> list[str]:
@@ -154,3 +157,65 @@ def test_a_config_json_transformers_wrote_with_other_values_loads_with_equal_val
                                          else expected), f.name
     assert ours.label2id == {"de": 0, "en": 1, "mn": 2} and written["label2id"] is None  # transformers 5 writes null
     assert ours.extra["dtype"] == "bfloat16" and ours.extra["transformers_version"] == transformers.__version__
+
+
+# ------------------------------------------------------------------------------------------- model size
+def built_parameters(module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def test_the_parameter_count_of_the_defaults_is_w2v_bert_2_0():
+    # 580,493,120: transformers' Wav2Vec2BertModel built (on the meta device) from its default config, which is
+    # facebook/w2v-bert-2.0's. Building it here would take seconds; the tiny models below are built.
+    parts = model_parameter_parts(Wav2Vec2BertConfig())
+    assert sum(part.parameters for part in parts) == 580_493_120
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(position_embeddings_type="relative", mask_time_prob=0.0),
+        dict(position_embeddings_type="rotary", use_weighted_layer_sum=True),
+        dict(position_embeddings_type=None, add_encoder_layer_norm=True, add_inner_layer_norm=True),
+        dict(add_adapter=True, num_adapter_layers=2, adapter_kernel_size=5, use_intermediate_ffn_before_adapter=True),
+        dict(add_adapter=True, output_hidden_size=48, add_inner_layer_norm=True, use_weighted_layer_sum=True),
+    ],
+)
+def test_the_parameter_count_equals_that_of_every_built_head(overrides):
+    import w2vbert
+
+    config = Wav2Vec2BertConfig(**tiny_config_kwargs(**overrides))
+    model = sum(part.parameters for part in model_parameter_parts(config))
+    assert model == built_parameters(w2vbert.Wav2Vec2BertModel(config))
+    heads = {part.name: part.parameters for part in head_parameter_parts(config)}
+    for head, parameters in heads.items():
+        if config.add_adapter and not head_supports_adapter(head):
+            continue
+        assert model + parameters == built_parameters(getattr(w2vbert, head)(config)), head
+    assert estimated_parameters(config) == model + max(heads.values())
+
+
+@pytest.mark.parametrize(
+    ("values", "part"),
+    [
+        (dict(num_hidden_layers=10**9), "encoder, from num_hidden_layers=1000000000, hidden_size=1024"),
+        (dict(hidden_size=2**20, num_attention_heads=16), "encoder, from num_hidden_layers=24, hidden_size=1048576"),
+        (dict(vocab_size=10**9), "Wav2Vec2BertForCTC, from vocab_size=1000000000, hidden_size=1024"),
+        (dict(tdnn_dim=[10**6] * 5), "Wav2Vec2BertForXVector, from tdnn_dim=[1000000, 1000000"),
+        (dict(left_max_position_embeddings=10**12), "encoder, from num_hidden_layers=24"),
+    ],
+)
+def test_an_absurd_model_size_is_refused_at_once_naming_the_sizes(values, part):
+    started = time.perf_counter()
+    (problem,) = problems_of(**values)
+    assert time.perf_counter() - started < 0.1  # nothing is built: it used to hang as the memory grew
+    assert problem.startswith("these sizes make a model of about ")
+    assert "over the limit of 1e+11 (400 GB in float32" in problem
+    assert f"the largest part is the {part}" in problem
+
+
+def test_a_model_just_under_the_limit_is_accepted():
+    # 1e11 / 24.2e6 per default block: about 4,100 blocks pass, 4,200 do not.
+    assert estimated_parameters(Wav2Vec2BertConfig(num_hidden_layers=4100)) < MAX_PARAMETERS
+    assert problems_of(num_hidden_layers=4200)[0].startswith("these sizes make a model of about 1e+11")
