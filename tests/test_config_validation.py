@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
+import types
+import typing
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import head_supports_adapter, tiny_config_kwargs
 from w2vbert import Wav2Vec2BertConfig
-from w2vbert.config import MAX_PARAMETERS, estimated_parameters, head_parameter_parts, model_parameter_parts
+from w2vbert.config import (
+    ACTIVATIONS,
+    CTC_REDUCTIONS,
+    MAX_PARAMETERS,
+    estimated_parameters,
+    head_parameter_parts,
+    model_parameter_parts,
+)
 
 
 def problems_of(**values) -> list[str]:
@@ -219,3 +231,92 @@ def test_a_model_just_under_the_limit_is_accepted():
     # 1e11 / 24.2e6 per default block: about 4,100 blocks pass, 4,200 do not.
     assert estimated_parameters(Wav2Vec2BertConfig(num_hidden_layers=4100)) < MAX_PARAMETERS
     assert problems_of(num_hidden_layers=4200)[0].startswith("these sizes make a model of about 1e+11")
+
+
+# ------------------------------------------------------------------------------------- property tests
+FIELD_HINTS = {
+    name: hint for name, hint in typing.get_type_hints(Wav2Vec2BertConfig).items() if name != "extra"
+}
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def admits(hint, value) -> bool:
+    """Whether a field annotated `hint` takes `value`, as the annotations read (the specification here)."""
+    if isinstance(hint, types.UnionType):
+        return value is None or admits(next(a for a in typing.get_args(hint) if a is not type(None)), value)
+    if hint is int:
+        return is_integer(value)
+    if hint is float:
+        return is_integer(value) or isinstance(value, float)
+    if hint in (str, bool):
+        return isinstance(value, hint)
+    if hint == tuple[int, ...]:
+        return isinstance(value, list) and all(is_integer(v) for v in value)
+    if hint == list[str]:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if hint == dict[int, str]:  # JSON keys are strings: class ids written in decimal
+        return isinstance(value, dict) and all(re.fullmatch(r"-?[0-9]+", k) and isinstance(v, str)
+                                               for k, v in value.items())
+    if hint == dict[str, int]:
+        return isinstance(value, dict) and all(is_integer(v) for v in value.values())
+    raise AssertionError(f"no rule for {hint}")
+
+
+@st.composite
+def a_field_and_a_wrong_value(draw):
+    name = draw(st.sampled_from(sorted(FIELD_HINTS)))
+    return name, draw(JSON_VALUES.filter(lambda value: not admits(FIELD_HINTS[name], value)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(a_field_and_a_wrong_value())
+def test_any_wrong_typed_value_is_a_value_error_naming_that_field_alone(field_and_value):
+    name, value = field_and_value
+    with pytest.raises(ValueError) as caught:
+        Wav2Vec2BertConfig.from_dict({name: value})
+    assert str(caught.value).startswith(f"invalid Wav2Vec2BertConfig: {name} "), (name, value)
+    others = [other for other in re.findall(r"; (\w+) ", str(caught.value)) if other in FIELD_HINTS]
+    assert not others, f"{name}={value!r} also reported {others}"  # one message, for the one wrong field
+
+
+def typed_values(hint) -> st.SearchStrategy:
+    """Values of the annotated type, of any size (ranges and rules between fields are left to chance)."""
+    if isinstance(hint, types.UnionType):
+        return st.none() | typed_values(next(a for a in typing.get_args(hint) if a is not type(None)))
+    sizes = st.integers(-1, 8) | st.integers(0, 10**15)
+    names = st.sampled_from([*ACTIVATIONS, *CTC_REDUCTIONS, "relative_key", "relative", "rotary"])  # the choices
+    return {
+        int: sizes,
+        float: st.floats(-0.5, 1.5) | st.integers(0, 2),
+        str: names | st.text(max_size=4),
+        bool: st.booleans(),
+        tuple[int, ...]: st.lists(sizes, max_size=4),
+        list[str]: st.lists(st.text(max_size=4), max_size=2),
+        dict[int, str]: st.dictionaries(st.integers(0, 4).map(str), st.text(max_size=3), max_size=4),
+        dict[str, int]: st.dictionaries(st.text(max_size=3), st.integers(0, 4), max_size=4),
+    }[hint]
+
+
+@st.composite
+def config_json_values(draw):
+    names = draw(st.lists(st.sampled_from(sorted(FIELD_HINTS)), max_size=6, unique=True))
+    return {name: draw(typed_values(FIELD_HINTS[name]) | JSON_VALUES) for name in names}
+
+
+@settings(max_examples=100, deadline=None)
+@given(config_json_values())
+def test_any_json_values_build_a_config_that_round_trips_or_raise_a_value_error(values):
+    try:
+        config = Wav2Vec2BertConfig.from_dict(values)
+    except ValueError as error:
+        assert str(error).startswith("invalid Wav2Vec2BertConfig: ")
+        return
+    assert Wav2Vec2BertConfig.from_dict(json.loads(config.to_json_string())) == config
