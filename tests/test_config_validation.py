@@ -54,6 +54,7 @@ def problems_of(**values) -> list[str]:
         (dict(tdnn_kernel=[3, "1"]), "tdnn_kernel must be a list of integers"),
         (dict(layer_norm_eps="1e-5"), "layer_norm_eps must be a number, got '1e-5' (str)"),
         (dict(layer_norm_eps=float("nan")), "layer_norm_eps must be a finite number, got nan"),
+        (dict(layer_norm_eps=10**400), "layer_norm_eps must be a finite number, got 1000"),  # no float holds it
         (dict(hidden_act=None), "hidden_act must be a string, got None"),
         (dict(apply_spec_augment="false"), "apply_spec_augment must be true or false (a JSON boolean), got 'false'"),
         (dict(add_adapter="yes"), "add_adapter must be true or false (a JSON boolean), got 'yes'"),
@@ -209,22 +210,24 @@ def test_the_parameter_count_equals_that_of_every_built_head(overrides):
 
 
 @pytest.mark.parametrize(
-    ("values", "part"),
+    ("values", "part", "sizes"),
     [
-        (dict(num_hidden_layers=10**9), "encoder, from num_hidden_layers=1000000000, hidden_size=1024"),
-        (dict(hidden_size=2**20, num_attention_heads=16), "encoder, from num_hidden_layers=24, hidden_size=1048576"),
-        (dict(vocab_size=10**9), "Wav2Vec2BertForCTC, from vocab_size=1000000000, hidden_size=1024"),
-        (dict(tdnn_dim=[10**6] * 5), "Wav2Vec2BertForXVector, from tdnn_dim=[1000000, 1000000"),
-        (dict(left_max_position_embeddings=10**12), "encoder, from num_hidden_layers=24"),
+        (dict(num_hidden_layers=10**9), "encoder", "num_hidden_layers=1000000000, hidden_size=1024"),
+        (dict(hidden_size=2**20, num_attention_heads=16), "encoder", "num_hidden_layers=24, hidden_size=1048576"),
+        (dict(vocab_size=10**9), "Wav2Vec2BertForCTC", "vocab_size=1000000000, hidden_size=1024"),
+        (dict(tdnn_dim=[10**6] * 5), "Wav2Vec2BertForXVector", "tdnn_dim=[1000000, 1000000"),
+        (dict(left_max_position_embeddings=10**12), "encoder", "left_max_position_embeddings=1000000000000"),
+        (dict(num_hidden_layers=10**400), "encoder", "num_hidden_layers=1000"),  # more than a float holds
     ],
 )
-def test_an_absurd_model_size_is_refused_at_once_naming_the_sizes(values, part):
+def test_an_absurd_model_size_is_refused_at_once_naming_the_sizes(values, part, sizes):
     started = time.perf_counter()
     (problem,) = problems_of(**values)
     assert time.perf_counter() - started < 0.1  # nothing is built: it used to hang as the memory grew
     assert problem.startswith("these sizes make a model of about ")
-    assert "over the limit of 1e+11 (400 GB in float32" in problem
-    assert f"the largest part is the {part}" in problem
+    assert "parameters, over the limit of 1e+11 (400 GB in float32" in problem
+    lower = problem.split("): lower ")[1]
+    assert sizes in lower and lower.endswith(f"(they size the {part}, the largest part)")
 
 
 def test_a_model_just_under_the_limit_is_accepted():

@@ -5,8 +5,9 @@ The field names, defaults and JSON layout are those of the Hugging Face config o
 `extra` and written back unchanged.
 
 In order: the value rules (choices and ranges), the config dataclass (whose field annotations give each field's
-type), then the kinds of value those annotations admit. `validate()` checks every field's type, then its range,
-then the rules between fields, and raises one `ValueError` with one message per bad field.
+type), the parameter count of the model a config describes (too large a model is refused before anything is
+built), then the kinds of value the annotations admit. `validate()` checks every field's type, then its range,
+then the rules between fields, then the model's size, and raises one `ValueError` with one message per bad field.
 """
 
 from __future__ import annotations
@@ -238,10 +239,10 @@ class Wav2Vec2BertConfig:
             if total > MAX_PARAMETERS:
                 biggest = max(model_parameter_parts(self) + head_parameter_parts(self), key=lambda p: p.parameters)
                 sizes = ", ".join(f"{name}={reprlib.repr(getattr(self, name))}" for name in biggest.fields)
+                limit = f"{MAX_PARAMETERS:.0e} ({4 * MAX_PARAMETERS / 1e9:,.0f} GB in float32, W2v-BERT 2.0 has 5.8e8)"
                 problems.append(
-                    f"these sizes make a model of about {total:.2g} parameters, over the limit of {MAX_PARAMETERS:.0e} "
-                    f"({4 * MAX_PARAMETERS / 1e9:,.0f} GB in float32, where W2v-BERT 2.0 has 5.8e8), "
-                    f"the largest part is the {biggest.name}, from {sizes}: lower these sizes"
+                    f"these sizes make a model of about {_about(total)} parameters, over the limit of {limit}: "
+                    f"lower {sizes} (they size the {biggest.name}, the largest part)"
                 )
         if problems:
             raise ValueError("invalid Wav2Vec2BertConfig: " + "; ".join(problems))
@@ -461,6 +462,11 @@ def head_parameter_parts(config: Wav2Vec2BertConfig) -> list[ParameterPart]:
     ]
 
 
+def _about(count: int) -> str:
+    """'2.4e+16'; past what a float holds (num_hidden_layers of 400 digits), the power of ten."""
+    return f"{count:.2g}" if count < 1e300 else f"10^{math.log10(count):.0f}"
+
+
 def estimated_parameters(config: Wav2Vec2BertConfig) -> int:
     """Parameters of the largest model the config can build: the bare model plus its largest head."""
     model = sum(part.parameters for part in model_parameter_parts(config))
@@ -488,7 +494,11 @@ def _integer(value: Any) -> str | None:
 def _number(value: Any) -> str | None:
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         return f"must be a number, got {_shown(value)}"
-    return None if math.isfinite(value) else f"must be a finite number, got {value}"
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # a JSON integer of 400 digits: no float holds it
+        finite = False
+    return None if finite else f"must be a finite number, got {reprlib.repr(value)}"
 
 
 def _string(value: Any) -> str | None:
