@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,46 @@ def test_a_long_pause_between_characters_ends_a_word_but_a_short_one_does_not():
     frames = [{"c": 1}, {"a": 1}, {"t": 1}] + [{"[PAD]": 1}] * 25 + [{"a": 1}] + [{"[PAD]": 1}] * 3 + [{"t": 1}]
     out = ctc_transcribe(emissions(vocab, frames), tokenizer, 0.02, timestamps="word")  # 25 blanks = 0.5 s
     assert out["text"] == "cat at" and [c["text"] for c in out["chunks"]] == ["cat", "at"]
+
+
+# ------------------------------------------------------------------------------------ vocab.json checks
+BLOG_VOCAB = {"a": 0, "b": 1, "c": 2, "|": 3, "[UNK]": 4, "[PAD]": 5}
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"c": -1}, r"token 'c' has the negative id -1"),
+        ({"c": "2"}, r"token 'c' has id '2' \(str\); ids must be integers"),
+        ({"c": 1.5}, r"token 'c' has id 1.5 \(float\); ids must be integers"),
+        ({"c": 2.0}, r"token 'c' has id 2.0 \(float\); ids must be integers"),
+        ({"c": True}, r"token 'c' has id True \(bool\); ids must be integers"),
+        ({"c": None}, r"token 'c' has id None"),
+        ({"c": 1}, r"tokens 'b' and 'c' share the id 1"),
+    ],
+)
+def test_a_bad_id_in_vocab_json_is_refused_naming_the_file_and_the_token(tmp_path, bad, message):
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps(BLOG_VOCAB | bad))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + message):
+        Wav2Vec2CTCTokenizer(path, unk_token="[UNK]", pad_token="[PAD]")
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + message):
+        Wav2Vec2CTCTokenizer.from_pretrained(tmp_path, unk_token="[UNK]", pad_token="[PAD]")
+    with pytest.raises(ValueError, match="the vocab dict.*" + message):
+        Wav2Vec2CTCTokenizer(vocab=BLOG_VOCAB | bad, unk_token="[UNK]", pad_token="[PAD]")
+
+
+def test_a_multilingual_vocab_needs_target_lang_and_its_section_is_checked(tmp_path):
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps({"eng": BLOG_VOCAB, "fra": BLOG_VOCAB | {"é": -3}}))
+    with pytest.raises(ValueError, match=r"multilingual vocabulary .*\['eng', 'fra'\].*target_lang"):
+        Wav2Vec2CTCTokenizer(path, unk_token="[UNK]", pad_token="[PAD]")
+    assert Wav2Vec2CTCTokenizer(path, unk_token="[UNK]", pad_token="[PAD]", target_lang="eng").max_vocab_id == 5
+    with pytest.raises(ValueError, match=r"\['fra'\]: token 'é' has the negative id -3"):
+        Wav2Vec2CTCTokenizer(path, unk_token="[UNK]", pad_token="[PAD]", target_lang="fra")
+
+
+def test_the_largest_ids_are_exposed_for_a_check_against_the_ctc_head():
+    tokenizer = Wav2Vec2CTCTokenizer(vocab=BLOG_VOCAB | {"z": 9}, unk_token="[UNK]", pad_token="[PAD]")
+    assert tokenizer.max_vocab_id == 9  # a gap in the ids: the head needs 10 outputs, not vocab_size = 7
+    assert tokenizer.max_token_id >= tokenizer.max_vocab_id

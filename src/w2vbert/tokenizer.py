@@ -67,16 +67,11 @@ class Wav2Vec2CTCTokenizer:
     ) -> None:
         if (vocab is None) == (vocab_file is None):
             raise ValueError("pass exactly one of vocab_file (a vocab.json path) and vocab (a token -> id dict)")
+        source = "the vocab dict" if vocab_file is None else str(vocab_file)
         if vocab is None:
             vocab = read_json_object(Path(vocab_file))
         self.vocab = vocab
-        if target_lang is not None:  # a multilingual vocab.json nests one vocabulary per language
-            if target_lang not in vocab:
-                raise ValueError(f"target_lang {target_lang!r} is not in the vocabulary (has {sorted(vocab)[:10]})")
-            vocab = vocab[target_lang]
-        self.encoder: dict[str, int] = {str(k): int(v) for k, v in vocab.items()}
-        if len(set(self.encoder.values())) != len(self.encoder):
-            raise ValueError("vocab.json maps two tokens to the same id")
+        self.encoder: dict[str, int] = checked_vocab(vocab, target_lang, source)
         self.decoder = {i: t for t, i in self.encoder.items()}
         self.bos_token, self.eos_token, self.unk_token, self.pad_token = bos_token, eos_token, unk_token, pad_token
         self.word_delimiter_token = word_delimiter_token
@@ -102,6 +97,17 @@ class Wav2Vec2CTCTokenizer:
 
     def __len__(self) -> int:
         return len(self.encoder)
+
+    @property
+    def max_vocab_id(self) -> int:
+        """The largest id in vocab.json: a CTC head needs more outputs than this to name every vocabulary token."""
+        return max(self.decoder)
+
+    @property
+    def max_token_id(self) -> int:
+        """The largest id this tokenizer can produce or name (vocab.json's and the added tokens'): labels of any
+        text are below `max_token_id + 1`, the CTC head width that leaves no id out."""
+        return max(self.decoder)
 
     def get_vocab(self) -> dict[str, int]:
         return dict(self.encoder)
@@ -342,6 +348,7 @@ class Wav2Vec2CTCTokenizer:
                     {k: v["content"] if isinstance(v, dict) and "content" in v else v for k, v in values.items()}
                 )
         vocab = read_json_object(vocab_path)
+        checked_vocab(vocab, (config | overrides).get("target_lang"), str(vocab_path))
         added = resolve_optional_file(path_or_repo_id, ADDED_TOKENS_NAME, hub)
         if added is not None:  # older transformers kept tokens added after training here
             vocab = vocab | {k: int(v) for k, v in read_json_object(added).items()}
@@ -365,6 +372,44 @@ class _Encoding(dict):
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+def checked_vocab(vocab: dict[str, Any], target_lang: str | None = None, source: str = "vocab.json") -> dict[str, int]:
+    """The token -> id table of a vocab.json (of `target_lang` in a multilingual one), with every id checked.
+
+    Ids must be JSON integers (not strings, floats or booleans), non-negative, and each used by one token only: any
+    other id would train or decode against the wrong output of the CTC head. `source` names the file in errors.
+    """
+    if target_lang is not None:  # a multilingual vocab.json nests one vocabulary per language
+        if target_lang not in vocab:
+            raise ValueError(f"target_lang {target_lang!r} is not in {source} (it has {sorted(vocab)[:10]})")
+        vocab = vocab[target_lang]
+        source = f"{source} [{target_lang!r}]"
+    if not isinstance(vocab, dict) or not vocab:
+        raise ValueError(f"{source} must be a non-empty JSON object of token -> id, got {type(vocab).__name__}")
+    nested = sorted(k for k, v in vocab.items() if isinstance(v, dict))
+    if nested:
+        raise ValueError(
+            f"{source} is a multilingual vocabulary (one per language: {nested[:10]}): pass target_lang=... to pick one"
+        )
+    owners: dict[int, str] = {}
+    for token, index in vocab.items():
+        if not isinstance(token, str):
+            raise ValueError(f"{source}: token {token!r} is a {type(token).__name__}; tokens must be strings")
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise ValueError(
+                f"{source}: token {token!r} has id {index!r} ({type(index).__name__}); ids must be integers, "
+                "as transformers writes them"
+            )
+        if index < 0:
+            raise ValueError(f"{source}: token {token!r} has the negative id {index}; ids must be >= 0")
+        if int(index) in owners:
+            raise ValueError(
+                f"{source}: tokens {owners[int(index)]!r} and {token!r} share the id {index}; each id must name one "
+                "token (one output of the CTC head)"
+            )
+        owners[int(index)] = token
+    return {token: int(index) for token, index in vocab.items()}
 
 
 def word_offsets(char_offsets: list[dict[str, Any]], delimiter: str = " ") -> list[dict[str, Any]]:
@@ -444,5 +489,3 @@ def _as_id_list(token_ids: Sequence[int] | np.ndarray | torch.Tensor) -> list[in
     if array.ndim != 1:
         raise ValueError(f"decode takes one sequence of ids (1-D), got shape {array.shape}; use batch_decode")
     return [int(i) for i in array]
-
-
