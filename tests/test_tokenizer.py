@@ -245,3 +245,174 @@ def test_the_largest_ids_are_exposed_for_a_check_against_the_ctc_head():
     tokenizer = Wav2Vec2CTCTokenizer(vocab=BLOG_VOCAB | {"z": 9}, unk_token="[UNK]", pad_token="[PAD]")
     assert tokenizer.max_vocab_id == 9  # a gap in the ids: the head needs 10 outputs, not vocab_size = 7
     assert tokenizer.max_token_id >= tokenizer.max_vocab_id
+
+
+# ------------------------------------------------------------------- files saved by transformers, and back
+SENTENCES = ["hello world", "the quick brown fox", "jumps over the lazy dog"]
+PROBES = [
+    "hello world",
+    "HELLO World",
+    "a <s> b</s>c",
+    "<s>hello</s>",
+    "<S>hello",
+    "x [UNK] y",
+    "[unk] lower",
+    "a  [PAD]  b",
+    "q7 ¿é!",
+    "  spaced  out ",
+    "",
+]
+
+
+def blog_vocab_dir(path: Path, upper: bool = False) -> Path:
+    """vocab.json as the fine-tuning blog builds it: the characters, "|" for the space, then [UNK] and [PAD]."""
+    chars = sorted(set("".join(s.upper() if upper else s for s in SENTENCES)))
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab["|"] = vocab.pop(" ")
+    vocab["[UNK]"] = len(vocab)
+    vocab["[PAD]"] = len(vocab)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    return path
+
+
+def saved_by_transformers(tmp_path: Path, do_lower_case: bool, layout: str) -> Path:
+    """A tokenizer directory written by transformers' save_pretrained; "legacy" strips it to the older layout
+    (no added_tokens_decoder in tokenizer_config.json, the added tokens in added_tokens.json only)."""
+    import transformers
+
+    source = blog_vocab_dir(tmp_path / "vocab", upper=do_lower_case)
+    theirs = transformers.Wav2Vec2CTCTokenizer.from_pretrained(
+        source, unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|", do_lower_case=do_lower_case
+    )
+    directory = tmp_path / "saved"
+    theirs.save_pretrained(directory)
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    # What transformers 5 writes: the added tokens under their ids, and <s> / </s> in added_tokens.json too
+    assert "added_tokens_decoder" in config
+    assert json.loads((directory / "added_tokens.json").read_text()) == {
+        "<s>": theirs.vocab_size,
+        "</s>": theirs.vocab_size + 1,
+    }
+    if layout == "legacy":
+        del config["added_tokens_decoder"]
+        (directory / "tokenizer_config.json").write_text(json.dumps(config))
+        (directory / "special_tokens_map.json").write_text(
+            json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "[UNK]", "pad_token": "[PAD]"})
+        )
+    return directory
+
+
+def offsets_of(output):
+    """Char and word offsets as plain tuples (transformers' offsets are numpy integers)."""
+    chars = [[(o["char"], int(o["start_offset"]), int(o["end_offset"])) for o in row] for row in output.char_offsets]
+    words = [[(o["word"], int(o["start_offset"]), int(o["end_offset"])) for o in row] for row in output.word_offsets]
+    return output.text, chars, words
+
+
+def assert_same_tokenizer(ours, theirs):
+    """Ids, vocabulary and decoding of transformers' tokenizer, on texts with special, unknown and upper-case text."""
+    assert len(ours) == len(theirs) and ours.vocab_size == theirs.vocab_size
+    assert ours.get_vocab() == theirs.get_vocab()
+    assert ours.all_special_tokens == theirs.all_special_tokens
+    for name in ("pad_token_id", "unk_token_id", "bos_token_id", "eos_token_id", "word_delimiter_token_id"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    for text in PROBES:
+        assert ours(text).input_ids == theirs(text).input_ids, text
+        assert ours.tokenize(text) == theirs.tokenize(text), text
+    rows = [theirs(text).input_ids for text in PROBES] + [
+        [0, 0, len(theirs) - 1, len(theirs) - 2, theirs.pad_token_id, 1, 1, 999, 2],
+        list(range(len(theirs) + 1)),
+    ]
+    for options in [
+        {},
+        {"group_tokens": False},
+        {"skip_special_tokens": True},
+        {"spaces_between_special_tokens": True},
+    ]:
+        for row in rows:
+            assert ours.decode(row, **options) == theirs.decode(row, **options), (row, options)
+        assert ours.batch_decode(rows, **options) == theirs.batch_decode(rows, **options)
+        with_offsets = dict(options, output_char_offsets=True, output_word_offsets=True)
+        assert offsets_of(ours.batch_decode(rows, **with_offsets)) == offsets_of(
+            theirs.batch_decode(rows, **with_offsets)
+        )
+
+
+@pytest.mark.parametrize("layout", ["added_tokens_decoder", "legacy"])
+@pytest.mark.parametrize("do_lower_case", [False, True])
+def test_a_tokenizer_saved_by_transformers_loads_to_its_ids(tmp_path, do_lower_case, layout):
+    import transformers
+
+    directory = saved_by_transformers(tmp_path, do_lower_case, layout)
+    theirs = transformers.Wav2Vec2CTCTokenizer.from_pretrained(directory)
+    ours = Wav2Vec2CTCTokenizer.from_pretrained(directory)
+    assert len(ours) == ours.vocab_size + 2 and ours.bos_token_id == ours.vocab_size  # <s>, </s> appended
+    assert ours.max_token_id == len(ours) - 1 and ours.max_vocab_id == ours.vocab_size - 1
+    assert_same_tokenizer(ours, theirs)
+
+
+@pytest.mark.parametrize("do_lower_case", [False, True])
+def test_our_saved_tokenizer_loads_in_transformers_to_the_same_ids_and_back(tmp_path, do_lower_case):
+    import transformers
+
+    directory = saved_by_transformers(tmp_path, do_lower_case, "added_tokens_decoder")
+    theirs = transformers.Wav2Vec2CTCTokenizer.from_pretrained(directory)
+    Wav2Vec2CTCTokenizer.from_pretrained(directory).save_pretrained(tmp_path / "ours")
+    reloaded_by_them = transformers.Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "ours")
+    assert_same_tokenizer(Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "ours"), theirs)
+    assert_same_tokenizer(Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "ours"), reloaded_by_them)
+    # vocab.json stays the vocabulary: the added tokens are not folded into it
+    assert json.loads((tmp_path / "ours" / "vocab.json").read_text()) == json.loads(
+        (directory / "vocab.json").read_text()
+    )
+    assert json.loads((tmp_path / "ours" / "added_tokens.json").read_text()) == json.loads(
+        (directory / "added_tokens.json").read_text()
+    )
+
+
+def test_a_fresh_tokenizer_numbers_its_added_tokens_as_transformers(tmp_path):
+    import transformers
+
+    directory = blog_vocab_dir(tmp_path)
+    kwargs = dict(unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|")
+    assert_same_tokenizer(
+        Wav2Vec2CTCTokenizer(directory / "vocab.json", **kwargs),
+        transformers.Wav2Vec2CTCTokenizer(str(directory / "vocab.json"), **kwargs),
+    )
+    # no "|" in the vocabulary: transformers appends it after <s> and </s>
+    vocab = {"a": 0, "b": 1, "[UNK]": 2, "[PAD]": 3}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    ours = Wav2Vec2CTCTokenizer(tmp_path / "vocab.json", unk_token="[UNK]", pad_token="[PAD]")
+    theirs = transformers.Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), unk_token="[UNK]", pad_token="[PAD]")
+    assert ours.get_vocab() == theirs.get_vocab() == vocab | {"<s>": 4, "</s>": 5, "|": 6}
+    assert ours("a b").input_ids == theirs("a b").input_ids == [0, 6, 1]
+    # without bos / eos nothing is appended (what w2vbert's trainer builds)
+    ours = Wav2Vec2CTCTokenizer(vocab=BLOG_VOCAB, unk_token="[UNK]", pad_token="[PAD]", bos_token=None, eos_token=None)
+    assert len(ours) == ours.vocab_size == 6 and ours.bos_token_id is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from(
+            ["a", "c", "h", "A", "C", " ", "  ", "\t", "<s>", "</s>", "<", "s>", "[UNK]", "[unk]", "ch", "cha", "é"]
+        ),
+        max_size=8,
+    ),
+    do_lower_case=st.booleans(),
+)
+def test_tokenization_with_overlapping_whole_tokens_equals_transformers(pieces, do_lower_case):
+    import tempfile
+
+    import transformers
+
+    chars = "ACH" if do_lower_case else "ach"
+    vocab = {c: i for i, c in enumerate(chars)} | {"|": 3, "[UNK]": 4, "[PAD]": 5, chars[1:]: 6, chars: 7}
+    kwargs = dict(unk_token="[UNK]", pad_token="[PAD]", do_lower_case=do_lower_case)
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "vocab.json").write_text(json.dumps(vocab))
+        ours = Wav2Vec2CTCTokenizer(Path(tmp, "vocab.json"), **kwargs)
+        theirs = transformers.Wav2Vec2CTCTokenizer(str(Path(tmp, "vocab.json")), **kwargs)
+    text = "".join(pieces)
+    assert ours(text).input_ids == theirs(text).input_ids
