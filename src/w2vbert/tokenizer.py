@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .features import BatchFeature, padding_plan
 from .files import atomic_write_text, read_json_object
 from .hub import HubOptions, resolve_optional_file
 
@@ -304,35 +305,127 @@ class Wav2Vec2CTCTokenizer:
         self,
         text: str | Sequence[str],
         padding: bool | str = False,
+        truncation: bool | str = False,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
         return_tensors: str | None = None,
-        return_attention_mask: bool = True,
+        return_attention_mask: bool | None = None,
         **unused: Any,
-    ) -> dict[str, Any]:
-        """`{"input_ids", "attention_mask"}` for a text or a list of texts (padded with the pad id if asked)."""
-        if unused.keys() - {"add_special_tokens", "truncation", "verbose"}:
-            raise TypeError(f"Wav2Vec2CTCTokenizer got unexpected argument(s) {sorted(unused)}")
+    ) -> BatchEncoding:
+        """`{"input_ids", "attention_mask"}` of a text or a list of texts, as transformers: padded as `pad` says
+        (default: not at all), cut to max_length with truncation=True. One text gives flat lists, or (1, length)
+        tensors with return_tensors ("pt" / "np")."""
+        unknown = unused.keys() - {"add_special_tokens", "verbose", "return_token_type_ids"}
+        if unknown:
+            raise TypeError(f"Wav2Vec2CTCTokenizer got unexpected argument(s) {sorted(unknown)}")
         single = isinstance(text, str)
-        if not single and not all(isinstance(t, str) for t in text):
-            raise TypeError(f"expected a text or a list of texts, got {type(text).__name__}")
+        if not single:
+            if not isinstance(text, (list, tuple)):
+                raise TypeError(f"expected a text (str) or a list of texts, got {type(text).__name__}")
+            for index, item in enumerate(text):
+                if not isinstance(item, str):
+                    raise TypeError(
+                        f"text {index} is a {type(item).__name__}, expected str: the tokenizer takes a text or a "
+                        "list of texts (label ids are padded with tokenizer.pad([{'input_ids': ids}, ...]))"
+                    )
         ids = [self.encode(t) for t in ([text] if single else text)]
-        if padding in (True, "longest") or return_tensors is not None and len({len(i) for i in ids}) > 1:
-            if padding in (False, "do_not_pad"):
-                raise ValueError("texts of different lengths need padding=True to become one tensor")
-            width = max(map(len, ids), default=0)
-            masks = [[1] * len(i) + [0] * (width - len(i)) for i in ids]
-            ids = [i + [self.pad_token_id] * (width - len(i)) for i in ids]
-        else:
-            masks = [[1] * len(i) for i in ids]
-        out: dict[str, Any] = {"input_ids": ids[0] if single else ids}
+        if truncation not in (False, None, "do_not_truncate"):
+            if max_length is None:
+                raise ValueError("truncation needs max_length (in ids)")
+            ids = [row[:max_length] for row in ids]
+        out = self.pad(
+            {"input_ids": ids},
+            padding=padding,
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            return_attention_mask=return_attention_mask,
+            return_tensors=return_tensors,
+        )
+        if single and return_tensors is None:
+            return BatchEncoding({key: value[0] for key, value in out.items()})
+        return out
+
+    # ---------------------------------------------------------------------------------------------- pad
+    def pad(
+        self,
+        encoded_inputs: Any,
+        padding: bool | str = True,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+        verbose: bool = True,
+    ) -> BatchEncoding:
+        """Pad label id sequences to one length with the pad id: transformers' `PreTrainedTokenizerBase.pad`.
+
+        `encoded_inputs` is a list of dicts with "input_ids" (one per example, as a data collator gets them), a
+        dict of lists, or one example's dict; ids are lists of ints, integer arrays or integer tensors. `padding`,
+        `max_length` and `pad_to_multiple_of` as in `padding_plan` (a longer sequence is not cut); the mask is 0
+        where pad ids were added, on `padding_side` ("right" by default). Returns lists, or int64 "pt" / "np"
+        tensors (by default those of the inputs); one example's dict stays 1-D. Other keys pass through.
+        """
+        if isinstance(encoded_inputs, (list, tuple)):
+            if not encoded_inputs:
+                raise ValueError("pad got an empty list; expected one dict with 'input_ids' per example")
+            if not all(isinstance(item, Mapping) for item in encoded_inputs):
+                kinds = "/".join(sorted({type(item).__name__ for item in encoded_inputs}))
+                raise TypeError(
+                    f"pad takes a list of dicts, one per example, with 'input_ids', or a dict of lists; got a list "
+                    f"of {kinds}: wrap each id sequence as {{'input_ids': ids}}"
+                )
+            encoded_inputs = {key: [item[key] for item in encoded_inputs] for key in encoded_inputs[0]}
+        if not isinstance(encoded_inputs, Mapping):
+            raise TypeError(
+                f"pad takes a list of dicts with 'input_ids' or a dict of lists, got {type(encoded_inputs).__name__}"
+            )
+        columns = dict(encoded_inputs)
+        if "input_ids" not in columns:
+            raise ValueError(f"pad needs 'input_ids', got keys {sorted(columns)}: pass [{{'input_ids': ids}}, ...]")
+        if return_tensors is None:  # the inputs' kind, as in transformers
+            return_tensors = _tensor_kind(columns["input_ids"])
+        padding_side = self.padding_side if padding_side is None else padding_side
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        return_attention_mask = True if return_attention_mask is None else return_attention_mask
+        rows, single = _id_rows(columns["input_ids"], "input_ids")
+        if not rows:
+            return BatchEncoding(input_ids=[], **({"attention_mask": []} if return_attention_mask else {}))
+        masks = _id_rows(columns["attention_mask"], "attention_mask")[0] if "attention_mask" in columns else None
+        if masks is not None and [len(m) for m in masks] != [len(r) for r in rows]:
+            raise ValueError(
+                f"attention_mask lengths {[len(m) for m in masks]} differ from input_ids lengths "
+                f"{[len(r) for r in rows]}"
+            )
+        others = {key: values for key, values in columns.items() if key not in ("input_ids", "attention_mask")}
+        if not single and any(len(values) != len(rows) for values in others.values()):
+            sizes = {key: len(values) for key, values in columns.items()}
+            raise ValueError(f"pad needs one value per example in every key, got these counts: {sizes}")
+        _, target = padding_plan([len(r) for r in rows], padding, max_length, pad_to_multiple_of, unit="ids")
+        out_ids, out_masks = [], []
+        for index, row in enumerate(rows):
+            mask = masks[index] if masks is not None else [1] * len(row)
+            missing = 0 if target is None else max(0, target - len(row))
+            if padding_side == "right":
+                out_ids.append(row + [self.pad_token_id] * missing)
+                out_masks.append(mask + [0] * missing)
+            else:
+                out_ids.append([self.pad_token_id] * missing + row)
+                out_masks.append([0] * missing + mask)
+        out = BatchEncoding(input_ids=out_ids[0] if single else out_ids)
         if return_attention_mask:
-            out["attention_mask"] = masks[0] if single else masks
-        if return_tensors == "pt":
-            out = {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
-        elif return_tensors == "np":
-            out = {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
-        elif return_tensors is not None:
-            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
-        return _Encoding(out)
+            out["attention_mask"] = out_masks[0] if single else out_masks
+        numeric = {
+            key
+            for key, values in others.items()
+            if isinstance(values, torch.Tensor) or np.asarray(values if single else values[0]).dtype.kind in "biuf"
+        }
+        out.update({key: others[key] for key in numeric})
+        out.convert_to_tensors(return_tensors)
+        out.update({key: values for key, values in others.items() if key not in numeric})  # texts: as given
+        return out
 
     # ------------------------------------------------------------------------------------------- decode
     def decode(
@@ -501,14 +594,9 @@ class Wav2Vec2CTCTokenizer:
         return cls(vocab_file=vocab_path, **(config | overrides))
 
 
-class _Encoding(dict):
-    """The tokenizer's output: a dict with attribute access (`out.input_ids`), as transformers' BatchEncoding."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+class BatchEncoding(BatchFeature):
+    """The tokenizer's output, as transformers' BatchEncoding: a dict with attribute access (`out.input_ids`),
+    `.to(device)` and `convert_to_tensors`."""
 
 
 def checked_vocab(vocab: dict[str, Any], target_lang: str | None = None, source: str = "vocab.json") -> dict[str, int]:
@@ -625,6 +713,67 @@ def pad_labels(labels: Sequence[Sequence[int]]) -> torch.Tensor:
     for row, ids in enumerate(labels):
         out[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
     return out
+
+
+def _tensor_kind(values: Any) -> str | None:
+    """The kind of tensor ids came as: "pt", "np", or None for lists. As transformers, the column, its first
+    non-empty example or that example's first id decides (a list of 0-d tensors is "pt")."""
+    first = values
+    for _ in range(3):  # the column, an example, an id
+        if isinstance(first, torch.Tensor):
+            return "pt"
+        if isinstance(first, np.ndarray):
+            return "np"
+        if not isinstance(first, (list, tuple)):
+            return None
+        first = next((v for v in first if not isinstance(v, (list, tuple)) or v), None)
+    return None
+
+
+def _is_id(value: Any) -> bool:
+    """An integer (Python, numpy, or a 0-d integer tensor or array), not a bool."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.ndim == 0 and _integer_dtype(value)
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _integer_dtype(array: torch.Tensor | np.ndarray) -> bool:
+    if isinstance(array, torch.Tensor):
+        return not (array.is_floating_point() or array.is_complex() or array.dtype == torch.bool)
+    return array.dtype.kind in "iu"
+
+
+def _id_rows(values: Any, key: str) -> tuple[list[list[int]], bool]:
+    """`values` of `key` as rows of ints, and whether they were one example (a flat sequence) instead of a batch."""
+    if isinstance(values, (torch.Tensor, np.ndarray)):
+        if values.ndim not in (1, 2):
+            raise ValueError(f"{key} must be 1-D (one example) or 2-D (a batch), got shape {tuple(values.shape)}")
+        if values.ndim == 1:
+            return [_id_row(values, key, 0)], True
+        return [_id_row(row, key, index) for index, row in enumerate(values)], False
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f"{key} must be a list of ids or a list of id sequences, got {type(values).__name__}")
+    if values and all(_is_id(v) for v in values):
+        return [_id_row(values, key, 0)], True
+    return [_id_row(row, key, index) for index, row in enumerate(values)], False
+
+
+def _id_row(row: Any, key: str, index: int) -> list[int]:
+    """One example's ids as ints; anything but a 1-D sequence of integers is refused, saying where it is."""
+    if isinstance(row, (torch.Tensor, np.ndarray)):
+        if not _integer_dtype(row):
+            raise TypeError(f"example {index}: {key} must hold integer ids, got a {row.dtype} {type(row).__name__}")
+        if row.ndim != 1:
+            raise ValueError(f"example {index}: {key} must be 1-D (one id per position), got shape {tuple(row.shape)}")
+        return [int(v) for v in row.tolist()]
+    if not isinstance(row, (list, tuple)):
+        raise TypeError(f"example {index}: {key} must be a sequence of integer ids, got {type(row).__name__} {row!r}")
+    for position, value in enumerate(row):
+        if not _is_id(value):
+            raise TypeError(
+                f"example {index}: {key}[{position}] is {value!r} ({type(value).__name__}); ids must be integers"
+            )
+    return [int(v) for v in row]
 
 
 def _as_id_list(token_ids: Sequence[int] | np.ndarray | torch.Tensor) -> list[int]:
