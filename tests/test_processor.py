@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 
-from w2vbert import SeamlessM4TFeatureExtractor
+from w2vbert import SeamlessM4TFeatureExtractor, Wav2Vec2BertProcessor, Wav2Vec2CTCTokenizer, load_audio
 
 
 def assert_same_batch(ours, theirs):
@@ -117,3 +122,120 @@ def test_feature_pad_refuses_inputs_it_cannot_pad_with_the_reason():
         extractor.pad([{"input_features": x, "attention_mask": [1, 1, 1]} for x in clips()])
     with pytest.raises(ValueError, match="pad them first"):
         extractor.pad([{"input_features": x} for x in clips()], padding=False, return_tensors="pt")
+
+
+# ---------------------------------------------------------------------- the fine-tuning blog's data collator
+DATA = Path(__file__).parent / "data"
+CLIPS = ["hello.wav", "quick.wav", "numbers.wav", "short.wav"]
+SENTENCES = ["hello world", "the quick brown fox", "one two three four five", "hi", "zebra quiz"]
+
+
+@dataclass
+class DataCollatorCTCWithPadding:
+    """The collator of "Fine-tune W2V2-Bert for low-resource ASR with 🤗 Transformers", as written there."""
+
+    processor: Any
+    padding: bool | str = True
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        input_features = [{"input_features": f["input_features"]} for f in features]
+        label_features = [{"input_ids": f["labels"]} for f in features]
+        batch = self.processor.pad(input_features, padding=self.padding, return_tensors="pt")
+        labels_batch = self.processor.pad(labels=label_features, padding=self.padding, return_tensors="pt")
+        labels = labels_batch["input_ids"].masked_fill(labels_batch.attention_mask.ne(1), -100)
+        batch["labels"] = labels
+        return batch
+
+
+def blog_vocab(directory: Path) -> Path:
+    """The blog's vocabulary: every character of the transcripts, "|" in place of the space, [UNK] and [PAD]."""
+    vocab = {c: i for i, c in enumerate(sorted(set("".join(SENTENCES))))}
+    vocab["|"] = vocab.pop(" ")
+    vocab["[UNK]"] = len(vocab)
+    vocab["[PAD]"] = len(vocab)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def processors(tmp_path_factory):
+    """(ours, transformers') processors as the blog builds them: the tokenizer from the vocab directory, the
+    extractor of the base checkpoint (padding_value 1.0)."""
+    import transformers
+
+    directory = blog_vocab(tmp_path_factory.mktemp("vocab"))
+    kwargs = dict(unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|")
+    ours = Wav2Vec2BertProcessor(
+        SeamlessM4TFeatureExtractor(padding_value=1.0), Wav2Vec2CTCTokenizer.from_pretrained(directory, **kwargs)
+    )
+    theirs = transformers.Wav2Vec2BertProcessor(
+        feature_extractor=transformers.SeamlessM4TFeatureExtractor(padding_value=1.0),
+        tokenizer=transformers.Wav2Vec2CTCTokenizer.from_pretrained(directory, **kwargs),
+    )
+    return ours, theirs
+
+
+def prepared(processor) -> list[dict[str, Any]]:
+    """The blog's prepare_dataset on speech clips and a noise clip, one example per (clip, sentence)."""
+    audios = [load_audio(DATA / name) for name in CLIPS]
+    audios.append(np.random.default_rng(0).uniform(-0.3, 0.3, 9000).astype(np.float32))
+    examples = []
+    for audio, sentence in zip(audios, SENTENCES, strict=True):
+        example = {"input_features": processor(audio, sampling_rate=16000).input_features[0]}
+        example["input_length"] = len(example["input_features"])
+        example["labels"] = processor(text=sentence).input_ids
+        examples.append(example)
+    return examples
+
+
+def as_stored(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The examples as a `datasets` column gives them back: nested Python lists."""
+    return [{k: np.asarray(v).tolist() if k != "input_length" else v for k, v in e.items()} for e in examples]
+
+
+def test_the_blog_collator_gives_transformers_tensors(processors):
+    ours, theirs = processors
+    mine, reference = prepared(ours), prepared(theirs)
+    for a, b in zip(mine, reference, strict=True):  # the preparation itself agrees (features to 1e-4)
+        assert a["labels"] == b["labels"] and a["input_length"] == b["input_length"]
+        np.testing.assert_allclose(np.asarray(a["input_features"]), b["input_features"], atol=1e-4, rtol=0)
+    for examples in (reference, mine, as_stored(reference)):
+        batch = DataCollatorCTCWithPadding(ours)(examples)
+        assert_same_batch(batch, DataCollatorCTCWithPadding(theirs)(examples))
+        assert batch["input_features"].dtype == torch.float32 and batch["attention_mask"].dtype == torch.int32
+        assert batch["labels"].dtype == torch.int64 and (batch["labels"][3, 2:] == -100).all()  # "hi" is 2 long
+
+
+def test_the_blog_compute_metrics_pattern_decodes_as_transformers(processors):
+    ours, theirs = processors
+    batch = DataCollatorCTCWithPadding(ours)(prepared(ours))
+    vocab_size = ours.tokenizer.vocab_size
+    pred_ids = np.random.default_rng(1).integers(0, vocab_size, size=(batch["labels"].shape[0], 40))
+    for processor in (ours, theirs):  # the Trainer hands numpy arrays to compute_metrics
+        label_ids = batch["labels"].numpy().copy()
+        label_ids[label_ids == -100] = processor.tokenizer.pad_token_id
+        processor.decoded = processor.batch_decode(label_ids, group_tokens=False), processor.batch_decode(pred_ids)
+    assert ours.decoded == theirs.decoded
+    assert ours.decoded[0] == SENTENCES
+
+
+@pytest.mark.parametrize("return_tensors", [None, "np", "pt"])
+def test_processor_pad_of_labels_features_or_both_equals_transformers(processors, return_tensors):
+    ours, theirs = processors
+    examples = prepared(theirs)
+    features = [{"input_features": e["input_features"]} for e in examples]
+    labels = [{"input_ids": e["labels"]} for e in examples]
+    for kwargs in ({"labels": labels}, {"input_features": features}, {"input_features": features, "labels": labels}):
+        assert_same_batch(
+            ours.pad(padding=True, return_tensors=return_tensors, **kwargs),
+            theirs.pad(padding=True, return_tensors=return_tensors, **kwargs),
+        )
+    out = ours.pad(labels=labels, return_tensors=return_tensors)
+    assert out.attention_mask is out["attention_mask"] and out.input_ids is out["input_ids"]
+    with pytest.raises(ValueError, match="pass input_features=..., labels=..., or both"):
+        ours.pad()
+    with pytest.raises(TypeError, match=r"wrap each id sequence as \{'input_ids': ids\}"):
+        ours.pad(labels=[e["labels"] for e in examples])
+    with pytest.raises(ValueError, match="no tokenizer .* cannot pad labels"):
+        Wav2Vec2BertProcessor(SeamlessM4TFeatureExtractor()).pad(labels=labels)

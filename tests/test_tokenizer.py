@@ -127,8 +127,9 @@ def test_processor_gives_features_and_minus_100_padded_labels(vocab_dir, tmp_pat
     assert (out["labels"][0, 11:] == -100).all() and processor.decode(out["labels"][1]) == "the quick brown fox"
     with pytest.raises(ValueError, match="2 audio clip.*1 text"):
         processor(audio=clips, text=["one text"], sampling_rate=16000)
-    padded = processor.pad(labels=[[1, 2], [3]])
-    assert padded["labels"].tolist() == [[1, 2], [3, -100]]
+    padded = processor.pad(labels=[{"input_ids": [1, 2]}, {"input_ids": [3]}], return_tensors="pt")
+    assert padded["input_ids"].tolist() == [[1, 2], [3, tokenizer.pad_token_id]]
+    assert padded.attention_mask.tolist() == [[1, 1], [1, 0]]
     processor.save_pretrained(tmp_path / "p")
     assert Wav2Vec2BertProcessor.from_pretrained(tmp_path / "p").tokenizer.get_vocab() == tokenizer.get_vocab()
 

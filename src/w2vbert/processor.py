@@ -1,7 +1,9 @@
 """`Wav2Vec2BertProcessor`: the feature extractor and the CTC tokenizer behind one object, as in transformers.
 
 `processor(audio=..., text=..., sampling_rate=16000)` gives `input_features`, `attention_mask` and `labels`
-(label rows padded with -100, the value the CTC loss ignores); `batch_decode` turns CTC ids into text.
+(label rows padded with -100, the value the CTC loss ignores); `pad` is transformers' collator step (features and
+label ids padded by their own part); `batch_decode` turns CTC ids into text. `from_pretrained` hands each keyword
+to the part whose constructor takes it.
 """
 
 from __future__ import annotations
@@ -10,10 +12,8 @@ import logging
 import os
 from typing import Any
 
-import torch
-
 from .features import BatchFeature, SeamlessM4TFeatureExtractor
-from .tokenizer import Wav2Vec2CTCTokenizer, pad_labels
+from .tokenizer import BatchEncoding, Wav2Vec2CTCTokenizer, pad_labels
 
 logger = logging.getLogger("w2vbert")
 
@@ -53,38 +53,38 @@ class Wav2Vec2BertProcessor:
         return inputs
 
     def _labels(self, text: str | list[str]) -> list[list[int]]:
-        if self.tokenizer is None:
-            raise ValueError("this processor has no tokenizer (no vocab.json), so it cannot turn text into labels")
+        self._require_tokenizer("turn text into labels")
         texts = [text] if isinstance(text, str) else list(text)
         return [self.tokenizer.encode(t) for t in texts]
 
-    def pad(
-        self,
-        input_features: Any = None,
-        labels: list[list[int]] | list[dict[str, Any]] | None = None,
-        return_tensors: str = "pt",
-        **kwargs: Any,
-    ) -> BatchFeature:
-        """Pad extracted features (as `feature_extractor.pad`) and label id lists (with -100), for a collator."""
-        out = BatchFeature()
-        if input_features is not None:
-            out = self.feature_extractor.pad(input_features, return_tensors=return_tensors, **kwargs)
-        if labels is not None:
-            rows = [row["input_ids"] if isinstance(row, dict) else row for row in labels]
-            rows = [row.tolist() if isinstance(row, torch.Tensor) else list(row) for row in rows]
-            padded = pad_labels(rows)
-            out["labels"] = padded if return_tensors == "pt" else padded.numpy()
-        return out
+    def pad(self, input_features: Any = None, labels: Any = None, **kwargs: Any) -> BatchFeature | BatchEncoding:
+        """Pad for a data collator, as transformers: `input_features` through `feature_extractor.pad`, `labels`
+        (dicts with "input_ids") through `tokenizer.pad`, both with the same `kwargs` (padding, return_tensors...).
+
+        One of them given: that part's output (labels: "input_ids" padded with the pad id, and "attention_mask").
+        Both: the padded features, with the padded label ids under "labels" (pad id where padded, not -100: a
+        collator masks them with the labels' attention_mask, as the fine-tuning recipe does).
+        """
+        if input_features is None and labels is None:
+            raise ValueError("pass input_features=..., labels=..., or both")
+        features = self.feature_extractor.pad(input_features, **kwargs) if input_features is not None else None
+        if labels is None:
+            return features
+        padded = self._require_tokenizer("pad labels").pad(labels, **kwargs)
+        if features is None:
+            return padded
+        features["labels"] = padded["input_ids"]
+        return features
 
     def batch_decode(self, *args: Any, **kwargs: Any) -> Any:
-        return self._require_tokenizer().batch_decode(*args, **kwargs)
+        return self._require_tokenizer("decode CTC ids").batch_decode(*args, **kwargs)
 
     def decode(self, *args: Any, **kwargs: Any) -> Any:
-        return self._require_tokenizer().decode(*args, **kwargs)
+        return self._require_tokenizer("decode CTC ids").decode(*args, **kwargs)
 
-    def _require_tokenizer(self) -> Wav2Vec2CTCTokenizer:
+    def _require_tokenizer(self, purpose: str) -> Wav2Vec2CTCTokenizer:
         if self.tokenizer is None:
-            raise ValueError("this processor has no tokenizer (no vocab.json), so it cannot decode CTC ids")
+            raise ValueError(f"this processor has no tokenizer (no vocab.json), so it cannot {purpose}")
         return self.tokenizer
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
