@@ -239,3 +239,40 @@ def test_processor_pad_of_labels_features_or_both_equals_transformers(processors
         ours.pad(labels=[e["labels"] for e in examples])
     with pytest.raises(ValueError, match="no tokenizer .* cannot pad labels"):
         Wav2Vec2BertProcessor(SeamlessM4TFeatureExtractor()).pad(labels=labels)
+
+
+# ------------------------------------------------------------------------------- from_pretrained keywords
+@pytest.fixture
+def processor_dir(tmp_path):
+    vocab = json.loads((blog_vocab(tmp_path / "vocab") / "vocab.json").read_text())
+    upper = {token.upper() if len(token) == 1 else token: index for token, index in vocab.items()}
+    tokenizer = Wav2Vec2CTCTokenizer(vocab=upper, unk_token="[UNK]", pad_token="[PAD]")
+    processor = Wav2Vec2BertProcessor(SeamlessM4TFeatureExtractor(padding_value=1.0), tokenizer)
+    processor.save_pretrained(tmp_path / "model" / "sub")
+    return tmp_path / "model"
+
+
+@pytest.mark.parametrize("entry", ["Wav2Vec2BertProcessor", "AutoProcessor"])
+def test_from_pretrained_keywords_go_to_the_part_that_takes_them(processor_dir, tmp_path, entry):
+    import w2vbert
+
+    load = getattr(w2vbert, entry).from_pretrained
+    processor = load(processor_dir, subfolder="sub", do_lower_case=True, padding_value=0.5)
+    assert processor.tokenizer.do_lower_case
+    assert processor.tokenizer("hello").input_ids == processor.tokenizer("HELLO").input_ids  # an upper-case vocab
+    assert processor.feature_extractor.padding_value == 0.5 and "do_lower_case" not in processor.feature_extractor.extra
+    assert "padding_value" not in processor.tokenizer.extra
+    processor.save_pretrained(tmp_path / "saved")
+    assert "do_lower_case" not in json.loads((tmp_path / "saved" / "preprocessor_config.json").read_text())
+    assert json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())["do_lower_case"] is True
+    assert "padding_value" not in json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())
+
+
+def test_from_pretrained_refuses_a_keyword_no_part_takes_and_lists_what_each_takes(processor_dir):
+    from w2vbert import AutoProcessor
+
+    for load in (Wav2Vec2BertProcessor.from_pretrained, AutoProcessor.from_pretrained):
+        with pytest.raises(TypeError, match=r"unknown keyword\(s\) \['bogus'\]") as error:
+            load(processor_dir, subfolder="sub", bogus=1, do_lower_case=True)
+        assert "'padding_value'" in str(error.value) and "'do_lower_case'" in str(error.value)
+        assert "'subfolder'" in str(error.value)

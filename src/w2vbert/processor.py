@@ -8,11 +8,13 @@ to the part whose constructor takes it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import Any
 
 from .features import BatchFeature, SeamlessM4TFeatureExtractor
+from .hub import HubOptions
 from .tokenizer import BatchEncoding, Wav2Vec2CTCTokenizer, pad_labels
 
 logger = logging.getLogger("w2vbert")
@@ -96,10 +98,30 @@ class Wav2Vec2BertProcessor:
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any) -> Wav2Vec2BertProcessor:
-        """Both parts from a directory or hub repo; without vocab.json, a feature-extractor-only processor."""
-        feature_extractor = SeamlessM4TFeatureExtractor.from_pretrained(path_or_repo_id, **kwargs)
+        """Both parts from a directory or hub repo; without vocab.json, a feature-extractor-only processor.
+
+        The hub keywords (`HubOptions`: revision, cache_dir, local_files_only, token, subfolder) go to both parts;
+        any other keyword to the part whose constructor takes it (`do_lower_case` to the tokenizer, `padding_value`
+        to the feature extractor), so that a part never stores, nor saves, another's setting. A keyword neither
+        takes is a TypeError.
+        """
+        hub = HubOptions.take(kwargs)
+        extractor_keys = _constructor_keywords(SeamlessM4TFeatureExtractor)
+        tokenizer_keys = _constructor_keywords(Wav2Vec2CTCTokenizer) - {"vocab_file", "vocab"}  # vocab.json's role
+        unknown = sorted(kwargs.keys() - extractor_keys - tokenizer_keys)
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained got unknown keyword(s) {unknown}: the feature extractor takes "
+                f"{sorted(extractor_keys)}, the tokenizer {sorted(tokenizer_keys)}, and both the hub keywords "
+                f"{list(HubOptions.keys())}"
+            )
+        feature_extractor = SeamlessM4TFeatureExtractor.from_hub(
+            path_or_repo_id, hub, **{k: v for k, v in kwargs.items() if k in extractor_keys}
+        )
         try:
-            tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(path_or_repo_id, **kwargs)
+            tokenizer = Wav2Vec2CTCTokenizer.from_hub(
+                path_or_repo_id, hub, **{k: v for k, v in kwargs.items() if k in tokenizer_keys}
+            )
         except FileNotFoundError:
             logger.warning(
                 "%s has no vocab.json: loaded the feature extractor only (processor.tokenizer is None). "
@@ -108,3 +130,10 @@ class Wav2Vec2BertProcessor:
             )
             tokenizer = None
         return cls(feature_extractor, tokenizer)
+
+
+def _constructor_keywords(cls: type) -> set[str]:
+    """The named parameters of `cls.__init__`: the settings a `from_pretrained` keyword may override."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return {p.name for p in parameters if p.kind in kinds and p.name != "self"}
