@@ -556,3 +556,15 @@ def test_tokenizer_pad_and_call_refuse_unknown_options(vocab_dir):
         ours("ab", bogus=1)
     with pytest.raises(ValueError, match="truncation needs max_length"):
         ours("ab", truncation=True)
+
+
+def test_encode_and_decode_refuse_what_is_not_text_or_integer_ids(vocab_dir):
+    ours, _ = pair(vocab_dir)
+    processor = Wav2Vec2BertProcessor(SeamlessM4TFeatureExtractor(), ours)
+    with pytest.raises(TypeError, match="encode takes one text \\(str\\), got int"):
+        processor(text=["hello", 3])
+    with pytest.raises(TypeError, match=r"decode takes integer ids, got float32 values: pass the argmax"):
+        ours.decode(torch.tensor([1.7, 2.2]))
+    with pytest.raises(TypeError, match=r"decode takes integer ids, got float64"):
+        ours.batch_decode(np.zeros((2, 3)))
+    assert ours.decode([]) == "" and ours.decode(np.array([], np.int64)) == ""

@@ -291,6 +291,8 @@ class Wav2Vec2CTCTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Label ids of one transcript. Characters outside the vocabulary become the unk id (reported once)."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes one text (str), got {type(text).__name__}: {text!r:.80}")
         tokens = self.tokenize(text)
         known = self.encoder.keys() | self.added_tokens_encoder.keys()
         unknown = sorted({t for t in tokens if t not in known} - self._reported_unknown)
@@ -782,4 +784,9 @@ def _as_id_list(token_ids: Sequence[int] | np.ndarray | torch.Tensor) -> list[in
     array = np.asarray(token_ids)
     if array.ndim != 1:
         raise ValueError(f"decode takes one sequence of ids (1-D), got shape {array.shape}; use batch_decode")
+    if array.size and array.dtype.kind not in "iu":
+        raise TypeError(
+            f"decode takes integer ids, got {array.dtype} values: pass the argmax of the logits "
+            "(logits.argmax(-1)), not the logits or probabilities"
+        )
     return [int(i) for i in array]
