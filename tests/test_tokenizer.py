@@ -568,3 +568,10 @@ def test_encode_and_decode_refuse_what_is_not_text_or_integer_ids(vocab_dir):
     with pytest.raises(TypeError, match=r"decode takes integer ids, got float64"):
         ours.batch_decode(np.zeros((2, 3)))
     assert ours.decode([]) == "" and ours.decode(np.array([], np.int64)) == ""
+
+
+def test_an_added_token_on_the_id_of_another_vocabulary_token_is_refused(tmp_path):
+    (tmp_path / "vocab.json").write_text(json.dumps(BLOG_VOCAB))
+    added = {"1": {"content": "<s>", "special": True}}
+    with pytest.raises(ValueError, match=r"added token '1': '<s>' has the id of 'b' in .*vocab.json"):
+        Wav2Vec2CTCTokenizer(tmp_path / "vocab.json", unk_token="[UNK]", pad_token="[PAD]", added_tokens_decoder=added)

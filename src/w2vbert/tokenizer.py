@@ -7,8 +7,9 @@ added after it, so `len(tokenizer)` can exceed `vocab_size`. Text is cut into ad
 collapses repeats, then drops blanks. `do_lower_case=True` means the vocabulary is upper case: text is upper-cased
 in and lower-cased out.
 
-In order: `AddedToken`; the tokenizer (vocabulary, encode, decode, files); the vocab.json check; the helpers
-(`build_vocab`, `pad_labels`).
+In order: the small types (`Wav2Vec2CTCTokenizerOutput`, `AddedToken`); the tokenizer (vocabulary, encode, pad,
+decode, files) and its `BatchEncoding`; the vocab.json check; the helpers (`build_vocab`, `pad_labels`, the checks
+of id sequences).
 """
 
 from __future__ import annotations
@@ -153,6 +154,11 @@ class Wav2Vec2CTCTokenizer:
                 raise ValueError(f"{where}: ids of added tokens must be integers >= 0")
             if not isinstance(token, AddedToken):
                 token = AddedToken.from_dict(token, where)
+            if self.decoder.get(key, token.content) != token.content:
+                raise ValueError(
+                    f"{where}: {token.content!r} has the id of {self.decoder[key]!r} in {source}; an added token "
+                    "takes an id of its own (or the id its content has in vocab.json)"
+                )
             self.added_tokens_decoder[key] = token
         for name in ("pad_token", "unk_token"):
             token = getattr(self, name)
@@ -419,10 +425,13 @@ class Wav2Vec2CTCTokenizer:
         out = BatchEncoding(input_ids=out_ids[0] if single else out_ids)
         if return_attention_mask:
             out["attention_mask"] = out_masks[0] if single else out_masks
+        firsts = {
+            key: values if single or isinstance(values, torch.Tensor) else values[0] for key, values in others.items()
+        }
         numeric = {
             key
-            for key, values in others.items()
-            if isinstance(values, torch.Tensor) or np.asarray(values if single else values[0]).dtype.kind in "biuf"
+            for key, first in firsts.items()
+            if isinstance(first, torch.Tensor) or np.asarray(first).dtype.kind in "biuf"
         }
         out.update({key: others[key] for key in numeric})
         out.convert_to_tensors(return_tensors)
