@@ -55,9 +55,9 @@ class Wav2Vec2BertProcessor:
         return inputs
 
     def _labels(self, text: str | list[str]) -> list[list[int]]:
-        self._require_tokenizer("turn text into labels")
+        tokenizer = self._require_tokenizer("turn text into labels")
         texts = [text] if isinstance(text, str) else list(text)
-        return [self.tokenizer.encode(t) for t in texts]
+        return [tokenizer.encode(t) for t in texts]
 
     def pad(self, input_features: Any = None, labels: Any = None, **kwargs: Any) -> BatchFeature | BatchEncoding:
         """Pad for a data collator, as transformers: `input_features` through `feature_extractor.pad`, `labels`
