@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +127,9 @@ def test_processor_gives_features_and_minus_100_padded_labels(vocab_dir, tmp_pat
     assert (out["labels"][0, 11:] == -100).all() and processor.decode(out["labels"][1]) == "the quick brown fox"
     with pytest.raises(ValueError, match="2 audio clip.*1 text"):
         processor(audio=clips, text=["one text"], sampling_rate=16000)
-    padded = processor.pad(labels=[[1, 2], [3]])
-    assert padded["labels"].tolist() == [[1, 2], [3, -100]]
+    padded = processor.pad(labels=[{"input_ids": [1, 2]}, {"input_ids": [3]}], return_tensors="pt")
+    assert padded["input_ids"].tolist() == [[1, 2], [3, tokenizer.pad_token_id]]
+    assert padded.attention_mask.tolist() == [[1, 1], [1, 0]]
     processor.save_pretrained(tmp_path / "p")
     assert Wav2Vec2BertProcessor.from_pretrained(tmp_path / "p").tokenizer.get_vocab() == tokenizer.get_vocab()
 
@@ -201,3 +203,375 @@ def test_a_long_pause_between_characters_ends_a_word_but_a_short_one_does_not():
     frames = [{"c": 1}, {"a": 1}, {"t": 1}] + [{"[PAD]": 1}] * 25 + [{"a": 1}] + [{"[PAD]": 1}] * 3 + [{"t": 1}]
     out = ctc_transcribe(emissions(vocab, frames), tokenizer, 0.02, timestamps="word")  # 25 blanks = 0.5 s
     assert out["text"] == "cat at" and [c["text"] for c in out["chunks"]] == ["cat", "at"]
+
+
+# ------------------------------------------------------------------------------------ vocab.json checks
+BLOG_VOCAB = {"a": 0, "b": 1, "c": 2, "|": 3, "[UNK]": 4, "[PAD]": 5}
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"c": -1}, r"token 'c' has the negative id -1"),
+        ({"c": "2"}, r"token 'c' has id '2' \(str\); ids must be integers"),
+        ({"c": 1.5}, r"token 'c' has id 1.5 \(float\); ids must be integers"),
+        ({"c": 2.0}, r"token 'c' has id 2.0 \(float\); ids must be integers"),
+        ({"c": True}, r"token 'c' has id True \(bool\); ids must be integers"),
+        ({"c": None}, r"token 'c' has id None"),
+        ({"c": 1}, r"tokens 'b' and 'c' share the id 1"),
+    ],
+)
+def test_a_bad_id_in_vocab_json_is_refused_naming_the_file_and_the_token(tmp_path, bad, message):
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps(BLOG_VOCAB | bad))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + message):
+        Wav2Vec2CTCTokenizer(path, unk_token="[UNK]", pad_token="[PAD]")
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + message):
+        Wav2Vec2CTCTokenizer.from_pretrained(tmp_path, unk_token="[UNK]", pad_token="[PAD]")
+    with pytest.raises(ValueError, match="the vocab dict.*" + message):
+        Wav2Vec2CTCTokenizer(vocab=BLOG_VOCAB | bad, unk_token="[UNK]", pad_token="[PAD]")
+
+
+def test_a_multilingual_vocab_needs_target_lang_and_its_section_is_checked(tmp_path):
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps({"eng": BLOG_VOCAB, "fra": BLOG_VOCAB | {"é": -3}}))
+    with pytest.raises(ValueError, match=r"multilingual vocabulary .*\['eng', 'fra'\].*target_lang"):
+        Wav2Vec2CTCTokenizer(path, unk_token="[UNK]", pad_token="[PAD]")
+    assert Wav2Vec2CTCTokenizer(path, unk_token="[UNK]", pad_token="[PAD]", target_lang="eng").max_vocab_id == 5
+    with pytest.raises(ValueError, match=r"\['fra'\]: token 'é' has the negative id -3"):
+        Wav2Vec2CTCTokenizer(path, unk_token="[UNK]", pad_token="[PAD]", target_lang="fra")
+
+
+def test_the_largest_ids_are_exposed_for_a_check_against_the_ctc_head():
+    tokenizer = Wav2Vec2CTCTokenizer(vocab=BLOG_VOCAB | {"z": 9}, unk_token="[UNK]", pad_token="[PAD]")
+    assert tokenizer.max_vocab_id == 9  # a gap in the ids: the head needs 10 outputs, not vocab_size = 7
+    assert tokenizer.max_token_id >= tokenizer.max_vocab_id
+
+
+# ------------------------------------------------------------------- files saved by transformers, and back
+SENTENCES = ["hello world", "the quick brown fox", "jumps over the lazy dog"]
+PROBES = [
+    "hello world",
+    "HELLO World",
+    "a <s> b</s>c",
+    "<s>hello</s>",
+    "<S>hello",
+    "x [UNK] y",
+    "[unk] lower",
+    "a  [PAD]  b",
+    "q7 ¿é!",
+    "  spaced  out ",
+    "",
+]
+
+
+def blog_vocab_dir(path: Path, upper: bool = False) -> Path:
+    """vocab.json as the fine-tuning blog builds it: the characters, "|" for the space, then [UNK] and [PAD]."""
+    chars = sorted(set("".join(s.upper() if upper else s for s in SENTENCES)))
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab["|"] = vocab.pop(" ")
+    vocab["[UNK]"] = len(vocab)
+    vocab["[PAD]"] = len(vocab)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    return path
+
+
+def saved_by_transformers(tmp_path: Path, do_lower_case: bool, layout: str) -> Path:
+    """A tokenizer directory written by transformers' save_pretrained; "legacy" strips it to the older layout
+    (no added_tokens_decoder in tokenizer_config.json, the added tokens in added_tokens.json only)."""
+    import transformers
+
+    source = blog_vocab_dir(tmp_path / "vocab", upper=do_lower_case)
+    theirs = transformers.Wav2Vec2CTCTokenizer.from_pretrained(
+        source, unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|", do_lower_case=do_lower_case
+    )
+    directory = tmp_path / "saved"
+    theirs.save_pretrained(directory)
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    # What transformers 5 writes: the added tokens under their ids, and <s> / </s> in added_tokens.json too
+    assert "added_tokens_decoder" in config
+    assert json.loads((directory / "added_tokens.json").read_text()) == {
+        "<s>": theirs.vocab_size,
+        "</s>": theirs.vocab_size + 1,
+    }
+    if layout == "legacy":
+        del config["added_tokens_decoder"]
+        (directory / "tokenizer_config.json").write_text(json.dumps(config))
+        (directory / "special_tokens_map.json").write_text(
+            json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "[UNK]", "pad_token": "[PAD]"})
+        )
+    return directory
+
+
+def offsets_of(output):
+    """Char and word offsets as plain tuples (transformers' offsets are numpy integers)."""
+    chars = [[(o["char"], int(o["start_offset"]), int(o["end_offset"])) for o in row] for row in output.char_offsets]
+    words = [[(o["word"], int(o["start_offset"]), int(o["end_offset"])) for o in row] for row in output.word_offsets]
+    return output.text, chars, words
+
+
+def assert_same_tokenizer(ours, theirs):
+    """Ids, vocabulary and decoding of transformers' tokenizer, on texts with special, unknown and upper-case text."""
+    assert len(ours) == len(theirs) and ours.vocab_size == theirs.vocab_size
+    assert ours.get_vocab() == theirs.get_vocab()
+    assert ours.all_special_tokens == theirs.all_special_tokens
+    for name in ("pad_token_id", "unk_token_id", "bos_token_id", "eos_token_id", "word_delimiter_token_id"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    for text in PROBES:
+        assert ours(text).input_ids == theirs(text).input_ids, text
+        assert ours.tokenize(text) == theirs.tokenize(text), text
+    rows = [theirs(text).input_ids for text in PROBES] + [
+        [0, 0, len(theirs) - 1, len(theirs) - 2, theirs.pad_token_id, 1, 1, 999, 2],
+        list(range(len(theirs) + 1)),
+    ]
+    for options in [
+        {},
+        {"group_tokens": False},
+        {"skip_special_tokens": True},
+        {"spaces_between_special_tokens": True},
+    ]:
+        for row in rows:
+            assert ours.decode(row, **options) == theirs.decode(row, **options), (row, options)
+        assert ours.batch_decode(rows, **options) == theirs.batch_decode(rows, **options)
+        with_offsets = dict(options, output_char_offsets=True, output_word_offsets=True)
+        assert offsets_of(ours.batch_decode(rows, **with_offsets)) == offsets_of(
+            theirs.batch_decode(rows, **with_offsets)
+        )
+
+
+@pytest.mark.parametrize("layout", ["added_tokens_decoder", "legacy"])
+@pytest.mark.parametrize("do_lower_case", [False, True])
+def test_a_tokenizer_saved_by_transformers_loads_to_its_ids(tmp_path, do_lower_case, layout):
+    import transformers
+
+    directory = saved_by_transformers(tmp_path, do_lower_case, layout)
+    theirs = transformers.Wav2Vec2CTCTokenizer.from_pretrained(directory)
+    ours = Wav2Vec2CTCTokenizer.from_pretrained(directory)
+    assert len(ours) == ours.vocab_size + 2 and ours.bos_token_id == ours.vocab_size  # <s>, </s> appended
+    assert ours.max_token_id == len(ours) - 1 and ours.max_vocab_id == ours.vocab_size - 1
+    assert_same_tokenizer(ours, theirs)
+
+
+@pytest.mark.parametrize("do_lower_case", [False, True])
+def test_our_saved_tokenizer_loads_in_transformers_to_the_same_ids_and_back(tmp_path, do_lower_case):
+    import transformers
+
+    directory = saved_by_transformers(tmp_path, do_lower_case, "added_tokens_decoder")
+    theirs = transformers.Wav2Vec2CTCTokenizer.from_pretrained(directory)
+    Wav2Vec2CTCTokenizer.from_pretrained(directory).save_pretrained(tmp_path / "ours")
+    reloaded_by_them = transformers.Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "ours")
+    assert_same_tokenizer(Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "ours"), theirs)
+    assert_same_tokenizer(Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "ours"), reloaded_by_them)
+    # vocab.json stays the vocabulary: the added tokens are not folded into it
+    assert json.loads((tmp_path / "ours" / "vocab.json").read_text()) == json.loads(
+        (directory / "vocab.json").read_text()
+    )
+    assert json.loads((tmp_path / "ours" / "added_tokens.json").read_text()) == json.loads(
+        (directory / "added_tokens.json").read_text()
+    )
+
+
+def test_a_fresh_tokenizer_numbers_its_added_tokens_as_transformers(tmp_path):
+    import transformers
+
+    directory = blog_vocab_dir(tmp_path)
+    kwargs = dict(unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|")
+    assert_same_tokenizer(
+        Wav2Vec2CTCTokenizer(directory / "vocab.json", **kwargs),
+        transformers.Wav2Vec2CTCTokenizer(str(directory / "vocab.json"), **kwargs),
+    )
+    # no "|" in the vocabulary: transformers appends it after <s> and </s>
+    vocab = {"a": 0, "b": 1, "[UNK]": 2, "[PAD]": 3}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    ours = Wav2Vec2CTCTokenizer(tmp_path / "vocab.json", unk_token="[UNK]", pad_token="[PAD]")
+    theirs = transformers.Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), unk_token="[UNK]", pad_token="[PAD]")
+    assert ours.get_vocab() == theirs.get_vocab() == vocab | {"<s>": 4, "</s>": 5, "|": 6}
+    assert ours("a b").input_ids == theirs("a b").input_ids == [0, 6, 1]
+    # without bos / eos nothing is appended (what w2vbert's trainer builds)
+    ours = Wav2Vec2CTCTokenizer(vocab=BLOG_VOCAB, unk_token="[UNK]", pad_token="[PAD]", bos_token=None, eos_token=None)
+    assert len(ours) == ours.vocab_size == 6 and ours.bos_token_id is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from(
+            ["a", "c", "h", "A", "C", " ", "  ", "\t", "<s>", "</s>", "<", "s>", "[UNK]", "[unk]", "ch", "cha", "é"]
+        ),
+        max_size=8,
+    ),
+    do_lower_case=st.booleans(),
+)
+def test_tokenization_with_overlapping_whole_tokens_equals_transformers(pieces, do_lower_case):
+    import tempfile
+
+    import transformers
+
+    chars = "ACH" if do_lower_case else "ach"
+    vocab = {c: i for i, c in enumerate(chars)} | {"|": 3, "[UNK]": 4, "[PAD]": 5, chars[1:]: 6, chars: 7}
+    kwargs = dict(unk_token="[UNK]", pad_token="[PAD]", do_lower_case=do_lower_case)
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "vocab.json").write_text(json.dumps(vocab))
+        ours = Wav2Vec2CTCTokenizer(Path(tmp, "vocab.json"), **kwargs)
+        theirs = transformers.Wav2Vec2CTCTokenizer(str(Path(tmp, "vocab.json")), **kwargs)
+    text = "".join(pieces)
+    assert ours(text).input_ids == theirs(text).input_ids
+
+
+# ------------------------------------------------------------------------------------------ pad and call
+def assert_same_encoding(ours, theirs):
+    """The same keys, each the same kind (tensor, array or list), dtype, shape and values; attribute access too."""
+    assert sorted(ours.keys()) == sorted(theirs.keys())
+    for key in theirs.keys():
+        a, b = ours[key], theirs[key]
+        assert type(a) is type(b), (key, type(a), type(b))
+        if isinstance(b, (torch.Tensor, np.ndarray)):
+            assert a.dtype == b.dtype and a.shape == b.shape, (key, a.dtype, b.dtype, a.shape, b.shape)
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=key)
+        else:
+            assert a == b, key
+        assert getattr(ours, key) is a
+
+
+PAD_INPUTS = {
+    "lists": lambda: [{"input_ids": [1, 2, 3]}, {"input_ids": [4]}, {"input_ids": [5, 6]}],
+    "tensors": lambda: [{"input_ids": torch.tensor(ids)} for ids in ([1, 2, 3], [4], [5, 6])],
+    "int32 arrays": lambda: [{"input_ids": np.array(ids, np.int32)} for ids in ([1, 2, 3], [4], [5, 6])],
+    "0-d tensors": lambda: [{"input_ids": list(torch.tensor(ids))} for ids in ([1, 2, 3], [4], [5, 6])],
+    "with masks": lambda: [{"input_ids": [1, 2], "attention_mask": [1, 1]}, {"input_ids": [3], "attention_mask": [1]}],
+    "with another key": lambda: [{"input_ids": [1, 2], "speaker": 3}, {"input_ids": [3], "speaker": 4}],
+    "a dict of lists": lambda: {"input_ids": [[1, 2, 3], [4]]},
+    "one example": lambda: {"input_ids": [1, 2, 3]},
+    "a batch tensor": lambda: {"input_ids": torch.tensor([[1, 2], [3, 4]])},
+}
+PAD_OPTIONS = {
+    "longest": {},
+    "not padded": {"padding": False},
+    "multiple of 4": {"pad_to_multiple_of": 4},
+    "max_length": {"padding": "max_length", "max_length": 5},
+    "max_length shorter than one": {"padding": "max_length", "max_length": 2},
+    "left": {"padding_side": "left"},
+    "no mask": {"return_attention_mask": False},
+}
+
+
+@pytest.mark.parametrize("return_tensors", [None, "np", "pt"])
+@pytest.mark.parametrize("options", PAD_OPTIONS.values(), ids=PAD_OPTIONS.keys())
+@pytest.mark.parametrize("inputs", PAD_INPUTS.values(), ids=PAD_INPUTS.keys())
+def test_tokenizer_pad_equals_transformers(vocab_dir, inputs, options, return_tensors):
+    ours, theirs = pair(vocab_dir)
+    if options.get("return_attention_mask") is False and "attention_mask" in str(inputs()):
+        # transformers passes a given mask through unpadded here (so "pt" fails); ours leaves it out, as asked
+        out = ours.pad(inputs(), return_tensors=return_tensors, **options)
+        assert "attention_mask" not in out
+        assert np.asarray(out["input_ids"]).tolist() == theirs.pad(inputs(), **options)["input_ids"]
+        return
+    try:
+        expected = theirs.pad(inputs(), return_tensors=return_tensors, **options)
+    except ValueError:
+        expected = None
+    if expected is None or any(getattr(v, "dtype", None) == np.dtype(object) for v in expected.values()):
+        # Unequal lengths make no tensor: transformers raises for "pt" but makes numpy object arrays (of arrays) for
+        # "np"; ours refuses both, saying why.
+        with pytest.raises(ValueError, match="pad them first"):
+            ours.pad(inputs(), return_tensors=return_tensors, **options)
+        return
+    assert_same_encoding(ours.pad(inputs(), return_tensors=return_tensors, **options), expected)
+
+
+@pytest.mark.parametrize("return_tensors", [None, "np", "pt"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"padding": True}, {"padding": "max_length", "max_length": 30}, {"padding": True, "pad_to_multiple_of": 8}],
+)
+@pytest.mark.parametrize("text", ["hello world", ["hello world", "the quick brown fox"], ["a [UNK] b"]])
+def test_tokenizer_call_equals_transformers(vocab_dir, text, options, return_tensors):
+    ours, theirs = pair(vocab_dir)
+    try:
+        expected = theirs(text, return_tensors=return_tensors, **options)
+    except ValueError:
+        expected = None
+    if expected is None or any(getattr(v, "dtype", None) == np.dtype(object) for v in expected.values()):
+        with pytest.raises(ValueError, match="pad them first"):
+            ours(text, return_tensors=return_tensors, **options)
+        return
+    assert_same_encoding(ours(text, return_tensors=return_tensors, **options), expected)
+
+
+def test_tokenizer_call_truncates_to_max_length_as_transformers(vocab_dir):
+    ours, theirs = pair(vocab_dir)
+    texts = ["hello world", "the quick brown fox"]
+    options = dict(truncation=True, max_length=7, padding=True, return_tensors="pt")
+    assert_same_encoding(ours(texts, **options), theirs(texts, **options))
+
+
+@pytest.mark.parametrize(
+    "inputs, error, message",
+    [
+        ([[1, 2], [3]], TypeError, r"list of dicts.*got a list of list: wrap each id sequence as \{'input_ids': ids\}"),
+        (torch.tensor([[1, 2]]), TypeError, "got Tensor"),
+        ([], ValueError, "empty list"),
+        ([{"labels": [1, 2]}], ValueError, r"needs 'input_ids', got keys \['labels'\]"),
+        ([{"input_ids": [1, 2.5]}], TypeError, r"example 0: input_ids\[1\] is 2.5 \(float\); ids must be integers"),
+        ([{"input_ids": [1]}, {"input_ids": ["a"]}], TypeError, r"example 1: input_ids\[0\] is 'a' \(str\)"),
+        ([{"input_ids": [True, 1]}], TypeError, r"input_ids\[0\] is True \(bool\)"),
+        (
+            [{"input_ids": torch.tensor([1.0, 2.0])}],
+            TypeError,
+            "example 0: input_ids must hold integer ids, got a torch.float32",
+        ),
+        ([{"input_ids": np.array([1.0])}], TypeError, "must hold integer ids, got a float64 ndarray"),
+        ([{"input_ids": torch.tensor([[1, 2]])}], ValueError, r"example 0: input_ids must be 1-D .*\(1, 2\)"),
+        ([{"input_ids": "abc"}], TypeError, "example 0: input_ids must be a sequence of integer ids, got str"),
+        ([{"input_ids": [1, 2], "attention_mask": [1]}], ValueError, r"attention_mask lengths \[1\] differ"),
+    ],
+)
+def test_tokenizer_pad_refuses_what_is_not_label_ids_with_the_reason(vocab_dir, inputs, error, message):
+    ours, _ = pair(vocab_dir)
+    with pytest.raises(error, match=message):
+        ours.pad(inputs)
+
+
+def test_tokenizer_pad_and_call_refuse_unknown_options(vocab_dir):
+    ours, _ = pair(vocab_dir)
+    rows = [{"input_ids": [1, 2]}, {"input_ids": [3]}]
+    with pytest.raises(ValueError, match=r"padding must be True, False, 'longest', 'max_length' or 'do_not_pad'"):
+        ours.pad(rows, padding="foo")
+    with pytest.raises(ValueError, match=r"padding must be True, False"):
+        ours(["ab", "a"], padding="foo")
+    with pytest.raises(ValueError, match="padding='max_length' needs max_length"):
+        ours.pad(rows, padding="max_length")
+    with pytest.raises(ValueError, match="padding_side must be 'right' or 'left'"):
+        ours.pad(rows, padding_side="middle")
+    with pytest.raises(ValueError, match="return_tensors must be 'pt', 'np' or None"):
+        ours.pad(rows, return_tensors="tf")
+    with pytest.raises(ValueError, match="pad them first"):
+        ours(["ab", "a"], return_tensors="pt")
+    with pytest.raises(TypeError, match="expected a text .* got int"):
+        ours(3)
+    with pytest.raises(TypeError, match=r"text 1 is a list, expected str.*tokenizer.pad"):
+        ours(["ab", [1, 2]])
+    with pytest.raises(TypeError, match=r"unexpected argument\(s\) \['bogus'\]"):
+        ours("ab", bogus=1)
+    with pytest.raises(ValueError, match="truncation needs max_length"):
+        ours("ab", truncation=True)
+
+
+def test_encode_and_decode_refuse_what_is_not_text_or_integer_ids(vocab_dir):
+    ours, _ = pair(vocab_dir)
+    processor = Wav2Vec2BertProcessor(SeamlessM4TFeatureExtractor(), ours)
+    with pytest.raises(TypeError, match="encode takes one text \\(str\\), got int"):
+        processor(text=["hello", 3])
+    with pytest.raises(TypeError, match=r"decode takes integer ids, got float32 values: pass the argmax"):
+        ours.decode(torch.tensor([1.7, 2.2]))
+    with pytest.raises(TypeError, match=r"decode takes integer ids, got float64"):
+        ours.batch_decode(np.zeros((2, 3)))
+    assert ours.decode([]) == "" and ours.decode(np.array([], np.int64)) == ""
+
+
+def test_an_added_token_on_the_id_of_another_vocabulary_token_is_refused(tmp_path):
+    (tmp_path / "vocab.json").write_text(json.dumps(BLOG_VOCAB))
+    added = {"1": {"content": "<s>", "special": True}}
+    with pytest.raises(ValueError, match=r"added token '1': '<s>' has the id of 'b' in .*vocab.json"):
+        Wav2Vec2CTCTokenizer(tmp_path / "vocab.json", unk_token="[UNK]", pad_token="[PAD]", added_tokens_decoder=added)

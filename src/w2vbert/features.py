@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,51 @@ def _stack_numpy(value: Any, key: str) -> np.ndarray:
         raise ValueError(
             f"cannot make one array of {key!r}: its items have different lengths; pad them first (padding=True)"
         ) from error
+
+
+# ------------------------------------------------------------------------------------------------ padding
+PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")  # the values of transformers' PaddingStrategy
+
+
+def padding_plan(
+    lengths: Sequence[int],
+    padding: bool | str = True,
+    max_length: int | None = None,
+    pad_to_multiple_of: int | None = None,
+    truncation: bool = False,
+    *,
+    unit: str = "items",
+) -> tuple[int | None, int | None]:
+    """Where a batch of sequences of `lengths` is cut and to what length it is padded, as transformers' `pad`.
+
+    Returns (cut, target): with truncation, every sequence is first cut to `cut` (max_length rounded up to
+    pad_to_multiple_of), else cut is None; then the shorter ones are padded to `target`: the longest (cut) length
+    for padding=True / "longest", max_length for "max_length", both rounded up to pad_to_multiple_of, or None
+    for padding=False / "do_not_pad". A sequence longer than target is left as it is (the caller decides).
+    `unit` names what the lengths count, for the error messages.
+    """
+    strategy = "longest" if padding is True else "do_not_pad" if padding is False else padding
+    if strategy not in PADDING_STRATEGIES:
+        raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
+    if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
+        raise ValueError(f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of!r}")
+
+    def round_up(n: int) -> int:
+        return -(-n // pad_to_multiple_of) * pad_to_multiple_of if pad_to_multiple_of else n
+
+    cut = None
+    if truncation:
+        if max_length is None:
+            raise ValueError(f"truncation=True needs max_length (in {unit})")
+        cut = round_up(max_length)
+        lengths = [min(n, cut) for n in lengths]
+    if strategy == "longest":
+        return cut, round_up(max(lengths, default=0))
+    if strategy == "max_length":
+        if max_length is None:
+            raise ValueError(f"padding='max_length' needs max_length (in {unit})")
+        return cut, round_up(max_length)
+    return cut, None
 
 
 # ----------------------------------------------------------------------------------------- fbank, batched
@@ -443,36 +488,27 @@ class SeamlessM4TFeatureExtractor:
         Returns features (B, total, bins) with padded frames set to padding_value, and the frame mask (B, total),
         where total is a multiple of the stride (a remainder is cut from the end, as in transformers).
         """
-        strategy = {True: "longest", False: "do_not_pad"}.get(padding, padding)
-        if strategy not in ("longest", "max_length", "do_not_pad"):
-            raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
-        if self.original:
-            pad_to_multiple_of = None  # the odd frame is dropped, never padded
-
-        def round_up(n: int) -> int:
-            return -(-n // pad_to_multiple_of) * pad_to_multiple_of if pad_to_multiple_of else n
-
-        if truncation:
-            if max_length is None:
-                raise ValueError("truncation=True needs max_length (in 10 ms frames)")
-            frame_counts = frame_counts.clamp(max=round_up(max_length))
+        cut, total = padding_plan(
+            frame_counts.tolist(),
+            padding,
+            max_length,
+            None if self.original else pad_to_multiple_of,  # original: the odd frame is dropped, never padded
+            truncation,
+            unit="10 ms frames",
+        )
+        if cut is not None:
+            frame_counts = frame_counts.clamp(max=cut)
         counts = frame_counts.tolist()
-        if strategy == "longest":
-            total = round_up(max(counts, default=0))
-        elif strategy == "max_length":
-            if max_length is None:
-                raise ValueError("padding='max_length' needs max_length (in 10 ms frames)")
-            total = round_up(max_length)
-            if max(counts, default=0) > total:
-                raise ValueError(
-                    f"a clip has {max(counts)} frames, more than max_length={total}; pass truncation=True to cut it"
-                )
-        else:
+        if total is None:
             if len(set(counts)) > 1:
                 raise ValueError(
                     f"padding=False needs clips of equal frame counts, got {counts}; pass padding=True to pad them"
                 )
             total = counts[0] if counts else 0
+        elif max(counts, default=0) > total:
+            raise ValueError(
+                f"a clip has {max(counts)} frames, more than max_length={total}; pass truncation=True to cut it"
+            )
         total -= total % self.stride
         batch, available, bins = features.shape
         if available < total:  # padding beyond the longest clip: extend with (masked) zeros
@@ -507,61 +543,87 @@ class SeamlessM4TFeatureExtractor:
         """Pad already extracted features, e.g. in a data collator: the `SequenceFeatureExtractor.pad` of transformers.
 
         `processed_features` is a list of dicts with "input_features" (steps, dims) (and optionally
-        "attention_mask"), or a dict of such lists. Pads along the first axis with `padding_value` and the mask
-        with 0, on `padding_side`. Returns "pt" tensors if the inputs were tensors, else numpy, unless
-        `return_tensors` says otherwise.
+        "attention_mask"), or a dict of such lists; each item a numpy array, a tensor or nested lists (as a
+        `datasets` column holds them). Cuts (truncation) and pads along the first axis as `padding_plan` says, with
+        `padding_value` and a mask value of 0, on `padding_side`. Returns "pt" tensors if the inputs were tensors,
+        else numpy, unless `return_tensors` says otherwise. Dtypes follow transformers: float64 (nested lists)
+        becomes float32, other dtypes stay; a mask made here is int32, a given one keeps its dtype. Other keys
+        are passed through, one value per example.
         """
         if isinstance(processed_features, (list, tuple)):
             if not processed_features:
                 raise ValueError("pad got an empty list; expected one dict with 'input_features' per example")
+            if not all(isinstance(item, Mapping) for item in processed_features):
+                kinds = sorted({type(item).__name__ for item in processed_features})
+                raise TypeError(
+                    f"pad takes a list of dicts, one per example, with 'input_features' (steps, dims), got a list of "
+                    f"{'/'.join(kinds)}: wrap each as {{'input_features': features}}"
+                )
             processed_features = {key: [item[key] for item in processed_features] for key in processed_features[0]}
+        if not isinstance(processed_features, Mapping):
+            raise TypeError(
+                f"pad takes a list of dicts with 'input_features' or a dict of lists, got "
+                f"{type(processed_features).__name__}"
+            )
         if "input_features" not in processed_features:
             raise ValueError(f"pad needs 'input_features', got keys {sorted(processed_features)}")
-        items = list(processed_features["input_features"])
-        if return_tensors is None:
-            return_tensors = "pt" if items and isinstance(items[0], torch.Tensor) else "np"
+        columns = dict(processed_features)
+        batch = len(columns["input_features"])
+        sizes = {key: len(values) for key, values in columns.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"pad needs one value per example in every key, got these counts: {sizes}")
         return_attention_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
-        arrays = [np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float32) for v in items]
-        masks = processed_features.get("attention_mask")
-        masks = (
-            [np.asarray(m.cpu() if isinstance(m, torch.Tensor) else m) for m in masks] if masks is not None else None
+        if batch == 0:
+            return BatchFeature(input_features=[], **({"attention_mask": []} if return_attention_mask else {}))
+        if return_tensors is None:  # the inputs' kind, as in transformers
+            first = columns["input_features"][0]
+            return_tensors = "pt" if isinstance(first, torch.Tensor) else "np"
+
+        def as_numpy(value: Any, key: str, index: int) -> np.ndarray:
+            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            if array.dtype.kind not in "biuf":
+                raise TypeError(f"example {index}: {key!r} must hold numbers, got {array.dtype} from {type(value)}")
+            # transformers casts float64 (what nested Python lists become) to float32, and keeps other dtypes
+            return array.astype(np.float32) if array.dtype == np.float64 else array
+
+        arrays = [as_numpy(v, "input_features", i) for i, v in enumerate(columns["input_features"])]
+        for index, array in enumerate(arrays):
+            if array.ndim == 0:
+                raise ValueError(f"example {index}: 'input_features' must be (steps, dims), got a scalar")
+        masks = None
+        if "attention_mask" in columns:
+            masks = [as_numpy(m, "attention_mask", i) for i, m in enumerate(columns["attention_mask"])]
+            for index, (array, mask) in enumerate(zip(arrays, masks, strict=True)):
+                if mask.shape != (len(array),):
+                    raise ValueError(
+                        f"example {index}: attention_mask of shape {mask.shape} for {len(array)} feature steps"
+                    )
+        cut, target = padding_plan(
+            [len(a) for a in arrays], padding, max_length, pad_to_multiple_of, truncation, unit="feature steps"
         )
-        lengths = [len(a) for a in arrays]
-
-        def round_up(n: int) -> int:
-            return -(-n // pad_to_multiple_of) * pad_to_multiple_of if pad_to_multiple_of else n
-
-        if truncation:
-            if max_length is None:
-                raise ValueError("truncation=True needs max_length")
-            cut = round_up(max_length)
-            arrays = [a[:cut] for a in arrays]
-            masks = [m[:cut] for m in masks] if masks is not None else None
-            lengths = [len(a) for a in arrays]
-        strategy = {True: "longest", False: "do_not_pad"}.get(padding, padding)
-        if strategy == "longest":
-            target = round_up(max(lengths, default=0))
-        elif strategy == "max_length":
-            if max_length is None:
-                raise ValueError("padding='max_length' needs max_length")
-            target = round_up(max_length)
-        else:
-            target = None
         out_features, out_masks = [], []
         for index, array in enumerate(arrays):
             mask = masks[index] if masks is not None else np.ones(len(array), dtype=np.int32)
+            if cut is not None:
+                array, mask = array[:cut], mask[:cut]
             missing = 0 if target is None else max(0, target - len(array))
             before, after = (missing, 0) if self.padding_side == "left" else (0, missing)
             widths = [(before, after)] + [(0, 0)] * (array.ndim - 1)
             out_features.append(np.pad(array, widths, constant_values=self.padding_value))
-            out_masks.append(np.pad(mask, (before, after)).astype(np.int32))
+            out_masks.append(np.pad(mask, (before, after)))
         out = BatchFeature(input_features=out_features)
         if return_attention_mask:
             out["attention_mask"] = out_masks
-        for key, values in processed_features.items():
-            if key not in ("input_features", "attention_mask"):
-                out[key] = values
-        return out.convert_to_tensors(return_tensors)
+        others = {key: values for key, values in columns.items() if key not in ("input_features", "attention_mask")}
+        numeric = {
+            key
+            for key, values in others.items()
+            if isinstance(values[0], torch.Tensor) or np.asarray(values[0]).dtype.kind in "biuf"
+        }
+        out.update({key: [as_numpy(v, key, i) for i, v in enumerate(others[key])] for key in numeric})
+        out.convert_to_tensors(return_tensors)
+        out.update({key: values for key, values in others.items() if key not in numeric})  # texts, ids: as given
+        return out
 
     # ------------------------------------------------------------------------------------- config files
     def to_dict(self) -> dict[str, Any]:

@@ -1,19 +1,21 @@
 """`Wav2Vec2BertProcessor`: the feature extractor and the CTC tokenizer behind one object, as in transformers.
 
 `processor(audio=..., text=..., sampling_rate=16000)` gives `input_features`, `attention_mask` and `labels`
-(label rows padded with -100, the value the CTC loss ignores); `batch_decode` turns CTC ids into text.
+(label rows padded with -100, the value the CTC loss ignores); `pad` is transformers' collator step (features and
+label ids padded by their own part); `batch_decode` turns CTC ids into text. `from_pretrained` hands each keyword
+to the part whose constructor takes it.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import Any
 
-import torch
-
 from .features import BatchFeature, SeamlessM4TFeatureExtractor
-from .tokenizer import Wav2Vec2CTCTokenizer, pad_labels
+from .hub import HubOptions
+from .tokenizer import BatchEncoding, Wav2Vec2CTCTokenizer, pad_labels
 
 logger = logging.getLogger("w2vbert")
 
@@ -53,38 +55,38 @@ class Wav2Vec2BertProcessor:
         return inputs
 
     def _labels(self, text: str | list[str]) -> list[list[int]]:
-        if self.tokenizer is None:
-            raise ValueError("this processor has no tokenizer (no vocab.json), so it cannot turn text into labels")
+        tokenizer = self._require_tokenizer("turn text into labels")
         texts = [text] if isinstance(text, str) else list(text)
-        return [self.tokenizer.encode(t) for t in texts]
+        return [tokenizer.encode(t) for t in texts]
 
-    def pad(
-        self,
-        input_features: Any = None,
-        labels: list[list[int]] | list[dict[str, Any]] | None = None,
-        return_tensors: str = "pt",
-        **kwargs: Any,
-    ) -> BatchFeature:
-        """Pad extracted features (as `feature_extractor.pad`) and label id lists (with -100), for a collator."""
-        out = BatchFeature()
-        if input_features is not None:
-            out = self.feature_extractor.pad(input_features, return_tensors=return_tensors, **kwargs)
-        if labels is not None:
-            rows = [row["input_ids"] if isinstance(row, dict) else row for row in labels]
-            rows = [row.tolist() if isinstance(row, torch.Tensor) else list(row) for row in rows]
-            padded = pad_labels(rows)
-            out["labels"] = padded if return_tensors == "pt" else padded.numpy()
-        return out
+    def pad(self, input_features: Any = None, labels: Any = None, **kwargs: Any) -> BatchFeature | BatchEncoding:
+        """Pad for a data collator, as transformers: `input_features` through `feature_extractor.pad`, `labels`
+        (dicts with "input_ids") through `tokenizer.pad`, both with the same `kwargs` (padding, return_tensors...).
+
+        One of them given: that part's output (labels: "input_ids" padded with the pad id, and "attention_mask").
+        Both: the padded features, with the padded label ids under "labels" (pad id where padded, not -100: a
+        collator masks them with the labels' attention_mask, as the fine-tuning recipe does).
+        """
+        if input_features is None and labels is None:
+            raise ValueError("pass input_features=..., labels=..., or both")
+        features = self.feature_extractor.pad(input_features, **kwargs) if input_features is not None else None
+        if labels is None:
+            return features
+        padded = self._require_tokenizer("pad labels").pad(labels, **kwargs)
+        if features is None:
+            return padded
+        features["labels"] = padded["input_ids"]
+        return features
 
     def batch_decode(self, *args: Any, **kwargs: Any) -> Any:
-        return self._require_tokenizer().batch_decode(*args, **kwargs)
+        return self._require_tokenizer("decode CTC ids").batch_decode(*args, **kwargs)
 
     def decode(self, *args: Any, **kwargs: Any) -> Any:
-        return self._require_tokenizer().decode(*args, **kwargs)
+        return self._require_tokenizer("decode CTC ids").decode(*args, **kwargs)
 
-    def _require_tokenizer(self) -> Wav2Vec2CTCTokenizer:
+    def _require_tokenizer(self, purpose: str) -> Wav2Vec2CTCTokenizer:
         if self.tokenizer is None:
-            raise ValueError("this processor has no tokenizer (no vocab.json), so it cannot decode CTC ids")
+            raise ValueError(f"this processor has no tokenizer (no vocab.json), so it cannot {purpose}")
         return self.tokenizer
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
@@ -96,10 +98,30 @@ class Wav2Vec2BertProcessor:
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any) -> Wav2Vec2BertProcessor:
-        """Both parts from a directory or hub repo; without vocab.json, a feature-extractor-only processor."""
-        feature_extractor = SeamlessM4TFeatureExtractor.from_pretrained(path_or_repo_id, **kwargs)
+        """Both parts from a directory or hub repo; without vocab.json, a feature-extractor-only processor.
+
+        The hub keywords (`HubOptions`: revision, cache_dir, local_files_only, token, subfolder) go to both parts;
+        any other keyword to the part whose constructor takes it (`do_lower_case` to the tokenizer, `padding_value`
+        to the feature extractor), so that a part never stores, nor saves, another's setting. A keyword neither
+        takes is a TypeError.
+        """
+        hub = HubOptions.take(kwargs)
+        extractor_keys = _constructor_keywords(SeamlessM4TFeatureExtractor)
+        tokenizer_keys = _constructor_keywords(Wav2Vec2CTCTokenizer) - {"vocab_file", "vocab"}  # vocab.json's role
+        unknown = sorted(kwargs.keys() - extractor_keys - tokenizer_keys)
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained got unknown keyword(s) {unknown}: the feature extractor takes "
+                f"{sorted(extractor_keys)}, the tokenizer {sorted(tokenizer_keys)}, and both the hub keywords "
+                f"{list(HubOptions.keys())}"
+            )
+        feature_extractor = SeamlessM4TFeatureExtractor.from_hub(
+            path_or_repo_id, hub, **{k: v for k, v in kwargs.items() if k in extractor_keys}
+        )
         try:
-            tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(path_or_repo_id, **kwargs)
+            tokenizer = Wav2Vec2CTCTokenizer.from_hub(
+                path_or_repo_id, hub, **{k: v for k, v in kwargs.items() if k in tokenizer_keys}
+            )
         except FileNotFoundError:
             logger.warning(
                 "%s has no vocab.json: loaded the feature extractor only (processor.tokenizer is None). "
@@ -108,3 +130,10 @@ class Wav2Vec2BertProcessor:
             )
             tokenizer = None
         return cls(feature_extractor, tokenizer)
+
+
+def _constructor_keywords(cls: type) -> set[str]:
+    """The named parameters of `cls.__init__`: the settings a `from_pretrained` keyword may override."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return {p.name for p in parameters if p.kind in kinds and p.name != "self"}
