@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from w2vbert import SeamlessM4TFeatureExtractor, Wav2Vec2BertProcessor, Wav2Vec2CTCTokenizer, build_vocab, load_audio
-from w2vbert.decoding import BeamSearchDecoder, ctc_transcribe
 
 DATA = Path(__file__).parent / "data"
 TEXTS = ["the quick brown fox", "jumps over the lazy dog", "hello world"]
@@ -145,67 +144,6 @@ def test_a_checkpoint_without_tokenizer_gives_a_feature_extractor_only_processor
 
 
 # ------------------------------------------------------------------------------------------- CTC decoding
-def emissions(vocab: dict[str, int], frames: list[dict[str, float]]) -> torch.Tensor:
-    probs = torch.full((len(frames), len(vocab)), 1e-4)
-    for row, frame in enumerate(frames):
-        for token, p in frame.items():
-            probs[row, vocab[token]] = p
-    return (probs / probs.sum(-1, keepdim=True)).log()
-
-
-AMBIGUOUS = [{"t": 1}, {"h": 1}, {"e": 1}, {"|": 1}, {"b": 0.55, "c": 0.45}, {"a": 1}, {"t": 1}, {"[PAD]": 1}]
-
-
-def tiny_arpa(path: Path) -> Path:
-    """A bigram LM (log10 probabilities, tab-separated as KenLM wants) that much prefers "the cat" to "the bat"."""
-    unigrams = {"<s>": -1.0, "</s>": -1.0, "<unk>": -1.0, "the": -0.5, "cat": -0.3, "bat": -3.0}
-    lines = ["\\data\\", f"ngram 1={len(unigrams)}", "ngram 2=1", "", "\\1-grams:"]
-    lines += [f"{p}\t{w}\t0" for w, p in unigrams.items()]
-    lines += ["", "\\2-grams:", "-0.2\tthe cat", "", "\\end\\", ""]
-    path.write_text("\n".join(lines))
-    return path
-
-
-def test_greedy_transcription_gives_text_and_word_times_in_seconds():
-    vocab = build_vocab(["the cat a bat"])
-    tokenizer = Wav2Vec2CTCTokenizer(vocab=vocab, unk_token="[UNK]", pad_token="[PAD]")
-    out = ctc_transcribe(emissions(vocab, AMBIGUOUS), tokenizer, 0.02, timestamps="word")
-    assert out == {
-        "text": "the bat",
-        "chunks": [{"text": "the", "timestamp": (0.0, 0.06)}, {"text": "bat", "timestamp": (0.08, 0.14)}],
-    }
-
-
-def test_beam_search_without_lm_agrees_with_greedy_and_a_word_lm_flips_the_ambiguous_word(tmp_path):
-    vocab = build_vocab(["the cat a bat"])
-    tokenizer = Wav2Vec2CTCTokenizer(vocab=vocab, unk_token="[UNK]", pad_token="[PAD]")
-    log_probs = emissions(vocab, AMBIGUOUS)
-    assert ctc_transcribe(log_probs, tokenizer, 0.02, decoder=BeamSearchDecoder(beam_size=8))["text"] == "the bat"
-    lm = BeamSearchDecoder(tiny_arpa(tmp_path / "lm.arpa"), beam_size=8, lm_weight=2.0, word_score=0.0)
-    out = ctc_transcribe(log_probs, tokenizer, 0.02, decoder=lm, timestamps="word")
-    assert out["text"] == "the cat" and [c["text"] for c in out["chunks"]] == ["the", "cat"]
-
-
-def test_decoding_errors_name_what_was_expected(tmp_path):
-    tokenizer = Wav2Vec2CTCTokenizer(vocab=build_vocab(["ab"]), unk_token="[UNK]", pad_token="[PAD]")
-    with pytest.raises(ValueError, match=r"shape \(frames, at most 5 tokens\), got \(2, 3, 5\)"):
-        ctc_transcribe(torch.zeros(2, 3, 5), tokenizer, 0.02)
-    with pytest.raises(FileNotFoundError, match="no such language model file"):
-        BeamSearchDecoder(tmp_path / "missing.arpa")
-    (tmp_path / "bad.arpa").write_text("not an arpa file\n")
-    with pytest.raises(ValueError, match="no \\\\1-grams: section"):
-        BeamSearchDecoder(tmp_path / "bad.arpa")
-
-
-def test_a_long_pause_between_characters_ends_a_word_but_a_short_one_does_not():
-    vocab = build_vocab(["the cat a bat"])
-    tokenizer = Wav2Vec2CTCTokenizer(vocab=vocab, unk_token="[UNK]", pad_token="[PAD]")
-    frames = [{"c": 1}, {"a": 1}, {"t": 1}] + [{"[PAD]": 1}] * 25 + [{"a": 1}] + [{"[PAD]": 1}] * 3 + [{"t": 1}]
-    out = ctc_transcribe(emissions(vocab, frames), tokenizer, 0.02, timestamps="word")  # 25 blanks = 0.5 s
-    assert out["text"] == "cat at" and [c["text"] for c in out["chunks"]] == ["cat", "at"]
-
-
-# ------------------------------------------------------------------------------------ vocab.json checks
 BLOG_VOCAB = {"a": 0, "b": 1, "c": 2, "|": 3, "[UNK]": 4, "[PAD]": 5}
 
 

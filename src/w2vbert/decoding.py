@@ -37,7 +37,7 @@ def ctc_transcribe(
     `timestamps` "char" or "word" adds `chunks=[{"text", "timestamp": (start_s, end_s)}]`, the shape of
     transformers' speech recognition pipeline; times are frame offsets times `seconds_per_frame`.
     """
-    known = max(tokenizer.decoder) + 1  # ids the tokenizer can write (it may know more than the head emits)
+    known = tokenizer.max_token_id + 1  # ids the tokenizer can write (it may know more than the head emits)
     if log_probs.ndim != 2 or log_probs.shape[-1] > known:
         raise ValueError(
             f"expected log-probabilities of shape (frames, at most {known} tokens), got {tuple(log_probs.shape)}"

@@ -340,12 +340,12 @@ class AutomaticSpeechRecognitionPipeline(Pipeline):
 
 def check_head_fits_tokenizer(config: Wav2Vec2BertConfig, tokenizer: Wav2Vec2CTCTokenizer) -> None:
     """A CTC head of `vocab_size` outputs must have a token for each id it can emit, and its blank."""
-    known = max(tokenizer.decoder) + 1
+    known = tokenizer.max_token_id + 1
     if config.vocab_size > known:
         raise ValueError(
             f"the model's CTC head has {config.vocab_size} outputs but its tokenizer only {known} ids "
-            f"(vocab.json): ids {known}..{config.vocab_size - 1} could not be written; is this the tokenizer the "
-            "model was trained with?"
+            f"(vocab.json and its added tokens): ids {known}..{config.vocab_size - 1} could not be written; is this "
+            "the tokenizer the model was trained with?"
         )
     if config.pad_token_id is not None and config.pad_token_id != tokenizer.pad_token_id:
         raise ValueError(
