@@ -76,6 +76,23 @@ class _HeadModel(Wav2Vec2BertPreTrainedModel):
             self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
 
 
+def check_label_tensor(labels: object) -> None:
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex():
+        kind = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise TypeError(f"labels must be a tensor of integer ids, got {kind}: use torch.tensor(labels)")
+
+
+def check_class_labels(labels: torch.Tensor, batch: int, num_labels: int) -> None:
+    """One class id per clip: (batch,) integers in [0, num_labels)."""
+    check_label_tensor(labels)
+    if labels.numel() != batch:
+        raise ValueError(f"labels must hold one class id per clip, shape ({batch},), got {tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_labels):
+        raise ValueError(
+            f"class ids must be in [0, {num_labels}) (num_labels={num_labels}), got {labels.flatten().tolist()[:8]}"
+        )
+
+
 def _reject_adapter(config: Wav2Vec2BertConfig, name: str) -> None:
     if config.add_adapter:
         raise ValueError(f"{name} does not support the adapter (config.add_adapter=True), as in transformers")
@@ -136,6 +153,7 @@ class Wav2Vec2BertForCTC(_HeadModel):
             )
 
     def _check_labels(self, labels: torch.Tensor, batch: int) -> None:
+        check_label_tensor(labels)
         if labels.ndim != 2 or labels.shape[0] != batch:
             raise ValueError(f"labels must have shape (batch={batch}, max_label_length), got {tuple(labels.shape)}")
         if labels.numel() and int(labels.max()) >= self.config.vocab_size:
@@ -166,6 +184,8 @@ class Wav2Vec2BertForSequenceClassification(_HeadModel):
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
         """labels (B,) class ids; cross-entropy loss."""
+        if labels is not None:
+            check_class_labels(labels, input_features.shape[0], self.config.num_labels)
         hidden_states, lengths, all_hidden, attentions = self._encode(
             input_features, attention_mask, output_attentions, output_hidden_states
         )
@@ -205,6 +225,15 @@ class Wav2Vec2BertForAudioFrameClassification(_HeadModel):
         return_dict: bool | None = None,
     ) -> TokenClassifierOutput | tuple:
         """labels (B, T, num_labels) one-hot per frame; loss is cross-entropy on their argmax, as transformers."""
+        if labels is not None:
+            if not isinstance(labels, torch.Tensor):
+                raise TypeError(f"labels must be a (batch, frames, num_labels) tensor, got {type(labels).__name__}")
+            expected = (*input_features.shape[:2], self.num_labels)
+            if tuple(labels.shape) != expected:
+                raise ValueError(
+                    f"labels must be one-hot per frame, shape (batch, frames, num_labels) = {expected}, got "
+                    f"{tuple(labels.shape)}"
+                )
         hidden_states, _, all_hidden, attentions = self._encode(
             input_features, attention_mask, output_attentions, output_hidden_states
         )
@@ -296,6 +325,8 @@ class Wav2Vec2BertForXVector(_HeadModel):
         return_dict: bool | None = None,
     ) -> XVectorOutput | tuple:
         """labels (B,) speaker ids for the AM-softmax loss."""
+        if labels is not None:
+            check_class_labels(labels, input_features.shape[0], self.config.num_labels)
         hidden_states, lengths, all_hidden, attentions = self._encode(
             input_features, attention_mask, output_attentions, output_hidden_states
         )

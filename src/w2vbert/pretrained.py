@@ -145,6 +145,16 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
             )
         if not input_features.is_floating_point():
             raise TypeError(f"input_features must be floating point, got {input_features.dtype}")
+        if input_features.dtype != self.dtype and not torch.is_autocast_enabled(input_features.device.type):
+            raise TypeError(
+                f"input_features are {input_features.dtype} but the model computes in {self.dtype}: pass "
+                "input_features.to(model.dtype) (the pipelines do)"
+            )
+        if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(
+                f"attention_mask must be a torch.Tensor of shape (batch, frames), got {type(attention_mask).__name__}: "
+                "use the feature extractor's return_tensors='pt', or torch.as_tensor(mask)"
+            )
         batch, frames, _ = input_features.shape
         if batch == 0 or frames == 0:
             raise ValueError(f"input_features is empty: shape {tuple(input_features.shape)}")
