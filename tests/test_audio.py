@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,47 @@ def test_any_channel_layout_gives_one_mono_sample_per_frame(samples, channels, c
     arranged = audio.T if channels_first else audio
     mono = load_audio(arranged if channels > 1 else arranged.reshape(-1))
     np.testing.assert_allclose(mono, audio.mean(axis=1), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ argument and input-type checks
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"source_sampling_rate": 0}, "source_sampling_rate"),  # `0 or sampling_rate` once took 0 for "not given"
+        ({"source_sampling_rate": -16000}, "source_sampling_rate"),
+        ({"source_sampling_rate": float("nan")}, "source_sampling_rate"),
+        ({"sampling_rate": 0}, "sampling_rate"),
+    ],
+)
+def test_a_rate_that_is_not_positive_is_refused_naming_the_argument(kwargs, argument):
+    with pytest.raises(ValueError, match=f"^{argument} must be a positive number of Hz"):
+        load_audio(np.zeros(1000, np.float32), **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_tensors_are_widened_to_float32(dtype):
+    samples = [0.5, -0.25, 0.125]  # exact in both half formats
+    audio = load_audio(torch.tensor(samples, dtype=dtype))
+    assert audio.dtype == np.float32
+    np.testing.assert_array_equal(audio, samples)
+
+
+def test_a_text_mode_file_object_is_refused_with_a_hint_to_open_it_binary():
+    hint = re.escape(
+        "quick.wav: the file object is open in text mode, but audio is binary; open it with open(path, 'rb')"
+    )
+    with open(DATA / "quick.wav") as handle, pytest.raises(TypeError, match=hint):
+        load_audio(handle)
+    with open(DATA / "quick.wav") as handle, pytest.raises(TypeError, match=hint):
+        next(stream_audio(handle, block_seconds=1.0))
+
+
+def test_a_list_of_samples_loads_like_an_array():
+    # What a `datasets` row holds once converted to Python objects: {"array": [floats], "sampling_rate": rate}.
+    samples = np.sin(np.linspace(0, 200, 22050)).astype(np.float32)
+    row = {"array": samples.tolist(), "sampling_rate": 22050}
+    expected = load_audio(samples, source_sampling_rate=22050)
+    np.testing.assert_array_equal(load_audio(row["array"], source_sampling_rate=row["sampling_rate"]), expected)
+    np.testing.assert_array_equal(load_audio(tuple(row["array"]), source_sampling_rate=22050), expected)
+    stereo = [[0.5, 0.25], [-0.5, 0.25]] * 10  # (samples, channels) = (20, 2)
+    np.testing.assert_array_equal(load_audio(stereo), np.tile([0.375, -0.125], 10))

@@ -8,6 +8,7 @@ of blocks (`stream_audio`), which keeps memory flat for recordings of hours.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ SAMPLING_RATE = 16000  # Hz: what W2v-BERT 2.0 was trained on
 MAX_CHANNELS = 8  # an array axis this short is taken for channels, the other for samples
 INTEGER_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int8): 2.0**7}
 
-AudioSource = str | os.PathLike | bytes | IO[bytes] | np.ndarray | torch.Tensor
+AudioSource = str | os.PathLike | bytes | IO[bytes] | np.ndarray | torch.Tensor | list[float] | tuple[float, ...]
 
 
 def load_audio(
@@ -30,13 +31,17 @@ def load_audio(
 ) -> np.ndarray:
     """Decode or take audio as (samples,) float32 mono at `sampling_rate`.
 
-    `source` is a file path, the bytes of a file, a binary file object, or an array / tensor of samples
-    ((samples,), (samples, channels) or (channels, samples); floats in [-1, 1] or int16/int32 PCM). An array is
-    taken to be at `sampling_rate` unless `source_sampling_rate` says otherwise. Channels are averaged.
+    `source` is a file path, the bytes of a file, a binary file object, or samples: an array, a tensor (any float
+    dtype, bfloat16 included) or a list of floats (as a `datasets` row holds them), of shape (samples,),
+    (samples, channels) or (channels, samples), floats in [-1, 1] or int16/int32 PCM. Samples are taken to be at
+    `sampling_rate` unless `source_sampling_rate` says otherwise. Channels are averaged.
     """
-    if isinstance(source, (np.ndarray, torch.Tensor)):
+    _check_rate("sampling_rate", sampling_rate)
+    if isinstance(source, (np.ndarray, torch.Tensor, list, tuple)):
+        if source_sampling_rate is not None:
+            _check_rate("source_sampling_rate", source_sampling_rate)
         audio = to_mono(_as_float_array(source))
-        rate = source_sampling_rate or sampling_rate
+        rate = sampling_rate if source_sampling_rate is None else source_sampling_rate
         name = "audio array"
     else:
         if source_sampling_rate is not None:
@@ -62,6 +67,7 @@ def stream_audio(
     """
     if block_seconds <= 0:
         raise ValueError(f"block_seconds must be > 0, got {block_seconds}")
+    _check_rate("sampling_rate", sampling_rate)
     name, total = _name(source), 0
     resampler: soxr.ResampleStream | None = None
     pending: list[np.ndarray] = []
@@ -133,8 +139,22 @@ def check_audio_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def _as_float_array(source: np.ndarray | torch.Tensor) -> np.ndarray:
-    array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
+def _as_float_array(source: np.ndarray | torch.Tensor | list | tuple) -> np.ndarray:
+    if isinstance(source, torch.Tensor):
+        tensor = source.detach().cpu()
+        if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
+            tensor = tensor.float()  # numpy has no bfloat16; bfloat16 and float16 widen to float32 exactly
+        array = tensor.numpy()
+    elif isinstance(source, (list, tuple)):
+        try:
+            array = np.asarray(source)
+        except ValueError:  # rows of different lengths
+            raise ValueError(
+                "expected a list of samples (floats) or of equal-length channels, got a ragged list; pass one "
+                "channel per call or an array"
+            ) from None
+    else:
+        array = np.asarray(source)
     if array.dtype in INTEGER_SCALE:
         return (array / INTEGER_SCALE[array.dtype]).astype(np.float32)
     if array.dtype == np.uint8:  # 8-bit WAV PCM is unsigned, centred on 128
@@ -144,6 +164,12 @@ def _as_float_array(source: np.ndarray | torch.Tensor) -> np.ndarray:
     if array.size == 0:
         raise ValueError("the audio array is empty (zero samples)")
     return array.astype(np.float32, copy=False)
+
+
+def _check_rate(argument: str, rate: Any) -> None:
+    # `not rate > 0` also refuses NaN; bool is an int to Python but never a rate.
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.number)) or not rate > 0 or math.isinf(rate):
+        raise ValueError(f"{argument} must be a positive number of Hz (e.g. 16000), got {rate!r}")
 
 
 def _check_finite(audio: np.ndarray, name: str) -> None:
@@ -167,6 +193,10 @@ def _decode(source: str | os.PathLike | bytes | IO[bytes]) -> Iterator[tuple[np.
         if not source:
             raise ValueError("the audio bytes are empty")
         target = io.BytesIO(source)
+    elif isinstance(source, io.TextIOBase):
+        raise TypeError(
+            f"{name}: the file object is open in text mode, but audio is binary; open it with open(path, 'rb')"
+        )
     elif hasattr(source, "read"):
         target = source
     else:
