@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,30 @@ def test_a_list_of_samples_loads_like_an_array():
     np.testing.assert_array_equal(load_audio(tuple(row["array"]), source_sampling_rate=22050), expected)
     stereo = [[0.5, 0.25], [-0.5, 0.25]] * 10  # (samples, channels) = (20, 2)
     np.testing.assert_array_equal(load_audio(stereo), np.tile([0.375, -0.125], 10))
+
+
+# ------------------------------------------------------------------------------------- whole-file checks
+def write_float_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> None:
+    """A mono 32-bit float WAV (format 3, IEEE float): the one PCM layout that can hold NaN and inf."""
+    data = samples.astype("<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
+    path.write_bytes(
+        b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE"
+        + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    )
+
+
+def test_nan_samples_are_counted_over_the_whole_file(tmp_path):
+    # 3 NaNs at 0.2 s and an inf and a NaN at 4.5 s, tens of decoded blocks apart: the count is the file's, 5.
+    samples = np.zeros(5 * 16000, np.float32)
+    samples[3200:3203] = np.nan
+    samples[72000], samples[72500] = np.inf, np.nan
+    write_float_wav(tmp_path / "nan.wav", samples)
+    message = re.escape(f"{tmp_path / 'nan.wav'}: 5 samples are NaN or infinite (the first at 0.20 s)")
+    with pytest.raises(ValueError, match=message):
+        load_audio(tmp_path / "nan.wav")
+    yielded = []
+    with pytest.raises(ValueError, match=message):
+        for block in stream_audio(tmp_path / "nan.wav", block_seconds=0.1):
+            yielded.append(block)
+    assert sum(map(len, yielded)) <= 3200  # nothing from the first bad block on

@@ -52,7 +52,9 @@ def load_audio(
         audio = np.concatenate([b for b, _ in blocks]) if blocks else np.zeros(0, np.float32)
         if not len(audio):
             raise ValueError(f"{name}: contains no audio samples")
-    _check_finite(audio, name)
+    bad, first = _count_nonfinite(audio)
+    if bad:
+        raise _nonfinite_error(name, bad, first / rate)
     return resample(audio, rate, sampling_rate)
 
 
@@ -63,7 +65,8 @@ def stream_audio(
 
     Only one block (plus the decoder's own buffers) is in memory at a time. The resampler keeps its state across
     blocks, so the concatenated blocks equal `load_audio` of the whole file up to the resampler's edge effects
-    (none when no resampling is needed).
+    (none when no resampling is needed). NaN/inf samples raise at the end of the file with the file's count: the
+    blocks before the first bad one have been yielded, none after it.
     """
     if block_seconds <= 0:
         raise ValueError(f"block_seconds must be > 0, got {block_seconds}")
@@ -72,8 +75,14 @@ def stream_audio(
     resampler: soxr.ResampleStream | None = None
     pending: list[np.ndarray] = []
     pending_samples, block = 0, int(block_seconds * sampling_rate)
+    bad, first_bad, decoded = 0, 0.0, 0  # non-finite samples, the time of the first, source samples so far
     for chunk, rate in _decode(source):
-        _check_finite(chunk, name)
+        count, first = _count_nonfinite(chunk)
+        if count and not bad:
+            first_bad = (decoded + first) / rate
+        bad, decoded = bad + count, decoded + len(chunk)
+        if bad:
+            continue  # decode on without yielding, so that the error counts the whole file
         if rate != sampling_rate:
             if resampler is None:
                 resampler = soxr.ResampleStream(rate, sampling_rate, 1, dtype="float32", quality="HQ")
@@ -85,6 +94,8 @@ def stream_audio(
             total += len(out)
             yield out
             pending, pending_samples = [], 0
+    if bad:
+        raise _nonfinite_error(name, bad, first_bad)
     if resampler is not None:
         pending.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
     if pending and sum(len(p) for p in pending):
@@ -172,10 +183,19 @@ def _check_rate(argument: str, rate: Any) -> None:
         raise ValueError(f"{argument} must be a positive number of Hz (e.g. 16000), got {rate!r}")
 
 
-def _check_finite(audio: np.ndarray, name: str) -> None:
-    if not np.isfinite(audio).all():
-        bad = int((~np.isfinite(audio)).sum())
-        raise ValueError(f"{name}: {bad} samples are NaN or infinite")
+def _count_nonfinite(audio: np.ndarray) -> tuple[int, int]:
+    """(NaN/inf samples in `audio`, index of the first); (0, 0) when all are finite."""
+    finite = np.isfinite(audio)
+    if finite.all():
+        return 0, 0
+    return int(finite.size - np.count_nonzero(finite)), int(np.argmin(finite))
+
+
+def _nonfinite_error(name: str, count: int, first_seconds: float) -> ValueError:
+    return ValueError(
+        f"{name}: {count} samples are NaN or infinite (the first at {first_seconds:.2f} s), expected finite "
+        "samples; replace them (e.g. np.nan_to_num) or re-export the recording"
+    )
 
 
 def _name(source: Any) -> str:
