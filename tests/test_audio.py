@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import struct
 from pathlib import Path
@@ -178,3 +179,37 @@ def test_nan_samples_are_counted_over_the_whole_file(tmp_path):
         for block in stream_audio(tmp_path / "nan.wav", block_seconds=0.1):
             yielded.append(block)
     assert sum(map(len, yielded)) <= 3200  # nothing from the first bad block on
+
+
+def cut(path: Path, tmp_path: Path, keep: float = 0.4) -> Path:
+    """A copy of `path` cut after `keep` of its bytes, as a copy or download that stopped midway leaves it."""
+    data = path.read_bytes()
+    out = tmp_path / f"cut_{path.name}"
+    out.write_bytes(data[: int(len(data) * keep)])
+    return out
+
+
+@pytest.mark.parametrize("name", ["quick.wav", "quick_22k.mp3"])
+def test_a_truncated_file_is_decoded_as_far_as_it_goes_with_one_warning(name, tmp_path, caplog):
+    truncated = cut(DATA / name, tmp_path)
+    for decode in (load_audio, lambda path: np.concatenate(list(stream_audio(path, block_seconds=0.25)))):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="w2vbert"):
+            audio = decode(truncated)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1, warnings
+        seconds = len(audio) / 16000
+        assert 0.9 < seconds < 1.2  # 40% of the 2.74 s
+        assert warnings[0].startswith(f"{truncated}: the header announces 2.74 s but only {seconds:.2f} s")
+        assert "(truncated file?)" in warnings[0]
+
+
+def test_complete_files_never_warn(caplog):
+    files = [p for p in sorted(DATA.iterdir()) if p.name not in ("corrupt.wav", "not_audio.txt")]
+    files += sorted((Path(__file__).parents[1] / "examples" / "audio").glob("*.wav"))
+    assert len(files) >= 11
+    with caplog.at_level(logging.WARNING, logger="w2vbert"):
+        for path in files:
+            load_audio(path)
+            load_audio(path.read_bytes())
+    assert not caplog.records, [r.getMessage() for r in caplog.records]

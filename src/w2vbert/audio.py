@@ -3,11 +3,15 @@
 Decoding is PyAV's, resampling soxr's (high quality, the resampler SoX is known for); both are maintained
 libraries, so nothing here hand-writes codecs or filters. Files can be read whole (`load_audio`) or as a stream
 of blocks (`stream_audio`), which keeps memory flat for recordings of hours.
+
+Both check the whole file: NaN/inf samples raise with their count over the file, and a file that holds less audio
+than its header announces (cut while being written or copied) is decoded as far as it goes, with one warning.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -22,6 +26,17 @@ import torch
 SAMPLING_RATE = 16000  # Hz: what W2v-BERT 2.0 was trained on
 MAX_CHANNELS = 8  # an array axis this short is taken for channels, the other for samples
 INTEGER_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int8): 2.0**7}
+# A decoded file this much shorter than its header says is reported as truncated. 0.1 s is above the codec delay and
+# padding of normal files (AAC priming is 2112 samples, under 0.1 s from 22.05 kHz up; the Opus and Vorbis test clips
+# fall 13 ms short); 5% leaves room for durations FFmpeg estimates from the bitrate when a header has none.
+TRUNCATION_SLACK_S = 0.1
+TRUNCATION_SLACK_FRACTION = 0.05
+WAV_HEAD_BYTES = 1 << 16  # read to find a WAV's data chunk size; chunks before it (fmt, LIST, bext) are far smaller
+# Writers that cannot seek back (espeak-ng --stdout, ffmpeg to a pipe) leave a placeholder data size of about 2 or
+# 4 GiB (0x7ffff000, 0xffffffff); sizes from here up are taken as "unknown", not as a promise of hours of audio.
+WAV_PLACEHOLDER_SIZE = 0x7FFF0000
+
+logger = logging.getLogger("w2vbert")
 
 AudioSource = str | os.PathLike | bytes | IO[bytes] | np.ndarray | torch.Tensor | list[float] | tuple[float, ...]
 
@@ -221,19 +236,76 @@ def _decode(source: str | os.PathLike | bytes | IO[bytes]) -> Iterator[tuple[np.
         target = source
     else:
         raise TypeError(f"expected a path, bytes, a binary file object or an array, got {type(source).__name__}")
+    wav_seconds = _wav_header_seconds(target)
     try:
         with av.open(target, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise ValueError(f"{name}: has no audio stream (format {container.format.name})")
             stream = container.streams.audio[0]
+            decoded, rate = 0, 0  # samples per channel decoded so far, at the file's rate
             # Packed or planar, any sample format -> float planar, (channels, samples) per frame.
             converter = av.AudioResampler(format="fltp")
             for frame in container.decode(stream):
                 for converted in converter.resample(frame):
                     planes = converted.to_ndarray()  # (channels, samples) float32
+                    decoded, rate = decoded + planes.shape[1], converted.rate
                     yield planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0], converted.rate
             for converted in converter.resample(None):
                 planes = converted.to_ndarray()
+                decoded, rate = decoded + planes.shape[1], converted.rate
                 yield planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0], converted.rate
+            announced = wav_seconds if wav_seconds is not None else _header_seconds(container, stream)
+            if rate and announced is not None:
+                _warn_if_truncated(name, announced, decoded / rate)
     except av.error.FFmpegError as error:
         raise ValueError(f"{name}: not a readable audio file ({error.strerror or type(error).__name__})") from None
+
+
+def _header_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+    """The duration the container states for `stream` (or for the whole file), in seconds; None if it has none."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _wav_header_seconds(target: Any) -> float | None:
+    """Seconds a RIFF WAV header announces (data chunk size / byte rate); None for other files or unknown sizes.
+
+    PyAV cannot tell: when the data chunk runs past the end of the file, FFmpeg's WAV demuxer drops the size and
+    estimates the duration from the file's length, i.e. the truncated one. So the header is read here, before
+    decoding; a file object is put back where it was.
+    """
+    if isinstance(target, str):
+        with open(target, "rb") as handle:
+            head = handle.read(WAV_HEAD_BYTES)
+    elif isinstance(target, io.IOBase) and target.seekable():
+        position = target.tell()
+        head = target.read(WAV_HEAD_BYTES)
+        target.seek(position)
+    else:
+        return None
+    if not isinstance(head, bytes) or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    offset, byte_rate = 12, 0
+    while offset + 8 <= len(head):  # chunks: 4-byte tag, 4-byte little-endian size, data padded to even length
+        tag, size = head[offset : offset + 4], int.from_bytes(head[offset + 4 : offset + 8], "little")
+        if tag == b"fmt " and offset + 20 <= len(head):
+            byte_rate = int.from_bytes(head[offset + 16 : offset + 20], "little")  # after format, channels, rate
+        elif tag == b"data":
+            return size / byte_rate if byte_rate and 0 < size < WAV_PLACEHOLDER_SIZE else None
+        offset += 8 + size + (size & 1)
+    return None
+
+
+def _warn_if_truncated(name: str, announced: float, decoded: float) -> None:
+    shortfall = announced - decoded
+    if shortfall > max(TRUNCATION_SLACK_S, TRUNCATION_SLACK_FRACTION * announced):
+        logger.warning(
+            "%s: the header announces %.2f s but only %.2f s could be decoded (truncated file?); using the %.2f s",
+            name,
+            announced,
+            decoded,
+            decoded,
+        )
