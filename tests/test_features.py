@@ -168,13 +168,40 @@ def test_preprocessor_config_round_trips_with_transformers(tmp_path):
         (np.array([0.0, np.nan] * 500, np.float32), {}, ValueError, "NaN or infinite"),
         (np.zeros(1000, np.float32), {"sampling_rate": 8000}, ValueError, "at 8000 Hz given to a feature extractor"),
         (np.zeros((2, 3, 4, 5), np.float32), {}, ValueError, "expected audio of shape"),
-        ([], {}, ValueError, "empty list"),
+        ([], {}, ValueError, "^no clips: got an empty list"),
+        (np.zeros((0, 16000), np.float32), {}, ValueError, r"^no clips: got a batch of shape \(0, 16000\)"),
+        (torch.zeros(0, 16000), {}, ValueError, r"^no clips: got a batch of shape \(0, 16000\)"),
+        (np.zeros((0, 2, 16000), np.float32), {}, ValueError, r"^no clips: got a batch of shape \(0, 2, 16000\)"),
         ("speech.wav", {}, TypeError, "decode files with w2vbert.load_audio"),
     ],
 )
 def test_bad_input_is_refused_clearly(audio, kwargs, error, message):
     with pytest.raises(error, match=message):
         SeamlessM4TFeatureExtractor()(audio, **({"sampling_rate": 16000} | kwargs))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sampling_rate": 0}, "sampling_rate must be a positive whole number of Hz"),
+        ({"sampling_rate": -16000}, "sampling_rate must be a positive whole number of Hz"),
+        ({"sampling_rate": 0.5}, "sampling_rate must be a positive whole number of Hz"),
+        ({"num_mel_bins": 0, "feature_size": 0}, "num_mel_bins must be a positive integer"),
+        ({"num_mel_bins": -80, "feature_size": -80}, "num_mel_bins must be a positive integer"),
+        ({"feature_size": 0}, "feature_size must be a positive integer"),
+        ({"stride": 0}, "stride must be >= 1"),
+    ],
+)
+def test_impossible_settings_are_refused_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{message}"):
+        SeamlessM4TFeatureExtractor(**kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda")])
+def test_a_cuda_device_without_cuda_is_refused_in_one_line(device):
+    with pytest.raises(ValueError, match=r"^device='cuda(:0)?': CUDA is not available \(.*\); use device='cpu'$"):
+        SeamlessM4TFeatureExtractor()(np.zeros(16000, np.float32), sampling_rate=16000, device=device)
 
 
 @settings(max_examples=25, deadline=None)

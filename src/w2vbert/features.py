@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -277,6 +278,15 @@ class SeamlessM4TFeatureExtractor:
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
+        # bool is a number to Python but never a rate or a bin count; is_integer() refuses 0.5, NaN and inf.
+        is_number = isinstance(sampling_rate, numbers.Real) and not isinstance(sampling_rate, bool)
+        if not (is_number and sampling_rate >= 1 and float(sampling_rate).is_integer()):
+            raise ValueError(
+                f"sampling_rate must be a positive whole number of Hz (16000 for W2v-BERT 2.0), got {sampling_rate!r}"
+            )
+        for argument, bins in (("num_mel_bins", num_mel_bins), ("feature_size", feature_size)):
+            if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:
+                raise ValueError(f"{argument} must be a positive integer (80 for W2v-BERT 2.0), got {bins!r}")
         if feature_size != num_mel_bins:
             raise ValueError(
                 f"feature_size={feature_size} differs from num_mel_bins={num_mel_bins}; both are the mel bins per "
@@ -392,7 +402,20 @@ class SeamlessM4TFeatureExtractor:
         self, raw_speech: Any, lengths: Sequence[int] | torch.Tensor | None, device: torch.device | str | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, samples) float32 zero-padded waveforms and (batch,) sample counts, on the compute device."""
+        if device is not None:
+            device = torch.device(device)
+            # Checked here, in one line, rather than met as an assertion from inside torch's CUDA initialisation.
+            if device.type == "cuda" and not torch.cuda.is_available():
+                built = "no GPU is visible" if torch.backends.cuda.is_built() else "this torch is built without CUDA"
+                raise ValueError(f"device={str(device)!r}: CUDA is not available ({built}); use device='cpu'")
+            if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+                raise ValueError(
+                    f"device={str(device)!r}: there are {torch.cuda.device_count()} CUDA device(s); use one of "
+                    f"cuda:0..cuda:{torch.cuda.device_count() - 1}, or device='cpu'"
+                )
         if isinstance(raw_speech, (np.ndarray, torch.Tensor)) and raw_speech.ndim == 2:
+            if raw_speech.shape[0] == 0:
+                raise ValueError(f"no clips: got a batch of shape {tuple(raw_speech.shape)}; pass at least one clip")
             padded = torch.as_tensor(raw_speech)
             if not padded.is_floating_point():
                 raise TypeError(f"expected float samples in [-1, 1], got a {padded.dtype} array: convert it first")
@@ -641,6 +664,8 @@ def _as_clip_list(raw_speech: Any) -> list[Any]:
         if raw_speech.ndim == 1:
             return [raw_speech]
         if raw_speech.ndim == 3:
+            if raw_speech.shape[0] == 0:
+                raise ValueError(f"no clips: got a batch of shape {tuple(raw_speech.shape)}; pass at least one clip")
             return list(raw_speech)  # (batch, channels, samples) or (batch, samples, channels)
         raise ValueError(
             f"expected audio of shape (samples,), (batch, samples) or (batch, channels, samples), "
@@ -648,7 +673,7 @@ def _as_clip_list(raw_speech: Any) -> list[Any]:
         )
     if isinstance(raw_speech, (list, tuple)):
         if len(raw_speech) == 0:
-            raise ValueError("got an empty list of audio clips; pass at least one clip")
+            raise ValueError("no clips: got an empty list; pass at least one clip")
         if isinstance(raw_speech[0], (int, float, np.number)):
             return [raw_speech]  # a list of samples is one clip, as in transformers
         return list(raw_speech)
@@ -693,3 +718,4 @@ def _check_finite(padded: torch.Tensor, counts: torch.Tensor) -> None:
             f"audio clip(s) {bad_rows} contain NaN or infinite samples; clean or drop them (e.g. np.nan_to_num) "
             "before extracting features"
         )
+
