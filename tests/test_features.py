@@ -204,6 +204,20 @@ def test_a_cuda_device_without_cuda_is_refused_in_one_line(device):
         SeamlessM4TFeatureExtractor()(np.zeros(16000, np.float32), sampling_rate=16000, device=device)
 
 
+def test_samples_far_outside_one_are_refused_naming_the_clips_instead_of_giving_nan_features():
+    # Finite samples whose float32 power spectrum overflows (from ~1e12 on) gave inf/NaN features before.
+    ok = np.random.default_rng(0).uniform(-0.5, 0.5, 16000).astype(np.float32)
+    clips = [ok, ok * 2e30, ok, ok * 2e15]
+    expected = r"^audio clip\(s\) \[1, 3\] give inf/NaN features: their samples reach a magnitude of 1e\+30, 1e\+15, "
+    with pytest.raises(ValueError, match=expected + r"far outside \[-1, 1\]"):
+        SeamlessM4TFeatureExtractor()(clips, sampling_rate=16000)
+    with pytest.raises(ValueError, match=expected):
+        SeamlessM4TFeatureExtractor()(np.stack(clips), sampling_rate=16000)  # the padded-batch path
+    # int16 values passed as floats (up to 32767) are a mistake, but their features stay finite: no error here.
+    out = SeamlessM4TFeatureExtractor()(ok * 65534, sampling_rate=16000, return_tensors="np")["input_features"]
+    assert np.isfinite(out).all()
+
+
 @settings(max_examples=25, deadline=None)
 @given(lengths=st.lists(st.integers(0, 6000), min_size=1, max_size=4))
 def test_frame_counts_follow_kaldi_and_batching_changes_nothing(lengths):

@@ -364,6 +364,7 @@ class SeamlessM4TFeatureExtractor:
         tables = self._tables_on(waveforms.device)
         frame_counts = num_frames(sample_counts)  # (B,)
         features = log_mel_fbank(waveforms, tables)  # (B, F, mels)
+        _check_finite_features(features, frame_counts, waveforms)
         if do_normalize_per_mel_bins:
             features = normalize_per_bin(features, frame_counts, 0.0 if self.original else NORM_EPSILON)
         if self.original:
@@ -719,3 +720,23 @@ def _check_finite(padded: torch.Tensor, counts: torch.Tensor) -> None:
             "before extracting features"
         )
 
+
+def _check_finite_features(features: torch.Tensor, frame_counts: torch.Tensor, waveforms: torch.Tensor) -> None:
+    """Refuse clips whose log-mel overflowed although their samples are finite (`_check_finite` saw to those).
+
+    features: (batch, frames, mels) before normalisation; frames past a clip's count are ignored (they are padding).
+    For samples in [-1, 1] the float32 power spectrum stays below ~1e15 and the log is floored at FLT_EPSILON, so
+    features can only become inf (and NaN after normalisation) for samples beyond ~1e12 in magnitude.
+    """
+    # One aminmax pass, as in `_check_finite`; the per-clip search runs only when something is wrong.
+    if features.numel() == 0 or all(math.isfinite(v) for v in torch.aminmax(features)):
+        return
+    counts = frame_counts.tolist()
+    bad = [row for row, count in enumerate(counts) if not bool(torch.isfinite(features[row, :count]).all())]
+    if bad:
+        peaks = ", ".join(f"{float(waveforms[row].abs().max()):.3g}" for row in bad)
+        raise ValueError(
+            f"audio clip(s) {bad} give inf/NaN features: their samples reach a magnitude of {peaks}, far outside "
+            "[-1, 1], and overflow the float32 power spectrum; scale the audio to [-1, 1] (divide 16-bit PCM by "
+            "32768) or decode it with w2vbert.load_audio"
+        )
