@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import w2vbert
 from w2vbert import SeamlessM4TFeatureExtractor, load_audio
 
 DATA = Path(__file__).parent / "data"
@@ -216,6 +218,17 @@ def test_samples_far_outside_one_are_refused_naming_the_clips_instead_of_giving_
     # int16 values passed as floats (up to 32767) are a mistake, but their features stay finite: no error here.
     out = SeamlessM4TFeatureExtractor()(ok * 65534, sampling_rate=16000, return_tensors="np")["input_features"]
     assert np.isfinite(out).all()
+
+
+def test_the_rate_error_suggests_a_call_that_works():
+    extractor = SeamlessM4TFeatureExtractor()
+    audio_8k = np.sin(np.linspace(0, 2000, 8000)).astype(np.float32)
+    with pytest.raises(ValueError) as error:
+        extractor(audio_8k, sampling_rate=8000)
+    suggestion = re.search(r"e\.g\. (w2vbert\.load_audio\(path_or_array, [^)]*\))", str(error.value)).group(1)
+    resampled = eval(suggestion, {"w2vbert": w2vbert, "path_or_array": audio_8k})  # the call exactly as suggested
+    assert len(resampled) == 16000
+    assert extractor(resampled, sampling_rate=16000, return_tensors="np")["input_features"].shape == (1, 49, 160)
 
 
 @settings(max_examples=25, deadline=None)

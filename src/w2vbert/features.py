@@ -396,7 +396,7 @@ class SeamlessM4TFeatureExtractor:
             raise ValueError(
                 f"audio at {sampling_rate} Hz given to a feature extractor for {self.sampling_rate} Hz: resample it "
                 f"first, e.g. w2vbert.load_audio(path_or_array, sampling_rate={self.sampling_rate}, "
-                f"source_rate={sampling_rate})"
+                f"source_sampling_rate={sampling_rate})"
             )
 
     def _batch_waveforms(
