@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +108,108 @@ def test_any_channel_layout_gives_one_mono_sample_per_frame(samples, channels, c
     arranged = audio.T if channels_first else audio
     mono = load_audio(arranged if channels > 1 else arranged.reshape(-1))
     np.testing.assert_allclose(mono, audio.mean(axis=1), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ argument and input-type checks
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"source_sampling_rate": 0}, "source_sampling_rate"),  # `0 or sampling_rate` once took 0 for "not given"
+        ({"source_sampling_rate": -16000}, "source_sampling_rate"),
+        ({"source_sampling_rate": float("nan")}, "source_sampling_rate"),
+        ({"sampling_rate": 0}, "sampling_rate"),
+    ],
+)
+def test_a_rate_that_is_not_positive_is_refused_naming_the_argument(kwargs, argument):
+    with pytest.raises(ValueError, match=f"^{argument} must be a positive number of Hz"):
+        load_audio(np.zeros(1000, np.float32), **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_tensors_are_widened_to_float32(dtype):
+    samples = [0.5, -0.25, 0.125]  # exact in both half formats
+    audio = load_audio(torch.tensor(samples, dtype=dtype))
+    assert audio.dtype == np.float32
+    np.testing.assert_array_equal(audio, samples)
+
+
+def test_a_text_mode_file_object_is_refused_with_a_hint_to_open_it_binary():
+    hint = re.escape(
+        "quick.wav: the file object is open in text mode, but audio is binary; open it with open(path, 'rb')"
+    )
+    with open(DATA / "quick.wav") as handle, pytest.raises(TypeError, match=hint):
+        load_audio(handle)
+    with open(DATA / "quick.wav") as handle, pytest.raises(TypeError, match=hint):
+        next(stream_audio(handle, block_seconds=1.0))
+
+
+def test_a_list_of_samples_loads_like_an_array():
+    # What a `datasets` row holds once converted to Python objects: {"array": [floats], "sampling_rate": rate}.
+    samples = np.sin(np.linspace(0, 200, 22050)).astype(np.float32)
+    row = {"array": samples.tolist(), "sampling_rate": 22050}
+    expected = load_audio(samples, source_sampling_rate=22050)
+    np.testing.assert_array_equal(load_audio(row["array"], source_sampling_rate=row["sampling_rate"]), expected)
+    np.testing.assert_array_equal(load_audio(tuple(row["array"]), source_sampling_rate=22050), expected)
+    stereo = [[0.5, 0.25], [-0.5, 0.25]] * 10  # (samples, channels) = (20, 2)
+    np.testing.assert_array_equal(load_audio(stereo), np.tile([0.375, -0.125], 10))
+
+
+# ------------------------------------------------------------------------------------- whole-file checks
+def write_float_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> None:
+    """A mono 32-bit float WAV (format 3, IEEE float): the one PCM layout that can hold NaN and inf."""
+    data = samples.astype("<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
+    path.write_bytes(
+        b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE"
+        + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    )
+
+
+def test_nan_samples_are_counted_over_the_whole_file(tmp_path):
+    # 3 NaNs at 0.2 s and an inf and a NaN at 4.5 s, tens of decoded blocks apart: the count is the file's, 5.
+    samples = np.zeros(5 * 16000, np.float32)
+    samples[3200:3203] = np.nan
+    samples[72000], samples[72500] = np.inf, np.nan
+    write_float_wav(tmp_path / "nan.wav", samples)
+    message = re.escape(f"{tmp_path / 'nan.wav'}: 5 samples are NaN or infinite (the first at 0.20 s)")
+    with pytest.raises(ValueError, match=message):
+        load_audio(tmp_path / "nan.wav")
+    yielded = []
+    with pytest.raises(ValueError, match=message):
+        for block in stream_audio(tmp_path / "nan.wav", block_seconds=0.1):
+            yielded.append(block)
+    assert sum(map(len, yielded)) <= 3200  # nothing from the first bad block on
+
+
+def cut(path: Path, tmp_path: Path, keep: float = 0.4) -> Path:
+    """A copy of `path` cut after `keep` of its bytes, as a copy or download that stopped midway leaves it."""
+    data = path.read_bytes()
+    out = tmp_path / f"cut_{path.name}"
+    out.write_bytes(data[: int(len(data) * keep)])
+    return out
+
+
+@pytest.mark.parametrize("name", ["quick.wav", "quick_22k.mp3"])
+def test_a_truncated_file_is_decoded_as_far_as_it_goes_with_one_warning(name, tmp_path, caplog):
+    truncated = cut(DATA / name, tmp_path)
+    for decode in (load_audio, lambda path: np.concatenate(list(stream_audio(path, block_seconds=0.25)))):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="w2vbert"):
+            audio = decode(truncated)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1, warnings
+        seconds = len(audio) / 16000
+        assert 0.9 < seconds < 1.2  # 40% of the 2.74 s
+        assert warnings[0].startswith(f"{truncated}: the header announces 2.74 s but only {seconds:.2f} s")
+        assert "(truncated file?)" in warnings[0]
+
+
+def test_complete_files_never_warn(caplog):
+    files = [p for p in sorted(DATA.iterdir()) if p.name not in ("corrupt.wav", "not_audio.txt")]
+    files += sorted((Path(__file__).parents[1] / "examples" / "audio").glob("*.wav"))
+    assert len(files) >= 11
+    with caplog.at_level(logging.WARNING, logger="w2vbert"):
+        for path in files:
+            load_audio(path)
+            load_audio(path.read_bytes())
+    assert not caplog.records, [r.getMessage() for r in caplog.records]

@@ -58,9 +58,14 @@ def resolve_device(device: Any) -> torch.device:
         ) from None
     if target.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use device='cpu'")
+            reason = "no GPU is visible" if torch.backends.cuda.is_built() else "this torch is built without CUDA"
+            raise ValueError(f"device={str(target)!r}: CUDA is not available ({reason}); use device='cpu'")
         if target.index is not None and target.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+            count = torch.cuda.device_count()
+            raise ValueError(
+                f"device={str(target)!r}: there are {count} CUDA device(s); use one of cuda:0..cuda:{count - 1}, "
+                "or device='cpu'"
+            )
     elif target.type not in ("cpu", "mps", "xpu"):
-        raise ValueError(f"device {device!r} is not supported: expected 'cpu', 'cuda' or 'cuda:N'")
+        raise ValueError(f"device={str(target)!r} is not supported: expected 'cpu', 'cuda' or 'cuda:N'")
     return target

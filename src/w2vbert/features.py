@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .devices import resolve_device
 from .files import atomic_write_text, read_json_object
 from .hub import DEFAULT_HUB, HubOptions, resolve_optional_file
 
@@ -322,6 +324,15 @@ class SeamlessM4TFeatureExtractor:
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
+        # bool is a number to Python but never a rate or a bin count; is_integer() refuses 0.5, NaN and inf.
+        is_number = isinstance(sampling_rate, numbers.Real) and not isinstance(sampling_rate, bool)
+        if not (is_number and sampling_rate >= 1 and float(sampling_rate).is_integer()):
+            raise ValueError(
+                f"sampling_rate must be a positive whole number of Hz (16000 for W2v-BERT 2.0), got {sampling_rate!r}"
+            )
+        for argument, bins in (("num_mel_bins", num_mel_bins), ("feature_size", feature_size)):
+            if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:
+                raise ValueError(f"{argument} must be a positive integer (80 for W2v-BERT 2.0), got {bins!r}")
         if feature_size != num_mel_bins:
             raise ValueError(
                 f"feature_size={feature_size} differs from num_mel_bins={num_mel_bins}; both are the mel bins per "
@@ -399,6 +410,7 @@ class SeamlessM4TFeatureExtractor:
         tables = self._tables_on(waveforms.device)
         frame_counts = num_frames(sample_counts)  # (B,)
         features = log_mel_fbank(waveforms, tables)  # (B, F, mels)
+        _check_finite_features(features, frame_counts, waveforms)
         if do_normalize_per_mel_bins:
             features = normalize_per_bin(features, frame_counts, 0.0 if self.original else NORM_EPSILON)
         if self.original:
@@ -430,14 +442,19 @@ class SeamlessM4TFeatureExtractor:
             raise ValueError(
                 f"audio at {sampling_rate} Hz given to a feature extractor for {self.sampling_rate} Hz: resample it "
                 f"first, e.g. w2vbert.load_audio(path_or_array, sampling_rate={self.sampling_rate}, "
-                f"source_rate={sampling_rate})"
+                f"source_sampling_rate={sampling_rate})"
             )
 
     def _batch_waveforms(
         self, raw_speech: Any, lengths: Sequence[int] | torch.Tensor | None, device: torch.device | str | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, samples) float32 zero-padded waveforms and (batch,) sample counts, on the compute device."""
+        if device is not None:
+            # Checked here, in one line, rather than met as an assertion from inside torch's CUDA initialisation.
+            device = resolve_device(device)
         if isinstance(raw_speech, (np.ndarray, torch.Tensor)) and raw_speech.ndim == 2:
+            if raw_speech.shape[0] == 0:
+                raise ValueError(f"no clips: got a batch of shape {tuple(raw_speech.shape)}; pass at least one clip")
             padded = torch.as_tensor(raw_speech)
             if not padded.is_floating_point():
                 raise TypeError(f"expected float samples in [-1, 1], got a {padded.dtype} array: convert it first")
@@ -725,6 +742,8 @@ def _as_clip_list(raw_speech: Any) -> list[Any]:
         if raw_speech.ndim == 1:
             return [raw_speech]
         if raw_speech.ndim == 3:
+            if raw_speech.shape[0] == 0:
+                raise ValueError(f"no clips: got a batch of shape {tuple(raw_speech.shape)}; pass at least one clip")
             return list(raw_speech)  # (batch, channels, samples) or (batch, samples, channels)
         raise ValueError(
             f"expected audio of shape (samples,), (batch, samples) or (batch, channels, samples), "
@@ -732,7 +751,7 @@ def _as_clip_list(raw_speech: Any) -> list[Any]:
         )
     if isinstance(raw_speech, (list, tuple)):
         if len(raw_speech) == 0:
-            raise ValueError("got an empty list of audio clips; pass at least one clip")
+            raise ValueError("no clips: got an empty list; pass at least one clip")
         if isinstance(raw_speech[0], (int, float, np.number)):
             return [raw_speech]  # a list of samples is one clip, as in transformers
         return list(raw_speech)
@@ -776,4 +795,25 @@ def _check_finite(padded: torch.Tensor, counts: torch.Tensor) -> None:
         raise ValueError(
             f"audio clip(s) {bad_rows} contain NaN or infinite samples; clean or drop them (e.g. np.nan_to_num) "
             "before extracting features"
+        )
+
+
+def _check_finite_features(features: torch.Tensor, frame_counts: torch.Tensor, waveforms: torch.Tensor) -> None:
+    """Refuse clips whose log-mel overflowed although their samples are finite (`_check_finite` saw to those).
+
+    features: (batch, frames, mels) before normalisation; frames past a clip's count are ignored (they are padding).
+    For samples in [-1, 1] the float32 power spectrum stays below ~1e15 and the log is floored at FLT_EPSILON, so
+    features can only become inf (and NaN after normalisation) for samples beyond ~1e12 in magnitude.
+    """
+    # One aminmax pass, as in `_check_finite`; the per-clip search runs only when something is wrong.
+    if features.numel() == 0 or all(math.isfinite(v) for v in torch.aminmax(features)):
+        return
+    counts = frame_counts.tolist()
+    bad = [row for row, count in enumerate(counts) if not bool(torch.isfinite(features[row, :count]).all())]
+    if bad:
+        peaks = ", ".join(f"{float(waveforms[row].abs().max()):.3g}" for row in bad)
+        raise ValueError(
+            f"audio clip(s) {bad} give inf/NaN features: their samples reach a magnitude of {peaks}, far outside "
+            "[-1, 1], and overflow the float32 power spectrum; scale the audio to [-1, 1] (divide 16-bit PCM by "
+            "32768) or decode it with w2vbert.load_audio"
         )

@@ -39,6 +39,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .data import TASKS, LengthGroupedBatchSampler
+from .devices import resolve_device
 from .features import SeamlessM4TFeatureExtractor
 from .heads import Wav2Vec2BertForCTC
 from .layers import lengths_to_mask
@@ -143,9 +144,7 @@ def init_distributed(device: str | None) -> tuple[Distributed, torch.device]:
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    target = torch.device(device)
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use device='cpu'")
+    target = resolve_device(device)
     if target.type == "cuda" and target.index is None:  # "cuda" (as --device cuda says): this rank's GPU
         target = torch.device("cuda", local_rank)
     if target.type == "cuda":
