@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+import torch
 
 from w2vbert import Wav2Vec2BertConfig
 from w2vbert.cli import main
@@ -29,3 +34,142 @@ def test_python_dash_m_runs_the_same_command_line_and_bad_usage_exits_2():
     assert done.returncode == 0 and done.stdout.startswith("w2vbert ")
     done = subprocess.run([sys.executable, "-m", "w2vbert", "no-such-command"], capture_output=True, text=True)
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+DATA = Path(__file__).parent / "data"
+HELLO, QUICK = DATA / "hello.wav", DATA / "quick.wav"
+
+
+def test_help_and_version_answer_without_importing_torch():
+    script = (
+        "import sys\nfrom w2vbert.cli import main\n"
+        "for argv in (['--version'], ['--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "False" and "w2vbert 0.1.0" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def ctc_model(tmp_path_factory):
+    from conftest import tiny_config_kwargs
+    from w2vbert import (
+        SeamlessM4TFeatureExtractor,
+        Wav2Vec2BertForCTC,
+        Wav2Vec2BertProcessor,
+        Wav2Vec2CTCTokenizer,
+        build_vocab,
+    )
+
+    path = tmp_path_factory.mktemp("ctc")
+    tokenizer = Wav2Vec2CTCTokenizer(vocab=build_vocab(["the quick brown fox"]), unk_token="[UNK]", pad_token="[PAD]")
+    torch.manual_seed(0)
+    config = Wav2Vec2BertConfig(**tiny_config_kwargs(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id))
+    Wav2Vec2BertForCTC(config).save_pretrained(path)
+    Wav2Vec2BertProcessor(SeamlessM4TFeatureExtractor(padding_value=1.0), tokenizer).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["embed", str(HELLO)], "the following arguments are required: -o/--output-dir"),
+    (["transcribe", str(HELLO), "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+    (["transcribe", str(HELLO), "--chunk-length", "0"], "argument --chunk-length: must be > 0, got 0"),
+    (["transcribe", str(HELLO), "--device", "gpu"], "argument --device: unknown device 'gpu'"),
+    (["transcribe", str(HELLO), "--beam-size", "0"], "argument --beam-size: must be >= 1, got 0"),
+    (["transcribe", str(HELLO), "-f", "all"], "-f all writes one file per format: pass --output-dir"),
+])
+def test_usage_mistakes_exit_2_with_one_line_naming_the_argument(ctc_model, capsys, extra, message):
+    try:
+        code = main([*extra, "-m", str(ctc_model)])
+    except SystemExit as stopped:  # argparse's own errors
+        code = stopped.code
+    assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_a_cuda_device_on_a_machine_without_one_is_bad_usage_not_a_traceback(ctc_model, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["transcribe", str(HELLO), "-m", str(ctc_model), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "CUDA is not available" in err and "Traceback" not in err
+
+
+def test_output_problems_are_found_before_any_audio_is_read(ctc_model, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    assert main(["transcribe", str(HELLO), "-m", str(ctc_model), "-o", str(tmp_path / "a-file")]) == 2
+    assert "--output-dir" in (err := capsys.readouterr().err) and "is a file, not a directory" in err
+    assert main(["transcribe", str(HELLO), "-m", str(ctc_model), "-o", str(tmp_path / "a-file" / "sub")]) == 2
+    assert "is not writable" in capsys.readouterr().err
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "clip.wav").write_bytes(HELLO.read_bytes())
+    clash = [str(tmp_path / "a" / "clip.wav"), str(tmp_path / "b" / "clip.wav")]
+    assert main(["transcribe", *clash, "-m", str(ctc_model), "-o", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "would all be written to" in err and "clip.txt" in err and not list((tmp_path / "out").iterdir())
+
+
+def test_a_checkpoint_with_missing_tensors_is_refused_by_the_inference_commands(ctc_model, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in ctc_model.iterdir():
+        (broken / item.name).write_bytes(item.read_bytes())
+    state = {k: v for k, v in load_file(ctc_model / "model.safetensors").items() if not k.startswith("lm_head")}
+    save_file(state, broken / "model.safetensors", metadata={"format": "pt"})
+    assert main(["transcribe", str(HELLO), "-m", str(broken), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 tensors of the Wav2Vec2BertForCTC were not in the checkpoint" in err[0]
+    assert "lm_head.weight" in err[0]
+
+
+def test_formats_print_to_stdout_without_an_output_dir_and_json_is_the_same_with_all(ctc_model, tmp_path, capsys):
+    base = ["transcribe", str(QUICK), "-m", str(ctc_model), "--no-progress"]
+    assert main([*base, "-f", "srt"]) == 0
+    assert " --> " in capsys.readouterr().out
+    assert main([*base, "--timestamps", "word"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"text", "chunks"}
+    assert main([*base, "-f", "json", "-o", str(tmp_path / "json")]) == 0
+    assert main([*base, "-f", "all", "-o", str(tmp_path / "all")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "json" / "quick.json").read_text() == (tmp_path / "all" / "quick.json").read_text()
+    assert json.loads((tmp_path / "json" / "quick.json").read_text()) == printed
+
+
+def test_progress_counts_audio_seconds_of_a_single_long_file(ctc_model, tmp_path, capsys):
+    import av
+    import numpy as np
+
+    from w2vbert import load_audio
+
+    long = tmp_path / "long.wav"
+    with av.open(str(long), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=16000, layout="mono")
+        audio = (np.tile(load_audio(QUICK), 15) * 32767).astype(np.int16)[None]  # 41 s
+        frame = av.AudioFrame.from_ndarray(audio, format="s16", layout="mono")
+        frame.rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    assert main(["transcribe", str(long), "-m", str(ctc_model), "--chunk-length", "10"]) == 0
+    err = capsys.readouterr().err
+    assert "41/41 s audio" in err and "0/41 s audio" in err  # a bar over the file's seconds, not over 1 file
+
+
+def test_a_bad_language_model_is_reported_once_and_its_banner_stays_quiet(ctc_model, tmp_path):
+    good = tmp_path / "lm.arpa"
+    words = ["<s>", "</s>", "the", "quick", "brown", "fox"]
+    lines = ["\\data\\", f"ngram 1={len(words)}", "ngram 2=1", "", "\\1-grams:", *(f"-1.0\t{w}\t0" for w in words)]
+    good.write_text("\n".join([*lines, "", "\\2-grams:", "-0.2\tthe quick", "", "\\end\\", ""]))
+    bad = tmp_path / "bad.arpa"
+    bad.write_text(good.read_text().replace("ngram 1=6", "ngram 1=60"))  # a count the file does not hold
+    files = [str(HELLO), str(QUICK), str(HELLO)]
+    command = [sys.executable, "-m", "w2vbert", "transcribe", *files, "-m", str(ctc_model), "--no-progress", "--lm"]
+    done = subprocess.run([*command, str(bad)], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.count("w2vbert: error:") == 1 and not done.stdout
+    done = subprocess.run([*command, str(good)], capture_output=True, text=True)
+    assert done.returncode == 0 and len(done.stdout.strip().splitlines()) == 3
+    assert "Loading the LM" not in done.stderr and not done.stderr.strip()

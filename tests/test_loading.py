@@ -252,3 +252,46 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
         new.save_pretrained(tmp_path)
     monkeypatch.setattr(w2vbert.weights, "save_file", safetensors.torch.save_file)
     assert same_weights(old, Wav2Vec2BertModel.from_pretrained(tmp_path))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine")
+def test_device_map_values_of_transformers_work_or_are_refused_by_name(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    for device_map in ("cpu", "auto", "sequential", {"": "cpu"}, {"encoder": "cpu", "adapter": "cpu"}, -1):
+        assert Wav2Vec2BertModel.from_pretrained(tmp_path, device_map=device_map).device.type == "cpu"
+    with pytest.raises(ValueError, match=r"device_map places parts of the model on \['cpu', 'cuda:1'\].*one device"):
+        Wav2Vec2BertModel.from_pretrained(tmp_path, device_map={"encoder": "cpu", "adapter": "cuda:1"})
+    with pytest.raises(ValueError, match=r"device='cuda': CUDA is not available .*use device='cpu'"):
+        Wav2Vec2BertModel.from_pretrained(tmp_path, device_map="cuda")
+    with pytest.raises(ValueError, match="unknown device 'disk'"):
+        Wav2Vec2BertModel.from_pretrained(tmp_path, device_map="disk")
+    # The documented 8-bit snippet: a clear answer on a machine without a GPU, not a torch device error.
+    with pytest.raises(RuntimeError, match="load_in_8bit=True .* needs device='cuda'.*quantize='int8'"):
+        Wav2Vec2BertModel.from_pretrained(tmp_path, load_in_8bit=True, device_map="auto")
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/model.safetensors", ".."])
+def test_a_shard_index_naming_files_outside_the_model_directory_is_refused(tmp_path, shard):
+    tiny_model().save_pretrained(tmp_path / "model", max_shard_size="20KB")
+    index = tmp_path / "model" / "model.safetensors.index.json"
+    values = json.loads(index.read_text())
+    first = next(iter(values["weight_map"]))
+    values["weight_map"][first] = shard
+    index.write_text(json.dumps(values))
+    (tmp_path / "outside.safetensors").write_bytes(b"")  # would be opened if the name were followed
+    with pytest.raises(ValueError, match=r"names shard files outside the model directory: \[.*plain file names"):
+        Wav2Vec2BertModel.from_pretrained(tmp_path / "model")
+
+
+def test_a_report_of_many_missing_tensors_counts_them_and_names_the_first_few(tmp_path, caplog):
+    from safetensors.torch import save_file
+
+    tiny_model().save_pretrained(tmp_path)
+    kept = {"feature_projection.layer_norm.weight": torch.ones(160)}
+    save_file(kept, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level(logging.WARNING, logger="w2vbert"):
+        _, info = Wav2Vec2BertModel.from_pretrained(tmp_path, output_loading_info=True)
+    (message,) = [r.getMessage() for r in caplog.records if "newly initialised" in r.getMessage()]
+    missing = len(info["missing_keys"])
+    assert missing > 50 and f"newly initialised {missing} tensors" in message
+    assert message.endswith(f"and {missing - 8} more") and len(message) < 1000

@@ -15,7 +15,7 @@ import json
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,8 +202,14 @@ def progress_bar(files: list[str], args: argparse.Namespace) -> tqdm:
             total += audio_seconds(path)
         except (OSError, ValueError):
             pass  # the file will fail in its turn, with its own error
-    return tqdm(total=round(total, 1), unit="s", unit_scale=False, disable=args.no_progress, file=sys.stderr,
+    return tqdm(total=total, unit="s", disable=args.no_progress, file=sys.stderr,
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]{postfix}")
+
+
+def advance(bar: tqdm) -> Callable[[float], None]:
+    """The pipelines' progress callback for `bar`: seconds of audio done (the header's total is not passed, as a
+    decoder may give a few samples more than a header announces)."""
+    return lambda seconds: bar.update(min(seconds, max(bar.total - bar.n, 0.0)))
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -227,7 +233,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
     asked = None if args.timestamps == "none" else args.timestamps
     timestamps = asked or ("word" if any(f in (*SUBTITLES, "json") for f in formats) else None)
     outcome, bar = Outcome(), progress_bar(args.files, args)
-    results = pipe.iterate(args.files, return_timestamps=timestamps, progress=bar.update)
+    results = pipe.iterate(args.files, return_timestamps=timestamps, progress=advance(bar))
     for path, result in outcome.results(args.files, results, bar):
         documents = {f: format_transcript(_as_asked(result, f, asked), f) for f in formats}
         if args.output_dir is not None:
@@ -261,7 +267,7 @@ def run_classify(args: argparse.Namespace) -> int:
                     batch_size=args.batch_size, chunk_length_s=args.chunk_length, stride_length_s=args.stride_length,
                     top_k=args.top_k)
     outcome, bar = Outcome(), progress_bar(args.files, args)
-    for path, labels in outcome.results(args.files, pipe.iterate(args.files, progress=bar.update), bar):
+    for path, labels in outcome.results(args.files, pipe.iterate(args.files, progress=advance(bar)), bar):
         line = "\t".join(f"{item['label']}\t{item['score']:.4f}" for item in labels)
         tqdm.write(f"{path}\t{line}", file=sys.stdout)
         if args.output_dir is not None:
@@ -279,7 +285,7 @@ def run_embed(args: argparse.Namespace) -> int:
                     stride_length_s=args.stride_length)
     metadata = {"layer": str(args.layer), "pool": args.pool, "model": str(args.model)}
     outcome, bar = Outcome(), progress_bar(args.files, args)
-    for path, embedding in outcome.results(args.files, pipe.iterate(args.files, progress=bar.update), bar):
+    for path, embedding in outcome.results(args.files, pipe.iterate(args.files, progress=advance(bar)), bar):
         target = write_embedding(embedding, path, args.output_dir, args.file_format, metadata)
         tqdm.write(f"{path}\t{target}\t{tuple(embedding.shape)}", file=sys.stdout)
     bar.close()
