@@ -173,3 +173,16 @@ def test_a_bad_language_model_is_reported_once_and_its_banner_stays_quiet(ctc_mo
     done = subprocess.run([*command, str(good)], capture_output=True, text=True)
     assert done.returncode == 0 and len(done.stdout.strip().splitlines()) == 3
     assert "Loading the LM" not in done.stderr and not done.stderr.strip()
+
+
+def test_a_config_json_with_a_wrong_field_is_one_line_naming_the_file_and_the_field(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"model_type": "wav2vec2-bert", "hidden_size": "144"}')
+    assert main(["info", str(tmp_path)]) == 1
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{tmp_path / 'config.json'}: invalid Wav2Vec2BertConfig: hidden_size must be an integer" in err
+
+
+def test_finetune_refuses_a_device_this_machine_lacks_as_bad_usage(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["finetune", "--model", "m", "--train", "t.tsv", "--output-dir", str(tmp_path), "--device", "gpu"])
+    assert stopped.value.code == 2 and "argument --device: unknown device 'gpu'" in capsys.readouterr().err

@@ -318,3 +318,14 @@ def test_weights_that_make_non_finite_outputs_are_an_error_not_text(ctc_dir, tmp
     Wav2Vec2BertProcessor.from_pretrained(ctc_dir).save_pretrained(broken)
     assert main(["transcribe", str(SPEECH[0]), "-m", str(broken), "--no-progress"]) == 1
     assert "NaN or infinite" in capsys.readouterr().err
+
+
+def test_vocabulary_ids_the_ctc_head_cannot_emit_are_refused_naming_the_letters(ctc_dir, tmp_path):
+    for item in ctc_dir.iterdir():
+        (tmp_path / item.name).write_bytes(item.read_bytes())
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    vocab["z"] = 99  # beyond the head: a letter the model could never write
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    expected = r"vocab.json has ids up to 99 but the model's CTC head only \d+ outputs: \['z'\] could never"
+    with pytest.raises(ValueError, match=expected):
+        pipeline("automatic-speech-recognition", model=tmp_path)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .audio import SAMPLING_RATE
+
 
 @dataclass(frozen=True)
 class WindowPlan:
@@ -43,7 +45,7 @@ class WindowPlan:
         chunk_length_s: float,
         stride_length_s: float | tuple[float, float] | None,
         frame: int,
-        sampling_rate: int = 16000,
+        sampling_rate: int = SAMPLING_RATE,
     ) -> WindowPlan:
         """`chunk_length_s` windows with `stride_length_s` of context per side (default chunk/6, as transformers)."""
         if stride_length_s is None:

@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .audio import audio_seconds
+from .audio import SAMPLING_RATE, audio_seconds
 from .auto import model_class_for
-from .cli import UsageError
+from .cli import UsageError, device_name, non_negative_float, positive_float, positive_int
 from .config import Wav2Vec2BertConfig
 from .decoding import BeamSearchDecoder
-from .devices import INFERENCE_DTYPES, resolve_device
+from .devices import INFERENCE_DTYPES, resolve_device, resolve_dtype
 from .features import PREPROCESSOR_CONFIG_NAME, feature_extractor_for
 from .heads import Wav2Vec2BertForCTC
 from .hub import resolve_optional_file
@@ -50,36 +50,6 @@ SUBTITLES = ("srt", "vtt", "tsv")  # formats made of word-timed segments
 
 
 # ------------------------------------------------------------------------------------------ arguments
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def device_name(text: str) -> str:
-    """A device that exists on this machine (checked while parsing: a wrong one is bad usage, exit 2)."""
-    try:
-        resolve_device(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
-
-
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
     """Add the arguments of subcommand `name` (cli.COMMANDS) to its parser."""
     if name == "info":
@@ -162,7 +132,7 @@ def check_distinct_outputs(files: list[str], output_dir: Path | None, extensions
 def load_task_model(task: str, args: argparse.Namespace) -> Any:
     """The model for a command's task, refused if loading had to start any of its tensors fresh."""
     device = resolve_device(args.device)
-    dtype = torch.float32 if args.quantize else getattr(torch, args.dtype)
+    dtype = torch.float32 if args.quantize else resolve_dtype(args.dtype)
     model, info = load_for_task(task, args.model, torch_dtype=dtype, device=device, quantize=args.quantize)
     if info["missing_keys"] or info["mismatched_keys"]:
         names = info["missing_keys"] + [name for name, _, _ in info["mismatched_keys"]]
@@ -313,7 +283,7 @@ def checkpoint_summary(model: str) -> dict[str, object]:
             if config.add_adapter
             else "none"
         ),
-        "seconds_per_output_frame": config.inputs_to_logits_ratio / 16000,
+        "seconds_per_output_frame": config.inputs_to_logits_ratio / SAMPLING_RATE,
     }
     if issubclass(cls, Wav2Vec2BertForCTC):
         summary["vocab_size"] = config.vocab_size

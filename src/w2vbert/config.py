@@ -317,7 +317,12 @@ class Wav2Vec2BertConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> Wav2Vec2BertConfig:
-        return cls.from_dict(read_json_object(path), **overrides)
+        """`from_dict` of a config.json; its errors name the file."""
+        values = read_json_object(path)
+        try:
+            return cls.from_dict(values, **overrides)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
 
     @classmethod
     def from_pretrained(

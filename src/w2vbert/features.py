@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .audio import SAMPLING_RATE, to_mono
 from .devices import resolve_device
 from .files import atomic_write_text, read_json_object
 from .hub import DEFAULT_HUB, HubOptions, resolve_optional_file
@@ -35,7 +36,6 @@ logger = logging.getLogger("w2vbert")
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 PROCESSOR_CONFIG_NAME = "processor_config.json"  # transformers >= 5 nests the extractor config in here
-SAMPLING_RATE = 16000  # Hz; the only rate W2v-BERT 2.0 was trained on
 FRAME_LENGTH = 400  # samples: Kaldi's 25 ms window at 16 kHz
 HOP_LENGTH = 160  # samples: Kaldi's 10 ms frame shift at 16 kHz
 FFT_LENGTH = 512  # Kaldi rounds the window up to a power of two
@@ -763,8 +763,6 @@ def _as_clip_list(raw_speech: Any) -> list[Any]:
 
 def _to_mono_tensor(clip: Any, index: int) -> torch.Tensor:
     """One clip -> (samples,) float32 CPU tensor; a 2-D clip is mixed to mono (see `audio.to_mono`)."""
-    from .audio import to_mono
-
     if isinstance(clip, torch.Tensor):
         clip = clip.detach().cpu()
         if clip.ndim == 1 and clip.is_floating_point():

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .cli import device_name, positive_float, positive_int
 from .config import Wav2Vec2BertConfig
 from .data import (
     LONG_CLIPS,
@@ -221,8 +222,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=TRAINING["weight_decay"])
     parser.add_argument("--lr-schedule", choices=SCHEDULES, default=TRAINING["lr_schedule"])
     parser.add_argument("--warmup-steps", type=int, default=TRAINING["warmup_steps"])
-    parser.add_argument("--max-steps", type=int, default=TRAINING["max_steps"])
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=TRAINING["gradient_accumulation_steps"])
+    parser.add_argument("--max-steps", type=positive_int, default=TRAINING["max_steps"])
+    parser.add_argument("--gradient-accumulation-steps", type=positive_int,
+                        default=TRAINING["gradient_accumulation_steps"])
     parser.add_argument("--max-grad-norm", type=float, default=TRAINING["max_grad_norm"], help="0 disables clipping")
     parser.add_argument("--precision", choices=PRECISIONS, default=TRAINING["precision"])
     parser.add_argument("--gradient-checkpointing", action="store_true")
@@ -234,7 +236,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
                              "classification needs from a checkpoint that has one (its head refuses the adapter)")
     parser.add_argument("--layerdrop", type=float, help="override the model config's LayerDrop")
     parser.add_argument("--mask-time-prob", type=float, help="override the model config's SpecAugment time masking")
-    parser.add_argument("--max-batch-seconds", type=float, default=TRAINING["max_batch_seconds"],
+    parser.add_argument("--max-batch-seconds", type=positive_float, default=TRAINING["max_batch_seconds"],
                         help="padded audio per global batch")
     parser.add_argument("--max-batch-size", type=int, default=TRAINING["max_batch_size"])
     parser.add_argument("--eval-every", type=int, default=TRAINING["eval_every"])
@@ -245,7 +247,8 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sharding", choices=SHARDINGS, default=TRAINING["sharding"])
     parser.add_argument("--cache-audio", action="store_true", help="keep decoded clips in memory")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--device", default=TRAINING["device"])
+    parser.add_argument("--device", type=device_name, default=TRAINING["device"],
+                        help="cpu, cuda (this rank's GPU), cuda:1 (default: cuda when available)")
     parser.set_defaults(run=run_finetune)
 
 

@@ -347,6 +347,12 @@ def check_head_fits_tokenizer(config: Wav2Vec2BertConfig, tokenizer: Wav2Vec2CTC
             f"(vocab.json and its added tokens): ids {known}..{config.vocab_size - 1} could not be written; is this "
             "the tokenizer the model was trained with?"
         )
+    if tokenizer.max_vocab_id >= config.vocab_size:
+        beyond = sorted(t for t, i in tokenizer.encoder.items() if i >= config.vocab_size)
+        raise ValueError(
+            f"vocab.json has ids up to {tokenizer.max_vocab_id} but the model's CTC head only {config.vocab_size} "
+            f"outputs: {beyond[:8]} could never be written; is this the tokenizer the model was trained with?"
+        )
     if config.pad_token_id is not None and config.pad_token_id != tokenizer.pad_token_id:
         raise ValueError(
             f"the model's CTC blank is id {config.pad_token_id} (pad_token_id) but the tokenizer's pad token "
