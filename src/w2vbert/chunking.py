@@ -12,12 +12,8 @@ The windows come from an iterator of audio blocks (a file decoded as a stream), 
 of audio and the model's outputs (a few MB per hour of speech), never the whole recording.
 
 Each window's features are normalised over the window's own frames, as transformers' chunked pipeline does and
-as a stream allows (statistics of the whole recording would need a second pass over the file). Measured on the
-demo model of 2026-11-22, 5 min of its example clips with 1 s pauses: per-window statistics, whole-recording
-statistics and one pass without windows give texts within 0.3-0.8% of words of each other (while each was 5.8-5.9%
-from the clips transcribed alone), and a clip normalised with the whole recording's statistics gives its own text
-exactly. What changed that model's letters was the other speech and the silence inside its input, which it had
-never trained on; see scripts/make_demo_data.py.
+as a stream allows (statistics of the whole recording would need a second pass over the file); what that changes
+is measured in benchmarks/NOTES.md ("Long audio").
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ class Wav2Vec2BertConfig:
     # --- position information in self-attention
     position_embeddings_type: str | None = "relative_key"  # None, "relative_key" (Shaw), "relative", "rotary"
     rotary_embedding_base: int = 10000  # "rotary": base of the frequencies
-    max_source_positions: int = 5000  # "relative": length of the sinusoid table (grown when needed)
+    max_source_positions: int = 5000  # transformers' sinusoid table length; unused here (sinusoids fit each clip)
     left_max_position_embeddings: int = 64  # "relative_key": distances clamped to [-left, +right]
     right_max_position_embeddings: int = 8
     conv_depthwise_kernel_size: int = 31  # causal depthwise convolution; must be odd
