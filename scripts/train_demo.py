@@ -36,7 +36,7 @@ import torch
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC, pipeline
 from w2vbert.data import BadExamples, Collator, SpeechDataset, TextNormalizer, drop_too_short, load_examples
 from w2vbert.features import SeamlessM4TFeatureExtractor
-from w2vbert.finetune import ctc_tokenizer
+from w2vbert.recipes import ctc_tokenizer
 from w2vbert.trainer import Trainer, TrainingConfig, error_rates
 
 

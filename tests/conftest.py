@@ -40,7 +40,8 @@ def tiny_config_kwargs(**overrides) -> dict:
 
 
 def head_supports_adapter(head: str) -> bool:
-    return head not in ("Wav2Vec2BertForSequenceClassification", "Wav2Vec2BertForAudioFrameClassification")
+    return head not in ("Wav2Vec2BertForSequenceClassification", "Wav2Vec2BertForAudioFrameClassification",
+                        "Wav2Vec2BertForPreTraining")
 
 
 # Every (head, position type, adapter on/off) the model family allows: transformers' classification heads

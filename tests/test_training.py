@@ -14,7 +14,7 @@ import torch
 
 from conftest import tiny_config_kwargs
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC
-from w2vbert.finetune import DataConfig, finetune
+from w2vbert.recipes import DataConfig, finetune
 from w2vbert.tokenizer import Wav2Vec2CTCTokenizer, pad_labels
 from w2vbert.trainer import Trainer, TrainingConfig, find_checkpoint, lr_factor, publish_directory
 from w2vbert.weights import load_weights
@@ -296,7 +296,7 @@ def test_classify_task_end_to_end_from_manifests(tmp_path):
     with open(train, "a") as f:
         f.write("missing.wav,low\n")
     out = tmp_path / "run"
-    config = TrainingConfig(output_dir=str(out), task="classify", learning_rate=3e-3, warmup_steps=2, max_steps=16,
+    config = TrainingConfig(output_dir=str(out), task="classify", learning_rate=3e-3, warmup_steps=2, max_steps=24,
                             max_batch_seconds=3.0, eval_every=8, save_every=8, log_every=4, progress=False)
     summary = finetune(str(base), DataConfig(str(train), str(held)), config)
     assert summary["bad_examples"] == {"missing audio": 1} and summary["train_examples"] == 12

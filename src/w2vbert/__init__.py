@@ -18,12 +18,12 @@ EXPORTS = {
     "audio": ["load_audio", "stream_audio"],
     "auto": [
         "AutoConfig", "AutoFeatureExtractor", "AutoModel", "AutoModelForAudioClassification",
-        "AutoModelForAudioFrameClassification", "AutoModelForAudioXVector", "AutoModelForCTC", "AutoProcessor",
-        "AutoTokenizer", "load_model",
+        "AutoModelForAudioFrameClassification", "AutoModelForAudioXVector", "AutoModelForCTC",
+        "AutoModelForPreTraining", "AutoProcessor", "AutoTokenizer", "load_model",
     ],
     "config": ["Wav2Vec2BertConfig"],
     "features": ["SeamlessM4TFeatureExtractor"],
-    "finetune": ["DataConfig", "finetune"],
+    "recipes": ["DataConfig", "finetune", "pretrain"],
     "heads": [
         "Wav2Vec2BertForAudioFrameClassification", "Wav2Vec2BertForCTC", "Wav2Vec2BertForSequenceClassification",
         "Wav2Vec2BertForXVector",
@@ -35,6 +35,7 @@ EXPORTS = {
     ],
     "pipelines": ["pipeline"],
     "pretrained": ["Wav2Vec2BertPreTrainedModel"],
+    "pretraining": ["Wav2Vec2BertForPreTraining"],
     "processor": ["Wav2Vec2BertProcessor"],
     "tokenizer": ["Wav2Vec2CTCTokenizer", "build_vocab"],
     "trainer": ["Trainer", "TrainingConfig"],
@@ -75,7 +76,6 @@ if TYPE_CHECKING:  # what static tools see: the same names, imported eagerly
     )
     from .config import Wav2Vec2BertConfig  # noqa: F401
     from .features import SeamlessM4TFeatureExtractor  # noqa: F401
-    from .finetune import DataConfig, finetune  # noqa: F401
     from .heads import (  # noqa: F401
         Wav2Vec2BertForAudioFrameClassification,
         Wav2Vec2BertForCTC,
@@ -94,6 +94,8 @@ if TYPE_CHECKING:  # what static tools see: the same names, imported eagerly
     )
     from .pipelines import pipeline  # noqa: F401
     from .pretrained import Wav2Vec2BertPreTrainedModel  # noqa: F401
+    from .pretraining import Wav2Vec2BertForPreTraining  # noqa: F401
     from .processor import Wav2Vec2BertProcessor  # noqa: F401
+    from .recipes import DataConfig, finetune, pretrain  # noqa: F401
     from .tokenizer import Wav2Vec2CTCTokenizer, build_vocab  # noqa: F401
     from .trainer import Trainer, TrainingConfig  # noqa: F401

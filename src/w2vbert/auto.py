@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import heads, modeling
+from . import heads, modeling, pretraining
 from .config import Wav2Vec2BertConfig
 from .features import SeamlessM4TFeatureExtractor
 from .hub import HubOptions
@@ -25,6 +25,7 @@ MODEL_CLASSES: dict[str, type[Wav2Vec2BertPreTrainedModel]] = {
         heads.Wav2Vec2BertForSequenceClassification,
         heads.Wav2Vec2BertForAudioFrameClassification,
         heads.Wav2Vec2BertForXVector,
+        pretraining.Wav2Vec2BertForPreTraining,
     )
 }
 
@@ -79,6 +80,10 @@ class AutoModelForAudioFrameClassification(_AutoModel):
 
 class AutoModelForAudioXVector(_AutoModel):
     default = heads.Wav2Vec2BertForXVector
+
+
+class AutoModelForPreTraining(_AutoModel):
+    default = pretraining.Wav2Vec2BertForPreTraining
 
 
 def load_model(path_or_repo_id: str | os.PathLike, **kwargs: Any) -> Wav2Vec2BertPreTrainedModel:

@@ -25,7 +25,8 @@ COMMANDS = {
     "classify": ("commands", "one label per file with a sequence classification model"),
     "embed": ("commands", "hidden states of one layer, per frame or mean-pooled"),
     "info": ("commands", "summarise a checkpoint: class, sizes, parameters, processor files"),
-    "finetune": ("finetune", "fine-tune a checkpoint for speech recognition (CTC) or clip classification"),
+    "finetune": ("recipes", "fine-tune a checkpoint for speech recognition (CTC) or clip classification"),
+    "pretrain": ("recipes", "continue the w2v-BERT self-supervised pre-training on unlabeled audio"),
     "convert": ("convert", "convert Meta's fairseq2 conformer_shaw.pt (or a SeamlessM4T v2 .pt) to a model directory"),
 }
 

@@ -35,6 +35,7 @@ POSITION_EMBEDDING_TYPES = (None, "relative_key", "relative", "rotary")
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "swish", "silu", "selu", "tanh", "sigmoid")
 CTC_REDUCTIONS = ("sum", "mean", "none")
 EXTENSION_FLAGS = ("add_encoder_layer_norm", "add_inner_layer_norm")  # fields transformers' config does not have
+PRETRAINING_CLASS = "Wav2Vec2BertForPreTraining"  # whose config.json carries the pre-training fields
 DEFAULT_NUM_LABELS = 2  # transformers' PretrainedConfig default: LABEL_0, LABEL_1
 # A label count with no id2label makes the names LABEL_0 ... up front: a million take 0.4 s and ~100 MB, and no
 # audio classification task comes near (MMS language ID has 4,017 classes, VoxCeleb2 speaker ID 5,994).
@@ -65,6 +66,22 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         PROBABILITY,
     ),
     **dict.fromkeys(("tdnn_dim", "tdnn_kernel", "tdnn_dilation"), TDNN_LAYERS),
+    **dict.fromkeys(
+        ("num_codevector_groups", "num_codevectors_per_group", "codevector_dim", "proj_codevector_dim",
+         "num_negatives", "num_target_codebooks"),
+        AT_LEAST_1,
+    ),
+    **dict.fromkeys(
+        ("max_gumbel_temperature", "min_gumbel_temperature", "contrastive_logits_temperature"),
+        (lambda v: v > 0, "must be a positive number"),
+    ),
+    **dict.fromkeys(
+        ("diversity_loss_weight", "masked_prediction_loss_weight", "contrastive_loss_weight",
+         "num_masked_prediction_layers"),
+        AT_LEAST_0,
+    ),
+    "gumbel_temperature_decay": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "pretraining_mask_prob": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     "layer_norm_eps": (lambda v: v > 0, "must be a positive number"),
     "vocab_size": (lambda v: v >= 1, "must be positive"),
     "num_labels": (lambda v: 0 <= v <= MAX_LABELS, f"must be in [0, {MAX_LABELS:,}]"),
@@ -134,6 +151,28 @@ class Wav2Vec2BertConfig:
     # config.json only when on; transformers' Wav2Vec2BertModel would ignore them and their weights)
     add_encoder_layer_norm: bool = False  # `encoder.layer_norm` after the last Conformer block
     add_inner_layer_norm: bool = False  # `inner_layer_norm` on the model output, after the adapter
+    # --- pre-training (Wav2Vec2BertForPreTraining): w2vbert fields, written to config.json by a pre-training
+    # model or where set. Names follow transformers' Wav2Vec2Config where it has one; the defaults are
+    # conformer_shaw's (seamless_communication's builder, a fairseq2 v0.2 wav2vec 2.0 config, whose shapes
+    # conformer_shaw.pt holds) and, for the masked-prediction part, fairseq2 v0.2's w2vbert 600m arch.
+    num_codevector_groups: int = 2  # codebooks of the Gumbel quantizer (fairseq2: num_codebooks)
+    num_codevectors_per_group: int = 320  # entries per codebook (num_codebook_entries)
+    codevector_dim: int = 768  # a quantized vector: one entry per codebook, concatenated (quantized_dim)
+    proj_codevector_dim: int = 768  # the contrastive space of project_hid and project_q (final_dim)
+    max_gumbel_temperature: float = 2.0  # Gumbel softmax temperature: max(max * decay^n, min) after n training
+    min_gumbel_temperature: float = 0.1  # forward passes (codebook_sampling_temperature = (2.0, 0.1, 0.999995));
+    gumbel_temperature_decay: float = 0.999995  # the floor is reached after ~600k passes
+    contrastive_logits_temperature: float = 0.1  # cosine similarities are divided by this (logit_temp)
+    num_negatives: int = 100  # distractors per masked frame, from the other masked frames of its clip
+    diversity_loss_weight: float = 0.2  # conformer_shaw's v0.2 value (the paper and fairseq2 >= 0.3: 0.1)
+    pretraining_mask_prob: float = 0.65  # masked spans of mask_time_length start at this rate (fine-tuning's
+    # SpecAugment keeps mask_time_prob); fairseq2's max_temporal_mask_prob
+    num_masked_prediction_layers: int | None = None  # the blocks after the contrastive loss's tap (fairseq2:
+    # num_bert_encoder_layers, 16 of 24 in its 600m arch); None: two thirds of num_hidden_layers
+    num_target_codebooks: int = 2  # codebooks whose indices the masked prediction learns (public configs are
+    # silent for conformer_shaw, whose release drops this head: all of them)
+    masked_prediction_loss_weight: float = 1.0  # bert_loss_weight
+    contrastive_loss_weight: float = 1.0  # w2v2_loss_weight: of the contrastive + diversity loss
     # --- bookkeeping kept for the Hugging Face layout
     architectures: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown config.json keys, kept verbatim
@@ -234,6 +273,39 @@ class Wav2Vec2BertConfig:
                 f"num_labels={self.num_labels} contradicts id2label with {len(self.id2label)} entries; "
                 "pass one of them, or both consistently"
             )
+        if (
+            ok("codevector_dim", "num_codevector_groups")
+            and self.codevector_dim % self.num_codevector_groups
+        ):
+            problems.append(
+                f"codevector_dim={self.codevector_dim} is not divisible by "
+                f"num_codevector_groups={self.num_codevector_groups} (each codebook holds an equal slice)"
+            )
+        if (
+            ok("num_target_codebooks", "num_codevector_groups")
+            and self.num_target_codebooks > self.num_codevector_groups
+        ):
+            problems.append(
+                f"num_target_codebooks={self.num_target_codebooks} exceeds num_codevector_groups="
+                f"{self.num_codevector_groups}"
+            )
+        if (
+            ok("num_masked_prediction_layers", "num_hidden_layers")
+            and self.num_masked_prediction_layers is not None
+            and self.num_masked_prediction_layers >= self.num_hidden_layers
+        ):
+            problems.append(
+                f"num_masked_prediction_layers={self.num_masked_prediction_layers} leaves no block before the "
+                f"contrastive loss's tap (num_hidden_layers={self.num_hidden_layers})"
+            )
+        if (
+            ok("min_gumbel_temperature", "max_gumbel_temperature")
+            and self.min_gumbel_temperature > self.max_gumbel_temperature
+        ):
+            problems.append(
+                f"min_gumbel_temperature={self.min_gumbel_temperature} is above "
+                f"max_gumbel_temperature={self.max_gumbel_temperature}"
+            )
         if not problems:  # the count reads most fields: it needs a config that passed every check above
             total = estimated_parameters(self)
             if total > MAX_PARAMETERS:
@@ -251,6 +323,13 @@ class Wav2Vec2BertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def contrastive_layer(self) -> int:
+        """The block whose output the contrastive loss reads (`hidden_states` index): the blocks before the
+        masked-prediction ones (8 of 24 for W2v-BERT 2.0)."""
+        masked = self.num_masked_prediction_layers
+        return self.num_hidden_layers - (2 * self.num_hidden_layers // 3 if masked is None else masked)
 
     @property
     def inputs_to_logits_ratio(self) -> int:
@@ -291,12 +370,15 @@ class Wav2Vec2BertConfig:
     def to_dict(self) -> dict[str, Any]:
         """The `config.json` dictionary, in the Hugging Face layout (sorted keys, label ids as strings)."""
         out: dict[str, Any] = dict(self.extra)
+        pretraining = PRETRAINING_CLASS in (self.architectures or ())
         for f in dataclasses.fields(self):
             if f.name in ("extra", "num_labels", "id2label", "label2id"):
                 continue
             value = getattr(self, f.name)
             if f.name in EXTENSION_FLAGS and not value:
                 continue  # keep transformers' layout exactly for every model that does not use them
+            if f.name in PRETRAINING_FIELDS and not pretraining and value == f.default:
+                continue  # likewise: only a pre-training model, or a changed value, writes them
             out[f.name] = list(value) if isinstance(value, tuple) else value
         if self.architectures is None:
             out.pop("architectures")
@@ -441,6 +523,7 @@ def head_parameter_parts(config: Wav2Vec2BertConfig) -> list[ParameterPart]:
     ctc_width = ("output_hidden_size", output) if config.add_adapter else ("hidden_size", hidden)
     projection, tdnn, kernels = config.classifier_proj_size, config.tdnn_dim, config.tdnn_kernel
     xvector = config.xvector_output_dim
+    codes = config.num_codevector_groups * config.num_codevectors_per_group
     xvector_input = output if config.add_adapter and not config.use_weighted_layer_sum else hidden
     tdnn_layers = sum(
         _linear(n_in * kernel, n_out) for n_in, kernel, n_out in zip((tdnn[0], *tdnn[:-1]), kernels, tdnn, strict=True)
@@ -457,6 +540,15 @@ def head_parameter_parts(config: Wav2Vec2BertConfig) -> list[ParameterPart]:
         ParameterPart(
             "Wav2Vec2BertForAudioFrameClassification", ("hidden_size", "num_labels"),
             layer_weights + _linear(hidden, labels),
+        ),
+        ParameterPart(
+            "Wav2Vec2BertForPreTraining",
+            ("num_codevector_groups", "num_codevectors_per_group", "codevector_dim", "proj_codevector_dim"),
+            _linear(config.feature_projection_input_dim, codes)  # quantizer.weight_proj
+            + config.codevector_dim * config.num_codevectors_per_group  # quantizer.codevectors
+            + _linear(hidden, config.proj_codevector_dim) + _linear(config.codevector_dim, config.proj_codevector_dim)
+            + _linear(hidden, config.num_codevectors_per_group * config.num_target_codebooks)  # masked prediction
+            + (0 if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0 else hidden),  # its mask embedding
         ),
         ParameterPart(
             "Wav2Vec2BertForXVector", ("tdnn_dim", "tdnn_kernel", "xvector_output_dim", "num_labels"),
@@ -597,3 +689,12 @@ def _field_kinds() -> dict[str, FieldKind]:
 
 
 FIELD_KINDS = _field_kinds()
+# The pre-training fields (the dataclass's "pre-training" section).
+PRETRAINING_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Wav2Vec2BertConfig)
+    if f.name in ("num_codevector_groups", "num_codevectors_per_group", "codevector_dim", "proj_codevector_dim",
+                  "max_gumbel_temperature", "min_gumbel_temperature", "gumbel_temperature_decay",
+                  "contrastive_logits_temperature", "num_negatives", "diversity_loss_weight", "pretraining_mask_prob",
+                  "num_masked_prediction_layers", "num_target_codebooks", "masked_prediction_loss_weight",
+                  "contrastive_loss_weight")
+)

@@ -37,17 +37,19 @@ logger = logging.getLogger("w2vbert")
 AUDIO_COLUMN = "audio"
 TEXT_COLUMN = "text"  # the transcript, for task "ctc"
 LABEL_COLUMN = "label"  # the class name, for task "classify"
-TASKS = ("ctc", "classify")
+TASKS = ("ctc", "classify", "pretrain")
 ON_BAD = ("skip", "fail")
 LONG_CLIPS = ("skip", "crop")  # what happens to a clip longer than the batch cap
 MANIFEST_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 MAX_BAD_WARNINGS = 20  # warnings printed per file; the summary still counts every bad example
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".aac", ".wma")  # a directory's audio
 
 
-def target_column(task: str) -> str:
+def target_column(task: str) -> str | None:
+    """The manifest column of a task's targets: text (ctc), label (classify), none (pretrain)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    return TEXT_COLUMN if task == "ctc" else LABEL_COLUMN
+    return {"ctc": TEXT_COLUMN, "classify": LABEL_COLUMN, "pretrain": None}[task]
 
 
 # ------------------------------------------------------------------------------------------ text normalisation
@@ -181,27 +183,66 @@ def load_examples(
     known = None if labels is None else set(labels)
     folder = Path(manifest).parent
     examples = []
-    for source, row in read_manifest(manifest, [audio_column, column]):
-        target = normalizer(row[column]) if task == "ctc" else row[column].strip()
-        if not target:
-            kind = "empty transcript" if task == "ctc" else "empty label"
-            bad.report(kind, source, f"{kind} (raw: {row[column]!r})")
-            continue
+    for source, row in read_manifest(manifest, [audio_column] if column is None else [audio_column, column]):
+        target = ""
+        if column is not None:
+            target = normalizer(row[column]) if task == "ctc" else row[column].strip()
+            if not target:
+                kind = "empty transcript" if task == "ctc" else "empty label"
+                bad.report(kind, source, f"{kind} (raw: {row[column]!r})")
+                continue
         if known is not None and target not in known:
             bad.report("unknown label", source, f"label {target!r} is not in the label set {sorted(known)}")
             continue
         path = Path(os.path.expanduser(row[audio_column]))
-        path = path if path.is_absolute() else folder / path
-        if not path.is_file():
-            bad.report("missing audio", source, f"audio file {path} does not exist")
-            continue
-        try:
-            seconds = audio_seconds(path)
-        except (OSError, ValueError, av.FFmpegError) as error:
-            bad.report("unreadable audio", source, f"cannot read {path}: {error}")
-            continue
-        examples.append(Example(str(path), target, seconds, source))
+        example = _audio_example(path if path.is_absolute() else folder / path, target, source, bad)
+        if example is not None:
+            examples.append(example)
     return examples
+
+
+def _audio_example(path: Path, target: str, source: str, bad: BadExamples) -> Example | None:
+    """The example of one audio file, its length read from the header; None (reported) when it cannot be read."""
+    if not path.is_file():
+        bad.report("missing audio", source, f"audio file {path} does not exist")
+        return None
+    try:
+        seconds = audio_seconds(path)
+    except (OSError, ValueError, av.FFmpegError) as error:
+        bad.report("unreadable audio", source, f"cannot read {path}: {error}")
+        return None
+    return Example(str(path), target, seconds, source)
+
+
+def load_unlabeled(source: str | os.PathLike, bad: BadExamples, audio_column: str = AUDIO_COLUMN) -> list[Example]:
+    """Audio for pre-training: a manifest's audio column (its other columns, text included, are ignored and said
+    so once), or every audio file below a directory (by extension, sorted, recursively)."""
+    source = Path(source)
+    if not source.is_dir():
+        if source.is_file():
+            columns = next(iter(read_manifest(source, [audio_column])), ("", {}))[1]
+            ignored = sorted(set(columns) - {audio_column})
+            if ignored:
+                logger.info("%s: pre-training reads audio only; columns %s are ignored", source, ignored)
+        return load_examples(source, "pretrain", bad, audio_column=audio_column)
+    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if not files:
+        raise ValueError(f"{source}: no audio files below it (looked for {', '.join(AUDIO_EXTENSIONS)})")
+    examples = [_audio_example(path, "", str(path), bad) for path in files]
+    return [example for example in examples if example is not None]
+
+
+def drop_unmaskable(examples: list[Example], min_steps: int, bad: BadExamples) -> list[Example]:
+    """Report clips with no more 20 ms steps than a masked span (`min_steps`): pre-training cannot mask them."""
+    kept = []
+    for example in examples:
+        steps = output_frames_for_seconds(example.seconds, lambda n: n)
+        if steps <= min_steps:
+            bad.report("too short to mask", example.source,
+                       f"{example.seconds:.2f} s gives {steps} steps of 20 ms; masking needs more than {min_steps}")
+            continue
+        kept.append(example)
+    return kept
 
 
 def examples_from_dataset(
@@ -340,7 +381,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             if self._cache is not None:
                 self._cache[index] = audio
         return {"audio": audio, "target": self.encode(example.target), "text": example.target,
-                "seconds": len(audio) / SAMPLING_RATE, "source": example.source}
+                "seconds": len(audio) / SAMPLING_RATE, "source": example.source, "index": index}
 
     @property
     def seconds(self) -> list[float]:
@@ -373,18 +414,19 @@ class Collator:
                     kept.append(item)
             items = kept
             inputs = self._features(items)
-        if self.task == "ctc":
-            labels = pad_labels([item["target"] for item in items])
-        else:
-            labels = torch.tensor([item["target"] for item in items], dtype=torch.long)
-        return {
+        batch = {
             "input_features": inputs["input_features"],
             "attention_mask": inputs["attention_mask"],
-            "labels": labels,
             "seconds": float(sum(item["seconds"] for item in items)),
             "texts": [item["text"] for item in items],
+            "indices": [item["index"] for item in items],
             "bad": bad,
         }
+        if self.task == "ctc":
+            batch["labels"] = pad_labels([item["target"] for item in items])
+        elif self.task == "classify":
+            batch["labels"] = torch.tensor([item["target"] for item in items], dtype=torch.long)
+        return batch
 
     def _features(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not items:  # all of this rank's clips were bad: an empty batch the trainer knows to pass over

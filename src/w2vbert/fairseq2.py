@@ -75,12 +75,20 @@ FAIRSEQ2_TO_HF = [
     (ADAPTOR + r"\.ffn\.inner_proj\.(weight|bias)", r"adapter.layers.\1.ffn.intermediate_dense.\2"),
     (ADAPTOR + r"\.ffn\.output_proj\.(weight|bias)", r"adapter.layers.\1.ffn.output_dense.\2"),
     (r"speech_encoder\.layer_norm\.(weight|bias)", r"inner_layer_norm.\1"),
+    # pre-training (conformer_shaw.pt): kept by Wav2Vec2BertForPreTraining, dropped for every other class
+    (r"quantizer\.entry_proj\.(weight|bias)", r"quantizer.weight_proj.\1"),
+    (r"quantizer\.entries", "quantizer.codevectors"),
+    (r"quantizer\.num_updates", "quantizer.num_updates"),
+    (r"final_proj\.(weight|bias)", r"project_hid.\1"),
+    (r"final_target_proj\.(weight|bias)", r"project_q.\1"),
+    (r"(?:final_bert_proj|mlm_proj)\.(weight|bias)", r"masked_prediction_head.\1"),  # fairseq2's w2vbert files
 ]
 _COMPILED = [(re.compile(pattern), template) for pattern, template in FAIRSEQ2_TO_HF]
 
-# Per release: tensors that have no place in the encoder (regex, matched from the start of the name).
+# Per release: tensors that have no place in the encoder (regex, matched from the start of the name). A
+# pre-training model keeps the w2v-bert release's (PRETRAINING_DROPPED instead).
 DROPPED = {
-    "w2v-bert": re.compile(r"(quantizer|final_proj|final_target_proj)\."),
+    "w2v-bert": re.compile(r"(quantizer|final_proj|final_target_proj|final_bert_proj|mlm_proj)\."),
     "seamless-m4t-v2": re.compile(
         r"(text_encoder|text_decoder|text_encoder_frontend|text_decoder_frontend|final_proj|t2u_model)\."
     ),
@@ -89,6 +97,9 @@ DROPPED = {
 # Globals the weights-only unpickler may build besides its defaults (tensors, dicts, lists, numbers, strings).
 # Both releases need none: fairseq2 itself reads them with weights_only=True. Widen this only by naming a class.
 ALLOWED_GLOBALS: list[type] = []
+PRETRAINING_DROPPED = {"w2v-bert": re.compile(r"$^"), "seamless-m4t-v2": DROPPED["seamless-m4t-v2"]}
+# The pre-training tensors: only the pre-trained release has them (a SeamlessM4T file naming one is not one).
+PRETRAINING = re.compile(r"(quantizer|final_proj|final_target_proj|final_bert_proj|mlm_proj)\.")
 
 
 def hf_name(name: str) -> str | None:
@@ -124,10 +135,13 @@ def detect_kind(state: dict[str, torch.Tensor]) -> str:
     )
 
 
-def rename(state: dict[str, torch.Tensor], kind: str = "auto") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def rename(
+    state: dict[str, torch.Tensor], kind: str = "auto", pretraining: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """fairseq2 tensors of `kind` ("auto", "w2v-bert", "seamless-m4t-v2") -> (tensors by their Hugging Face names,
-    Hugging Face name -> fairseq2 name). The release's tensors of no use to the encoder are dropped (and logged);
-    a name the table does not know is an error naming it (a checkpoint of another architecture)."""
+    Hugging Face name -> fairseq2 name). The release's tensors of no use to the model are dropped (and logged):
+    with `pretraining` the quantizer and contrastive projections are of use. A name the table does not know is an
+    error naming it (a checkpoint of another architecture)."""
     if kind == "auto":
         kind = detect_kind(state)
     if kind not in KINDS:
@@ -135,9 +149,9 @@ def rename(state: dict[str, torch.Tensor], kind: str = "auto") -> tuple[dict[str
     converted, sources, dropped, unknown = {}, {}, [], []
     for name, tensor in state.items():
         target = hf_name(name)
-        if DROPPED[kind].match(name):
+        if (PRETRAINING_DROPPED if pretraining else DROPPED)[kind].match(name):
             dropped.append(name)
-        elif target is None:
+        elif target is None or (kind != "w2v-bert" and PRETRAINING.match(name)):
             unknown.append(name)
         elif target in converted:
             raise ValueError(f"{sources[target]} and {name} both give {target}: the checkpoint mixes two releases")
@@ -192,6 +206,7 @@ def infer_config(tensors: dict[str, torch.Tensor], kind: str) -> Wav2Vec2BertCon
         )
     return Wav2Vec2BertConfig(
         **adaptor,
+        **_quantizer_sizes(tensors),
         # SeamlessM4T v2's fine-tuned encoder has no mask embedding; SpecAugment stays off unless asked for
         # (which then starts masked_spec_embed fresh, as transformers does for a checkpoint without one).
         mask_time_prob=0.0 if kind == "seamless-m4t-v2" else defaults.mask_time_prob,
@@ -207,3 +222,18 @@ def infer_config(tensors: dict[str, torch.Tensor], kind: str) -> Wav2Vec2BertCon
         right_max_position_embeddings=distances - 1 - left,
         architectures=["Wav2Vec2BertModel"],
     )
+
+
+def _quantizer_sizes(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The pre-training sizes the quantizer and projections show, where they were kept (conformer_shaw.pt: 2
+    codebooks of 320 entries of 384, projections to 768); nothing otherwise."""
+    if "quantizer.codevectors" not in tensors or "project_q.weight" not in tensors:
+        return {}
+    _, entries, per_codebook = tensors["quantizer.codevectors"].shape  # (1, codebooks x entries, dim / codebooks)
+    projection, codevector_dim = tensors["project_q.weight"].shape
+    groups = codevector_dim // per_codebook
+    sizes = dict(num_codevector_groups=groups, num_codevectors_per_group=entries // groups,
+                 codevector_dim=codevector_dim, proj_codevector_dim=projection)
+    if "masked_prediction_head.weight" in tensors:
+        sizes["num_target_codebooks"] = tensors["masked_prediction_head.weight"].shape[0] // (entries // groups)
+    return sizes

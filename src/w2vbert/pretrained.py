@@ -37,6 +37,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     base_model_prefix = BASE_MODEL_PREFIX
     main_input_name = "input_features"
     supports_gradient_checkpointing = True
+    pretraining_tensors = False  # whether a fairseq2 file's quantizer and contrastive projections load (fairseq2.py)
 
     def __init__(self, config: Wav2Vec2BertConfig) -> None:
         super().__init__()
@@ -287,7 +288,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     ) -> tuple[Any, dict[str, list]]:
         state = load_fairseq2_checkpoint(path)
         kind = detect_kind(state) if kind == "auto" else kind
-        tensors, sources = rename(state, kind)
+        tensors, sources = rename(state, kind, pretraining=cls.pretraining_tensors)
         config = infer_config(tensors, kind)
         if config_overrides:
             config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **config_overrides)
@@ -365,6 +366,10 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         `reset_parameters` may set its children's), with the loaded tensors parked meanwhile, so only the missing
         ones change and they start as in a freshly built model.
         """
+        for name, buffer in list(self.named_buffers()):
+            if buffer.is_meta:  # the one buffer, the quantizer's count of updates, starts at zero
+                owner, attribute = self._owner(name)
+                owner._buffers[attribute] = torch.zeros(buffer.shape, dtype=buffer.dtype)
         missing = {name for name, parameter in self.named_parameters() if parameter.is_meta}
         if not missing:
             return
@@ -388,7 +393,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
                 owner._parameters[attribute] = parameter
 
     def _owner(self, name: str) -> tuple[nn.Module, str]:
-        """The module that owns parameter `name` ("encoder.layers.0.ffn1.intermediate_dense.weight"), and its key."""
+        """The module that owns parameter or buffer `name` ("encoder.layers.0.ffn1.output_dense.bias"), and its key."""
         path, _, attribute = name.rpartition(".")
         return self.get_submodule(path), attribute
 

@@ -44,6 +44,7 @@ from .features import SeamlessM4TFeatureExtractor
 from .heads import Wav2Vec2BertForCTC
 from .layers import lengths_to_mask
 from .pretrained import Wav2Vec2BertPreTrainedModel
+from .pretraining import Wav2Vec2BertForPreTrainingOutput, example_seeds
 from .tokenizer import Wav2Vec2CTCTokenizer
 from .weights import load_weights, torch_load_weights_only
 
@@ -64,7 +65,7 @@ class TrainingConfig:
     """How to train. Model-side options (SpecAugment, LayerDrop, dropouts) live in the model's config."""
 
     output_dir: str
-    task: str = "ctc"  # "ctc" (speech recognition) or "classify" (one label per clip)
+    task: str = "ctc"  # "ctc" (speech recognition), "classify" (one label per clip) or "pretrain" (w2v-BERT)
     learning_rate: float = 5e-5  # peak, reached at the end of warmup
     weight_decay: float = 0.0  # AdamW decay; never applied to biases and norms
     adam_betas: tuple[float, float] = (0.9, 0.98)
@@ -307,14 +308,17 @@ class _RunningMetrics:
 
     def reset(self) -> None:
         self.loss, self.count, self.seconds, self.start = 0.0, 0.0, 0.0, time.time()
+        self.values: Counter = Counter()  # the model's own figures (pre-training's parts), weighted by count
 
-    def add(self, loss: float, count: float, seconds: float) -> None:
+    def add(self, loss: float, count: float, seconds: float, values: dict[str, float]) -> None:
         self.loss, self.count, self.seconds = self.loss + loss, self.count + count, self.seconds + seconds
+        self.values.update(values)
 
     def record(self, lr: float, epoch: int) -> dict[str, float]:
         elapsed = max(time.time() - self.start, 1e-9)
         record = {"loss": self.loss / max(self.count, 1), "lr": lr,
                   "audio_seconds_per_second": self.seconds / elapsed, "epoch": epoch}
+        record |= {name: total / max(self.count, 1) for name, total in sorted(self.values.items())}
         self.reset()
         return record
 
@@ -339,9 +343,10 @@ class CTCScorer:
         self.references: list[str] = []
         self.hypotheses: list[str] = []
 
-    def add(self, batch: dict[str, Any], logits: torch.Tensor, mask: torch.Tensor) -> None:
-        ids = logits.argmax(-1)
-        lengths = self.model.get_feat_extract_output_lengths(mask.sum(-1).long())
+    def add(self, batch: dict[str, Any], output: Any, inputs: dict[str, torch.Tensor]) -> None:
+        ids = output.logits.argmax(-1)
+        mask = inputs["attention_mask"]
+        lengths = self.model.get_feat_extract_output_lengths(mask.sum(-1).long()).to(ids.device)
         ids = ids.masked_fill(~lengths_to_mask(lengths, ids.shape[1]), self.tokenizer.pad_token_id).cpu()
         self.hypotheses += self.tokenizer.batch_decode(ids.tolist())
         self.references += list(batch["texts"])
@@ -367,8 +372,8 @@ class AccuracyScorer:
     def __init__(self, model: Wav2Vec2BertPreTrainedModel, tokenizer: Wav2Vec2CTCTokenizer | None) -> None:
         self.correct = 0.0
 
-    def add(self, batch: dict[str, Any], logits: torch.Tensor, mask: torch.Tensor) -> None:
-        self.correct += float((logits.argmax(-1).cpu() == batch["labels"]).sum())
+    def add(self, batch: dict[str, Any], output: Any, inputs: dict[str, torch.Tensor]) -> None:
+        self.correct += float((output.logits.argmax(-1).cpu() == batch["labels"]).sum())
 
     def result(self, env: Distributed, device: torch.device, count: float) -> dict[str, float]:
         (correct,) = all_reduce([self.correct], env, device)
@@ -379,7 +384,76 @@ class AccuracyScorer:
         return -result["accuracy"]
 
 
-SCORERS: dict[str, type[CTCScorer] | type[AccuracyScorer]] = {"ctc": CTCScorer, "classify": AccuracyScorer}
+class PretrainingScorer:
+    """Evaluation of pre-training: the objective's parts per masked frame; the best checkpoint has the lowest loss."""
+
+    def __init__(self, model: Wav2Vec2BertPreTrainedModel, tokenizer: Wav2Vec2CTCTokenizer | None) -> None:
+        self.sums: Counter = Counter()
+
+    def add(self, batch: dict[str, Any], output: Any, inputs: dict[str, torch.Tensor]) -> None:
+        frames = float(output.masked_frames)
+        for name, value in output.log_values().items():
+            self.sums[name] += value * frames
+
+    def result(self, env: Distributed, device: torch.device, count: float) -> dict[str, float]:
+        names = sorted(PRETRAINING_LOG_VALUES)
+        sums = all_reduce([self.sums[name] for name in names], env, device)
+        return {name: total / max(count, 1) for name, total in zip(names, sums, strict=True)}
+
+    @staticmethod
+    def score(result: dict[str, float]) -> float:
+        return result["loss"]
+
+
+PRETRAINING_LOG_VALUES = ("contrastive_loss", "diversity_loss", "masked_prediction_loss", "contrastive_accuracy",
+                          "codevector_perplexity", "gumbel_temperature")
+
+
+class SupervisedTask:
+    """ctc and classify: the collated labels are the model's targets, and a loss averages over the clips."""
+
+    def __init__(self, scorer: type[CTCScorer] | type[AccuracyScorer]) -> None:
+        self.scorer = scorer
+
+    def inputs(self, trainer: Trainer, batch: dict[str, Any], epoch: int) -> dict[str, torch.Tensor]:
+        return {name: batch[name] for name in ("input_features", "attention_mask", "labels")}
+
+    def count(self, inputs: dict[str, torch.Tensor]) -> float:
+        return float(inputs["labels"].shape[0])
+
+    def stand_in(self, trainer: Trainer, batch: dict[str, Any]) -> dict[str, Any]:
+        """One clip of zeros for a rank whose share of a batch is empty (its clips were bad)."""
+        labels = batch["labels"]
+        return {"input_features": torch.zeros(1, 64, trainer.model.config.feature_projection_input_dim),
+                "attention_mask": torch.ones(1, 64, dtype=torch.long),
+                "labels": torch.zeros((1, 1) if labels.ndim == 2 else (1,), dtype=torch.long), "indices": [0]}
+
+
+class PretrainingTask:
+    """pretrain: masked spans, distractors and Gumbel noise drawn per clip from (run seed, epoch, clip index), so
+    that a resumed run and several processes draw what one uninterrupted process does; a loss averages over the
+    masked frames."""
+
+    scorer = PretrainingScorer
+
+    def inputs(self, trainer: Trainer, batch: dict[str, Any], epoch: int) -> dict[str, torch.Tensor]:
+        seeds = example_seeds(trainer.config.seed, epoch, list(batch["indices"]))
+        mask, negatives = trainer.model.sample_masks(batch["attention_mask"], seeds)
+        return {"input_features": batch["input_features"], "attention_mask": batch["attention_mask"],
+                "mask_time_indices": mask, "sampled_negative_indices": negatives, "gumbel_seeds": seeds}
+
+    def count(self, inputs: dict[str, torch.Tensor]) -> float:
+        return float(inputs["mask_time_indices"].sum())
+
+    def stand_in(self, trainer: Trainer, batch: dict[str, Any]) -> dict[str, Any]:
+        return {"input_features": torch.zeros(1, 64, trainer.model.config.feature_projection_input_dim),
+                "attention_mask": torch.ones(1, 64, dtype=torch.long), "indices": [0]}
+
+
+TRAINING_TASKS: dict[str, SupervisedTask | PretrainingTask] = {
+    "ctc": SupervisedTask(CTCScorer), "classify": SupervisedTask(AccuracyScorer), "pretrain": PretrainingTask(),
+}
+EVAL_EPOCH = -1  # the draws of evaluation are the same at every evaluation
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -390,7 +464,7 @@ class TrainerState:
     step: int = 0  # optimizer steps done
     epoch: int = 0
     batches_in_epoch: int = 0  # global batches of `epoch` consumed
-    best_metric: float | None = None  # WER (ctc) or -accuracy (classify): lower is better
+    best_metric: float | None = None  # WER (ctc), -accuracy (classify) or the loss (pretrain): lower is better
     best_step: int | None = None
     audio_seconds: float = 0.0  # trained on, all ranks
     history: list[dict[str, Any]] = field(default_factory=list)  # evaluation results
@@ -433,6 +507,7 @@ class Trainer:
         self.env, self.device = Distributed(), torch.device(config.device or "cpu")
         self.wrapped: nn.Module = model
         self.bad_examples: Counter = Counter()  # this rank's, since the last step's all-reduce
+        self.task = TRAINING_TASKS[config.task]
 
     # ------------------------------------------------------------------------------------------ setup
     def _prepare_model(self) -> None:
@@ -493,7 +568,7 @@ class Trainer:
         config = self.config
         self.env, self.device = init_distributed(config.device)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        _seed_everything(config.seed + self.env.rank)
+        seed_everything(config.seed + self.env.rank)
         checkpoint = find_checkpoint(self.output_dir) if resume else None
         if resume and checkpoint is None:
             logger.warning("no checkpoint in %s to resume from: starting from step 0", self.output_dir)
@@ -568,7 +643,9 @@ class Trainer:
         if micro:
             yield micro
 
-    def _after_step(self, result: tuple[float, float, float], running: _RunningMetrics, metrics: Any, bar: Any) -> None:
+    def _after_step(
+        self, result: tuple[float, float, float, dict[str, float]], running: _RunningMetrics, metrics: Any, bar: Any
+    ) -> None:
         """Count the step; log, evaluate, checkpoint and call back when due."""
         config = self.config
         running.add(*result)
@@ -592,14 +669,16 @@ class Trainer:
         for callback in self.callbacks:
             callback(self, step)
 
-    def train_step(self, micro: list[dict[str, Any]]) -> tuple[float, float, float]:
-        """One optimizer step over accumulated micro-batches (after `setup`); returns (summed loss, examples,
-        audio seconds), summed over ranks. Clips the collator left out (bad examples) are counted; a global batch
-        left with none is skipped, and a step left with none leaves the weights as they are."""
-        total_loss, total_count, total_seconds = 0.0, 0.0, 0.0
+    def train_step(self, micro: list[dict[str, Any]]) -> tuple[float, float, float, dict[str, float]]:
+        """One optimizer step over accumulated micro-batches (after `setup`); returns (summed loss, what it sums
+        over, audio seconds, the model's own figures summed likewise), all summed over ranks. Clips the collator
+        left out (bad examples) are counted; a global batch left with none is skipped, and a step left with none
+        leaves the weights as they are."""
+        total_loss, total_count, total_seconds, values = 0.0, 0.0, 0.0, Counter()
         for index, batch in enumerate(micro):
             self.bad_examples.update(batch.get("bad", ()))
-            local_count = float(batch["labels"].shape[0])
+            inputs = self.task.inputs(self, batch, self.state.epoch)
+            local_count = self.task.count(inputs) if batch["input_features"].shape[0] else 0.0
             global_count, seconds = all_reduce([local_count, batch["seconds"]], self.env, self.device)
             if global_count == 0:
                 continue  # every clip of this global batch was bad: no rank runs it
@@ -610,7 +689,7 @@ class Trainer:
             elif self.env.active and not last:
                 sync = self.wrapped.no_sync()
             with sync:
-                output = self._forward(batch)
+                output = self._forward(batch, inputs, self.state.epoch)
                 local_sum = self._loss_sum(output.loss, local_count) if local_count else output.loss * 0.0
                 # DDP averages gradients over ranks: scaling by world / global count makes the result the mean
                 # over every example of the global batch, whatever each rank's share of it.
@@ -619,6 +698,8 @@ class Trainer:
             total_loss += float(local_sum.detach())
             total_count += global_count
             total_seconds += seconds
+            if local_count and isinstance(output, Wav2Vec2BertForPreTrainingOutput):
+                values.update({k: v * local_count for k, v in output.log_values().items()})
         if total_count:
             self.scaler.unscale_(self.optimizer)
             if self.config.max_grad_norm is not None:
@@ -628,20 +709,18 @@ class Trainer:
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        (total_loss,) = all_reduce([total_loss], self.env, self.device)
-        return total_loss, total_count, total_seconds
+        names = sorted(values)
+        total_loss, *summed = all_reduce([total_loss, *(values[name] for name in names)], self.env, self.device)
+        return total_loss, total_count, total_seconds, dict(zip(names, summed, strict=True))
 
-    def _forward(self, batch: dict[str, Any]) -> Any:
-        """The model on this rank's share of a batch. A share left empty by bad examples runs on one clip of
-        zeros instead (its loss is then not counted), so that the ranks' collectives stay in step."""
-        features, mask, labels = batch["input_features"], batch["attention_mask"], batch["labels"]
-        if labels.shape[0] == 0:
-            features = torch.zeros(1, 8, self.model.config.feature_projection_input_dim)
-            mask = torch.ones(1, 8, dtype=torch.long)
-            labels = torch.zeros((1, 1) if labels.ndim == 2 else (1,), dtype=torch.long)
+    def _forward(self, batch: dict[str, Any], inputs: dict[str, torch.Tensor], epoch: int) -> Any:
+        """The model on this rank's share of a batch (`inputs`, the task's from it). A share left empty by bad
+        examples runs on a stand-in clip of zeros (its loss is then not counted), so that the ranks' collectives
+        stay in step."""
+        if batch["input_features"].shape[0] == 0:
+            inputs = self.task.inputs(self, self.task.stand_in(self, batch), epoch)
         with self._autocast():
-            return self.wrapped(features.to(self.device), attention_mask=mask.to(self.device),
-                                labels=labels.to(self.device))
+            return self.wrapped(**{name: value.to(self.device) for name, value in inputs.items()})
 
     def _fold_bad_examples(self) -> None:
         """Add the examples the collators of every rank left out since the last fold to the run's counts."""
@@ -676,23 +755,25 @@ class Trainer:
     # -------------------------------------------------------------------------------------------- eval
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Loss and the task's metrics (WER/CER for ctc, accuracy for classify) on `eval_data`, over all ranks."""
+        """Loss and the task's metrics (WER/CER for ctc, accuracy for classify, the objective's parts for
+        pretrain) on `eval_data`, over all ranks."""
         sampler = LengthGroupedBatchSampler(
             self.eval_data.seconds, self.config.max_batch_seconds, self.config.max_batch_size, shuffle=False,
             rank=self.env.rank, world_size=self.env.world_size,
         )
-        scorer = SCORERS[self.config.task](self.model, self.tokenizer)
+        scorer = self.task.scorer(self.model, self.tokenizer)
         model = self.wrapped
         was_training = model.training
         model.eval()
         loss_sum, count = 0.0, 0.0
         for batch in self._loader(self.eval_data, sampler, 0):
-            output = self._forward(batch)
-            n = batch["labels"].shape[0]
-            if n:
+            inputs = self.task.inputs(self, batch, EVAL_EPOCH)
+            output = self._forward(batch, inputs, EVAL_EPOCH)
+            if batch["input_features"].shape[0]:
+                n = self.task.count(inputs)
                 loss_sum += float(self._loss_sum(output.loss.float(), n))
                 count += n
-                scorer.add(batch, output.logits, batch["attention_mask"].to(self.device))
+                scorer.add(batch, output, {name: value.to(self.device) for name, value in inputs.items()})
         model.train(was_training)
         loss_sum, count = all_reduce([loss_sum, count], self.env, self.device)
         return {"loss": loss_sum / max(count, 1)} | scorer.result(self.env, self.device, count)
@@ -702,7 +783,7 @@ class Trainer:
         self.state.history.append({"step": self.state.step, **result})
         if metrics is not None:
             metrics.write(self.state.step, "eval", result)
-        score = SCORERS[self.config.task].score(result)
+        score = self.task.scorer.score(result)
         if not math.isnan(score) and (self.state.best_metric is None or score < self.state.best_metric):
             self.state.best_metric, self.state.best_step = score, self.state.step
             self.save_checkpoint("best", training_state=False)
@@ -787,7 +868,8 @@ class Trainer:
         set_rng_state(torch_load_weights_only(checkpoint / f"rng_state_{self.env.rank}.pt"))
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

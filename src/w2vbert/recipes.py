@@ -1,14 +1,17 @@
-"""Fine-tuning recipes: `finetune()` and `w2vbert finetune`, from manifests to a trained checkpoint.
+"""Training recipes: `finetune()` / `w2vbert finetune` and `pretrain()` / `w2vbert pretrain`, from manifests (or
+a folder of audio) to a trained checkpoint.
 
 In order: `DataConfig` (where examples come from, how targets are cleaned, what happens to bad ones), the
 recipe of each task (`CTCRecipe`: transcripts -> character vocabulary -> `Wav2Vec2BertForCTC`;
-`ClassificationRecipe`: labels -> `Wav2Vec2BertForSequenceClassification`), `finetune()`, and the command line,
-whose defaults are the config dataclasses' own. The training loop itself is trainer.py's.
+`ClassificationRecipe`: labels -> `Wav2Vec2BertForSequenceClassification`; `PretrainingRecipe`: audio alone ->
+`Wav2Vec2BertForPreTraining`), `train_recipe()` and its two faces `finetune()` and `pretrain()`, and the command
+lines, whose defaults are the config dataclasses' own. The training loop itself is trainer.py's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -30,14 +33,17 @@ from .data import (
     TextNormalizer,
     describe,
     drop_too_short,
+    drop_unmaskable,
     limit_length,
     load_examples,
+    load_unlabeled,
 )
 from .features import feature_extractor_for
 from .heads import Wav2Vec2BertForCTC, Wav2Vec2BertForSequenceClassification
 from .pretrained import Wav2Vec2BertPreTrainedModel
+from .pretraining import Wav2Vec2BertForPreTraining
 from .tokenizer import Wav2Vec2CTCTokenizer, build_vocab
-from .trainer import PRECISIONS, SCHEDULES, SHARDINGS, Trainer, TrainingConfig, find_checkpoint
+from .trainer import PRECISIONS, SCHEDULES, SHARDINGS, Trainer, TrainingConfig, find_checkpoint, seed_everything
 
 logger = logging.getLogger("w2vbert")
 
@@ -130,7 +136,40 @@ class ClassificationRecipe:
         return examples
 
 
-RECIPES: dict[str, CTCRecipe | ClassificationRecipe] = {"ctc": CTCRecipe(), "classify": ClassificationRecipe()}
+class PretrainingRecipe:
+    """Continued pre-training (or from scratch): audio alone; the quantizer and projections come from Meta's
+    conformer_shaw.pt, or start fresh (and are reported) from a Hugging Face checkpoint, which has none. A clip
+    with no more steps than a masked span is left out."""
+
+    task = "pretrain"
+
+    def __init__(self, from_scratch: bool = False) -> None:
+        self.from_scratch = from_scratch
+
+    def examples(self, source: str, data: DataConfig, bad: BadExamples) -> list[Example]:
+        return load_unlabeled(source, bad, audio_column=data.audio_column)
+
+    def prepare(
+        self, source: str, train: list[Example], data: DataConfig, resume_from: Path | None, overrides: dict[str, Any]
+    ) -> Prepared:
+        if self.from_scratch and resume_from is None:
+            config = Wav2Vec2BertConfig.from_pretrained(source, **overrides)
+            config.architectures = None
+            logger.info("pre-training from scratch: a %d-layer model of %s's config", config.num_hidden_layers, source)
+            return Prepared(Wav2Vec2BertForPreTraining(config), _no_target)
+        return Prepared(Wav2Vec2BertForPreTraining.from_pretrained(source, **overrides), _no_target)
+
+    def trainable(self, examples: list[Example], prepared: Prepared, bad: BadExamples) -> list[Example]:
+        return drop_unmaskable(examples, prepared.model.config.mask_time_length, bad)
+
+
+def _no_target(target: str) -> None:
+    return None
+
+
+RECIPES: dict[str, CTCRecipe | ClassificationRecipe | PretrainingRecipe] = {
+    "ctc": CTCRecipe(), "classify": ClassificationRecipe(), "pretrain": PretrainingRecipe(),
+}
 
 
 def finetune(
@@ -142,13 +181,44 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune the checkpoint `model` (hub id or directory) on manifests; returns the run summary.
 
-    The task's recipe (`RECIPES[config.task]`) builds the targets and the model. Resuming takes weights,
-    vocabulary and labels from `output_dir/last`. Examples that cannot train are reported with file and line and
-    counted (or stop the run, with `data.on_bad_example="fail"`): missing or unreadable audio, empty targets,
-    unknown labels, clips longer than the batch cap (`data.long_clips`), and clips that fail to decode while
-    training (counted under "bad_examples_in_training").
+    The task's recipe (`RECIPES[config.task]`: "ctc" or "classify") builds the targets and the model. Resuming
+    takes weights, vocabulary and labels from `output_dir/last`. Examples that cannot train are reported with file
+    and line and counted (or stop the run, with `data.on_bad_example="fail"`): missing or unreadable audio, empty
+    targets, unknown labels, clips longer than the batch cap (`data.long_clips`), and clips that fail to decode
+    while training (counted under "bad_examples_in_training").
     """
-    recipe = RECIPES[config.task]
+    if config.task == "pretrain":
+        raise ValueError("task 'pretrain' is pre-training: call pretrain(...) (w2vbert pretrain)")
+    return train_recipe(RECIPES[config.task], model, data, config, resume, model_overrides)
+
+
+def pretrain(
+    model: str,
+    data: DataConfig,
+    config: TrainingConfig,
+    resume: bool = False,
+    model_overrides: dict[str, Any] | None = None,
+    from_scratch: bool = False,
+) -> dict[str, Any]:
+    """Continue the self-supervised w2v-BERT pre-training of `model` (a hub id, a directory, or Meta's
+    conformer_shaw.pt) on unlabeled audio: `data.train_manifest` is a manifest (its audio column) or a folder of
+    audio files. `from_scratch` takes only `model`'s config. The run directory and its guarantees are fine-tuning's
+    (trainer.py); `output_dir/last` loads as an encoder into any head class (the pre-training tensors reported as
+    unused), here and in transformers. Returns the run summary."""
+    if config.task != "pretrain":
+        config = dataclasses.replace(config, task="pretrain")
+    return train_recipe(PretrainingRecipe(from_scratch), model, data, config, resume, model_overrides)
+
+
+def train_recipe(
+    recipe: CTCRecipe | ClassificationRecipe | PretrainingRecipe,
+    model: str,
+    data: DataConfig,
+    config: TrainingConfig,
+    resume: bool,
+    model_overrides: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The run both `finetune` and `pretrain` are: examples, the recipe's model, the trainer, the summary."""
     if data.long_clips == "crop" and config.task == "ctc":
         raise ValueError("long_clips='crop' would cut audio away from under its transcript: use 'skip' for ctc")
     output_dir = Path(config.output_dir)
@@ -159,12 +229,16 @@ def finetune(
     bad = BadExamples(data.on_bad_example)
 
     def examples(manifest: str, labels: list[str] | None = None) -> list[Example]:
-        found = load_examples(manifest, config.task, bad, data.normalizer, labels=labels,
-                              audio_column=data.audio_column, target_column_name=data.target_column)
+        if isinstance(recipe, PretrainingRecipe):
+            found = recipe.examples(manifest, data, bad)
+        else:
+            found = load_examples(manifest, config.task, bad, data.normalizer, labels=labels,
+                                  audio_column=data.audio_column, target_column_name=data.target_column)
         return limit_length(found, config.max_batch_seconds, data.long_clips, bad)
 
     train = examples(data.train_manifest)
     feature_extractor = feature_extractor_for(source)
+    seed_everything(config.seed)  # what the checkpoint lacks (a new head, a fresh quantizer) starts the same each run
     prepared = recipe.prepare(source, train, data, resume_from, dict(model_overrides or {}))
     train = recipe.trainable(train, prepared, bad)
     evaluation = None
@@ -194,30 +268,49 @@ DATA = {f.name: f.default for f in fields(DataConfig) if f.name != "train_manife
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """The arguments of `w2vbert finetune`."""
-    parser.description = (
-        "Fine-tune on CSV/TSV/JSONL manifests (columns: audio + text, or audio + label; audio paths relative to the "
-        "manifest). Several processes or GPUs: launch with torchrun."
-    )
-    parser.add_argument("--task", choices=TASKS, default=TRAINING["task"])
-    parser.add_argument("--model", required=True, help="hub id or directory of the starting checkpoint")
-    parser.add_argument("--train", required=True, help="training manifest")
-    parser.add_argument("--eval", help="evaluation manifest")
+    """The arguments of `w2vbert finetune` and `w2vbert pretrain`."""
+    if name == "finetune":
+        parser.description = (
+            "Fine-tune on CSV/TSV/JSONL manifests (columns: audio + text, or audio + label; audio paths relative to "
+            "the manifest). Several processes or GPUs: launch with torchrun."
+        )
+        parser.add_argument("--task", choices=[t for t in TASKS if t != "pretrain"], default=TRAINING["task"])
+        parser.add_argument("--model", required=True, help="hub id or directory of the starting checkpoint")
+        parser.add_argument("--train", required=True, help="training manifest")
+        parser.add_argument("--eval", help="evaluation manifest")
+    else:
+        parser.description = (
+            "Continue the w2v-BERT self-supervised pre-training on unlabeled audio: a CSV/TSV/JSONL manifest with an "
+            "audio column (other columns are ignored), or a folder of audio files. Several processes or GPUs: "
+            "launch with torchrun."
+        )
+        parser.add_argument("--model", required=True,
+                            help="hub id, directory, or Meta's conformer_shaw.pt (its quantizer is kept)")
+        parser.add_argument("--train", required=True, help="training manifest or folder of audio")
+        parser.add_argument("--eval", help="evaluation manifest or folder")
+        parser.add_argument("--from-scratch", action="store_true", help="take only the model's config.json")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
     parser.add_argument("--audio-column", default=DATA["audio_column"])
-    parser.add_argument("--text-column", help="transcript column (ctc; default 'text')")
-    parser.add_argument("--label-column", help="label column (classify; default 'label')")
     parser.add_argument("--on-bad-example", choices=ON_BAD, default=DATA["on_bad_example"],
                         help="skip (report and count) or fail at an example that cannot train, also one that "
                              "fails to decode during training")
     parser.add_argument("--long-clips", choices=LONG_CLIPS, default=DATA["long_clips"],
                         help="clips longer than --max-batch-seconds: skip them (counted), or crop them to it "
-                             "(classify only)")
-    parser.add_argument("--vocab", help="use this vocab.json instead of building one from the transcripts")
-    parser.add_argument("--keep-case", action="store_true", help="do not lowercase transcripts")
-    parser.add_argument("--keep-punctuation", action="store_true")
-    parser.add_argument("--allowed-characters", help="drop every other character from transcripts")
+                             "(not for ctc)")
+    if name == "finetune":
+        parser.add_argument("--text-column", help="transcript column (ctc; default 'text')")
+        parser.add_argument("--label-column", help="label column (classify; default 'label')")
+        parser.add_argument("--vocab", help="use this vocab.json instead of building one from the transcripts")
+        parser.add_argument("--keep-case", action="store_true", help="do not lowercase transcripts")
+        parser.add_argument("--keep-punctuation", action="store_true")
+        parser.add_argument("--allowed-characters", help="drop every other character from transcripts")
+        parser.add_argument("--no-adapter", action="store_true",
+                            help="no adapter on top of the encoder: CTC without it (on by default for CTC), and what "
+                                 "classification needs from a checkpoint that has one (its head refuses the adapter)")
+        parser.add_argument("--mask-time-prob", type=float,
+                            help="override the model config's SpecAugment time masking")
+    parser.add_argument("--layerdrop", type=float, help="override the model config's LayerDrop")
     parser.add_argument("--learning-rate", type=float, default=TRAINING["learning_rate"])
     parser.add_argument("--weight-decay", type=float, default=TRAINING["weight_decay"])
     parser.add_argument("--lr-schedule", choices=SCHEDULES, default=TRAINING["lr_schedule"])
@@ -231,11 +324,6 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-feature-projection", action="store_true")
     parser.add_argument("--freeze-layers", type=int, default=TRAINING["freeze_layers"],
                         help="freeze the lowest K Conformer blocks")
-    parser.add_argument("--no-adapter", action="store_true",
-                        help="no adapter on top of the encoder: CTC without it (on by default for CTC), and what "
-                             "classification needs from a checkpoint that has one (its head refuses the adapter)")
-    parser.add_argument("--layerdrop", type=float, help="override the model config's LayerDrop")
-    parser.add_argument("--mask-time-prob", type=float, help="override the model config's SpecAugment time masking")
     parser.add_argument("--max-batch-seconds", type=positive_float, default=TRAINING["max_batch_seconds"],
                         help="padded audio per global batch")
     parser.add_argument("--max-batch-size", type=int, default=TRAINING["max_batch_size"])
@@ -249,17 +337,13 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--device", type=device_name, default=TRAINING["device"],
                         help="cpu, cuda (this rank's GPU), cuda:1 (default: cuda when available)")
-    parser.set_defaults(run=run_finetune)
+    parser.set_defaults(run=run_finetune if name == "finetune" else run_pretrain)
 
 
-def run_finetune(args: argparse.Namespace) -> int:
-    column = args.text_column if args.task == "ctc" else args.label_column
-    normalizer = TextNormalizer(lowercase=not args.keep_case, remove_punctuation=not args.keep_punctuation,
-                                allowed_characters=args.allowed_characters)
-    data = DataConfig(args.train, args.eval, args.audio_column, column, normalizer, args.on_bad_example, args.vocab,
-                      args.cache_audio, args.long_clips)
-    config = TrainingConfig(
-        output_dir=args.output_dir, task=args.task, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+def training_config(args: argparse.Namespace, task: str) -> TrainingConfig:
+    """The TrainingConfig of a `finetune` or `pretrain` command line."""
+    return TrainingConfig(
+        output_dir=args.output_dir, task=task, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, max_steps=args.max_steps,
         gradient_accumulation_steps=args.gradient_accumulation_steps, max_grad_norm=args.max_grad_norm or None,
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
@@ -268,6 +352,14 @@ def run_finetune(args: argparse.Namespace) -> int:
         save_every=args.save_every, log_every=args.log_every, seed=args.seed, num_workers=args.num_workers,
         sharding=args.sharding, device=args.device, progress=not args.no_progress,
     )
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    column = args.text_column if args.task == "ctc" else args.label_column
+    normalizer = TextNormalizer(lowercase=not args.keep_case, remove_punctuation=not args.keep_punctuation,
+                                allowed_characters=args.allowed_characters)
+    data = DataConfig(args.train, args.eval, args.audio_column, column, normalizer, args.on_bad_example, args.vocab,
+                      args.cache_audio, args.long_clips)
     overrides: dict[str, Any] = {}
     if args.no_adapter:
         overrides["add_adapter"] = False
@@ -275,7 +367,21 @@ def run_finetune(args: argparse.Namespace) -> int:
         overrides["layerdrop"] = args.layerdrop
     if args.mask_time_prob is not None:
         overrides["mask_time_prob"] = args.mask_time_prob
-    summary = finetune(args.model, data, config, resume=args.resume, model_overrides=overrides)
+    summary = finetune(args.model, data, training_config(args, args.task), args.resume, overrides)
+    _print_summary(summary)
+    return 0
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    data = DataConfig(args.train, args.eval, args.audio_column, on_bad_example=args.on_bad_example,
+                      cache_audio=args.cache_audio, long_clips=args.long_clips)
+    overrides = {} if args.layerdrop is None else {"layerdrop": args.layerdrop}
+    summary = pretrain(args.model, data, training_config(args, "pretrain"), args.resume, overrides,
+                       from_scratch=args.from_scratch)
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
-    return 0
