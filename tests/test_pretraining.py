@@ -354,3 +354,16 @@ def test_seeds_differ_per_epoch_and_example_and_repeat_for_the_same_pair():
     seeds = {int(s) for s in example_seeds(0, 1, range(50))} | {int(s) for s in example_seeds(0, 2, range(50))}
     assert len(seeds) == 100
 
+
+
+def test_convert_keeps_the_pretraining_tensors_when_asked(tmp_path):
+    from test_convert import SMALL as SMALL_SHAPES
+    from test_convert import fairseq2_state
+    from w2vbert.cli import main
+
+    state = fairseq2_state(**SMALL_SHAPES)
+    torch.save({"model": state}, tmp_path / "conformer_shaw.pt")
+    assert main(["convert", str(tmp_path / "conformer_shaw.pt"), str(tmp_path / "out"), "--pretraining"]) == 0
+    model = w2vbert.load_model(tmp_path / "out")
+    assert type(model) is Wav2Vec2BertForPreTraining
+    assert torch.equal(model.quantizer.weight_proj.weight, state["quantizer.entry_proj.weight"])

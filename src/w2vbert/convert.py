@@ -19,22 +19,29 @@ from .devices import INFERENCE_DTYPES, resolve_dtype
 from .fairseq2 import KINDS
 from .features import default_feature_extractor
 from .modeling import Wav2Vec2BertModel
+from .pretraining import Wav2Vec2BertForPreTraining
 
 logger = logging.getLogger("w2vbert")
 
 
 def convert(
-    src: str | os.PathLike, dst: str | os.PathLike, *, kind: str = "auto", dtype: torch.dtype | None = None
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    kind: str = "auto",
+    dtype: torch.dtype | None = None,
+    pretraining: bool = False,
 ) -> Path:
     """Convert a fairseq2 checkpoint file into a Hugging Face model directory (written whole, or not at all).
 
-    The directory is assembled in a temporary sibling of `dst` and renamed into place, so a failure at any
-    point leaves `dst` as it was.
+    `pretraining` keeps the release's quantizer and contrastive projections (a `Wav2Vec2BertForPreTraining`
+    directory, which every other class loads as its encoder). The directory is assembled in a temporary sibling of
+    `dst` and renamed into place, so a failure at any point leaves `dst` as it was.
     """
     dst = Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{dst} exists and is not an empty directory; choose a new directory")
-    model = Wav2Vec2BertModel.from_fairseq2(src, kind)
+    model = (Wav2Vec2BertForPreTraining if pretraining else Wav2Vec2BertModel).from_fairseq2(src, kind)
     if dtype is not None:
         model.to(dtype)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -69,10 +76,13 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         default=None,
         help="store the weights in this dtype (default: as in the checkpoint)",
     )
+    parser.add_argument("--pretraining", action="store_true",
+                        help="keep the quantizer and contrastive projections, for w2vbert pretrain")
     parser.set_defaults(run=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    path = convert(args.src, args.dst, kind=args.kind, dtype=resolve_dtype(args.dtype) if args.dtype else None)
+    dtype = resolve_dtype(args.dtype) if args.dtype else None
+    path = convert(args.src, args.dst, kind=args.kind, dtype=dtype, pretraining=args.pretraining)
     print(path)
     return 0
