@@ -91,3 +91,20 @@ def random_batch(lengths: list[int], dim: int = 160, seed: int = 0):
 @pytest.fixture
 def tiny_kwargs():
     return tiny_config_kwargs()
+
+
+def assert_same_outputs(ours, theirs):
+    """The same keys, each the same kind (tensor, array or list), dtype, shape and values (exactly), and the
+    same attribute access: what code written against transformers' processors reads."""
+    import numpy as np
+
+    assert sorted(ours.keys()) == sorted(theirs.keys())
+    for key in theirs.keys():
+        a, b = ours[key], theirs[key]
+        assert type(a) is type(b), (key, type(a), type(b))
+        if isinstance(b, (torch.Tensor, np.ndarray)):
+            assert a.dtype == b.dtype and a.shape == b.shape, (key, a.dtype, b.dtype, a.shape, b.shape)
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=key)
+        else:
+            assert a == b, key
+        assert getattr(ours, key) is a

@@ -11,20 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_same_outputs
 from w2vbert import SeamlessM4TFeatureExtractor, Wav2Vec2BertProcessor, Wav2Vec2CTCTokenizer, load_audio
-
-
-def assert_same_batch(ours, theirs):
-    """The same keys, each the same kind (tensor, array or list), dtype, shape and values (exactly)."""
-    assert sorted(ours.keys()) == sorted(theirs.keys())
-    for key in theirs.keys():
-        a, b = ours[key], theirs[key]
-        assert type(a) is type(b), (key, type(a), type(b))
-        if isinstance(b, (torch.Tensor, np.ndarray)):
-            assert a.dtype == b.dtype and a.shape == b.shape, (key, a.dtype, b.dtype, a.shape, b.shape)
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=key)
-        else:
-            assert a == b, key
 
 
 def clips(dtype=np.float32, lengths=(3, 6, 5)):
@@ -63,7 +51,7 @@ PAD_OPTIONS = {
 @pytest.mark.parametrize("inputs", FEATURE_INPUTS.values(), ids=FEATURE_INPUTS.keys())
 def test_feature_pad_equals_transformers_in_values_dtypes_and_kinds(extractor_pair, inputs, options, return_tensors):
     ours, theirs = extractor_pair
-    assert_same_batch(
+    assert_same_outputs(
         ours.pad(inputs(), return_tensors=return_tensors, **options),
         theirs.pad(inputs(), return_tensors=return_tensors, **options),
     )
@@ -75,7 +63,7 @@ def test_feature_pad_on_the_left_equals_transformers():
     ours = SeamlessM4TFeatureExtractor(padding_value=1.0, padding_side="left")
     theirs = transformers.SeamlessM4TFeatureExtractor(padding_value=1.0, padding_side="left")
     inputs = [{"input_features": x} for x in clips()]
-    assert_same_batch(ours.pad(inputs, return_tensors="pt"), theirs.pad(inputs, return_tensors="pt"))
+    assert_same_outputs(ours.pad(inputs, return_tensors="pt"), theirs.pad(inputs, return_tensors="pt"))
 
 
 @pytest.mark.parametrize("padding", ["foo", "true", 1, None])
@@ -202,7 +190,7 @@ def test_the_blog_collator_gives_transformers_tensors(processors):
         np.testing.assert_allclose(np.asarray(a["input_features"]), b["input_features"], atol=1e-4, rtol=0)
     for examples in (reference, mine, as_stored(reference)):
         batch = DataCollatorCTCWithPadding(ours)(examples)
-        assert_same_batch(batch, DataCollatorCTCWithPadding(theirs)(examples))
+        assert_same_outputs(batch, DataCollatorCTCWithPadding(theirs)(examples))
         assert batch["input_features"].dtype == torch.float32 and batch["attention_mask"].dtype == torch.int32
         assert batch["labels"].dtype == torch.int64 and (batch["labels"][3, 2:] == -100).all()  # "hi" is 2 long
 
@@ -227,7 +215,7 @@ def test_processor_pad_of_labels_features_or_both_equals_transformers(processors
     features = [{"input_features": e["input_features"]} for e in examples]
     labels = [{"input_ids": e["labels"]} for e in examples]
     for kwargs in ({"labels": labels}, {"input_features": features}, {"input_features": features, "labels": labels}):
-        assert_same_batch(
+        assert_same_outputs(
             ours.pad(padding=True, return_tensors=return_tensors, **kwargs),
             theirs.pad(padding=True, return_tensors=return_tensors, **kwargs),
         )

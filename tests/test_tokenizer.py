@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import assert_same_outputs
 from w2vbert import SeamlessM4TFeatureExtractor, Wav2Vec2BertProcessor, Wav2Vec2CTCTokenizer, build_vocab, load_audio
 
 DATA = Path(__file__).parent / "data"
@@ -358,20 +359,6 @@ def test_tokenization_with_overlapping_whole_tokens_equals_transformers(pieces, 
 
 
 # ------------------------------------------------------------------------------------------ pad and call
-def assert_same_encoding(ours, theirs):
-    """The same keys, each the same kind (tensor, array or list), dtype, shape and values; attribute access too."""
-    assert sorted(ours.keys()) == sorted(theirs.keys())
-    for key in theirs.keys():
-        a, b = ours[key], theirs[key]
-        assert type(a) is type(b), (key, type(a), type(b))
-        if isinstance(b, (torch.Tensor, np.ndarray)):
-            assert a.dtype == b.dtype and a.shape == b.shape, (key, a.dtype, b.dtype, a.shape, b.shape)
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=key)
-        else:
-            assert a == b, key
-        assert getattr(ours, key) is a
-
-
 PAD_INPUTS = {
     "lists": lambda: [{"input_ids": [1, 2, 3]}, {"input_ids": [4]}, {"input_ids": [5, 6]}],
     "tensors": lambda: [{"input_ids": torch.tensor(ids)} for ids in ([1, 2, 3], [4], [5, 6])],
@@ -415,7 +402,7 @@ def test_tokenizer_pad_equals_transformers(vocab_dir, inputs, options, return_te
         with pytest.raises(ValueError, match="pad them first"):
             ours.pad(inputs(), return_tensors=return_tensors, **options)
         return
-    assert_same_encoding(ours.pad(inputs(), return_tensors=return_tensors, **options), expected)
+    assert_same_outputs(ours.pad(inputs(), return_tensors=return_tensors, **options), expected)
 
 
 @pytest.mark.parametrize("return_tensors", [None, "np", "pt"])
@@ -434,14 +421,14 @@ def test_tokenizer_call_equals_transformers(vocab_dir, text, options, return_ten
         with pytest.raises(ValueError, match="pad them first"):
             ours(text, return_tensors=return_tensors, **options)
         return
-    assert_same_encoding(ours(text, return_tensors=return_tensors, **options), expected)
+    assert_same_outputs(ours(text, return_tensors=return_tensors, **options), expected)
 
 
 def test_tokenizer_call_truncates_to_max_length_as_transformers(vocab_dir):
     ours, theirs = pair(vocab_dir)
     texts = ["hello world", "the quick brown fox"]
     options = dict(truncation=True, max_length=7, padding=True, return_tensors="pt")
-    assert_same_encoding(ours(texts, **options), theirs(texts, **options))
+    assert_same_outputs(ours(texts, **options), theirs(texts, **options))
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,24 @@ def _stack_numpy(value: Any, key: str) -> np.ndarray:
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")  # the values of transformers' PaddingStrategy
 
 
+def as_columns(examples: Any, key: str, wrap: str) -> dict[str, list]:
+    """A collator's examples -> one list per key: a list of dicts (one per example) or a dict of lists, as the
+    `pad` methods of transformers take them; anything else is a TypeError saying how to `wrap` each example."""
+    if isinstance(examples, (list, tuple)):
+        if not examples:
+            raise ValueError(f"pad got an empty list; expected one dict with {key!r} per example")
+        if not all(isinstance(item, Mapping) for item in examples):
+            kinds = "/".join(sorted({type(item).__name__ for item in examples}))
+            raise TypeError(
+                f"pad takes a list of dicts, one per example, with {key!r}, or a dict of lists; got a list of "
+                f"{kinds}: wrap {wrap}"
+            )
+        return {name: [item[name] for item in examples] for name in examples[0]}
+    if not isinstance(examples, Mapping):
+        raise TypeError(f"pad takes a list of dicts with {key!r} or a dict of lists, got {type(examples).__name__}")
+    return dict(examples)
+
+
 def padding_plan(
     lengths: Sequence[int],
     padding: bool | str = True,
@@ -567,24 +585,9 @@ class SeamlessM4TFeatureExtractor:
         becomes float32, other dtypes stay; a mask made here is int32, a given one keeps its dtype. Other keys
         are passed through, one value per example.
         """
-        if isinstance(processed_features, (list, tuple)):
-            if not processed_features:
-                raise ValueError("pad got an empty list; expected one dict with 'input_features' per example")
-            if not all(isinstance(item, Mapping) for item in processed_features):
-                kinds = sorted({type(item).__name__ for item in processed_features})
-                raise TypeError(
-                    f"pad takes a list of dicts, one per example, with 'input_features' (steps, dims), got a list of "
-                    f"{'/'.join(kinds)}: wrap each as {{'input_features': features}}"
-                )
-            processed_features = {key: [item[key] for item in processed_features] for key in processed_features[0]}
-        if not isinstance(processed_features, Mapping):
-            raise TypeError(
-                f"pad takes a list of dicts with 'input_features' or a dict of lists, got "
-                f"{type(processed_features).__name__}"
-            )
-        if "input_features" not in processed_features:
-            raise ValueError(f"pad needs 'input_features', got keys {sorted(processed_features)}")
-        columns = dict(processed_features)
+        columns = as_columns(processed_features, "input_features", "each as {'input_features': features}")
+        if "input_features" not in columns:
+            raise ValueError(f"pad needs 'input_features', got keys {sorted(columns)}")
         batch = len(columns["input_features"])
         sizes = {key: len(values) for key, values in columns.items()}
         if len(set(sizes.values())) > 1:

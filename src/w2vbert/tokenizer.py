@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .features import BatchFeature, padding_plan
+from .features import BatchFeature, as_columns, padding_plan
 from .files import atomic_write_text, read_json_object
 from .hub import HubOptions, resolve_optional_file
 
@@ -375,21 +375,7 @@ class Wav2Vec2CTCTokenizer:
         where pad ids were added, on `padding_side` ("right" by default). Returns lists, or int64 "pt" / "np"
         tensors (by default those of the inputs); one example's dict stays 1-D. Other keys pass through.
         """
-        if isinstance(encoded_inputs, (list, tuple)):
-            if not encoded_inputs:
-                raise ValueError("pad got an empty list; expected one dict with 'input_ids' per example")
-            if not all(isinstance(item, Mapping) for item in encoded_inputs):
-                kinds = "/".join(sorted({type(item).__name__ for item in encoded_inputs}))
-                raise TypeError(
-                    f"pad takes a list of dicts, one per example, with 'input_ids', or a dict of lists; got a list "
-                    f"of {kinds}: wrap each id sequence as {{'input_ids': ids}}"
-                )
-            encoded_inputs = {key: [item[key] for item in encoded_inputs] for key in encoded_inputs[0]}
-        if not isinstance(encoded_inputs, Mapping):
-            raise TypeError(
-                f"pad takes a list of dicts with 'input_ids' or a dict of lists, got {type(encoded_inputs).__name__}"
-            )
-        columns = dict(encoded_inputs)
+        columns = as_columns(encoded_inputs, "input_ids", "each id sequence as {'input_ids': ids}")
         if "input_ids" not in columns:
             raise ValueError(f"pad needs 'input_ids', got keys {sorted(columns)}: pass [{{'input_ids': ids}}, ...]")
         if return_tensors is None:  # the inputs' kind, as in transformers
