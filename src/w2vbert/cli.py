@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .arguments import UsageError
 
 # name -> (module that runs it, one-line help), in the order `--help` lists them.
 COMMANDS = {
@@ -31,43 +32,6 @@ COMMANDS = {
 }
 
 logger = logging.getLogger("w2vbert")
-
-
-class UsageError(ValueError):
-    """A command line that cannot run as given: reported like argparse's own errors, exit code 2."""
-
-
-# Argument types the subcommands share: a value they refuse is bad usage (exit 2), reported by argparse.
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def device_name(text: str) -> str:
-    """A device that exists on this machine (checked while parsing: a wrong one is bad usage, exit 2)."""
-    from .devices import resolve_device  # torch, imported only when a command with --device is parsed
-
-    try:
-        resolve_device(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from .arguments import UsageError, device_name, non_negative_float, positive_float, positive_int
 from .audio import SAMPLING_RATE, audio_seconds
 from .auto import model_class_for
-from .cli import UsageError, device_name, non_negative_float, positive_float, positive_int
 from .config import Wav2Vec2BertConfig
 from .decoding import BeamSearchDecoder
 from .devices import INFERENCE_DTYPES, resolve_device, resolve_dtype

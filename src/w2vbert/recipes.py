@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .cli import device_name, positive_float, positive_int
+from .arguments import device_name, positive_float, positive_int
 from .config import Wav2Vec2BertConfig
 from .data import (
     LONG_CLIPS,
