@@ -91,7 +91,7 @@ def as_clip(source: AudioInput) -> Clip:
 
 
 @dataclass
-class _Recording:
+class Recording:
     """An input whose windows are in flight: its kept outputs so far, or the error that stopped it."""
 
     name: str
@@ -100,20 +100,37 @@ class _Recording:
     error: Exception | None = None
     samples: int = 0  # audio read so far (progress)
 
+    def frames(self) -> torch.Tensor:
+        """The recording's output frames, its windows' kept frames in order: (frames, D) float32."""
+        return torch.cat(self.pieces)
+
     def fail(self, error: Exception) -> None:
         message = str(error)
         self.error = type(error)(message if message.startswith(self.name) else f"{self.name}: {message}")
 
 
 @dataclass
-class _Ready:
+class ReadyWindow:
     """A window with its features, checked and ready to be batched."""
 
-    recording: _Recording
+    recording: Recording
     window: Window
     features: torch.Tensor  # (steps, feature dim)
     mask: torch.Tensor  # (steps,) 1 on valid steps
     new_samples: int  # audio this window adds to its recording's progress
+
+
+def window_features(
+    extractor: SeamlessM4TFeatureExtractor, window: Window, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """One window's model input, computed alone: features (steps, dim) and mask (steps,); None when the window
+    holds no 25 ms fbank frame. A non-finite result (samples far outside [-1, 1]) is the extractor's error.
+    What `Pipeline` does before batching, and what bulk runs do in their worker processes."""
+    if len(window.audio) < FRAME_LENGTH:
+        return None
+    inputs = extractor(window.audio, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True,
+                       return_attention_mask=True, device=device)
+    return inputs["input_features"][0], inputs["attention_mask"][0]
 
 
 class Pipeline:
@@ -177,18 +194,21 @@ class Pipeline:
         here override the pipeline's for this call; `progress(seconds)` is told the audio each batch has done."""
         plan = self.plan(chunk_length_s or self.chunk_length_s, stride_length_s or self.stride_length_s)
         for recording in self._outputs(inputs, batch_size or self.batch_size, plan, progress):
-            if recording.error is not None:
-                yield recording.error
-            elif not recording.pieces:
-                yield ValueError(
-                    f"{recording.name}: the audio is too short: {1000 * recording.samples / SAMPLING_RATE:.0f} ms, "
-                    f"the model needs at least {1000 * MIN_SAMPLES // SAMPLING_RATE} ms"
-                )
-            else:
-                try:
-                    yield self.postprocess(torch.cat(recording.pieces), **options)
-                except (ValueError, RuntimeError) as error:
-                    yield type(error)(f"{recording.name}: {error}")
+            yield self.result(recording, **options)
+
+    def result(self, recording: Recording, **options: Any) -> Any:
+        """A finished recording's result, or the exception (naming it) that stopped it."""
+        if recording.error is not None:
+            return recording.error
+        if not recording.pieces:
+            return ValueError(
+                f"{recording.name}: the audio is too short: {1000 * recording.samples / SAMPLING_RATE:.0f} ms, "
+                f"the model needs at least {1000 * MIN_SAMPLES // SAMPLING_RATE} ms"
+            )
+        try:
+            return self.postprocess(recording.frames(), **options)
+        except (ValueError, RuntimeError) as error:
+            return type(error)(f"{recording.name}: {error}")
 
     # ------------------------------------------------------------------------------------ what tasks define
     def frame_samples(self) -> int:
@@ -212,10 +232,10 @@ class Pipeline:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------- machinery
-    def _ready_windows(self, inputs: Iterable[AudioInput], plan: WindowPlan) -> Iterator[tuple[_Recording, Any]]:
+    def _ready_windows(self, inputs: Iterable[AudioInput], plan: WindowPlan) -> Iterator[tuple[Recording, Any]]:
         """(recording, checked window) pairs across all inputs; (recording, None) marks its end or its failure."""
         for source in inputs:
-            recording = _Recording(str(source)[:80])
+            recording = Recording(str(source)[:80])
             try:
                 clip = as_clip(source)
                 recording.name = clip.name
@@ -227,19 +247,22 @@ class Pipeline:
                 recording.fail(error)
             yield recording, None
 
-    def _prepare(self, recording: _Recording, window: Window) -> _Ready | None:
+    def _prepare(self, recording: Recording, window: Window) -> ReadyWindow | None:
         """A window's features, computed and checked alone; None for a tail too short to give an output frame."""
+        return self.checked(recording, window, window_features(self.feature_extractor, window, self.device))
+
+    def checked(
+        self, recording: Recording, window: Window, features: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> ReadyWindow | None:
+        """A window with its (features, mask) as `window_features` gave them, checked for this model: None for a
+        tail that gives no output frame; an error when the whole recording is such a window. Counts the audio the
+        window adds to its recording."""
         new_samples = window.start + len(window.audio) - recording.samples
         recording.samples += new_samples
         only = window.start == 0 and window.keep_until is None  # the whole recording is this one window
-        if len(window.audio) < FRAME_LENGTH:
+        if features is None:
             return None  # no fbank frame: a tail of silence-length, or (alone) a clip reported as too short
-        inputs = self.feature_extractor(
-            window.audio, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True, return_attention_mask=True,
-            device=self.device,
-        )
-        features, mask = inputs["input_features"][0].to(self.model.dtype), inputs["attention_mask"][0]
-        steps = int(mask.sum())
+        steps = int(features[1].sum())
         if steps == 0 or self.output_frames(steps) < 1:
             if only and steps > 0:
                 raise ValueError(
@@ -247,14 +270,15 @@ class Pipeline:
                     f"{steps} step(s) of 20 ms, which its adapter reduces to no output frame"
                 )
             return None
-        return _Ready(recording, window, features, mask, new_samples)
+        device_features = features[0].to(device=self.device, dtype=self.model.dtype)
+        return ReadyWindow(recording, window, device_features, features[1].to(self.device), new_samples)
 
     def _outputs(
         self, inputs: Iterable[AudioInput], batch_size: int, plan: WindowPlan, progress: Callable | None
-    ) -> Iterator[_Recording]:
+    ) -> Iterator[Recording]:
         """Run checked windows `batch_size` at a time; hand out each recording once all its windows have run."""
-        queue: list[_Recording] = []  # recordings in input order, not yet handed out
-        batch: list[_Ready] = []
+        queue: list[Recording] = []  # recordings in input order, not yet handed out
+        batch: list[ReadyWindow] = []
         with torch.inference_mode():
             for recording, ready in self._ready_windows(inputs, plan):
                 if not queue or queue[-1] is not recording:
@@ -264,14 +288,14 @@ class Pipeline:
                 else:
                     batch.append(ready)
                 if len(batch) == batch_size:
-                    self._run(batch, progress)
+                    self.run_windows(batch, progress)
                     batch = []
                 while queue and queue[0].done and not any(r.recording is queue[0] for r in batch):
                     yield queue.pop(0)
-            self._run(batch, progress)
+            self.run_windows(batch, progress)
         yield from queue
 
-    def _run(self, batch: list[_Ready], progress: Callable | None) -> None:
+    def run_windows(self, batch: list[ReadyWindow], progress: Callable | None = None) -> None:
         """The model on a batch of checked windows; each window's kept frames go to its recording."""
         batch = [ready for ready in batch if ready.recording.error is None]
         if not batch:
@@ -434,7 +458,7 @@ class FeatureExtractionPipeline(Pipeline):
 
     def postprocess(self, frames: torch.Tensor, pool: str | None = None) -> np.ndarray:
         """(frames, hidden) float32, or (hidden,) with pool="mean" (the mean over the recording's frames)."""
-        pool = _check_pool(pool) or self.pool
+        pool = self.pool if pool is None else _check_pool(pool)  # "none" here means every frame, whatever the default
         return (frames.mean(0) if pool == "mean" else frames).numpy()
 
 
