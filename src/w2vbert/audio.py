@@ -312,10 +312,16 @@ def _warn_if_truncated(name: str, announced: float, decoded: float) -> None:
 
 
 def audio_seconds(path: str | os.PathLike) -> float:
-    """Duration of an audio file from its header, without decoding (decodes only when the header has none)."""
+    """Duration of an audio file from its header, without decoding (decodes only when the header has none).
+
+    A WAV header is read directly (0.02 ms; opening any file with FFmpeg costs about 3 ms, which a corpus of
+    a million files would feel)."""
     path = check_audio_file(path)
+    seconds = _wav_header_seconds(str(path))
+    if seconds is not None:
+        return seconds
     with av.open(str(path), metadata_errors="ignore") as container:
         if not container.streams.audio:
             raise ValueError(f"{path}: has no audio stream")
-        seconds = _wav_header_seconds(str(path)) or _header_seconds(container, container.streams.audio[0])
+        seconds = _header_seconds(container, container.streams.audio[0])
     return seconds if seconds is not None else len(load_audio(path)) / SAMPLING_RATE
