@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections import Counter
@@ -23,7 +24,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .arguments import UsageError, device_name, non_negative_float, positive_float, positive_int
+from . import bulk
+from .arguments import (
+    UsageError,
+    device_name,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from .audio import SAMPLING_RATE, audio_seconds
 from .auto import model_class_for
 from .config import Wav2Vec2BertConfig
@@ -77,11 +86,23 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--layer", type=int, default=-1, help="0 = projected input, k = block k, -1 = last")
         parser.add_argument("--pool", choices=["none", "mean"], default="mean", help="per frame, or the mean")
         parser.add_argument("--format", choices=EMBEDDING_FORMATS, default="npy", dest="file_format")
+        parser.add_argument("--stats", action="store_true",
+                            help="corpus runs: per-dimension mean and std over all valid frames (stats.safetensors)")
         parser.set_defaults(run=run_embed)
 
 
 def _common(parser: argparse.ArgumentParser, output_required: bool) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (any format FFmpeg reads)")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="audio files (any format FFmpeg reads)")
+    corpus = parser.add_argument_group("corpus runs (Parquet shards in --output-dir; see w2vbert.bulk)")
+    corpus.add_argument("--manifest", type=Path, help="CSV/TSV/JSONL with an audio column (and optionally id)")
+    corpus.add_argument("--input-dir", type=Path, help="every audio file below this folder, recursively")
+    corpus.add_argument("--num-workers", type=non_negative_int, default=2,
+                        help="processes decoding audio and computing features beside the model (default: 2)")
+    corpus.add_argument("--shard-size", type=positive_int, default=None,
+                        help="inputs per shard (default: 1000; 100 with --pool none)")
+    corpus.add_argument("--max-batch-seconds", type=positive_float, default=160.0,
+                        help="padded audio per model batch (default: 160)")
+    corpus.add_argument("--overwrite", action="store_true", help="replace another run's outputs in --output-dir")
     parser.add_argument("-m", "--model", required=True, help="model directory or hub repo id")
     parser.add_argument("--device", type=device_name, default=None,
                         help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -183,19 +204,74 @@ def advance(bar: tqdm) -> Callable[[float], None]:
 
 
 # ------------------------------------------------------------------------------------------ commands
+def corpus_inputs(args: argparse.Namespace) -> list[bulk.Input] | None:
+    """The inputs of a corpus run (--manifest / --input-dir), or None for a run over the files named."""
+    if args.manifest is None and args.input_dir is None:
+        if not args.files:
+            raise UsageError("name audio files, or a --manifest or --input-dir")
+        return None
+    if args.output_dir is None:
+        raise UsageError("a corpus run (--manifest / --input-dir) writes shards: pass --output-dir")
+    inputs = []
+    if args.manifest is not None:
+        inputs += bulk.inputs_from_manifest(args.manifest)
+    if args.input_dir is not None:
+        inputs += bulk.inputs_from_directory(args.input_dir)
+    if args.files:
+        inputs += bulk.inputs_from_files(args.files)
+    return bulk.check_unique(inputs)
+
+
+def run_corpus(
+    task: str, args: argparse.Namespace, inputs: list[bulk.Input], decoding: str | None = None, **pipeline_options: Any
+) -> int:
+    """A corpus run of `task`: shards in --output-dir (bulk.py), one summary line; exit 1 when an input failed.
+    `decoding` describes a speech recognition run's beam search (None: greedy)."""
+    layer, pool = getattr(args, "layer", None), getattr(args, "pool", None)
+    pool = None if pool == "none" else pool
+    timestamps = getattr(args, "timestamps", "none")
+    model = load_task_model(task, args)
+    if task == "feature-extraction" and layer < 0:  # as the hidden states count: 0 the input, k block k
+        layer += model.config.num_hidden_layers + 1
+    settings = bulk.BulkSettings(
+        task=task, model=str(Path(args.model).resolve()) if Path(args.model).is_dir() else str(args.model),
+        dtype=args.dtype, quantize=args.quantize,
+        layer=layer if task == "feature-extraction" else None, pool=pool if task == "feature-extraction" else None,
+        timestamps=None if timestamps == "none" else timestamps, decoding=decoding, top_k=getattr(args, "top_k", 1),
+        chunk_length_s=args.chunk_length, stride_length_s=args.stride_length,
+        shard_size=args.shard_size or (100 if task == "feature-extraction" and pool is None else 1000),
+        max_batch_seconds=args.max_batch_seconds, stats=getattr(args, "stats", False),
+    )
+    pipe = pipeline(task, model, feature_extractor=feature_extractor_for(args.model),
+                    tokenizer=args.model if task == "automatic-speech-recognition" else None,
+                    chunk_length_s=args.chunk_length, stride_length_s=args.stride_length, **pipeline_options)
+    summary = bulk.run(pipe, settings, inputs, args.output_dir, num_workers=args.num_workers,
+                       overwrite=args.overwrite, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{summary.inputs} inputs ({summary.hours:.2f} h of audio), {summary.failed} failed, "
+              f"{summary.shards} shards ({summary.skipped_shards} done before) in {summary.seconds:.0f} s: "
+              f"{args.output_dir / bulk.MANIFEST_NAME}", flush=True)
+    return 1 if summary.failed else 0
+
+
 def run_transcribe(args: argparse.Namespace) -> int:
-    fmt = args.output_format or ("json" if args.timestamps != "none" else "txt")
-    formats = FORMATS if fmt == "all" else (fmt,)
-    if fmt == "all" and args.output_dir is None:
-        raise UsageError("-f all writes one file per format: pass --output-dir")
+    inputs = corpus_inputs(args)
     if (args.lm_weight != 0.5 or args.word_score != 1.0) and not args.lm:
         raise UsageError("--lm-weight and --word-score weigh a language model: pass --lm")
-    prepare_output_dir(args.output_dir)
-    check_distinct_outputs(args.files, args.output_dir, formats)
     decoder = None
     if args.beam_size or args.lm:
         decoder = BeamSearchDecoder(lm=args.lm, beam_size=args.beam_size or 50, lm_weight=args.lm_weight,
                                     word_score=args.word_score, quiet=args.no_progress)
+    if inputs is not None:
+        decoding = None if decoder is None else (f"beam {args.beam_size or 50}, lm {args.lm}, lm weight "
+                                                 f"{args.lm_weight}, word score {args.word_score}")
+        return run_corpus("automatic-speech-recognition", args, inputs, decoding=decoding, decoder=decoder)
+    fmt = args.output_format or ("json" if args.timestamps != "none" else "txt")
+    formats = FORMATS if fmt == "all" else (fmt,)
+    if fmt == "all" and args.output_dir is None:
+        raise UsageError("-f all writes one file per format: pass --output-dir")
+    prepare_output_dir(args.output_dir)
+    check_distinct_outputs(args.files, args.output_dir, formats)
     model = load_task_model("automatic-speech-recognition", args)
     pipe = pipeline("automatic-speech-recognition", model, feature_extractor=feature_extractor_for(args.model),
                     tokenizer=args.model, decoder=decoder, batch_size=args.batch_size,
@@ -230,6 +306,9 @@ def _as_asked(result: dict[str, Any], fmt: str, asked: str | None) -> dict[str, 
 
 
 def run_classify(args: argparse.Namespace) -> int:
+    inputs = corpus_inputs(args)
+    if inputs is not None:
+        return run_corpus("audio-classification", args, inputs, top_k=args.top_k)
     prepare_output_dir(args.output_dir)
     check_distinct_outputs(args.files, args.output_dir, ["json"])
     model = load_task_model("audio-classification", args)
@@ -247,6 +326,12 @@ def run_classify(args: argparse.Namespace) -> int:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    inputs = corpus_inputs(args)
+    if inputs is not None:
+        return run_corpus("feature-extraction", args, inputs, layer=args.layer,
+                          pool=None if args.pool == "none" else args.pool)
+    if args.stats:
+        raise UsageError("--stats goes with a corpus run (--manifest or --input-dir)")
     prepare_output_dir(args.output_dir)
     check_distinct_outputs(args.files, args.output_dir, [args.file_format])
     model = load_task_model("feature-extraction", args)
