@@ -1,0 +1,67 @@
+"""Ray Data integration: `W2vBertPredictor`, a callable class for `ray.data.Dataset.map_batches`.
+
+    import ray
+    from w2vbert.ray_data import W2vBertPredictor
+    ds = ray.data.read_parquet("manifest.parquet")            # or ray.data.from_items([{"audio": path}, ...])
+    out = ds.map_batches(W2vBertPredictor, fn_constructor_kwargs={"model": "my-model", "task": "feature-extraction",
+                         "layer": 17, "pool": "mean"}, batch_size=32, concurrency=4)
+
+Each actor loads the model once (in `__init__`) and maps batches of audio, given as file paths (column `audio`)
+or as arrays (column `array`, with `sampling_rate`), to the task's columns: `text`; `label`, `score`; or
+`embedding`; and `error` (None, or why that row failed: one bad row never costs the others). The results are
+those of `pipeline(task, model)` for each row. `pip install 'w2vbert[ray]'`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .pipelines import pipeline
+
+
+class W2vBertPredictor:
+    """Loads `model` for `task` once; `__call__` maps a batch (a dict of columns) to the task's columns."""
+
+    def __init__(
+        self,
+        model: str,
+        task: str = "feature-extraction",
+        *,
+        device: str | None = None,
+        torch_dtype: str | None = None,
+        batch_size: int = 8,
+        **task_options: Any,
+    ) -> None:
+        self.task = task
+        self.pipe = pipeline(task, model, device=device, torch_dtype=torch_dtype, batch_size=batch_size,
+                             **task_options)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "audio" in batch:
+            inputs = [str(path) for path in batch["audio"]]
+        elif "array" in batch:
+            rates = batch.get("sampling_rate", np.full(len(batch["array"]), 16000))
+            inputs = [{"array": np.asarray(a, np.float32), "sampling_rate": int(r)}
+                      for a, r in zip(batch["array"], rates, strict=True)]
+        else:
+            raise ValueError(f"a batch needs an 'audio' column (paths) or an 'array' column, got {sorted(batch)}")
+        results = list(self.pipe.iterate(inputs))
+        errors = [str(r) if isinstance(r, Exception) else None for r in results]
+        out = dict(batch) | {"error": np.array(errors, dtype=object)}
+        good = [r for r in results if not isinstance(r, Exception)]
+        if self.task == "automatic-speech-recognition":
+            out["text"] = np.array([None if e else r["text"] for r, e in zip(results, errors, strict=True)],
+                                   dtype=object)
+        elif self.task == "audio-classification":
+            out["label"] = np.array([None if e else r[0]["label"] for r, e in zip(results, errors, strict=True)],
+                                    dtype=object)
+            out["score"] = np.array([np.nan if e else r[0]["score"] for r, e in zip(results, errors, strict=True)])
+        else:
+            width = good[0].shape[-1] if good else 0
+            out["embedding"] = np.array(
+                [np.full(width, np.nan, np.float32) if e else r for r, e in zip(results, errors, strict=True)],
+                dtype=object if self.pipe.pool is None else np.float32,
+            ) if results else np.zeros((0, width), np.float32)
+        return out
