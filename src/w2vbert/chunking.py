@@ -18,6 +18,7 @@ is measured in benchmarks/NOTES.md ("Long audio").
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -74,6 +75,16 @@ class Window:
     drop_left: int  # output frames to drop at the start (0 for the first window)
     keep_until: int | None  # output frames kept end here (None: to the end; the last window keeps its right edge)
     first_frame: int  # index, in the whole recording's frame sequence, of the first kept frame
+    samples: int = -1  # len(audio); kept when the audio is dropped (a corpus run's workers send features only)
+
+    def __post_init__(self) -> None:
+        if self.samples < 0:
+            object.__setattr__(self, "samples", len(self.audio))
+
+    def without_audio(self) -> Window:
+        """The same window with its audio dropped (its length kept): what the model side needs once the
+        features are computed."""
+        return dataclasses.replace(self, audio=np.zeros(0, np.float32), samples=self.samples)
 
 
 def windows(blocks: Iterable[np.ndarray], plan: WindowPlan) -> Iterator[Window]:

@@ -257,7 +257,7 @@ class Pipeline:
         """A window with its (features, mask) as `window_features` gave them, checked for this model: None for a
         tail that gives no output frame; an error when the whole recording is such a window. Counts the audio the
         window adds to its recording."""
-        new_samples = window.start + len(window.audio) - recording.samples
+        new_samples = window.start + window.samples - recording.samples
         recording.samples += new_samples
         only = window.start == 0 and window.keep_until is None  # the whole recording is this one window
         if features is None:
@@ -266,7 +266,7 @@ class Pipeline:
         if steps == 0 or self.output_frames(steps) < 1:
             if only and steps > 0:
                 raise ValueError(
-                    f"the audio is too short for this model: {1000 * len(window.audio) / SAMPLING_RATE:.0f} ms give "
+                    f"the audio is too short for this model: {1000 * window.samples / SAMPLING_RATE:.0f} ms give "
                     f"{steps} step(s) of 20 ms, which its adapter reduces to no output frame"
                 )
             return None
