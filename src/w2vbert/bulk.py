@@ -26,7 +26,9 @@ In order: the inputs, the settings, the worker dataset, the run, the shard files
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -71,6 +73,10 @@ FAILURES_NAME = "failures.parquet"
 STATS_NAME = "stats.safetensors"
 FORMAT_VERSION = 1
 PYARROW_HINT = "bulk runs write Parquet with pyarrow: pip install 'w2vbert[bulk]'"
+# Padded audio per model batch, by device: a GPU wants many clips at once; on a CPU one clip of 10-30 s already
+# fills the matrix units and padding is pure loss (benchmarks/NOTES.md, "Corpus runs").
+MAX_BATCH_SECONDS = {"cuda": 160.0, "cpu": 30.0}
+TRIM_EVERY = 16  # batches between handing freed memory back to the system (return_freed_memory)
 
 
 # ------------------------------------------------------------------------------------------------- inputs
@@ -171,7 +177,7 @@ class BulkSettings:
     chunk_length_s: float | None = None
     stride_length_s: float | None = None
     shard_size: int = 1000  # inputs per shard
-    max_batch_seconds: float = 160.0  # padded audio per model batch
+    max_batch_seconds: float = MAX_BATCH_SECONDS["cpu"]  # padded audio per model batch
     stats: bool = False  # feature-extraction: per-dimension mean and std over all valid frames
 
     @property
@@ -223,8 +229,9 @@ class WindowedInputs(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[int, list | str]:
         try:
             clip = as_clip(self.inputs[index].audio)
-            return index, [(window, window_features(self.extractor, window)) for window in windows(clip.blocks(),
-                                                                                                    self.plan)]
+            # Features only, not the audio: what crosses to the model's process is what it reads.
+            return index, [(window.without_audio(), window_features(self.extractor, window))
+                           for window in windows(clip.blocks(), self.plan)]
         except (OSError, ValueError, TypeError) as error:
             return index, str(error)
 
@@ -286,7 +293,10 @@ def run(
     Under torchrun each rank takes shards k with k % world_size == rank; rank 0 writes the manifest, the failures
     table and the statistics once all ranks are done.
     """
-    pyarrow_modules()  # a missing extra is said before any work
+    pa, _ = pyarrow_modules()  # a missing extra is said before any work
+    # pyarrow imports pandas, where installed, at its first conversion (~50 MB): done here, before the workers fork,
+    # so that the run's memory is all taken in its first seconds rather than at the first shard written.
+    pa.array([""])
     started = time.time()
     output_dir = Path(output_dir)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -308,7 +318,7 @@ def run(
     frames: dict[int, dict[str, np.ndarray]] = {k: {} for k in todo}
     stats = {k: _Stats() for k in todo}
     bar = tqdm(total=len(shard_of), unit="file", disable=not progress or rank != 0, dynamic_ncols=True)
-    done_seconds = 0.0
+    done_seconds, batches_run = 0.0, 0
     with (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="w2vbert-shard-writer") as writer,
           ShardBatches(inputs, [shards[k] for k in todo], settings.max_batch_seconds) as batches):
         loader = torch.utils.data.DataLoader(
@@ -318,6 +328,9 @@ def run(
             prefetch_factor=4 if num_workers else None,
         )
         pending: list[concurrent.futures.Future] = []
+        # The workers fork when the loop starts. Objects the collector never visits keep their pages shared with
+        # the workers instead of being copied into each as a collection touches them (gc.freeze's purpose).
+        gc.freeze()
         try:
             with torch.inference_mode():
                 for items in loader:
@@ -335,12 +348,16 @@ def run(
                         done_seconds += recording.samples / SAMPLING_RATE
                         bar.update()
                     _raise_write_errors(pending)
+                    batches_run += 1
+                    if batches_run % TRIM_EVERY == 0:
+                        return_freed_memory()
                     bar.set_postfix_str(f"{done_seconds / 3600:.2f} h of audio, "
                                         f"{done_seconds / max(time.time() - started, 1e-9):.0f}x real time",
                                         refresh=False)
             for future in pending:
                 future.result()
         finally:
+            gc.unfreeze()
             bar.close()
     _barrier(world)
     summary.seconds = time.time() - started
@@ -450,6 +467,25 @@ def _row(
     else:
         row |= {"frames": len(frames), "embedding_key": entry.id}
     return row, frames
+
+
+def return_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere). Batches of ever
+    other lengths leave glibc's heap fragmented, and a corpus run's resident memory then creeps up for hours
+    before it levels off (benchmarks/NOTES.md, "Corpus runs")."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc() -> Any:
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
 
 
 def _barrier(world: int) -> None:

@@ -100,8 +100,8 @@ def _common(parser: argparse.ArgumentParser, output_required: bool) -> None:
                         help="processes decoding audio and computing features beside the model (default: 2)")
     corpus.add_argument("--shard-size", type=positive_int, default=None,
                         help="inputs per shard (default: 1000; 100 with --pool none)")
-    corpus.add_argument("--max-batch-seconds", type=positive_float, default=160.0,
-                        help="padded audio per model batch (default: 160)")
+    corpus.add_argument("--max-batch-seconds", type=positive_float, default=None,
+                        help="padded audio per model batch (default: 160 on a GPU, 30 on a CPU)")
     corpus.add_argument("--overwrite", action="store_true", help="replace another run's outputs in --output-dir")
     parser.add_argument("-m", "--model", required=True, help="model directory or hub repo id")
     parser.add_argument("--device", type=device_name, default=None,
@@ -240,7 +240,8 @@ def run_corpus(
         timestamps=None if timestamps == "none" else timestamps, decoding=decoding, top_k=getattr(args, "top_k", 1),
         chunk_length_s=args.chunk_length, stride_length_s=args.stride_length,
         shard_size=args.shard_size or (100 if task == "feature-extraction" and pool is None else 1000),
-        max_batch_seconds=args.max_batch_seconds, stats=getattr(args, "stats", False),
+        max_batch_seconds=args.max_batch_seconds or bulk.MAX_BATCH_SECONDS.get(model.device.type, 30.0),
+        stats=getattr(args, "stats", False),
     )
     pipe = pipeline(task, model, feature_extractor=feature_extractor_for(args.model),
                     tokenizer=args.model if task == "automatic-speech-recognition" else None,
@@ -249,7 +250,7 @@ def run_corpus(
                        overwrite=args.overwrite, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{summary.inputs} inputs ({summary.hours:.2f} h of audio), {summary.failed} failed, "
-              f"{summary.shards} shards ({summary.skipped_shards} done before) in {summary.seconds:.0f} s: "
+              f"{summary.shards} shards ({summary.skipped_shards} done before) in {summary.seconds:.1f} s: "
               f"{args.output_dir / bulk.MANIFEST_NAME}", flush=True)
     return 1 if summary.failed else 0
 
