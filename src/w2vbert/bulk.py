@@ -51,6 +51,7 @@ from tqdm import tqdm
 from .audio import SAMPLING_RATE, audio_seconds
 from .chunking import WindowPlan, windows
 from .data import AUDIO_EXTENSIONS, LengthGroupedBatchSampler, read_manifest
+from .devices import MAX_BATCH_SECONDS
 from .features import SeamlessM4TFeatureExtractor
 from .files import atomic_output, atomic_write_text, read_json_object
 from .pipelines import (
@@ -73,9 +74,6 @@ FAILURES_NAME = "failures.parquet"
 STATS_NAME = "stats.safetensors"
 FORMAT_VERSION = 1
 PYARROW_HINT = "bulk runs write Parquet with pyarrow: pip install 'w2vbert[bulk]'"
-# Padded audio per model batch, by device: a GPU wants many clips at once; on a CPU one clip of 10-30 s already
-# fills the matrix units and padding is pure loss (benchmarks/NOTES.md, "Corpus runs").
-MAX_BATCH_SECONDS = {"cuda": 160.0, "cpu": 30.0}
 TRIM_EVERY = 16  # batches between handing freed memory back to the system (return_freed_memory)
 
 

@@ -3,6 +3,7 @@
 - `DTYPES`: the floating dtypes by name ("float32", "bfloat16", ...), the table every `--dtype` and
   `torch_dtype="..."` goes through.
 - `resolve_dtype`: a name or a torch dtype -> the torch dtype.
+- `MAX_BATCH_SECONDS`, `max_batch_seconds`: the default cap of padded audio per batch on each device type.
 - `resolve_device`: "cpu", "cuda", "cuda:1", a GPU index, "auto", a single-device `device_map` -> a torch device,
   with a one-line error for a device this machine does not have.
 """
@@ -21,6 +22,14 @@ DTYPES = {
 }
 INFERENCE_DTYPES = ("float32", "bfloat16", "float16")  # what the inference commands offer
 AUTO_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # transformers' names; one device here
+# Padded audio per model batch (corpus runs, the server), by device type: a GPU wants many clips at once; on a CPU
+# one clip of 10-30 s already fills the matrix units and padding is pure loss (benchmarks/NOTES.md, "Corpus runs").
+MAX_BATCH_SECONDS = {"cuda": 160.0, "cpu": 30.0}
+
+
+def max_batch_seconds(device: torch.device) -> float:
+    """The default cap of padded audio per batch on `device` (the CPU's for device types not measured)."""
+    return MAX_BATCH_SECONDS.get(device.type, MAX_BATCH_SECONDS["cpu"])
 
 
 def resolve_dtype(dtype: torch.dtype | str, allowed: tuple[str, ...] = tuple(DTYPES)) -> torch.dtype:
