@@ -24,7 +24,7 @@ from w2vbert import (
     load_audio,
     pipeline,
 )
-from w2vbert.chunking import WindowPlan, windows
+from w2vbert.chunking import WindowCutter, WindowPlan, windows
 from w2vbert.cli import main
 
 DATA = Path(__file__).parent / "data"
@@ -93,6 +93,38 @@ def test_windows_tile_the_recording_with_contiguous_kept_frames(samples, chunk, 
         if window.keep_until is None:
             assert window.start + len(window.audio) == samples  # only the last window keeps its right edge
     assert next_frame == samples // frame
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    samples=st.integers(1, 30_000),
+    cut=st.floats(0.0, 1.0),
+    chunk=st.integers(4, 30),
+    stride=st.integers(0, 6),
+    pushes=st.lists(st.integers(1, 5000), min_size=1, max_size=20),
+)
+def test_a_pushed_stream_gives_the_windows_of_the_file_it_would_be_if_it_ended_now(samples, cut, chunk, stride,
+                                                                                   pushes):
+    """What a live transcript relies on: after any pushes, the windows given so far and `pending()` are the
+    windows of the recording cut at that point, so the stream's frames are the file's."""
+    frame = 320
+    assume(chunk > 2 * stride)
+    plan = WindowPlan(frame, chunk * frame, stride * frame, stride * frame)
+    audio = np.arange(samples, dtype=np.float32)
+    cutter, given_so_far, position = WindowCutter(plan), [], 0
+    end = int(cut * samples)
+    for size in pushes * (end // max(sum(pushes), 1) + 1):
+        if position >= end:
+            break
+        given_so_far += cutter.push(audio[position : min(position + size, end)])
+        position = min(position + size, end)
+    as_file = list(windows([audio[:end]], plan))
+    pending = cutter.pending()
+    assert len(given_so_far) + (pending is not None) == len(as_file)
+    for got, want in zip([*given_so_far, *([pending] if pending else [])], as_file, strict=True):
+        assert (got.start, got.drop_left, got.keep_until, got.first_frame) == \
+            (want.start, want.drop_left, want.keep_until, want.first_frame)
+        np.testing.assert_array_equal(got.audio, want.audio)
 
 
 def test_window_lengths_are_checked():

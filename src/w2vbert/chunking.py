@@ -93,23 +93,40 @@ def windows(blocks: Iterable[np.ndarray], plan: WindowPlan) -> Iterator[Window]:
     Window k starts at k * step. It is the last one when the recording ends inside it; knowing that needs one
     sample beyond its end, so at most `chunk` + one block of audio is held at a time.
     """
-    blocks = iter(blocks)
-    buffer = np.zeros(0, dtype=np.float32)  # the recording from sample `start` on, as far as decoded
-    start, exhausted = 0, False
-    while True:
-        while not exhausted and len(buffer) <= plan.chunk:
-            block = next(blocks, None)
-            if block is None:
-                exhausted = True
-            else:
-                buffer = np.concatenate([buffer, np.asarray(block, dtype=np.float32).reshape(-1)])
-        if not len(buffer):
-            return
-        last = len(buffer) <= plan.chunk
-        yield _window(buffer[: plan.chunk], start, plan, last)
-        if last:
-            return
-        buffer, start = buffer[plan.step :], start + plan.step
+    cutter = WindowCutter(plan)
+    for block in blocks:
+        yield from cutter.push(block)
+    yield from cutter.end()
+
+
+class WindowCutter:
+    """`windows` for audio that is pushed rather than pulled (a live stream): `push` each block as it arrives
+    and take the windows it completes; `end` gives the last ones. `pending()` is the window that `end` would
+    give now (what a live transcript decodes before the stream's end is known)."""
+
+    def __init__(self, plan: WindowPlan) -> None:
+        self.plan = plan
+        self.buffer = np.zeros(0, dtype=np.float32)  # the recording from sample `start` on
+        self.start = 0
+        self.samples = 0  # pushed so far
+
+    def push(self, block: np.ndarray) -> list[Window]:
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        self.buffer = np.concatenate([self.buffer, block])
+        self.samples += len(block)
+        out = []
+        while len(self.buffer) > self.plan.chunk:  # a sample past the window's end: it is not the last one
+            out.append(_window(self.buffer[: self.plan.chunk], self.start, self.plan, last=False))
+            self.buffer, self.start = self.buffer[self.plan.step :], self.start + self.plan.step
+        return out
+
+    def pending(self) -> Window | None:
+        return _window(self.buffer, self.start, self.plan, last=True) if len(self.buffer) else None
+
+    def end(self) -> list[Window]:
+        last = self.pending()
+        self.buffer = self.buffer[:0]
+        return [] if last is None else [last]
 
 
 def _window(audio: np.ndarray, start: int, plan: WindowPlan, last: bool) -> Window:
