@@ -37,11 +37,11 @@ from .audio import SAMPLING_RATE, audio_seconds
 from .auto import model_class_for
 from .config import Wav2Vec2BertConfig
 from .decoding import BeamSearchDecoder
-from .devices import INFERENCE_DTYPES, resolve_device, resolve_dtype
+from .devices import INFERENCE_DTYPES, max_batch_seconds
 from .features import PREPROCESSOR_CONFIG_NAME, feature_extractor_for
 from .heads import Wav2Vec2BertForCTC
 from .hub import resolve_optional_file
-from .pipelines import AUTO_CHUNK_S, load_for_task, pipeline
+from .pipelines import AUTO_CHUNK_S, load_task_model, pipeline
 from .quantization import QUANTIZE
 from .tokenizer import TOKENIZER_CONFIG_NAME, VOCAB_NAME
 from .writers import (
@@ -150,21 +150,6 @@ def check_distinct_outputs(files: list[str], output_dir: Path | None, extensions
         )
 
 
-def load_task_model(task: str, args: argparse.Namespace) -> Any:
-    """The model for a command's task, refused if loading had to start any of its tensors fresh."""
-    device = resolve_device(args.device)
-    dtype = torch.float32 if args.quantize else resolve_dtype(args.dtype)
-    model, info = load_for_task(task, args.model, torch_dtype=dtype, device=device, quantize=args.quantize)
-    if info["missing_keys"] or info["mismatched_keys"]:
-        names = info["missing_keys"] + [name for name, _, _ in info["mismatched_keys"]]
-        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-        raise ValueError(
-            f"{args.model}: {len(names)} tensors of the {type(model).__name__} were not in the checkpoint and would "
-            f"start untrained ({shown}): it is not a trained model for {task}. Fine-tune it first (w2vbert finetune)"
-        )
-    return model
-
-
 @dataclass
 class Outcome:
     """Which files of a job worked: (file, result) pairs as they come, failures reported and counted."""
@@ -230,7 +215,7 @@ def run_corpus(
     layer, pool = getattr(args, "layer", None), getattr(args, "pool", None)
     pool = None if pool == "none" else pool
     timestamps = getattr(args, "timestamps", "none")
-    model = load_task_model(task, args)
+    model = load_task_model(task, args.model, args.device, args.dtype, args.quantize)
     if task == "feature-extraction" and layer < 0:  # as the hidden states count: 0 the input, k block k
         layer += model.config.num_hidden_layers + 1
     settings = bulk.BulkSettings(
@@ -240,7 +225,7 @@ def run_corpus(
         timestamps=None if timestamps == "none" else timestamps, decoding=decoding, top_k=getattr(args, "top_k", 1),
         chunk_length_s=args.chunk_length, stride_length_s=args.stride_length,
         shard_size=args.shard_size or (100 if task == "feature-extraction" and pool is None else 1000),
-        max_batch_seconds=args.max_batch_seconds or bulk.MAX_BATCH_SECONDS.get(model.device.type, 30.0),
+        max_batch_seconds=args.max_batch_seconds or max_batch_seconds(model.device),
         stats=getattr(args, "stats", False),
     )
     pipe = pipeline(task, model, feature_extractor=feature_extractor_for(args.model),
@@ -273,7 +258,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
         raise UsageError("-f all writes one file per format: pass --output-dir")
     prepare_output_dir(args.output_dir)
     check_distinct_outputs(args.files, args.output_dir, formats)
-    model = load_task_model("automatic-speech-recognition", args)
+    model = load_task_model("automatic-speech-recognition", args.model, args.device, args.dtype, args.quantize)
     pipe = pipeline("automatic-speech-recognition", model, feature_extractor=feature_extractor_for(args.model),
                     tokenizer=args.model, decoder=decoder, batch_size=args.batch_size,
                     chunk_length_s=args.chunk_length, stride_length_s=args.stride_length)
@@ -312,7 +297,7 @@ def run_classify(args: argparse.Namespace) -> int:
         return run_corpus("audio-classification", args, inputs, top_k=args.top_k)
     prepare_output_dir(args.output_dir)
     check_distinct_outputs(args.files, args.output_dir, ["json"])
-    model = load_task_model("audio-classification", args)
+    model = load_task_model("audio-classification", args.model, args.device, args.dtype, args.quantize)
     pipe = pipeline("audio-classification", model, feature_extractor=feature_extractor_for(args.model),
                     batch_size=args.batch_size, chunk_length_s=args.chunk_length, stride_length_s=args.stride_length,
                     top_k=args.top_k)
@@ -335,7 +320,7 @@ def run_embed(args: argparse.Namespace) -> int:
         raise UsageError("--stats goes with a corpus run (--manifest or --input-dir)")
     prepare_output_dir(args.output_dir)
     check_distinct_outputs(args.files, args.output_dir, [args.file_format])
-    model = load_task_model("feature-extraction", args)
+    model = load_task_model("feature-extraction", args.model, args.device, args.dtype, args.quantize)
     pipe = pipeline("feature-extraction", model, feature_extractor=feature_extractor_for(args.model), layer=args.layer,
                     pool=args.pool, batch_size=args.batch_size, chunk_length_s=args.chunk_length,
                     stride_length_s=args.stride_length)

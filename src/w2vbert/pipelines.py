@@ -495,6 +495,24 @@ def load_for_task(
     return target.from_pretrained(source, output_loading_info=True, **load_options)
 
 
+def load_task_model(
+    task: str, source: str, device: str | None = None, dtype: str = "float32", quantize: str | None = None
+) -> Any:
+    """The model for a task (of the command line or the server), refused if loading had to start any of its
+    tensors fresh: a checkpoint without its trained head would print random text."""
+    target = resolve_device(device)
+    torch_dtype = torch.float32 if quantize else resolve_dtype(dtype)
+    model, info = load_for_task(task, source, torch_dtype=torch_dtype, device=target, quantize=quantize)
+    if info["missing_keys"] or info["mismatched_keys"]:
+        names = info["missing_keys"] + [name for name, _, _ in info["mismatched_keys"]]
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        raise ValueError(
+            f"{source}: {len(names)} tensors of the {type(model).__name__} were not in the checkpoint and would "
+            f"start untrained ({shown}): it is not a trained model for {task}. Fine-tune it first (w2vbert finetune)"
+        )
+    return model
+
+
 def pipeline(
     task: str,
     model: str | os.PathLike | Wav2Vec2BertPreTrainedModel | None = None,
