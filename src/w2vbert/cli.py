@@ -28,6 +28,7 @@ COMMANDS = {
     "info": ("commands", "summarise a checkpoint: class, sizes, parameters, processor files"),
     "finetune": ("recipes", "fine-tune a checkpoint for speech recognition (CTC) or clip classification"),
     "pretrain": ("recipes", "continue the w2v-BERT self-supervised pre-training on unlabeled audio"),
+    "serve": ("server", "serve a model over HTTP: OpenAI's transcription API, live transcription, a web page"),
     "convert": ("convert", "convert Meta's fairseq2 conformer_shaw.pt (or a SeamlessM4T v2 .pt) to a model directory"),
 }
 

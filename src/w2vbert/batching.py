@@ -1,0 +1,228 @@
+"""Dynamic batching: the windows of concurrent requests run together on one model thread.
+
+A request is prepared on its caller's thread (decoded, cut into the pipeline's windows, features computed and
+checked, `prepare`), then handed to the `Batcher` with its postprocessing options (`submit`, which returns a
+`concurrent.futures.Future`; an asyncio caller awaits it with `asyncio.wrap_future`, so its event loop never
+waits on the model). The model thread takes the oldest queued window, waits at most `max_wait_s` for more
+windows of the same pipeline to arrive, fills the batch in arrival order up to `max_batch_seconds` of padded
+audio (the longest window times the batch size; one window longer than that runs alone), runs it with
+`Pipeline.run_windows`, and completes each request whose windows have all run with `Pipeline.result`.
+
+In order: a request's preparation, the request record, the batcher.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .audio import SAMPLING_RATE
+from .chunking import windows
+from .pipelines import AudioInput, Pipeline, ReadyWindow, Recording, as_clip, window_features
+
+logger = logging.getLogger(__name__)
+
+
+class TooLong(ValueError):
+    """An input longer than the server allows."""
+
+
+def prepare(
+    pipe: Pipeline, source: AudioInput, name: str, max_seconds: float | None = None
+) -> tuple[Recording, list[ReadyWindow]]:
+    """Decode `source` and compute its windows' features, as `pipe` would before batching: (recording,
+    checked windows). Raises what a bad input raises in the pipeline (ValueError, OSError, TypeError), and
+    `TooLong` past `max_seconds` of audio."""
+    try:
+        clip = as_clip(source)
+    except (ValueError, OSError, TypeError) as error:  # named after the upload, not "<bytes>"
+        message = str(error)
+        raise type(error)(name + message.removeprefix("<bytes>") if message.startswith("<bytes>") else message) \
+            from None
+    recording = Recording(name)
+    plan = pipe.plan(pipe.chunk_length_s, pipe.stride_length_s)
+    ready = []
+    for window in windows(clip.blocks(), plan):
+        if max_seconds is not None and (window.start + window.samples) / SAMPLING_RATE > max_seconds:
+            raise TooLong(f"the audio is longer than this server's limit of {max_seconds:g} s")
+        checked = pipe.checked(recording, window, window_features(pipe.feature_extractor, window, pipe.device))
+        if checked is not None:
+            ready.append(checked)
+    return recording, ready
+
+
+@dataclass
+class _Request:
+    pipe: Pipeline
+    recording: Recording
+    options: dict[str, Any]  # for Pipeline.result (return_timestamps, top_k, pool)
+    future: concurrent.futures.Future
+    remaining: int  # windows not yet run
+    queued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchReport:
+    """What the model thread tells `on_batch` after each batch (for metrics)."""
+
+    windows: int
+    padded_seconds: float
+    audio_seconds: float
+    forward_seconds: float
+
+
+class Batcher:
+    """One model thread serving every request; `submit` is safe from any thread.
+
+    `max_batch_seconds` caps a batch's padded audio; `max_wait_s` is how long the oldest window waits for
+    company before its batch runs anyway (0: run whatever is queued at once).
+    """
+
+    def __init__(
+        self,
+        max_batch_seconds: float,
+        max_wait_s: float,
+        on_batch: Callable[[BatchReport], None] | None = None,
+    ) -> None:
+        if max_batch_seconds <= 0 or max_wait_s < 0:
+            raise ValueError(f"expected max_batch_seconds > 0 and max_wait_s >= 0, got {max_batch_seconds}, "
+                             f"{max_wait_s}")
+        self.max_batch_seconds = max_batch_seconds
+        self.max_wait_s = max_wait_s
+        self.on_batch = on_batch
+        self._queue: collections.deque[tuple[ReadyWindow, _Request]] = collections.deque()
+        self._requests = 0  # submitted and not yet completed
+        self._lock = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="w2vbert-model", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued_windows(self) -> int:
+        return len(self._queue)
+
+    @property
+    def pending_requests(self) -> int:
+        return self._requests
+
+    def submit(
+        self, pipe: Pipeline, recording: Recording, ready: list[ReadyWindow], **options: Any
+    ) -> concurrent.futures.Future:
+        """Queue a prepared request; the future gets `pipe.result(recording, **options)`, or its exception."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        request = _Request(pipe, recording, options, future, len(ready))
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the server is shutting down")
+            self._requests += 1
+            if not ready:  # nothing to run (too short): the result says why
+                self._complete(request)
+                return future
+            self._queue.extend((window, request) for window in ready)
+            self._lock.notify()
+        return future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Run what is queued, then stop the model thread."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------------------------- the model thread
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._run(batch)
+
+    def _next_batch(self) -> list[tuple[ReadyWindow, _Request]] | None:
+        with self._lock:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._lock.wait()
+            first_queued = self._queue[0][1].queued
+            deadline = first_queued + self.max_wait_s
+            while not self._closing and not self._full() and (left := deadline - time.perf_counter()) > 0:
+                self._lock.wait(left)
+            return self._take()
+
+    def _fits(self, count: int, longest: int) -> bool:
+        return count * longest / SAMPLING_RATE <= self.max_batch_seconds
+
+    def _full(self) -> bool:
+        """Whether the windows queued for the oldest window's pipeline fill a batch."""
+        pipe = self._queue[0][1].pipe
+        count, longest = 0, 0
+        for window, request in self._queue:
+            if request.pipe is pipe:
+                longest = max(longest, window.window.samples)
+                count += 1
+                if not self._fits(count, longest):
+                    return True
+        return False
+
+    def _take(self) -> list[tuple[ReadyWindow, _Request]]:
+        """The oldest window and, in arrival order, the windows of its pipeline that fit with it."""
+        pipe = self._queue[0][1].pipe
+        batch, kept = [], collections.deque()
+        longest = 0
+        while self._queue:
+            window, request = self._queue.popleft()
+            grown = max(longest, window.window.samples)
+            if request.pipe is pipe and (not batch or self._fits(len(batch) + 1, grown)):
+                batch.append((window, request))
+                longest = grown
+            else:
+                kept.append((window, request))
+                if request.pipe is pipe:  # the batch is full: keep the rest in order
+                    kept.extend(self._queue)
+                    self._queue.clear()
+        self._queue.extend(kept)
+        return batch
+
+    def _run(self, batch: list[tuple[ReadyWindow, _Request]]) -> None:
+        pipe = batch[0][1].pipe
+        started = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                pipe.run_windows([window for window, _ in batch])
+        except Exception as error:  # noqa: BLE001 - one bad batch fails its requests, never the server
+            logger.exception("a batch of %d windows failed", len(batch))
+            for _, request in batch:
+                request.recording.fail(RuntimeError(f"the model failed on this batch: {error}"))
+        report = BatchReport(
+            windows=len(batch),
+            padded_seconds=len(batch) * max(w.window.samples for w, _ in batch) / SAMPLING_RATE,
+            audio_seconds=sum(w.new_samples for w, _ in batch) / SAMPLING_RATE,
+            forward_seconds=time.perf_counter() - started,
+        )
+        for _, request in batch:
+            request.remaining -= 1
+            if request.remaining == 0:
+                self._complete(request)
+        if self.on_batch is not None:
+            self.on_batch(report)
+
+    def _complete(self, request: _Request) -> None:
+        try:
+            result = request.pipe.result(request.recording, **request.options)
+        except Exception as error:  # noqa: BLE001 - reported to its request
+            result = error
+        with self._lock:
+            self._requests -= 1
+        if request.future.set_running_or_notify_cancel():
+            if isinstance(result, Exception):
+                request.future.set_exception(result)
+            else:
+                request.future.set_result(result)
