@@ -267,6 +267,12 @@ def test_api_key_is_required_and_compared_and_the_page_and_health_stay_open():
         assert httpx.get(url + "/").status_code == 200
         with pytest.raises(Exception, match="401"):
             websockets_sync.connect(url.replace("http", "ws") + "/v1/audio/stream", open_timeout=10)
+        for extra in (dict(additional_headers={"Authorization": "Bearer s3cret"}), {}):
+            query = "" if extra else "?api_key=s3cret"  # browsers cannot set headers on a WebSocket
+            with websockets_sync.connect(url.replace("http", "ws") + "/v1/audio/stream" + query, **extra) as ws:
+                ws.send(pcm16(recording_of(2.0)))
+                ws.send(json.dumps({"type": "end"}))
+                assert [json.loads(m) for m in ws][-1]["type"] == "done"
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_a_slow_request_504():
@@ -276,11 +282,31 @@ def test_a_full_queue_answers_503_with_retry_after_and_a_slow_request_504():
                                           request_timeout_s=1.0))) as url:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             first = pool.submit(post, url, "/v1/audio/transcriptions", data)
-            time.sleep(0.5)
+            wait_for_queued(url)
             busy = post(url, "/v1/audio/transcriptions", data)
             assert_openai_error(busy, 503, "busy")
             assert busy.headers["retry-after"] == "1"
             assert_openai_error(first.result(), 504, "1 s")
+
+
+def wait_for_queued(url: str, timeout: float = 30) -> None:
+    """Until the server holds a request's windows in its batcher queue."""
+    deadline = time.time() + timeout
+    while httpx.get(url + "/health").json()["queued_windows"] < 1:
+        assert time.time() < deadline, "no request reached the batcher"
+        time.sleep(0.02)
+
+
+def test_an_upload_over_the_limit_without_a_content_length_is_413_too(server):
+    def body():  # chunked transfer: the limit is found while reading
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        for _ in range(40):
+            yield b"\x00" * 65536
+        yield b"\r\n--x--\r\n"
+
+    response = httpx.post(server + "/v1/audio/transcriptions", content=body(),
+                          headers={"content-type": "multipart/form-data; boundary=x"}, timeout=60)
+    assert_openai_error(response, 413, "1 MB")
 
 
 def test_cors_is_off_by_default_and_on_for_the_origins_given():
@@ -288,9 +314,14 @@ def test_cors_is_off_by_default_and_on_for_the_origins_given():
     with running(create_app(ServeSettings(model=str(DEMO)))) as url:
         response = httpx.options(url + "/v1/audio/transcriptions", headers=preflight)
         assert "access-control-allow-origin" not in response.headers
-    with running(create_app(ServeSettings(model=str(DEMO), cors_origins=("https://app.example",)))) as url:
-        response = httpx.options(url + "/v1/audio/transcriptions", headers=preflight)
+    with running(create_app(ServeSettings(model=str(DEMO), cors_origins=("https://app.example",),
+                                          api_key="k"))) as url:
+        response = httpx.options(url + "/v1/audio/transcriptions", headers=preflight)  # a preflight has no key
+        assert response.status_code == 200
         assert response.headers["access-control-allow-origin"] == "https://app.example"
+        refused = httpx.get(url + "/v1/models", headers={"Origin": "https://app.example"})
+        assert refused.status_code == 401  # and the browser can read why
+        assert refused.headers["access-control-allow-origin"] == "https://app.example"
 
 
 # ------------------------------------------------------------------------------------------------ live
@@ -388,7 +419,13 @@ def test_a_text_message_is_an_error_and_a_client_leaving_mid_stream_costs_the_ot
         assert ws.close_code == 1003
     with websockets_sync.connect(server.replace("http", "ws") + "/v1/audio/stream") as ws:
         ws.send(pcm16(recording_of(3.0)))
-    # ... and closed mid-stream, without {"type": "end"}
+    # ... and closed mid-stream, without {"type": "end"}; an encoded stream left so ends its decoder too
+    with websockets_sync.connect(server.replace("http", "ws") + "/v1/audio/stream?format=encoded") as ws:
+        ws.send((DATA / "quick_44k.flac").read_bytes()[:20000])
+    deadline = time.time() + 10
+    while any(t.name == "w2vbert-live-decoder" for t in threading.enumerate()):
+        assert time.time() < deadline, "the decoder of an abandoned stream is still running"
+        time.sleep(0.05)
     with pytest.raises(Exception, match="400"):
         websockets_sync.connect(server.replace("http", "ws") + "/v1/audio/stream?format=opus", open_timeout=10)
     response = post(server, "/v1/audio/transcriptions", EXAMPLES[0].read_bytes(), response_format="text")
@@ -435,7 +472,7 @@ def test_serve_binds_to_loopback_and_finishes_the_requests_in_flight_on_sigterm(
         url = line.split("on ", 1)[1].strip()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             in_flight = pool.submit(post, url, "/v1/audio/transcriptions", EXAMPLES[0].read_bytes())
-            time.sleep(0.7)  # the request is waiting in the batcher (up to 1.5 s)
+            wait_for_queued(url)  # the request waits in the batcher (up to 1.5 s)
             process.send_signal(signal.SIGTERM)
             assert in_flight.result().status_code == 200
         assert process.wait(30) == -signal.SIGTERM  # uvicorn shuts down, then re-raises the signal it got

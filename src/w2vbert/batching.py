@@ -18,15 +18,16 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
-from .audio import SAMPLING_RATE
+from .audio import SAMPLING_RATE, stream_audio
 from .chunking import windows
-from .pipelines import AudioInput, Pipeline, ReadyWindow, Recording, as_clip, window_features
+from .pipelines import STREAM_BLOCK_S, AudioInput, Pipeline, ReadyWindow, Recording, as_clip, window_features
 
 logger = logging.getLogger(__name__)
 
@@ -39,23 +40,35 @@ def prepare(
     pipe: Pipeline, source: AudioInput, name: str, max_seconds: float | None = None
 ) -> tuple[Recording, list[ReadyWindow]]:
     """Decode `source` and compute its windows' features, as `pipe` would before batching: (recording,
-    checked windows). Raises what a bad input raises in the pipeline (ValueError, OSError, TypeError), and
-    `TooLong` past `max_seconds` of audio."""
+    checked windows, their audio dropped). Raises what a bad input raises in the pipeline (ValueError, OSError,
+    TypeError), naming it `name`, and `TooLong` as soon as the decoded audio passes `max_seconds`: bytes are
+    decoded as a stream, so a small upload of hours of audio never sits in memory whole."""
+
+    def blocks() -> Iterator[np.ndarray]:
+        decoded = 0
+        stream = (stream_audio(bytes(source), STREAM_BLOCK_S) if isinstance(source, (bytes, bytearray))
+                  else as_clip(source).blocks())
+        for block in stream:
+            decoded += len(block)
+            if max_seconds is not None and decoded > max_seconds * SAMPLING_RATE:
+                raise TooLong(f"the audio is longer than this server's limit of {max_seconds:g} s")
+            yield block
+
+    recording = Recording(name)
+    plan = pipe.plan(pipe.chunk_length_s, pipe.stride_length_s)
+    ready = []
     try:
-        clip = as_clip(source)
+        for window in windows(blocks(), plan):
+            features = window_features(pipe.feature_extractor, window, pipe.device)
+            checked = pipe.checked(recording, window.without_audio(), features)
+            if checked is not None:
+                ready.append(checked)
+    except TooLong:
+        raise
     except (ValueError, OSError, TypeError) as error:  # named after the upload, not "<bytes>"
         message = str(error)
         raise type(error)(name + message.removeprefix("<bytes>") if message.startswith("<bytes>") else message) \
             from None
-    recording = Recording(name)
-    plan = pipe.plan(pipe.chunk_length_s, pipe.stride_length_s)
-    ready = []
-    for window in windows(clip.blocks(), plan):
-        if max_seconds is not None and (window.start + window.samples) / SAMPLING_RATE > max_seconds:
-            raise TooLong(f"the audio is longer than this server's limit of {max_seconds:g} s")
-        checked = pipe.checked(recording, window, window_features(pipe.feature_extractor, window, pipe.device))
-        if checked is not None:
-            ready.append(checked)
     return recording, ready
 
 
@@ -116,22 +129,23 @@ class Batcher:
     def submit(
         self, pipe: Pipeline, recording: Recording, ready: list[ReadyWindow], **options: Any
     ) -> concurrent.futures.Future:
-        """Queue a prepared request; the future gets `pipe.result(recording, **options)`, or its exception."""
+        """Queue a prepared request; the future gets `pipe.result(recording, **options)`, or its exception. A
+        request with no window to run is completed on the caller's thread (an asyncio caller runs `submit` in a
+        worker thread when the recording is long: the result decodes all its frames)."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         request = _Request(pipe, recording, options, future, len(ready))
         with self._lock:
-            if self._closing:
+            if self._closing or not self._thread.is_alive():
                 raise RuntimeError("the server is shutting down")
             self._requests += 1
-            if not ready:  # nothing to run (too short): the result says why
-                self._complete(request)
-                return future
             self._queue.extend((window, request) for window in ready)
             self._lock.notify()
+        if not ready:  # nothing to run (too short, or frames all run already): the result says it
+            self._complete(request)
         return future
 
     def close(self, timeout: float | None = None) -> None:
-        """Run what is queued, then stop the model thread."""
+        """Run what is queued for requests still waiting, then stop the model thread."""
         with self._lock:
             self._closing = True
             self._lock.notify()
@@ -143,19 +157,35 @@ class Batcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._run(batch)
+            try:
+                self._run(batch)
+            except Exception as error:  # noqa: BLE001 - whatever fails, the thread serves the next batch
+                logger.exception("a batch of %d windows failed", len(batch))
+                for _, request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(RuntimeError(f"the model failed on this batch: {error}"))
 
     def _next_batch(self) -> list[tuple[ReadyWindow, _Request]] | None:
         with self._lock:
-            while not self._queue:
+            while True:
+                self._drop_cancelled()
+                if self._queue:
+                    break
                 if self._closing:
                     return None
                 self._lock.wait()
-            first_queued = self._queue[0][1].queued
-            deadline = first_queued + self.max_wait_s
+            deadline = self._queue[0][1].queued + self.max_wait_s
             while not self._closing and not self._full() and (left := deadline - time.perf_counter()) > 0:
                 self._lock.wait(left)
-            return self._take()
+            self._drop_cancelled()
+            return self._take() if self._queue else []
+
+    def _drop_cancelled(self) -> None:
+        """Windows of requests whose caller gave up (a timeout, a client gone) are not run."""
+        if any(request.future.cancelled() for _, request in self._queue):
+            gone = {id(request) for _, request in self._queue if request.future.cancelled()}
+            self._queue = collections.deque((w, r) for w, r in self._queue if id(r) not in gone)
+            self._requests -= len(gone)
 
     def _fits(self, count: int, longest: int) -> bool:
         return count * longest / SAMPLING_RATE <= self.max_batch_seconds
@@ -173,25 +203,42 @@ class Batcher:
         return False
 
     def _take(self) -> list[tuple[ReadyWindow, _Request]]:
-        """The oldest window and, in arrival order, the windows of its pipeline that fit with it."""
+        """A batch for the oldest window's pipeline: first the next window of each waiting request in arrival
+        order (so a long upload does not hold back the short requests behind it), then more windows in queue
+        order, while they fit. A request's windows are taken in their order, never one past a window left
+        behind, since their outputs join the recording in the order they run."""
         pipe = self._queue[0][1].pipe
-        batch, kept = [], collections.deque()
-        longest = 0
-        while self._queue:
-            window, request = self._queue.popleft()
+        taken: list[int] = []  # queue positions
+        longest, seen, blocked = 0, set(), set()
+
+        def take(position: int, window: ReadyWindow) -> bool:
+            nonlocal longest
             grown = max(longest, window.window.samples)
-            if request.pipe is pipe and (not batch or self._fits(len(batch) + 1, grown)):
-                batch.append((window, request))
-                longest = grown
-            else:
-                kept.append((window, request))
-                if request.pipe is pipe:  # the batch is full: keep the rest in order
-                    kept.extend(self._queue)
-                    self._queue.clear()
-        self._queue.extend(kept)
+            if taken and not self._fits(len(taken) + 1, grown):
+                return False
+            taken.append(position)
+            longest = grown
+            return True
+
+        for position, (window, request) in enumerate(self._queue):  # one window per request
+            if request.pipe is pipe and id(request) not in seen:
+                seen.add(id(request))
+                if not take(position, window):
+                    blocked.add(id(request))
+        chosen = set(taken)
+        for position, (window, request) in enumerate(self._queue):  # then the rest, in order
+            if request.pipe is not pipe or position in chosen or id(request) in blocked:
+                continue
+            if not take(position, window):
+                blocked.add(id(request))  # its later windows wait too
+        chosen = set(taken)
+        batch = [self._queue[p] for p in sorted(taken)]
+        self._queue = collections.deque(item for p, item in enumerate(self._queue) if p not in chosen)
         return batch
 
     def _run(self, batch: list[tuple[ReadyWindow, _Request]]) -> None:
+        if not batch:
+            return
         pipe = batch[0][1].pipe
         started = time.perf_counter()
         try:
@@ -215,14 +262,15 @@ class Batcher:
             self.on_batch(report)
 
     def _complete(self, request: _Request) -> None:
+        with self._lock:
+            self._requests -= 1
+        if not request.future.set_running_or_notify_cancel():
+            return  # the caller gave up: no result to compute
         try:
             result = request.pipe.result(request.recording, **request.options)
         except Exception as error:  # noqa: BLE001 - reported to its request
             result = error
-        with self._lock:
-            self._requests -= 1
-        if request.future.set_running_or_notify_cancel():
-            if isinstance(result, Exception):
-                request.future.set_exception(result)
-            else:
-                request.future.set_result(result)
+        if isinstance(result, Exception):
+            request.future.set_exception(result)
+        else:
+            request.future.set_result(result)

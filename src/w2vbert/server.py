@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ try:  # the `serve` extra
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-    from starlette.datastructures import UploadFile
+    from starlette.datastructures import FormData, UploadFile
     from starlette.exceptions import HTTPException
 except ImportError as missing:
     raise ImportError("the server runs on FastAPI and uvicorn: pip install 'w2vbert[serve]'") from missing
@@ -75,6 +76,8 @@ from .writers import segments, to_srt, to_txt, to_vtt
 logger = logging.getLogger(__name__)
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+ROUTES = ("/v1/audio/transcriptions", "/v1/audio/classifications", "/v1/audio/embeddings", "/v1/models",
+          "/health", "/metrics", "/")
 HTTP_PREPARE_THREADS = 2  # decoding and features beside the model thread (the CPU machines here have 2 cores)
 
 
@@ -112,9 +115,7 @@ class ApiError(Exception):
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
     def body(self) -> dict[str, Any]:
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
-        if self.status == 401:
-            kind = "authentication_error"
+        kind = "invalid_request_error" if self.status < 500 else "server_error"  # OpenAI's 401 too
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
 
@@ -122,6 +123,16 @@ def _bad_input(error: Exception, param: str = "file") -> ApiError:
     if isinstance(error, TooLong):
         return ApiError(413, str(error), param, "audio_too_long")
     return ApiError(400, str(error), param, "invalid_audio")
+
+
+async def result_of(future: concurrent.futures.Future) -> Any:
+    """A batcher future's result; a too-short input is a 400, a model failure a 500."""
+    try:
+        return await asyncio.wrap_future(future)
+    except ValueError as error:  # too short for the model
+        raise _bad_input(error) from None
+    except RuntimeError as error:  # the model's output was not finite, or its batch failed
+        raise ApiError(500, str(error), code="model_error") from None
 
 
 # -------------------------------------------------------------------------------------------- the model
@@ -165,17 +176,16 @@ class Served:
                 self.prepare_pool, prepare, pipe, data, name, self.settings.max_audio_seconds)
         except (ValueError, OSError, TypeError) as error:
             raise _bad_input(error) from None
-        try:
-            result = await asyncio.wrap_future(self.batcher.submit(pipe, recording, ready, **options))
-        except ValueError as error:  # too short for the model
-            raise _bad_input(error) from None
-        except RuntimeError as error:  # the model's output was not finite, or the batch failed
-            raise ApiError(500, str(error), code="model_error") from None
-        return result, recording.samples / SAMPLING_RATE
+        try:  # queuing windows is quick; a request without any is completed by submit itself, off the loop
+            future = (self.batcher.submit(pipe, recording, ready, **options) if ready else
+                      await asyncio.to_thread(self.batcher.submit, pipe, recording, ready, **options))
+        except RuntimeError as error:  # shutting down
+            raise ApiError(503, str(error), code="shutting_down", headers={"Retry-After": "5"}) from None
+        return await result_of(future), recording.samples / SAMPLING_RATE
 
     def close(self) -> None:
-        self.batcher.close()
-        self.prepare_pool.shutdown()
+        self.batcher.close(timeout=60)
+        self.prepare_pool.shutdown(wait=False, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------- request limits
@@ -264,13 +274,10 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
 
     async def lifespan(app: Any) -> Any:
         yield
-        served.close()  # after uvicorn has let the requests in flight finish
+        await asyncio.to_thread(served.close)  # after uvicorn has let the requests in flight finish
 
     app = FastAPI(title="w2vbert", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(UploadLimit, max_bytes=int(settings.max_upload_mb * 2**20))
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
-                           allow_headers=["*"])
 
     def error_response(error: ApiError) -> JSONResponse:
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
@@ -284,6 +291,12 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
         message = {404: f"no route {request.method} {request.url.path}",
                    405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, error.detail)
         return error_response(ApiError(error.status_code, message))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("%s %s failed", request.method, request.url.path)
+        return error_response(ApiError(500, f"the server failed on this request: {type(error).__name__}: {error}",
+                                       code="server_error"))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -301,10 +314,10 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
     async def account(request: Request, call_next: Any) -> Response:
         nonlocal in_flight
         path = request.url.path
-        endpoint = path if path.startswith("/v1/") else "other"
+        endpoint = path if path in ROUTES else "other"  # a fixed set of series, whatever paths clients send
         started = time.perf_counter()
         try:
-            if path not in ("/", "/health"):
+            if path not in ("/", "/health") and request.method != "OPTIONS":
                 authorize(request.headers.get("authorization"))
             limited = path.startswith("/v1/audio/")
             if limited and in_flight >= settings.max_queue:
@@ -328,6 +341,10 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
         metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
         return response
 
+    if settings.cors_origins:  # outermost, so that preflights and error answers carry its headers
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
+
     async def upload(request: Request) -> tuple[Any, bytes, str]:
         """The multipart form, the audio bytes of its `file` field, and the file's name."""
         try:
@@ -341,6 +358,9 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
             got = "no 'file' field" if file is None else "'file' as a text field"
             raise ApiError(400, f"expected the audio as a file in the multipart field 'file', got {got}", "file")
         data = await file.read()
+        fields = FormData([(key, value) for key, value in form.multi_items() if isinstance(value, str)])
+        await form.close()  # its spooled temporary file, now
+        form = fields
         if not data:
             raise ApiError(400, f"the uploaded file {file.filename or ''} is empty (0 bytes)".replace("  ", " "),
                            "file", "invalid_audio")
@@ -359,7 +379,7 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
     async def timed(coroutine: Any) -> Any:
         try:
             return await asyncio.wait_for(coroutine, settings.request_timeout_s)
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):
             raise ApiError(504, f"the request took longer than this server's limit of "
                            f"{settings.request_timeout_s:g} s", code="timeout") from None
 
@@ -389,8 +409,13 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
             raise ApiError(400, f"timestamp_granularities[] takes word and segment, got {sorted(granularities)}",
                            "timestamp_granularities[]")
         stream = (form.get("stream") or "false").lower() == "true"
-        if stream:
-            return StreamingResponse(stream_transcript(pipe, data, name), media_type="text/event-stream")
+        if stream:  # bad audio is still a 4xx: the events start once the audio is read
+            try:
+                prepared = await asyncio.get_running_loop().run_in_executor(
+                    served.prepare_pool, prepare, pipe, data, name, settings.max_audio_seconds)
+            except (ValueError, OSError, TypeError) as error:
+                raise _bad_input(error) from None
+            return StreamingResponse(stream_transcript(pipe, *prepared), media_type="text/event-stream")
         result, seconds = await timed(served.run(pipe, data, name, return_timestamps="word"))
         usage = {"type": "duration", "seconds": round(seconds, 3)}
         if response_format == "json":
@@ -401,26 +426,24 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
             return PlainTextResponse((to_srt if response_format == "srt" else to_vtt)(result))
         return JSONResponse(verbose_json(result, seconds, form.get("language"), "word" in granularities, usage))
 
-    async def stream_transcript(pipe: AutomaticSpeechRecognitionPipeline, data: bytes, name: str) -> Any:
-        """Server-sent events: a `transcript.text.delta` as each window settles words, then `.done`."""
-        loop = asyncio.get_running_loop()
+    async def stream_transcript(pipe: AutomaticSpeechRecognitionPipeline, recording: Any, ready: list) -> Any:
+        """Server-sent events: a `transcript.text.delta` as each window settles words, then `.done`; a failure
+        after the events began is an event in OpenAI's error shape."""
 
         def event(payload: dict) -> str:
             return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
-        try:
-            recording, ready = await loop.run_in_executor(
-                served.prepare_pool, prepare, pipe, data, name, settings.max_audio_seconds)
-        except (ValueError, OSError, TypeError) as error:
-            yield event(_bad_input(error).body())
-            return
         sent, text = "", ""
         for position, window in enumerate(ready or [None]):
             try:
-                result = await timed(asyncio.wrap_future(
-                    served.batcher.submit(pipe, recording, [] if window is None else [window])))
-            except (ApiError, ValueError, RuntimeError) as error:
-                yield event((error if isinstance(error, ApiError) else _bad_input(error)).body())
+                future = await asyncio.to_thread(served.batcher.submit, pipe, recording,
+                                                 [] if window is None else [window])
+                result = await timed(result_of(future))
+            except ApiError as error:
+                yield event(error.body())
+                return
+            except RuntimeError as error:  # shutting down
+                yield event(ApiError(503, str(error), code="shutting_down").body())
                 return
             text = result["text"]
             now = text if position == len(ready) - 1 else settled(text)
@@ -440,7 +463,7 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
         return JSONResponse({"model": settings.name, "duration": round(seconds, 3), "labels": labels})
 
     @app.post("/v1/audio/embeddings")
-    async def embeddings(request: Request) -> JSONResponse:
+    async def embeddings(request: Request) -> Response:
         form, data, name = await upload(request)
         layer = form_int(form, "layer", -1)
         try:
@@ -450,18 +473,25 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
         pool = choice(form, "pool", "mean", ("mean", "none"))
         encoding = choice(form, "encoding_format", "float", ("float", "base64"))
         array, seconds = await timed(served.run(pipe, data, name, pool=pool))
-        array = np.ascontiguousarray(array, dtype="<f4")
-        embedding = base64.b64encode(array.tobytes()).decode() if encoding == "base64" else array.tolist()
-        return JSONResponse({
-            "object": "list", "model": settings.name, "layer": pipe.layer, "pool": pool,
-            "data": [{"object": "embedding", "index": 0, "embedding": embedding, "shape": list(array.shape)}],
-            "usage": {"type": "duration", "seconds": round(seconds, 3)},
-        })
+
+        def body() -> bytes:  # an hour of frames is millions of floats: written beside the event loop
+            values = np.ascontiguousarray(array, dtype="<f4")
+            embedding = base64.b64encode(values.tobytes()).decode() if encoding == "base64" else values.tolist()
+            return json.dumps({
+                "object": "list", "model": settings.name, "layer": pipe.layer, "pool": pool,
+                "data": [{"object": "embedding", "index": 0, "embedding": embedding, "shape": list(values.shape)}],
+                "usage": {"type": "duration", "seconds": round(seconds, 3)},
+            }).encode()
+
+        return Response(await asyncio.to_thread(body), media_type="application/json")
 
     @app.websocket("/v1/audio/stream")
     async def live(websocket: WebSocket) -> None:
         """Binary messages: audio (16-bit PCM at `sample_rate`, or with `format=encoded` the bytes of a file in any
-        format FFmpeg reads); the text message {"type": "end"} ends the stream; streaming.py's messages back."""
+        format FFmpeg reads); the text message {"type": "end"} ends the stream; streaming.py's messages back. A
+        stream counts as a request in flight, may stay silent for at most the request timeout, and may send at
+        most the duration limit in audio (and, encoded, the upload limit in bytes)."""
+        nonlocal in_flight
         params = websocket.query_params
         try:
             authorize(websocket.headers.get("authorization"), params.get("api_key"))
@@ -470,33 +500,51 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
             if fmt not in ("pcm16", "encoded"):
                 raise ApiError(400, f"format must be pcm16 or encoded, got {fmt!r}", "format")
             try:
-                decoder = Pcm16(int(params.get("sample_rate", SAMPLING_RATE))) if fmt == "pcm16" else Encoded()
+                rate = int(params.get("sample_rate", SAMPLING_RATE))
+                decoder = Pcm16(rate) if fmt == "pcm16" else Encoded(settings.max_audio_seconds)
             except ValueError as error:
                 raise ApiError(400, str(error), "sample_rate") from None
+            if in_flight >= settings.max_queue:
+                decoder.close()
+                raise ApiError(503, f"the server is busy: {in_flight} requests in flight (limit "
+                               f"{settings.max_queue}); retry shortly", code="server_busy",
+                               headers={"Retry-After": "1"})
         except ApiError as error:
             await websocket.send_denial_response(error_response(error))
             return
+        in_flight += 1
+        metrics.in_flight.inc()
         await websocket.accept()
         transcript = LiveTranscript(pipe, served.batcher)
+        # Bytes: PCM is held by the duration limit (2 bytes a sample); an encoded stream by the upload limit.
+        received = 0
+        limit = int(settings.max_upload_mb * 2**20) if fmt == "encoded" else None
 
         async def fail(error: ApiError, close_code: int) -> None:
-            await websocket.send_json({"type": "error", **error.body()})
-            await websocket.close(close_code)
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the client may be gone already
+                await websocket.send_json({"type": "error", **error.body()})
+                await websocket.close(close_code)
 
         try:
             while True:
-                message = await websocket.receive()
+                try:
+                    message = await asyncio.wait_for(websocket.receive(), settings.request_timeout_s)
+                except (TimeoutError, asyncio.TimeoutError):
+                    return await fail(ApiError(408, f"no message for {settings.request_timeout_s:g} s",
+                                               code="timeout"), 1008)
                 if message["type"] == "websocket.disconnect":
                     return  # the client left mid-stream: nothing to answer
                 if message.get("bytes") is not None:
+                    received += len(message["bytes"])
+                    if limit is not None and received > limit:
+                        return await fail(ApiError(413, f"the stream sent more than this server's limit of "
+                                                   f"{settings.max_upload_mb:g} MB", code="upload_too_large"), 1009)
                     audio = decoder.decode(message["bytes"])
-                    if transcript.seconds + len(audio) / SAMPLING_RATE > settings.max_audio_seconds:
-                        return await fail(ApiError(413, f"the stream is longer than this server's limit of "
-                                                   f"{settings.max_audio_seconds:g} s", code="audio_too_long"), 1009)
+                    await check_length(transcript, audio)
                     async for reply in transcript.feed(audio):
                         await websocket.send_json(reply)
                     continue
-                text = message.get("text") or ""
+                text = (message.get("text") or "")[:200]
                 try:
                     ended = json.loads(text).get("type") == "end"
                 except (ValueError, AttributeError):
@@ -505,7 +553,9 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
                     return await fail(ApiError(400, 'expected binary audio messages, or the text message '
                                                f'{{"type": "end"}} to end the stream; got the text {text[:60]!r}',
                                                code="invalid_message"), 1003)
-                async for reply in transcript.feed(decoder.decode(b"", last=True)):
+                audio = await asyncio.to_thread(decoder.decode, b"", True)  # waits for FFmpeg's last blocks
+                await check_length(transcript, audio)
+                async for reply in transcript.feed(audio):
                     await websocket.send_json(reply)
                 async for reply in transcript.finish():
                     await websocket.send_json(reply)
@@ -513,8 +563,20 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
                 return
         except WebSocketDisconnect:
             return
+        except TooLong as error:
+            await fail(ApiError(413, str(error), code="audio_too_long"), 1009)
         except ValueError as error:  # undecodable encoded audio
             await fail(ApiError(400, str(error), code="invalid_audio"), 1007)
+        except RuntimeError as error:  # the model failed, or the server is shutting down
+            await fail(ApiError(500, str(error), code="model_error"), 1011)
+        finally:
+            decoder.close()
+            in_flight -= 1
+            metrics.in_flight.dec()
+
+    async def check_length(transcript: LiveTranscript, audio: np.ndarray) -> None:
+        if transcript.seconds + len(audio) / SAMPLING_RATE > settings.max_audio_seconds:
+            raise TooLong(f"the stream is longer than this server's limit of {settings.max_audio_seconds:g} s")
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
@@ -611,6 +673,7 @@ def run_serve(args: argparse.Namespace) -> int:
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((args.host, args.port))  # here, so that --port 0 can say the port the system chose
+    listener.listen(2048)  # connections from now on wait for uvicorn rather than being refused
     host, port = listener.getsockname()[:2]
     print(f"w2vbert: serving {settings.name} on http://{host if family == socket.AF_INET else f'[{host}]'}:{port}",
           flush=True)

@@ -31,7 +31,7 @@ import numpy as np
 import soxr
 
 from .audio import SAMPLING_RATE, stream_audio
-from .batching import Batcher
+from .batching import Batcher, TooLong
 from .chunking import Window, WindowCutter
 from .pipelines import AutomaticSpeechRecognitionPipeline, Recording, window_features
 
@@ -66,6 +66,9 @@ class Pcm16:
             audio = self.resampler.resample_chunk(audio, last=last)
         return audio
 
+    def close(self) -> None:
+        pass
+
 
 class _ByteQueue(io.RawIOBase):
     """A readable file whose bytes arrive from another thread (`feed`); `read` waits for them; `close_input`
@@ -94,29 +97,43 @@ class _ByteQueue(io.RawIOBase):
 
 class Encoded:
     """Bytes of an audio file in any format FFmpeg reads, arriving in pieces -> float32 blocks at 16 kHz, decoded
-    by a thread as the bytes come (after FFmpeg has read enough of them to know the format)."""
+    by a thread as the bytes come (after FFmpeg has read enough of them to know the format). The thread stops
+    past `max_seconds` of audio; `close` ends it whatever state the stream is in."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_seconds: float | None = None) -> None:
         self.input = _ByteQueue()
         self.blocks: queue.Queue[np.ndarray | Exception | None] = queue.Queue()
+        self.max_samples = None if max_seconds is None else int(max_seconds * SAMPLING_RATE)
         self.thread = threading.Thread(target=self._decode, name="w2vbert-live-decoder", daemon=True)
         self.thread.start()
 
     def _decode(self) -> None:
+        decoded = 0
         try:
             for block in stream_audio(io.BufferedReader(self.input), ENCODED_BLOCK_S):
+                decoded += len(block)
+                if self.max_samples is not None and decoded > self.max_samples:
+                    raise TooLong(f"the stream is longer than this server's limit of "
+                                  f"{self.max_samples / SAMPLING_RATE:g} s")
                 self.blocks.put(block)
             self.blocks.put(None)
         except Exception as error:  # noqa: BLE001 - handed to the stream's reader
             self.blocks.put(error)
+        finally:
+            self.input.ended = True  # no more reads: pieces still arriving are dropped
 
     def decode(self, data: bytes, last: bool = False) -> np.ndarray:
-        if data:
+        """The audio decoded so far that was not handed out yet; `last` waits for the decoder to finish (call it
+        from a worker thread)."""
+        if data and not self.input.ended:
             self.input.chunks.put(bytes(data))
         if last:
             self.input.chunks.put(None)
             self.thread.join()
         return np.concatenate([np.zeros(0, np.float32), *self._ready()])
+
+    def close(self) -> None:
+        self.input.chunks.put(None)
 
     def _ready(self) -> Iterator[np.ndarray]:
         while True:
@@ -124,6 +141,8 @@ class Encoded:
                 block = self.blocks.get_nowait()
             except queue.Empty:
                 return
+            if isinstance(block, TooLong):
+                raise block
             if isinstance(block, Exception):
                 raise ValueError(f"the stream's audio cannot be decoded: {block}") from block
             if block is not None:
@@ -199,6 +218,6 @@ class LiveTranscript:
     async def _decode(self, recording: Recording, ready: list) -> str:
         if not ready and not recording.pieces:
             return ""
-        future = self.batcher.submit(self.pipe, recording, ready)
+        future = await asyncio.to_thread(self.batcher.submit, self.pipe, recording, ready)  # it may decode here
         result = await asyncio.wrap_future(future)
         return result["text"]
