@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import io
 import json
 import os
 import platform
@@ -37,6 +36,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from w2vbert import pipeline
+from w2vbert.audio import wav_bytes
+
 ROOT = Path(__file__).resolve().parent.parent
 CLIPS = [*sorted((ROOT / "examples" / "audio").glob("*.wav")),
          *(ROOT / "tests" / "data" / n for n in ("hello.wav", "quick.wav", "numbers.wav"))]
@@ -45,16 +47,6 @@ CLIPS = [*sorted((ROOT / "examples" / "audio").glob("*.wav")),
 def read_wav(path: Path) -> np.ndarray:
     with wave.open(str(path)) as f:
         return np.frombuffer(f.readframes(f.getnframes()), "<i2").astype(np.float32) / 32768
-
-
-def wav_bytes(audio: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(16000)
-        f.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 def joined(seconds: float, rng: np.random.Generator) -> np.ndarray:
@@ -203,9 +195,6 @@ def main() -> None:
         print(f"100 requests at once: {m['failed']} failed, RSS {m['rss_before'] / 2**20:.0f} MiB before, "
               f"peak {m['rss_peak'] / 2**20:.0f} MiB", flush=True)
         if not args.no_live:
-            sys.path.insert(0, str(ROOT / "src"))
-            from w2vbert import pipeline
-
             audio = joined(60.0, np.random.default_rng(1))
             audio = (np.clip(audio, -1, 1) * 32767).astype(np.int16).astype(np.float32) / 32768  # as PCM16 sends it
             expected = pipeline("automatic-speech-recognition", str(args.model))(

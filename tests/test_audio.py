@@ -213,3 +213,13 @@ def test_complete_files_never_warn(caplog):
             load_audio(path)
             load_audio(path.read_bytes())
     assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
+def test_wav_bytes_decode_back_to_the_samples_within_two_16_bit_steps():
+    from w2vbert.audio import wav_bytes
+
+    audio = np.random.default_rng(0).uniform(-1.2, 1.2, 8000).astype(np.float32)
+    for rate in (16000, 8000):
+        back = load_audio(wav_bytes(audio, rate), sampling_rate=rate)
+        # one step for the cast to int16, one for writing x * 32767 (so that 1.0 fits) and reading x / 32768
+        np.testing.assert_allclose(back, np.clip(audio, -1, 1), atol=2.01 / 32768)

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ from w2vbert import (
     bulk,
     pipeline,
 )
-from w2vbert.audio import load_audio
+from w2vbert.audio import load_audio, wav_bytes
 from w2vbert.cli import main
 
 DATA = Path(__file__).parent / "data"
@@ -47,11 +46,7 @@ LAYER = 1
 
 
 def write_wav(path: Path, audio: np.ndarray) -> Path:
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(16000)
-        handle.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    path.write_bytes(wav_bytes(audio))
     return path
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -24,6 +23,7 @@ from w2vbert import (
     load_audio,
     pipeline,
 )
+from w2vbert.audio import wav_bytes
 from w2vbert.chunking import WindowCutter, WindowPlan, windows
 from w2vbert.cli import main
 
@@ -57,14 +57,7 @@ def classifier_dir(tmp_path_factory):
 
 
 def write_wav(path: Path, audio: np.ndarray) -> Path:
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("pcm_s16le", rate=16000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(
-            (np.clip(audio, -1, 1) * 32767).astype(np.int16)[None], format="s16", layout="mono"
-        )
-        frame.rate = 16000
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            container.mux(packet)
+    path.write_bytes(wav_bytes(audio))
     return path
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -18,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import wave
 from pathlib import Path
 
 import httpx
@@ -28,6 +26,7 @@ import torch
 
 from conftest import tiny_config_kwargs
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForSequenceClassification, pipeline
+from w2vbert.audio import wav_bytes
 from w2vbert.cli import main as cli_main
 from w2vbert.features import SeamlessM4TFeatureExtractor
 
@@ -90,16 +89,6 @@ def post(url: str, path: str, data: bytes | None = None, filename: str = "a.wav"
          **fields) -> httpx.Response:
     files = None if data is None else {"file": (filename, data)}
     return httpx.post(url + path, files=files, data=fields, timeout=timeout)
-
-
-def wav_bytes(audio: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(16000)
-        f.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 def assert_openai_error(response: httpx.Response, status: int, *words: str) -> None:

@@ -6,6 +6,7 @@ of blocks (`stream_audio`), which keeps memory flat for recordings of hours.
 
 Both check the whole file: NaN/inf samples raise with their count over the file, and a file that holds less audio
 than its header announces (cut while being written or copied) is decoded as far as it goes, with one warning.
+`wav_bytes` goes the other way: samples to the bytes of a 16-bit WAV file (what a client posts to the server).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 import logging
 import math
 import os
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -325,3 +327,15 @@ def audio_seconds(path: str | os.PathLike) -> float:
             raise ValueError(f"{path}: has no audio stream")
         seconds = _header_seconds(container, container.streams.audio[0])
     return seconds if seconds is not None else len(load_audio(path)) / SAMPLING_RATE
+
+
+def wav_bytes(audio: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> bytes:
+    """(samples,) floats in [-1, 1] -> the bytes of a mono 16-bit PCM WAV file (samples beyond +-1 are clipped)."""
+    _check_rate("sampling_rate", sampling_rate)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(sampling_rate)
+        handle.writeframes((np.clip(np.asarray(audio, np.float32), -1, 1) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
