@@ -216,8 +216,8 @@ def run_corpus(
     pool = None if pool == "none" else pool
     timestamps = getattr(args, "timestamps", "none")
     model = load_task_model(task, args.model, args.device, args.dtype, args.quantize)
-    if task == "feature-extraction" and layer < 0:  # as the hidden states count: 0 the input, k block k
-        layer += model.config.num_hidden_layers + 1
+    if task == "feature-extraction":  # as the hidden states count: 0 the input, k block k (-1 and 24 are one run)
+        layer = model.base_model.layer_index(layer)
     settings = bulk.BulkSettings(
         task=task, model=str(Path(args.model).resolve()) if Path(args.model).is_dir() else str(args.model),
         dtype=args.dtype, quantize=args.quantize,

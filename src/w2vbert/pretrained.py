@@ -3,7 +3,7 @@
 Loading builds the model on the meta device (no memory, no random init), assigns the checkpoint's tensors,
 and initialises only what the checkpoint lacks: a 580M-parameter model loads in about the time it takes to
 read its file, with one copy of the weights in memory. A Hugging Face directory or hub repo is read through
-checkpoint.py, Meta's original `.pt` files through the table of fairseq2.py; `quantize=` and `load_in_8bit=`
+weights.py, Meta's original `.pt` files through the table of fairseq2.py; `quantize=` and `load_in_8bit=`
 hand the loaded model to quantization.py.
 """
 

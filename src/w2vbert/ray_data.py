@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .audio import SAMPLING_RATE
 from .pipelines import pipeline
 
 
@@ -42,7 +43,7 @@ class W2vBertPredictor:
         if "audio" in batch:
             inputs = [str(path) for path in batch["audio"]]
         elif "array" in batch:
-            rates = batch.get("sampling_rate", np.full(len(batch["array"]), 16000))
+            rates = batch.get("sampling_rate", np.full(len(batch["array"]), SAMPLING_RATE))
             inputs = [{"array": np.asarray(a, np.float32), "sampling_rate": int(r)}
                       for a, r in zip(batch["array"], rates, strict=True)]
         else:
