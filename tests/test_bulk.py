@@ -357,6 +357,17 @@ def test_another_runs_directory_is_refused_unless_overwrite_which_starts_fresh(m
     assert run_cli(*argv, "--layer", "2", "--overwrite") == 0
     assert read_run(tmp_path / "out")["manifest"]["settings"]["layer"] == 2
     assert "1 shards (0 done before)" in capsys.readouterr().out
+    # The same number of inputs and the same first one, but another file after it: another run too.
+    manifest = (corpus / "corpus.tsv").read_text().splitlines()
+    (tmp_path / "one.tsv").write_text("\n".join(manifest[:3]) + "\n")
+    (tmp_path / "two.tsv").write_text("\n".join(manifest[:2] + [manifest[3]]) + "\n")
+    for name in ("one.tsv", "two.tsv"):
+        (tmp_path / name).write_text((tmp_path / name).read_text().replace("\ta/", f"\t{corpus}/a/")
+                                     .replace("\tb/", f"\t{corpus}/b/").replace("\tc/", f"\t{corpus}/c/"))
+    listed = ["embed", "-m", str(models / "encoder"), "-o", str(tmp_path / "listed")]
+    assert run_cli(*listed, "--manifest", str(tmp_path / "one.tsv")) == 0
+    assert run_cli(*listed, "--manifest", str(tmp_path / "two.tsv")) == 1
+    assert "(inputs_sha256 differ)" in capsys.readouterr().err
 
 
 def test_usage_mistakes_of_a_corpus_run_exit_2(models, corpus, tmp_path, capsys):

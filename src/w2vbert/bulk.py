@@ -29,6 +29,7 @@ import concurrent.futures
 import ctypes
 import dataclasses
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -187,15 +188,16 @@ class BulkSettings:
 def check_run(output_dir: Path, settings: BulkSettings, inputs: list[Input], overwrite: bool) -> None:
     """Refuse a directory holding another run's outputs (other settings or inputs) unless `overwrite`, which
     clears them; record this run's settings (rank 0)."""
+    listing = hashlib.sha256("".join(f"{entry.id}\t{entry.audio}\n" for entry in inputs).encode()).hexdigest()
     record = {"format_version": FORMAT_VERSION, "settings": dataclasses.asdict(settings),
-              "inputs": len(inputs), "first_id": inputs[0].id if inputs else None}
+              "inputs": len(inputs), "first_id": inputs[0].id if inputs else None, "inputs_sha256": listing}
     path = output_dir / RUN_NAME
     if path.is_file() and not overwrite:
         stored = read_json_object(path)
         if stored != record:
             before = stored.get("settings", {})
             differ = sorted(k for k in record["settings"] if before.get(k) != record["settings"][k])
-            differ += [k for k in ("inputs", "first_id") if stored.get(k) != record[k]]
+            differ += [k for k in ("inputs", "first_id", "inputs_sha256") if stored.get(k) != record[k]]
             raise ValueError(
                 f"{output_dir} holds the outputs of another run ({', '.join(differ)} differ): pass --overwrite to "
                 "replace them, or choose another --output-dir"
