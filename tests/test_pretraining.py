@@ -163,6 +163,12 @@ def test_a_saved_pretraining_model_loads_as_an_encoder_here_and_in_transformers(
     ctc = transformers.Wav2Vec2BertForCTC.from_pretrained(tmp_path, vocab_size=7)
     assert ctc.config.vocab_size == 7
     assert type(w2vbert.load_model(tmp_path)) is Wav2Vec2BertForPreTraining
+    # ... and in our CTC class, which fine-tuning from `pt/last` starts from: the encoder as saved, the head fresh.
+    ours_ctc, ctc_info = w2vbert.Wav2Vec2BertForCTC.from_pretrained(tmp_path, vocab_size=7, output_loading_info=True)
+    assert sorted(ctc_info["missing_keys"]) == ["lm_head.bias", "lm_head.weight"]
+    with torch.no_grad():
+        torch.testing.assert_close(ours_ctc.eval().wav2vec2_bert(features).last_hidden_state, expected, atol=1e-5,
+                                   rtol=0)
 
 
 def test_starting_from_a_hugging_face_checkpoint_initialises_the_pretraining_parts_and_says_so(tmp_path, caplog):
