@@ -37,7 +37,7 @@ from .audio import SAMPLING_RATE, audio_seconds
 from .auto import model_class_for
 from .config import Wav2Vec2BertConfig
 from .decoding import BeamSearchDecoder
-from .devices import INFERENCE_DTYPES, max_batch_seconds
+from .devices import DTYPE_CHOICES, cpu_features, cpu_name, fastest_dtype, max_batch_seconds, native
 from .features import PREPROCESSOR_CONFIG_NAME, feature_extractor_for
 from .heads import Wav2Vec2BertForCTC
 from .hub import resolve_optional_file
@@ -62,7 +62,10 @@ SUBTITLES = ("srt", "vtt", "tsv")  # formats made of word-timed segments
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
     """Add the arguments of subcommand `name` (cli.COMMANDS) to its parser."""
     if name == "info":
-        parser.add_argument("model", help="a model directory or hub repo id")
+        parser.add_argument("model", nargs="?", help="a model directory or hub repo id")
+        parser.add_argument("--system", action="store_true",
+                            help="this machine instead: CPU, the instruction sets that decide speed, torch's threads, "
+                                 "GPUs, and the mode --dtype auto picks")
         parser.set_defaults(run=run_info)
         return
     _common(parser, output_required=name == "embed")
@@ -106,7 +109,9 @@ def _common(parser: argparse.ArgumentParser, output_required: bool) -> None:
     parser.add_argument("-m", "--model", required=True, help="model directory or hub repo id")
     parser.add_argument("--device", type=device_name, default=None,
                         help="cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument("--dtype", default="float32", choices=INFERENCE_DTYPES)
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
+                        help="float32 (default), bfloat16, float16, or auto: the fastest this device runs natively "
+                             "(bfloat16 with AMX / AVX512-BF16 or on a GPU, else float32)")
     parser.add_argument("--quantize", choices=[q for q in QUANTIZE if q], default=None,
                         help="int8 weights (PyTorch's int8 on CPU, bitsandbytes on CUDA); with --dtype float32")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="windows run together (default: 4)")
@@ -220,7 +225,7 @@ def run_corpus(
         layer = model.base_model.layer_index(layer)
     settings = bulk.BulkSettings(
         task=task, model=str(Path(args.model).resolve()) if Path(args.model).is_dir() else str(args.model),
-        dtype=args.dtype, quantize=args.quantize,
+        dtype=str(model.dtype).removeprefix("torch."), quantize=args.quantize,  # "auto" as resolved here
         layer=layer if task == "feature-extraction" else None, pool=pool if task == "feature-extraction" else None,
         timestamps=None if timestamps == "none" else timestamps, decoding=decoding, top_k=getattr(args, "top_k", 1),
         chunk_length_s=args.chunk_length, stride_length_s=args.stride_length,
@@ -364,8 +369,29 @@ def checkpoint_summary(model: str) -> dict[str, object]:
     return summary
 
 
+def system_summary() -> dict[str, object]:
+    """What decides the speed of each mode on this machine."""
+    features = cpu_features()
+    summary: dict[str, object] = {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "torch threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        **{name: "yes" if present else "no" for name, present in features.items()},
+        "cpu bfloat16": "native" if native(torch.device("cpu"), torch.bfloat16) else "emulated (slow)",
+        "cpu --dtype auto": str(fastest_dtype(torch.device("cpu"))).removeprefix("torch."),
+    }
+    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        device = torch.device(f"cuda:{index}")
+        summary[f"cuda:{index}"] = torch.cuda.get_device_name(index)
+        summary[f"cuda:{index} --dtype auto"] = str(fastest_dtype(device)).removeprefix("torch.")
+    return summary
+
+
 def run_info(args: argparse.Namespace) -> int:
-    summary = checkpoint_summary(args.model)
+    if args.system == (args.model is not None):
+        raise UsageError("name a model, or pass --system (not both)")
+    summary = system_summary() if args.system else checkpoint_summary(args.model)
     width = max(map(len, summary))
     for key, value in summary.items():
         shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value

@@ -4,12 +4,17 @@
   `torch_dtype="..."` goes through.
 - `resolve_dtype`: a name or a torch dtype -> the torch dtype.
 - `MAX_BATCH_SECONDS`, `max_batch_seconds`: the default cap of padded audio per batch on each device type.
+- `cpu_features`, `native`, `fastest_dtype`: what this machine's CPU (or GPU) runs natively, and the dtype
+  `--dtype auto` picks from it; `warn_if_emulated` says once when bfloat16 would run emulated, and slow.
 - `resolve_device`: "cpu", "cuda", "cuda:1", a GPU index, "auto", a single-device `device_map` -> a torch device,
   with a one-line error for a device this machine does not have.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import platform
 from typing import Any
 
 import torch
@@ -21,6 +26,7 @@ DTYPES = {
     "float64": torch.float64,
 }
 INFERENCE_DTYPES = ("float32", "bfloat16", "float16")  # what the inference commands offer
+DTYPE_CHOICES = ("auto", *INFERENCE_DTYPES)  # their --dtype: "auto" is `fastest_dtype` of the device
 AUTO_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # transformers' names; one device here
 # Padded audio per model batch (corpus runs, the server), by device type: a GPU wants many clips at once; on a CPU
 # one clip of 10-30 s already fills the matrix units and padding is pure loss (benchmarks/NOTES.md, "Corpus runs").
@@ -78,3 +84,69 @@ def resolve_device(device: Any) -> torch.device:
     elif target.type not in ("cpu", "mps", "xpu"):
         raise ValueError(f"device={str(target)!r} is not supported: expected 'cpu', 'cuda' or 'cuda:N'")
     return target
+
+
+# ------------------------------------------------------------------------------------ what the CPU runs natively
+# The instruction-set extensions that decide the speed of the modes (Linux /proc/cpuinfo flag names).
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16", "amx_int8", "avx512_vnni",
+                "avx_vnni")
+
+
+@functools.cache
+def cpu_features() -> dict[str, bool]:
+    """Which of `CPU_FEATURES` this CPU has (from /proc/cpuinfo; elsewhere from torch's CPU capability, which
+    tells AVX2 and AVX-512 only)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        capability = torch.backends.cpu.get_cpu_capability()
+        flags = {"AVX2": ["avx2"], "AVX512": ["avx2", "avx512f"]}.get(capability, [])
+    return {name: name in flags for name in CPU_FEATURES}
+
+
+@functools.cache
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+                        platform.processor() or "unknown")
+    except OSError:
+        return platform.processor() or "unknown"
+
+
+def native(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether `dtype` matrix products run in hardware on `device`. On a CPU: float32 always; bfloat16 with AMX or
+    AVX512-BF16, float16 with AMX-FP16 or AVX512-FP16 (else oneDNN emulates them, several times slower than
+    float32). On a GPU: bfloat16 where supported, float16 and float32 always."""
+    if device.type == "cuda":
+        return dtype != torch.bfloat16 or torch.cuda.is_bf16_supported()
+    features = cpu_features()
+    if dtype == torch.bfloat16:
+        return features["amx_bf16"] or features["avx512_bf16"]
+    if dtype == torch.float16:
+        return features["amx_fp16"] or features["avx512_fp16"]
+    return True
+
+
+def fastest_dtype(device: torch.device) -> torch.dtype:
+    """What `--dtype auto` runs: bfloat16 where the device computes it natively, else float16 on a GPU and float32
+    on a CPU."""
+    if native(device, torch.bfloat16):
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+_warned: set[torch.dtype] = set()
+
+
+def warn_if_emulated(device: torch.device, dtype: torch.dtype) -> None:
+    """Say once per process and dtype when `dtype` would run emulated on this CPU."""
+    if device.type != "cpu" or native(device, dtype) or dtype in _warned:
+        return
+    _warned.add(dtype)
+    name = str(dtype).removeprefix("torch.")
+    logging.getLogger("w2vbert").warning(
+        "%s is emulated on this CPU (%s: no %s), several times slower than float32: use float32 (--dtype float32, "
+        "or --dtype auto for the fastest mode this machine has)", name, cpu_name(),
+        "AMX or AVX512-BF16" if dtype == torch.bfloat16 else "AMX-FP16 or AVX512-FP16")

@@ -30,7 +30,7 @@ from .auto import model_class_for
 from .chunking import Window, WindowPlan, windows
 from .config import Wav2Vec2BertConfig
 from .decoding import BeamSearchDecoder, ctc_transcribe
-from .devices import resolve_device, resolve_dtype
+from .devices import fastest_dtype, resolve_device, resolve_dtype, warn_if_emulated
 from .features import (
     FRAME_LENGTH,
     HOP_LENGTH,
@@ -499,9 +499,14 @@ def load_task_model(
     task: str, source: str, device: str | None = None, dtype: str = "float32", quantize: str | None = None
 ) -> Any:
     """The model for a task (of the command line or the server), refused if loading had to start any of its
-    tensors fresh: a checkpoint without its trained head would print random text."""
+    tensors fresh: a checkpoint without its trained head would print random text. `dtype` "auto" is the fastest
+    mode the device runs natively (`devices.fastest_dtype`); a dtype this CPU emulates is warned about once."""
     target = resolve_device(device)
-    torch_dtype = torch.float32 if quantize else resolve_dtype(dtype)
+    if quantize:
+        torch_dtype = torch.float32
+    else:
+        torch_dtype = fastest_dtype(target) if dtype == "auto" else resolve_dtype(dtype)
+        warn_if_emulated(target, torch_dtype)
     model, info = load_for_task(task, source, torch_dtype=torch_dtype, device=target, quantize=quantize)
     if info["missing_keys"] or info["mismatched_keys"]:
         names = info["missing_keys"] + [name for name, _, _ in info["mismatched_keys"]]
@@ -549,6 +554,7 @@ def pipeline(
             tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(source)
     elif target is not None or torch_dtype is not None:
         model = model.to(device=target, dtype=None if torch_dtype is None else resolve_dtype(torch_dtype))
+    warn_if_emulated(model.device, model.dtype)
     if isinstance(feature_extractor, (str, os.PathLike)):
         feature_extractor = SeamlessM4TFeatureExtractor.from_pretrained(feature_extractor)
     options = dict(batch_size=batch_size, chunk_length_s=chunk_length_s, stride_length_s=stride_length_s)
