@@ -9,6 +9,7 @@ hand the loaded model to quantization.py.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -261,6 +262,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
                 config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **config_overrides)
             state = load_weights(pretrained_model_name_or_path, hub)
             model, info = cls._from_state_dict(config, state, ignore_mismatched_sizes)
+            del state  # the model holds what it uses; the rest of the file's map can go
         report_loading(cls.__name__, info)
         # Like transformers: float32 unless asked, whatever the file stores ("auto" keeps the stored dtype).
         target_dtype = cls._target_dtype(torch_dtype if torch_dtype is not None else dtype, model.config)
@@ -270,6 +272,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         model.eval()  # as transformers: a loaded model starts in inference mode
         if quantize is not None:
             model = optimize_for_inference(model, quantize=quantize)
+            gc.collect()  # the float weights replaced by int8 ones hold the checkpoint's memory map in cycles
         return (model, info) if output_loading_info else model
 
     @classmethod

@@ -85,9 +85,28 @@ def quantize_dynamic_int8(model: nn.Module) -> None:
             warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*deprecated.*")
             # One scale per output channel, not per matrix: a matrix-wide scale is set by its largest row.
             qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+            for module in model.modules():  # the packed weights keep the float bias itself: not a view of the file
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    module.bias.data = module.bias.data.clone()
             torch.ao.quantization.quantize_dynamic(model, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
     finally:
         torch.backends.quantized.engine = previous
+    release_checkpoint_memory(model)
+
+
+def release_checkpoint_memory(model: nn.Module) -> None:
+    """Copy the float tensors that stay out of the checkpoint file's memory map, so the map can go.
+
+    A model loaded from safetensors holds views of the file's pages; quantizing reads every page, and one float
+    tensor left in the map keeps all of them resident, so that the int8 model held more memory than the float32
+    one (benchmarks/NOTES.md, "int8"). Copies take only the float tensors' own size.
+    """
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            param.data = param.data.clone()
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer is not None:
+                module._buffers[name] = buffer.clone()
 
 
 def replace_with_bnb_linear(model: nn.Module, threshold: float = 6.0) -> None:
