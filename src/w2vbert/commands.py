@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from . import bulk
+from . import bulk, devices
 from .arguments import (
     UsageError,
     device_name,
@@ -37,7 +37,7 @@ from .audio import SAMPLING_RATE, audio_seconds
 from .auto import model_class_for
 from .config import Wav2Vec2BertConfig
 from .decoding import BeamSearchDecoder
-from .devices import DTYPE_CHOICES, cpu_features, cpu_name, fastest_dtype, max_batch_seconds, native
+from .devices import DTYPE_CHOICES, max_batch_seconds
 from .features import PREPROCESSOR_CONFIG_NAME, feature_extractor_for
 from .heads import Wav2Vec2BertForCTC
 from .hub import resolve_optional_file
@@ -370,21 +370,21 @@ def checkpoint_summary(model: str) -> dict[str, object]:
 
 
 def system_summary() -> dict[str, object]:
-    """What decides the speed of each mode on this machine."""
-    features = cpu_features()
+    """What decides the speed of each mode on this machine (through the module, which tests can simulate)."""
+    features = devices.cpu_features()
     summary: dict[str, object] = {
-        "cpu": cpu_name(),
+        "cpu": devices.cpu_name(),
         "cores": os.cpu_count(),
         "torch threads": torch.get_num_threads(),
         "torch": torch.__version__,
         **{name: "yes" if present else "no" for name, present in features.items()},
-        "cpu bfloat16": "native" if native(torch.device("cpu"), torch.bfloat16) else "emulated (slow)",
-        "cpu --dtype auto": str(fastest_dtype(torch.device("cpu"))).removeprefix("torch."),
+        "cpu bfloat16": "native" if devices.native(torch.device("cpu"), torch.bfloat16) else "emulated (slow)",
+        "cpu --dtype auto": str(devices.fastest_dtype(torch.device("cpu"))).removeprefix("torch."),
     }
     for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         device = torch.device(f"cuda:{index}")
         summary[f"cuda:{index}"] = torch.cuda.get_device_name(index)
-        summary[f"cuda:{index} --dtype auto"] = str(fastest_dtype(device)).removeprefix("torch.")
+        summary[f"cuda:{index} --dtype auto"] = str(devices.fastest_dtype(device)).removeprefix("torch.")
     return summary
 
 
