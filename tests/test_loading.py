@@ -224,8 +224,9 @@ def test_a_hub_repo_id_loads_from_the_cache_offline(tmp_path, monkeypatch):
 def test_a_hub_repo_missing_from_the_cache_offline_names_the_alternatives(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "cache").mkdir()
-    with pytest.raises(OSError, match="HF_HUB_OFFLINE=1.*local directory"):
+    with pytest.raises(OSError, match="HF_HUB_OFFLINE=1.*local directory") as error:
         Wav2Vec2BertModel.from_pretrained("facebook/w2v-bert-2.0", cache_dir=tmp_path / "cache")
+    assert "`hf download REPO`" in str(error.value)  # today's hub command (huggingface-cli is deprecated)
 
 
 def test_a_file_or_a_malformed_name_is_not_taken_for_a_repo(tmp_path):

@@ -4,6 +4,7 @@ saving, the command, learning on espeak-ng speech, resume and two processes, and
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -331,7 +332,7 @@ def test_two_processes_pretrain_as_one_does(tmp_path):
         torch.testing.assert_close(double[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_the_pretrain_command_reads_a_folder_and_a_manifest_with_text_and_counts_short_clips(tmp_path, capsys):
+def test_the_pretrain_command_reads_a_folder_and_a_manifest_with_text_and_counts_short_clips(tmp_path, capsys, caplog):
     from w2vbert.cli import main
 
     clips = speech_folder(tmp_path / "clips", 6, seed=4)
@@ -349,10 +350,18 @@ def test_the_pretrain_command_reads_a_folder_and_a_manifest_with_text_and_counts
     assert type(w2vbert.load_model(tmp_path / "run" / "last")) is Wav2Vec2BertForPreTraining
     rows = ["audio\ttext"] + [f"{p.name}\tsome words" for p in sorted(clips.glob("[0-9].wav"))]
     (clips / "with_text.tsv").write_text("\n".join(rows) + "\n")
-    code = main(["pretrain", "--model", str(tmp_path / "run" / "last"), "--train", str(clips / "with_text.tsv"),
-                 "--output-dir", str(tmp_path / "again"), "--max-steps", "2", "--warmup-steps", "1",
-                 "--max-batch-seconds", "10", "--no-progress"])
+    # Continued from the run, with the trainer's bf16 autocast and gradient checkpointing; the text column is
+    # ignored, and said once.
+    with caplog.at_level(logging.INFO, logger="w2vbert"):
+        code = main(["pretrain", "--model", str(tmp_path / "run" / "last"), "--train", str(clips / "with_text.tsv"),
+                     "--output-dir", str(tmp_path / "again"), "--max-steps", "2", "--warmup-steps", "1",
+                     "--max-batch-seconds", "10", "--no-progress", "--precision", "bf16",
+                     "--gradient-checkpointing", "--log-every", "1"])
     assert code == 0 and json.loads(capsys.readouterr().out)["train_examples"] == 6
+    assert caplog.text.count("pre-training reads audio only; columns ['text'] are ignored") == 1
+    logged = [json.loads(line) for line in (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in logged if "loss" in r]
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
 
 
 def test_seeds_differ_per_epoch_and_example_and_repeat_for_the_same_pair():

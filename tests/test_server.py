@@ -397,28 +397,31 @@ def test_a_live_stream_at_another_rate_and_an_encoded_stream_transcribe_as_the_f
 
 
 def test_a_text_message_is_an_error_and_a_client_leaving_mid_stream_costs_the_others_nothing(server, cli_outputs):
-    with websockets_sync.connect(server.replace("http", "ws") + "/v1/audio/stream") as ws:
-        ws.send(pcm16(recording_of(1.0)))
-        ws.send("hello?")
-        replies = []
-        with pytest.raises(websockets_exceptions.ConnectionClosedError):  # closed with 1003, not 1000
-            for message in ws:
-                replies.append(json.loads(message))
-        assert replies[-1]["type"] == "error" and "expected binary audio" in replies[-1]["error"]["message"]
-        assert ws.close_code == 1003
-    with websockets_sync.connect(server.replace("http", "ws") + "/v1/audio/stream") as ws:
-        ws.send(pcm16(recording_of(3.0)))
-    # ... and closed mid-stream, without {"type": "end"}; an encoded stream left so ends its decoder too
-    with websockets_sync.connect(server.replace("http", "ws") + "/v1/audio/stream?format=encoded") as ws:
-        ws.send((DATA / "quick_44k.flac").read_bytes()[:20000])
-    deadline = time.time() + 10
-    while any(t.name == "w2vbert-live-decoder" for t in threading.enumerate()):
-        assert time.time() < deadline, "the decoder of an abandoned stream is still running"
-        time.sleep(0.05)
-    with pytest.raises(Exception, match="400"):
-        websockets_sync.connect(server.replace("http", "ws") + "/v1/audio/stream?format=opus", open_timeout=10)
-    response = post(server, "/v1/audio/transcriptions", EXAMPLES[0].read_bytes(), response_format="text")
-    assert response.text == cli_outputs[EXAMPLES[0].stem]["txt"]
+    good = EXAMPLES[0].read_bytes()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # a load of good requests all along
+        load = [pool.submit(post, server, "/v1/audio/transcriptions", good, response_format="text")
+                for _ in range(12)]
+        with websockets_sync.connect(server.replace("http", "ws") + "/v1/audio/stream") as ws:
+            ws.send(pcm16(recording_of(1.0)))
+            ws.send("hello?")
+            replies = []
+            with pytest.raises(websockets_exceptions.ConnectionClosedError):  # closed with 1003, not 1000
+                for message in ws:
+                    replies.append(json.loads(message))
+            assert replies[-1]["type"] == "error" and "expected binary audio" in replies[-1]["error"]["message"]
+            assert ws.close_code == 1003
+        with websockets_sync.connect(server.replace("http", "ws") + "/v1/audio/stream") as ws:
+            ws.send(pcm16(recording_of(3.0)))
+        # ... and closed mid-stream, without {"type": "end"}; an encoded stream left so ends its decoder too
+        with websockets_sync.connect(server.replace("http", "ws") + "/v1/audio/stream?format=encoded") as ws:
+            ws.send((DATA / "quick_44k.flac").read_bytes()[:20000])
+        deadline = time.time() + 10
+        while any(t.name == "w2vbert-live-decoder" for t in threading.enumerate()):
+            assert time.time() < deadline, "the decoder of an abandoned stream is still running"
+            time.sleep(0.05)
+        with pytest.raises(Exception, match="400"):
+            websockets_sync.connect(server.replace("http", "ws") + "/v1/audio/stream?format=opus", open_timeout=10)
+        assert [f.result().text for f in load] == [cli_outputs[EXAMPLES[0].stem]["txt"]] * 12
 
 
 # ------------------------------------------------------------------------------------ the page, a browser
