@@ -20,6 +20,7 @@ padded batch.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -129,8 +130,6 @@ class Wav2Vec2BertSelfAttention(nn.Module):
             self.pos_bias_u = nn.Parameter(torch.zeros(self.num_heads, self.head_size))
             self.pos_bias_v = nn.Parameter(torch.zeros(self.num_heads, self.head_size))
         if self.position_embeddings_type == "relative_key":
-            self.left_max_position_embeddings = config.left_max_position_embeddings
-            self.right_max_position_embeddings = config.right_max_position_embeddings
             num_distances = config.left_max_position_embeddings + config.right_max_position_embeddings + 1
             self.distance_embedding = nn.Embedding(num_distances, self.head_size)
 
@@ -145,10 +144,11 @@ class Wav2Vec2BertSelfAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         valid: torch.Tensor | None = None,
-        position_embeddings: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+        position_embeddings: PositionInputs | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden_states (B, T, C); valid (B, T) bool or None. Returns (B, T, C) and (B, H, T, T) or None."""
+        """hidden_states (B, T, C); valid (B, T) bool or None; `position_embeddings` what the encoder shares for
+        the config's scheme (`position_inputs`; None: no position term). Returns (B, T, C), (B, H, T, T) or None."""
         batch, frames, channels = hidden_states.shape
         query, key, value, position = self.project(hidden_states, position_embeddings)
         output, probabilities = attend(
@@ -160,30 +160,73 @@ class Wav2Vec2BertSelfAttention(nn.Module):
         return self.linear_out(output), probabilities
 
     def project(
-        self, hidden_states: torch.Tensor, position_embeddings: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
+        self, hidden_states: torch.Tensor, shared: PositionInputs | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Position | None]:
-        """Query, key, value (B, H, T, d) and the position term: the one place the position scheme is chosen."""
+        """Query, key, value (B, H, T, d) and the position term, chosen by the type of what the encoder shares
+        (the scheme's name is read once, in `position_inputs`)."""
         batch, frames, _ = hidden_states.shape
 
         def heads(projected: torch.Tensor) -> torch.Tensor:
             return projected.view(batch, frames, self.num_heads, self.head_size).transpose(1, 2)  # (B, H, T, d)
 
-        kind = self.position_embeddings_type
-        if kind == "rotary":
+        if isinstance(shared, RotaryAngles):
             # As in transformers: the rotation is applied to the block input, before the q/k projections.
-            rotated = apply_rotary(hidden_states, *position_embeddings, self.num_heads)
+            rotated = apply_rotary(hidden_states, shared.cos, shared.sin, self.num_heads)
             query, key = heads(self.linear_q(rotated)), heads(self.linear_k(rotated))
             return query, key, heads(self.linear_v(hidden_states)), None
         query, key, value = (heads(layer(hidden_states)) for layer in (self.linear_q, self.linear_k, self.linear_v))
-        if kind == "relative":
+        if isinstance(shared, Sinusoids):
             # Transformer-XL: the content term uses q + u, the position term q + v against projected sinusoids.
-            table = self.linear_pos(position_embeddings).view(-1, self.num_heads, self.head_size)  # (2T-1, H, d)
+            table = self.linear_pos(shared.table).view(-1, self.num_heads, self.head_size)  # (2T-1, H, d)
             position = RelativePosition(table.transpose(0, 1), query + self.pos_bias_v[None, :, None, :])
             return query + self.pos_bias_u[None, :, None, :], key, value, position
-        if kind == "relative_key":
+        if isinstance(shared, ClampedDistances):
             table = self.distance_embedding.weight.to(query.dtype)  # (left + right + 1, d)
-            return query, key, value, ShawPosition(table, self.left_max_position_embeddings)
+            return query, key, value, ShawPosition(table, shared.left)
         return query, key, value, None
+
+
+@dataclass(frozen=True)
+class ClampedDistances:
+    """Shaw's scheme ("relative_key"): each layer embeds the distances, clamped to [-left, right]; nothing shared."""
+
+    left: int
+
+
+@dataclass(frozen=True)
+class Sinusoids:
+    """Transformer-XL's scheme ("relative"): sinusoids of the distances T-1 down to -(T-1), projected per layer."""
+
+    table: torch.Tensor  # (2T - 1, C)
+
+
+@dataclass(frozen=True)
+class RotaryAngles:
+    """The rotary scheme ("rotary"): the cos and sin of each frame's angles, applied per layer."""
+
+    cos: torch.Tensor  # (T, head_dim)
+    sin: torch.Tensor  # (T, head_dim)
+
+
+PositionInputs = ClampedDistances | Sinusoids | RotaryAngles
+
+
+def position_inputs(config: Wav2Vec2BertConfig, hidden_states: torch.Tensor) -> PositionInputs | None:
+    """What the attention of every layer shares for the config's position scheme: the one place its name is read
+    on the way through the model (the attention picks its term by the type of this)."""
+    kind, frames, device = config.position_embeddings_type, hidden_states.shape[1], hidden_states.device
+    if kind == "relative_key":
+        return ClampedDistances(config.left_max_position_embeddings)
+    if kind == "relative":
+        return Sinusoids(relative_sinusoids(frames, config.hidden_size, device).to(hidden_states.dtype))
+    if kind == "rotary":
+        head_dim = config.hidden_size // config.num_attention_heads
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim
+        inv_freq = 1.0 / (config.rotary_embedding_base**exponents)
+        angles = torch.arange(frames, device=device).float()[:, None] * inv_freq  # (T, d/2)
+        angles = torch.cat((angles, angles), dim=-1)  # (T, d)
+        return RotaryAngles(angles.cos().to(hidden_states.dtype), angles.sin().to(hidden_states.dtype))
+    return None
 
 
 def apply_rotary(hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -216,7 +259,7 @@ class Wav2Vec2BertEncoderLayer(nn.Module):
         self,
         hidden_states: torch.Tensor,
         valid: torch.Tensor | None = None,
-        position_embeddings: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+        position_embeddings: PositionInputs | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # Half-step residuals as one fused add (alpha=0.5 is exact, so the sum is bit-identical to h + 0.5 * f).
@@ -257,7 +300,7 @@ class Wav2Vec2BertEncoder(nn.Module):
         if valid is not None:
             hidden_states = hidden_states.masked_fill(~valid[..., None], 0.0)
         hidden_states = self.dropout(hidden_states)
-        position_embeddings = self.position_embeddings(hidden_states)
+        position_embeddings = position_inputs(self.config, hidden_states)
         all_hidden_states = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         layers = self.layers if num_layers is None else self.layers[:num_layers]
@@ -283,21 +326,6 @@ class Wav2Vec2BertEncoder(nn.Module):
             tuple(all_hidden_states) if output_hidden_states else None,
             tuple(all_attentions) if output_attentions else None,
         )
-
-    def position_embeddings(self, hidden_states: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...] | None:
-        """What the attention of every layer shares: sinusoids ("relative") or cos/sin ("rotary")."""
-        kind, frames = self.config.position_embeddings_type, hidden_states.shape[1]
-        device = hidden_states.device
-        if kind == "relative":
-            return relative_sinusoids(frames, self.config.hidden_size, device).to(hidden_states.dtype)
-        if kind == "rotary":
-            head_dim = self.config.hidden_size // self.config.num_attention_heads
-            exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim
-            inv_freq = 1.0 / (self.config.rotary_embedding_base**exponents)
-            angles = torch.arange(frames, device=device).float()[:, None] * inv_freq  # (T, d/2)
-            angles = torch.cat((angles, angles), dim=-1)  # (T, d)
-            return angles.cos().to(hidden_states.dtype), angles.sin().to(hidden_states.dtype)
-        return None
 
 
 def relative_sinusoids(frames: int, channels: int, device: torch.device | str = "cpu") -> torch.Tensor:
