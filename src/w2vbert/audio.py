@@ -123,13 +123,15 @@ def stream_audio(
         raise ValueError(f"{name}: contains no audio samples")
 
 
-def resample(audio: np.ndarray, source_rate: int, target_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """(samples,) float32 from `source_rate` to `target_rate` with soxr's high-quality filter."""
-    if source_rate <= 0 or target_rate <= 0:
-        raise ValueError(f"sampling rates must be positive, got {source_rate} -> {target_rate}")
-    if source_rate == target_rate:
+def resample(audio: np.ndarray, source_sampling_rate: int, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """(samples,) float32 from `source_sampling_rate` to `sampling_rate` with soxr's high-quality filter (the
+    names `load_audio` uses)."""
+    if source_sampling_rate <= 0 or sampling_rate <= 0:
+        raise ValueError(f"sampling rates must be positive, got {source_sampling_rate} -> {sampling_rate}")
+    if source_sampling_rate == sampling_rate:
         return np.ascontiguousarray(audio, dtype=np.float32)
-    return soxr.resample(np.asarray(audio, np.float32), source_rate, target_rate, quality="HQ").astype(np.float32)
+    resampled = soxr.resample(np.asarray(audio, np.float32), source_sampling_rate, sampling_rate, quality="HQ")
+    return resampled.astype(np.float32)
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from .audio import SAMPLING_RATE, to_mono
 from .devices import resolve_device
 from .files import atomic_write_text, read_json_object
 from .hub import DEFAULT_HUB, HubOptions, resolve_optional_file
+from .layers import lengths_to_mask
 
 logger = logging.getLogger("w2vbert")
 
@@ -488,8 +489,7 @@ class SeamlessM4TFeatureExtractor:
                         f"lengths must hold {batch} sample counts in [0, {length}] for input of shape "
                         f"{tuple(padded.shape)}, got {counts.tolist()}"
                     )
-                positions = torch.arange(length, device=device)[None, :]
-                padded = torch.where(positions < counts[:, None], padded, 0.0)  # padding must not leak into frames
+                padded = torch.where(lengths_to_mask(counts, length), padded, 0.0)  # padding must not leak into frames
             _check_finite(padded, counts)
             return padded, counts
         if lengths is not None:
@@ -552,7 +552,7 @@ class SeamlessM4TFeatureExtractor:
         frame_counts = frame_counts.clamp(max=total)
         positions = torch.arange(total, device=features.device)[None, :]  # (1, total)
         if self.padding_side == "right":
-            frame_mask = positions < frame_counts[:, None]
+            frame_mask = lengths_to_mask(frame_counts, total)
             for row, count in enumerate(frame_counts.tolist()):  # features is ours: pad the short rows in place
                 if count < total:
                     features[row, count:] = self.padding_value
