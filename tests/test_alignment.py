@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -95,3 +96,46 @@ def test_words_of_a_known_transcript_land_within_40_ms_of_the_greedy_decodings_t
     aligned = align_words(log_probs_of(path), "Zebra " + path.with_suffix(".txt").read_text().strip(),
                           pipe.tokenizer, seconds)
     assert aligned["unknown"] == ["Z"]  # the vocabulary is lower case: said, and aligned as [UNK]
+
+
+def test_the_align_command_writes_every_format_aligns_long_audio_and_names_what_cannot_be_aligned(tmp_path, capsys):
+    """`w2vbert align`: one file in every format; a manifest whose second row's text cannot fit its audio fails
+    alone, named, exit 1; a recording longer than a window aligns through the long-audio windows."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from w2vbert.audio import load_audio, wav_bytes
+    from w2vbert.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    model = str(root / "examples" / "demo-model")
+    clip = root / "examples" / "audio" / "dog_cat.wav"
+    text = clip.with_suffix(".txt").read_text().strip()
+    assert main(["align", str(clip), str(clip.with_suffix(".txt")), "-m", model, "-o", str(tmp_path / "out"),
+                 "-f", "all"]) == 0
+    out = tmp_path / "out"
+    aligned = json.loads((out / "dog_cat.json").read_text())
+    assert [w["word"] for w in aligned["words"]] == text.split() and aligned["text"] == text
+    tsv = (out / "dog_cat.tsv").read_text().splitlines()
+    assert tsv[0] == "start\tend\ttext" and [row.split("\t")[2] for row in tsv[1:]] == text.split()
+    assert (out / "dog_cat.srt").read_text().startswith("1\n00:00:00,")
+    assert (out / "dog_cat.vtt").read_text().startswith("WEBVTT")
+    grid = (out / "dog_cat.textgrid").read_text()
+    assert 'name = "words"' in grid and 'name = "chars"' in grid and 'text = "small"' in grid
+
+    pause = np.zeros(8000, np.float32)
+    long_audio = np.concatenate([load_audio(clip), pause] * 14)  # 43 s: two 30 s windows
+    (tmp_path / "long.wav").write_bytes(wav_bytes(long_audio))
+    (tmp_path / "m.tsv").write_text(f"audio\ttext\nlong.wav\t{' '.join([text] * 14)}\n"
+                                    f"dog_cat.wav\t{'word ' * 200}\n")
+    (tmp_path / "dog_cat.wav").write_bytes(clip.read_bytes())
+    capsys.readouterr()
+    assert main(["align", "--manifest", str(tmp_path / "m.tsv"), "-m", model, "-o", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dog_cat.wav: the transcript cannot be aligned to this audio" in err[0]
+    words = json.loads((tmp_path / "m" / "long.json").read_text())["words"]
+    assert len(words) == 14 * len(text.split())
+    assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:], strict=False))
+    assert words[-1]["end"] > 40  # the last words are found in the second window
+    assert main(["align", str(clip), "-m", model]) == 2  # no transcript

@@ -101,6 +101,7 @@ def align_words(
     "chars": [...], "unknown": [characters the vocabulary lacks, aligned as its unknown token], "score": the
     path's mean log-probability per frame}`. Times are seconds (frames x `seconds_per_frame`); a word's score is
     the mean of its characters'."""
+    text = " ".join(text.split())  # any run of whitespace (a line break of a .txt file) is one word boundary
     ids = tokenizer(text)["input_ids"]
     if not ids:
         raise ValueError("the transcript is empty: nothing to align")

@@ -23,6 +23,7 @@ from .arguments import UsageError
 # name -> (module that runs it, one-line help), in the order `--help` lists them.
 COMMANDS = {
     "transcribe": ("commands", "speech to text with a CTC model"),
+    "align": ("commands", "forced alignment of a known transcript: words and characters with times"),
     "classify": ("commands", "one label per file with a sequence classification model"),
     "embed": ("commands", "hidden states of one layer, per frame or mean-pooled"),
     "info": ("commands", "summarise a checkpoint: class, sizes, parameters, processor files"),

@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from . import bulk, devices
+from .alignment import align_words
 from .arguments import (
     UsageError,
     device_name,
@@ -36,9 +37,11 @@ from .arguments import (
 from .audio import SAMPLING_RATE, audio_seconds
 from .auto import model_class_for
 from .config import Wav2Vec2BertConfig
+from .data import read_manifest
 from .decoding import BeamSearchDecoder
 from .devices import DTYPE_CHOICES, max_batch_seconds
 from .features import PREPROCESSOR_CONFIG_NAME, feature_extractor_for
+from .files import atomic_output
 from .heads import Wav2Vec2BertForCTC
 from .hub import resolve_optional_file
 from .pipelines import AUTO_CHUNK_S, load_task_model, pipeline
@@ -49,6 +52,7 @@ from .writers import (
     FORMATS,
     format_transcript,
     output_path,
+    to_textgrid,
     words_from_chars,
     write_embedding,
     write_labels,
@@ -67,6 +71,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
                             help="this machine instead: CPU, the instruction sets that decide speed, torch's threads, "
                                  "GPUs, and the mode --dtype auto picks")
         parser.set_defaults(run=run_info)
+        return
+    if name == "align":
+        configure_align(parser)
         return
     _common(parser, output_required=name == "embed")
     if name == "transcribe":
@@ -286,6 +293,89 @@ def run_transcribe(args: argparse.Namespace) -> int:
             tqdm.write(header + documents[fmt].rstrip("\n"), file=sys.stdout)
     bar.close()
     return outcome.exit_code
+
+
+ALIGN_FORMATS = ("json", "srt", "vtt", "tsv", "textgrid")
+
+
+def configure_align(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("audio", nargs="?", help="an audio file (any format FFmpeg reads)")
+    parser.add_argument("text", nargs="?", help="its transcript, or a .txt file holding it")
+    parser.add_argument("--manifest", type=Path, help="CSV/TSV/JSONL with audio and text columns, instead")
+    parser.add_argument("-m", "--model", required=True, help="a CTC model directory or hub repo id")
+    parser.add_argument("--device", type=device_name, default=None,
+                        help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
+    parser.add_argument("--chunk-length", type=positive_float, default=None, metavar="S",
+                        help=f"window length in seconds for long audio (default: {AUTO_CHUNK_S:.0f})")
+    parser.add_argument("--stride-length", type=non_negative_float, default=None, metavar="S",
+                        help="context on each side of a window (default: chunk / 6)")
+    parser.add_argument("-f", "--output-format", choices=[*ALIGN_FORMATS, "all"], default="json")
+    parser.add_argument("-o", "--output-dir", type=Path, default=None,
+                        help="write <stem>.<format> here (default: print the format)")
+    parser.set_defaults(run=run_align, quantize=None)
+
+
+def run_align(args: argparse.Namespace) -> int:
+    if args.manifest is not None:
+        if args.audio is not None:
+            raise UsageError("give an AUDIO and its TEXT, or --manifest, not both")
+        jobs = [(str(args.manifest.parent / row["audio"]), row["text"])  # paths relative to the manifest
+                for _, row in read_manifest(args.manifest, ("audio", "text"))]
+    elif args.audio is None or args.text is None:
+        raise UsageError("give an AUDIO file and its TEXT (or a .txt file), or a --manifest with audio and text")
+    else:
+        text = Path(args.text).read_text(encoding="utf-8") if args.text.endswith(".txt") else args.text
+        jobs = [(args.audio, text)]
+    formats = ALIGN_FORMATS if args.output_format == "all" else (args.output_format,)
+    if len(formats) > 1 and args.output_dir is None:
+        raise UsageError("-f all writes one file per format: pass --output-dir")
+    prepare_output_dir(args.output_dir)
+    check_distinct_outputs([audio for audio, _ in jobs], args.output_dir, formats)
+    model = load_task_model("automatic-speech-recognition", args.model, args.device, args.dtype)
+    pipe = pipeline("automatic-speech-recognition", model, feature_extractor=feature_extractor_for(args.model),
+                    tokenizer=args.model, chunk_length_s=args.chunk_length, stride_length_s=args.stride_length)
+    seconds = pipe.frame_samples() / SAMPLING_RATE
+    failed = 0
+    for audio, text in jobs:
+        try:
+            log_probs = pipe.log_probs(audio)
+            result = {"text": " ".join(text.split())} | align_words(log_probs, text, pipe.tokenizer, seconds)
+        except (OSError, ValueError) as error:
+            message = str(error)
+            print(f"w2vbert: error: {message if message.startswith(str(audio)) else f'{audio}: {message}'}",
+                  file=sys.stderr)
+            failed += 1
+            continue
+        if result["unknown"]:
+            print(f"w2vbert: warning: {audio}: characters the vocabulary lacks, aligned as its unknown token: "
+                  f"{' '.join(result['unknown'])}", file=sys.stderr)
+        duration = len(log_probs) * seconds
+        for fmt in formats:
+            document = alignment_document(result, fmt, duration)
+            if args.output_dir is None:
+                header = f"==> {audio} <==\n" if len(jobs) > 1 else ""
+                print(header + document.rstrip("\n"))
+            else:
+                with atomic_output(output_path(audio, args.output_dir, fmt)) as temporary:
+                    Path(temporary).write_text(document, encoding="utf-8")
+    return 1 if failed else 0
+
+
+def alignment_document(result: dict[str, Any], fmt: str, duration: float) -> str:
+    """An alignment as the text of a `fmt` file: json whole, tsv a row per word, srt/vtt subtitles of its words,
+    TextGrid a words tier and a characters tier."""
+    if fmt == "json":
+        return json.dumps(result, ensure_ascii=False, indent=2) + "\n"
+    if fmt == "textgrid":
+        tiers = {"words": [{"text": w["word"], "start": w["start"], "end": w["end"]} for w in result["words"]],
+                 "chars": [{"text": c["char"], "start": c["start"], "end": c["end"]} for c in result["chars"]]}
+        return to_textgrid(tiers, duration)
+    if fmt == "tsv":  # a row per word, what data preparation reads (start and end in milliseconds, as Whisper's)
+        rows = [f"{round(w['start'] * 1000)}\t{round(w['end'] * 1000)}\t{w['word']}" for w in result["words"]]
+        return "start\tend\ttext\n" + "".join(row + "\n" for row in rows)
+    chunks = [{"text": w["word"], "timestamp": (w["start"], w["end"])} for w in result["words"]]
+    return format_transcript({"text": result["text"], "chunks": chunks}, fmt)
 
 
 def _as_asked(result: dict[str, Any], fmt: str, asked: str | None) -> dict[str, Any]:

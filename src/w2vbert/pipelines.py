@@ -351,6 +351,17 @@ class AutomaticSpeechRecognitionPipeline(Pipeline):
         lengths = self.model.get_feat_extract_output_lengths(attention_mask.sum(-1))
         return [row[:length] for row, length in zip(logits.log_softmax(-1), lengths.tolist(), strict=True)]
 
+    def log_probs(self, source: AudioInput) -> torch.Tensor:
+        """One input's (frames, vocab) CTC log-probabilities, through the long-audio windows as transcription
+        runs them (what forced alignment reads). Raises what a bad input raises."""
+        plan = self.plan(self.chunk_length_s, self.stride_length_s)
+        (recording,) = self._outputs([source], self.batch_size, plan, None)
+        if recording.error is not None:
+            raise recording.error
+        if not recording.pieces:
+            raise ValueError(f"{recording.name}: the audio is too short: it gives no output frame")
+        return recording.frames()
+
     def postprocess(self, frames: torch.Tensor, return_timestamps: str | bool | None = None) -> dict[str, Any]:
         if return_timestamps is True:
             return_timestamps = "word"

@@ -1,7 +1,8 @@
 """Output files of the inference commands, each written atomically (`files.atomic_output`): transcripts as txt,
 json, srt, vtt or tsv (as the Whisper command line writes them), labels as json, embeddings as npy or safetensors.
 
-Subtitles need segments, and CTC gives words with times: words are grouped into a segment until a pause,
+Forced alignments (`w2vbert align`) also go to Praat's TextGrid (`to_textgrid`). Subtitles need segments, and CTC
+gives words with times: words are grouped into a segment until a pause,
 a length or a character budget ends it. A file's outputs are named after it: `<output_dir>/<stem>.<format>`.
 """
 
@@ -150,3 +151,26 @@ def write_embedding(
         else:
             save_file({"embedding": np.ascontiguousarray(embedding)}, temporary, metadata=metadata)
     return path
+
+
+def to_textgrid(tiers: dict[str, list[dict[str, Any]]], duration: float) -> str:
+    """Praat's long TextGrid format: one interval tier per entry of `tiers` ({"text", "start", "end"} items, in
+    order); the gaps between items become empty intervals, so each tier covers [0, duration]."""
+    lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0", f"xmax = {duration:.3f}",
+             "tiers? <exists>", f"size = {len(tiers)}", "item []:"]
+    for number, (name, items) in enumerate(tiers.items(), start=1):
+        intervals, cursor = [], 0.0
+        for item in items:
+            if item["start"] > cursor:
+                intervals.append((cursor, item["start"], ""))
+            intervals.append((item["start"], item["end"], item["text"]))
+            cursor = item["end"]
+        if cursor < duration:
+            intervals.append((cursor, duration, ""))
+        lines += [f"    item [{number}]:", '        class = "IntervalTier"', f'        name = "{name}"',
+                  "        xmin = 0", f"        xmax = {duration:.3f}", f"        intervals: size = {len(intervals)}"]
+        for index, (start, end, text) in enumerate(intervals, start=1):
+            escaped = text.replace('"', '""')
+            lines += [f"        intervals [{index}]:", f"            xmin = {start:.3f}",
+                      f"            xmax = {end:.3f}", f'            text = "{escaped}"']
+    return "\n".join(lines) + "\n"
