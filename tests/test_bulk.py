@@ -304,6 +304,15 @@ def test_the_ray_predictor_maps_paths_and_arrays_and_one_bad_row_costs_no_other(
     assert arrays["text"][1] is None and "too short" in arrays["error"][1]
     with pytest.raises(ValueError, match="needs an 'audio' column .* or an 'array' column, got \\['path'\\]"):
         predictor({"path": paths})
+    # Frames of inputs of one length stay one array per row (np.array would stack them into one 3-D array of
+    # Python floats), a batch of one row too, and a failed row is None.
+    frames = W2vBertPredictor(str(models / "encoder"), "feature-extraction", pool=None)
+    same = frames({"array": np.array([audio, audio, audio[:100]], dtype=object)})
+    expected_frames = pipeline("feature-extraction", models / "encoder")(audio)
+    assert same["embedding"].shape == (3,) and same["embedding"][2] is None
+    for row in same["embedding"][:2]:
+        np.testing.assert_allclose(row, expected_frames, atol=1e-5)
+    assert frames({"audio": paths[:1]})["embedding"].shape == (1,)
 
 
 # ------------------------------------------------------------------------------------------- bad input

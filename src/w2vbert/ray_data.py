@@ -49,20 +49,28 @@ class W2vBertPredictor:
         else:
             raise ValueError(f"a batch needs an 'audio' column (paths) or an 'array' column, got {sorted(batch)}")
         results = list(self.pipe.iterate(inputs))
-        errors = [str(r) if isinstance(r, Exception) else None for r in results]
-        out = dict(batch) | {"error": np.array(errors, dtype=object)}
-        good = [r for r in results if not isinstance(r, Exception)]
+        failed = [isinstance(r, Exception) for r in results]
+        out = dict(batch) | {"error": np.array([str(r) if f else None for r, f in zip(results, failed, strict=True)],
+                                               dtype=object)}
         if self.task == "automatic-speech-recognition":
-            out["text"] = np.array([None if e else r["text"] for r, e in zip(results, errors, strict=True)],
-                                   dtype=object)
+            out["text"] = column([None if f else r["text"] for r, f in zip(results, failed, strict=True)])
         elif self.task == "audio-classification":
-            out["label"] = np.array([None if e else r[0]["label"] for r, e in zip(results, errors, strict=True)],
-                                    dtype=object)
-            out["score"] = np.array([np.nan if e else r[0]["score"] for r, e in zip(results, errors, strict=True)])
+            out["label"] = column([None if f else r[0]["label"] for r, f in zip(results, failed, strict=True)])
+            out["score"] = np.array([np.nan if f else r[0]["score"] for r, f in zip(results, failed, strict=True)])
+        elif self.pipe.pool is None:  # frames of each input, of its own length: one array per row
+            out["embedding"] = column([None if f else r for r, f in zip(results, failed, strict=True)])
         else:
-            width = good[0].shape[-1] if good else 0
-            out["embedding"] = np.array(
-                [np.full(width, np.nan, np.float32) if e else r for r, e in zip(results, errors, strict=True)],
-                dtype=object if self.pipe.pool is None else np.float32,
-            ) if results else np.zeros((0, width), np.float32)
+            width = self.pipe.encoder.config.hidden_size
+            out["embedding"] = np.stack([np.full(width, np.nan, np.float32) if f else r
+                                         for r, f in zip(results, failed, strict=True)]) if results else \
+                np.zeros((0, width), np.float32)
         return out
+
+
+def column(values: list) -> np.ndarray:
+    """A 1-D object column of `values`, whatever they are (np.array would stack equal-shaped arrays into one)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = [None] * len(values)
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
