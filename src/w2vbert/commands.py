@@ -39,7 +39,7 @@ from .auto import model_class_for
 from .config import Wav2Vec2BertConfig
 from .data import read_manifest
 from .decoding import BeamSearchDecoder
-from .devices import DTYPE_CHOICES, max_batch_seconds
+from .devices import DTYPE_CHOICES, max_batch_seconds, rank_device
 from .features import PREPROCESSOR_CONFIG_NAME, feature_extractor_for
 from .files import atomic_output
 from .heads import Wav2Vec2BertForCTC
@@ -227,7 +227,10 @@ def run_corpus(
     layer, pool = getattr(args, "layer", None), getattr(args, "pool", None)
     pool = None if pool == "none" else pool
     timestamps = getattr(args, "timestamps", "none")
-    model = load_task_model(task, args.model, args.device, args.dtype, args.quantize)
+    device = args.device
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun each rank runs on its own GPU
+        device = str(rank_device(device, int(os.environ.get("LOCAL_RANK", "0"))))
+    model = load_task_model(task, args.model, device, args.dtype, args.quantize)
     if task == "feature-extraction":  # as the hidden states count: 0 the input, k block k (-1 and 24 are one run)
         layer = model.base_model.layer_index(layer)
     settings = bulk.BulkSettings(
@@ -468,7 +471,8 @@ def system_summary() -> dict[str, object]:
         "torch threads": torch.get_num_threads(),
         "torch": torch.__version__,
         **{name: "yes" if present else "no" for name, present in features.items()},
-        "cpu bfloat16": "native" if devices.native(torch.device("cpu"), torch.bfloat16) else "emulated (slow)",
+        "cpu bfloat16": {True: "native", False: "emulated (slow)", None: "not known on this CPU"}[
+            devices.native(torch.device("cpu"), torch.bfloat16)],
         "cpu --dtype auto": str(devices.fastest_dtype(torch.device("cpu"))).removeprefix("torch."),
     }
     for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):

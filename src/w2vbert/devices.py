@@ -6,6 +6,7 @@
 - `MAX_BATCH_SECONDS`, `max_batch_seconds`: the default cap of padded audio per batch on each device type.
 - `cpu_features`, `native`, `fastest_dtype`: what this machine's CPU (or GPU) runs natively, and the dtype
   `--dtype auto` picks from it; `warn_if_emulated` says once when bfloat16 would run emulated, and slow.
+- `rank_device`: the device of this torchrun rank (its own GPU, by LOCAL_RANK).
 - `resolve_device`: "cpu", "cuda", "cuda:1", a GPU index, "auto", a single-device `device_map` -> a torch device,
   with a one-line error for a device this machine does not have.
 """
@@ -86,6 +87,19 @@ def resolve_device(device: Any) -> torch.device:
     return target
 
 
+def rank_device(device: Any, local_rank: int) -> torch.device:
+    """The device of the torchrun process with `local_rank`: None means its own GPU (cuda:LOCAL_RANK) when CUDA is
+    there, else the CPU; "cuda" without an index is also its own GPU. That GPU becomes the current one."""
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    target = resolve_device(device)
+    if target.type == "cuda" and target.index is None:  # "cuda" (as --device cuda says): this rank's GPU
+        target = torch.device("cuda", local_rank)
+    if target.type == "cuda":
+        torch.cuda.set_device(target)
+    return target
+
+
 # ------------------------------------------------------------------------------------ what the CPU runs natively
 # The instruction-set extensions that decide the speed of the modes (Linux /proc/cpuinfo flag names).
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16", "amx_int8", "avx512_vnni",
@@ -115,12 +129,15 @@ def cpu_name() -> str:
         return platform.processor() or "unknown"
 
 
-def native(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether `dtype` matrix products run in hardware on `device`. On a CPU: float32 always; bfloat16 with AMX or
-    AVX512-BF16, float16 with AMX-FP16 or AVX512-FP16 (else oneDNN emulates them, several times slower than
-    float32). On a GPU: bfloat16 where supported, float16 and float32 always."""
-    if device.type == "cuda":
-        return dtype != torch.bfloat16 or torch.cuda.is_bf16_supported()
+def native(device: torch.device, dtype: torch.dtype) -> bool | None:
+    """Whether `dtype` matrix products run in hardware on `device`. On an x86 CPU: float32 always; bfloat16 with
+    AMX or AVX512-BF16, float16 with AMX-FP16 or AVX512-FP16 (else oneDNN emulates them, several times slower than
+    float32). On a CUDA GPU: bfloat16 from compute capability 8 (torch's is_bf16_supported also says yes where it
+    is emulated), float16 and float32 always. Elsewhere (ARM CPUs, mps, xpu) half precision is not known: None."""
+    if device.type == "cuda":  # bf16 tensor cores from Ampere (compute capability 8) on; ROCm GPUs have them
+        return dtype != torch.bfloat16 or bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type != "cpu" or platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return None if dtype != torch.float32 else True  # the flags below are x86's: elsewhere, not known
     features = cpu_features()
     if dtype == torch.bfloat16:
         return features["amx_bf16"] or features["avx512_bf16"]
@@ -132,7 +149,7 @@ def native(device: torch.device, dtype: torch.dtype) -> bool:
 def fastest_dtype(device: torch.device) -> torch.dtype:
     """What `--dtype auto` runs: bfloat16 where the device computes it natively, else float16 on a GPU and float32
     on a CPU."""
-    if native(device, torch.bfloat16):
+    if native(device, torch.bfloat16):  # known to be native; not where unknown
         return torch.bfloat16
     return torch.float16 if device.type == "cuda" else torch.float32
 
@@ -142,7 +159,7 @@ _warned: set[torch.dtype] = set()
 
 def warn_if_emulated(device: torch.device, dtype: torch.dtype) -> None:
     """Say once per process and dtype when `dtype` would run emulated on this CPU."""
-    if device.type != "cpu" or native(device, dtype) or dtype in _warned:
+    if device.type != "cpu" or native(device, dtype) is not False or dtype in _warned:
         return
     _warned.add(dtype)
     name = str(dtype).removeprefix("torch.")
