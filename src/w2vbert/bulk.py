@@ -28,12 +28,14 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import dataclasses
+import datetime
 import gc
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -259,7 +261,8 @@ class _Stats:
 
     def add(self, frames: np.ndarray) -> None:
         values = frames.astype(np.float64)
-        self.merge(len(values), values.mean(0), ((values - values.mean(0)) ** 2).sum(0))
+        mean = values.mean(0)
+        self.merge(len(values), mean, ((values - mean) ** 2).sum(0))
 
     def merge(self, count: int, mean: np.ndarray, m2: np.ndarray) -> None:
         if count == 0:
@@ -301,7 +304,9 @@ def run(
     output_dir = Path(output_dir)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        # Ranks meet at barriers only at the start and the end: a rank whose shards are done (or fewer) waits
+        # there for the others, hours on a large corpus, far past gloo's default of 30 minutes.
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
     if rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
         check_run(output_dir, settings, inputs, overwrite)
@@ -343,8 +348,10 @@ def run(
                             if settings.frames:
                                 frames[k][inputs[index].id] = frames_of
                         if len(rows[k]) == len(shards[k]):  # whole: written beside the next batches
-                            pending.append(writer.submit(_write_shard, output_dir, k, settings, rows.pop(k),
-                                                         frames.pop(k), stats.pop(k)))
+                            for earlier in pending:  # a disk slower than the model: wait, rather than hold
+                                earlier.result()     # every finished shard in memory
+                            pending = [writer.submit(_write_shard, output_dir, k, settings, rows.pop(k),
+                                                     frames.pop(k), stats.pop(k), pipe.model.config.hidden_size)]
                         done_seconds += recording.samples / SAMPLING_RATE
                         bar.update()
                     _raise_write_errors(pending)
@@ -425,12 +432,12 @@ def _chunks(ready: list[ReadyWindow], max_batch_seconds: float) -> Iterator[list
     group: list[ReadyWindow] = []
     longest = 0
     for window in ready:
-        steps = window.features.shape[0]
-        if group and max(longest, steps) * (len(group) + 1) * 0.02 > max_batch_seconds:
+        samples = window.window.samples
+        if group and max(longest, samples) * (len(group) + 1) / SAMPLING_RATE > max_batch_seconds:
             yield group
             group, longest = [], 0
         group.append(window)
-        longest = max(longest, steps)
+        longest = max(longest, samples)
     if group:
         yield group
 
@@ -478,11 +485,17 @@ def return_freed_memory() -> None:
 
 
 def _glibc() -> Any:
+    """The C library when it is glibc on Linux (the one with malloc_trim); None elsewhere (Windows, macOS, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         libc = ctypes.CDLL(None)
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
+    except (OSError, TypeError):
         return None
+    if not hasattr(libc, "malloc_trim"):
+        return None
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    return libc
 
 
 _LIBC = _glibc()
@@ -519,7 +532,9 @@ def pyarrow_modules() -> tuple[Any, Any]:
     return pa, pq
 
 
-def _schema(settings: BulkSettings, rows: list[dict]) -> Any:
+def _schema(settings: BulkSettings, width: int) -> Any:
+    """The columns of a shard; `width` is the embedding size (the model's hidden size), the same in every shard
+    (a shard whose inputs all failed included)."""
     pa, _ = pyarrow_modules()
     fields = [("id", pa.string()), ("audio", pa.string()), ("duration", pa.float64())]
     if settings.task == "automatic-speech-recognition":
@@ -531,8 +546,7 @@ def _schema(settings: BulkSettings, rows: list[dict]) -> Any:
         fields += [("label", pa.string()), ("score", pa.float64()), ("labels", pa.list_(pa.string())),
                    ("scores", pa.list_(pa.float64()))]
     elif settings.pool == "mean":
-        width = next((len(r["embedding"]) for r in rows if r.get("embedding") is not None), 0)
-        fields.append(("embedding", pa.list_(pa.float32(), width) if width else pa.list_(pa.float32())))
+        fields.append(("embedding", pa.list_(pa.float32(), width)))
     else:
         fields += [("frames", pa.int64()), ("embedding_key", pa.string())]
     fields.append(("error", pa.string()))
@@ -542,6 +556,7 @@ def _schema(settings: BulkSettings, rows: list[dict]) -> Any:
 def _write_shard(
     output_dir: Path, k: int, settings: BulkSettings, rows: dict[int, dict], frames: dict[str, np.ndarray],
     stats: _Stats,
+    width: int,
 ) -> None:
     """Write shard k: its frames and statistics first, its Parquet file last (its name is the shard's "done")."""
     pa, pq = pyarrow_modules()
@@ -555,7 +570,7 @@ def _write_shard(
         if settings.stats:
             with atomic_output(output_dir / PARTIAL_STATS / f"{name}.safetensors") as temporary:
                 save_numpy_file(stats.arrays() if stats.count else {"count": np.zeros(1, np.int64)}, temporary)
-        table = pa.Table.from_pylist(ordered, schema=_schema(settings, ordered))
+        table = pa.Table.from_pylist(ordered, schema=_schema(settings, width))
         with atomic_output(output_dir / DATA / f"{name}.parquet") as temporary:
             pq.write_table(table, temporary)
     except (OSError, SafetensorError) as error:

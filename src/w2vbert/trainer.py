@@ -39,7 +39,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .data import TASKS, LengthGroupedBatchSampler
-from .devices import resolve_device
+from .devices import rank_device
 from .features import SeamlessM4TFeatureExtractor
 from .heads import Wav2Vec2BertForCTC
 from .layers import lengths_to_mask
@@ -143,13 +143,7 @@ def init_distributed(device: str | None) -> tuple[Distributed, torch.device]:
     """Join the process group `torchrun` describes (WORLD_SIZE, RANK, LOCAL_RANK); nccl on CUDA, gloo on CPU."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    target = resolve_device(device)
-    if target.type == "cuda" and target.index is None:  # "cuda" (as --device cuda says): this rank's GPU
-        target = torch.device("cuda", local_rank)
-    if target.type == "cuda":
-        torch.cuda.set_device(target)
+    target = rank_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if target.type == "cuda" else "gloo")
     return Distributed(rank, world_size, local_rank), target
