@@ -91,34 +91,44 @@ def windows(blocks: Iterable[np.ndarray], plan: WindowPlan) -> Iterator[Window]:
     """Cut a stream of mono audio blocks into the overlapping windows of `plan`; nothing for an empty stream.
 
     Window k starts at k * step. It is the last one when the recording ends inside it; knowing that needs one
-    sample beyond its end, so at most `chunk` + one block of audio is held at a time.
+    sample beyond its end, so at most `chunk` + one block of audio is held at a time, and one window's copy.
     """
     cutter = WindowCutter(plan)
     for block in blocks:
-        yield from cutter.push(block)
+        cutter.feed(block)
+        while (window := cutter.take()) is not None:
+            yield window
     yield from cutter.end()
 
 
 class WindowCutter:
-    """`windows` for audio that is pushed rather than pulled (a live stream): `push` each block as it arrives
-    and take the windows it completes; `end` gives the last ones. `pending()` is the window that `end` would
-    give now (what a live transcript decodes before the stream's end is known)."""
+    """`windows` for audio that is pushed rather than pulled (a live stream): `feed` each block as it arrives and
+    `take` the windows it completes, one at a time (or `push`: both, as a list); `end` gives the last ones.
+    `pending()` is the window that `end` would give now (what a live transcript decodes before the stream's end
+    is known)."""
 
     def __init__(self, plan: WindowPlan) -> None:
         self.plan = plan
         self.buffer = np.zeros(0, dtype=np.float32)  # the recording from sample `start` on
         self.start = 0
-        self.samples = 0  # pushed so far
+        self.samples = 0  # fed so far
 
-    def push(self, block: np.ndarray) -> list[Window]:
+    def feed(self, block: np.ndarray) -> None:
         block = np.asarray(block, dtype=np.float32).reshape(-1)
         self.buffer = np.concatenate([self.buffer, block])
         self.samples += len(block)
-        out = []
-        while len(self.buffer) > self.plan.chunk:  # a sample past the window's end: it is not the last one
-            out.append(_window(self.buffer[: self.plan.chunk], self.start, self.plan, last=False))
-            self.buffer, self.start = self.buffer[self.plan.step :], self.start + self.plan.step
-        return out
+
+    def take(self) -> Window | None:
+        """The next window, once a sample past its end has arrived (so it is not the last one); else None."""
+        if len(self.buffer) <= self.plan.chunk:
+            return None
+        window = _window(self.buffer[: self.plan.chunk], self.start, self.plan, last=False)
+        self.buffer, self.start = self.buffer[self.plan.step :], self.start + self.plan.step
+        return window
+
+    def push(self, block: np.ndarray) -> list[Window]:
+        self.feed(block)
+        return list(iter(self.take, None))
 
     def pending(self) -> Window | None:
         return _window(self.buffer, self.start, self.plan, last=True) if len(self.buffer) else None
