@@ -193,6 +193,7 @@ def check_run(output_dir: Path, settings: BulkSettings, inputs: list[Input], ove
     listing = hashlib.sha256("".join(f"{entry.id}\t{entry.audio}\n" for entry in inputs).encode()).hexdigest()
     record = {"format_version": FORMAT_VERSION, "settings": dataclasses.asdict(settings),
               "inputs": len(inputs), "first_id": inputs[0].id if inputs else None, "inputs_sha256": listing}
+    record = json.loads(json.dumps(record))  # as stored: a tuple (stride_length_s) reads back as a list
     path = output_dir / RUN_NAME
     if path.is_file() and not overwrite:
         stored = read_json_object(path)
