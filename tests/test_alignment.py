@@ -49,6 +49,10 @@ def test_the_viterbi_path_is_the_best_path_that_spells_the_targets(frames, vocab
     assert collapse(tuple(path)) == targets
     assert score == pytest.approx(best, abs=1e-9)
     assert score == pytest.approx(float(log_probs[np.arange(frames), path].sum()), abs=1e-9)
+    # With back-pointers for two frames at a time (segments recomputed on the way back): the same path.
+    states = 2 * len(targets) + 1
+    segmented, segmented_score = forced_align(log_probs, targets, BLANK, max_moves_bytes=2 * states)
+    assert list(segmented) == list(path) and segmented_score == score
     spans = token_spans(path, log_probs, BLANK)
     assert [s.token for s in spans] == targets
     assert all(0 <= s.start < s.end <= frames and 0 < s.score <= 1 for s in spans)

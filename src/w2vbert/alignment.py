@@ -3,8 +3,9 @@
 The path runs over the blank-augmented sequence of the N target tokens, 2N + 1 states (a blank before, between
 and after the tokens): from a state it stays, moves to the next state, or skips the blank in between when the
 two tokens around it differ (a repeated token needs a blank between its copies). Viterbi keeps, per frame, the
-best score of each state and which of the three moves reached it (one byte per state and frame); the path is
-read back from the end, which is either the last token or the blank after it.
+best score of each state and which of the three moves reached it (one byte per state and frame, at most
+`MOVES_BYTES` of them at once: longer alignments recompute them segment by segment); the path is read back from
+the end, which is either the last token or the blank after it.
 
     frames  t=0  t=1  t=2  t=3  t=4
     states  _    c    c    _    a        targets "c a": states _ c _ a _ (0..4)
@@ -33,10 +34,19 @@ class TokenSpan:
     score: float
 
 
-def forced_align(log_probs: torch.Tensor | np.ndarray, targets: list[int], blank: int) -> tuple[np.ndarray, float]:
+MOVES_BYTES = 256 * 2**20  # back-pointers held at once; longer alignments recompute them segment by segment
+
+
+def forced_align(
+    log_probs: torch.Tensor | np.ndarray, targets: list[int], blank: int, max_moves_bytes: int = MOVES_BYTES
+) -> tuple[np.ndarray, float]:
     """Viterbi over (frames, vocab) log-probabilities: (the state of each frame, as a token id or `blank`, and the
     path's total log-probability). Raises ValueError when the frames cannot hold the targets (each token needs a
-    frame, and each repeated pair one blank frame between)."""
+    frame, and each repeated pair one blank frame between).
+
+    Memory is bounded whatever the length: the back-pointers of at most `max_moves_bytes` / states frames are held
+    at once. Past that, the forward pass keeps only the scores at each segment's start, and the way back runs the
+    segments again from there, last first (twice the work, the same path)."""
     scores = np.asarray(log_probs.float().cpu() if isinstance(log_probs, torch.Tensor) else log_probs, np.float64)
     if scores.ndim != 2:
         raise ValueError(f"expected log-probabilities of shape (frames, vocab), got {scores.shape}")
@@ -56,23 +66,47 @@ def forced_align(log_probs: torch.Tensor | np.ndarray, targets: list[int], blank
     states[1::2] = targets  # (S,) the token each state emits
     skip = np.zeros(len(states), dtype=bool)  # may the path come from two states back (over a blank)?
     skip[3::2] = np.asarray(targets[1:]) != np.asarray(targets[:-1])
-    emit = scores[:, states]  # (T, S)
-    best = np.full(len(states), -np.inf)
-    best[:2] = emit[0, :2]  # a path starts on the first blank or the first token
-    moves = np.zeros((frames, len(states)), dtype=np.int8)  # 0 stay, 1 from s-1, 2 from s-2
-    for t in range(1, frames):
+    columns = np.arange(len(states))
+
+    def step(best: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame t from the scores after frame t - 1: (the move into each state, the scores after frame t)."""
         candidates = np.full((3, len(states)), -np.inf)
-        candidates[0] = best
-        candidates[1, 1:] = best[:-1]
-        candidates[2, 2:] = np.where(skip[2:], best[:-2], -np.inf)
-        moves[t] = candidates.argmax(0)
-        best = candidates[moves[t], np.arange(len(states))] + emit[t]
-    last = len(states) - 1 if best[-1] >= best[-2] else len(states) - 2
+        candidates[0] = best  # stay
+        candidates[1, 1:] = best[:-1]  # from the previous state
+        candidates[2, 2:] = np.where(skip[2:], best[:-2], -np.inf)  # over a blank, between different tokens
+        move = candidates.argmax(0).astype(np.int8)
+        return move, candidates[move, columns] + scores[t, states]
+
+    def run(best: np.ndarray, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frames [first, stop): their moves (stop - first, S) and the scores after the last."""
+        moves = np.zeros((stop - first, len(states)), dtype=np.int8)
+        for t in range(first, stop):
+            moves[t - first], best = step(best, t)
+        return moves, best
+
+    start = np.full(len(states), -np.inf)
+    start[:2] = scores[0, states[:2]]  # a path starts on the first blank or the first token
+    segment = max(1, max_moves_bytes // len(states))  # frames of back-pointers held at once
+    firsts = list(range(1, frames, segment))  # segments [first, first + segment) of frames 1 .. T-1
+    entries, best = [], start  # the scores entering each segment
+    for first in firsts:
+        entries.append(best)
+        if len(firsts) == 1:
+            moves, best = run(best, first, frames)
+        else:
+            for t in range(first, min(first + segment, frames)):
+                _, best = step(best, t)
+    last = len(states) - 1 if best[-1] >= best[-2] else len(states) - 2  # ends on the last token or blank
     total = float(best[last])
     path = np.empty(frames, dtype=np.int64)
-    for t in range(frames - 1, -1, -1):
-        path[t] = last
-        last -= int(moves[t, last])
+    for first, entry in zip(reversed(firsts), reversed(entries), strict=True):
+        stop = min(first + segment, frames)
+        if len(firsts) > 1:
+            moves, _ = run(entry, first, stop)
+        for t in range(stop - 1, first - 1, -1):
+            path[t] = last
+            last -= int(moves[t - first, last])
+    path[0] = last
     return states[path], total
 
 
