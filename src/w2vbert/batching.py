@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 class TooLong(ValueError):
     """An input longer than the server allows."""
 
+    @classmethod
+    def past(cls, limit_s: float, what: str = "the audio") -> TooLong:
+        return cls(f"{what} is longer than this server's limit of {limit_s:g} s")
+
 
 def prepare(
     pipe: Pipeline, source: AudioInput, name: str, max_seconds: float | None = None
@@ -51,7 +55,7 @@ def prepare(
         for block in stream:
             decoded += len(block)
             if max_seconds is not None and decoded > max_seconds * SAMPLING_RATE:
-                raise TooLong(f"the audio is longer than this server's limit of {max_seconds:g} s")
+                raise TooLong.past(max_seconds)
             yield block
 
     recording = Recording(name)

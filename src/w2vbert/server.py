@@ -67,6 +67,8 @@ from .pipelines import (
     AutomaticSpeechRecognitionPipeline,
     FeatureExtractionPipeline,
     Pipeline,
+    ReadyWindow,
+    Recording,
     load_task_model,
 )
 from .streaming import Encoded, LiveTranscript, Pcm16, settled
@@ -168,19 +170,31 @@ class Served:
                 self.model, self.extractor, layer=index, chunk_length_s=self.settings.chunk_length_s)
         return self._embedders[index]
 
-    async def run(self, pipe: Pipeline, data: bytes, name: str, **options: Any) -> tuple[Any, float]:
-        """(the pipeline's result, seconds of audio) for one upload; bad audio is an ApiError."""
+    async def prepare(self, pipe: Pipeline, data: bytes, name: str) -> tuple[Recording, list[ReadyWindow]]:
+        """An upload decoded and cut into checked windows beside the event loop; bad audio is an ApiError."""
         loop = asyncio.get_running_loop()
         try:
-            recording, ready = await loop.run_in_executor(
+            return await loop.run_in_executor(
                 self.prepare_pool, prepare, pipe, data, name, self.settings.max_audio_seconds)
         except (ValueError, OSError, TypeError) as error:
             raise _bad_input(error) from None
-        try:  # queuing windows is quick; a request without any is completed by submit itself, off the loop
-            future = (self.batcher.submit(pipe, recording, ready, **options) if ready else
-                      await asyncio.to_thread(self.batcher.submit, pipe, recording, ready, **options))
-        except RuntimeError as error:  # shutting down
+
+    async def submit(
+        self, pipe: Pipeline, recording: Recording, ready: list[ReadyWindow], **options: Any
+    ) -> concurrent.futures.Future:
+        """Queue windows for the model; a shutting-down server is a 503. Queuing is quick; a request without a
+        window is completed by submit itself (it decodes the frames), so that runs off the loop."""
+        try:
+            if ready:
+                return self.batcher.submit(pipe, recording, ready, **options)
+            return await asyncio.to_thread(self.batcher.submit, pipe, recording, ready, **options)
+        except RuntimeError as error:
             raise ApiError(503, str(error), code="shutting_down", headers={"Retry-After": "5"}) from None
+
+    async def run(self, pipe: Pipeline, data: bytes, name: str, **options: Any) -> tuple[Any, float]:
+        """(the pipeline's result, seconds of audio) for one upload; bad audio is an ApiError."""
+        recording, ready = await self.prepare(pipe, data, name)
+        future = await self.submit(pipe, recording, ready, **options)
         return await result_of(future), recording.samples / SAMPLING_RATE
 
     def close(self) -> None:
@@ -410,11 +424,7 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
                            "timestamp_granularities[]")
         stream = (form.get("stream") or "false").lower() == "true"
         if stream:  # bad audio is still a 4xx: the events start once the audio is read
-            try:
-                prepared = await asyncio.get_running_loop().run_in_executor(
-                    served.prepare_pool, prepare, pipe, data, name, settings.max_audio_seconds)
-            except (ValueError, OSError, TypeError) as error:
-                raise _bad_input(error) from None
+            prepared = await served.prepare(pipe, data, name)
             return StreamingResponse(stream_transcript(pipe, *prepared), media_type="text/event-stream")
         result, seconds = await timed(served.run(pipe, data, name, return_timestamps="word"))
         usage = {"type": "duration", "seconds": round(seconds, 3)}
@@ -436,14 +446,10 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
         sent, text = "", ""
         for position, window in enumerate(ready or [None]):
             try:
-                future = await asyncio.to_thread(served.batcher.submit, pipe, recording,
-                                                 [] if window is None else [window])
+                future = await served.submit(pipe, recording, [] if window is None else [window])
                 result = await timed(result_of(future))
             except ApiError as error:
                 yield event(error.body())
-                return
-            except RuntimeError as error:  # shutting down
-                yield event(ApiError(503, str(error), code="shutting_down").body())
                 return
             text = result["text"]
             now = text if position == len(ready) - 1 else settled(text)
@@ -576,7 +582,7 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> Any:
 
     async def check_length(transcript: LiveTranscript, audio: np.ndarray) -> None:
         if transcript.seconds + len(audio) / SAMPLING_RATE > settings.max_audio_seconds:
-            raise TooLong(f"the stream is longer than this server's limit of {settings.max_audio_seconds:g} s")
+            raise TooLong.past(settings.max_audio_seconds, "the stream")
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:

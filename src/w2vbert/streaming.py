@@ -113,8 +113,7 @@ class Encoded:
             for block in stream_audio(io.BufferedReader(self.input), ENCODED_BLOCK_S):
                 decoded += len(block)
                 if self.max_samples is not None and decoded > self.max_samples:
-                    raise TooLong(f"the stream is longer than this server's limit of "
-                                  f"{self.max_samples / SAMPLING_RATE:g} s")
+                    raise TooLong.past(self.max_samples / SAMPLING_RATE, "the stream")
                 self.blocks.put(block)
             self.blocks.put(None)
         except Exception as error:  # noqa: BLE001 - handed to the stream's reader
