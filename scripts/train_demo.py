@@ -30,10 +30,10 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC, pipeline
+from w2vbert.augment import Augmentation, Augmented
 from w2vbert.data import BadExamples, Collator, SpeechDataset, TextNormalizer, drop_too_short, load_examples
 from w2vbert.features import SeamlessM4TFeatureExtractor
 from w2vbert.recipes import ctc_tokenizer
@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader processes computing features")
     parser.add_argument("--offset-ms", type=float, default=40.0,
                         help="start each training clip 0..this many ms late (leading zeros); 0: off")
+    parser.add_argument("--no-noise", action="store_true",
+                        help="no gain, noise floor or dither (the model shipped before 2026-12-01)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.time()
@@ -82,9 +84,11 @@ def main() -> None:
         max_steps=args.steps, lr_schedule="cosine", max_batch_seconds=args.batch_seconds, weight_decay=0.01,
         eval_every=min(500, args.steps), save_every=250, log_every=25, num_workers=args.workers,
     )
-    train_data = SpeechDataset(train, tokenizer.encode, cache=True)
-    if args.offset_ms > 0:
-        train_data = RandomOffset(train_data, int(args.offset_ms * 16))
+    augmentation = Augmentation(max_offset_ms=args.offset_ms)
+    if args.no_noise:
+        augmentation = Augmentation(max_offset_ms=args.offset_ms, gain_db=(0.0, 0.0), noise_probability=0.0,
+                                    dither_probability=0.0)
+    train_data = Augmented(SpeechDataset(train, tokenizer.encode, cache=True), augmentation)
     trainer = Trainer(
         model, training, train_data, Collator(feature_extractor, "ctc"),
         SpeechDataset(heldout, tokenizer.encode, cache=True), tokenizer=tokenizer, feature_extractor=feature_extractor,
@@ -102,27 +106,6 @@ def main() -> None:
               "parameters": model.num_parameters(), "minutes": (time.time() - started) / 60}
     (args.out / "training_summary.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
-
-
-class RandomOffset(torch.utils.data.Dataset):
-    """Each fetch starts the clip 0..max_samples later (leading zeros). The model's output steps are 40 ms, and a
-    clip inside a long recording lands anywhere on that grid; the model trained on clips that all start on it
-    changed 2-13% of a clip's words when the clip alone was shifted by a few ms (benchmarks/long_audio.py)."""
-
-    def __init__(self, dataset: SpeechDataset, max_samples: int) -> None:
-        self.dataset, self.max_samples = dataset, max_samples
-        self.seconds = [s + max_samples / 32000 for s in dataset.seconds]  # the mean shift, for batching by length
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        item = dict(self.dataset[index])
-        # torch's generator: seeded by the trainer, and differently in each DataLoader worker
-        shift = np.zeros(int(torch.randint(0, self.max_samples + 1, ())), np.float32)
-        item["audio"] = np.concatenate([shift, item["audio"]])
-        item["seconds"] = len(item["audio"]) / 16000
-        return item
 
 
 def evaluate_long(model: Path, data: Path, bad: BadExamples) -> dict[str, float]:

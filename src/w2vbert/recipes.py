@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import device_name, positive_float, positive_int
+from .augment import Augmentation, Augmented
 from .config import Wav2Vec2BertConfig
 from .data import (
     LONG_CLIPS,
@@ -61,6 +62,7 @@ class DataConfig:
     vocab: str | None = None  # an existing vocab.json; default: built from the training transcripts
     cache_audio: bool = False  # keep decoded clips in memory after their first read
     long_clips: str = "skip"  # clips longer than max_batch_seconds: "skip" them, or "crop" them (classify only)
+    augmentation: Augmentation | None = None  # offset, gain, noise floor and dither on each read of a training clip
 
     def __post_init__(self) -> None:
         if self.on_bad_example not in ON_BAD:
@@ -249,8 +251,9 @@ def train_recipe(
     if not train:
         raise ValueError(f"{data.train_manifest}: no usable training examples ({dict(bad.counts)} left out)")
     logger.info("training data: %s; left out: %s", describe(train), dict(bad.counts) or "none")
+    train_data = SpeechDataset(train, prepared.encode, data.cache_audio, data.on_bad_example)
     trainer = Trainer(
-        prepared.model, config, SpeechDataset(train, prepared.encode, data.cache_audio, data.on_bad_example),
+        prepared.model, config, train_data if data.augmentation is None else Augmented(train_data, data.augmentation),
         Collator(feature_extractor, config.task), evaluation, tokenizer=prepared.tokenizer,
         feature_extractor=feature_extractor,
     )
@@ -334,6 +337,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=TRAINING["num_workers"])
     parser.add_argument("--sharding", choices=SHARDINGS, default=TRAINING["sharding"])
     parser.add_argument("--cache-audio", action="store_true", help="keep decoded clips in memory")
+    parser.add_argument("--augment", action="store_true",
+                        help="each read of a training clip: 0-40 ms later start, -12..+6 dB gain, a white-noise "
+                             "floor at -90..-35 dBFS (half the reads), 16-bit dither (a quarter); see w2vbert.augment")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--device", type=device_name, default=TRAINING["device"],
                         help="cpu, cuda (this rank's GPU), cuda:1 (default: cuda when available)")
@@ -359,7 +365,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     normalizer = TextNormalizer(lowercase=not args.keep_case, remove_punctuation=not args.keep_punctuation,
                                 allowed_characters=args.allowed_characters)
     data = DataConfig(args.train, args.eval, args.audio_column, column, normalizer, args.on_bad_example, args.vocab,
-                      args.cache_audio, args.long_clips)
+                      args.cache_audio, args.long_clips, Augmentation() if args.augment else None)
     overrides: dict[str, Any] = {}
     if args.no_adapter:
         overrides["add_adapter"] = False
@@ -374,7 +380,8 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     data = DataConfig(args.train, args.eval, args.audio_column, on_bad_example=args.on_bad_example,
-                      cache_audio=args.cache_audio, long_clips=args.long_clips)
+                      cache_audio=args.cache_audio, long_clips=args.long_clips,
+                      augmentation=Augmentation() if args.augment else None)
     overrides = {} if args.layerdrop is None else {"layerdrop": args.layerdrop}
     summary = pretrain(args.model, data, training_config(args, "pretrain"), args.resume, overrides,
                        from_scratch=args.from_scratch)
