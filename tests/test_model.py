@@ -351,7 +351,8 @@ def test_ctc_and_frame_labels_of_the_wrong_kind_are_refused():
     features, _ = random_batch([30, 30])
     with pytest.raises(TypeError, match="labels must be a tensor of integer ids, got list"):
         ctc(features, labels=[[1, 2], [3, 4]])
-    with pytest.raises(ValueError, match=r"one-hot per frame, shape \(batch, frames, num_labels\) = \(2, 30, 3\)"):
-        frames(features, labels=torch.zeros(2, 30, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"one-hot per frame, shape \(batch, frames, num_labels\) = \(2, 30, 3\), "
+                                         r"or class ids per frame \(2, 30\)"):
+        frames(features, labels=torch.zeros(2, 29, dtype=torch.long))
     with pytest.raises(TypeError, match=r"\(batch, frames, num_labels\) tensor, got list"):
         frames(features, labels=[[0] * 30] * 2)

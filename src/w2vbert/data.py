@@ -12,6 +12,7 @@ ten 2 s clips costs what a batch of one 20 s clip costs, so the cap is what keep
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -29,15 +30,18 @@ import numpy as np
 import torch
 
 from .audio import SAMPLING_RATE, audio_seconds, load_audio
-from .features import SeamlessM4TFeatureExtractor, num_frames
-from .tokenizer import pad_labels
+from .features import HOP_LENGTH, SeamlessM4TFeatureExtractor, num_frames
+from .segments import Segment, check_within, frame_labels, read_segments
+from .tokenizer import LABEL_PAD, pad_labels
 
 logger = logging.getLogger("w2vbert")
 
 AUDIO_COLUMN = "audio"
 TEXT_COLUMN = "text"  # the transcript, for task "ctc"
-LABEL_COLUMN = "label"  # the class name, for task "classify"
-TASKS = ("ctc", "classify", "pretrain")
+LABEL_COLUMN = "label"  # the class name, for tasks "classify" and "xvector" (the speaker)
+SEGMENTS_COLUMN = "segments"  # a file of labelled time segments (`start end label` lines, or RTTM), task "frames"
+TASKS = ("ctc", "classify", "frames", "xvector", "pretrain")
+FRAME_SECONDS = 2 * HOP_LENGTH / SAMPLING_RATE  # 20 ms: one encoder frame (two stacked 10 ms fbank frames)
 ON_BAD = ("skip", "fail")
 LONG_CLIPS = ("skip", "crop")  # what happens to a clip longer than the batch cap
 MANIFEST_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
@@ -46,10 +50,12 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", "
 
 
 def target_column(task: str) -> str | None:
-    """The manifest column of a task's targets: text (ctc), label (classify), none (pretrain)."""
+    """The manifest column of a task's targets: text (ctc), label (classify, xvector), segments (frames), none
+    (pretrain)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    return {"ctc": TEXT_COLUMN, "classify": LABEL_COLUMN, "pretrain": None}[task]
+    return {"ctc": TEXT_COLUMN, "classify": LABEL_COLUMN, "frames": SEGMENTS_COLUMN, "xvector": LABEL_COLUMN,
+            "pretrain": None}[task]
 
 
 # ------------------------------------------------------------------------------------------ text normalisation
@@ -86,10 +92,11 @@ class Example:
     """One training clip: where its audio is, its normalised target, its length, and where it was declared."""
 
     audio: str | np.ndarray  # a file path, or 16 kHz mono samples (from a `datasets` object)
-    target: str  # normalised transcript (ctc) or class name (classify)
+    target: str  # normalised transcript (ctc), class or speaker name (classify, xvector), segments file (frames)
     seconds: float  # what is trained on: the clip's length, or the crop's
     source: str  # "manifest.tsv:12", for error messages
     crop: bool = False  # train on the first `seconds` of a longer clip
+    segments: tuple[Segment, ...] | None = None  # frames: the labelled segments read from `target`
 
 
 @dataclass
@@ -175,8 +182,9 @@ def load_examples(
 ) -> list[Example]:
     """Read a manifest into `Example`s, reporting rows with missing/unreadable audio, empty text, unknown labels.
 
-    `labels` (classify) is the label set the model knows; a row with another label is bad. Transcripts go
-    through `normalizer` (default `TextNormalizer()`); class names are only stripped.
+    `labels` (classify, xvector, frames) is the label set the model knows; a row with another label is bad.
+    Transcripts go through `normalizer` (default `TextNormalizer()`); class names are only stripped. For frames,
+    the segments file (relative to the manifest, like the audio) is read and checked against the clip's length.
     """
     column = target_column_name or target_column(task)
     normalizer = normalizer or TextNormalizer()
@@ -191,14 +199,38 @@ def load_examples(
                 kind = "empty transcript" if task == "ctc" else "empty label"
                 bad.report(kind, source, f"{kind} (raw: {row[column]!r})")
                 continue
-        if known is not None and target not in known:
+        if known is not None and task != "frames" and target not in known:
             bad.report("unknown label", source, f"label {target!r} is not in the label set {sorted(known)}")
             continue
-        path = Path(os.path.expanduser(row[audio_column]))
-        example = _audio_example(path if path.is_absolute() else folder / path, target, source, bad)
+        example = _audio_example(_relative_to(folder, row[audio_column]), target, source, bad)
+        if example is not None and task == "frames":
+            example = _with_segments(example, _relative_to(folder, target), known, bad)
         if example is not None:
             examples.append(example)
     return examples
+
+
+def _relative_to(folder: Path, name: str) -> Path:
+    path = Path(os.path.expanduser(name))
+    return path if path.is_absolute() else folder / path
+
+
+def _with_segments(example: Example, path: Path, known: set[str] | None, bad: BadExamples) -> Example | None:
+    """A frames example with its segments read and checked (segments.py); None (reported) when they are bad."""
+    if not path.is_file():
+        bad.report("missing segments", example.source, f"segments file {path} does not exist")
+        return None
+    try:
+        segments = read_segments(path, recording=Path(str(example.audio)).stem)
+        check_within(segments, example.seconds, FRAME_SECONDS, str(path))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        bad.report("bad segments", example.source, str(error))
+        return None
+    unknown = sorted({s.label for s in segments} - known) if known is not None else []
+    if unknown:
+        bad.report("unknown label", example.source, f"labels {unknown} are not in the label set {sorted(known)}")
+        return None
+    return dataclasses.replace(example, target=str(path), segments=tuple(segments))
 
 
 def _audio_example(path: Path, target: str, source: str, bad: BadExamples) -> Example | None:
@@ -380,7 +412,12 @@ class SpeechDataset(torch.utils.data.Dataset):
                 audio = audio[: int(example.seconds * SAMPLING_RATE)]
             if self._cache is not None:
                 self._cache[index] = audio
-        return {"audio": audio, "target": self.encode(example.target), "text": example.target,
+        if example.segments is not None:  # frames: (start, end, label id) per segment, framed by the collator
+            target = [(s.start, s.end, self.encode(s.label)) for s in example.segments]
+        else:
+            target = self.encode(example.target)
+        clip = str(Path(example.audio).resolve()) if isinstance(example.audio, str) else example.source
+        return {"audio": audio, "target": target, "text": example.target, "clip": clip,
                 "seconds": len(audio) / SAMPLING_RATE, "source": example.source, "index": index}
 
     @property
@@ -392,10 +429,11 @@ class Collator:
     """A list of dataset items -> one padded batch: features, mask, labels, the audio seconds it holds, and under
     "bad" the kinds of the items it left out (None: failed to decode; or features that came out non-finite)."""
 
-    def __init__(self, feature_extractor: SeamlessM4TFeatureExtractor, task: str) -> None:
+    def __init__(self, feature_extractor: SeamlessM4TFeatureExtractor, task: str, background: int = 0) -> None:
         target_column(task)
         self.feature_extractor = feature_extractor
         self.task = task
+        self.background = background  # frames: the label id of frames no segment covers
 
     def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, Any]:
         bad = ["unreadable audio"] * sum(item is None for item in items)
@@ -419,14 +457,25 @@ class Collator:
             "attention_mask": inputs["attention_mask"],
             "seconds": float(sum(item["seconds"] for item in items)),
             "texts": [item["text"] for item in items],
+            "clips": [item["clip"] for item in items],  # the resolved audio path: what trial files name
             "indices": [item["index"] for item in items],
             "bad": bad,
         }
         if self.task == "ctc":
             batch["labels"] = pad_labels([item["target"] for item in items])
-        elif self.task == "classify":
+        elif self.task in ("classify", "xvector"):
             batch["labels"] = torch.tensor([item["target"] for item in items], dtype=torch.long)
+        elif self.task == "frames":
+            batch["labels"] = self._frame_labels(items, inputs["attention_mask"])
         return batch
+
+    def _frame_labels(self, items: list[dict[str, Any]], mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) one label id per valid 20 ms frame (segments.frame_labels), LABEL_PAD past each clip's end."""
+        seconds_per_frame = self.feature_extractor.stride * HOP_LENGTH / SAMPLING_RATE
+        labels = torch.full(mask.shape, LABEL_PAD, dtype=torch.long)
+        for row, (item, length) in enumerate(zip(items, mask.sum(-1).tolist(), strict=True)):
+            labels[row, :length] = frame_labels(item["target"], length, seconds_per_frame, self.background)
+        return labels
 
     def _features(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not items:  # all of this rank's clips were bad: an empty batch the trainer knows to pass over

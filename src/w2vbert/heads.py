@@ -15,6 +15,7 @@ from .layers import lengths_to_mask
 from .modeling import Wav2Vec2BertModel
 from .outputs import CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput, XVectorOutput
 from .pretrained import Wav2Vec2BertPreTrainedModel
+from .tokenizer import LABEL_PAD
 
 
 class _HeadModel(Wav2Vec2BertPreTrainedModel):
@@ -158,7 +159,7 @@ class Wav2Vec2BertForCTC(_HeadModel):
             raise ValueError(f"labels must have shape (batch={batch}, max_label_length), got {tuple(labels.shape)}")
         if labels.numel() and int(labels.max()) >= self.config.vocab_size:
             raise ValueError(f"label ids must be < vocab_size={self.config.vocab_size}, got {int(labels.max())}")
-        if bool(((labels < 0) & (labels != -100)).any()):
+        if bool(((labels < 0) & (labels != LABEL_PAD)).any()):
             raise ValueError("label ids must be >= 0, or -100 for padding")
 
 
@@ -224,24 +225,30 @@ class Wav2Vec2BertForAudioFrameClassification(_HeadModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> TokenClassifierOutput | tuple:
-        """labels (B, T, num_labels) one-hot per frame; loss is cross-entropy on their argmax, as transformers."""
+        """labels (B, T, num_labels) one-hot per frame, whose argmax the loss takes, as transformers (padding
+        frames count, as class 0); or (B, T) class ids with -100 on frames to leave out (padding): the
+        cross-entropy mean over the frames that count."""
+        frames = input_features.shape[:2]
         if labels is not None:
             if not isinstance(labels, torch.Tensor):
                 raise TypeError(f"labels must be a (batch, frames, num_labels) tensor, got {type(labels).__name__}")
-            expected = (*input_features.shape[:2], self.num_labels)
-            if tuple(labels.shape) != expected:
+            if tuple(labels.shape) not in ((*frames, self.num_labels), tuple(frames)):
                 raise ValueError(
-                    f"labels must be one-hot per frame, shape (batch, frames, num_labels) = {expected}, got "
-                    f"{tuple(labels.shape)}"
+                    f"labels must be one-hot per frame, shape (batch, frames, num_labels) = "
+                    f"{(*frames, self.num_labels)}, or class ids per frame {tuple(frames)}; got {tuple(labels.shape)}"
                 )
+            if labels.ndim == 2 and bool(((labels < 0) & (labels != LABEL_PAD) | (labels >= self.num_labels)).any()):
+                raise ValueError(f"frame class ids must be in [0, {self.num_labels}) or -100, got "
+                                 f"{sorted(set(labels.unique().tolist()))[:8]}")
         hidden_states, _, all_hidden, attentions = self._encode(
             input_features, attention_mask, output_attentions, output_hidden_states
         )
         logits = self.classifier(hidden_states)
         loss = None
         if labels is not None:
-            targets = torch.argmax(labels.view(-1, self.num_labels), dim=1).to(logits.device)
-            loss = F.cross_entropy(logits.view(-1, self.num_labels), targets)
+            labels = labels.to(logits.device)
+            targets = labels.view(-1) if labels.ndim == 2 else torch.argmax(labels.view(-1, self.num_labels), dim=1)
+            loss = F.cross_entropy(logits.view(-1, self.num_labels), targets, ignore_index=LABEL_PAD)
         output = TokenClassifierOutput(loss, logits, all_hidden, attentions)
         return output if return_dict is not False else output.to_tuple()
 
@@ -288,6 +295,9 @@ class TDNNLayer(nn.Module):
 
     def output_lengths(self, lengths: torch.Tensor | int) -> torch.Tensor | int:
         return lengths - self.dilation * (self.kernel_size - 1)
+
+
+STD_FLOOR = 1e-6  # the smallest standard deviation the x-vector statistics pooling passes on
 
 
 class Wav2Vec2BertForXVector(_HeadModel):
@@ -347,7 +357,9 @@ class Wav2Vec2BertForXVector(_HeadModel):
         count = lengths[:, None].to(hidden_states.dtype)
         mean = hidden_states.masked_fill(~valid, 0.0).sum(dim=1) / count
         variance = ((hidden_states - mean[:, None]).masked_fill(~valid, 0.0) ** 2).sum(dim=1) / (count - 1)
-        statistics = torch.cat([mean, variance.sqrt()], dim=-1)
+        # sqrt's gradient is infinite at 0, where a ReLU channel that stays off for a whole clip sits: the floor
+        # keeps training finite and moves the output by at most 1e-6 (transformers has no floor)
+        statistics = torch.cat([mean, variance.clamp(min=STD_FLOOR**2).sqrt()], dim=-1)
         embeddings = self.feature_extractor(statistics)
         logits = self.classifier(embeddings)
         loss = self.objective(logits, labels.to(logits.device)) if labels is not None else None
