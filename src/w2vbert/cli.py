@@ -24,10 +24,11 @@ from .arguments import UsageError
 COMMANDS = {
     "transcribe": ("commands", "speech to text with a CTC model"),
     "align": ("commands", "forced alignment of a known transcript: words and characters with times"),
-    "classify": ("commands", "one label per file with a sequence classification model"),
+    "classify": ("commands", "one label per file, or labelled segments with a frame classifier (--frames)"),
     "embed": ("commands", "hidden states of one layer, per frame or mean-pooled"),
+    "verify": ("commands", "speaker verification: the cosine score of two files' x-vectors, and a decision"),
     "info": ("commands", "summarise a checkpoint: class, sizes, parameters, processor files"),
-    "finetune": ("recipes", "fine-tune a checkpoint for speech recognition (CTC) or clip classification"),
+    "finetune": ("recipes", "fine-tune a checkpoint: speech recognition (CTC), clip or frame labels, x-vectors"),
     "pretrain": ("recipes", "continue the w2v-BERT self-supervised pre-training on unlabeled audio"),
     "serve": ("server", "serve a model over HTTP: OpenAI's transcription API, live transcription, a web page"),
     "convert": ("convert", "convert Meta's fairseq2 conformer_shaw.pt (or a SeamlessM4T v2 .pt) to a model directory"),

@@ -1,4 +1,4 @@
-"""The inference subcommands of the `w2vbert` command line: transcribe, classify, embed, info.
+"""The inference subcommands of the `w2vbert` command line: transcribe, align, classify, embed, verify, info.
 
 Before any audio is read, everything that can be checked is: the arguments (bad values exit 2), the output
 directory (a file, or not writable), outputs that would overwrite each other (two inputs with one stem), the
@@ -75,6 +75,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "align":
         configure_align(parser)
         return
+    if name == "verify":
+        configure_verify(parser)
+        return
     _common(parser, output_required=name == "embed")
     if name == "transcribe":
         parser.add_argument("--timestamps", choices=["none", "char", "word"], default="none",
@@ -91,6 +94,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         parser.set_defaults(run=run_transcribe)
     elif name == "classify":
         parser.add_argument("--top-k", type=positive_int, default=1, help="labels printed per file (default: 1)")
+        parser.add_argument("--frames", action="store_true",
+                            help="a frame classifier (finetune --task frames): labelled segments with times, one "
+                                 "'file start end label score' line each")
         parser.set_defaults(run=run_classify)
     elif name == "embed":
         parser.add_argument("--layer", type=int, default=-1, help="0 = projected input, k = block k, -1 = last")
@@ -390,19 +396,26 @@ def _as_asked(result: dict[str, Any], fmt: str, asked: str | None) -> dict[str, 
 
 
 def run_classify(args: argparse.Namespace) -> int:
+    task = "audio-frame-classification" if args.frames else "audio-classification"
     inputs = corpus_inputs(args)
     if inputs is not None:
-        return run_corpus("audio-classification", args, inputs, top_k=args.top_k)
+        if args.frames:
+            raise UsageError("--frames runs over the files named; corpus runs (--manifest, --input-dir) give one "
+                             "label per file")
+        return run_corpus(task, args, inputs, top_k=args.top_k)
     prepare_output_dir(args.output_dir)
     check_distinct_outputs(args.files, args.output_dir, ["json"])
-    model = load_task_model("audio-classification", args.model, args.device, args.dtype, args.quantize)
-    pipe = pipeline("audio-classification", model, feature_extractor=feature_extractor_for(args.model),
-                    batch_size=args.batch_size, chunk_length_s=args.chunk_length, stride_length_s=args.stride_length,
-                    top_k=args.top_k)
+    model = load_task_model(task, args.model, args.device, args.dtype, args.quantize)
+    options = {} if args.frames else {"top_k": args.top_k}
+    pipe = pipeline(task, model, feature_extractor=feature_extractor_for(args.model), batch_size=args.batch_size,
+                    chunk_length_s=args.chunk_length, stride_length_s=args.stride_length, **options)
     outcome, bar = Outcome(), progress_bar(args.files, args)
     for path, labels in outcome.results(args.files, pipe.iterate(args.files, progress=advance(bar)), bar):
-        line = "\t".join(f"{item['label']}\t{item['score']:.4f}" for item in labels)
-        tqdm.write(f"{path}\t{line}", file=sys.stdout)
+        if args.frames:
+            lines = [f"{path}\t{s['start']:.2f}\t{s['end']:.2f}\t{s['label']}\t{s['score']:.4f}" for s in labels]
+        else:
+            lines = [path + "\t" + "\t".join(f"{item['label']}\t{item['score']:.4f}" for item in labels)]
+        tqdm.write("\n".join(lines), file=sys.stdout)
         if args.output_dir is not None:
             write_labels(labels, path, args.output_dir)
     bar.close()
@@ -429,6 +442,36 @@ def run_embed(args: argparse.Namespace) -> int:
         tqdm.write(f"{path}\t{target}\t{tuple(embedding.shape)}", file=sys.stdout)
     bar.close()
     return outcome.exit_code
+
+
+# --------------------------------------------------------------------------------------------- verify
+def configure_verify(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("enroll", help="audio of the known speaker")
+    parser.add_argument("test", help="audio to check")
+    parser.add_argument("-m", "--model", required=True, help="an x-vector model (finetune --task xvector)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="cosine score from which the two are one speaker (default: the one stored with the "
+                             "model, the equal-error point of its last evaluation)")
+    parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1")
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
+    parser.set_defaults(run=run_verify)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Print `enroll test score decision`: the cosine score of the two x-vectors and, at the threshold, "same" or
+    "different" speaker."""
+    model = load_task_model("speaker-embedding", args.model, args.device, args.dtype)
+    threshold = model.config.verification_threshold if args.threshold is None else args.threshold
+    pipe = pipeline("speaker-embedding", model, feature_extractor=feature_extractor_for(args.model))
+    enroll, test = (torch.from_numpy(embedding) for embedding in pipe([args.enroll, args.test]))
+    score = float(torch.nn.functional.cosine_similarity(enroll, test, dim=0))
+    if threshold is None:
+        print(f"{args.enroll}\t{args.test}\t{score:.4f}")
+        print(f"w2vbert verify: {args.model} stores no threshold: pass --threshold for a decision", file=sys.stderr)
+        return 0
+    decision = "same" if score >= threshold else "different"
+    print(f"{args.enroll}\t{args.test}\t{score:.4f}\t{decision} speaker (threshold {threshold:.4f})")
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------- info

@@ -34,7 +34,8 @@ MODEL_TYPE = "wav2vec2-bert"
 POSITION_EMBEDDING_TYPES = (None, "relative_key", "relative", "rotary")
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "swish", "silu", "selu", "tanh", "sigmoid")
 CTC_REDUCTIONS = ("sum", "mean", "none")
-EXTENSION_FLAGS = ("add_encoder_layer_norm", "add_inner_layer_norm")  # fields transformers' config does not have
+# fields transformers' config does not have, written only when on (or set)
+EXTENSION_FLAGS = ("add_encoder_layer_norm", "add_inner_layer_norm", "verification_threshold")
 PRETRAINING_CLASS = "Wav2Vec2BertForPreTraining"  # whose config.json carries the pre-training fields
 DEFAULT_NUM_LABELS = 2  # transformers' PretrainedConfig default: LABEL_0, LABEL_1
 # A label count with no id2label makes the names LABEL_0 ... up front: a million take 0.4 s and ~100 MB, and no
@@ -136,6 +137,8 @@ class Wav2Vec2BertConfig:
     tdnn_kernel: tuple[int, ...] = (5, 3, 3, 1, 1)
     tdnn_dilation: tuple[int, ...] = (1, 2, 3, 1, 1)
     xvector_output_dim: int = 512
+    verification_threshold: float | None = None  # x-vector, w2vbert's: cosine score from which two clips are one
+    # speaker (`w2vbert verify`); training keeps the equal-error threshold of the last evaluation here
     id2label: dict[int, str] | None = None  # None means the Hugging Face default LABEL_0, LABEL_1
     label2id: dict[str, int] | None = None
     num_labels: int | None = None  # derived from id2label when left None
@@ -375,7 +378,7 @@ class Wav2Vec2BertConfig:
             if f.name in ("extra", "num_labels", "id2label", "label2id"):
                 continue
             value = getattr(self, f.name)
-            if f.name in EXTENSION_FLAGS and not value:
+            if f.name in EXTENSION_FLAGS and (value is None or value is False):
                 continue  # keep transformers' layout exactly for every model that does not use them
             if f.name in PRETRAINING_FIELDS and not pretraining and value == f.default:
                 continue  # likewise: only a pre-training model, or a changed value, writes them

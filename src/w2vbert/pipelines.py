@@ -1,9 +1,12 @@
 """`pipeline(task, model=...)`: audio in, text / labels / embeddings out, as the documented API shapes them.
 
-Three tasks: "automatic-speech-recognition" (`{"text": ...}`, plus `"chunks"` with timestamps),
-"audio-classification" (`[{"label": ..., "score": ...}, ...]`, best first) and "feature-extraction" (one
-embedding array per input). An input is a path, bytes, a 16 kHz NumPy array or tensor, a dict
-`{"array"|"raw": ..., "sampling_rate": ...}` (as `datasets` rows give them), or a list of these.
+Five tasks: "automatic-speech-recognition" (`{"text": ...}`, plus `"chunks"` with timestamps),
+"audio-classification" (`[{"label": ..., "score": ...}, ...]`, best first), "feature-extraction" (one
+embedding array per input), and two transformers has no pipeline for: "audio-frame-classification" (labelled
+segments `[{"label", "start", "end", "score"}, ...]` in time order, from a frame classifier) and
+"speaker-embedding" (one x-vector per input, for `verification.py`). An input is a path, bytes, a 16 kHz NumPy
+array or tensor, a dict `{"array"|"raw": ..., "sampling_rate": ...}` (as `datasets` rows give them), or a list of
+these.
 
 The way of an input: it is checked (`as_clip`), cut into windows (chunking.py; a file is decoded as a stream, so
 an hour of audio is never in memory at once), and each window's features are computed and checked on their own;
@@ -38,9 +41,15 @@ from .features import (
     default_feature_extractor,
     feature_extractor_for,
 )
-from .heads import Wav2Vec2BertForCTC, Wav2Vec2BertForSequenceClassification
+from .heads import (
+    Wav2Vec2BertForAudioFrameClassification,
+    Wav2Vec2BertForCTC,
+    Wav2Vec2BertForSequenceClassification,
+    Wav2Vec2BertForXVector,
+)
 from .modeling import Wav2Vec2BertModel
 from .pretrained import Wav2Vec2BertPreTrainedModel
+from .segments import merge_frames
 from .tokenizer import Wav2Vec2CTCTokenizer
 
 logger = logging.getLogger("w2vbert")
@@ -413,10 +422,7 @@ class AudioClassificationPipeline(Pipeline):
         self.top_k = top_k
 
     def plan(self, chunk_length_s: float | None, stride_length_s: float | tuple[float, float] | None) -> WindowPlan:
-        # A label is for the whole clip, so by default the head pools over all of it: one window per input.
-        if chunk_length_s is None:
-            return WindowPlan(self.frame_samples(), 1 << 62, 0, 0)
-        return super().plan(chunk_length_s, stride_length_s)
+        return whole_recording_plan(self, chunk_length_s, stride_length_s)
 
     def output_frames(self, steps: int) -> int:
         return 1  # the window's logits
@@ -431,6 +437,56 @@ class AudioClassificationPipeline(Pipeline):
         top = scores.topk(min(top_k or self.top_k, scores.numel()))
         labels = self.model.config.id2label
         return [{"label": labels[int(i)], "score": float(s)} for s, i in zip(top.values, top.indices, strict=True)]
+
+
+def whole_recording_plan(
+    pipe: Pipeline, chunk_length_s: float | None, stride_length_s: float | tuple[float, float] | None
+) -> WindowPlan:
+    """A result for the whole clip (a label, a speaker embedding): by default the head pools over all of it, one
+    window per input; windows only when `chunk_length_s` asks for them."""
+    if chunk_length_s is None:
+        return WindowPlan(pipe.frame_samples(), 1 << 62, 0, 0)
+    return Pipeline.plan(pipe, chunk_length_s, stride_length_s)
+
+
+class AudioFrameClassificationPipeline(Pipeline):
+    """A label per 20 ms frame (voice activity, language or speaker turns), merged into segments: runs of one
+    label as `{"label", "start", "end", "score"}` (seconds; score: the run's mean probability of its label), in
+    time order, covering the recording. Long recordings run as windows, each frame from the window it is inside."""
+
+    task = "audio-frame-classification"
+    model_classes = (Wav2Vec2BertForAudioFrameClassification,)
+
+    def output_frames(self, steps: int) -> int:
+        return steps  # no adapter: one output per 20 ms step
+
+    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        logits = self.model(input_features, attention_mask=attention_mask).logits  # (B, T, labels)
+        return [row[:length] for row, length in zip(logits, attention_mask.sum(-1).tolist(), strict=True)]
+
+    def postprocess(self, frames: torch.Tensor) -> list[dict[str, Any]]:
+        scores, ids = frames.softmax(-1).max(-1)
+        return merge_frames(ids, scores, self.frame_samples() / SAMPLING_RATE, self.model.config.id2label)
+
+
+class SpeakerEmbeddingPipeline(Pipeline):
+    """One x-vector per recording: (xvector_output_dim,) float32, the head's statistics pooling over the whole
+    clip (with `chunk_length_s`, the mean of the windows' embeddings)."""
+
+    task = "speaker-embedding"
+    model_classes = (Wav2Vec2BertForXVector,)
+
+    def plan(self, chunk_length_s: float | None, stride_length_s: float | tuple[float, float] | None) -> WindowPlan:
+        return whole_recording_plan(self, chunk_length_s, stride_length_s)
+
+    def output_frames(self, steps: int) -> int:
+        return 1
+
+    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.model(input_features, attention_mask=attention_mask).embeddings[:, None, :])
+
+    def postprocess(self, frames: torch.Tensor) -> np.ndarray:
+        return frames.mean(0).numpy()
 
 
 class FeatureExtractionPipeline(Pipeline):
@@ -483,6 +539,8 @@ TASKS: dict[str, type[Pipeline]] = {
     "automatic-speech-recognition": AutomaticSpeechRecognitionPipeline,
     "audio-classification": AudioClassificationPipeline,
     "feature-extraction": FeatureExtractionPipeline,
+    "audio-frame-classification": AudioFrameClassificationPipeline,
+    "speaker-embedding": SpeakerEmbeddingPipeline,
 }
 
 

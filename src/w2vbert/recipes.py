@@ -3,9 +3,11 @@ a folder of audio) to a trained checkpoint.
 
 In order: `DataConfig` (where examples come from, how targets are cleaned, what happens to bad ones), the
 recipe of each task (`CTCRecipe`: transcripts -> character vocabulary -> `Wav2Vec2BertForCTC`;
-`ClassificationRecipe`: labels -> `Wav2Vec2BertForSequenceClassification`; `PretrainingRecipe`: audio alone ->
-`Wav2Vec2BertForPreTraining`), `train_recipe()` and its two faces `finetune()` and `pretrain()`, and the command
-lines, whose defaults are the config dataclasses' own. The training loop itself is trainer.py's.
+`ClassificationRecipe`: labels -> `Wav2Vec2BertForSequenceClassification`, and its two variants `FramesRecipe`:
+labelled segments -> `Wav2Vec2BertForAudioFrameClassification`, `XVectorRecipe`: speakers ->
+`Wav2Vec2BertForXVector`; `PretrainingRecipe`: audio alone -> `Wav2Vec2BertForPreTraining`), `train_recipe()`
+and its two faces `finetune()` and `pretrain()`, and the command lines, whose defaults are the config
+dataclasses' own. The training loop itself is trainer.py's.
 """
 
 from __future__ import annotations
@@ -40,10 +42,15 @@ from .data import (
     load_unlabeled,
 )
 from .features import feature_extractor_for
-from .heads import Wav2Vec2BertForCTC, Wav2Vec2BertForSequenceClassification
+from .heads import (
+    Wav2Vec2BertForAudioFrameClassification,
+    Wav2Vec2BertForCTC,
+    Wav2Vec2BertForSequenceClassification,
+    Wav2Vec2BertForXVector,
+)
 from .pretrained import Wav2Vec2BertPreTrainedModel
 from .pretraining import Wav2Vec2BertForPreTraining
-from .tokenizer import Wav2Vec2CTCTokenizer, build_vocab
+from .tokenizer import LABEL_PAD, Wav2Vec2CTCTokenizer, build_vocab
 from .trainer import PRECISIONS, SCHEDULES, SHARDINGS, Trainer, TrainingConfig, find_checkpoint, seed_everything
 
 logger = logging.getLogger("w2vbert")
@@ -56,12 +63,13 @@ class DataConfig:
     train_manifest: str
     eval_manifest: str | None = None
     audio_column: str = "audio"
-    target_column: str | None = None  # default "text" (ctc) or "label" (classify)
+    target_column: str | None = None  # default "text" (ctc), "label" (classify, xvector), "segments" (frames)
     normalizer: TextNormalizer = TextNormalizer()
     on_bad_example: str = "skip"  # "skip" (report, count and leave out) or "fail" (stop at the first)
     vocab: str | None = None  # an existing vocab.json; default: built from the training transcripts
     cache_audio: bool = False  # keep decoded clips in memory after their first read
-    long_clips: str = "skip"  # clips longer than max_batch_seconds: "skip" them, or "crop" them (classify only)
+    long_clips: str = "skip"  # clips longer than max_batch_seconds: "skip" them, or "crop" them (not ctc)
+    background_label: str = "background"  # frames: the label of frames outside every segment
     augmentation: Augmentation | None = None  # offset, gain, noise floor and dither on each read of a training clip
 
     def __post_init__(self) -> None:
@@ -78,7 +86,8 @@ class Prepared:
     model: Wav2Vec2BertPreTrainedModel
     encode: Callable[[str], Any]
     tokenizer: Wav2Vec2CTCTokenizer | None = None
-    labels: list[str] | None = None  # classify: the label set, in id order
+    labels: list[str] | None = None  # classify, frames, xvector: the label set, in id order
+    background: int = 0  # frames: the id of frames no segment covers
 
 
 def ctc_tokenizer(examples: list[Example], vocab_file: str | None = None) -> Wav2Vec2CTCTokenizer:
@@ -120,6 +129,10 @@ class ClassificationRecipe:
     """One label per clip: the training labels (sorted) set `num_labels`, `id2label` and `label2id`."""
 
     task = "classify"
+    model_class: type[Wav2Vec2BertPreTrainedModel] = Wav2Vec2BertForSequenceClassification
+
+    def labels(self, train: list[Example], data: DataConfig) -> list[str]:
+        return sorted({e.target for e in train})
 
     def prepare(
         self, source: str, train: list[Example], data: DataConfig, resume_from: Path | None, overrides: dict[str, Any]
@@ -127,15 +140,47 @@ class ClassificationRecipe:
         if resume_from is not None:
             labels = list(Wav2Vec2BertConfig.from_pretrained(resume_from).label2id)
         else:
-            labels = sorted({e.target for e in train})
+            labels = self.labels(train, data)
         label2id = {label: i for i, label in enumerate(labels)}
         overrides = {**overrides, "num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": label2id}
-        model = Wav2Vec2BertForSequenceClassification.from_pretrained(source, ignore_mismatched_sizes=True,
-                                                                      **overrides)
-        return Prepared(model, label2id.__getitem__, labels=labels)
+        model = self.model_class.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+        return Prepared(model, self.encoder(label2id), labels=labels,
+                        background=label2id.get(data.background_label, 0))
+
+    def encoder(self, label2id: dict[str, int]) -> Callable[[str], int]:
+        return label2id.__getitem__
+
+    def eval_labels(self, prepared: Prepared) -> list[str] | None:
+        """The labels an evaluation example may have (others are reported as unknown); None: any."""
+        return prepared.labels
 
     def trainable(self, examples: list[Example], prepared: Prepared, bad: BadExamples) -> list[Example]:
         return examples
+
+
+class FramesRecipe(ClassificationRecipe):
+    """A label per 20 ms frame, from each clip's segments file (segments.py: `start end label` lines or RTTM);
+    frames outside every segment take `data.background_label`, which is one of the labels."""
+
+    task = "frames"
+    model_class = Wav2Vec2BertForAudioFrameClassification
+
+    def labels(self, train: list[Example], data: DataConfig) -> list[str]:
+        return sorted({s.label for e in train for s in e.segments or ()} | {data.background_label})
+
+
+class XVectorRecipe(ClassificationRecipe):
+    """Speaker embeddings: the training speakers (the label column) are the AM-softmax classes; the evaluation
+    clips are other speakers, scored on trials (verification.py), so their labels are not checked against them."""
+
+    task = "xvector"
+    model_class = Wav2Vec2BertForXVector
+
+    def encoder(self, label2id: dict[str, int]) -> Callable[[str], int]:
+        return lambda speaker: label2id.get(speaker, LABEL_PAD)  # a held-out speaker has no training class
+
+    def eval_labels(self, prepared: Prepared) -> list[str] | None:
+        return None
 
 
 class PretrainingRecipe:
@@ -170,7 +215,8 @@ def _no_target(target: str) -> None:
 
 
 RECIPES: dict[str, CTCRecipe | ClassificationRecipe | PretrainingRecipe] = {
-    "ctc": CTCRecipe(), "classify": ClassificationRecipe(), "pretrain": PretrainingRecipe(),
+    "ctc": CTCRecipe(), "classify": ClassificationRecipe(), "frames": FramesRecipe(), "xvector": XVectorRecipe(),
+    "pretrain": PretrainingRecipe(),
 }
 
 
@@ -183,7 +229,8 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune the checkpoint `model` (hub id or directory) on manifests; returns the run summary.
 
-    The task's recipe (`RECIPES[config.task]`: "ctc" or "classify") builds the targets and the model. Resuming
+    The task's recipe (`RECIPES[config.task]`: "ctc", "classify", "frames" or "xvector") builds the targets and
+    the model. Resuming
     takes weights, vocabulary and labels from `output_dir/last`. Examples that cannot train are reported with file
     and line and counted (or stop the run, with `data.on_bad_example="fail"`): missing or unreadable audio, empty
     targets, unknown labels, clips longer than the batch cap (`data.long_clips`), and clips that fail to decode
@@ -245,7 +292,8 @@ def train_recipe(
     train = recipe.trainable(train, prepared, bad)
     evaluation = None
     if data.eval_manifest is not None:
-        eval_examples = recipe.trainable(examples(data.eval_manifest, prepared.labels), prepared, bad)
+        known = recipe.eval_labels(prepared) if isinstance(recipe, ClassificationRecipe) else prepared.labels
+        eval_examples = recipe.trainable(examples(data.eval_manifest, known), prepared, bad)
         evaluation = SpeechDataset(eval_examples, prepared.encode, data.cache_audio, data.on_bad_example)
         logger.info("evaluation data: %s", describe(eval_examples))
     if not train:
@@ -254,7 +302,7 @@ def train_recipe(
     train_data = SpeechDataset(train, prepared.encode, data.cache_audio, data.on_bad_example)
     trainer = Trainer(
         prepared.model, config, train_data if data.augmentation is None else Augmented(train_data, data.augmentation),
-        Collator(feature_extractor, config.task), evaluation, tokenizer=prepared.tokenizer,
+        Collator(feature_extractor, config.task, prepared.background), evaluation, tokenizer=prepared.tokenizer,
         feature_extractor=feature_extractor,
     )
     summary = trainer.train(resume=resume)
@@ -303,7 +351,14 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
                              "(not for ctc)")
     if name == "finetune":
         parser.add_argument("--text-column", help="transcript column (ctc; default 'text')")
-        parser.add_argument("--label-column", help="label column (classify; default 'label')")
+        parser.add_argument("--label-column", help="label column (classify, xvector: the speaker; default 'label')")
+        parser.add_argument("--segments-column",
+                            help="frames: column of segment files, 'start end label' lines or RTTM (default "
+                                 "'segments'); overlapping segments: the one starting later labels the frames")
+        parser.add_argument("--background-label", default=DATA["background_label"],
+                            help="frames: the label of frames outside every segment")
+        parser.add_argument("--trials", help="xvector: 'enroll test target(0/1)' lines of evaluation clips (paths "
+                                             "relative to this file); default: every pair of evaluation clips")
         parser.add_argument("--vocab", help="use this vocab.json instead of building one from the transcripts")
         parser.add_argument("--keep-case", action="store_true", help="do not lowercase transcripts")
         parser.add_argument("--keep-punctuation", action="store_true")
@@ -361,11 +416,12 @@ def training_config(args: argparse.Namespace, task: str) -> TrainingConfig:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    column = args.text_column if args.task == "ctc" else args.label_column
+    column = {"ctc": args.text_column, "frames": args.segments_column}.get(args.task, args.label_column)
     normalizer = TextNormalizer(lowercase=not args.keep_case, remove_punctuation=not args.keep_punctuation,
                                 allowed_characters=args.allowed_characters)
     data = DataConfig(args.train, args.eval, args.audio_column, column, normalizer, args.on_bad_example, args.vocab,
-                      args.cache_audio, args.long_clips, Augmentation() if args.augment else None)
+                      args.cache_audio, args.long_clips, background_label=args.background_label,
+                      augmentation=Augmentation() if args.augment else None)
     overrides: dict[str, Any] = {}
     if args.no_adapter:
         overrides["add_adapter"] = False
@@ -373,7 +429,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         overrides["layerdrop"] = args.layerdrop
     if args.mask_time_prob is not None:
         overrides["mask_time_prob"] = args.mask_time_prob
-    summary = finetune(args.model, data, training_config(args, args.task), args.resume, overrides)
+    config = dataclasses.replace(training_config(args, args.task), trials=args.trials)
+    summary = finetune(args.model, data, config, args.resume, overrides)
     _print_summary(summary)
     return 0
 

@@ -45,7 +45,8 @@ from .heads import Wav2Vec2BertForCTC
 from .layers import lengths_to_mask
 from .pretrained import Wav2Vec2BertPreTrainedModel
 from .pretraining import Wav2Vec2BertForPreTrainingOutput, example_seeds
-from .tokenizer import Wav2Vec2CTCTokenizer
+from .tokenizer import LABEL_PAD, Wav2Vec2CTCTokenizer
+from .verification import all_pairs, cosine_scores, equal_error_rate, min_dcf, read_trials
 from .weights import load_weights, torch_load_weights_only
 
 logger = logging.getLogger("w2vbert")
@@ -65,7 +66,8 @@ class TrainingConfig:
     """How to train. Model-side options (SpecAugment, LayerDrop, dropouts) live in the model's config."""
 
     output_dir: str
-    task: str = "ctc"  # "ctc" (speech recognition), "classify" (one label per clip) or "pretrain" (w2v-BERT)
+    task: str = "ctc"  # "ctc" (speech recognition), "classify" (one label per clip), "frames" (one per 20 ms frame),
+    # "xvector" (speaker embeddings) or "pretrain" (w2v-BERT)
     learning_rate: float = 5e-5  # peak, reached at the end of warmup
     weight_decay: float = 0.0  # AdamW decay; never applied to biases and norms
     adam_betas: tuple[float, float] = (0.9, 0.98)
@@ -90,6 +92,7 @@ class TrainingConfig:
     progress: bool = True  # tqdm bar on rank 0
     tensorboard: bool = True  # also write output_dir/tensorboard (if tensorboard is installed)
     device: str | None = None  # default: cuda:LOCAL_RANK when CUDA is available, else cpu
+    trials: str | None = None  # xvector: the evaluation's 'enroll test target' trial file; default every pair
 
     def __post_init__(self) -> None:
         checks = [
@@ -105,6 +108,7 @@ class TrainingConfig:
             (self.save_every >= 1 and self.log_every >= 1, "save_every and log_every must be >= 1"),
             (self.max_batch_seconds > 0, f"max_batch_seconds must be > 0, got {self.max_batch_seconds}"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            (self.trials is None or self.task == "xvector", f"trials are for task 'xvector', not {self.task!r}"),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:
@@ -327,13 +331,35 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[st
 
 
 # ----------------------------------------------------------------------------------------- evaluation
-class CTCScorer:
+class Scorer:
+    """What a task's evaluation measures: `add` each batch's output, `result` over all ranks, `score` it (lower is
+    better; the best checkpoint has the lowest), and `keep` what a checkpoint should carry of it."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        pass
+
+    def add(self, batch: dict[str, Any], output: Any, inputs: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def result(self, env: Distributed, device: torch.device, count: float) -> dict[str, float]:
+        raise NotImplementedError
+
+    @staticmethod
+    def score(result: dict[str, float]) -> float:
+        raise NotImplementedError
+
+    @staticmethod
+    def keep(model: Wav2Vec2BertPreTrainedModel, result: dict[str, float]) -> None:
+        """Record in the model's config what its checkpoint should carry of this evaluation (nothing, mostly)."""
+
+
+class CTCScorer(Scorer):
     """Evaluation of a CTC model: corpus WER and CER of greedy decodes; the best checkpoint has the lowest WER."""
 
-    def __init__(self, model: Wav2Vec2BertPreTrainedModel, tokenizer: Wav2Vec2CTCTokenizer | None) -> None:
-        if tokenizer is None:
+    def __init__(self, trainer: Trainer) -> None:
+        if trainer.tokenizer is None:
             raise ValueError("CTC evaluation decodes with the tokenizer: pass tokenizer=...")
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self.tokenizer = trainer.model, trainer.tokenizer
         self.references: list[str] = []
         self.hypotheses: list[str] = []
 
@@ -360,10 +386,10 @@ class CTCScorer:
         return result["wer"]
 
 
-class AccuracyScorer:
+class AccuracyScorer(Scorer):
     """Evaluation of a classifier: accuracy; the best checkpoint has the highest."""
 
-    def __init__(self, model: Wav2Vec2BertPreTrainedModel, tokenizer: Wav2Vec2CTCTokenizer | None) -> None:
+    def __init__(self, trainer: Trainer) -> None:
         self.correct = 0.0
 
     def add(self, batch: dict[str, Any], output: Any, inputs: dict[str, torch.Tensor]) -> None:
@@ -378,10 +404,81 @@ class AccuracyScorer:
         return -result["accuracy"]
 
 
-class PretrainingScorer:
+class FrameScorer(Scorer):
+    """Evaluation of a frame classifier: frame accuracy and each label's F1 over the valid frames (padding left
+    out); the best checkpoint has the highest macro F1 (the mean over labels, so a rare label counts as much as
+    the background)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        config = trainer.model.config
+        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+        self.confusion = torch.zeros(len(self.labels), len(self.labels), dtype=torch.float64)  # (true, predicted)
+
+    def add(self, batch: dict[str, Any], output: Any, inputs: dict[str, torch.Tensor]) -> None:
+        truth = batch["labels"].flatten()
+        predicted = output.logits.argmax(-1).cpu().flatten()
+        valid = truth != LABEL_PAD
+        n = len(self.labels)
+        self.confusion += torch.bincount(truth[valid] * n + predicted[valid], minlength=n * n).view(n, n)
+
+    def result(self, env: Distributed, device: torch.device, count: float) -> dict[str, float]:
+        n = len(self.labels)
+        confusion = torch.tensor(all_reduce(self.confusion.flatten().tolist(), env, device)).view(n, n)
+        hits = confusion.diagonal()
+        f1 = 2 * hits / (confusion.sum(0) + confusion.sum(1)).clamp(min=1)
+        return {"frame_accuracy": float(hits.sum() / confusion.sum().clamp(min=1)), "macro_f1": float(f1.mean()),
+                **{f"f1_{label}": float(value) for label, value in zip(self.labels, f1, strict=True)}}
+
+    @staticmethod
+    def score(result: dict[str, float]) -> float:
+        return -result["macro_f1"]
+
+
+class VerificationScorer(Scorer):
+    """Evaluation of a speaker-embedding model: cosine scores of trial pairs of held-out clips (the trial file of
+    `TrainingConfig.trials`, or every pair), equal error rate, minimum detection cost, and the threshold at the
+    equal-error point, which the checkpoint keeps (`verification_threshold` in its config); the best checkpoint has
+    the lowest EER."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trials = trainer.config.trials
+        self.embeddings: dict[str, torch.Tensor] = {}
+        self.speakers: dict[str, str] = {}
+
+    def add(self, batch: dict[str, Any], output: Any, inputs: dict[str, torch.Tensor]) -> None:
+        for clip, speaker, embedding in zip(batch["clips"], batch["texts"], output.embeddings.float().cpu(),
+                                            strict=True):
+            self.embeddings[clip], self.speakers[clip] = embedding, speaker
+
+    def result(self, env: Distributed, device: torch.device, count: float) -> dict[str, float]:
+        embeddings, speakers = self.embeddings, self.speakers
+        if env.active:
+            gathered: list[Any] = [None] * env.world_size
+            dist.all_gather_object(gathered, (embeddings, speakers))
+            embeddings = {k: v for rank_embeddings, _ in gathered for k, v in rank_embeddings.items()}
+            speakers = {k: v for _, rank_speakers in gathered for k, v in rank_speakers.items()}
+        trials = read_trials(self.trials) if self.trials else all_pairs(speakers)
+        scores = cosine_scores(embeddings, trials)
+        if not bool(torch.isfinite(scores).all()):  # a diverged model: no best checkpoint, no threshold from it
+            return {"eer": math.nan, "min_dcf": math.nan, "threshold": math.nan, "trials": len(trials)}
+        targets = torch.tensor([target for _, _, target in trials], dtype=torch.bool)
+        eer, threshold = equal_error_rate(scores, targets)
+        return {"eer": eer, "min_dcf": min_dcf(scores, targets), "threshold": threshold, "trials": len(trials)}
+
+    @staticmethod
+    def score(result: dict[str, float]) -> float:
+        return result["eer"]
+
+    @staticmethod
+    def keep(model: Wav2Vec2BertPreTrainedModel, result: dict[str, float]) -> None:
+        if math.isfinite(result["threshold"]):
+            model.config.verification_threshold = result["threshold"]
+
+
+class PretrainingScorer(Scorer):
     """Evaluation of pre-training: the objective's parts per masked frame; the best checkpoint has the lowest loss."""
 
-    def __init__(self, model: Wav2Vec2BertPreTrainedModel, tokenizer: Wav2Vec2CTCTokenizer | None) -> None:
+    def __init__(self, trainer: Trainer) -> None:
         self.sums: Counter = Counter()
 
     def add(self, batch: dict[str, Any], output: Any, inputs: dict[str, torch.Tensor]) -> None:
@@ -404,16 +501,20 @@ PRETRAINING_LOG_VALUES = ("contrastive_loss", "diversity_loss", "masked_predicti
 
 
 class SupervisedTask:
-    """ctc and classify: the collated labels are the model's targets, and a loss averages over the clips."""
+    """ctc, classify and xvector: the collated labels are the model's targets, and a loss averages over the clips.
+    Held-out speakers of an x-vector evaluation have no class of the training set (label -100): such a batch runs
+    without labels, for its embeddings."""
 
-    def __init__(self, scorer: type[CTCScorer] | type[AccuracyScorer]) -> None:
+    def __init__(self, scorer: type[Scorer]) -> None:
         self.scorer = scorer
 
     def inputs(self, trainer: Trainer, batch: dict[str, Any], epoch: int) -> dict[str, torch.Tensor]:
+        if batch["labels"].ndim == 1 and bool((batch["labels"] == LABEL_PAD).any()):
+            return {name: batch[name] for name in ("input_features", "attention_mask")}
         return {name: batch[name] for name in ("input_features", "attention_mask", "labels")}
 
     def count(self, inputs: dict[str, torch.Tensor]) -> float:
-        return float(inputs["labels"].shape[0])
+        return float(inputs["input_features"].shape[0])
 
     def stand_in(self, trainer: Trainer, batch: dict[str, Any]) -> dict[str, Any]:
         """One clip of zeros for a rank whose share of a batch is empty (its clips were bad)."""
@@ -421,6 +522,20 @@ class SupervisedTask:
         return {"input_features": torch.zeros(1, 64, trainer.model.config.feature_projection_input_dim),
                 "attention_mask": torch.ones(1, 64, dtype=torch.long),
                 "labels": torch.zeros((1, 1) if labels.ndim == 2 else (1,), dtype=torch.long), "indices": [0]}
+
+
+class FramesTask(SupervisedTask):
+    """frames: a label per 20 ms frame; the loss averages over the valid frames of the global batch."""
+
+    def __init__(self) -> None:
+        super().__init__(FrameScorer)
+
+    def count(self, inputs: dict[str, torch.Tensor]) -> float:
+        return float((inputs["labels"] != LABEL_PAD).sum())
+
+    def stand_in(self, trainer: Trainer, batch: dict[str, Any]) -> dict[str, Any]:
+        stand_in = super().stand_in(trainer, batch)
+        return stand_in | {"labels": torch.zeros(1, 64, dtype=torch.long)}
 
 
 class PretrainingTask:
@@ -445,7 +560,8 @@ class PretrainingTask:
 
 
 TRAINING_TASKS: dict[str, SupervisedTask | PretrainingTask] = {
-    "ctc": SupervisedTask(CTCScorer), "classify": SupervisedTask(AccuracyScorer), "pretrain": PretrainingTask(),
+    "ctc": SupervisedTask(CTCScorer), "classify": SupervisedTask(AccuracyScorer), "frames": FramesTask(),
+    "xvector": SupervisedTask(VerificationScorer), "pretrain": PretrainingTask(),
 }
 EVAL_EPOCH = -1  # the draws of evaluation are the same at every evaluation
 
@@ -755,28 +871,32 @@ class Trainer:
             self.eval_data.seconds, self.config.max_batch_seconds, self.config.max_batch_size, shuffle=False,
             rank=self.env.rank, world_size=self.env.world_size,
         )
-        scorer = self.task.scorer(self.model, self.tokenizer)
+        scorer = self.task.scorer(self)
         model = self.wrapped
         was_training = model.training
         model.eval()
-        loss_sum, count = 0.0, 0.0
+        loss_sum, loss_count, count = 0.0, 0.0, 0.0
         for batch in self._loader(self.eval_data, sampler, 0):
             inputs = self.task.inputs(self, batch, EVAL_EPOCH)
             output = self._forward(batch, inputs, EVAL_EPOCH)
             if batch["input_features"].shape[0]:
                 n = self.task.count(inputs)
-                loss_sum += float(self._loss_sum(output.loss.float(), n))
+                if output.loss is not None:  # None: held-out speakers, which the training classes lack
+                    loss_sum += float(self._loss_sum(output.loss.float(), n))
+                    loss_count += n
                 count += n
                 scorer.add(batch, output, {name: value.to(self.device) for name, value in inputs.items()})
         model.train(was_training)
-        loss_sum, count = all_reduce([loss_sum, count], self.env, self.device)
-        return {"loss": loss_sum / max(count, 1)} | scorer.result(self.env, self.device, count)
+        loss_sum, loss_count, count = all_reduce([loss_sum, loss_count, count], self.env, self.device)
+        loss = {"loss": loss_sum / loss_count} if loss_count else {}
+        return loss | scorer.result(self.env, self.device, count)
 
     def _evaluate_and_keep_best(self, metrics: MetricsLog | None) -> None:
         result = self.evaluate()
         self.state.history.append({"step": self.state.step, **result})
         if metrics is not None:
             metrics.write(self.state.step, "eval", result)
+        self.task.scorer.keep(self.model, result)  # the weights just evaluated carry it into `best` and `last`
         score = self.task.scorer.score(result)
         if not math.isnan(score) and (self.state.best_metric is None or score < self.state.best_metric):
             self.state.best_metric, self.state.best_step = score, self.state.step

@@ -133,7 +133,8 @@ def write_transcript(result: dict[str, Any], audio_path: str | Path, output_dir:
 
 
 def write_labels(labels: list[dict[str, Any]], audio_path: str | Path, output_dir: str | Path) -> Path:
-    """Write a classification result (`[{"label", "score"}, ...]`) as `<output_dir>/<audio stem>.json`."""
+    """Write a classification result (`[{"label", "score"}, ...]`, or a frame classifier's segments) as
+    `<output_dir>/<audio stem>.json`."""
     return atomic_write_text(output_path(audio_path, output_dir, "json"), json.dumps(labels, indent=2) + "\n")
 
 
