@@ -106,7 +106,7 @@ def forward_alone(model_dir: Path, manifest: Path, layer: int, dtype: str, max_b
     pipe = pipeline("feature-extraction", model_dir, layer=layer, pool="mean", torch_dtype=dtype)
     inputs = bulk.inputs_from_manifest(manifest)
     shards = [range(s, min(s + 1000, len(inputs))) for s in range(0, len(inputs), 1000)]
-    dataset = bulk.WindowedInputs(inputs, pipe.feature_extractor, pipe.plan(None, None))
+    dataset = bulk.WindowedInputs(inputs, pipe.feature_extractor, pipe.plan(None, None), pipe.vad)
     chunks = []
     with bulk.ShardBatches(inputs, shards, max_batch_seconds) as batches:
         for batch in batches:

@@ -39,6 +39,7 @@ EXPORTS = {
     "processor": ["Wav2Vec2BertProcessor"],
     "tokenizer": ["Wav2Vec2CTCTokenizer", "build_vocab"],
     "trainer": ["Trainer", "TrainingConfig"],
+    "vad": ["VadOptions"],
 }
 _MODULE_OF = {name: module for module, names in EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF) + ["__version__"]
@@ -99,3 +100,4 @@ if TYPE_CHECKING:  # what static tools see: the same names, imported eagerly
     from .recipes import DataConfig, finetune, pretrain  # noqa: F401
     from .tokenizer import Wav2Vec2CTCTokenizer, build_vocab  # noqa: F401
     from .trainer import Trainer, TrainingConfig  # noqa: F401
+    from .vad import VadOptions  # noqa: F401

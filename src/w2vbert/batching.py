@@ -1,12 +1,13 @@
 """Dynamic batching: the windows of concurrent requests run together on one model thread.
 
-A request is prepared on its caller's thread (decoded, cut into the pipeline's windows, features computed and
-checked, `prepare`), then handed to the `Batcher` with its postprocessing options (`submit`, which returns a
-`concurrent.futures.Future`; an asyncio caller awaits it with `asyncio.wrap_future`, so its event loop never
-waits on the model). The model thread takes the oldest queued window, waits at most `max_wait_s` for more
-windows of the same pipeline to arrive, fills the batch in arrival order up to `max_batch_seconds` of padded
-audio (the longest window times the batch size; one window longer than that runs alone), runs it with
-`Pipeline.run_windows`, and completes each request whose windows have all run with `Pipeline.result`.
+A request is prepared on its caller's thread (decoded, cut into the pipeline's windows, of its speech only when the
+pipeline has a `vad`, features computed and checked, `prepare`), then handed to the `Batcher` with its
+postprocessing options (`submit`, which returns a `concurrent.futures.Future`; an asyncio caller awaits it with
+`asyncio.wrap_future`, so its event loop never waits on the model). The model thread takes the oldest queued
+window, waits at most `max_wait_s` for more windows of the same pipeline to arrive, fills the batch in arrival
+order up to `max_batch_seconds` of padded audio (the longest window times the batch size; one window longer than
+that runs alone), runs it with `Pipeline.run_windows`, and completes each request whose windows have all run with
+`Pipeline.result`.
 
 In order: a request's preparation, the request record, the batcher.
 """
@@ -26,8 +27,8 @@ import numpy as np
 import torch
 
 from .audio import SAMPLING_RATE, stream_audio
-from .chunking import windows
 from .pipelines import STREAM_BLOCK_S, AudioInput, Pipeline, ReadyWindow, Recording, as_clip, window_features
+from .vad import speech_windows
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def prepare(
     plan = pipe.plan(pipe.chunk_length_s, pipe.stride_length_s)
     ready = []
     try:
-        for window in windows(blocks(), plan):
+        for window in speech_windows(blocks(), plan, pipe.vad):
             features = window_features(pipe.feature_extractor, window, pipe.device)
             checked = pipe.checked(recording, window.without_audio(), features)
             if checked is not None:

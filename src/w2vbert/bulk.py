@@ -52,7 +52,7 @@ from safetensors.numpy import save_file as save_numpy_file
 from tqdm import tqdm
 
 from .audio import SAMPLING_RATE, audio_seconds
-from .chunking import WindowPlan, windows
+from .chunking import WindowPlan
 from .data import AUDIO_EXTENSIONS, LengthGroupedBatchSampler, read_manifest
 from .devices import MAX_BATCH_SECONDS
 from .features import SeamlessM4TFeatureExtractor
@@ -67,6 +67,7 @@ from .pipelines import (
     as_clip,
     window_features,
 )
+from .vad import VadOptions, speech_windows
 
 logger = logging.getLogger("w2vbert")
 
@@ -180,6 +181,7 @@ class BulkSettings:
     shard_size: int = 1000  # inputs per shard
     max_batch_seconds: float = MAX_BATCH_SECONDS["cpu"]  # padded audio per model batch
     stats: bool = False  # feature-extraction: per-dimension mean and std over all valid frames
+    vad: VadOptions | None = None  # speech recognition: only the speech went to the model (the pipeline's vad)
 
     @property
     def frames(self) -> bool:
@@ -221,10 +223,12 @@ def check_run(output_dir: Path, settings: BulkSettings, inputs: list[Input], ove
 # --------------------------------------------------------------------------------------- worker processes
 class WindowedInputs(torch.utils.data.Dataset):
     """Input i -> (i, its windows with their features), or (i, why it cannot be read). Runs in the DataLoader's
-    workers: decoding and the fbank happen beside the model, not in its thread."""
+    workers: decoding, the voice-activity detector and the fbank happen beside the model, not in its thread."""
 
-    def __init__(self, inputs: list[Input], extractor: SeamlessM4TFeatureExtractor, plan: WindowPlan) -> None:
-        self.inputs, self.extractor, self.plan = inputs, extractor, plan
+    def __init__(
+        self, inputs: list[Input], extractor: SeamlessM4TFeatureExtractor, plan: WindowPlan, vad: VadOptions | None
+    ) -> None:
+        self.inputs, self.extractor, self.plan, self.vad = inputs, extractor, plan, vad
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -234,7 +238,7 @@ class WindowedInputs(torch.utils.data.Dataset):
             clip = as_clip(self.inputs[index].audio)
             # Features only, not the audio: what crosses to the model's process is what it reads.
             return index, [(window.without_audio(), window_features(self.extractor, window))
-                           for window in windows(clip.blocks(), self.plan)]
+                           for window in speech_windows(clip.blocks(), self.plan, self.vad)]
         except (OSError, ValueError, TypeError) as error:
             return index, str(error)
 
@@ -298,6 +302,8 @@ def run(
     table and the statistics once all ranks are done.
     """
     pa, _ = pyarrow_modules()  # a missing extra is said before any work
+    if settings.vad != pipe.vad:  # run.json must record what the pipeline does
+        raise ValueError(f"settings.vad must be the pipeline's vad ({pipe.vad}), got {settings.vad}")
     # pyarrow imports pandas, where installed, at its first conversion (~50 MB): done here, before the workers fork,
     # so that the run's memory is all taken in its first seconds rather than at the first shard written.
     pa.array([""])
@@ -328,8 +334,8 @@ def run(
     with (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="w2vbert-shard-writer") as writer,
           ShardBatches(inputs, [shards[k] for k in todo], settings.max_batch_seconds) as batches):
         loader = torch.utils.data.DataLoader(
-            WindowedInputs(inputs, pipe.feature_extractor, pipe.plan(settings.chunk_length_s,
-                                                                     settings.stride_length_s)),
+            WindowedInputs(inputs, pipe.feature_extractor,
+                           pipe.plan(settings.chunk_length_s, settings.stride_length_s), pipe.vad),
             batch_sampler=batches, collate_fn=_items, num_workers=num_workers,
             prefetch_factor=4 if num_workers else None,
         )

@@ -86,6 +86,13 @@ class Window:
         features are computed."""
         return dataclasses.replace(self, audio=np.zeros(0, np.float32), samples=self.samples)
 
+    def shifted(self, samples: int, frame: int) -> Window:
+        """The same window `samples` later in the recording, a whole number of `frame`s (samples per output frame):
+        the windows of a stretch cut alone (vad.speech_windows) placed where the stretch starts."""
+        if samples % frame:
+            raise ValueError(f"a window moves by whole output frames of {frame} samples, got {samples} samples")
+        return dataclasses.replace(self, start=self.start + samples, first_frame=self.first_frame + samples // frame)
+
 
 def windows(blocks: Iterable[np.ndarray], plan: WindowPlan) -> Iterator[Window]:
     """Cut a stream of mono audio blocks into the overlapping windows of `plan`; nothing for an empty stream.

@@ -47,6 +47,7 @@ from .hub import resolve_optional_file
 from .pipelines import AUTO_CHUNK_S, load_task_model, pipeline
 from .quantization import QUANTIZE
 from .tokenizer import TOKENIZER_CONFIG_NAME, VOCAB_NAME
+from .vad import VadOptions
 from .writers import (
     EMBEDDING_FORMATS,
     FORMATS,
@@ -91,6 +92,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
                             help="beam search with this beam (default: greedy; 50 with --lm)")
         parser.add_argument("--lm-weight", type=float, default=0.5, help="weight of the n-gram score (alpha)")
         parser.add_argument("--word-score", type=float, default=1.0, help="score added per word (beta)")
+        parser.add_argument("--vad", action="store_true",
+                            help="skip non-speech before the model (Silero VAD: pip install 'w2vbert[vad]'); "
+                                 "times stay in the recording's time")
         parser.set_defaults(run=run_transcribe)
     elif name == "classify":
         parser.add_argument("--top-k", type=positive_int, default=1, help="labels printed per file (default: 1)")
@@ -247,7 +251,7 @@ def run_corpus(
         chunk_length_s=args.chunk_length, stride_length_s=args.stride_length,
         shard_size=args.shard_size or (100 if task == "feature-extraction" and pool is None else 1000),
         max_batch_seconds=args.max_batch_seconds or max_batch_seconds(model.device),
-        stats=getattr(args, "stats", False),
+        stats=getattr(args, "stats", False), vad=pipeline_options.get("vad"),
     )
     pipe = pipeline(task, model, feature_extractor=feature_extractor_for(args.model),
                     tokenizer=args.model if task == "automatic-speech-recognition" else None,
@@ -272,7 +276,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
     if inputs is not None:
         decoding = None if decoder is None else (f"beam {args.beam_size or 50}, lm {args.lm}, lm weight "
                                                  f"{args.lm_weight}, word score {args.word_score}")
-        return run_corpus("automatic-speech-recognition", args, inputs, decoding=decoding, decoder=decoder)
+        return run_corpus("automatic-speech-recognition", args, inputs, decoding=decoding, decoder=decoder,
+                          vad=_vad(args))
     fmt = args.output_format or ("json" if args.timestamps != "none" else "txt")
     formats = FORMATS if fmt == "all" else (fmt,)
     if fmt == "all" and args.output_dir is None:
@@ -282,7 +287,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
     model = load_task_model("automatic-speech-recognition", args.model, args.device, args.dtype, args.quantize)
     pipe = pipeline("automatic-speech-recognition", model, feature_extractor=feature_extractor_for(args.model),
                     tokenizer=args.model, decoder=decoder, batch_size=args.batch_size,
-                    chunk_length_s=args.chunk_length, stride_length_s=args.stride_length)
+                    chunk_length_s=args.chunk_length, stride_length_s=args.stride_length, vad=_vad(args))
     asked = None if args.timestamps == "none" else args.timestamps
     timestamps = asked or ("word" if any(f in (*SUBTITLES, "json") for f in formats) else None)
     outcome, bar = Outcome(), progress_bar(args.files, args)
@@ -302,6 +307,11 @@ def run_transcribe(args: argparse.Namespace) -> int:
             tqdm.write(header + documents[fmt].rstrip("\n"), file=sys.stdout)
     bar.close()
     return outcome.exit_code
+
+
+def _vad(args: argparse.Namespace) -> VadOptions | None:
+    """--vad: the detector's defaults (its thresholds are settings of the Python API, VadOptions)."""
+    return VadOptions() if args.vad else None
 
 
 ALIGN_FORMATS = ("json", "srt", "vtt", "tsv", "textgrid")

@@ -9,8 +9,9 @@ array or tensor, a dict `{"array"|"raw": ..., "sampling_rate": ...}` (as `datase
 these.
 
 The way of an input: it is checked (`as_clip`), cut into windows (chunking.py; a file is decoded as a stream, so
-an hour of audio is never in memory at once), and each window's features are computed and checked on their own;
-only then do windows of several inputs meet in a padded batch. So an input that cannot run (unreadable, too
+an hour of audio is never in memory at once; with `vad=`, speech recognition cuts windows of the speech only and
+fills the skipped frames with CTC blanks, vad.py), and each window's features are computed and checked on their
+own; only then do windows of several inputs meet in a padded batch. So an input that cannot run (unreadable, too
 short, features that come out non-finite) fails alone, named, and the others go on; and each gets the same result
 alone or in a batch (the model is batch invariant).
 """
@@ -30,7 +31,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from .audio import SAMPLING_RATE, check_audio_file, load_audio, stream_audio
 from .auto import model_class_for
-from .chunking import Window, WindowPlan, windows
+from .chunking import Window, WindowPlan
 from .config import Wav2Vec2BertConfig
 from .decoding import BeamSearchDecoder, ctc_transcribe
 from .devices import fastest_dtype, resolve_device, resolve_dtype, warn_if_emulated
@@ -51,6 +52,7 @@ from .modeling import Wav2Vec2BertModel
 from .pretrained import Wav2Vec2BertPreTrainedModel
 from .segments import merge_frames
 from .tokenizer import Wav2Vec2CTCTokenizer
+from .vad import VadOptions, detector, speech_windows
 
 logger = logging.getLogger("w2vbert")
 
@@ -113,6 +115,10 @@ class Recording:
         """The recording's output frames, its windows' kept frames in order: (frames, D) float32."""
         return torch.cat(self.pieces)
 
+    def frame_count(self) -> int:
+        """Output frames gathered so far: where the next kept frame goes in the recording's frame sequence."""
+        return sum(len(piece) for piece in self.pieces)
+
     def fail(self, error: Exception) -> None:
         message = str(error)
         self.error = type(error)(message if message.startswith(self.name) else f"{self.name}: {message}")
@@ -152,6 +158,7 @@ class Pipeline:
 
     task = ""
     model_classes: tuple[type[Wav2Vec2BertPreTrainedModel], ...] = (Wav2Vec2BertPreTrainedModel,)
+    vad: VadOptions | None = None  # speech recognition may skip non-speech (vad.py); other tasks see every sample
 
     def __init__(
         self,
@@ -209,6 +216,8 @@ class Pipeline:
         """A finished recording's result, or the exception (naming it) that stopped it."""
         if recording.error is not None:
             return recording.error
+        if not recording.pieces and self.vad is not None:  # the detector heard no speech: nothing was said
+            return self.postprocess(self.skipped_frames(0), **options)
         if not recording.pieces:
             return ValueError(
                 f"{recording.name}: the audio is too short: {1000 * recording.samples / SAMPLING_RATE:.0f} ms, "
@@ -240,6 +249,10 @@ class Pipeline:
     def postprocess(self, frames: torch.Tensor, **options: Any) -> Any:
         raise NotImplementedError
 
+    def skipped_frames(self, count: int) -> torch.Tensor:
+        """What `count` output frames of audio the voice-activity detector skipped stand for: (count, D)."""
+        raise NotImplementedError(f"the {self.task} pipeline runs every frame of the audio; it skips none")
+
     # ------------------------------------------------------------------------------------------- machinery
     def _ready_windows(self, inputs: Iterable[AudioInput], plan: WindowPlan) -> Iterator[tuple[Recording, Any]]:
         """(recording, checked window) pairs across all inputs; (recording, None) marks its end or its failure."""
@@ -248,7 +261,7 @@ class Pipeline:
             try:
                 clip = as_clip(source)
                 recording.name = clip.name
-                for window in windows(clip.blocks(), plan):
+                for window in speech_windows(clip.blocks(), plan, self.vad):
                     ready = self._prepare(recording, window)
                     if ready is not None:
                         yield recording, ready
@@ -321,6 +334,9 @@ class Pipeline:
                 continue
             kept = output[ready.window.drop_left : ready.window.keep_until]
             if kept.numel():
+                skipped = ready.window.first_frame - ready.recording.frame_count()  # > 0 only past a vad gap
+                if skipped > 0:
+                    ready.recording.pieces.append(self.skipped_frames(skipped))
                 ready.recording.pieces.append(kept.float().cpu())
         if progress is not None:
             progress(sum(ready.new_samples for ready in batch) / SAMPLING_RATE)
@@ -332,6 +348,10 @@ class AutomaticSpeechRecognitionPipeline(Pipeline):
     The tokenizer may know more ids than the CTC head has outputs (transformers' tokenizers add <s> and </s>):
     the head never produces those, and decoding is unchanged. A head wider than the tokenizer would emit ids it
     cannot spell, so that is an error when the pipeline is built.
+
+    `vad` (a `vad.VadOptions`, or True for its defaults) runs only the speech through the model: the frames of the
+    skipped audio are certain blanks, so the text is the regions' texts in order and timestamps stay in the
+    recording's time; a recording without speech gives empty text.
     """
 
     task = "automatic-speech-recognition"
@@ -344,9 +364,15 @@ class AutomaticSpeechRecognitionPipeline(Pipeline):
         tokenizer: Wav2Vec2CTCTokenizer | None = None,
         *,
         decoder: BeamSearchDecoder | None = None,
+        vad: VadOptions | bool | None = None,
         **options: Any,
     ) -> None:
         super().__init__(model, feature_extractor, **options)
+        if not isinstance(vad, (VadOptions, bool, type(None))):
+            raise TypeError(f"vad takes a w2vbert.VadOptions, True (its defaults) or None, got {type(vad).__name__}")
+        self.vad = VadOptions() if vad is True else vad or None
+        if self.vad is not None:
+            detector()  # a missing `vad` extra fails now, not at the first input
         if tokenizer is None:
             raise ValueError("speech recognition needs a tokenizer (vocab.json) to turn CTC tokens into text")
         check_head_fits_tokenizer(model.config, tokenizer)
@@ -380,6 +406,13 @@ class AutomaticSpeechRecognitionPipeline(Pipeline):
         return ctc_transcribe(
             frames, self.tokenizer, seconds, timestamps=return_timestamps or None, decoder=self.decoder
         )
+
+    def skipped_frames(self, count: int) -> torch.Tensor:
+        # Certain blank, CTC's word for silence. -1e4 rather than -inf: a beam search adds and subtracts scores,
+        # and -inf - -inf is NaN.
+        frames = torch.full((count, self.model.config.vocab_size), -1e4)
+        frames[:, self.tokenizer.pad_token_id] = 0.0
+        return frames
 
 
 def check_head_fits_tokenizer(config: Wav2Vec2BertConfig, tokenizer: Wav2Vec2CTCTokenizer) -> None:

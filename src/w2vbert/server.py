@@ -73,6 +73,7 @@ from .pipelines import (
 )
 from .streaming import Encoded, LiveTranscript, Pcm16, settled
 from .tokenizer import Wav2Vec2CTCTokenizer
+from .vad import VadOptions
 from .writers import segments, to_srt, to_txt, to_vtt
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class ServeSettings:
     request_timeout_s: float = 600.0  # a request still unanswered after this gets 504
     max_queue: int = 64  # requests in flight at once; one more gets 503 with Retry-After
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (none: CORS off)
+    vad: VadOptions | None = None  # transcriptions: only the speech of an upload goes to the model (not /stream)
 
     @property
     def name(self) -> str:
@@ -153,7 +155,8 @@ class Served:
         self.transcriber = self.classifier = None
         if task == "automatic-speech-recognition":
             tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(settings.model)
-            self.transcriber = AutomaticSpeechRecognitionPipeline(self.model, self.extractor, tokenizer, **options)
+            self.transcriber = AutomaticSpeechRecognitionPipeline(self.model, self.extractor, tokenizer,
+                                                                  vad=settings.vad, **options)
         elif task == "audio-classification":
             self.classifier = AudioClassificationPipeline(self.model, self.extractor, **options)
         self.task = task
@@ -663,6 +666,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue", type=positive_int, default=64, help="requests in flight before 503")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser calls from this origin (repeatable; default: none)")
+    parser.add_argument("--vad", action="store_true",
+                        help="transcriptions skip non-speech before the model (Silero VAD: pip install "
+                             "'w2vbert[vad]'); live streams run every sample")
     parser.set_defaults(run=run_serve)
 
 
@@ -674,6 +680,7 @@ def run_serve(args: argparse.Namespace) -> int:
         chunk_length_s=args.chunk_length, max_batch_seconds=args.max_batch_seconds, max_wait_ms=args.max_wait_ms,
         api_key=args.api_key, max_upload_mb=args.max_upload_mb, max_audio_seconds=args.max_audio_seconds,
         request_timeout_s=args.request_timeout, max_queue=args.max_queue, cors_origins=tuple(args.cors_origin),
+        vad=VadOptions() if args.vad else None,
     )
     app = create_app(settings)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
