@@ -121,7 +121,8 @@ def merged_state_dict(model: nn.Module, state: dict[str, torch.Tensor] | None = 
     renamed = {old: new for name, layer in layers.items() for old, new in _layer_keys(name, layer).items()}
     merged = {renamed.get(key, key): tensor for key, tensor in state.items() if renamed.get(key, key) is not None}
     for name, layer in layers.items():
-        down, up = state[f"{name}.lora_A.{ADAPTER}.weight"], state[f"{name}.lora_B.{ADAPTER}.weight"]  # (r, in), (out, r)
+        down = state[f"{name}.lora_A.{ADAPTER}.weight"]  # A (rank, in)
+        up = state[f"{name}.lora_B.{ADAPTER}.weight"]  # B (out, rank)
         weight = merged[f"{name}.weight"]
         merged[f"{name}.weight"] = weight + (up.to(weight.dtype) @ down.to(weight.dtype)) * layer.scaling[ADAPTER]
     return merged
