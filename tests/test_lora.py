@@ -241,3 +241,23 @@ def test_cli_refuses_an_unknown_lora_target_in_one_line_and_lora_options_without
     assert error.startswith("w2vbert: error: LoRA target 'qkv' names no linear layer") and "\n" not in error
     assert main([*command, "--lora-alpha", "8"]) == 2
     assert "need --lora RANK" in capsys.readouterr().err
+
+
+def test_frozen_blocks_freeze_their_adapters_too_under_gradient_checkpointing(tmp_path):
+    model = tiny_ctc()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = train_config(tmp_path, max_steps=3, freeze_layers=1, gradient_checkpointing=True,
+                          max_batch_seconds=10.0, lora=LoraSettings(rank=4))
+    Trainer(model, config, FeatureData(6), collate).train()
+    after = model.state_dict()
+    for key, tensor in after.items():
+        if ".lora_B." in key:  # peft starts B at zero
+            assert bool(tensor.eq(0).all()) == key.startswith("wav2vec2_bert.encoder.layers.0."), key
+        elif "lora_" not in key and key.startswith("wav2vec2_bert.") and ".adapter." not in key:
+            assert torch.equal(tensor, before[key.replace(".base_layer.", ".")]), key  # the encoder stays put
+
+
+def test_lora_is_applied_once():
+    model = apply_lora(tiny_ctc(), LoraSettings(rank=2))
+    with pytest.raises(ValueError, match="already has LoRA layers"):
+        apply_lora(model, LoraSettings(rank=2))

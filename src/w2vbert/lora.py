@@ -85,6 +85,8 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
     every other parameter (the head, the base model's adapter) as trainable as it was."""
     from peft import LoraConfig, inject_adapter_in_model  # imports transformers: only for a LoRA run
 
+    if lora_layers(model):
+        raise ValueError(f"the model already has LoRA layers ({len(lora_layers(model))}): apply LoRA once")
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=lora_targets(model, settings.targets), bias="none")
     encoder = {id(p) for module in _encoder_modules(model).values() for p in module.parameters(recurse=False)}
