@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .arguments import device_name, positive_float, positive_int
+from .arguments import UsageError, device_name, positive_float, positive_int
 from .augment import Augmentation, Augmented
 from .config import Wav2Vec2BertConfig
 from .data import (
@@ -48,6 +48,7 @@ from .heads import (
     Wav2Vec2BertForSequenceClassification,
     Wav2Vec2BertForXVector,
 )
+from .lora import DEFAULT_TARGETS, LoraSettings
 from .pretrained import Wav2Vec2BertPreTrainedModel
 from .pretraining import Wav2Vec2BertForPreTraining
 from .tokenizer import LABEL_PAD, Wav2Vec2CTCTokenizer, build_vocab
@@ -234,7 +235,8 @@ def finetune(
     takes weights, vocabulary and labels from `output_dir/last`. Examples that cannot train are reported with file
     and line and counted (or stop the run, with `data.on_bad_example="fail"`): missing or unreadable audio, empty
     targets, unknown labels, clips longer than the batch cap (`data.long_clips`), and clips that fail to decode
-    while training (counted under "bad_examples_in_training").
+    while training (counted under "bad_examples_in_training"). With `config.lora`, LoRA adapters train on the frozen
+    encoder and the head trains whole; the checkpoints are merged plain models (lora.py).
     """
     if config.task == "pretrain":
         raise ValueError("task 'pretrain' is pre-training: call pretrain(...) (w2vbert pretrain)")
@@ -398,6 +400,15 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--device", type=device_name, default=TRAINING["device"],
                         help="cpu, cuda (this rank's GPU), cuda:1 (default: cuda when available)")
+    lora = parser.add_argument_group("LoRA (peft): adapters on the frozen encoder, the head trained whole; "
+                                     "checkpoints are saved merged, as plain models")
+    lora.add_argument("--lora", type=positive_int, metavar="RANK", help="train LoRA adapters of this rank")
+    lora.add_argument("--lora-alpha", type=positive_float, help="the adapters' scale is alpha / rank (default: 2 rank)")
+    lora.add_argument("--lora-dropout", type=float, help="dropout on the adapters' input (default 0)")
+    lora.add_argument("--lora-targets", type=lambda text: tuple(text.split(",")), metavar="NAME,NAME",
+                      help=f"the encoder's linear layers to adapt (default {','.join(DEFAULT_TARGETS)})")
+    lora.add_argument("--save-adapter", action="store_true",
+                      help="each checkpoint also holds the adapter alone, as peft writes it")
     parser.set_defaults(run=run_finetune if name == "finetune" else run_pretrain)
 
 
@@ -411,8 +422,20 @@ def training_config(args: argparse.Namespace, task: str) -> TrainingConfig:
         freeze_feature_projection=args.freeze_feature_projection, freeze_layers=args.freeze_layers,
         max_batch_seconds=args.max_batch_seconds, max_batch_size=args.max_batch_size, eval_every=args.eval_every,
         save_every=args.save_every, log_every=args.log_every, seed=args.seed, num_workers=args.num_workers,
-        sharding=args.sharding, device=args.device, progress=not args.no_progress,
+        sharding=args.sharding, device=args.device, progress=not args.no_progress, lora=lora_settings(args),
     )
+
+
+def lora_settings(args: argparse.Namespace) -> LoraSettings | None:
+    """The LoraSettings of a command line with --lora RANK (the others' defaults are LoraSettings' own)."""
+    given = {name: value for name, value in (("alpha", args.lora_alpha), ("dropout", args.lora_dropout),
+                                             ("targets", args.lora_targets), ("save_adapter", args.save_adapter))
+             if value not in (None, False)}
+    if args.lora is None:
+        if given:
+            raise UsageError("--lora-alpha, --lora-dropout, --lora-targets and --save-adapter need --lora RANK")
+        return None
+    return LoraSettings(rank=args.lora, **given)
 
 
 def run_finetune(args: argparse.Namespace) -> int:

@@ -8,7 +8,8 @@ What a run guarantees:
 - `last` and `best` are always loadable: each checkpoint is written whole into its own folder, and the name is a
   symbolic link swapped onto it in one atomic rename, so a kill at any point leaves the old checkpoint or the new
   one under the name, never a gap or a mix. They are in the Hugging Face layout with the processor files:
-  `from_pretrained` here and in transformers loads them.
+  `from_pretrained` here and in transformers loads them. A LoRA run (`TrainingConfig.lora`) saves them merged
+  (lora.py), and `last` also holds the adapted layers' unmerged tensors, which resume it exactly.
 - One run per output directory: a second run on it is refused while the first holds its lock.
 - Training state is read with `torch.load(weights_only=True)`: a crafted file in a run directory cannot run code.
 - Launched by `torchrun`, ranks share each global batch (DDP, or FSDP) and the loss is normalised by the global
@@ -36,6 +37,7 @@ import jiwer
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors.torch import save_file
 from torch import nn
 
 from .data import TASKS, LengthGroupedBatchSampler
@@ -43,11 +45,19 @@ from .devices import rank_device
 from .features import SeamlessM4TFeatureExtractor
 from .heads import Wav2Vec2BertForCTC
 from .layers import lengths_to_mask
+from .lora import (
+    LoraSettings,
+    apply_lora,
+    lora_training_state,
+    merged_state_dict,
+    save_adapter,
+    unmerged_state_dict,
+)
 from .pretrained import Wav2Vec2BertPreTrainedModel
 from .pretraining import Wav2Vec2BertForPreTrainingOutput, example_seeds
 from .tokenizer import LABEL_PAD, Wav2Vec2CTCTokenizer
 from .verification import all_pairs, cosine_scores, equal_error_rate, min_dcf, read_trials
-from .weights import load_weights, torch_load_weights_only
+from .weights import load_weights, load_weights_file, torch_load_weights_only
 
 logger = logging.getLogger("w2vbert")
 
@@ -59,6 +69,7 @@ OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.pt"
 METRICS_NAME = "metrics.jsonl"
 LOCK_NAME = ".lock"
+LORA_STATE_NAME = "lora_state.safetensors"  # a LoRA run's adapted layers as they train (lora_training_state)
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,7 @@ class TrainingConfig:
     tensorboard: bool = True  # also write output_dir/tensorboard (if tensorboard is installed)
     device: str | None = None  # default: cuda:LOCAL_RANK when CUDA is available, else cpu
     trials: str | None = None  # xvector: the evaluation's 'enroll test target' trial file; default every pair
+    lora: LoraSettings | None = None  # LoRA adapters on the frozen encoder, the head trained whole; None: all
 
     def __post_init__(self) -> None:
         checks = [
@@ -622,6 +634,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ setup
     def _prepare_model(self) -> None:
         config, model = self.config, self.model
+        if config.lora is not None:  # first: the freezing below then also freezes the adapters of frozen blocks
+            apply_lora(model, config.lora)
         if config.freeze_feature_projection:
             model.freeze_feature_encoder()
         if config.freeze_layers:
@@ -682,9 +696,9 @@ class Trainer:
         checkpoint = find_checkpoint(self.output_dir) if resume else None
         if resume and checkpoint is None:
             logger.warning("no checkpoint in %s to resume from: starting from step 0", self.output_dir)
-        if checkpoint is not None:
-            self._load_weights(checkpoint)
         self._prepare_model()
+        if checkpoint is not None:  # after: a LoRA run's checkpoint fills the adapters _prepare_model adds
+            self._load_weights(checkpoint)
         self.wrapped = self._wrap()
         self.optimizer = self._optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -908,6 +922,7 @@ class Trainer:
         return self.env.active and self.config.sharding == "fsdp"
 
     def _model_state(self) -> dict[str, torch.Tensor]:
+        """The model's state dict, whole and on CPU (with a LoRA run's adapters unmerged, under peft's names)."""
         if self._fsdp():
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -927,7 +942,9 @@ class Trainer:
         position), published whole (`publish_directory`)."""
         final = self.output_dir / name
         temporary = self.output_dir / f".tmp-{name}"
-        model_state = self._model_state()  # collective under FSDP: every rank calls it
+        training = model_state = self._model_state()  # collective under FSDP: every rank calls it
+        if self.config.lora is not None:
+            model_state = merged_state_dict(self.model, training)
         if training_state:
             self._fold_bad_examples()
         optimizer_state = self._optimizer_state() if training_state else None
@@ -935,11 +952,16 @@ class Trainer:
             shutil.rmtree(temporary, ignore_errors=True)
             temporary.mkdir(parents=True)
             self.model.save_pretrained(temporary, state_dict=model_state)
+            if self.config.lora is not None and self.config.lora.save_adapter:
+                save_adapter(self.model, temporary, training)
             if self.feature_extractor is not None:
                 self.feature_extractor.save_pretrained(temporary)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(temporary)
             if training_state:
+                if self.config.lora is not None:
+                    tensors = lora_training_state(self.model, training)
+                    save_file({k: v.contiguous() for k, v in tensors.items()}, temporary / LORA_STATE_NAME)
                 torch.save(optimizer_state, temporary / OPTIMIZER_NAME)
                 torch.save({"scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()},
                            temporary / SCHEDULER_NAME)
@@ -956,7 +978,15 @@ class Trainer:
         return final
 
     def _load_weights(self, checkpoint: Path) -> None:
-        self.model.load_state_dict(load_weights(checkpoint))
+        state = load_weights(checkpoint)
+        lora_state = checkpoint / LORA_STATE_NAME
+        if lora_state.is_file() != (self.config.lora is not None):
+            kind = "a LoRA" if lora_state.is_file() else "a full fine-tuning"
+            raise ValueError(f"{checkpoint} was written by {kind} run, this one has lora={self.config.lora}: "
+                             "resume with the settings it was started with")
+        if self.config.lora is not None:
+            state = unmerged_state_dict(self.model, state, load_weights_file(lora_state))
+        self.model.load_state_dict(state)
 
     def _load_training_state(self, checkpoint: Path) -> None:
         saved = json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
