@@ -261,3 +261,27 @@ def test_lora_is_applied_once():
     model = apply_lora(tiny_ctc(), LoraSettings(rank=2))
     with pytest.raises(ValueError, match="already has LoRA layers"):
         apply_lora(model, LoraSettings(rank=2))
+
+
+@pytest.mark.parametrize("task", ["frames", "xvector"])
+def test_cli_lora_finetune_of_frames_and_xvector_merges_adapters_and_leaves_the_rest_of_the_encoder(tmp_path, task):
+    from test_frames import tone_recordings
+    from test_xvector import speaker_clips
+    from w2vbert import Wav2Vec2BertForAudioFrameClassification, Wav2Vec2BertForXVector
+    from w2vbert.cli import main
+    from w2vbert.weights import load_weights
+
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs(mask_time_prob=0.0))).save_pretrained(base)
+    train = tone_recordings(tmp_path, "t", 6, 0) if task == "frames" else speaker_clips(tmp_path, "t", range(3), 3, 0)
+    assert main(["finetune", "--task", task, "--model", str(base), "--train", str(train), "--output-dir",
+                 str(tmp_path / "run"), "--max-steps", "3", "--warmup-steps", "1", "--max-batch-seconds", "3",
+                 "--learning-rate", "3e-3", "--no-progress", "--lora", "2"]) == 0
+    head = Wav2Vec2BertForAudioFrameClassification if task == "frames" else Wav2Vec2BertForXVector
+    trained = head.from_pretrained(tmp_path / "run" / "last")
+    before, after = load_weights(base), trained.state_dict()
+    projection = "feature_projection.projection.weight"
+    assert torch.equal(after[f"wav2vec2_bert.{projection}"], before[projection])  # not a LoRA target: frozen
+    query = "encoder.layers.0.self_attn.linear_q.weight"
+    assert not torch.equal(after[f"wav2vec2_bert.{query}"], before[query])  # its adapter merged in
