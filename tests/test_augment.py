@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_config_kwargs
-from test_training import tone_manifest
+from test_training import assert_same_weights, kill_at, tone_manifest
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForSequenceClassification, Wav2Vec2BertModel
 from w2vbert.augment import LSB_16BIT, Augmentation, Augmented
 from w2vbert.cli import main
@@ -100,15 +100,9 @@ def test_a_resumed_run_with_augmentation_ends_with_the_weights_of_an_uninterrupt
 
     straight = run(tmp_path / "a")
 
-    def kill(trainer, step):
-        if step == 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "b", [kill])
-    resumed = run(tmp_path / "b", resume=True)
-    for name, tensor in straight.items():
-        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+        run(tmp_path / "b", [kill_at(3)])
+    assert_same_weights(straight, run(tmp_path / "b", resume=True))
 
 
 def test_finetune_augment_trains_from_the_command_line(tmp_path):

@@ -9,7 +9,17 @@ import pytest
 import torch
 
 from conftest import tiny_config_kwargs
-from test_training import FeatureData, collate, losses, tiny_ctc, tone_manifest, train_config, write_wav
+from test_training import (
+    FeatureData,
+    assert_same_weights,
+    collate,
+    kill_at,
+    losses,
+    tiny_ctc,
+    tone_manifest,
+    train_config,
+    write_wav,
+)
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC, Wav2Vec2BertModel
 from w2vbert.lora import (
     DEFAULT_TARGETS,
@@ -147,19 +157,14 @@ def test_a_resumed_lora_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_pa
     straight = Trainer(tiny_ctc(**model_kwargs), train_config(tmp_path / "a", **options), data, collate)
     straight.train()
 
-    def kill(trainer, step):
-        if step == 5:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         Trainer(tiny_ctc(**model_kwargs), train_config(tmp_path / "b", **options), data, collate,
-                callbacks=[kill]).train()
+                callbacks=[kill_at(5)]).train()
     assert json.loads((tmp_path / "b" / "last" / "trainer_state.json").read_text())["step"] == 4
     resumed = Trainer(tiny_ctc(seed=1, **model_kwargs), train_config(tmp_path / "b", **options), data, collate)
     resumed.train(resume=True)
     assert resumed.state.step == 8
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    assert_same_weights(straight.model.state_dict(), resumed.model.state_dict())
     assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-5)
     # Resuming it as a full fine-tuning run would train other weights than it saved: refused.
     with pytest.raises(ValueError, match="was written by a LoRA run, this one has lora=None"):

@@ -73,6 +73,19 @@ def train_config(tmp_path, **overrides) -> TrainingConfig:
     return TrainingConfig(**values)
 
 
+def kill_at(step: int):
+    """A trainer callback that stops the run after optimizer step `step`, as a kill would."""
+    def kill(trainer, at):
+        if at == step:
+            raise KeyboardInterrupt
+    return kill
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    for name, tensor in a.items():
+        torch.testing.assert_close(b[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
 def losses(output_dir) -> list[float]:
     records = [json.loads(line) for line in open(os.path.join(output_dir, "metrics.jsonl"))]
     return [r["loss"] for r in records if r["split"] == "train"]
@@ -124,20 +137,15 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     straight = Trainer(tiny_ctc(**model_kwargs), train_config(tmp_path / "a", **options), data, collate)
     straight.train()
 
-    def kill(trainer, step):
-        if step == 5:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         Trainer(tiny_ctc(**model_kwargs), train_config(tmp_path / "b", **options), data, collate,
-                callbacks=[kill]).train()
+                callbacks=[kill_at(5)]).train()
     assert json.loads((tmp_path / "b" / "last" / "trainer_state.json").read_text())["step"] == 4
     # A fresh process would build the model anew (other random init): the checkpoint must override it.
     resumed = Trainer(tiny_ctc(seed=1, **model_kwargs), train_config(tmp_path / "b", **options), data, collate)
     resumed.train(resume=True)
     assert resumed.state.epoch == straight.state.epoch and resumed.state.step == 8
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    assert_same_weights(straight.model.state_dict(), resumed.model.state_dict())
     assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-5)
 
 
