@@ -368,6 +368,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--no-adapter", action="store_true",
                             help="no adapter on top of the encoder: CTC without it (on by default for CTC), and what "
                                  "classification needs from a checkpoint that has one (its head refuses the adapter)")
+        parser.add_argument("--weighted-layer-sum", action="store_true",
+                            help="classify, frames, xvector: the head reads a learned softmax-weighted sum of every "
+                                 "layer's hidden states, not the last (use_weighted_layer_sum)")
         parser.add_argument("--mask-time-prob", type=float,
                             help="override the model config's SpecAugment time masking")
     parser.add_argument("--layerdrop", type=float, help="override the model config's LayerDrop")
@@ -450,6 +453,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         overrides["add_adapter"] = False
     if args.layerdrop is not None:
         overrides["layerdrop"] = args.layerdrop
+    if args.weighted_layer_sum:
+        overrides["use_weighted_layer_sum"] = True
     if args.mask_time_prob is not None:
         overrides["mask_time_prob"] = args.mask_time_prob
     config = dataclasses.replace(training_config(args, args.task), trials=args.trials)
