@@ -146,3 +146,15 @@ def test_a_channel_that_stays_constant_for_a_whole_clip_keeps_the_gradients_fini
 def test_trials_with_a_task_other_than_xvector_are_refused():
     with pytest.raises(ValueError, match="trials are for task 'xvector'"):
         TrainingConfig(output_dir="x", task="classify", trials="t.txt")
+
+
+def test_finetune_weighted_layer_sum_gives_the_head_a_learned_mix_of_layers(tmp_path):
+    torch.manual_seed(0)
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs(mask_time_prob=0.0))).save_pretrained(tmp_path / "base")
+    train = speaker_clips(tmp_path, "t", range(2), 2, 0)
+    assert main(["finetune", "--task", "xvector", "--model", str(tmp_path / "base"), "--train", str(train),
+                 "--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--warmup-steps", "1",
+                 "--max-batch-seconds", "3", "--weighted-layer-sum", "--no-progress"]) == 0
+    trained = Wav2Vec2BertForXVector.from_pretrained(tmp_path / "run" / "last")
+    assert trained.config.use_weighted_layer_sum and trained.layer_weights.shape == (3,)  # input + 2 blocks
+    assert not torch.allclose(trained.layer_weights, torch.ones(3) / 3)  # trained from its uniform start
