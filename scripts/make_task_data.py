@@ -40,7 +40,7 @@ TRAIN_VARIANTS = ["m1", "m2", "m3", "m5", "m6", "m8", "f1", "f2", "f3", "f5", "k
                   "ed", "edward", "Gene", "gustave", "Henrique", "Hugo", "iven", "Jacky", "john", "Lee", "Marco",
                   "max", "Michael", "Mike", "paul", "steph"]
 SPEEDS = [140, 160, 180]
-PITCHES = [40, 50, 60]
+PITCHES = list(range(25, 86, 5))  # espeak-ng's pitch (0-99); each speaker keeps one
 SPEECH_DBFS = -45.0  # 10 ms frames above this level are speech, for the segments' start and end
 
 
