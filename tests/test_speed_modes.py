@@ -129,7 +129,8 @@ def test_from_pretrained_quantize_int8_loads_a_quantized_model(tmp_path):
 def whole_model_int8(model: torch.nn.Module) -> torch.nn.Module:
     """The int8 conversion as it was before block-by-block loading: one quantize_dynamic over the whole model."""
     previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = next(e for e in ("onednn", "x86", "fbgemm") if e in torch.backends.quantized.supported_engines)
+    engines = torch.backends.quantized.supported_engines
+    torch.backends.quantized.engine = next(e for e in ("onednn", "x86", "fbgemm") if e in engines)
     try:
         qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)

@@ -89,7 +89,7 @@ def quantize_dynamic_int8(model: nn.Module, release_file_pages: bool = False) ->
     Module by module, children first: a module's Linear children are quantized, its own float tensors copied out
     of the checkpoint's memory map (`release_checkpoint_memory`), and with `release_file_pages` the map's pages
     those tensors covered handed back (`drop_file_pages`), so that at most one module's float32 weights are
-    resident at a time instead of the whole file (full size: peak 4.1 GB -> see benchmarks/NOTES.md, "int8").
+    resident at a time instead of the whole file (the load's high-water mark: benchmarks/NOTES.md, "int8").
     Each Linear is quantized on its own either way, so the numbers are those of one whole-model quantize_dynamic.
     Only pass `release_file_pages` for tensors fresh from the file: a page written since (copy-on-write) would be
     dropped and read back from the file, undoing the write for anyone still holding the old tensor.
@@ -118,7 +118,9 @@ def quantize_dynamic_int8(model: nn.Module, release_file_pages: bool = False) ->
                     if child.bias is not None:
                         child.bias.data = child.bias.data.clone()
                 if linears:  # swaps only these: the descendants were swapped on their own turn
-                    torch.ao.quantization.quantize_dynamic(module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
+                    torch.ao.quantization.quantize_dynamic(
+                        module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True
+                    )
                 read += release_checkpoint_memory(module, recurse=False)
                 if mappings:
                     drop_file_pages(read, mappings)
