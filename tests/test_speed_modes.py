@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import w2vbert
 from conftest import random_batch, tiny_config_kwargs
 from w2vbert.layers import PointwiseConv1d
-from w2vbert.quantization import optimize_for_inference
+from w2vbert.quantization import drop_file_pages, file_mappings, optimize_for_inference
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -124,6 +124,60 @@ def test_from_pretrained_quantize_int8_loads_a_quantized_model(tmp_path):
     if os.path.exists("/proc/self/maps"):
         with open("/proc/self/maps") as maps:
             assert str(tmp_path / "model.safetensors") not in maps.read()
+
+
+def whole_model_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """The int8 conversion as it was before block-by-block loading: one quantize_dynamic over the whole model."""
+    previous = torch.backends.quantized.engine
+    engines = torch.backends.quantized.supported_engines
+    torch.backends.quantized.engine = next(e for e in ("onednn", "x86", "fbgemm") if e in engines)
+    try:
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def test_int8_loading_block_by_block_gives_the_whole_model_quantize_numbers_and_keeps_no_float_linear(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    features, mask = random_batch([60, 45])
+    expected = last_hidden(whole_model_int8(copy.deepcopy(model)), features, mask)
+    loaded = w2vbert.Wav2Vec2BertModel.from_pretrained(tmp_path, quantize="int8")
+    torch.testing.assert_close(last_hidden(loaded, features, mask), expected, atol=0, rtol=0)
+    assert not any(type(m) is torch.nn.Linear for m in loaded.modules())
+    # What float tensors remain (norms, convolutions, the quantized layers' biases) are copies, none in the file.
+    mappings = file_mappings()
+    for name, tensor in list(loaded.named_parameters()) + list(loaded.named_buffers()):
+        start = tensor.data_ptr()
+        assert not any(low <= start < high for low, high in mappings), f"{name} still points into a file map"
+
+
+def mapped_resident_bytes(path) -> int:
+    """Resident bytes of this process's maps of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads Linux's /proc/self/smaps")
+def test_drop_file_pages_drops_a_read_checkpoints_pages_and_leaves_anonymous_memory_alone(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "weights.safetensors"
+    save_file({"a": torch.randn(1024, 1024), "b": torch.randn(1024, 1024)}, path)  # 4 MiB each
+    weights = load_file(path)
+    total = float(weights["a"].sum() + weights["b"].sum())  # reads every page
+    assert mapped_resident_bytes(path) >= 8 * 2**20 - 2 * 4096
+    copy_of_b = weights["b"].clone()
+    drop_file_pages([weights["a"], copy_of_b], file_mappings())
+    assert mapped_resident_bytes(path) <= 4 * 2**20 + 2 * 4096  # a's pages went, b's stay
+    torch.testing.assert_close(copy_of_b, weights["b"], atol=0, rtol=0)  # the anonymous copy kept its values
+    assert float(weights["a"].sum() + weights["b"].sum()) == total  # a dropped page reads back from the file
 
 
 @pytest.mark.slow

@@ -271,7 +271,8 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
             model.set_attn_implementation(attn_implementation)
         model.eval()  # as transformers: a loaded model starts in inference mode
         if quantize is not None:
-            model = optimize_for_inference(model, quantize=quantize)
+            # The weights are the file's pages, untouched: int8 can hand each block's back once it is packed.
+            model = optimize_for_inference(model, quantize=quantize, release_file_pages=True)
             gc.collect()  # the float weights replaced by int8 ones hold the checkpoint's memory map in cycles
         return (model, info) if output_loading_info else model
 
