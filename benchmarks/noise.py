@@ -1,7 +1,9 @@
 """Word error of a CTC model on held-out clips that are not digitally clean: dither and white-noise floors.
 
-    python scripts/make_demo_data.py --out build/demo-data --train 1500 --heldout 150 --long 40
+    python scripts/make_demo_data.py --out build/demo-data --train 1500 --heldout 150 --long 300
     PYTHONPATH=src python benchmarks/noise.py [--model examples/demo-model] [--data build/demo-data] [--json out.json]
+
+(The joined held-out recordings depend on --long, which draws before them: use the demo model's data command.)
 
 Each held-out clip (heldout.tsv), and each joined held-out recording with its pauses (heldout_long.tsv, when
 present, through 30 s windows), is transcribed as written (clean) and after each of:
