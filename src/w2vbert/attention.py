@@ -46,7 +46,7 @@ class ShawPosition:
 
     @staticmethod
     def column(distance: torch.Tensor, left: int, distances: int) -> torch.Tensor:
-        """The table column each distance j - i reads: clamp(distance, -left, right) + left, right = distances-1-left."""
+        """The table column of distance j - i: clamp(distance, -left, right) + left, where right = distances-1-left."""
         return distance.clamp(-left, distances - 1 - left) + left
 
 

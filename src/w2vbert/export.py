@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .export_attention import EXPORT_CHUNK_ROWS
 from .heads import (
     Wav2Vec2BertForAudioFrameClassification,
     Wav2Vec2BertForCTC,
@@ -52,7 +53,6 @@ OUTPUT_NAMES: dict[type[Wav2Vec2BertPreTrainedModel], tuple[str, ...]] = {
 EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 QUANTIZATIONS = ("int8",)
 ONNX_NAME = "model.onnx"
-EXAMPLE_FRAMES = (300, 211)  # the traced example: a padded batch of two, over one query chunk (export_attention)
 OPSET = 18
 
 
@@ -102,15 +102,15 @@ def export_onnx(
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS} or None, got {quantize!r}")
     if quantize is not None and dtype != "fp32":
-        raise ValueError(f"int8 quantization starts from the fp32 graph; got dtype {dtype!r} with quantize {quantize!r}")
+        raise ValueError(f"int8 quantization starts from the fp32 graph: got dtype {dtype!r}, quantize {quantize!r}")
     path = Path(path)
     was_training = model.training
     model.eval()
     try:
         target = EXPORT_DTYPES[dtype]
         graph = _Graph(model if model.dtype == target else _copy_to(model, target), names)
-        features, mask = example_inputs(model.config.feature_projection_input_dim, target)
-        model.check_inputs(features, mask)  # the value checks the graph leaves out, on the example
+        features, mask = example_inputs(model, target)
+        graph.model.check_inputs(features, mask)  # the value checks the graph leaves out, on the example
         batch, frames = torch.export.Dim("batch"), torch.export.Dim("frames")
         axes = {0: batch, 1: frames}
         with torch.no_grad():
@@ -119,6 +119,7 @@ def export_onnx(
                 dynamic_shapes={"input_features": axes, "attention_mask": axes}, dynamo=True, opset_version=OPSET,
                 verbose=False,
             )
+        check_dynamic(program.model_proto)
         path.parent.mkdir(parents=True, exist_ok=True)
         if quantize is None:
             program.save(path)
@@ -132,18 +133,34 @@ def export_onnx(
     return path
 
 
+def check_dynamic(proto: object) -> None:
+    """A RuntimeError unless both axes of both inputs stayed symbolic: torch.onnx.export falls back to a fixed
+    shape (with a warning only) when the trace could not keep one dynamic."""
+    for tensor in proto.graph.input:
+        fixed = [axis for axis, dim in enumerate(tensor.type.tensor_type.shape.dim) if axis < 2 and not dim.dim_param]
+        if fixed:
+            raise RuntimeError(f"the exported graph fixed axes {fixed} of {tensor.name} (expected batch and frames "
+                               "dynamic): this model's forward has a shape-dependent branch the trace froze")
+
+
 def _copy_to(model: Wav2Vec2BertPreTrainedModel, dtype: torch.dtype) -> Wav2Vec2BertPreTrainedModel:
     import copy
 
     return copy.deepcopy(model).to(dtype)
 
 
-def example_inputs(dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """The traced example: features (2, max(EXAMPLE_FRAMES), dim) and a right-padded int64 mask."""
+def example_inputs(model: Wav2Vec2BertPreTrainedModel, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The traced example: features (2, frames, 160) and a right-padded int64 mask (the second clip 70 % long).
+
+    Long enough that every attention, the adapter's after its strides too, has at least 2 query chunks
+    (export_attention.py: a 1-chunk example would fix the graph's length)."""
+    frames = EXPORT_CHUNK_ROWS + 44
+    while model.get_feat_extract_output_lengths(frames) < EXPORT_CHUNK_ROWS + 44:
+        frames *= 2
+    lengths = torch.tensor([frames, frames * 7 // 10])
     generator = torch.Generator().manual_seed(0)
-    frames = max(EXAMPLE_FRAMES)
-    features = torch.randn(len(EXAMPLE_FRAMES), frames, dim, generator=generator).to(dtype)
-    mask = (torch.arange(frames)[None, :] < torch.tensor(EXAMPLE_FRAMES)[:, None]).long()
+    features = torch.randn(2, frames, model.config.feature_projection_input_dim, generator=generator).to(dtype)
+    mask = (torch.arange(frames)[None, :] < lengths[:, None]).long()
     return features, mask
 
 

@@ -4,6 +4,8 @@ The eager paths (attention.py) pick chunk sizes from the clip length in Python a
 `as_strided` views; a trace would freeze the first and no exporter expresses the second. Here, in order:
 - `attend_for_export`: pads the queries to whole chunks of `EXPORT_CHUNK_ROWS` rows and runs `attend_chunk` on
   each inside one `scan` (an ONNX Scan), so the graph keeps any length and attention memory stays linear in it.
+  The traced example must give every attention at least 2 chunks (export.example_inputs): torch.export fixes a
+  size of 1, so a 1-chunk example would fix the length.
 - `attend_chunk`: one chunk's scores against every key, plus the Shaw bias and the padding penalty.
 - `shaw_bias`: that bias from the few distinct distances: a 1-D gather of the chunk's distance scores into a
   skewed (rows, rows + keys - 1) table, unskewed by a flat slice and a reshape (no strided view).
@@ -37,7 +39,9 @@ def attend_for_export(
         raise NotImplementedError(f"the ONNX export has no attention for {type(position).__name__}")
     batch, heads, frames, head_dim = query.shape
     rows = EXPORT_CHUNK_ROWS
-    chunks = (frames + rows - 1) // rows
+    # Always 1 .. rows padding rows (a whole spare chunk when frames is a multiple of rows): a pad that could be 0
+    # is a branch the trace would fix for every length.
+    chunks = frames // rows + 1
     padded = torch.nn.functional.pad(query, (0, 0, 0, chunks * rows - frames))  # (B, H, chunks * rows, d)
     stacked = padded.view(batch, heads, chunks, rows, head_dim).permute(2, 0, 1, 3, 4)  # (chunks, B, H, rows, d)
     starts = torch.arange(chunks, device=query.device) * rows  # (chunks,): each chunk's first query row
