@@ -37,17 +37,15 @@ def run_onnx(path, features: torch.Tensor, mask: torch.Tensor) -> dict[str, np.n
     return {meta.name: value for meta, value in zip(session.get_outputs(), outputs, strict=True)}
 
 
-@pytest.mark.parametrize("head, position, adapter", [
-    ("Wav2Vec2BertModel", "relative_key", False),
-    ("Wav2Vec2BertForCTC", "relative_key", True),
-    ("Wav2Vec2BertForSequenceClassification", None, False),
-    ("Wav2Vec2BertForAudioFrameClassification", "relative_key", False),
-    ("Wav2Vec2BertForXVector", "rotary", False),
-])
-def test_exported_model_matches_pytorch_on_a_padded_batch_longer_than_the_export_example(
-    head, position, adapter, tmp_path
-):
-    model = build(head, position_embeddings_type=position, add_adapter=adapter)
+@pytest.mark.parametrize("head, overrides", [
+    ("Wav2Vec2BertModel", {}),
+    ("Wav2Vec2BertForCTC", {"add_adapter": True}),
+    ("Wav2Vec2BertForSequenceClassification", {"position_embeddings_type": None, "use_weighted_layer_sum": True}),
+    ("Wav2Vec2BertForAudioFrameClassification", {}),
+    ("Wav2Vec2BertForXVector", {"position_embeddings_type": "rotary"}),
+], ids=["encoder-shaw", "ctc-adapter", "sequence-none-weighted", "frames-shaw", "xvector-rotary"])
+def test_exported_model_matches_pytorch_on_a_padded_batch_longer_than_the_export_example(head, overrides, tmp_path):
+    model = build(head, **overrides)
     path = export_onnx(model, tmp_path / "model.onnx")
     for lengths in (LENGTHS, [20]):  # a padded batch with clips longer than the example; one short clip alone
         features, mask = random_batch(lengths)

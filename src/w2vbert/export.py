@@ -18,11 +18,13 @@ checks run here on the example instead; a graph run in ONNX Runtime trusts its i
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -36,6 +38,9 @@ from .heads import (
 )
 from .modeling import Wav2Vec2BertModel
 from .pretrained import Wav2Vec2BertPreTrainedModel
+
+if TYPE_CHECKING:
+    import onnx
 
 logger = logging.getLogger("w2vbert")
 
@@ -133,7 +138,7 @@ def export_onnx(
     return path
 
 
-def check_dynamic(proto: object) -> None:
+def check_dynamic(proto: onnx.ModelProto) -> None:
     """A RuntimeError unless both axes of both inputs stayed symbolic: torch.onnx.export falls back to a fixed
     shape (with a warning only) when the trace could not keep one dynamic."""
     for tensor in proto.graph.input:
@@ -144,8 +149,6 @@ def check_dynamic(proto: object) -> None:
 
 
 def _copy_to(model: Wav2Vec2BertPreTrainedModel, dtype: torch.dtype) -> Wav2Vec2BertPreTrainedModel:
-    import copy
-
     return copy.deepcopy(model).to(dtype)
 
 
