@@ -46,7 +46,7 @@ def attend_for_export(
     stacked = padded.view(batch, heads, chunks, rows, head_dim).permute(2, 0, 1, 3, 4)  # (chunks, B, H, rows, d)
     starts = torch.arange(chunks, device=query.device) * rows  # (chunks,): each chunk's first query row
     penalty = key_penalty(valid, query.dtype)  # (B, 1, 1, T) or None
-    table = None if position is None else position.table * scale  # (distances, d)
+    table = None if position is None else position.table  # (distances, d)
     left = 0 if position is None else position.left
 
     def step(carry: torch.Tensor, chunk: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,8 +71,9 @@ def attend_chunk(
 ) -> torch.Tensor:
     """Rows start .. start + rows - 1 (query (B, H, rows, d)) against all keys: (B, H, rows, d).
 
-    `table` is the Shaw table times the scale, or None for no position term."""
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scale  # (B, H, rows, T)
+    `table` is the Shaw table (unscaled), or None for no position term."""
+    query = query * scale  # both terms are scaled: scaling the (rows, d) query saves a pass over (rows, T) scores
+    scores = torch.matmul(query, key.transpose(-1, -2))  # (B, H, rows, T)
     if table is not None:
         scores = scores + shaw_bias(torch.matmul(query, table.transpose(-1, -2)), start, key.shape[2], left)
     if penalty is not None:
