@@ -2,7 +2,8 @@
 
 In this file, in order:
 - `ShawPosition`, `RelativePosition`: the position term of each scheme, as the attention module hands it over.
-- `attend`: picks the path for a call: plain fused attention, the bias path, or the key-regions path.
+- `attend`: picks the path for a call: plain fused attention, the bias path, or the key-regions path (or, under
+  `torch.onnx.export`, export_attention.py's).
 - `attend_in_chunks` (the bias path): chunks of query rows, each with its position bias built from the few
   distinct distances, never as a (frames, frames, head_dim) tensor.
 - `attend_by_regions`: Shaw attention on long CPU clips, where most keys lie beyond the clamped distances.
@@ -43,6 +44,11 @@ class ShawPosition:
     table: torch.Tensor  # (left + right + 1, d): one embedding per clamped distance -left .. +right, unscaled
     left: int  # distances further left than -left read table[0]; further right than +right read table[-1]
 
+    @staticmethod
+    def column(distance: torch.Tensor, left: int, distances: int) -> torch.Tensor:
+        """The table column of distance j - i: clamp(distance, -left, right) + left, where right = distances-1-left."""
+        return distance.clamp(-left, distances - 1 - left) + left
+
 
 @dataclass(frozen=True)
 class RelativePosition:
@@ -72,6 +78,10 @@ def attend(
     `explicit` computes the softmax in plain ops (attn_implementation="eager") instead of the fused kernels;
     `output_attentions` returns the probabilities (and implies one chunk of all rows).
     """
+    if torch.onnx.is_in_onnx_export():  # a traced graph: no length-dependent Python, no strided views
+        from .export_attention import attend_for_export
+
+        return attend_for_export(query, key, value, position=position, valid=valid, scale=scale), None
     if position is None and not output_attentions and not explicit:
         key_mask = None if valid is None else valid[:, None, None, :]  # (B, 1, 1, T): padded keys out
         return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout_p), None

@@ -31,6 +31,7 @@ COMMANDS = {
     "finetune": ("recipes", "fine-tune a checkpoint: speech recognition (CTC), clip or frame labels, x-vectors"),
     "pretrain": ("recipes", "continue the w2v-BERT self-supervised pre-training on unlabeled audio"),
     "serve": ("server", "serve a model over HTTP: OpenAI's transcription API, live transcription, a web page"),
+    "export": ("export", "export a model (the encoder or any head) to ONNX for ONNX Runtime: fp32, fp16 or int8"),
     "convert": ("convert", "convert Meta's fairseq2 conformer_shaw.pt (or a SeamlessM4T v2 .pt) to a model directory"),
 }
 

@@ -158,6 +158,10 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
                 "use the feature extractor's return_tensors='pt', or torch.as_tensor(mask)"
             )
         batch, frames, _ = input_features.shape
+        if torch.onnx.is_in_onnx_export():
+            # A traced graph keeps no value checks (export.py checks its example inputs before tracing) and
+            # always masks: whether a batch is padded is only known at run time.
+            return None if attention_mask is None else attention_mask.long().sum(-1)
         if batch == 0 or frames == 0:
             raise ValueError(f"input_features is empty: shape {tuple(input_features.shape)}")
         if not torch.isfinite(input_features).all():

@@ -1,0 +1,104 @@
+"""Attention as a traced graph can hold it: what `attention.attend` runs while `torch.onnx.export` traces.
+
+The eager paths (attention.py) pick chunk sizes from the clip length in Python and read the Shaw bias through
+`as_strided` views; a trace would freeze the first and no exporter expresses the second. Here, in order:
+- `attend_for_export`: pads the queries to whole chunks of `EXPORT_CHUNK_ROWS` rows and runs `attend_chunk` on
+  each inside one `scan` (an ONNX Scan), so the graph keeps any length and attention memory stays linear in it.
+  The traced example must give every attention at least 2 chunks (export.example_inputs): torch.export fixes a
+  size of 1, so a 1-chunk example would fix the length.
+- `attend_chunk`: one chunk's scores against every key, plus the Shaw bias and the padding penalty.
+- `shaw_bias`: that bias from the few distinct distances: a 1-D gather of the chunk's distance scores into a
+  skewed (rows, rows + keys - 1) table, unskewed by a flat slice and a reshape (no strided view).
+
+Contract as attention.py's: query, key, value (B, H, T, d); `valid` (B, T) bool or None; returns (B, H, T, d).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch._higher_order_ops.scan import scan
+
+from .attention import Position, ShawPosition, key_penalty
+
+# Query rows per scanned chunk: a chunk's (B, H, rows, T) scores bound attention memory (256 as the eager CPU
+# path, attention.ATTENTION_CHUNK_ROWS_CPU). Fixed in the graph: a clip shorter than this pads to one chunk.
+EXPORT_CHUNK_ROWS = 256
+
+
+def attend_for_export(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    position: Position | None,
+    valid: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """All query rows, EXPORT_CHUNK_ROWS at a time in one scan: (B, H, T, d)."""
+    if position is not None and not isinstance(position, ShawPosition):
+        raise NotImplementedError(f"the ONNX export has no attention for {type(position).__name__}")
+    batch, heads, frames, head_dim = query.shape
+    rows = EXPORT_CHUNK_ROWS
+    # Always 1 .. rows padding rows (a whole spare chunk when frames is a multiple of rows): a pad that could be 0
+    # is a branch the trace would fix for every length.
+    chunks = frames // rows + 1
+    padded = torch.nn.functional.pad(query, (0, 0, 0, chunks * rows - frames))  # (B, H, chunks * rows, d)
+    stacked = padded.view(batch, heads, chunks, rows, head_dim).permute(2, 0, 1, 3, 4)  # (chunks, B, H, rows, d)
+    starts = torch.arange(chunks, device=query.device) * rows  # (chunks,): each chunk's first query row
+    penalty = key_penalty(valid, query.dtype)  # (B, 1, 1, T) or None
+    table = None if position is None else position.table  # (distances, d)
+    left = 0 if position is None else position.left
+
+    def step(carry: torch.Tensor, chunk: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows_query, start = chunk
+        # scan wants no output aliasing an input: the (unused) carry goes on as a copy
+        return carry.clone(), attend_chunk(rows_query, start, key, value, table, left, penalty, scale)
+
+    _, outputs = scan(step, query.new_zeros(()), (stacked, starts))  # (chunks, B, H, rows, d)
+    merged = outputs.permute(1, 2, 0, 3, 4).reshape(batch, heads, chunks * rows, head_dim)
+    return merged[:, :, :frames]
+
+
+def attend_chunk(
+    query: torch.Tensor,
+    start: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    table: torch.Tensor | None,
+    left: int,
+    penalty: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """Rows start .. start + rows - 1 (query (B, H, rows, d)) against all keys: (B, H, rows, d).
+
+    `table` is the Shaw table (unscaled), or None for no position term."""
+    query = query * scale  # both terms are scaled: scaling the (rows, d) query saves a pass over (rows, T) scores
+    scores = torch.matmul(query, key.transpose(-1, -2))  # (B, H, rows, T)
+    if table is not None:
+        scores = scores + shaw_bias(torch.matmul(query, table.transpose(-1, -2)), start, key.shape[2], left)
+    if penalty is not None:
+        scores = scores + penalty
+    return torch.matmul(scores.softmax(dim=-1), value)
+
+
+def shaw_bias(per_distance: torch.Tensor, start: torch.Tensor, keys: int, left: int) -> torch.Tensor:
+    """(B, H, rows, distances) scores of each row on each clamped distance -> (B, H, rows, keys) bias.
+
+    Pair (row start + r, key j) is at distance j - start - r. Skewed, row r shifted right by rows - 1 - r, every
+    row reads the same distance in the same column w (w - (rows - 1) - start), so one 1-D gather builds the
+    skewed table (B, H, rows, W), W = keys + rows - 1. Row r of the bias is skewed[r, rows-1-r : rows-1-r+keys],
+    which in the flattened (rows * W) table starts at (rows - 1) + r * (W - 1): a flat slice of rows * (W - 1)
+    elements from rows - 1, viewed as (rows, W - 1), holds the bias in its first `keys` columns. For 3 rows from
+    start 0 and 4 keys (W = 6), flat index of each bias cell:
+
+        row 0:  2  3  4  5         skewed row 0 columns 2..5
+        row 1:  7  8  9 10         skewed row 1 columns 1..4 (7 = 6 + 1)
+        row 2: 12 13 14 15         skewed row 2 columns 0..3 (12 = 2 * 6)
+    """
+    *outer, rows, distances = per_distance.shape
+    width = keys + rows - 1
+    distance = torch.arange(width, device=per_distance.device) - (rows - 1) - start  # (W,)
+    column = ShawPosition.column(distance, left, distances)  # (W,) table column of each skewed column
+    skewed = per_distance.index_select(-1, column)  # (B, H, rows, W)
+    flat = skewed.reshape(*outer, rows * width)[..., rows - 1 : rows - 1 + rows * (width - 1)]
+    return flat.reshape(*outer, rows, width - 1)[..., :keys]

@@ -1,0 +1,130 @@
+"""ONNX export (export.py, export_attention.py): the exported graph run in ONNX Runtime against PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import w2vbert
+from conftest import random_batch, tiny_config_kwargs
+from w2vbert.attention import ShawPosition, position_bias
+from w2vbert.export import OUTPUT_NAMES, export_onnx
+from w2vbert.export_attention import EXPORT_CHUNK_ROWS, shaw_bias
+
+ort = pytest.importorskip("onnxruntime")
+
+# Clips longer than the traced example (EXPORT_CHUNK_ROWS + 44 frames), one of exactly two query chunks, and
+# short ones, in one padded batch.
+LENGTHS = [3 * EXPORT_CHUNK_ROWS + 17, 2 * EXPORT_CHUNK_ROWS, 13, 401]
+
+
+def build(head: str, **overrides) -> w2vbert.Wav2Vec2BertPreTrainedModel:
+    torch.manual_seed(0)
+    model = getattr(w2vbert, head)(w2vbert.Wav2Vec2BertConfig(**tiny_config_kwargs(**overrides)))
+    with torch.no_grad():  # non-trivial biases and norms, so that a wrong wiring shows
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") or "layer_norm" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model.eval()
+
+
+def run_onnx(path, features: torch.Tensor, mask: torch.Tensor) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {"input_features": features.numpy(), "attention_mask": mask.numpy()})
+    return {meta.name: value for meta, value in zip(session.get_outputs(), outputs, strict=True)}
+
+
+@pytest.mark.parametrize("head, overrides", [
+    ("Wav2Vec2BertModel", {}),
+    ("Wav2Vec2BertForCTC", {"add_adapter": True}),
+    ("Wav2Vec2BertForSequenceClassification", {"position_embeddings_type": None, "use_weighted_layer_sum": True}),
+    ("Wav2Vec2BertForAudioFrameClassification", {}),
+    ("Wav2Vec2BertForXVector", {"position_embeddings_type": "rotary"}),
+], ids=["encoder-shaw", "ctc-adapter", "sequence-none-weighted", "frames-shaw", "xvector-rotary"])
+def test_exported_model_matches_pytorch_on_a_padded_batch_longer_than_the_export_example(head, overrides, tmp_path):
+    model = build(head, **overrides)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    for lengths in (LENGTHS, [20]):  # a padded batch with clips longer than the example; one short clip alone
+        features, mask = random_batch(lengths)
+        got = run_onnx(path, features, mask)
+        with torch.no_grad():
+            expected = model(features, mask, return_dict=True)
+        assert sorted(got) == sorted(OUTPUT_NAMES[type(model)])
+        for name, value in got.items():
+            reference = getattr(expected, name).numpy()
+            assert value.shape == reference.shape, (name, lengths)
+            np.testing.assert_allclose(value, reference, atol=1e-4, rtol=0, err_msg=f"{name} {lengths}")
+
+
+def test_int8_export_keeps_cosine_similarity_above_0_99(tmp_path):
+    model = build("Wav2Vec2BertModel")
+    path = export_onnx(model, tmp_path / "model.onnx", quantize="int8")
+    features, mask = random_batch(LENGTHS)
+    got = torch.from_numpy(run_onnx(path, features, mask)["last_hidden_state"])
+    with torch.no_grad():
+        expected = model(features, mask).last_hidden_state
+    valid = mask.bool()
+    assert torch.cosine_similarity(got[valid], expected[valid], dim=-1).min() >= 0.99
+
+
+def test_fp16_export_takes_half_features_and_stays_close(tmp_path):
+    model = build("Wav2Vec2BertModel")
+    path = export_onnx(model, tmp_path / "model.onnx", dtype="fp16")
+    assert model.dtype == torch.float32  # the export ran on a copy
+    features, mask = random_batch(LENGTHS)
+    got = torch.from_numpy(run_onnx(path, features.half(), mask)["last_hidden_state"]).float()
+    with torch.no_grad():
+        expected = model(features, mask).last_hidden_state
+    valid = mask.bool()
+    assert torch.cosine_similarity(got[valid], expected[valid], dim=-1).min() >= 0.999
+
+
+def test_export_refuses_transformer_xl_positions_naming_the_supported_ones(tmp_path):
+    model = build("Wav2Vec2BertModel", position_embeddings_type="relative")
+    with pytest.raises(ValueError, match="supports position_embeddings_type 'relative_key' or 'rotary' or None, "
+                                         "got 'relative'"):
+        export_onnx(model, tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_export_refuses_the_pretraining_model_naming_the_supported_classes(tmp_path):
+    from w2vbert.pretraining import Wav2Vec2BertForPreTraining
+
+    model = Wav2Vec2BertForPreTraining(w2vbert.Wav2Vec2BertConfig(**tiny_config_kwargs()))
+    with pytest.raises(ValueError, match="supports Wav2Vec2BertModel, .*Wav2Vec2BertForXVector; got "
+                                         "Wav2Vec2BertForPreTraining"):
+        export_onnx(model, tmp_path / "model.onnx")
+
+
+@pytest.mark.parametrize("start", [0, 5, 40])
+def test_export_shaw_bias_equals_the_eager_strided_bias(start):
+    generator = torch.Generator().manual_seed(0)
+    left, distances, rows, keys = 6, 10, 8, 50
+    table = torch.randn(distances, 4, generator=generator)
+    query = torch.randn(2, 3, rows, 4, generator=generator)
+    eager = position_bias(ShawPosition(table, left), query, row_offset=start, keys=keys, scale=1.0)
+    exported = shaw_bias(query @ table.T, torch.tensor(start), keys, left)
+    torch.testing.assert_close(exported, eager, atol=1e-6, rtol=0)
+
+
+def test_cli_export_writes_the_onnx_file_with_the_processor_files_beside_it(tmp_path, capsys):
+    from w2vbert.cli import main
+    from w2vbert.features import default_feature_extractor
+
+    model_dir, out = tmp_path / "model", tmp_path / "out"
+    build("Wav2Vec2BertForCTC").save_pretrained(model_dir)
+    default_feature_extractor().save_pretrained(model_dir)
+    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{chr(ord("a") + i): 3 + i for i in range(8)}}
+    (model_dir / "vocab.json").write_text(json.dumps(vocab))
+    assert main(["export", str(model_dir), str(out), "--format", "onnx"]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "model.onnx")
+    for name in ("model.onnx", "config.json", "preprocessor_config.json", "vocab.json"):
+        assert (out / name).is_file(), name
+    features, mask = random_batch([400, 300])
+    logits = run_onnx(out / "model.onnx", features, mask)["logits"]
+    assert logits.shape == (2, 400, 11)
+    assert main(["export", str(model_dir), str(out)]) == 1  # model.onnx exists: refused, nothing overwritten
+    assert "exists" in capsys.readouterr().err
