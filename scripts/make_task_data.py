@@ -13,8 +13,8 @@ speakers (x-vectors): each espeak-ng voice variant at one pitch is a speaker; `t
 columns `audio`, `label` (the speaker), and the held-out speakers are other variants. `trials.txt` lists every
 pair of held-out clips as `enroll test target`.
 
-Sentences come from the demo model's word list (make_demo_data.py) in accents and speeds drawn per clip, so that
-a speaker is its timbre and pitch, not its words or accent.
+Sentences come from the demo model's word list (make_demo_data.py). A speaker keeps its voice variant, one pitch and
+one accent; the sentence and the speed are drawn per clip. (In the frames data the accent is drawn per clip.)
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ TRAIN_VARIANTS = ["m1", "m2", "m3", "m5", "m6", "m8", "f1", "f2", "f3", "f5", "k
                   "ed", "edward", "Gene", "gustave", "Henrique", "Hugo", "iven", "Jacky", "john", "Lee", "Marco",
                   "max", "Michael", "Mike", "paul", "steph"]
 SPEEDS = [140, 160, 180]
-PITCHES = list(range(25, 86, 5))  # espeak-ng's pitch (0-99); each speaker keeps one
+FRAMES_PITCHES = [40, 50, 60]  # espeak-ng's pitch (0-99); each voice variant keeps one
+SPEAKER_PITCHES = list(range(25, 86, 5))  # more of them for speakers: 40 voices told apart as people are
 SPEECH_DBFS = -45.0  # 10 ms frames above this level are speech, for the segments' start and end
 
 
@@ -60,22 +61,28 @@ def speech_extent(samples: np.ndarray) -> tuple[int, int]:
     return int(loud[0] * hop), int((loud[-1] + 1) * hop)
 
 
-def make_clips(folder: Path, count: int, rng: random.Random, voice_of: list[str], jobs: int) -> list[tuple]:
-    """`count` espeak-ng clips in `folder`: (path, voice variant, pitch)."""
+def make_clips(
+    folder: Path, count: int, rng: random.Random, voice_of: list[str], jobs: int, pitches: list[int],
+    own_accent: bool = False,
+) -> list[tuple]:
+    """`count` espeak-ng clips in `folder`: (path, voice variant, pitch). Each variant keeps one pitch, and with
+    `own_accent` one accent too (else the accent is drawn per clip)."""
     folder.mkdir(parents=True, exist_ok=True)
     todo = []
     for index in range(count):
         variant = voice_of[index % len(voice_of)]
-        pitch = PITCHES[sum(map(ord, variant)) % len(PITCHES)]  # one pitch per variant: the speaker's own
-        todo.append((folder / f"{index:05d}.wav", sentence(rng), f"{rng.choice(ACCENTS)}+{variant}",
-                     rng.choice(SPEEDS), pitch))
+        key = sum(map(ord, variant))
+        pitch = pitches[key % len(pitches)]
+        text, accent = sentence(rng), rng.choice(ACCENTS)
+        todo.append((folder / f"{index:05d}.wav", text, f"{ACCENTS[key % len(ACCENTS)] if own_accent else accent}"
+                     f"+{variant}", rng.choice(SPEEDS), pitch))
     with ThreadPoolExecutor(jobs) as pool:
         list(pool.map(synthesize, todo))
     return [(path, voice.split("+")[1], pitch) for path, _, voice, _, pitch in todo]
 
 
 def frames_split(out: Path, name: str, count: int, variants: list[str], rng: random.Random, jobs: int) -> None:
-    clips = make_clips(out / f"{name}-clips", count * 3, rng, variants, jobs)
+    clips = make_clips(out / f"{name}-clips", count * 3, rng, variants, jobs, FRAMES_PITCHES)
     noise = np.random.default_rng(rng.randrange(1 << 30))
     (out / name).mkdir(parents=True, exist_ok=True)
     rows = []
@@ -113,7 +120,7 @@ def frames_split(out: Path, name: str, count: int, variants: list[str], rng: ran
 
 def speakers_split(out: Path, name: str, per_speaker: int, variants: list[str], rng: random.Random,
                    jobs: int) -> list[tuple[str, str]]:
-    clips = make_clips(out / name, per_speaker * len(variants), rng, variants, jobs)
+    clips = make_clips(out / name, per_speaker * len(variants), rng, variants, jobs, SPEAKER_PITCHES, own_accent=True)
     rows = [(f"{name}/{path.name}", f"{variant}-{pitch}") for path, variant, pitch in clips]
     with open(out / f"{name}.tsv", "w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t")
