@@ -223,3 +223,17 @@ def test_load_in_8bit_on_cuda_uses_bitsandbytes(tmp_path):
     loaded = w2vbert.Wav2Vec2BertModel.from_pretrained(tmp_path, device="cuda", load_in_8bit=True)
     assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in loaded.modules())
     assert cosine(last_hidden(loaded, features.cuda().half()).cpu(), expected) > 0.99
+
+
+def test_the_int8_engine_can_be_named_and_a_name_this_build_lacks_is_refused_listing_its_engines(monkeypatch):
+    from w2vbert.quantization import INT8_ENGINE_VARIABLE, int8_engine
+
+    engines = torch.backends.quantized.supported_engines
+    monkeypatch.delenv(INT8_ENGINE_VARIABLE, raising=False)
+    assert int8_engine() in engines
+    monkeypatch.setenv(INT8_ENGINE_VARIABLE, "fbgemm")
+    if "fbgemm" in engines:
+        assert int8_engine() == "fbgemm"
+    monkeypatch.setenv(INT8_ENGINE_VARIABLE, "abacus")
+    with pytest.raises(ValueError, match=r"W2VBERT_INT8_ENGINE='abacus': this PyTorch build has the engines"):
+        int8_engine()

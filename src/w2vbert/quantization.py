@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import sys
 import warnings
 from collections.abc import Iterable
@@ -76,6 +77,25 @@ def optimize_for_inference(
     return torch.compile(model) if compile else model
 
 
+INT8_ENGINE_VARIABLE = "W2VBERT_INT8_ENGINE"  # names the engine instead of the default order (for measuring them)
+INT8_ENGINE_ORDER = ("onednn", "x86", "fbgemm")  # the first this PyTorch build has packs the int8 weights
+
+
+def int8_engine() -> str:
+    """The PyTorch quantization engine that packs CPU int8 weights: $W2VBERT_INT8_ENGINE when set, else the first
+    of INT8_ENGINE_ORDER this build supports (benchmarks/NOTES.md, "int8", has what each costs)."""
+    engines = torch.backends.quantized.supported_engines
+    asked = os.environ.get(INT8_ENGINE_VARIABLE)
+    if asked is not None:
+        if asked not in engines:
+            raise ValueError(f"{INT8_ENGINE_VARIABLE}={asked!r}: this PyTorch build has the engines {engines}")
+        return asked
+    engine = next((e for e in INT8_ENGINE_ORDER if e in engines), None)
+    if engine is None:
+        raise RuntimeError(f"this PyTorch build has no CPU quantization engine (engines: {engines})")
+    return engine
+
+
 def quantize_dynamic_int8(model: nn.Module, release_file_pages: bool = False) -> None:
     """CPU int8: every nn.Linear -> PyTorch's dynamically quantized Linear (int8 weights, one scale per output
     channel, per-call activation scales), packed by the oneDNN engine when available (AMX int8: ~3x faster than
@@ -94,11 +114,8 @@ def quantize_dynamic_int8(model: nn.Module, release_file_pages: bool = False) ->
     Only pass `release_file_pages` for tensors fresh from the file: a page written since (copy-on-write) would be
     dropped and read back from the file, undoing the write for anyone still holding the old tensor.
     """
-    engines = torch.backends.quantized.supported_engines
     previous = torch.backends.quantized.engine
-    engine = next((e for e in ("onednn", "x86", "fbgemm") if e in engines), None)
-    if engine is None:
-        raise RuntimeError(f"this PyTorch build has no CPU quantization engine (engines: {engines})")
+    engine = int8_engine()
     mappings = file_mappings() if release_file_pages else []
     try:
         # Packed weights remember their engine, so the global setting only needs to hold while packing.
