@@ -11,10 +11,8 @@ import torch
 from conftest import tiny_config_kwargs
 from test_training import (
     FeatureData,
-    assert_same_weights,
     collate,
-    kill_at,
-    losses,
+    straight_and_resumed,
     tiny_ctc,
     tone_manifest,
     train_config,
@@ -154,18 +152,7 @@ def test_a_resumed_lora_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_pa
     model_kwargs = dict(hidden_dropout=0.1, mask_time_prob=0.3, mask_time_length=2, mask_time_min_masks=1)
     options = dict(max_steps=8, save_every=2, gradient_accumulation_steps=2, max_batch_seconds=2.0,
                    lora=LoraSettings(rank=4, dropout=0.1))
-    straight = Trainer(tiny_ctc(**model_kwargs), train_config(tmp_path / "a", **options), data, collate)
-    straight.train()
-
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_ctc(**model_kwargs), train_config(tmp_path / "b", **options), data, collate,
-                callbacks=[kill_at(5)]).train()
-    assert json.loads((tmp_path / "b" / "last" / "trainer_state.json").read_text())["step"] == 4
-    resumed = Trainer(tiny_ctc(seed=1, **model_kwargs), train_config(tmp_path / "b", **options), data, collate)
-    resumed.train(resume=True)
-    assert resumed.state.step == 8
-    assert_same_weights(straight.model.state_dict(), resumed.model.state_dict())
-    assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-5)
+    straight_and_resumed(tmp_path, data, model_kwargs, options)
     # Resuming it as a full fine-tuning run would train other weights than it saved: refused.
     with pytest.raises(ValueError, match="was written by a LoRA run, this one has lora=None"):
         Trainer(tiny_ctc(), train_config(tmp_path / "b", max_steps=9), data, collate).train(resume=True)

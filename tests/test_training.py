@@ -134,9 +134,14 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
                         mask_time_min_masks=1)
     options = dict(max_steps=8, save_every=2, gradient_accumulation_steps=2, max_batch_seconds=2.0)
 
+    straight_and_resumed(tmp_path, data, model_kwargs, options)
+
+
+def straight_and_resumed(tmp_path, data, model_kwargs: dict, options: dict) -> tuple[Trainer, Trainer]:
+    """8 steps straight into tmp_path/a; into tmp_path/b, killed after step 5 (last checkpoint at 4) and resumed
+    to 8 in a model built anew. Asserts the two end with the same weights and loss curve."""
     straight = Trainer(tiny_ctc(**model_kwargs), train_config(tmp_path / "a", **options), data, collate)
     straight.train()
-
     with pytest.raises(KeyboardInterrupt):
         Trainer(tiny_ctc(**model_kwargs), train_config(tmp_path / "b", **options), data, collate,
                 callbacks=[kill_at(5)]).train()
@@ -147,6 +152,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     assert resumed.state.epoch == straight.state.epoch and resumed.state.step == 8
     assert_same_weights(straight.model.state_dict(), resumed.model.state_dict())
     assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-5)
+    return straight, resumed
 
 
 def test_a_kill_while_publishing_leaves_last_loadable_and_the_run_resumes_right(tmp_path, monkeypatch):
