@@ -128,9 +128,10 @@ def test_from_pretrained_quantize_int8_loads_a_quantized_model(tmp_path):
 
 def whole_model_int8(model: torch.nn.Module) -> torch.nn.Module:
     """The int8 conversion as it was before block-by-block loading: one quantize_dynamic over the whole model."""
+    from w2vbert.quantization import int8_engine
+
     previous = torch.backends.quantized.engine
-    engines = torch.backends.quantized.supported_engines
-    torch.backends.quantized.engine = next(e for e in ("onednn", "x86", "fbgemm") if e in engines)
+    torch.backends.quantized.engine = int8_engine()  # the engine from_pretrained packs with
     try:
         qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)

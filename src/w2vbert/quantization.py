@@ -78,7 +78,10 @@ def optimize_for_inference(
 
 
 INT8_ENGINE_VARIABLE = "W2VBERT_INT8_ENGINE"  # names the engine instead of the default order (for measuring them)
-INT8_ENGINE_ORDER = ("onednn", "x86", "fbgemm")  # the first this PyTorch build has packs the int8 weights
+# The first this PyTorch build has packs the int8 weights. x86 (fbgemm's kernels for these Linears) first: on the
+# AMX Xeon it peaks at 0.47x float32's memory where oneDNN keeps a second int8 copy (0.65-0.70x), and oneDNN's
+# 1.4x faster AMX int8 still trails bf16 there (benchmarks/NOTES.md, "int8"); W2VBERT_INT8_ENGINE=onednn picks it.
+INT8_ENGINE_ORDER = ("x86", "fbgemm", "onednn")
 
 
 def int8_engine() -> str:
@@ -98,8 +101,8 @@ def int8_engine() -> str:
 
 def quantize_dynamic_int8(model: nn.Module, release_file_pages: bool = False) -> None:
     """CPU int8: every nn.Linear -> PyTorch's dynamically quantized Linear (int8 weights, one scale per output
-    channel, per-call activation scales), packed by the oneDNN engine when available (AMX int8: ~3x faster than
-    the default fbgemm here).
+    channel, per-call activation scales), packed by `int8_engine()` (PyTorch's x86 engine unless
+    W2VBERT_INT8_ENGINE names another).
 
     The Conformer convolution modules' kernel-1 convolutions stay float: their output feeds a GLU gate, and
     quantizing them was what pulled the 24-layer model's last layer to cosine 0.989 with float32 on speech
