@@ -357,8 +357,9 @@ class Wav2Vec2BertForXVector(_HeadModel):
         count = lengths[:, None].to(hidden_states.dtype)
         mean = hidden_states.masked_fill(~valid, 0.0).sum(dim=1) / count
         variance = ((hidden_states - mean[:, None]).masked_fill(~valid, 0.0) ** 2).sum(dim=1) / (count - 1)
-        # sqrt's gradient is infinite at 0, where a ReLU channel that stays off for a whole clip sits: the floor
-        # keeps training finite and moves the output by at most 1e-6 (transformers has no floor)
+        # sqrt's gradient is infinite at 0, where a channel that is constant over a whole clip sits (a run at lr
+        # 1e-2 went NaN from it): the floor keeps training finite and moves the output by at most 1e-6
+        # (transformers has no floor)
         statistics = torch.cat([mean, variance.clamp(min=STD_FLOOR**2).sqrt()], dim=-1)
         embeddings = self.feature_extractor(statistics)
         logits = self.classifier(embeddings)
