@@ -167,3 +167,10 @@ def test_classify_frames_prints_one_line_per_segment_and_writes_json(tmp_path, c
     rows = [line for line in lines if line[0].endswith("c0.wav")]
     assert [(float(r[1]), float(r[2]), r[3]) for r in rows] == [(s["start"], s["end"], s["label"]) for s in written]
     assert written[0]["start"] == 0.0 and written[-1]["end"] == pytest.approx(1.0, abs=0.03)
+
+
+def test_a_datasets_object_for_frames_is_refused_saying_a_manifest_is_needed():
+    from w2vbert.data import examples_from_dataset
+
+    with pytest.raises(ValueError, match="frames examples come from a manifest"):
+        examples_from_dataset([{"audio": "a.wav", "segments": "a.txt"}], "frames", BadExamples("fail"))

@@ -292,6 +292,9 @@ def examples_from_dataset(
     {"path": file} / plain path. No `datasets` import is needed: rows are read as dicts.
     """
     column = target_column_name or target_column(task)
+    if task == "frames":
+        raise ValueError("frames examples come from a manifest whose segments column names segment files; a "
+                         "datasets object has none: write a manifest (audio, segments)")
     normalizer = normalizer or TextNormalizer()
     examples = []
     for index, row in enumerate(dataset):
