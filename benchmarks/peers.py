@@ -11,7 +11,8 @@ output every row is compared on is the CTC logits (batch, frames / 2, 32), again
 The input: fbank features of the espeak-ng test clip tiled to length (encoder.py's `speech_features`), the same
 array for every engine.
 
-Rows (each in its own subprocess; peak GB is that process's ru_maxrss, so weights and conversion included; time
+Rows (each in its own subprocess; peak GB is that process's VmHWM, its resident high-water mark since exec, so
+weights and load-time conversion included; ru_maxrss would carry the parent's peak across fork + exec; time
 is the best of `--repeats` calls after one warm-up): w2vbert fp32 / bf16 (AMX or AVX512-BF16 only) / int8;
 transformers fp32 / bf16; ONNX Runtime on our export (fp32, and int8 = `export_onnx(quantize="int8")`); OpenVINO
 fp32 and bf16 (its inference precision, where the CPU has it) on transformers' model traced by
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encoder import speech_features, worker_env  # noqa: E402
+from encoder import rss_bytes, speech_features, worker_env  # noqa: E402
 
 ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 VOCAB = 32
@@ -88,14 +88,16 @@ def write_tokenizer(directory: Path) -> None:
         "unk_token": "<unk>", "word_delimiter_token": "|"}))
 
 
-def prepare(model_dir: Path, work: Path) -> dict[str, str]:
-    """The converted files each peer reads (made once; a conversion that fails is recorded, not raised)."""
+def prepare(model_dir: Path, work: Path, rows: list[tuple[str, str]]) -> dict[str, str]:
+    """The converted files the chosen rows read (made once; a conversion that fails is recorded, not raised)."""
     from w2vbert import Wav2Vec2BertForCTC
     from w2vbert.export import export_onnx
 
     files, errors = {}, {}
     model = Wav2Vec2BertForCTC.from_pretrained(model_dir).eval()
     for variant, quantize in (("fp32", None), ("int8", "int8")):
+        if ("onnxruntime", variant) not in rows:
+            continue
         try:
             started = time.perf_counter()
             path = export_onnx(model, work / f"onnx-{variant}" / "model.onnx", quantize=quantize)
@@ -104,6 +106,8 @@ def prepare(model_dir: Path, work: Path) -> dict[str, str]:
         except Exception as error:  # noqa: BLE001  (the row reports it)
             errors[f"onnx-{variant}"] = one_line(error)
     del model
+    if not any(engine == "ctranslate2" for engine, _ in rows):
+        return {"files": files, "errors": errors}
     try:
         import ctranslate2.converters
 
@@ -139,7 +143,7 @@ def worker(spec: dict) -> dict:
         call()
         times.append(time.perf_counter() - start)
     np.save(spec["output"], logits)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = rss_bytes("VmHWM")  # not ru_maxrss: Linux carries the parent's peak into it across fork + exec
     return {"seconds": min(times), "times": times, "peak_memory": peak, "output_shape": list(logits.shape)}
 
 
@@ -346,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  saved the model ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
         else:
             write_tokenizer(model_dir)
-        files = prepare(model_dir, work)
+        files = prepare(model_dir, work, rows)
         for shape in shapes:
             batch, seconds = shape.lower().rstrip("s").split("x")
             results += run_shape(int(batch), float(seconds), rows, model_dir, files, work, args)
