@@ -397,6 +397,8 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.encode = encode
         self.bad = BadExamples(on_bad)  # its counts stay in the reading process: the collator's "bad" carries them
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
+        # what trial files name a clip by: its resolved path (or, for samples held in memory, where it came from)
+        self.clips = [str(Path(e.audio).resolve()) if isinstance(e.audio, str) else e.source for e in self.examples]
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -419,8 +421,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             target = [(s.start, s.end, self.encode(s.label)) for s in example.segments]
         else:
             target = self.encode(example.target)
-        clip = str(Path(example.audio).resolve()) if isinstance(example.audio, str) else example.source
-        return {"audio": audio, "target": target, "text": example.target, "clip": clip,
+        return {"audio": audio, "target": target, "text": example.target, "clip": self.clips[index],
                 "seconds": len(audio) / SAMPLING_RATE, "source": example.source, "index": index}
 
     @property
