@@ -130,7 +130,8 @@ def _common(parser: argparse.ArgumentParser, output_required: bool) -> None:
                         help="float32 (default), bfloat16, float16, or auto: the fastest this device runs natively "
                              "(bfloat16 with AMX / AVX512-BF16 or on a GPU, else float32)")
     parser.add_argument("--quantize", choices=[q for q in QUANTIZE if q], default=None,
-                        help="int8 weights (PyTorch's int8 on CPU, bitsandbytes on CUDA); with --dtype float32")
+                        help="int8 weights; on CPU the rest of the model in --dtype: float32, or bfloat16 (oneDNN's "
+                             "int8 matmul: the fastest CPU mode where bf16 is native); bitsandbytes on CUDA")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="windows run together (default: 4)")
     parser.add_argument("--chunk-length", type=positive_float, default=None, metavar="S",
                         help=f"window length in seconds for long audio (default: {AUTO_CHUNK_S:.0f})")

@@ -604,9 +604,9 @@ def load_task_model(
     tensors fresh: a checkpoint without its trained head would print random text. `dtype` "auto" is the fastest
     mode the device runs natively (`devices.fastest_dtype`); a dtype this CPU emulates is warned about once."""
     target = resolve_device(device)
-    if quantize:
-        torch_dtype = torch.float32
-    else:
+    if quantize and target.type == "cuda":
+        torch_dtype = torch.float32  # bitsandbytes' LLM.int8 takes the float32 model (fp16 inside)
+    else:  # CPU int8 keeps the rest of the model in this dtype: bfloat16 with oneDNN's int8 matmul (quantization.py)
         torch_dtype = fastest_dtype(target) if dtype == "auto" else resolve_dtype(dtype)
         warn_if_emulated(target, torch_dtype)
     model, info = load_for_task(task, source, torch_dtype=torch_dtype, device=target, quantize=quantize)

@@ -244,7 +244,8 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         keep the model on one device ("auto", "cpu", "cuda", "cuda:1", a GPU index, {"": 0}).
 
         `quantize="int8"` converts the loaded model with `quantization.optimize_for_inference` (PyTorch int8 on
-        CPU, bitsandbytes on CUDA); `load_in_8bit=True` is transformers' spelling of the CUDA one.
+        CPU, with float32 activations or, with `torch_dtype=torch.bfloat16`, oneDNN's int8 matmul and bfloat16
+        elsewhere; bitsandbytes on CUDA); `load_in_8bit=True` is transformers' spelling of the CUDA one.
         """
         target = resolve_device(device if device is not None else device_map if device_map is not None else "cpu")
         if load_in_8bit:
@@ -270,13 +271,14 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         report_loading(cls.__name__, info)
         # Like transformers: float32 unless asked, whatever the file stores ("auto" keeps the stored dtype).
         target_dtype = cls._target_dtype(torch_dtype if torch_dtype is not None else dtype, model.config)
-        model.to(device=target, dtype=target_dtype)
+        # int8 quantizes from the file's float32 weights and converts the rest to target_dtype block by block.
+        model.to(device=target, dtype=torch.float32 if quantize is not None else target_dtype)
         if attn_implementation is not None:
             model.set_attn_implementation(attn_implementation)
         model.eval()  # as transformers: a loaded model starts in inference mode
         if quantize is not None:
             # The weights are the file's pages, untouched: int8 can hand each block's back once it is packed.
-            model = optimize_for_inference(model, quantize=quantize, release_file_pages=True)
+            model = optimize_for_inference(model, target_dtype, quantize=quantize, release_file_pages=True)
             gc.collect()  # the float weights replaced by int8 ones hold the checkpoint's memory map in cycles
         return (model, info) if output_loading_info else model
 

@@ -1,9 +1,10 @@
-"""Inference modes behind one call, `optimize_for_inference`: bf16 / fp16, int8 weights (PyTorch's own dynamic
-quantization on CPU, bitsandbytes on CUDA) and `torch.compile`. `from_pretrained(..., quantize="int8")` and
-`load_in_8bit=True` end here too.
+"""Inference modes behind one call, `optimize_for_inference`: bf16 / fp16, int8 weights (on CPU PyTorch's own
+dynamic quantization with float32 activations, or oneDNN's int8 matmul with bfloat16 ones; bitsandbytes on CUDA)
+and `torch.compile`. `from_pretrained(..., quantize="int8")` and `load_in_8bit=True` end here too.
 
-In order: `optimize_for_inference`, then the two int8 engines (`quantize_dynamic_int8`, `replace_with_bnb_linear`),
-then the memory helpers of the CPU one (`release_checkpoint_memory`, `file_mappings`, `drop_file_pages`).
+In order: `optimize_for_inference`, then the int8 engines (`quantize_int8` with its two CPU kinds of layer,
+PyTorch's dynamic one and `OneDNNInt8Linear`; `replace_with_bnb_linear`), then the memory helpers of the CPU one
+(`release_checkpoint_memory`, `file_mappings`, `drop_file_pages`).
 Which CPU engine packs int8 weights, and why the convolution modules' kernel-1 convolutions stay float, are
 measured in benchmarks/NOTES.md ("int8"). `torch.ao.quantization.quantize_dynamic` is deprecated (its warning
 points at torchao, which is not a dependency here) but still present and fast in 2.13; the warning is silenced.
@@ -16,6 +17,7 @@ import mmap
 import os
 import sys
 import warnings
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -41,14 +43,17 @@ def optimize_for_inference(
 
     - dtype: float32 (default), bfloat16 (CPU with AMX/AVX-512-BF16, or CUDA), float16 (CUDA only: CPU float16
       kernels are emulated and slower than float32 here; use bfloat16 on CPU).
-    - quantize="int8": matmul weights to int8. On CPU through PyTorch's dynamic quantization (activations
-      quantized per call; needs float32): every Linear layer, the convolution modules' kernel-1 convolutions
-      kept float (see `quantize_dynamic_int8`). On CUDA through bitsandbytes' LLM.int8 `Linear8bitLt` (as
-      transformers' `load_in_8bit=True`), kernel-1 convolutions included (its outlier columns stay fp16).
+    - quantize="int8": matmul weights to int8, activations quantized per call. On CPU every Linear layer, the
+      convolution modules' kernel-1 convolutions kept in `dtype` (see `quantize_int8`): with dtype float32
+      through PyTorch's dynamic quantization, with dtype bfloat16 through oneDNN's int8 matmul
+      (`OneDNNInt8Linear`: AMX-INT8 / VNNI), everything else in bfloat16 - the fastest CPU mode where bf16 is
+      native (benchmarks/NOTES.md, "int8"). On CUDA through bitsandbytes' LLM.int8 `Linear8bitLt` (as
+      transformers' `load_in_8bit=True`; dtype float32), kernel-1 convolutions included (its outlier columns
+      stay fp16).
     - compile=True: wrap in `torch.compile` (the first call compiles, which takes tens of seconds on CPU).
     - release_file_pages=True (CPU int8; what `from_pretrained` passes): the model's tensors are unmodified views
       of a checkpoint file's memory map, so each block's float pages go back to the kernel once it is quantized
-      (see `quantize_dynamic_int8`). Leave it False for a model whose weights were changed in place after loading.
+      (see `quantize_int8`). Leave it False for a model whose weights were changed in place after loading.
 
     The conversion is in place for dtype/quantize (the returned object is `model` itself unless compiled).
     A quantized model's state dict is no longer a checkpoint: keep the float one for saving.
@@ -64,12 +69,14 @@ def optimize_for_inference(
         )
     model.eval()
     if quantize == "int8":
-        if target != torch.float32:
-            raise ValueError(f"quantize='int8' keeps activations in float32: pass dtype=float32, got {target}")
         if device.type == "cuda":
+            if target != torch.float32:
+                raise ValueError(
+                    f"quantize='int8' on CUDA is bitsandbytes' LLM.int8 (fp16 inside): pass dtype=float32, got {target}"
+                )
             replace_with_bnb_linear(model)
         elif device.type == "cpu":
-            quantize_dynamic_int8(model, release_file_pages=release_file_pages)
+            quantize_int8(model, target, release_file_pages=release_file_pages)
         else:
             raise ValueError(f"quantize='int8' runs on CPU (PyTorch) or CUDA (bitsandbytes), not {device.type}")
     elif target != torch.float32:
@@ -99,15 +106,19 @@ def int8_engine() -> str:
     return engine
 
 
-def quantize_dynamic_int8(model: nn.Module, release_file_pages: bool = False) -> None:
-    """CPU int8: every nn.Linear -> PyTorch's dynamically quantized Linear (int8 weights, one scale per output
-    channel, per-call activation scales), packed by `int8_engine()` (PyTorch's x86 engine unless
-    W2VBERT_INT8_ENGINE names another).
+def quantize_int8(model: nn.Module, dtype: torch.dtype = torch.float32, release_file_pages: bool = False) -> None:
+    """CPU int8: every nn.Linear -> an int8 one (int8 weights, one scale per output channel, per-call activation
+    scales), and every other float tensor to `dtype`.
 
-    The Conformer convolution modules' kernel-1 convolutions stay float: their output feeds a GLU gate, and
-    quantizing them was what pulled the 24-layer model's last layer to cosine 0.989 with float32 on speech
-    (random weights); without them it is 0.998 (benchmarks/NOTES.md, "int8"). They are `PointwiseConv1d`, not
-    `nn.Linear`, so the replacement below passes them by.
+    - dtype float32: PyTorch's dynamically quantized Linear, packed by `int8_engine()` (PyTorch's x86 engine
+      unless W2VBERT_INT8_ENGINE names another); its activations are float32. The Conformer convolution modules'
+      kernel-1 convolutions stay float32: their output feeds a GLU gate, and quantizing them with this engine
+      was what pulled the 24-layer model's last layer to cosine 0.989 with float32 on speech (random weights);
+      without them it is 0.998. They are `PointwiseConv1d`, not `nn.Linear`, so this replacement passes them by.
+    - dtype bfloat16: `OneDNNInt8Linear` (oneDNN's int8 matmul on full-range uint8 activations), the kernel-1
+      convolutions included (cosine 0.995 there, inside issue 19's 0.99), each feed-forward's SiLU fused into
+      its first matmul, the rest of the model in bfloat16: on an AMX CPU 1.2x bf16's speed on 1 x 10 s, where
+      float32 activations trail bf16 (benchmarks/NOTES.md, "int8").
 
     Module by module, children first: a module's Linear children are quantized, its own float tensors copied out
     of the checkpoint's memory map (`release_checkpoint_memory`), and with `release_file_pages` the map's pages
@@ -117,40 +128,144 @@ def quantize_dynamic_int8(model: nn.Module, release_file_pages: bool = False) ->
     Only pass `release_file_pages` for tensors fresh from the file: a page written since (copy-on-write) would be
     dropped and read back from the file, undoing the write for anyone still holding the old tensor.
     """
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"CPU int8 runs with float32 or bfloat16 activations, got {dtype}")
+    if dtype == torch.bfloat16 and not OneDNNInt8Linear.available():
+        raise RuntimeError(
+            "int8 with bfloat16 activations needs PyTorch's oneDNN int8 matmul (torch.ops.onednn.qlinear_pointwise), "
+            "which this build lacks: use dtype=float32 with quantize='int8'"
+        )
     previous = torch.backends.quantized.engine
-    engine = int8_engine()
     mappings = file_mappings() if release_file_pages else []
     try:
         # Packed weights remember their engine, so the global setting only needs to hold while packing.
-        torch.backends.quantized.engine = engine
+        torch.backends.quantized.engine = int8_engine() if dtype == torch.float32 else previous
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
             warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.ao")
             warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*deprecated.*")
-            # One scale per output channel, not per matrix: a matrix-wide scale is set by its largest row.
-            qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
             for module in reversed(list(model.modules())):  # children first: a block's layers, then the block
                 if type(module) is nn.Linear:
                     continue  # its parent swaps it for the quantized one
-                linears = [child for child in module.children() if type(child) is nn.Linear]
-                read = [tensor.data for child in linears for tensor in (child.weight, child.bias) if tensor is not None]
-                for child in linears:  # the packed weights keep the float bias itself: not a view of the file
-                    if child.bias is not None:
-                        child.bias.data = child.bias.data.clone()
-                if linears:  # swaps only these: the descendants were swapped on their own turn
+                linears = [(name, child) for name, child in module.named_children() if type(child) is nn.Linear]
+                read = [t.data for _, child in linears for t in (child.weight, child.bias) if t is not None]
+                if dtype == torch.bfloat16:
+                    convolutions = [(n, c) for n, c in module.named_children() if isinstance(c, PointwiseConv1d)]
+                    read += [c.weight.data for _, c in convolutions]
+                    shared_input: dict = {}  # siblings share their last input's codes (OneDNNInt8Linear.input_codes)
+                    for name, child in linears + [(n, c.as_linear()) for n, c in convolutions]:
+                        setattr(module, name, OneDNNInt8Linear(child, dtype, shared_input))
+                    fuse_activation(module)
+                elif linears:  # swaps only these: the descendants were swapped on their own turn
+                    for _, child in linears:  # the packed weights keep the float bias itself: not a view of the file
+                        if child.bias is not None:
+                            child.bias.data = child.bias.data.clone()
+                    # One scale per output channel, not per matrix: a matrix-wide scale is set by its largest row.
+                    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
                     torch.ao.quantization.quantize_dynamic(
                         module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True
                     )
-                read += release_checkpoint_memory(module, recurse=False)
+                read += release_checkpoint_memory(module, recurse=False, dtype=dtype)
                 if mappings:
                     drop_file_pages(read, mappings)
     finally:
         torch.backends.quantized.engine = previous
 
 
-def release_checkpoint_memory(model: nn.Module, recurse: bool = True) -> list[torch.Tensor]:
-    """Copy the float tensors that stay out of the checkpoint file's memory map, so the map can go; returns the
-    tensors copied from (with `recurse=False`, only those `model` owns itself, not its children's).
+def fuse_activation(module: nn.Module) -> None:
+    """A feed-forward block's SiLU into its int8 first matmul (oneDNN's "swish" post-op), which then returns
+    float32: one pass over the (frames, 4096) activations less, bfloat16's SiLU is slow on its own, and the next
+    matmul quantizes from float32 without a conversion (benchmarks/NOTES.md, "int8")."""
+    dense, act = getattr(module, "intermediate_dense", None), getattr(module, "intermediate_act_fn", None)
+    if isinstance(dense, OneDNNInt8Linear) and type(act) is nn.SiLU and dense.post_op == "none":
+        dense.post_op = "swish"
+        dense.output_dtype = torch.float32  # read only by the int8 output_dense, which would make it float32 anyway
+        module.intermediate_act_fn = nn.Identity()
+
+
+class OneDNNInt8Linear(nn.Module):
+    """An nn.Linear run as oneDNN's int8 matmul (AMX-INT8 on Xeons that have it, else AVX-512 VNNI): the weight
+    int8 with one scale per output channel, packed once; each call quantizes its input to uint8 with one scale
+    and zero point over the whole input (its min and max, as PyTorch's dynamic quantization) and returns the
+    matmul dequantized in the input's dtype (bfloat16 or float32). What `torch.compile`'s x86 int8 path emits,
+    called eagerly: no compilation, no deprecated torch.ao module. For inference only (no gradient).
+    """
+
+    def __init__(
+        self, linear: nn.Linear, dtype: torch.dtype = torch.bfloat16, shared_input: dict | None = None
+    ) -> None:
+        super().__init__()
+        self.shared_input = {} if shared_input is None else shared_input
+        self.post_op = "none"  # or "swish": the SiLU that follows, fused (`fuse_activation`)
+        self.output_dtype = dtype
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
+        # Plain attributes, not buffers: `model.to(dtype)` must leave the packed weight and its scales alone.
+        self.weight_scale = scale
+        self.weight_zero_point = torch.zeros(len(scale), dtype=torch.long)
+        self.packed_weight = torch.ops.onednn.qlinear_prepack(
+            torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8), None
+        )
+        self.bias = None if linear.bias is None else linear.bias.detach().to(dtype, copy=True)
+
+    @staticmethod
+    def available() -> bool:
+        """Whether this PyTorch build has oneDNN's int8 matmul ops."""
+        return hasattr(torch.ops.onednn, "qlinear_pointwise") and hasattr(torch.ops.onednn, "qlinear_prepack")
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        shape = hidden_states.shape
+        rows = hidden_states.reshape(-1, self.in_features)
+        if rows.shape[0] == 0:
+            return hidden_states.new_empty(*shape[:-1], self.out_features, dtype=self.output_dtype)
+        codes, scale, zero_point = self.input_codes(hidden_states, rows)
+        bias = None if self.bias is None else self.bias.to(self.output_dtype)
+        output = torch.ops.onednn.qlinear_pointwise(
+            codes, scale, zero_point, self.packed_weight, self.weight_scale, self.weight_zero_point, bias,
+            1.0, 0, self.output_dtype, self.post_op, [], "",
+        )
+        return output.reshape(*shape[:-1], self.out_features)
+
+    def input_codes(self, hidden_states: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+        """`rows` quantized to uint8 over its min and max -> (codes, scale, zero point).
+
+        Sibling layers reading one tensor (an attention's q, k and v) quantize it once: the codes of the last
+        input are kept in `shared_input` and serve each other sibling once for that same tensor object (unchanged
+        since, where autograd counts versions); a layer called again, even on the same tensor, quantizes afresh.
+        """
+        memo = self.shared_input
+        version = None if hidden_states.is_inference() else hidden_states._version
+        last = memo.get("input")
+        if (
+            last is not None and last() is hidden_states and memo["version"] == version
+            and id(self) not in memo["readers"]
+        ):
+            memo["readers"].add(id(self))
+            return memo["codes"], memo["scale"], memo["zero_point"]
+        low, high = (value.item() for value in torch.aminmax(rows))
+        low, high = min(low, 0.0), max(high, 0.0)  # zero stays exact
+        scale = (high - low) / 255 or 1.0
+        zero_point = min(255, max(0, round(-low / scale)))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*deprecated.*")
+            quantized = torch.quantize_per_tensor(rows.float().contiguous(), scale, zero_point, torch.quint8)
+        # The quantized tensor's bytes as the plain uint8 tensor oneDNN takes (a view, not int_repr's copy).
+        codes = torch.empty(0, dtype=torch.uint8).set_(quantized.untyped_storage(), 0, rows.shape)
+        memo.update(input=weakref.ref(hidden_states), version=version, readers={id(self)}, codes=codes, scale=scale,
+                    zero_point=zero_point)
+        return codes, scale, zero_point
+
+    def extra_repr(self) -> str:
+        fused = f", post_op={self.post_op}" if self.post_op != "none" else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}{fused}"
+
+
+def release_checkpoint_memory(
+    model: nn.Module, recurse: bool = True, dtype: torch.dtype | None = None
+) -> list[torch.Tensor]:
+    """Copy the float tensors that stay out of the checkpoint file's memory map, so the map can go (in `dtype`
+    when given); returns the tensors copied from (with `recurse=False`, only those `model` owns itself).
 
     A model loaded from safetensors holds views of the file's pages; quantizing reads every page, and one float
     tensor left in the map keeps all of them resident, so that the int8 model held more memory than the float32
@@ -160,12 +275,19 @@ def release_checkpoint_memory(model: nn.Module, recurse: bool = True) -> list[to
     for module in model.modules() if recurse else [model]:
         for param in module.parameters(recurse=False):
             originals.append(param.data)
-            param.data = param.data.clone()
+            param.data = copied(param.data, dtype)
         for name, buffer in list(module.named_buffers(recurse=False)):
             if buffer is not None:
                 originals.append(buffer)
-                module._buffers[name] = buffer.clone()
+                module._buffers[name] = copied(buffer, dtype)
     return originals
+
+
+def copied(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """A copy of `tensor`, floating ones in `dtype` when given."""
+    if dtype is not None and tensor.is_floating_point():
+        return tensor.to(dtype, copy=True)
+    return tensor.clone()
 
 
 def file_mappings() -> list[tuple[int, int]]:

@@ -90,7 +90,7 @@ class ServeSettings:
     model_id: str | None = None  # the name /v1/models gives and requests may name (default: the folder's name)
     device: str | None = None  # cpu, cuda, cuda:1 (None: cuda when available)
     dtype: str = "float32"
-    quantize: str | None = None  # "int8" (with float32)
+    quantize: str | None = None  # "int8": the rest of the model in `dtype` (CPU: float32 or bfloat16)
     chunk_length_s: float | None = None  # long-audio window length (None: the pipelines' 30 s for longer audio)
     max_batch_seconds: float | None = None  # padded audio per batch (None: by device, devices.MAX_BATCH_SECONDS)
     max_wait_ms: float = 10.0  # how long the oldest queued request waits for others to batch with
