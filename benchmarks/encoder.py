@@ -51,6 +51,9 @@ def default_cases(quick: bool = False, long_layers: int = 4, device: str = "cpu"
         Case(f"fp32 1x120s ({long_layers} layers)", seconds=120, layers=long_layers, repeats=1),
         Case("bf16 1x10s", dtype="bfloat16", layers=layers, repeats=repeats),
         Case("int8 1x10s vs our fp32", mode="int8", layers=layers, repeats=repeats),
+        # int8 matmuls with bf16 activations and everything else bf16 (oneDNN), against plain bf16
+        Case("int8 (bf16) 1x10s vs our bf16", dtype="bfloat16", mode="int8", layers=layers, repeats=repeats),
+        Case("int8 (bf16) 4x10s vs our bf16", batch=4, dtype="bfloat16", mode="int8", layers=layers, repeats=repeats),
         Case("train step (small) 4x5s", batch=4, seconds=5, mode="train", repeats=repeats, config=SMALL),
     ]
     return [c for c in cases if not (quick and c.seconds > 60)]
@@ -174,8 +177,9 @@ def worker(case: Case, library: str, output: str, threads: int | None) -> dict:
     if case.mode == "int8" and library == "int8":
         from w2vbert.quantization import optimize_for_inference
 
-        # CPU: PyTorch int8 on float32; CUDA: bitsandbytes LLM.int8 (its fp16 activations) on the float model
-        model = optimize_for_inference(model.float(), quantize="int8")
+        # CPU: int8 matmuls, the rest in the case's dtype (float32: PyTorch's dynamic int8; bfloat16: oneDNN's);
+        # CUDA: bitsandbytes LLM.int8 (its fp16 activations) on the float32 model
+        model = optimize_for_inference(model.float(), dtype if case.device == "cpu" else None, quantize="int8")
     else:
         model = model.eval().to(dtype)
     features = features.to(next(model.parameters()).dtype)  # the model's compute dtype (bitsandbytes: fp16)

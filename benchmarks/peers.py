@@ -13,7 +13,8 @@ array for every engine.
 
 Rows (each in its own subprocess; peak GB is that process's VmHWM, its resident high-water mark since exec, so
 weights and load-time conversion included; ru_maxrss would carry the parent's peak across fork + exec; time
-is the best of `--repeats` calls after one warm-up): w2vbert fp32 / bf16 (AMX or AVX512-BF16 only) / int8;
+is the best of `--repeats` calls after one warm-up): w2vbert fp32 / bf16 (AMX or AVX512-BF16 only) / int8 (float32
+activations) / int8bf16 (oneDNN int8 matmuls, the rest bf16; AMX or AVX512-BF16 only);
 transformers fp32 / bf16; ONNX Runtime on our export (fp32, and int8 = `export_onnx(quantize="int8")`); OpenVINO
 fp32 and bf16 (its inference precision, where the CPU has it) on transformers' model traced by
 `openvino.convert_model` (our ONNX file fails there: OpenVINO 2026.4 does not convert its Scan), int8 with nncf's
@@ -52,7 +53,7 @@ def all_rows() -> list[tuple[str, str]]:
     bf16 = has_bf16()
     rows = [("transformers", "fp32"), ("w2vbert", "fp32")]
     rows += [("w2vbert", "bf16")] if bf16 else []
-    rows += [("w2vbert", "int8")]
+    rows += [("w2vbert", "int8")] + ([("w2vbert", "int8bf16")] if bf16 else [])
     rows += [("transformers", "bf16")] if bf16 else []
     rows += [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32")]
     rows += [("openvino", "bf16")] if bf16 else []
@@ -159,12 +160,13 @@ def make_call(engine: str, variant: str, files: dict, model_dir: str, features, 
         else:
             from transformers import Wav2Vec2BertForCTC
         model = Wav2Vec2BertForCTC.from_pretrained(model_dir).eval()
-        if variant == "int8":
+        dtype = torch.bfloat16 if variant in ("bf16", "int8bf16") else torch.float32
+        if variant.startswith("int8"):  # int8 matmuls; the rest (and the activations) in `dtype`
             from w2vbert.quantization import optimize_for_inference
 
-            model = optimize_for_inference(model, quantize="int8")
-        dtype = torch.bfloat16 if variant == "bf16" else torch.float32
-        model = model.to(dtype) if variant != "int8" else model
+            model = optimize_for_inference(model, dtype, quantize="int8")
+        else:
+            model = model.to(dtype)
         inputs = torch.from_numpy(features).to(dtype)
 
         def call():

@@ -47,6 +47,31 @@ def test_bfloat16_output_stays_close_to_float32():
     assert cosine(actual[1, :45], expected[1, :45]) > 0.999
 
 
+BFLOAT16_DEMO_SIZE_RUN = """
+import torch, w2vbert
+torch.set_num_threads(2)
+torch.manual_seed(0)
+config = w2vbert.Wav2Vec2BertConfig(hidden_size=144, num_hidden_layers=1, num_attention_heads=4,
+                                    intermediate_size=288, conv_depthwise_kernel_size=15)
+model = w2vbert.Wav2Vec2BertModel(config).eval().to(torch.bfloat16)
+with torch.inference_mode():
+    for frames in (42, 44, 72, 80):  # lengths where oneDNN's bf16 channels-last depthwise convolution hung
+        model(torch.randn(1, frames, 160, dtype=torch.bfloat16))
+print("ok")
+"""
+
+
+def test_bfloat16_forward_returns_for_the_demo_model_size_on_two_threads():
+    # The shipped demo model (144 channels, kernel 15) never returned from some bfloat16 forwards on an AMX CPU
+    # with 2 threads (oneDNN's channels-last depthwise convolution); run in a child so that a hang fails the test.
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", BFLOAT16_DEMO_SIZE_RUN], capture_output=True, text=True,
+                            timeout=60, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
 def test_int8_quantizes_every_matmul_and_stays_close_to_float32():
     model = tiny_model()
     features, mask = random_batch([60, 45])

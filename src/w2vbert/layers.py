@@ -71,8 +71,14 @@ def causal_depthwise_conv(hidden_states: torch.Tensor, weight: torch.Tensor) -> 
     """
     batch, frames, channels = hidden_states.shape
     kernel = weight.shape[-1]
+    dtype = hidden_states.dtype
+    if hidden_states.device.type == "cpu" and dtype != torch.float32:
+        # oneDNN's bfloat16 channels-last depthwise convolution never returns for some shapes with 2 threads
+        # (144 or 32 channels, about half of the lengths; torch 2.13): float32 here costs 0.3 ms a layer at 1024
+        # channels x 500 frames, under 2% of a bfloat16 forward (benchmarks/NOTES.md, "convolution module").
+        hidden_states, weight = hidden_states.float(), weight.float()
     as_image = hidden_states[:, None].permute(0, 3, 1, 2)  # (B, C, 1, T) with channels-last strides: no copy
-    output = F.conv2d(as_image, weight[:, :, None, :], groups=channels, padding=(0, kernel - 1))
+    output = F.conv2d(as_image, weight[:, :, None, :], groups=channels, padding=(0, kernel - 1)).to(dtype)
     # (B, C, 1, T+K-1) channels-last; output t reads inputs t-K+1 .. t: keep the first T, drop the K-1 that
     # read past the end (right padding).
     return output.permute(0, 2, 3, 1)[:, :, :frames].reshape(batch, frames, channels)
