@@ -88,7 +88,9 @@ def corpus(tmp_path_factory):
 
 
 def run_cli(*argv: str) -> int:
-    return main([*argv, "--no-progress"])
+    # float32, the pipeline's default these runs are compared with (the command line's default is --dtype auto)
+    dtype = () if "--dtype" in argv else ("--dtype", "float32")
+    return main([*argv, *dtype, "--no-progress"])
 
 
 def read_run(out: Path) -> dict:

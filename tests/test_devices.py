@@ -76,3 +76,32 @@ def test_info_system_names_the_cpu_its_instruction_sets_and_the_auto_mode(cpu, c
     assert out["cpu bfloat16"] == "emulated (slow)" and int(out["torch threads"]) >= 1
     assert main(["info"]) == 2
     assert "name a model, or pass --system" in capsys.readouterr().err
+
+
+def test_the_command_line_runs_the_fastest_native_mode_by_default_and_int8_with_it(cpu, monkeypatch, capsys):
+    from w2vbert import pipelines
+    from w2vbert.quantization import OneDNNInt8Linear
+
+    loaded = []
+    load_for_task = pipelines.load_for_task
+
+    def spy(task, source, **options):
+        model, info = load_for_task(task, source, **options)
+        loaded.append(model)
+        return model, info
+
+    monkeypatch.setattr(pipelines, "load_for_task", spy)
+    root = Path(__file__).resolve().parent.parent
+    command = ["transcribe", str(root / "tests" / "data" / "quick.wav"), "-m", str(root / "examples" / "demo-model"),
+               "--no-progress"]
+    for features, expected in ((AMX_XEON, torch.bfloat16), (AVX2_EPYC, torch.float32)):
+        cpu(features)
+        assert main(command) == 0
+        assert loaded[-1].dtype == expected
+    cpu(AMX_XEON)  # int8 keeps the rest of the model in the auto dtype: oneDNN's int8 matmuls with bfloat16
+    assert main([*command, "--quantize", "int8"]) == 0
+    assert loaded[-1].dtype == torch.bfloat16 and any(isinstance(m, OneDNNInt8Linear) for m in loaded[-1].modules())
+    cpu(AVX2_EPYC)  # and PyTorch's dynamic int8 with float32 where bfloat16 is emulated
+    assert main([*command, "--quantize", "int8"]) == 0
+    assert loaded[-1].dtype == torch.float32 and not any(isinstance(m, OneDNNInt8Linear) for m in loaded[-1].modules())
+    assert "quick" in capsys.readouterr().out

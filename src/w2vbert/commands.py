@@ -39,7 +39,7 @@ from .auto import model_class_for
 from .config import Wav2Vec2BertConfig
 from .data import read_manifest
 from .decoding import BeamSearchDecoder
-from .devices import DTYPE_CHOICES, max_batch_seconds, rank_device
+from .devices import DTYPE_CHOICES, DTYPE_HELP, max_batch_seconds, rank_device
 from .features import PREPROCESSOR_CONFIG_NAME, feature_extractor_for
 from .files import atomic_output
 from .heads import Wav2Vec2BertForCTC
@@ -126,9 +126,7 @@ def _common(parser: argparse.ArgumentParser, output_required: bool) -> None:
     parser.add_argument("-m", "--model", required=True, help="model directory or hub repo id")
     parser.add_argument("--device", type=device_name, default=None,
                         help="cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
-                        help="float32 (default), bfloat16, float16, or auto: the fastest this device runs natively "
-                             "(bfloat16 with AMX / AVX512-BF16 or on a GPU, else float32)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     parser.add_argument("--quantize", choices=[q for q in QUANTIZE if q], default=None,
                         help="int8 weights; on CPU the rest of the model in --dtype: float32, or bfloat16 (oneDNN's "
                              "int8 matmul: the fastest CPU mode where bf16 is native); bitsandbytes on CUDA")
@@ -325,7 +323,7 @@ def configure_align(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", required=True, help="a CTC model directory or hub repo id")
     parser.add_argument("--device", type=device_name, default=None,
                         help="cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     parser.add_argument("--chunk-length", type=positive_float, default=None, metavar="S",
                         help=f"window length in seconds for long audio (default: {AUTO_CHUNK_S:.0f})")
     parser.add_argument("--stride-length", type=non_negative_float, default=None, metavar="S",
@@ -464,7 +462,7 @@ def configure_verify(parser: argparse.ArgumentParser) -> None:
                         help="cosine score from which the two are one speaker (default: the one stored with the "
                              "model, the equal-error point of its last evaluation)")
     parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1")
-    parser.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     parser.set_defaults(run=run_verify)
 
 

@@ -59,7 +59,7 @@ from .audio import SAMPLING_RATE
 from .auto import model_class_for
 from .batching import Batcher, BatchReport, TooLong, prepare
 from .config import Wav2Vec2BertConfig
-from .devices import DTYPE_CHOICES, max_batch_seconds, resolve_device
+from .devices import DTYPE_CHOICES, DTYPE_HELP, max_batch_seconds, resolve_device
 from .features import feature_extractor_for
 from .heads import Wav2Vec2BertForCTC, Wav2Vec2BertForSequenceClassification
 from .pipelines import (
@@ -649,8 +649,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
                                                               "only; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=non_negative_int, default=8000, help="default: 8000; 0: any free port")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
-                        help="float32 (default), bfloat16, float16, or auto: the fastest this device runs natively")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP)
     parser.add_argument("--quantize", choices=["int8"], default=None)
     parser.add_argument("--chunk-length", type=positive_float, default=None, metavar="S",
                         help="window length for long audio (default: 30 s windows past 30 s)")
