@@ -159,14 +159,11 @@ def make_call(engine: str, variant: str, files: dict, model_dir: str, features, 
             from w2vbert import Wav2Vec2BertForCTC
         else:
             from transformers import Wav2Vec2BertForCTC
-        model = Wav2Vec2BertForCTC.from_pretrained(model_dir).eval()
         dtype = torch.bfloat16 if variant in ("bf16", "int8bf16") else torch.float32
-        if variant.startswith("int8"):  # int8 matmuls; the rest (and the activations) in `dtype`
-            from w2vbert.quantization import optimize_for_inference
-
-            model = optimize_for_inference(model, dtype, quantize="int8")
+        if variant.startswith("int8"):  # int8 matmuls, the rest in `dtype`, quantized as the file is read
+            model = Wav2Vec2BertForCTC.from_pretrained(model_dir, torch_dtype=dtype, quantize="int8")
         else:
-            model = model.to(dtype)
+            model = Wav2Vec2BertForCTC.from_pretrained(model_dir).eval().to(dtype)
         inputs = torch.from_numpy(features).to(dtype)
 
         def call():

@@ -111,14 +111,15 @@ def quantize_int8(model: nn.Module, dtype: torch.dtype = torch.float32, release_
     scales), and every other float tensor to `dtype`.
 
     - dtype float32: PyTorch's dynamically quantized Linear, packed by `int8_engine()` (PyTorch's x86 engine
-      unless W2VBERT_INT8_ENGINE names another); its activations are float32. The Conformer convolution modules'
-      kernel-1 convolutions stay float32: their output feeds a GLU gate, and quantizing them with this engine
-      was what pulled the 24-layer model's last layer to cosine 0.989 with float32 on speech (random weights);
-      without them it is 0.998. They are `PointwiseConv1d`, not `nn.Linear`, so this replacement passes them by.
-    - dtype bfloat16: `OneDNNInt8Linear` (oneDNN's int8 matmul on full-range uint8 activations), the kernel-1
-      convolutions included (cosine 0.995 there, inside issue 19's 0.99), each feed-forward's SiLU fused into
-      its first matmul, the rest of the model in bfloat16: on an AMX CPU 1.2x bf16's speed on 1 x 10 s, where
-      float32 activations trail bf16 (benchmarks/NOTES.md, "int8").
+      unless W2VBERT_INT8_ENGINE names another); its activations are float32.
+    - dtype bfloat16: `OneDNNInt8Linear` (oneDNN's int8 matmul on full-range uint8 activations), each
+      feed-forward's SiLU fused into its first matmul, the rest of the model in bfloat16: on an AMX CPU the
+      fastest mode, where float32 activations trail bf16 (benchmarks/NOTES.md, "int8").
+
+    The Conformer convolution modules' kernel-1 convolutions stay in `dtype` either way: the first feeds a GLU
+    gate, and quantizing them was what pulled the 24-layer model's last layer to cosine 0.989 with float32 on
+    speech (random weights, the x86 engine), and the CTC logits from 0.998 to 0.991 with oneDNN's (for 4% more
+    speed: benchmarks/NOTES.md, "int8"). They are `PointwiseConv1d`, not `nn.Linear`, so the swap passes them by.
 
     Module by module, children first: a module's Linear children are quantized, its own float tensors copied out
     of the checkpoint's memory map (`release_checkpoint_memory`), and with `release_file_pages` the map's pages
@@ -150,10 +151,8 @@ def quantize_int8(model: nn.Module, dtype: torch.dtype = torch.float32, release_
                 linears = [(name, child) for name, child in module.named_children() if type(child) is nn.Linear]
                 read = [t.data for _, child in linears for t in (child.weight, child.bias) if t is not None]
                 if dtype == torch.bfloat16:
-                    convolutions = [(n, c) for n, c in module.named_children() if isinstance(c, PointwiseConv1d)]
-                    read += [c.weight.data for _, c in convolutions]
                     shared_input: dict = {}  # siblings share their last input's codes (OneDNNInt8Linear.input_codes)
-                    for name, child in linears + [(n, c.as_linear()) for n, c in convolutions]:
+                    for name, child in linears:
                         setattr(module, name, OneDNNInt8Linear(child, dtype, shared_input))
                     fuse_activation(module)
                 elif linears:  # swaps only these: the descendants were swapped on their own turn
