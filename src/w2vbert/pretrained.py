@@ -24,7 +24,7 @@ from .devices import resolve_device, resolve_dtype
 from .fairseq2 import FAIRSEQ2_SUFFIXES, detect_kind, infer_config, load_fairseq2_checkpoint, rename
 from .hub import HubOptions
 from .layers import lengths_to_mask, strided_conv_lengths
-from .quantization import optimize_for_inference
+from .quantization import convert_from_file, optimize_for_inference
 from .weights import load_weights, save_weights
 
 logger = logging.getLogger("w2vbert")
@@ -271,8 +271,12 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         report_loading(cls.__name__, info)
         # Like transformers: float32 unless asked, whatever the file stores ("auto" keeps the stored dtype).
         target_dtype = cls._target_dtype(torch_dtype if torch_dtype is not None else dtype, model.config)
-        # int8 quantizes from the file's float32 weights and converts the rest to target_dtype block by block.
-        model.to(device=target, dtype=torch.float32 if quantize is not None else target_dtype)
+        # int8 quantizes from the file's float32 weights and converts the rest to target_dtype block by block;
+        # another dtype on CPU is converted block by block too, so the file's pages never all stay resident.
+        if quantize is None and target.type == "cpu":
+            convert_from_file(model, target_dtype)
+        else:
+            model.to(device=target, dtype=torch.float32 if quantize is not None else target_dtype)
         if attn_implementation is not None:
             model.set_attn_implementation(attn_implementation)
         model.eval()  # as transformers: a loaded model starts in inference mode
