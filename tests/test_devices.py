@@ -73,6 +73,7 @@ def test_info_system_names_the_cpu_its_instruction_sets_and_the_auto_mode(cpu, c
     assert main(["info", "--system"]) == 0
     out = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in capsys.readouterr().out.strip().splitlines())
     assert out["cpu --dtype auto"] == "float32" and out["amx_bf16"] == "no" and out["avx2"] == "yes"
+    assert out["cpu --quantize int8"].startswith("PyTorch dynamic int8")
     assert out["cpu bfloat16"] == "emulated (slow)" and int(out["torch threads"]) >= 1
     assert main(["info"]) == 2
     assert "name a model, or pass --system" in capsys.readouterr().err

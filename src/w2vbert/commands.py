@@ -45,7 +45,7 @@ from .files import atomic_output
 from .heads import Wav2Vec2BertForCTC
 from .hub import resolve_optional_file
 from .pipelines import AUTO_CHUNK_S, load_task_model, pipeline
-from .quantization import QUANTIZE
+from .quantization import QUANTIZE, int8_engine
 from .tokenizer import TOKENIZER_CONFIG_NAME, VOCAB_NAME
 from .vad import VadOptions
 from .writers import (
@@ -526,6 +526,9 @@ def system_summary() -> dict[str, object]:
         "cpu bfloat16": {True: "native", False: "emulated (slow)", None: "not known on this CPU"}[
             devices.native(torch.device("cpu"), torch.bfloat16)],
         "cpu --dtype auto": str(devices.fastest_dtype(torch.device("cpu"))).removeprefix("torch."),
+        "cpu --quantize int8": (  # with --dtype auto (quantization.quantize_int8)
+            "oneDNN int8 matmuls, the rest bfloat16" if devices.fastest_dtype(torch.device("cpu")) == torch.bfloat16
+            else f"PyTorch dynamic int8 ({int8_engine()} engine), float32 activations"),
     }
     for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         device = torch.device(f"cuda:{index}")
