@@ -14,10 +14,22 @@ from hypothesis import strategies as st
 
 import w2vbert
 from conftest import random_batch, tiny_config_kwargs
+from w2vbert import devices
 from w2vbert.layers import PointwiseConv1d
-from w2vbert.quantization import OneDNNInt8Linear, drop_file_pages, file_mappings, optimize_for_inference
+from w2vbert.quantization import (
+    INT8_DOT_PRODUCT,
+    OneDNNInt8Linear,
+    drop_file_pages,
+    file_mappings,
+    optimize_for_inference,
+)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# oneDNN's full-range int8 matmul is only right with an int8 dot-product unit (quantization.INT8_DOT_PRODUCT)
+int8_dot = pytest.mark.skipif(
+    not any(devices.cpu_features()[name] for name in INT8_DOT_PRODUCT),
+    reason="needs a CPU with AMX-INT8 or VNNI (without them int8 with bfloat16 activations is refused)",
+)
 
 
 def tiny_model(**overrides) -> w2vbert.Wav2Vec2BertModel:
@@ -111,6 +123,7 @@ def test_int8_with_float16_on_cpu_is_refused_pointing_to_bfloat16():
         optimize_for_inference(tiny_model(), dtype="float16", quantize="int8")
 
 
+@int8_dot
 def test_int8_with_bfloat16_runs_every_matmul_as_onednn_int8_and_stays_close_to_float32():
     model = tiny_model()
     features, mask = random_batch([60, 45])
@@ -140,6 +153,7 @@ def dequantized_reference(layer: torch.nn.Linear, inputs: torch.Tensor) -> torch
     return torch.nn.functional.linear((levels - zero) * step, weight, layer.bias.double())
 
 
+@int8_dot
 @settings(max_examples=20, deadline=None, derandomize=True)
 @given(rows=st.integers(0, 9), scale=st.floats(1e-3, 1e3), shift=st.floats(-2, 2))
 def test_onednn_int8_linear_is_the_int8_matmul_of_its_input_at_any_scale_and_row_count(rows, scale, shift):
@@ -154,6 +168,7 @@ def test_onednn_int8_linear_is_the_int8_matmul_of_its_input_at_any_scale_and_row
         torch.testing.assert_close(actual.double(), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
+@int8_dot
 def test_onednn_int8_siblings_share_one_input_quantization_but_never_a_stale_one():
     torch.manual_seed(0)
     first, second = torch.nn.Linear(32, 16), torch.nn.Linear(32, 16)
@@ -171,6 +186,7 @@ def test_onednn_int8_siblings_share_one_input_quantization_but_never_a_stale_one
         torch.testing.assert_close(a(x), OneDNNInt8Linear(first, torch.float32)(x), rtol=0, atol=0)
 
 
+@int8_dot
 def test_from_pretrained_int8_with_bfloat16_quantizes_from_the_float32_file(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path)
@@ -371,3 +387,19 @@ def test_the_int8_engine_can_be_named_and_a_name_this_build_lacks_is_refused_lis
     monkeypatch.setenv(INT8_ENGINE_VARIABLE, "abacus")
     with pytest.raises(ValueError, match=r"W2VBERT_INT8_ENGINE='abacus': this PyTorch build has the engines"):
         int8_engine()
+
+
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=int8_dot)])
+def test_an_int8_model_is_not_saved_as_a_checkpoint_missing_its_weights(tmp_path, dtype):
+    quantized = optimize_for_inference(tiny_model(), dtype=dtype, quantize="int8")
+    with pytest.raises(ValueError, match="holds int8 weights packed for inference.*save the float model"):
+        quantized.save_pretrained(tmp_path)
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_int8_with_bfloat16_is_refused_on_a_cpu_without_an_int8_dot_product_unit(monkeypatch):
+    avx2_only = {name: name == "avx2" for name in devices.CPU_FEATURES}
+    monkeypatch.setattr(devices, "cpu_features", lambda: avx2_only)
+    with pytest.raises(ValueError, match="needs a CPU with an int8 dot-product unit.*use dtype=float32"):
+        optimize_for_inference(tiny_model(), dtype="bfloat16", quantize="int8")
+    optimize_for_inference(tiny_model(), dtype="float32", quantize="int8")  # PyTorch's own int8 stays available

@@ -24,7 +24,7 @@ from .devices import resolve_device, resolve_dtype
 from .fairseq2 import FAIRSEQ2_SUFFIXES, detect_kind, infer_config, load_fairseq2_checkpoint, rename
 from .hub import HubOptions
 from .layers import lengths_to_mask, strided_conv_lengths
-from .quantization import convert_from_file, optimize_for_inference
+from .quantization import convert_from_file, optimize_for_inference, quantized_layer
 from .weights import load_weights, save_weights
 
 logger = logging.getLogger("w2vbert")
@@ -206,6 +206,12 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         """Write `config.json` and `model.safetensors` (sharded above `max_shard_size`) in the HF layout."""
         if not safe_serialization:
             raise ValueError("w2vbert writes safetensors only (pickled .bin files can carry code)")
+        layer = quantized_layer(self) if state_dict is None else None
+        if layer is not None:
+            raise ValueError(
+                f"{layer} holds int8 weights packed for inference, which are no checkpoint: save the float model it "
+                "was quantized from, and quantize when loading (from_pretrained(..., quantize='int8'))"
+            )
         config = Wav2Vec2BertConfig.from_dict(self.config.to_dict())
         config.architectures = [type(self).__name__]
         config.extra["torch_dtype"] = str(self.dtype).removeprefix("torch.")

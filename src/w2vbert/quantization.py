@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import devices
 from .devices import INFERENCE_DTYPES, resolve_dtype
 from .layers import PointwiseConv1d
 
@@ -84,6 +85,7 @@ def optimize_for_inference(
     return torch.compile(model) if compile else model
 
 
+INT8_DOT_PRODUCT = ("amx_int8", "avx512_vnni", "avx_vnni")  # what oneDNN's full-range int8 matmul needs
 INT8_ENGINE_VARIABLE = "W2VBERT_INT8_ENGINE"  # names the engine instead of the default order (for measuring them)
 # The first this PyTorch build has packs the int8 weights. x86 (fbgemm's kernels for these Linears) first: on the
 # AMX Xeon it peaks at 0.47x float32's memory where oneDNN keeps a second int8 copy (0.65-0.70x), and oneDNN's
@@ -135,6 +137,14 @@ def quantize_int8(model: nn.Module, dtype: torch.dtype = torch.float32, release_
         raise RuntimeError(
             "int8 with bfloat16 activations needs PyTorch's oneDNN int8 matmul (torch.ops.onednn.qlinear_pointwise), "
             "which this build lacks: use dtype=float32 with quantize='int8'"
+        )
+    features = devices.cpu_features()
+    if dtype == torch.bfloat16 and not any(features[name] for name in INT8_DOT_PRODUCT):
+        # Without them oneDNN sums u8 x s8 pairs in saturating int16 (vpmaddubsw): full-range activations overflow
+        # and the results go wrong (measured: errors of 0.24 on unit outputs under ONEDNN_MAX_CPU_ISA=AVX2).
+        raise ValueError(
+            "int8 with bfloat16 activations needs a CPU with an int8 dot-product unit (AMX-INT8, AVX512-VNNI or "
+            "AVX-VNNI); this one has none: use dtype=float32 with quantize='int8' (PyTorch's int8 for such CPUs)"
         )
     previous = torch.backends.quantized.engine
     mappings = file_mappings() if release_file_pages else []
@@ -258,6 +268,16 @@ class OneDNNInt8Linear(nn.Module):
     def extra_repr(self) -> str:
         fused = f", post_op={self.post_op}" if self.post_op != "none" else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}{fused}"
+
+
+def quantized_layer(model: nn.Module) -> str | None:
+    """The first int8 layer of `model` ("name (class)"), or None: its weights are packed for inference and its
+    state dict is no checkpoint (the oneDNN one holds no weight tensor at all)."""
+    for name, module in model.named_modules():
+        kind = type(module)
+        if kind is OneDNNInt8Linear or kind.__module__.startswith(("torch.ao.nn.quantized", "bitsandbytes")):
+            return f"{name} ({kind.__name__})"
+    return None
 
 
 def convert_from_file(model: nn.Module, dtype: torch.dtype) -> None:
