@@ -196,7 +196,7 @@ class OneDNNInt8Linear(nn.Module):
     """An nn.Linear run as oneDNN's int8 matmul (AMX-INT8 on Xeons that have it, else AVX-512 VNNI): the weight
     int8 with one scale per output channel, packed once; each call quantizes its input to uint8 with one scale
     and zero point over the whole input (its min and max, as PyTorch's dynamic quantization) and returns the
-    matmul dequantized in the input's dtype (bfloat16 or float32). What `torch.compile`'s x86 int8 path emits,
+    matmul dequantized in `output_dtype` (`dtype`, bfloat16 or float32). What `torch.compile`'s x86 int8 path emits,
     called eagerly: no compilation, no deprecated torch.ao module. For inference only (no gradient).
     """
 
@@ -216,7 +216,8 @@ class OneDNNInt8Linear(nn.Module):
         self.packed_weight = torch.ops.onednn.qlinear_prepack(
             torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8), None
         )
-        self.bias = None if linear.bias is None else linear.bias.detach().to(dtype, copy=True)
+        # float32, cast per call to `output_dtype` (which `fuse_activation` may change): never rounded twice
+        self.bias = None if linear.bias is None else linear.bias.detach().to(torch.float32, copy=True)
 
     @staticmethod
     def available() -> bool:
