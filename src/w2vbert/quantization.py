@@ -138,8 +138,7 @@ def quantize_int8(model: nn.Module, dtype: torch.dtype = torch.float32, release_
             "int8 with bfloat16 activations needs PyTorch's oneDNN int8 matmul (torch.ops.onednn.qlinear_pointwise), "
             "which this build lacks: use dtype=float32 with quantize='int8'"
         )
-    features = devices.cpu_features()
-    if dtype == torch.bfloat16 and not any(features[name] for name in INT8_DOT_PRODUCT):
+    if dtype == torch.bfloat16 and not any(devices.cpu_features()[name] for name in INT8_DOT_PRODUCT):
         # Without them oneDNN sums u8 x s8 pairs in saturating int16 (vpmaddubsw): full-range activations overflow
         # and the results go wrong (measured: errors of 0.24 on unit outputs under ONEDNN_MAX_CPU_ISA=AVX2).
         raise ValueError(
@@ -149,8 +148,8 @@ def quantize_int8(model: nn.Module, dtype: torch.dtype = torch.float32, release_
     previous = torch.backends.quantized.engine
     mappings = file_mappings() if release_file_pages else []
     try:
-        # Packed weights remember their engine, so the global setting only needs to hold while packing.
-        torch.backends.quantized.engine = int8_engine() if dtype == torch.float32 else previous
+        if dtype == torch.float32:  # packed weights remember their engine: it only needs to hold while packing
+            torch.backends.quantized.engine = int8_engine()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
             warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.ao")
@@ -243,6 +242,7 @@ class OneDNNInt8Linear(nn.Module):
         Sibling layers reading one tensor (an attention's q, k and v) quantize it once: the codes of the last
         input are kept in `shared_input` and serve each other sibling once for that same tensor object (unchanged
         since, where autograd counts versions); a layer called again, even on the same tensor, quantizes afresh.
+        The codes go when that input does, so no layer holds its last input's codes between forwards.
         """
         memo = self.shared_input
         version = None if hidden_states.is_inference() else hidden_states._version
@@ -262,8 +262,12 @@ class OneDNNInt8Linear(nn.Module):
             quantized = torch.quantize_per_tensor(rows.float().contiguous(), scale, zero_point, torch.quint8)
         # The quantized tensor's bytes as the plain uint8 tensor oneDNN takes (a view, not int_repr's copy).
         codes = torch.empty(0, dtype=torch.uint8).set_(quantized.untyped_storage(), 0, rows.shape)
-        memo.update(input=weakref.ref(hidden_states), version=version, readers={id(self)}, codes=codes, scale=scale,
-                    zero_point=zero_point)
+        def forget(reference: weakref.ref) -> None:  # the input is gone: so are its codes (unless replaced)
+            if memo.get("input") is reference:
+                memo.clear()
+
+        memo.update(input=weakref.ref(hidden_states, forget), version=version, readers={id(self)}, codes=codes,
+                    scale=scale, zero_point=zero_point)
         return codes, scale, zero_point
 
     def extra_repr(self) -> str:
