@@ -132,7 +132,7 @@ def export_onnx(
             with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
                 float_path = Path(scratch) / ONNX_NAME
                 program.save(float_path)
-                quantize_int8(float_path, path)
+                quantize_onnx_int8(float_path, path)
     finally:
         model.train(was_training)
     return path
@@ -167,7 +167,7 @@ def example_inputs(model: Wav2Vec2BertPreTrainedModel, dtype: torch.dtype) -> tu
     return features, mask
 
 
-def quantize_int8(source: Path, target: Path) -> None:
+def quantize_onnx_int8(source: Path, target: Path) -> None:
     """Dynamic int8 quantization of the weights of MatMul and Gemm (activations quantized per call at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
