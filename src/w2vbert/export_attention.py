@@ -87,7 +87,8 @@ def shaw_bias(per_distance: torch.Tensor, start: torch.Tensor, keys: int, left: 
     Pair (row start + r, key j) reads column c(r, j) = clamp(j - start - r, -left, right) + left of row r: in the
     row-major flattened (rows * distances) scores that is element r * distances + c(r, j). So one gather on the
     last axis with that (rows, keys) index builds the bias, each element written once (a skewed table unskewed by
-    slices wrote and copied 1.5x the bias: measured, issue 19, that was 3/4 of the exported attention's time).
+    slices wrote and copied 1.5x the bias, about half of the exported attention's time: benchmarks/NOTES.md,
+    "Peers").
     """
     *outer, rows, distances = per_distance.shape
     row = torch.arange(rows, device=per_distance.device)  # (rows,)
