@@ -163,7 +163,8 @@ def make_call(engine: str, variant: str, files: dict, model_dir: str, features, 
         if variant.startswith("int8"):  # int8 matmuls, the rest in `dtype`, quantized as the file is read
             model = Wav2Vec2BertForCTC.from_pretrained(model_dir, torch_dtype=dtype, quantize="int8")
         else:
-            model = Wav2Vec2BertForCTC.from_pretrained(model_dir).eval().to(dtype)
+            # loaded in `dtype`, as users load it (a float32 load then .to(dtype) peaks with both copies)
+            model = Wav2Vec2BertForCTC.from_pretrained(model_dir, dtype=dtype).eval()
         inputs = torch.from_numpy(features).to(dtype)
 
         def call():
