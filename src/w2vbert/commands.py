@@ -517,6 +517,7 @@ def checkpoint_summary(model: str) -> dict[str, object]:
 def system_summary() -> dict[str, object]:
     """What decides the speed of each mode on this machine (through the module, which tests can simulate)."""
     features = devices.cpu_features()
+    auto = devices.fastest_dtype(torch.device("cpu"))  # what --dtype auto picks, and so --quantize int8's kind
     summary: dict[str, object] = {
         "cpu": devices.cpu_name(),
         "cores": os.cpu_count(),
@@ -525,9 +526,9 @@ def system_summary() -> dict[str, object]:
         **{name: "yes" if present else "no" for name, present in features.items()},
         "cpu bfloat16": {True: "native", False: "emulated (slow)", None: "not known on this CPU"}[
             devices.native(torch.device("cpu"), torch.bfloat16)],
-        "cpu --dtype auto": str(devices.fastest_dtype(torch.device("cpu"))).removeprefix("torch."),
+        "cpu --dtype auto": str(auto).removeprefix("torch."),
         "cpu --quantize int8": (  # with --dtype auto (quantization.quantize_int8)
-            "oneDNN int8 matmuls, the rest bfloat16" if devices.fastest_dtype(torch.device("cpu")) == torch.bfloat16
+            "oneDNN int8 matmuls, the rest bfloat16" if auto == torch.bfloat16
             else f"PyTorch dynamic int8 ({int8_engine()} engine), float32 activations"),
     }
     for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
