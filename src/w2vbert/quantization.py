@@ -89,7 +89,8 @@ INT8_DOT_PRODUCT = ("amx_int8", "avx512_vnni", "avx_vnni")  # what oneDNN's full
 INT8_ENGINE_VARIABLE = "W2VBERT_INT8_ENGINE"  # names the engine instead of the default order (for measuring them)
 # The first this PyTorch build has packs the int8 weights. x86 (fbgemm's kernels for these Linears) first: on the
 # AMX Xeon it peaks at 0.47x float32's memory where oneDNN keeps a second int8 copy (0.65-0.70x), and oneDNN's
-# 1.4x faster AMX int8 still trails bf16 there (benchmarks/NOTES.md, "int8"); W2VBERT_INT8_ENGINE=onednn picks it.
+# 1.4x faster AMX int8 still trails bf16 there (benchmarks/NOTES.md, "int8"); on AVX2 kernels x86 and fbgemm
+# ranked first and oneDNN last ("AVX2 code paths" there). W2VBERT_INT8_ENGINE=onednn picks it.
 INT8_ENGINE_ORDER = ("x86", "fbgemm", "onednn")
 
 
