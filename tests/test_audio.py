@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import struct
+import subprocess
+import sys
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,42 @@ def test_every_format_decodes_to_the_same_16k_speech(name):
     lag = np.argmax(np.correlate(audio[:n], reference[:n], mode="full")) - (n - 1)
     shifted = np.roll(audio[:n], -lag)
     assert np.corrcoef(shifted, reference[:n])[0, 1] > 0.9, name
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
+    """(samples, channels) int16 -> a PCM WAV file, written by Python's `wave` module (no FFmpeg involved)."""
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(samples.shape[1])
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(samples.astype("<i2").tobytes())
+    return path
+
+
+def test_files_of_any_channel_count_decode_to_the_channel_mean_without_crashing_the_process(tmp_path):
+    # PyAV 18.1 segfaulted converting frames of 8+ channels (issue 32): decode in a child process, so that a
+    # regression fails this test instead of killing the test run.
+    counts = [1, 2, 7, 8, 9, 16, 64]
+    rng = np.random.default_rng(32)
+    expected = {}
+    for count in counts:
+        samples = rng.integers(-8000, 8000, (4000, count)).astype(np.int16)
+        write_wav(tmp_path / f"ch{count}.wav", samples)
+        expected[count] = (samples / 32768.0).mean(axis=1)
+    script = (
+        "import sys, numpy as np\n"
+        "from w2vbert.audio import load_audio, stream_audio\n"
+        f"for count in {counts}:\n"
+        f"    path = r'{tmp_path}' + f'/ch{{count}}.wav'\n"
+        "    np.save(path + '.npy', load_audio(path))\n"
+        "    np.save(path + '.stream.npy', np.concatenate(list(stream_audio(path, 0.1))))\n"
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    for count in counts:
+        for suffix in (".npy", ".stream.npy"):
+            decoded = np.load(tmp_path / f"ch{count}.wav{suffix}")
+            np.testing.assert_allclose(decoded, expected[count], atol=1e-6, err_msg=f"{count} channels {suffix}")
 
 
 def test_bytes_and_file_objects_decode_like_paths():

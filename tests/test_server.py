@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import wave
 from pathlib import Path
 
 import httpx
@@ -119,6 +121,24 @@ def test_the_openai_client_gets_the_transcript_of_w2vbert_transcribe_in_every_fo
     assert [(w.word, w.start, w.end) for w in verbose.words] == [(c["text"], *c["timestamp"]) for c in chunks]
     assert " ".join(s.text for s in verbose.segments) == text
     assert verbose.duration == pytest.approx(path.stat().st_size / 32000, abs=0.01)
+
+
+def test_an_upload_of_eight_channels_is_transcribed_and_the_server_lives_on(server, cli_outputs):
+    # One 8-channel upload segfaulted the whole server (issue 32); every channel holds the same speech here, so the
+    # channel mean is the mono recording and the transcript is the command line's.
+    path = EXAMPLES[0]
+    with wave.open(str(path)) as mono:
+        samples = np.frombuffer(mono.readframes(mono.getnframes()), "<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as handle:
+        handle.setnchannels(8)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(np.repeat(samples[:, None], 8, axis=1).tobytes())
+    response = post(server, "/v1/audio/transcriptions", buffer.getvalue(), model="demo-model")
+    assert response.status_code == 200, response.text
+    assert response.json()["text"] == cli_outputs[path.stem]["txt"].strip()
+    assert httpx.get(server + "/health", timeout=10).status_code == 200
 
 
 def test_a_streamed_transcription_sends_deltas_that_add_up_to_the_text(client, cli_outputs):

@@ -247,22 +247,33 @@ def _decode(source: str | os.PathLike | bytes | IO[bytes]) -> Iterator[tuple[np.
                 raise ValueError(f"{name}: has no audio stream (format {container.format.name})")
             stream = container.streams.audio[0]
             decoded, rate = 0, 0  # samples per channel decoded so far, at the file's rate
-            # Packed or planar, any sample format -> float planar, (channels, samples) per frame.
-            converter = av.AudioResampler(format="fltp")
+            converter = av.AudioResampler(format="flt")  # any sample format -> packed float32
             for frame in container.decode(stream):
                 for converted in converter.resample(frame):
-                    planes = converted.to_ndarray()  # (channels, samples) float32
-                    decoded, rate = decoded + planes.shape[1], converted.rate
-                    yield planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0], converted.rate
+                    block = _mono_block(converted)
+                    decoded, rate = decoded + len(block), converted.rate
+                    yield block, converted.rate
             for converted in converter.resample(None):
-                planes = converted.to_ndarray()
-                decoded, rate = decoded + planes.shape[1], converted.rate
-                yield planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0], converted.rate
+                block = _mono_block(converted)
+                decoded, rate = decoded + len(block), converted.rate
+                yield block, converted.rate
             announced = wav_seconds if wav_seconds is not None else _header_seconds(container, stream)
             if rate and announced is not None:
                 _warn_if_truncated(name, announced, decoded / rate)
     except av.error.FFmpegError as error:
         raise ValueError(f"{name}: not a readable audio file ({error.strerror or type(error).__name__})") from None
+
+
+def _mono_block(frame: av.AudioFrame) -> np.ndarray:
+    """(samples,) float32: the channel mean of a packed float32 frame.
+
+    The samples are read from the frame's one buffer as (samples, channels), not through `to_ndarray()`: PyAV
+    18.1 crashes the process (SIGSEGV) converting frames of 8 or more channels, planar ones in particular, so
+    any channel count goes through this one path.
+    """
+    channels = frame.layout.nb_channels
+    packed = np.frombuffer(frame.planes[0], dtype=np.float32, count=frame.samples * channels)
+    return packed.reshape(frame.samples, channels).mean(axis=1, dtype=np.float32) if channels > 1 else packed.copy()
 
 
 def _header_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
