@@ -22,7 +22,7 @@ from pathlib import Path
 import jiwer
 
 from w2vbert import pipeline
-from w2vbert.modeling import Wav2Vec2BertModel
+from w2vbert.model.encoder import Wav2Vec2BertModel
 
 ROOT = Path(__file__).resolve().parent.parent
 

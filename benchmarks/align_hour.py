@@ -1,4 +1,5 @@
-"""Forced alignment of an hour: time and peak memory of `w2vbert.alignment.forced_align` on random log-probabilities
+"""Forced alignment of an hour: time and peak memory of `w2vbert.text.alignment.forced_align` on random
+log-probabilities
 of 90,000 frames (40 ms each) and a 45,000-character transcript.
 
     PYTHONPATH=src python benchmarks/align_hour.py
@@ -9,7 +10,7 @@ import time
 
 import numpy as np
 
-from w2vbert.alignment import forced_align
+from w2vbert.text.alignment import forced_align
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ def make_corpus(folder: Path, hours: float, seed: int = 0) -> Path:
     manifest = folder / "corpus.tsv"
     if manifest.is_file():
         return manifest
-    from w2vbert.audio import load_audio
+    from w2vbert.audio.decode import load_audio
 
     clips = [load_audio(path) for path in CLIPS]
     rng = np.random.default_rng(seed)
@@ -100,8 +100,9 @@ def machine() -> dict:
 # ------------------------------------------------------------------------------------------------- speed
 def forward_alone(model_dir: Path, manifest: Path, layer: int, dtype: str, max_batch_seconds: float) -> dict:
     """The corpus run's batches, features precomputed; only the model's forward passes timed."""
-    from w2vbert import bulk, pipeline
-    from w2vbert.pipelines import Recording
+    from w2vbert import pipeline
+    from w2vbert.inference import corpus as bulk
+    from w2vbert.inference.pipelines import Recording
 
     pipe = pipeline("feature-extraction", model_dir, layer=layer, pool="mean", torch_dtype=dtype)
     inputs = bulk.inputs_from_manifest(manifest)
@@ -144,7 +145,8 @@ def corpus_run(
 
 
 def pipeline_loop(model_dir: Path, manifest: Path, out: Path, layer: int, dtype: str) -> dict:
-    from w2vbert import bulk, pipeline
+    from w2vbert import pipeline
+    from w2vbert.inference import corpus as bulk
 
     pipe = pipeline("feature-extraction", model_dir, layer=layer, pool="mean", torch_dtype=dtype)
     out.mkdir(parents=True, exist_ok=True)

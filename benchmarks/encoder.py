@@ -175,7 +175,7 @@ def worker(case: Case, library: str, output: str, threads: int | None) -> dict:
     if case.mode == "train":
         return train_step(model, features, case)
     if case.mode == "int8" and library == "int8":
-        from w2vbert.quantization import optimize_for_inference
+        from w2vbert.model.quantization import optimize_for_inference
 
         # CPU: int8 matmuls, the rest in the case's dtype (float32: PyTorch's dynamic int8; bfloat16: oneDNN's);
         # CUDA: bitsandbytes LLM.int8 (its fp16 activations) on the float32 model

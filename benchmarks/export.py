@@ -71,7 +71,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(**json.loads(args.worker))))
         return
-    from w2vbert.export import export_onnx
+    from w2vbert.export.onnx import export_onnx
 
     with tempfile.TemporaryDirectory() as scratch:
         path = str(export_onnx(build(args.layers), Path(scratch) / "model.onnx"))

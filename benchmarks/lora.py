@@ -42,7 +42,7 @@ MODES = ("full", "lora")
 
 
 def lora_settings(args):
-    from w2vbert.lora import LoraSettings
+    from w2vbert.training.lora import LoraSettings
 
     return LoraSettings(rank=args.rank) if args.mode == "lora" else None
 
@@ -88,10 +88,17 @@ def memory_table(results: dict, args) -> None:
 # -------------------------------------------------------------------------------------------------- demo
 def demo_side(args) -> dict:
     from w2vbert import Wav2Vec2BertForCTC
-    from w2vbert.data import BadExamples, Collator, SpeechDataset, TextNormalizer, drop_too_short, load_examples
-    from w2vbert.features import SeamlessM4TFeatureExtractor
-    from w2vbert.tokenizer import Wav2Vec2CTCTokenizer
-    from w2vbert.trainer import Trainer, TrainingConfig
+    from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+    from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
+    from w2vbert.training.datasets import (
+        BadExamples,
+        Collator,
+        SpeechDataset,
+        TextNormalizer,
+        drop_too_short,
+        load_examples,
+    )
+    from w2vbert.training.trainer import Trainer, TrainingConfig
 
     demo = Wav2Vec2BertForCTC.from_pretrained(args.model)
     torch.manual_seed(0)  # the same fresh head in both modes

@@ -42,7 +42,7 @@ VOCAB = 32
 
 
 def has_bf16() -> bool:
-    from w2vbert.devices import cpu_features
+    from w2vbert.loading.devices import cpu_features
 
     features = cpu_features()
     return features["amx_bf16"] or features["avx512_bf16"]
@@ -92,7 +92,7 @@ def write_tokenizer(directory: Path) -> None:
 def prepare(model_dir: Path, work: Path, rows: list[tuple[str, str]]) -> dict[str, str]:
     """The converted files the chosen rows read (made once; a conversion that fails is recorded, not raised)."""
     from w2vbert import Wav2Vec2BertForCTC
-    from w2vbert.export import export_onnx
+    from w2vbert.export.onnx import export_onnx
 
     files, errors = {}, {}
     model = Wav2Vec2BertForCTC.from_pretrained(model_dir).eval()
@@ -289,7 +289,7 @@ def run_shape(batch: int, seconds: float, rows, model_dir: Path, files: dict, wo
 
 
 def header(threads: int) -> list[str]:
-    from w2vbert.devices import cpu_features, cpu_name
+    from w2vbert.loading.devices import cpu_features, cpu_name
 
     flags = cpu_features()
     isa = " ".join(f"{name}{'+' if flags.get(name) else '-'}" for name in ISA)

@@ -42,8 +42,8 @@ def demo_config(**overrides: object) -> dict:
 
 def helps(args: argparse.Namespace) -> dict:
     from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertModel
-    from w2vbert.recipes import DataConfig, finetune, pretrain
-    from w2vbert.trainer import TrainingConfig
+    from w2vbert.training.recipes import DataConfig, finetune, pretrain
+    from w2vbert.training.trainer import TrainingConfig
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -89,7 +89,7 @@ def full_size_step(args: argparse.Namespace) -> dict:
 import json, resource, sys, time, torch
 sys.path.insert(0, {str(ROOT / "src")!r})
 from w2vbert import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertForPreTraining, load_audio
-from w2vbert.pretraining import example_seeds
+from w2vbert.model.pretraining import example_seeds
 speech = load_audio({str(SPEECH)!r})
 clip = torch.from_numpy(speech).repeat(int({args.seconds} * 16000 // len(speech)) + 1)[: int({args.seconds} * 16000)]
 inputs = SeamlessM4TFeatureExtractor(padding_value=1.0)([clip.numpy()] * {args.batch}, sampling_rate=16000,

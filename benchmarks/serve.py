@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 
 from w2vbert import pipeline
-from w2vbert.audio import wav_bytes
+from w2vbert.audio.decode import wav_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIPS = [*sorted((ROOT / "examples" / "audio").glob("*.wav")),

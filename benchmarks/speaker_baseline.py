@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from w2vbert import pipeline
-from w2vbert.verification import cosine_scores, equal_error_rate, min_dcf, read_trials
+from w2vbert.data.verification import cosine_scores, equal_error_rate, min_dcf, read_trials
 
 ROOT = Path(__file__).resolve().parent.parent
 

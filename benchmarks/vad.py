@@ -94,8 +94,8 @@ def main() -> None:
     import torch
 
     from w2vbert import pipeline
-    from w2vbert.devices import cpu_name
-    from w2vbert.vad import VadOptions, speech_regions
+    from w2vbert.audio.vad import VadOptions, speech_regions
+    from w2vbert.loading.devices import cpu_name
 
     clips = example_clips(args.manifest)
     mixed = mixed_recording(clips, args.minutes * 30)

@@ -15,7 +15,7 @@ from pathlib import Path
 import jiwer
 
 import w2vbert
-from w2vbert.cli import main as w2vbert_command
+from w2vbert.cli.parser import main as w2vbert_command
 
 ROOT = Path(__file__).resolve().parent
 MODEL = ROOT / "demo-model"

@@ -16,8 +16,8 @@ import argparse
 
 import ray
 
-from w2vbert.bulk import inputs_from_manifest
-from w2vbert.ray_data import W2vBertPredictor
+from w2vbert.inference.corpus import inputs_from_manifest
+from w2vbert.inference.ray_data import W2vBertPredictor
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from w2vbert.audio import load_audio, resample
+from w2vbert.audio.decode import load_audio, resample
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 CLIPS = {  # name: (text, voice, words per minute)

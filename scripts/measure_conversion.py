@@ -48,7 +48,7 @@ def measure(workdir: Path) -> None:
     torch.save({"model": fairseq2_state()}, src)
     size = src.stat().st_size
     code = (
-        "import resource, sys; from w2vbert.convert import convert; convert(sys.argv[1], sys.argv[2]); "
+        "import resource, sys; from w2vbert.cli.convert import convert; convert(sys.argv[1], sys.argv[2]); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
     )
     start = time.perf_counter()

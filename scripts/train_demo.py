@@ -9,7 +9,8 @@ speech recognition pipeline, as long audio is transcribed.
 
 Writes the model in the Hugging Face layout (config.json, model.safetensors, preprocessor_config.json, vocab.json,
 tokenizer files) and prints the held-out WER/CER. 2.47M parameters (hidden 144, 4 Conformer blocks, adapter).
-Each read of a training clip goes through `w2vbert.augment.Augmentation` (the offset, a gain, a noise floor, dither;
+Each read of a training clip goes through `w2vbert.audio.augment.Augmentation` (the offset, a gain, a noise floor,
+dither;
 `--no-noise` keeps the offset alone). Measured 2026-12-01 on the 2-core Xeon, one thread beside other jobs: 3600
 steps in 61.5 min, best at step 3500: held-out CER 2.2%, WER 7.3%; joined held-out recordings CER 2.2%, WER 7.6%;
 dithered and noisy held-out audio within 1.0x of the clean WER (benchmarks/noise.py). The runs below are those of
@@ -38,11 +39,18 @@ from pathlib import Path
 import torch
 
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC, pipeline
-from w2vbert.augment import Augmentation, Augmented
-from w2vbert.data import BadExamples, Collator, SpeechDataset, TextNormalizer, drop_too_short, load_examples
-from w2vbert.features import SeamlessM4TFeatureExtractor
-from w2vbert.recipes import ctc_tokenizer
-from w2vbert.trainer import Trainer, TrainingConfig, error_rates
+from w2vbert.audio.augment import Augmentation, Augmented
+from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+from w2vbert.training.datasets import (
+    BadExamples,
+    Collator,
+    SpeechDataset,
+    TextNormalizer,
+    drop_too_short,
+    load_examples,
+)
+from w2vbert.training.recipes import ctc_tokenizer
+from w2vbert.training.trainer import Trainer, TrainingConfig, error_rates
 
 
 def main() -> None:

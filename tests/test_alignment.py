@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from w2vbert.alignment import forced_align, token_spans
+from w2vbert.text.alignment import forced_align, token_spans
 
 BLANK = 0
 
@@ -75,8 +75,8 @@ def test_words_of_a_known_transcript_land_within_40_ms_of_the_greedy_decodings_t
     import torch
 
     from w2vbert import pipeline
-    from w2vbert.alignment import align_words
-    from w2vbert.audio import SAMPLING_RATE, load_audio
+    from w2vbert.audio.decode import SAMPLING_RATE, load_audio
+    from w2vbert.text.alignment import align_words
 
     root = Path(__file__).resolve().parent.parent
     pipe = pipeline("automatic-speech-recognition", str(root / "examples" / "demo-model"))
@@ -109,8 +109,8 @@ def test_the_align_command_writes_every_format_aligns_long_audio_and_names_what_
 
     import numpy as np
 
-    from w2vbert.audio import load_audio, wav_bytes
-    from w2vbert.cli import main
+    from w2vbert.audio.decode import load_audio, wav_bytes
+    from w2vbert.cli.parser import main
 
     root = Path(__file__).resolve().parent.parent
     model = str(root / "examples" / "demo-model")

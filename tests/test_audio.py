@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from w2vbert.audio import load_audio, stream_audio, to_mono
+from w2vbert.audio.decode import load_audio, stream_audio, to_mono
 
 DATA = Path(__file__).parent / "data"
 ENCODED = ["quick_44k.flac", "quick_22k.mp3", "quick_48k_stereo.ogg", "quick_24k.m4a", "quick_48k.webm"]
@@ -57,7 +57,7 @@ def test_files_of_any_channel_count_decode_to_the_channel_mean_without_crashing_
         expected[count] = (samples / 32768.0).mean(axis=1)
     script = (
         "import sys, numpy as np\n"
-        "from w2vbert.audio import load_audio, stream_audio\n"
+        "from w2vbert.audio.decode import load_audio, stream_audio\n"
         f"for count in {counts}:\n"
         f"    path = r'{tmp_path}' + f'/ch{{count}}.wav'\n"
         "    np.save(path + '.npy', load_audio(path))\n"
@@ -255,7 +255,7 @@ def test_complete_files_never_warn(caplog):
 
 
 def test_wav_bytes_decode_back_to_the_samples_within_two_16_bit_steps():
-    from w2vbert.audio import wav_bytes
+    from w2vbert.audio.decode import wav_bytes
 
     audio = np.random.default_rng(0).uniform(-1.2, 1.2, 8000).astype(np.float32)
     for rate in (16000, 8000):

@@ -9,11 +9,11 @@ import torch
 from conftest import tiny_config_kwargs
 from test_training import assert_same_weights, kill_at, tone_manifest
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForSequenceClassification, Wav2Vec2BertModel
-from w2vbert.augment import LSB_16BIT, Augmentation, Augmented
-from w2vbert.cli import main
-from w2vbert.data import BadExamples, Collator, SpeechDataset, load_examples
-from w2vbert.features import SeamlessM4TFeatureExtractor
-from w2vbert.trainer import Trainer, TrainingConfig
+from w2vbert.audio.augment import LSB_16BIT, Augmentation, Augmented
+from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+from w2vbert.cli.parser import main
+from w2vbert.training.datasets import BadExamples, Collator, SpeechDataset, load_examples
+from w2vbert.training.trainer import Trainer, TrainingConfig
 
 
 class Clips:

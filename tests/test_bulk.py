@@ -34,11 +34,11 @@ from w2vbert import (
     Wav2Vec2BertProcessor,
     Wav2Vec2CTCTokenizer,
     build_vocab,
-    bulk,
     pipeline,
 )
-from w2vbert.audio import load_audio, wav_bytes
-from w2vbert.cli import main
+from w2vbert.inference import corpus as bulk
+from w2vbert.audio.decode import load_audio, wav_bytes
+from w2vbert.cli.parser import main
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
@@ -291,7 +291,7 @@ def test_the_ray_example_on_a_local_ray_instance_gives_the_embeddings_of_a_one_p
 
 
 def test_the_ray_predictor_maps_paths_and_arrays_and_one_bad_row_costs_no_other(models):
-    from w2vbert.ray_data import W2vBertPredictor
+    from w2vbert.inference.ray_data import W2vBertPredictor
 
     predictor = W2vBertPredictor(str(models / "ctc"), "automatic-speech-recognition")
     paths = np.array([str(DATA / "quick.wav"), str(DATA / "missing.wav"), str(DATA / "hello.wav")], dtype=object)

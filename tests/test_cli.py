@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from w2vbert import Wav2Vec2BertConfig
-from w2vbert.cli import main
+from w2vbert.cli.parser import main
 
 
 def test_info_summarises_a_checkpoint_from_its_config_alone(tmp_path, capsys):
@@ -42,7 +42,7 @@ HELLO, QUICK = DATA / "hello.wav", DATA / "quick.wav"
 
 def test_help_and_version_answer_without_importing_torch():
     script = (
-        "import sys\nfrom w2vbert.cli import main\n"
+        "import sys\nfrom w2vbert.cli.parser import main\n"
         "for argv in (['--version'], ['--help']):\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
         "print('torch' in sys.modules)"

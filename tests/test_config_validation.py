@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from conftest import head_supports_adapter, tiny_config_kwargs
 from w2vbert import Wav2Vec2BertConfig
-from w2vbert.config import (
+from w2vbert.model.config import (
     ACTIVATIONS,
     CTC_REDUCTIONS,
     EXTENSION_FLAGS,

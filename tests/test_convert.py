@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 import w2vbert
 from conftest import random_batch
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertModel
-from w2vbert.cli import main
-from w2vbert.convert import convert
-from w2vbert.fairseq2 import convert_state_dict
+from w2vbert.cli.convert import convert
+from w2vbert.cli.parser import main
+from w2vbert.model.fairseq2 import convert_state_dict
 
 
 def fairseq2_state(dim=1024, layers=24, heads=16, ffn=4096, kernel=31, device=None, seed=0):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from w2vbert import Wav2Vec2CTCTokenizer, build_vocab
-from w2vbert.decoding import BeamSearchDecoder, ctc_transcribe, split_words_at_pauses
+from w2vbert.text.decoding import BeamSearchDecoder, ctc_transcribe, split_words_at_pauses
 
 
 def tokenizer() -> Wav2Vec2CTCTokenizer:

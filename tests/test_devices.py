@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from w2vbert import devices
-from w2vbert.cli import main
-from w2vbert.devices import fastest_dtype, native, warn_if_emulated
+from w2vbert.cli.parser import main
+from w2vbert.loading import devices
+from w2vbert.loading.devices import fastest_dtype, native, warn_if_emulated
 
 CPU = torch.device("cpu")
 AMX_XEON = {name: True for name in devices.CPU_FEATURES} | {"amx_fp16": False}
@@ -56,7 +56,7 @@ def test_emulated_bfloat16_is_said_once_and_native_bfloat16_not_at_all(cpu, capl
 
 def test_dtype_auto_loads_the_fastest_mode_and_a_pipeline_in_bfloat16_warns_on_an_avx2_cpu(cpu, caplog):
     from w2vbert import pipeline
-    from w2vbert.pipelines import load_task_model
+    from w2vbert.inference.pipelines import load_task_model
 
     model_dir = str(Path(__file__).resolve().parent.parent / "examples" / "demo-model")
     for features, expected in ((AMX_XEON, torch.bfloat16), (AVX2_EPYC, torch.float32)):
@@ -80,8 +80,8 @@ def test_info_system_names_the_cpu_its_instruction_sets_and_the_auto_mode(cpu, c
 
 
 def test_the_command_line_runs_the_fastest_native_mode_by_default_and_int8_with_it(cpu, monkeypatch, capsys):
-    from w2vbert import pipelines
-    from w2vbert.quantization import OneDNNInt8Linear
+    from w2vbert.inference import pipelines
+    from w2vbert.model.quantization import OneDNNInt8Linear
 
     loaded = []
     load_for_task = pipelines.load_for_task

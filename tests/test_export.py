@@ -10,9 +10,9 @@ import torch
 
 import w2vbert
 from conftest import random_batch, tiny_config_kwargs
-from w2vbert.attention import ShawPosition, position_bias
-from w2vbert.export import OUTPUT_NAMES, export_onnx
-from w2vbert.export_attention import EXPORT_CHUNK_ROWS, shaw_bias
+from w2vbert.export.attention import EXPORT_CHUNK_ROWS, shaw_bias
+from w2vbert.export.onnx import OUTPUT_NAMES, export_onnx
+from w2vbert.model.attention import ShawPosition, position_bias
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -91,7 +91,7 @@ def test_export_refuses_transformer_xl_positions_naming_the_supported_ones(tmp_p
 
 
 def test_export_refuses_the_pretraining_model_naming_the_supported_classes(tmp_path):
-    from w2vbert.pretraining import Wav2Vec2BertForPreTraining
+    from w2vbert.model.pretraining import Wav2Vec2BertForPreTraining
 
     model = Wav2Vec2BertForPreTraining(w2vbert.Wav2Vec2BertConfig(**tiny_config_kwargs()))
     with pytest.raises(ValueError, match="supports Wav2Vec2BertModel, .*Wav2Vec2BertForXVector; got "
@@ -111,8 +111,8 @@ def test_export_shaw_bias_equals_the_eager_strided_bias(start):
 
 
 def test_cli_export_writes_the_onnx_file_with_the_processor_files_beside_it(tmp_path, capsys):
-    from w2vbert.cli import main
-    from w2vbert.features import default_feature_extractor
+    from w2vbert.audio.features import default_feature_extractor
+    from w2vbert.cli.parser import main
 
     model_dir, out = tmp_path / "model", tmp_path / "out"
     build("Wav2Vec2BertForCTC").save_pretrained(model_dir)

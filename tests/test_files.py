@@ -6,7 +6,7 @@ import multiprocessing
 
 import pytest
 
-from w2vbert.files import atomic_output, atomic_write_text, read_json_object
+from w2vbert.utils.files import atomic_output, atomic_write_text, read_json_object
 
 
 def test_two_writers_of_one_file_never_share_a_temporary_name_and_one_whole_file_wins(tmp_path):

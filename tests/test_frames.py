@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from conftest import tiny_config_kwargs
 from test_training import write_wav
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForAudioFrameClassification, Wav2Vec2BertModel, pipeline
-from w2vbert.cli import main
-from w2vbert.data import BadExamples, Collator, SpeechDataset, load_examples
-from w2vbert.features import SeamlessM4TFeatureExtractor
-from w2vbert.recipes import DataConfig, finetune
-from w2vbert.segments import frame_labels, merge_frames, read_segments
-from w2vbert.trainer import TrainingConfig
+from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+from w2vbert.cli.parser import main
+from w2vbert.text.segments import frame_labels, merge_frames, read_segments
+from w2vbert.training.datasets import BadExamples, Collator, SpeechDataset, load_examples
+from w2vbert.training.recipes import DataConfig, finetune
+from w2vbert.training.trainer import TrainingConfig
 
 FRAME = 0.02
 
@@ -170,7 +170,7 @@ def test_classify_frames_prints_one_line_per_segment_and_writes_json(tmp_path, c
 
 
 def test_a_datasets_object_for_frames_is_refused_saying_a_manifest_is_needed():
-    from w2vbert.data import examples_from_dataset
+    from w2vbert.training.datasets import examples_from_dataset
 
     with pytest.raises(ValueError, match="frames examples come from a manifest"):
         examples_from_dataset([{"audio": "a.wav", "segments": "a.txt"}], "frames", BadExamples("fail"))

@@ -246,12 +246,12 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
         open(path, "wb").write(b"half a file")
         raise KeyboardInterrupt("killed mid-write")
 
-    monkeypatch.setattr(w2vbert.weights, "save_file", crash)
+    monkeypatch.setattr(w2vbert.loading.weights, "save_file", crash)
     new = tiny_model()
     torch.nn.init.zeros_(new.feature_projection.projection.weight)
     with pytest.raises(KeyboardInterrupt):
         new.save_pretrained(tmp_path)
-    monkeypatch.setattr(w2vbert.weights, "save_file", safetensors.torch.save_file)
+    monkeypatch.setattr(w2vbert.loading.weights, "save_file", safetensors.torch.save_file)
     assert same_weights(old, Wav2Vec2BertModel.from_pretrained(tmp_path))
 
 

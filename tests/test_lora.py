@@ -19,7 +19,7 @@ from test_training import (
     write_wav,
 )
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC, Wav2Vec2BertModel
-from w2vbert.lora import (
+from w2vbert.training.lora import (
     DEFAULT_TARGETS,
     LoraSettings,
     apply_lora,
@@ -28,7 +28,7 @@ from w2vbert.lora import (
     merged_state_dict,
     save_adapter,
 )
-from w2vbert.trainer import Trainer
+from w2vbert.training.trainer import Trainer
 
 peft = pytest.importorskip("peft")
 
@@ -173,7 +173,7 @@ def ctc_manifest(folder):
 def test_cli_lora_finetune_ctc_end_to_end_writes_merged_checkpoints_and_the_adapter(tmp_path):
     import transformers
 
-    from w2vbert.cli import main
+    from w2vbert.cli.parser import main
 
     base = tmp_path / "base"
     torch.manual_seed(0)
@@ -203,7 +203,7 @@ def test_cli_lora_finetune_ctc_end_to_end_writes_merged_checkpoints_and_the_adap
 
 
 def test_cli_lora_finetune_classify_trains_the_head_whole(tmp_path):
-    from w2vbert.cli import main
+    from w2vbert.cli.parser import main
 
     base = tmp_path / "base"
     torch.manual_seed(0)
@@ -220,7 +220,7 @@ def test_cli_lora_finetune_classify_trains_the_head_whole(tmp_path):
 
 
 def test_cli_refuses_an_unknown_lora_target_in_one_line_and_lora_options_without_lora(tmp_path, capsys):
-    from w2vbert.cli import main
+    from w2vbert.cli.parser import main
 
     base = tmp_path / "base"
     torch.manual_seed(0)
@@ -260,8 +260,8 @@ def test_cli_lora_finetune_of_frames_and_xvector_merges_adapters_and_leaves_the_
     from test_frames import tone_recordings
     from test_xvector import speaker_clips
     from w2vbert import Wav2Vec2BertForAudioFrameClassification, Wav2Vec2BertForXVector
-    from w2vbert.cli import main
-    from w2vbert.weights import load_weights
+    from w2vbert.cli.parser import main
+    from w2vbert.loading.weights import load_weights
 
     base = tmp_path / "base"
     torch.manual_seed(0)

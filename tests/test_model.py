@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 import w2vbert
 from conftest import HEAD_CASES, case_id, random_batch, tiny_config_kwargs
-from w2vbert import attention, modeling
+from w2vbert.model import attention
+from w2vbert.model import encoder as modeling
 
 ATOL = 1e-5
 
@@ -222,8 +223,8 @@ def test_shaw_attention_memory_grows_linearly_not_with_frames_squared_times_head
     (under 128 MB), which only holds while the bias is built chunk by chunk."""
     script = textwrap.dedent(
         """
-        import resource, torch, w2vbert
-        w2vbert.attention.FLASH_CPU = None  # no key regions: every chunk builds its (16, rows, 6000) bias
+        import resource, torch, w2vbert, w2vbert.model.attention
+        w2vbert.model.attention.FLASH_CPU = None  # no key regions: every chunk builds its (16, rows, 6000) bias
         config = w2vbert.Wav2Vec2BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=16,
                                             intermediate_size=64)
         model = w2vbert.Wav2Vec2BertModel(config).eval()
@@ -261,7 +262,7 @@ def test_given_mask_time_indices_replace_frames_with_the_learned_embedding():
 
 
 def test_compute_mask_indices_respects_lengths_and_span_length():
-    from w2vbert.spec_augment import compute_mask_indices
+    from w2vbert.model.spec_augment import compute_mask_indices
 
     generator = torch.Generator().manual_seed(0)
     mask = compute_mask_indices((3, 100), 0.3, 5, torch.tensor([100, 50, 5]), min_masks=1, generator=generator)

@@ -197,9 +197,9 @@ def test_checkpoints_load_both_ways_without_missing_or_unexpected_keys(head, tmp
 @pytest.mark.parametrize("position", ["relative_key", "relative"])
 def test_gradients_match_transformers(position, chunk_elements, tmp_path, monkeypatch):
     """Fine-tuning relies on the backward too: the strided position-bias views must pass gradients right."""
-    import w2vbert.attention
+    import w2vbert.model.attention
 
-    monkeypatch.setattr(w2vbert.attention, "ATTENTION_CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(w2vbert.model.attention, "ATTENTION_CHUNK_ELEMENTS", chunk_elements)
     reference, ours = model_pair("Wav2Vec2BertModel", tmp_path, position_embeddings_type=position)
     features, mask = random_batch(LENGTHS)
     for model in (reference, ours):
@@ -217,12 +217,12 @@ def test_gradients_match_transformers(position, chunk_elements, tmp_path, monkey
 def test_long_clip_shaw_attention_by_key_regions_matches_transformers(lengths, tmp_path, monkeypatch):
     """Long clips on CPU split the keys into the two far regions (plain attention over shifted keys) and the band
     of clamped distances; small chunks here make a 90-frame clip take that path, which must equal the bias path."""
-    import w2vbert.attention
+    import w2vbert.model.attention
 
-    monkeypatch.setattr(w2vbert.attention, "ATTENTION_CHUNK_ROWS_CPU", 8)  # regions from 2 * (8 + 10) frames on
+    monkeypatch.setattr(w2vbert.model.attention, "ATTENTION_CHUNK_ROWS_CPU", 8)  # regions from 2 * (8 + 10) frames on
     calls = []
-    by_regions = w2vbert.attention.attend_by_regions
-    monkeypatch.setattr(w2vbert.attention, "attend_by_regions",
+    by_regions = w2vbert.model.attention.attend_by_regions
+    monkeypatch.setattr(w2vbert.model.attention, "attend_by_regions",
                         lambda *args, **options: calls.append(1) or by_regions(*args, **options))
     reference, ours = model_pair("Wav2Vec2BertModel", tmp_path, position_embeddings_type="relative_key")
     features, mask = random_batch(lengths)

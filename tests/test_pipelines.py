@@ -23,9 +23,9 @@ from w2vbert import (
     load_audio,
     pipeline,
 )
-from w2vbert.audio import wav_bytes
-from w2vbert.chunking import WindowCutter, WindowPlan, windows
-from w2vbert.cli import main
+from w2vbert.audio.decode import wav_bytes
+from w2vbert.audio.windows import WindowCutter, WindowPlan, windows
+from w2vbert.cli.parser import main
 
 DATA = Path(__file__).parent / "data"
 SPEECH = [DATA / "hello.wav", DATA / "quick.wav", DATA / "numbers.wav"]

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 import w2vbert
 from conftest import random_batch, tiny_config_kwargs
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForPreTraining, Wav2Vec2BertModel
-from w2vbert.pretraining import example_seeds, sample_masks
-from w2vbert.recipes import DataConfig, pretrain
-from w2vbert.trainer import TrainingConfig
+from w2vbert.model.pretraining import example_seeds, sample_masks
+from w2vbert.training.recipes import DataConfig, pretrain
+from w2vbert.training.trainer import TrainingConfig
 
 SMALL = dict(num_codevectors_per_group=16, codevector_dim=24, proj_codevector_dim=20, num_negatives=6)
 
@@ -188,7 +188,7 @@ def test_starting_from_a_hugging_face_checkpoint_initialises_the_pretraining_par
 
 def test_the_full_size_release_converts_with_every_tensor_kept_and_the_head_fresh(caplog):
     from test_convert import fairseq2_state
-    from w2vbert.fairseq2 import infer_config, rename
+    from w2vbert.model.fairseq2 import infer_config, rename
 
     state = fairseq2_state(device="meta")
     assert len(state) == 781
@@ -279,7 +279,7 @@ def test_a_killed_pretraining_run_resumes_to_the_weights_of_an_uninterrupted_one
         if step == 5:
             raise KeyboardInterrupt
 
-    import w2vbert.recipes as recipes
+    import w2vbert.training.recipes as recipes
 
     original = recipes.Trainer
     recipes.Trainer = lambda *args, **kwargs: original(*args, **kwargs, callbacks=[kill])
@@ -291,8 +291,8 @@ def test_a_killed_pretraining_run_resumes_to_the_weights_of_an_uninterrupted_one
         recipes.Trainer = original
     pretrain(str(tmp_path / "base"), DataConfig(str(clips)), pretraining_config(tmp_path / "b", **options),
              resume=True, model_overrides=SMALL)
-    straight = w2vbert.weights.load_weights(tmp_path / "a" / "last")
-    resumed = w2vbert.weights.load_weights(tmp_path / "b" / "last")
+    straight = w2vbert.loading.weights.load_weights(tmp_path / "a" / "last")
+    resumed = w2vbert.loading.weights.load_weights(tmp_path / "b" / "last")
     for name, tensor in straight.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
     losses = [[json.loads(line)["loss"] for line in open(tmp_path / run / "metrics.jsonl")] for run in "ab"]
@@ -327,13 +327,13 @@ def test_two_processes_pretrain_as_one_does(tmp_path):
                                 nprocs=2)
     losses = [[json.loads(line)["loss"] for line in open(tmp_path / run / "metrics.jsonl")] for run in ("one", "two")]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
-    single, double = (w2vbert.weights.load_weights(tmp_path / run / "last") for run in ("one", "two"))
+    single, double = (w2vbert.loading.weights.load_weights(tmp_path / run / "last") for run in ("one", "two"))
     for name, tensor in single.items():
         torch.testing.assert_close(double[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_the_pretrain_command_reads_a_folder_and_a_manifest_with_text_and_counts_short_clips(tmp_path, capsys, caplog):
-    from w2vbert.cli import main
+    from w2vbert.cli.parser import main
 
     clips = speech_folder(tmp_path / "clips", 6, seed=4)
     with wave.open(str(clips / "tiny.wav"), "wb") as f:  # 0.1 s: fewer steps than a masked span
@@ -374,7 +374,7 @@ def test_seeds_differ_per_epoch_and_example_and_repeat_for_the_same_pair():
 def test_convert_keeps_the_pretraining_tensors_when_asked(tmp_path):
     from test_convert import SMALL as SMALL_SHAPES
     from test_convert import fairseq2_state
-    from w2vbert.cli import main
+    from w2vbert.cli.parser import main
 
     state = fairseq2_state(**SMALL_SHAPES)
     torch.save({"model": state}, tmp_path / "conformer_shaw.pt")

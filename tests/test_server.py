@@ -28,15 +28,15 @@ import torch
 
 from conftest import tiny_config_kwargs
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForSequenceClassification, pipeline
-from w2vbert.audio import wav_bytes
-from w2vbert.cli import main as cli_main
-from w2vbert.features import SeamlessM4TFeatureExtractor
+from w2vbert.audio.decode import wav_bytes
+from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+from w2vbert.cli.parser import main as cli_main
 
 uvicorn = pytest.importorskip("uvicorn")  # the `serve` extra and the clients of the dev extra
 openai = pytest.importorskip("openai")
 websockets_sync = pytest.importorskip("websockets.sync.client")
 websockets_exceptions = pytest.importorskip("websockets.exceptions")
-server_module = pytest.importorskip("w2vbert.server")
+server_module = pytest.importorskip("w2vbert.serving.app")
 ServeSettings, create_app = server_module.ServeSettings, server_module.create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,7 +251,7 @@ def test_each_bad_request_gets_its_4xx_while_a_load_runs_and_the_load_loses_noth
 
 def test_audio_longer_than_the_limit_is_413_naming_it(tmp_path):
     from test_pipelines import write_wav
-    from w2vbert.audio import load_audio
+    from w2vbert.audio.decode import load_audio
 
     audio = load_audio(str(EXAMPLES[0]))
     long = write_wav(tmp_path / "long.wav", np.tile(audio, 3))
@@ -340,7 +340,7 @@ def pcm16(audio: np.ndarray) -> bytes:
 
 def recording_of(seconds: float) -> np.ndarray:
     """The example recordings and the test clips joined with 0.6 s pauses, to `seconds` of audio."""
-    from w2vbert.audio import load_audio
+    from w2vbert.audio.decode import load_audio
 
     clips = [load_audio(str(p)) for p in [*EXAMPLES, DATA / "hello.wav", DATA / "numbers.wav"]]
     pause = np.zeros(int(0.6 * 16000), np.float32)
@@ -397,7 +397,7 @@ def test_a_live_stream_ends_with_the_files_transcript_and_settled_text_never_cha
 
 
 def test_a_live_stream_at_another_rate_and_an_encoded_stream_transcribe_as_the_file(server):
-    from w2vbert.audio import load_audio, resample
+    from w2vbert.audio.decode import load_audio, resample
 
     at_8k = resample(recording_of(8.0), 16000, 8000)
     sent = (np.clip(at_8k, -1, 1) * 32767).astype(np.int16).astype(np.float32) / 32768  # what PCM16 carries

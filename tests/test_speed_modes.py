@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 import w2vbert
 from conftest import random_batch, tiny_config_kwargs
-from w2vbert import devices
-from w2vbert.layers import PointwiseConv1d
-from w2vbert.quantization import (
+from w2vbert.loading import devices
+from w2vbert.model.layers import PointwiseConv1d
+from w2vbert.model.quantization import (
     INT8_DOT_PRODUCT,
     OneDNNInt8Linear,
     drop_file_pages,
@@ -226,7 +226,7 @@ def test_load_in_8bit_on_cpu_says_it_needs_cuda_and_what_to_use_instead(tmp_path
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
 def test_bitsandbytes_replacement_without_cuda_is_a_clear_error():
-    from w2vbert.quantization import replace_with_bnb_linear
+    from w2vbert.model.quantization import replace_with_bnb_linear
 
     with pytest.raises(RuntimeError, match="needs a CUDA GPU and bitsandbytes"):
         replace_with_bnb_linear(tiny_model())
@@ -279,7 +279,7 @@ def test_from_pretrained_in_bfloat16_never_holds_the_whole_float32_file_beside_t
 
 def whole_model_int8(model: torch.nn.Module) -> torch.nn.Module:
     """The int8 conversion as it was before block-by-block loading: one quantize_dynamic over the whole model."""
-    from w2vbert.quantization import int8_engine
+    from w2vbert.model.quantization import int8_engine
 
     previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = int8_engine()  # the engine from_pretrained packs with
@@ -378,7 +378,7 @@ def test_load_in_8bit_on_cuda_uses_bitsandbytes(tmp_path):
 
 
 def test_the_int8_engine_can_be_named_and_a_name_this_build_lacks_is_refused_listing_its_engines(monkeypatch):
-    from w2vbert.quantization import INT8_ENGINE_VARIABLE, int8_engine
+    from w2vbert.model.quantization import INT8_ENGINE_VARIABLE, int8_engine
 
     engines = torch.backends.quantized.supported_engines
     monkeypatch.delenv(INT8_ENGINE_VARIABLE, raising=False)

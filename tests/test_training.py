@@ -14,10 +14,10 @@ import torch
 
 from conftest import tiny_config_kwargs
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC
-from w2vbert.recipes import DataConfig, finetune
-from w2vbert.tokenizer import Wav2Vec2CTCTokenizer, pad_labels
-from w2vbert.trainer import Trainer, TrainingConfig, find_checkpoint, lr_factor, publish_directory
-from w2vbert.weights import load_weights
+from w2vbert.loading.weights import load_weights
+from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer, pad_labels
+from w2vbert.training.recipes import DataConfig, finetune
+from w2vbert.training.trainer import Trainer, TrainingConfig, find_checkpoint, lr_factor, publish_directory
 
 VOCAB = {"[PAD]": 0, "a": 1, "b": 2, "c": 3, "d": 4, "|": 5, "[UNK]": 6}
 
@@ -161,7 +161,7 @@ def test_a_kill_while_publishing_leaves_last_loadable_and_the_run_resumes_right(
     straight = Trainer(tiny_ctc(), train_config(tmp_path / "a", **options), data, collate)
     straight.train()
 
-    import w2vbert.trainer as trainer_module
+    import w2vbert.training.trainer as trainer_module
 
     real_replace, swaps = os.replace, []
 
@@ -190,7 +190,7 @@ def test_a_kill_while_publishing_leaves_last_loadable_and_the_run_resumes_right(
 
 @pytest.mark.parametrize("kill_at", range(3))  # before the rename of the folder, the link swap, the clean-up
 def test_publishing_keeps_a_complete_checkpoint_under_its_name_whenever_it_is_killed(tmp_path, monkeypatch, kill_at):
-    import w2vbert.trainer as trainer_module
+    import w2vbert.training.trainer as trainer_module
 
     def checkpoint(folder, step):
         folder.mkdir()
@@ -324,7 +324,7 @@ def test_classify_task_end_to_end_from_manifests(tmp_path):
 def test_ctc_finetune_writes_checkpoints_transformers_loads_with_their_processor(tmp_path):
     import transformers
 
-    from w2vbert.cli import build_parser
+    from w2vbert.cli.parser import build_parser
 
     base = tmp_path / "base"
     torch.manual_seed(0)

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from w2vbert import VadOptions, load_audio, pipeline
-from w2vbert.chunking import WindowPlan
-from w2vbert.cli import main
+from w2vbert.audio.windows import WindowPlan
+from w2vbert.cli.parser import main
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo-model"
@@ -101,7 +101,7 @@ def test_a_recording_without_speech_gives_empty_text_not_an_error(with_vad):
 
 
 def test_speech_windows_place_each_regions_windows_at_its_start_on_whole_frames(monkeypatch):
-    from w2vbert import vad
+    from w2vbert.audio import vad
 
     monkeypatch.setattr(vad, "speech_regions", lambda audio, options: [(1000, 5000), (5100, 9000), (40000, 70000)])
     plan = WindowPlan.from_seconds(1.0, 0.2, 640)  # 1 s windows: the last region needs several
@@ -114,7 +114,7 @@ def test_speech_windows_place_each_regions_windows_at_its_start_on_whole_frames(
 
 
 def test_torch_threads_are_unchanged_by_importing_and_running_the_detector():
-    code = ("import torch; torch.set_num_threads(2); import numpy as np; from w2vbert import vad; "
+    code = ("import torch; torch.set_num_threads(2); import numpy as np; from w2vbert.audio import vad; "
             "vad.speech_regions(np.zeros(16000, np.float32), vad.VadOptions()); print(torch.get_num_threads())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "2"  # silero_vad's import alone sets 1
@@ -155,8 +155,8 @@ def test_the_server_with_vad_answers_the_pipelines_text_and_bills_the_whole_uplo
     import httpx
 
     from test_server import running
-    from w2vbert.audio import wav_bytes
-    from w2vbert.server import ServeSettings, create_app
+    from w2vbert.audio.decode import wav_bytes
+    from w2vbert.serving.app import ServeSettings, create_app
 
     with running(create_app(ServeSettings(model=str(DEMO), vad=VadOptions()))) as url:
         answer = httpx.post(url + "/v1/audio/transcriptions", files={"file": ("a.wav", wav_bytes(mixed.audio))},
@@ -175,7 +175,7 @@ def test_bad_options_and_a_missing_extra_are_one_line_errors(monkeypatch):
         VadOptions(speech_pad_ms=-1)
     with pytest.raises(TypeError, match="vad takes a w2vbert.VadOptions, True .* or None, got str"):
         pipeline("automatic-speech-recognition", model=DEMO, vad="yes")
-    from w2vbert import vad
+    from w2vbert.audio import vad
 
     monkeypatch.setitem(sys.modules, "silero_vad", None)  # as if not installed
     with pytest.raises(ImportError, match=r"pip install 'w2vbert\[vad\]'"):

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from conftest import tiny_config_kwargs
 from test_training import write_wav
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForXVector, Wav2Vec2BertModel, load_audio, pipeline
-from w2vbert.cli import main
-from w2vbert.recipes import DataConfig, finetune
-from w2vbert.trainer import TrainingConfig
-from w2vbert.verification import all_pairs, cosine_scores, equal_error_rate, min_dcf, read_trials
+from w2vbert.cli.parser import main
+from w2vbert.data.verification import all_pairs, cosine_scores, equal_error_rate, min_dcf, read_trials
+from w2vbert.training.recipes import DataConfig, finetune
+from w2vbert.training.trainer import TrainingConfig
 
 
 def test_the_equal_error_rate_is_where_misses_meet_false_alarms():

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from w2vbert.cli.parser import main
 
 sys.exit(main())

@@ -1,0 +1,10 @@
+"""Audio in: decoding, the fbank front end, windows for long audio, voice activity, augmentation.
+
+- `decode`: any file FFmpeg reads (through PyAV) or any array -> 16 kHz mono float32 (`load_audio`, `stream_audio`).
+- `features`: `SeamlessM4TFeatureExtractor`, the 80-bin fbank of the original front end, stacked to 160.
+- `windows`: long audio cut into overlapping windows whose kept frames tile the recording.
+- `vad`: Silero voice activity (the `vad` extra): which windows hold speech.
+- `augment`: training-time gain, noise and offset.
+
+Imports only `w2vbert.loading` and `w2vbert.utils`.
+"""

@@ -1,0 +1,199 @@
+"""`w2vbert export`: a model (encoder or any head) as an ONNX file that ONNX Runtime runs, with no custom ops.
+
+In this file, in order:
+- `EXPORT_POSITIONS`, `OUTPUT_NAMES`: the position schemes and model classes the export expresses, and the
+  graph outputs of each class.
+- `check_exportable`: refuses, by name, what the export cannot express.
+- `export_onnx`: the functional interface: one model -> one .onnx file (fp32 or fp16, optionally int8 weights).
+- `export_directory`: a model directory -> OUT/model.onnx with config.json and the processor files beside it.
+- `configure`, `run_export`: the command line.
+
+The graph: inputs `input_features` (batch, frames, 160) float and `attention_mask` (batch, frames) int64, both
+axes dynamic; outputs as `OUTPUT_NAMES`. It is traced by `torch.onnx.export(dynamo=True)`, under which
+`torch.onnx.is_in_onnx_export()` holds: the model then skips its value checks (they need the values) and its
+attention runs export/attention.py's formulation (a Scan over fixed query chunks, no strided views). The value
+checks run here on the example instead; a graph run in ONNX Runtime trusts its inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from w2vbert.export.attention import EXPORT_CHUNK_ROWS, installed
+from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
+from w2vbert.model.encoder import Wav2Vec2BertModel
+from w2vbert.model.heads import (
+    Wav2Vec2BertForAudioFrameClassification,
+    Wav2Vec2BertForCTC,
+    Wav2Vec2BertForSequenceClassification,
+    Wav2Vec2BertForXVector,
+)
+
+if TYPE_CHECKING:
+    import onnx
+
+logger = logging.getLogger("w2vbert")
+
+# position_embeddings_type values the exported attention expresses: Shaw's clamped distances (W2v-BERT 2.0),
+# rotary, and none. Transformer-XL's "relative" reads a (T, 2T-1) table per layer, which has no chunked form here.
+EXPORT_POSITIONS = ("relative_key", "rotary", None)
+# Graph outputs per model class, named as the attributes of the class's output.
+OUTPUT_NAMES: dict[type[Wav2Vec2BertPreTrainedModel], tuple[str, ...]] = {
+    Wav2Vec2BertModel: ("last_hidden_state",),
+    Wav2Vec2BertForCTC: ("logits",),
+    Wav2Vec2BertForSequenceClassification: ("logits",),
+    Wav2Vec2BertForAudioFrameClassification: ("logits",),
+    Wav2Vec2BertForXVector: ("logits", "embeddings"),
+}
+EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+QUANTIZATIONS = ("int8",)
+ONNX_NAME = "model.onnx"
+OPSET = 18
+
+
+class _Graph(nn.Module):
+    """What is traced: (input_features, attention_mask) -> the class's outputs as a tuple."""
+
+    def __init__(self, model: Wav2Vec2BertPreTrainedModel, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        output = self.model(input_features, attention_mask, return_dict=True)
+        return tuple(getattr(output, name) for name in self.names)
+
+
+def check_exportable(model: nn.Module) -> tuple[str, ...]:
+    """The graph outputs of `model`, or a ValueError naming what the export supports."""
+    names = OUTPUT_NAMES.get(type(model))
+    if names is None:
+        supported = ", ".join(cls.__name__ for cls in OUTPUT_NAMES)
+        raise ValueError(f"the ONNX export supports {supported}; got {type(model).__name__}")
+    kind = model.config.position_embeddings_type
+    if kind not in EXPORT_POSITIONS:
+        raise ValueError(
+            f"the ONNX export supports position_embeddings_type {' or '.join(map(repr, EXPORT_POSITIONS))}, got "
+            f"{kind!r}: its attention has no export formulation here; run this model in PyTorch"
+        )
+    return names
+
+
+def export_onnx(
+    model: Wav2Vec2BertPreTrainedModel,
+    path: str | os.PathLike,
+    *,
+    dtype: str = "fp32",
+    quantize: str | None = None,
+) -> Path:
+    """Write `model` as an ONNX file at `path`; returns the path.
+
+    dtype "fp32" or "fp16" (the graph computes and takes input_features in it); quantize "int8" stores the
+    weights of the matrix products as int8 (onnxruntime's dynamic quantization, from the fp32 graph). The model is
+    left as it came (an fp16 export runs on a half-precision copy).
+    """
+    names = check_exportable(model)
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(EXPORT_DTYPES)}, got {dtype!r}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS} or None, got {quantize!r}")
+    if quantize is not None and dtype != "fp32":
+        raise ValueError(f"int8 quantization starts from the fp32 graph: got dtype {dtype!r}, quantize {quantize!r}")
+    path = Path(path)
+    was_training = model.training
+    model.eval()
+    try:
+        target = EXPORT_DTYPES[dtype]
+        graph = _Graph(model if model.dtype == target else _copy_to(model, target), names)
+        features, mask = example_inputs(model, target)
+        graph.model.check_inputs(features, mask)  # the value checks the graph leaves out, on the example
+        batch, frames = torch.export.Dim("batch"), torch.export.Dim("frames")
+        axes = {0: batch, 1: frames}
+        with torch.no_grad(), installed():
+            program = torch.onnx.export(
+                graph, (features, mask), input_names=["input_features", "attention_mask"], output_names=list(names),
+                dynamic_shapes={"input_features": axes, "attention_mask": axes}, dynamo=True, opset_version=OPSET,
+                verbose=False,
+            )
+        check_dynamic(program.model_proto)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if quantize is None:
+            program.save(path)
+        else:
+            with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+                float_path = Path(scratch) / ONNX_NAME
+                program.save(float_path)
+                quantize_onnx_int8(float_path, path)
+    finally:
+        model.train(was_training)
+    return path
+
+
+def check_dynamic(proto: onnx.ModelProto) -> None:
+    """A RuntimeError unless both axes of both inputs stayed symbolic: torch.onnx.export falls back to a fixed
+    shape (with a warning only) when the trace could not keep one dynamic."""
+    for tensor in proto.graph.input:
+        fixed = [axis for axis, dim in enumerate(tensor.type.tensor_type.shape.dim) if axis < 2 and not dim.dim_param]
+        if fixed:
+            raise RuntimeError(f"the exported graph fixed axes {fixed} of {tensor.name} (expected batch and frames "
+                               "dynamic): this model's forward has a shape-dependent branch the trace froze")
+
+
+def _copy_to(model: Wav2Vec2BertPreTrainedModel, dtype: torch.dtype) -> Wav2Vec2BertPreTrainedModel:
+    return copy.deepcopy(model).to(dtype)
+
+
+def example_inputs(model: Wav2Vec2BertPreTrainedModel, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The traced example: features (2, frames, 160) and a right-padded int64 mask (the second clip 70 % long).
+
+    Long enough that every attention, the adapter's after its strides too, has at least 2 query chunks
+    (export/attention.py: a 1-chunk example would fix the graph's length)."""
+    frames = EXPORT_CHUNK_ROWS + 44
+    while model.get_feat_extract_output_lengths(frames) < EXPORT_CHUNK_ROWS + 44:
+        frames *= 2
+    lengths = torch.tensor([frames, frames * 7 // 10])
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, frames, model.config.feature_projection_input_dim, generator=generator).to(dtype)
+    mask = (torch.arange(frames)[None, :] < lengths[:, None]).long()
+    return features, mask
+
+
+def quantize_onnx_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization of the weights of MatMul and Gemm (activations quantized per call at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+PROCESSOR_FILES = (
+    "config.json", "preprocessor_config.json", "processor_config.json",
+    "vocab.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+)
+
+
+def export_directory(
+    source: str | os.PathLike, destination: str | os.PathLike, *, dtype: str = "fp32", quantize: str | None = None
+) -> Path:
+    """A model directory (or hub id) -> `destination`/model.onnx, with config.json, preprocessor_config.json and
+    the CTC tokenizer files (those the source has) copied beside it. Returns the .onnx path."""
+    from w2vbert.loading.hub import resolve_optional_file
+    from w2vbert.model.auto import load_model
+
+    destination = Path(destination)
+    if destination.exists() and (not destination.is_dir() or (destination / ONNX_NAME).exists()):
+        raise FileExistsError(f"{destination / ONNX_NAME} exists; choose a new output directory")
+    model = load_model(source)
+    path = export_onnx(model, destination / ONNX_NAME, dtype=dtype, quantize=quantize)
+    for name in PROCESSOR_FILES:
+        found = resolve_optional_file(source, name)
+        if found is not None:
+            shutil.copyfile(found, destination / name)
+    return path

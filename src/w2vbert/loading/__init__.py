@@ -1,0 +1,8 @@
+"""Where a model's files come from and go to, and which device and dtype it runs on: the bottom layer.
+
+- `hub`: find a file of a model in a local directory or a Hugging Face hub repo (`HubOptions`).
+- `weights`: read and write weight files (safetensors first, `.bin` only through `torch.load(weights_only=True)`).
+- `devices`: device and dtype names as users spell them, what this CPU or GPU runs natively.
+
+Imports only `w2vbert.utils`: the feature extractor, the tokenizer and the model all load through it.
+"""

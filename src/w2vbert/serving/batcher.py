@@ -1,0 +1,289 @@
+"""Dynamic batching: the windows of concurrent requests run together on one model thread.
+
+A request is prepared on its caller's thread (decoded, cut into the pipeline's windows, of its speech only when the
+pipeline has a `vad`, features computed and checked, `prepare`), then handed to the `Batcher` with its
+postprocessing options (`submit`, which returns a `concurrent.futures.Future`; an asyncio caller awaits it with
+`asyncio.wrap_future`, so its event loop never waits on the model). The model thread takes the oldest queued
+window, waits at most `max_wait_s` for more windows of the same pipeline to arrive, fills the batch in arrival
+order up to `max_batch_seconds` of padded audio (the longest window times the batch size; one window longer than
+that runs alone), runs it with `Pipeline.run_windows`, and completes each request whose windows have all run with
+`Pipeline.result`.
+
+In order: a request's preparation, the request record, the batcher.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from w2vbert.audio.decode import SAMPLING_RATE, stream_audio
+from w2vbert.audio.vad import speech_windows
+from w2vbert.inference.pipelines import (
+    STREAM_BLOCK_S,
+    AudioInput,
+    Pipeline,
+    ReadyWindow,
+    Recording,
+    as_clip,
+    window_features,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class TooLong(ValueError):
+    """An input longer than the server allows."""
+
+    @classmethod
+    def past(cls, limit_s: float, what: str = "the audio") -> TooLong:
+        return cls(f"{what} is longer than this server's limit of {limit_s:g} s")
+
+
+def prepare(
+    pipe: Pipeline, source: AudioInput, name: str, max_seconds: float | None = None
+) -> tuple[Recording, list[ReadyWindow]]:
+    """Decode `source` and compute its windows' features, as `pipe` would before batching: (recording,
+    checked windows, their audio dropped). Raises what a bad input raises in the pipeline (ValueError, OSError,
+    TypeError), naming it `name`, and `TooLong` as soon as the decoded audio passes `max_seconds`: bytes are
+    decoded as a stream, so a small upload of hours of audio never sits in memory whole."""
+
+    def blocks() -> Iterator[np.ndarray]:
+        decoded = 0
+        stream = (stream_audio(bytes(source), STREAM_BLOCK_S) if isinstance(source, (bytes, bytearray))
+                  else as_clip(source).blocks())
+        for block in stream:
+            decoded += len(block)
+            if max_seconds is not None and decoded > max_seconds * SAMPLING_RATE:
+                raise TooLong.past(max_seconds)
+            yield block
+
+    recording = Recording(name)
+    plan = pipe.plan(pipe.chunk_length_s, pipe.stride_length_s)
+    ready = []
+    try:
+        for window in speech_windows(blocks(), plan, pipe.vad):
+            features = window_features(pipe.feature_extractor, window, pipe.device)
+            checked = pipe.checked(recording, window.without_audio(), features)
+            if checked is not None:
+                ready.append(checked)
+    except TooLong:
+        raise
+    except (ValueError, OSError, TypeError) as error:  # named after the upload, not "<bytes>"
+        message = str(error)
+        raise type(error)(name + message.removeprefix("<bytes>") if message.startswith("<bytes>") else message) \
+            from None
+    return recording, ready
+
+
+@dataclass
+class _Request:
+    pipe: Pipeline
+    recording: Recording
+    options: dict[str, Any]  # for Pipeline.result (return_timestamps, top_k, pool)
+    future: concurrent.futures.Future
+    remaining: int  # windows not yet run
+    queued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchReport:
+    """What the model thread tells `on_batch` after each batch (for metrics)."""
+
+    windows: int
+    padded_seconds: float
+    audio_seconds: float
+    forward_seconds: float
+
+
+class Batcher:
+    """One model thread serving every request; `submit` is safe from any thread.
+
+    `max_batch_seconds` caps a batch's padded audio; `max_wait_s` is how long the oldest window waits for
+    company before its batch runs anyway (0: run whatever is queued at once).
+    """
+
+    def __init__(
+        self,
+        max_batch_seconds: float,
+        max_wait_s: float,
+        on_batch: Callable[[BatchReport], None] | None = None,
+    ) -> None:
+        if max_batch_seconds <= 0 or max_wait_s < 0:
+            raise ValueError(f"expected max_batch_seconds > 0 and max_wait_s >= 0, got {max_batch_seconds}, "
+                             f"{max_wait_s}")
+        self.max_batch_seconds = max_batch_seconds
+        self.max_wait_s = max_wait_s
+        self.on_batch = on_batch
+        self._queue: collections.deque[tuple[ReadyWindow, _Request]] = collections.deque()
+        self._requests = 0  # submitted and not yet completed
+        self._lock = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="w2vbert-model", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued_windows(self) -> int:
+        return len(self._queue)
+
+    @property
+    def pending_requests(self) -> int:
+        return self._requests
+
+    def submit(
+        self, pipe: Pipeline, recording: Recording, ready: list[ReadyWindow], **options: Any
+    ) -> concurrent.futures.Future:
+        """Queue a prepared request; the future gets `pipe.result(recording, **options)`, or its exception. A
+        request with no window to run is completed on the caller's thread (an asyncio caller runs `submit` in a
+        worker thread when the recording is long: the result decodes all its frames)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        request = _Request(pipe, recording, options, future, len(ready))
+        with self._lock:
+            if self._closing or not self._thread.is_alive():
+                raise RuntimeError("the server is shutting down")
+            self._requests += 1
+            self._queue.extend((window, request) for window in ready)
+            self._lock.notify()
+        if not ready:  # nothing to run (too short, or frames all run already): the result says it
+            self._complete(request)
+        return future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Run what is queued for requests still waiting, then stop the model thread."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------------------------- the model thread
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                self._run(batch)
+            except Exception as error:  # noqa: BLE001 - whatever fails, the thread serves the next batch
+                logger.exception("a batch of %d windows failed", len(batch))
+                for _, request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(RuntimeError(f"the model failed on this batch: {error}"))
+
+    def _next_batch(self) -> list[tuple[ReadyWindow, _Request]] | None:
+        with self._lock:
+            while True:
+                self._drop_cancelled()
+                if self._queue:
+                    break
+                if self._closing:
+                    return None
+                self._lock.wait()
+            deadline = self._queue[0][1].queued + self.max_wait_s
+            while not self._closing and not self._full() and (left := deadline - time.perf_counter()) > 0:
+                self._lock.wait(left)
+            self._drop_cancelled()
+            return self._take() if self._queue else []
+
+    def _drop_cancelled(self) -> None:
+        """Windows of requests whose caller gave up (a timeout, a client gone) are not run."""
+        if any(request.future.cancelled() for _, request in self._queue):
+            gone = {id(request) for _, request in self._queue if request.future.cancelled()}
+            self._queue = collections.deque((w, r) for w, r in self._queue if id(r) not in gone)
+            self._requests -= len(gone)
+
+    def _fits(self, count: int, longest: int) -> bool:
+        return count * longest / SAMPLING_RATE <= self.max_batch_seconds
+
+    def _full(self) -> bool:
+        """Whether the windows queued for the oldest window's pipeline fill a batch."""
+        pipe = self._queue[0][1].pipe
+        count, longest = 0, 0
+        for window, request in self._queue:
+            if request.pipe is pipe:
+                longest = max(longest, window.window.samples)
+                count += 1
+                if not self._fits(count, longest):
+                    return True
+        return False
+
+    def _take(self) -> list[tuple[ReadyWindow, _Request]]:
+        """A batch for the oldest window's pipeline: first the next window of each waiting request in arrival
+        order (so a long upload does not hold back the short requests behind it), then more windows in queue
+        order, while they fit. A request's windows are taken in their order, never one past a window left
+        behind, since their outputs join the recording in the order they run."""
+        pipe = self._queue[0][1].pipe
+        taken: list[int] = []  # queue positions
+        longest, seen, blocked = 0, set(), set()
+
+        def take(position: int, window: ReadyWindow) -> bool:
+            nonlocal longest
+            grown = max(longest, window.window.samples)
+            if taken and not self._fits(len(taken) + 1, grown):
+                return False
+            taken.append(position)
+            longest = grown
+            return True
+
+        for position, (window, request) in enumerate(self._queue):  # one window per request
+            if request.pipe is pipe and id(request) not in seen:
+                seen.add(id(request))
+                if not take(position, window):
+                    blocked.add(id(request))
+        chosen = set(taken)
+        for position, (window, request) in enumerate(self._queue):  # then the rest, in order
+            if request.pipe is not pipe or position in chosen or id(request) in blocked:
+                continue
+            if not take(position, window):
+                blocked.add(id(request))  # its later windows wait too
+        chosen = set(taken)
+        batch = [self._queue[p] for p in sorted(taken)]
+        self._queue = collections.deque(item for p, item in enumerate(self._queue) if p not in chosen)
+        return batch
+
+    def _run(self, batch: list[tuple[ReadyWindow, _Request]]) -> None:
+        if not batch:
+            return
+        pipe = batch[0][1].pipe
+        started = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                pipe.run_windows([window for window, _ in batch])
+        except Exception as error:  # noqa: BLE001 - one bad batch fails its requests, never the server
+            logger.exception("a batch of %d windows failed", len(batch))
+            for _, request in batch:
+                request.recording.fail(RuntimeError(f"the model failed on this batch: {error}"))
+        report = BatchReport(
+            windows=len(batch),
+            padded_seconds=len(batch) * max(w.window.samples for w, _ in batch) / SAMPLING_RATE,
+            audio_seconds=sum(w.new_samples for w, _ in batch) / SAMPLING_RATE,
+            forward_seconds=time.perf_counter() - started,
+        )
+        for _, request in batch:
+            request.remaining -= 1
+            if request.remaining == 0:
+                self._complete(request)
+        if self.on_batch is not None:
+            self.on_batch(report)
+
+    def _complete(self, request: _Request) -> None:
+        with self._lock:
+            self._requests -= 1
+        if not request.future.set_running_or_notify_cancel():
+            return  # the caller gave up: no result to compute
+        try:
+            result = request.pipe.result(request.recording, **request.options)
+        except Exception as error:  # noqa: BLE001 - reported to its request
+            result = error
+        if isinstance(result, Exception):
+            request.future.set_exception(result)
+        else:
+            request.future.set_result(result)

@@ -1,0 +1,446 @@
+"""Training data: manifests, text normalisation, bad-example checks and batches capped by seconds of audio.
+
+A manifest is a CSV, TSV or JSON-lines file with one clip per row: an `audio` column (a path, relative to the
+manifest's folder unless absolute) and a `text` column (CTC) or a `label` column (classification). Rows that
+cannot train (missing audio, empty transcript, unknown label, a clip too short for its transcript) are reported
+with file and line, then skipped or refused (`on_bad="skip" | "fail"`), and counted per kind.
+
+Batches are grouped by length (little padding) and capped by padded seconds of audio, not by count: a batch of
+ten 2 s clips costs what a batch of one 20 s clip costs, so the cap is what keeps memory flat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+
+from w2vbert.audio.decode import SAMPLING_RATE, audio_seconds, load_audio
+from w2vbert.audio.features import HOP_LENGTH, SeamlessM4TFeatureExtractor, num_frames
+from w2vbert.data.manifest import AUDIO_EXTENSIONS, read_manifest
+from w2vbert.text.segments import Segment, check_within, frame_labels, read_segments
+from w2vbert.text.tokenizer import LABEL_PAD, pad_labels
+
+logger = logging.getLogger("w2vbert")
+
+AUDIO_COLUMN = "audio"
+TEXT_COLUMN = "text"  # the transcript, for task "ctc"
+LABEL_COLUMN = "label"  # the class name, for tasks "classify" and "xvector" (the speaker)
+SEGMENTS_COLUMN = "segments"  # a file of labelled time segments (`start end label` lines, or RTTM), task "frames"
+TASKS = ("ctc", "classify", "frames", "xvector", "pretrain")
+FRAME_SECONDS = 2 * HOP_LENGTH / SAMPLING_RATE  # 20 ms: one encoder frame (two stacked 10 ms fbank frames)
+ON_BAD = ("skip", "fail")
+LONG_CLIPS = ("skip", "crop")  # what happens to a clip longer than the batch cap
+MAX_BAD_WARNINGS = 20  # warnings printed per file; the summary still counts every bad example
+
+
+def target_column(task: str) -> str | None:
+    """The manifest column of a task's targets: text (ctc), label (classify, xvector), segments (frames), none
+    (pretrain)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    return {"ctc": TEXT_COLUMN, "classify": LABEL_COLUMN, "frames": SEGMENTS_COLUMN, "xvector": LABEL_COLUMN,
+            "pretrain": None}[task]
+
+
+# ------------------------------------------------------------------------------------------ text normalisation
+@dataclass(frozen=True)
+class TextNormalizer:
+    """What transcripts go through before the vocabulary is built and before scoring (train and eval alike)."""
+
+    lowercase: bool = True  # "Hello" and "hello" are one word to a character CTC model
+    remove_punctuation: bool = True  # Unicode punctuation (category P*) except the apostrophe of "don't"
+    allowed_characters: str | None = None  # keep only these (plus space); None keeps everything
+    collapse_whitespace: bool = True  # runs of spaces/tabs/newlines -> one space, trimmed
+
+    def __call__(self, text: str) -> str:
+        text = unicodedata.normalize("NFC", text)
+        if self.lowercase:
+            text = text.lower()
+        if self.remove_punctuation:
+            text = "".join(" " if _is_punctuation(c) else c for c in text)
+        if self.allowed_characters is not None:
+            allowed = set(self.allowed_characters) | {" "}
+            text = "".join(c for c in text if c in allowed or c.isspace())
+        if self.collapse_whitespace:
+            text = " ".join(text.split())
+        return text
+
+
+def _is_punctuation(char: str) -> bool:
+    return char != "'" and unicodedata.category(char).startswith("P")
+
+
+# ---------------------------------------------------------------------------------------------- examples
+@dataclass(frozen=True)
+class Example:
+    """One training clip: where its audio is, its normalised target, its length, and where it was declared."""
+
+    audio: str | np.ndarray  # a file path, or 16 kHz mono samples (from a `datasets` object)
+    target: str  # normalised transcript (ctc), class or speaker name (classify, xvector), segments file (frames)
+    seconds: float  # what is trained on: the clip's length, or the crop's
+    source: str  # "manifest.tsv:12", for error messages
+    crop: bool = False  # train on the first `seconds` of a longer clip
+    segments: tuple[Segment, ...] | None = None  # frames: the labelled segments read from `target`
+
+
+@dataclass
+class BadExamples:
+    """Examples left out, by kind; `on_bad="fail"` turns the first one into a ValueError instead."""
+
+    on_bad: str = "skip"
+    counts: Counter = field(default_factory=Counter)
+    _warned: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if self.on_bad not in ON_BAD:
+            raise ValueError(f"on_bad must be one of {ON_BAD}, got {self.on_bad!r}")
+
+    def report(self, kind: str, source: str, message: str) -> None:
+        if self.on_bad == "fail":
+            raise ValueError(f"{source}: {message} (pass --on-bad-example skip to leave such examples out)")
+        self.counts[kind] += 1
+        file = source.rsplit(":", 1)[0]
+        self._warned[file] += 1
+        if self._warned[file] <= MAX_BAD_WARNINGS:
+            logger.warning("skipped %s: %s", source, message)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def load_examples(
+    manifest: str | os.PathLike,
+    task: str,
+    bad: BadExamples,
+    normalizer: TextNormalizer | None = None,
+    labels: Iterable[str] | None = None,
+    audio_column: str = AUDIO_COLUMN,
+    target_column_name: str | None = None,
+) -> list[Example]:
+    """Read a manifest into `Example`s, reporting rows with missing/unreadable audio, empty text, unknown labels.
+
+    `labels` (classify, xvector, frames) is the label set the model knows; a row with another label is bad.
+    Transcripts go through `normalizer` (default `TextNormalizer()`); class names are only stripped. For frames,
+    the segments file (relative to the manifest, like the audio) is read and checked against the clip's length.
+    """
+    column = target_column_name or target_column(task)
+    normalizer = normalizer or TextNormalizer()
+    known = None if labels is None else set(labels)
+    folder = Path(manifest).parent
+    examples = []
+    for source, row in read_manifest(manifest, [audio_column] if column is None else [audio_column, column]):
+        target = ""
+        if column is not None:
+            target = normalizer(row[column]) if task == "ctc" else row[column].strip()
+            if not target:
+                kind = "empty transcript" if task == "ctc" else "empty label"
+                bad.report(kind, source, f"{kind} (raw: {row[column]!r})")
+                continue
+        if known is not None and task != "frames" and target not in known:
+            bad.report("unknown label", source, f"label {target!r} is not in the label set {sorted(known)}")
+            continue
+        example = _audio_example(_relative_to(folder, row[audio_column]), target, source, bad)
+        if example is not None and task == "frames":
+            example = _with_segments(example, _relative_to(folder, target), known, bad)
+        if example is not None:
+            examples.append(example)
+    return examples
+
+
+def _relative_to(folder: Path, name: str) -> Path:
+    path = Path(os.path.expanduser(name))
+    return path if path.is_absolute() else folder / path
+
+
+def _with_segments(example: Example, path: Path, known: set[str] | None, bad: BadExamples) -> Example | None:
+    """A frames example with its segments read and checked (text/segments.py); None (reported) when they are bad."""
+    if not path.is_file():
+        bad.report("missing segments", example.source, f"segments file {path} does not exist")
+        return None
+    try:
+        segments = read_segments(path, recording=Path(str(example.audio)).stem)
+        check_within(segments, example.seconds, FRAME_SECONDS, str(path))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        bad.report("bad segments", example.source, str(error))
+        return None
+    unknown = sorted({s.label for s in segments} - known) if known is not None else []
+    if unknown:
+        bad.report("unknown label", example.source, f"labels {unknown} are not in the label set {sorted(known)}")
+        return None
+    return dataclasses.replace(example, target=str(path), segments=tuple(segments))
+
+
+def _audio_example(path: Path, target: str, source: str, bad: BadExamples) -> Example | None:
+    """The example of one audio file, its length read from the header; None (reported) when it cannot be read."""
+    if not path.is_file():
+        bad.report("missing audio", source, f"audio file {path} does not exist")
+        return None
+    try:
+        seconds = audio_seconds(path)
+    except (OSError, ValueError, av.FFmpegError) as error:
+        bad.report("unreadable audio", source, f"cannot read {path}: {error}")
+        return None
+    return Example(str(path), target, seconds, source)
+
+
+def load_unlabeled(source: str | os.PathLike, bad: BadExamples, audio_column: str = AUDIO_COLUMN) -> list[Example]:
+    """Audio for pre-training: a manifest's audio column (its other columns, text included, are ignored and said
+    so once), or every audio file below a directory (by extension, sorted, recursively)."""
+    source = Path(source)
+    if not source.is_dir():
+        if source.is_file():
+            columns = next(iter(read_manifest(source, [audio_column])), ("", {}))[1]
+            ignored = sorted(set(columns) - {audio_column})
+            if ignored:
+                logger.info("%s: pre-training reads audio only; columns %s are ignored", source, ignored)
+        return load_examples(source, "pretrain", bad, audio_column=audio_column)
+    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if not files:
+        raise ValueError(f"{source}: no audio files below it (looked for {', '.join(AUDIO_EXTENSIONS)})")
+    examples = [_audio_example(path, "", str(path), bad) for path in files]
+    return [example for example in examples if example is not None]
+
+
+def drop_unmaskable(examples: list[Example], min_steps: int, bad: BadExamples) -> list[Example]:
+    """Report clips with no more 20 ms steps than a masked span (`min_steps`): pre-training cannot mask them."""
+    kept = []
+    for example in examples:
+        steps = output_frames_for_seconds(example.seconds, lambda n: n)
+        if steps <= min_steps:
+            bad.report("too short to mask", example.source,
+                       f"{example.seconds:.2f} s gives {steps} steps of 20 ms; masking needs more than {min_steps}")
+            continue
+        kept.append(example)
+    return kept
+
+
+def examples_from_dataset(
+    dataset: Iterable[dict[str, Any]],
+    task: str,
+    bad: BadExamples,
+    normalizer: TextNormalizer | None = None,
+    audio_column: str = AUDIO_COLUMN,
+    target_column_name: str | None = None,
+    name: str = "dataset",
+) -> list[Example]:
+    """`Example`s from a Hugging Face `datasets` object (or any iterable of dicts), held in memory.
+
+    The audio column holds what `datasets.Audio` decodes to: {"array": samples, "sampling_rate": rate}, or a
+    {"path": file} / plain path. No `datasets` import is needed: rows are read as dicts.
+    """
+    column = target_column_name or target_column(task)
+    if task == "frames":
+        raise ValueError("frames examples come from a manifest whose segments column names segment files; a "
+                         "datasets object has none: write a manifest (audio, segments)")
+    normalizer = normalizer or TextNormalizer()
+    examples = []
+    for index, row in enumerate(dataset):
+        source = f"{name}[{index}]"
+        missing = [c for c in (audio_column, column) if c not in row]
+        if missing:
+            raise ValueError(
+                f"{source} lacks column(s) {missing}: expected {[audio_column, column]}, found {list(row)}"
+            )
+        raw = str(row[column])
+        target = normalizer(raw) if task == "ctc" else raw.strip()
+        if not target:
+            bad.report("empty transcript" if task == "ctc" else "empty label", source, "empty target")
+            continue
+        audio = row[audio_column]
+        if isinstance(audio, dict) and audio.get("array") is not None:
+            samples = load_audio(np.asarray(audio["array"]), source_sampling_rate=int(audio["sampling_rate"]))
+        else:
+            path = audio.get("path") if isinstance(audio, dict) else audio
+            if not path or not Path(path).is_file():
+                bad.report("missing audio", source, f"audio file {path} does not exist")
+                continue
+            samples = load_audio(path)
+        examples.append(Example(samples, target, len(samples) / SAMPLING_RATE, source))
+    return examples
+
+
+def output_frames_for_seconds(seconds: float, model_lengths: Callable[[int], int]) -> int:
+    """Model output frames of a clip: 25 ms / 10 ms fbank frames, stacked in pairs, then `model_lengths`.
+
+    `model_lengths` is `model.get_feat_extract_output_lengths` (the adapter's striding).
+    """
+    steps = int(num_frames(int(round(seconds * SAMPLING_RATE)))) // 2  # the mask marks pairs of real frames
+    return int(model_lengths(steps)) if steps > 0 else 0
+
+
+def ctc_frames_needed(ids: Sequence[int]) -> int:
+    """Frames CTC needs for a label sequence: one per label, plus a blank between each repeated pair."""
+    return len(ids) + sum(1 for a, b in zip(ids, ids[1:], strict=False) if a == b)
+
+
+def drop_too_short(
+    examples: list[Example], encode: Callable[[str], list[int]], model_lengths: Callable[[int], int], bad: BadExamples
+) -> list[Example]:
+    """Report clips with fewer output frames than CTC needs for their transcript (they would train on inf)."""
+    kept = []
+    for example in examples:
+        frames = output_frames_for_seconds(example.seconds, model_lengths)
+        needed = ctc_frames_needed(encode(example.target))
+        if frames < needed:
+            bad.report(
+                "too short for transcript", example.source,
+                f"{example.seconds:.2f} s gives {frames} output frames, CTC needs {needed} for {example.target!r}",
+            )
+            continue
+        kept.append(example)
+    return kept
+
+
+def limit_length(examples: list[Example], max_seconds: float, policy: str, bad: BadExamples) -> list[Example]:
+    """Clips longer than `max_seconds` (the batch cap): skipped and reported, or (`policy="crop"`) cut to it.
+
+    A batch holds at least one clip, so one clip above the cap would make a batch of its own far above it: one
+    5-minute clip under an 8 s cap took a 2.5M-parameter run past 10 GB.
+    """
+    if policy not in LONG_CLIPS:
+        raise ValueError(f"long-clip policy must be one of {LONG_CLIPS}, got {policy!r}")
+    kept = []
+    for example in examples:
+        if example.seconds <= max_seconds:
+            kept.append(example)
+        elif policy == "crop":
+            kept.append(Example(example.audio, example.target, max_seconds, example.source, crop=True))
+        else:
+            bad.report("longer than the batch cap", example.source,
+                       f"{example.seconds:.1f} s is longer than max_batch_seconds={max_seconds:g} (a batch of its own "
+                       "would exceed the cap): raise the cap, or crop such clips")
+    return kept
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+class SpeechDataset(torch.utils.data.Dataset):
+    """Examples -> {"audio": float32 samples, "target": label ids (ctc) or class id, "text", "seconds"}.
+
+    `encode` maps a target to what the loss takes. A clip that fails to decode (corrupt past its header, NaN
+    samples) is reported with its manifest line: with `on_bad="skip"` the item is None, which the collator leaves
+    out and counts; with "fail" (the default) it raises. `cache=True` keeps decoded audio in memory after the first read
+    (small data sets; the demo), so later epochs do not decode again. The cache lives in the process that reads:
+    with DataLoader workers (`num_workers` > 0) each worker fills its own and loses it at the epoch's end.
+    """
+
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        encode: Callable[[str], Any],
+        cache: bool = False,
+        on_bad: str = "fail",
+    ) -> None:
+        self.examples = list(examples)
+        self.encode = encode
+        self.bad = BadExamples(on_bad)  # its counts stay in the reading process: the collator's "bad" carries them
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
+        # what trial files name a clip by: its resolved path (or, for samples held in memory, where it came from)
+        self.clips = [str(Path(e.audio).resolve()) if isinstance(e.audio, str) else e.source for e in self.examples]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        example = self.examples[index]
+        if self._cache is not None and index in self._cache:
+            audio = self._cache[index]
+        else:
+            try:
+                audio = load_audio(example.audio)  # a file decoded, or samples checked: NaN and inf are bad
+            except (OSError, ValueError) as error:
+                self.bad.report("unreadable audio", example.source, str(error))
+                return None
+            if example.crop:
+                audio = audio[: int(example.seconds * SAMPLING_RATE)]
+            if self._cache is not None:
+                self._cache[index] = audio
+        if example.segments is not None:  # frames: (start, end, label id) per segment, framed by the collator
+            target = [(s.start, s.end, self.encode(s.label)) for s in example.segments]
+        else:
+            target = self.encode(example.target)
+        return {"audio": audio, "target": target, "text": example.target, "clip": self.clips[index],
+                "seconds": len(audio) / SAMPLING_RATE, "source": example.source, "index": index}
+
+    @property
+    def seconds(self) -> list[float]:
+        return [example.seconds for example in self.examples]
+
+
+class Collator:
+    """A list of dataset items -> one padded batch: features, mask, labels, the audio seconds it holds, and under
+    "bad" the kinds of the items it left out (None: failed to decode; or features that came out non-finite)."""
+
+    def __init__(self, feature_extractor: SeamlessM4TFeatureExtractor, task: str, background: int = 0) -> None:
+        target_column(task)
+        self.feature_extractor = feature_extractor
+        self.task = task
+        self.background = background  # frames: the label id of frames no segment covers
+
+    def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, Any]:
+        bad = ["unreadable audio"] * sum(item is None for item in items)
+        items = [item for item in items if item is not None]
+        try:
+            inputs = self._features(items)
+        except ValueError:  # one clip's features are non-finite (samples far outside [-1, 1]): find it, drop it
+            kept = []
+            for item in items:
+                try:
+                    self._features([item])
+                except ValueError as error:
+                    logger.warning("skipped %s: %s", item["source"], error)
+                    bad.append("unusable features")
+                else:
+                    kept.append(item)
+            items = kept
+            inputs = self._features(items)
+        batch = {
+            "input_features": inputs["input_features"],
+            "attention_mask": inputs["attention_mask"],
+            "seconds": float(sum(item["seconds"] for item in items)),
+            "texts": [item["text"] for item in items],
+            "clips": [item["clip"] for item in items],  # the resolved audio path: what trial files name
+            "indices": [item["index"] for item in items],
+            "bad": bad,
+        }
+        if self.task == "ctc":
+            batch["labels"] = pad_labels([item["target"] for item in items])
+        elif self.task in ("classify", "xvector"):
+            batch["labels"] = torch.tensor([item["target"] for item in items], dtype=torch.long)
+        elif self.task == "frames":
+            batch["labels"] = self._frame_labels(items, inputs["attention_mask"])
+        return batch
+
+    def _frame_labels(self, items: list[dict[str, Any]], mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) one label id per valid 20 ms frame (segments.frame_labels), LABEL_PAD past each clip's end."""
+        seconds_per_frame = self.feature_extractor.stride * HOP_LENGTH / SAMPLING_RATE
+        labels = torch.full(mask.shape, LABEL_PAD, dtype=torch.long)
+        for row, (item, length) in enumerate(zip(items, mask.sum(-1).tolist(), strict=True)):
+            labels[row, :length] = frame_labels(item["target"], length, seconds_per_frame, self.background)
+        return labels
+
+    def _features(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not items:  # all of this rank's clips were bad: an empty batch the trainer knows to pass over
+            dim = self.feature_extractor.num_mel_bins * self.feature_extractor.stride
+            return {"input_features": torch.zeros(0, 1, dim), "attention_mask": torch.zeros(0, 1, dtype=torch.int32)}
+        return self.feature_extractor(
+            [item["audio"] for item in items], sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True,
+            return_attention_mask=True,
+        )
+
+
+def describe(examples: Sequence[Example]) -> str:
+    hours = sum(e.seconds for e in examples) / 3600
+    return f"{len(examples)} clips, {hours:.2f} h" if hours >= 0.1 else f"{len(examples)} clips, {hours * 60:.1f} min"
+
