@@ -1,5 +1,10 @@
 """`w2vbert serve`: OpenAI's audio API over HTTP, live transcription over a WebSocket, a web page.
 
-- `app`: the FastAPI app and its settings. `batcher`: concurrent requests' windows batched on one model thread.
+- `app`: `create_app(settings)`, the FastAPI app assembled from the modules below (its docstring lists the routes).
+- `served`: `ServeSettings` and `Served`, the model with its pipelines. `state`: `ServerState`, what every route of
+  one app shares (settings, model, metrics, requests in flight) and the checks against it.
+- `errors`: `ApiError` and the handlers that answer in OpenAI's error shape. `middleware`: CORS, the API key and
+  accounting, the upload limit. `routes/`: one router per concern (audio uploads, the live stream, status, the page).
+- `batcher`: concurrent requests' windows batched on one model thread.
 - `live`: live transcription of audio pushed as it arrives. `web/`: the page.
 """

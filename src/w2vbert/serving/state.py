@@ -1,0 +1,103 @@
+"""What every route of one app shares: a `ServerState` on `app.state.server`, read with `ServerState.of(request)`.
+
+In order: `Metrics` (the Prometheus series of one app, in its own registry so that two apps in one process do not
+mix), then `ServerState`: the settings, the served model, the metrics and the count of requests in flight, with the
+checks every route makes against them: `authorize` (the API key, 401), `admit` / `release` (the bound on requests in
+flight, 503 with Retry-After), `needs` (a pipeline the model has, 400), `timed` (the request timeout, 504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import HTTPConnection
+
+from w2vbert.inference.pipelines import Pipeline
+from w2vbert.serving.batcher import BatchReport
+from w2vbert.serving.errors import ApiError
+from w2vbert.serving.served import Served, ServeSettings
+
+
+class Metrics:
+    """The Prometheus series of one app (its own registry, so two apps in one process do not mix)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("w2vbert_requests", "requests answered", ["endpoint", "status"],
+                                registry=self.registry)
+        self.errors = Counter("w2vbert_errors", "requests answered with an error", ["endpoint", "code"],
+                              registry=self.registry)
+        self.in_flight = Gauge("w2vbert_requests_in_flight", "requests being served", registry=self.registry)
+        self.queued = Gauge("w2vbert_queued_windows", "windows waiting for the model", registry=self.registry)
+        self.batch_windows = Histogram("w2vbert_batch_windows", "windows per model batch",
+                                       buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        self.audio = Counter("w2vbert_audio_seconds", "seconds of audio through the model", registry=self.registry)
+        self.latency = Histogram("w2vbert_request_seconds", "request latency", ["endpoint"],
+                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=self.registry)
+
+    def batch(self, report: BatchReport) -> None:
+        self.batch_windows.observe(report.windows)
+        self.audio.inc(report.audio_seconds)
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+@dataclass
+class ServerState:
+    """One app's settings, model, metrics and requests in flight (HTTP requests on /v1/audio/ and live streams)."""
+
+    settings: ServeSettings
+    served: Served
+    metrics: Metrics
+    in_flight: int = 0  # changed on the event loop only, so no lock
+
+    @staticmethod
+    def of(connection: HTTPConnection) -> ServerState:
+        """The state of the app a request or a WebSocket came to (create_app puts it on `app.state.server`)."""
+        return connection.app.state.server
+
+    def authorize(self, header: str | None, query_key: str | None = None) -> None:
+        """The API key of an `Authorization: Bearer KEY` header, or else of `query_key` (browsers cannot set headers
+        on a WebSocket), compared in constant time; no key configured: everyone may call."""
+        api_key = self.settings.api_key
+        if api_key is None:
+            return
+        given = query_key if header is None else header.removeprefix("Bearer ").strip()
+        if given is None or not secrets.compare_digest(given.encode(), api_key.encode()):
+            raise ApiError(401, "a valid API key is needed: send 'Authorization: Bearer KEY'"
+                           if given is None else "the API key is not valid", code="invalid_api_key")
+
+    def admit(self) -> None:
+        """Count one more request in flight, or refuse it with 503 when `max_queue` are; `release` when done."""
+        if self.in_flight >= self.settings.max_queue:
+            raise ApiError(503, f"the server is busy: {self.in_flight} requests in flight (limit "
+                           f"{self.settings.max_queue}); retry shortly", code="server_busy",
+                           headers={"Retry-After": "1"})
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self.metrics.in_flight.dec()
+
+    def needs(self, pipe: Pipeline | None, what: str) -> Pipeline:
+        """`pipe`, or a 400 naming the model's class when the model has no head for `what`."""
+        if pipe is None:
+            raise ApiError(400, f"{what} need a model with that head; this server's model is a "
+                           f"{type(self.served.model).__name__}", code="unsupported_by_model")
+        return pipe
+
+    async def timed(self, coroutine: Awaitable[Any]) -> Any:
+        """`coroutine`'s result, or a 504 once it has run longer than the request timeout."""
+        limit = self.settings.request_timeout_s
+        try:
+            return await asyncio.wait_for(coroutine, limit)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise ApiError(504, f"the request took longer than this server's limit of {limit:g} s",
+                           code="timeout") from None
