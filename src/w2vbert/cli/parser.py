@@ -22,15 +22,15 @@ from w2vbert.cli.arguments import UsageError
 
 # name -> (module that runs it, one-line help), in the order `--help` lists them.
 COMMANDS = {
-    "transcribe": ("w2vbert.cli.commands", "speech to text with a CTC model"),
-    "align": ("w2vbert.cli.commands", "forced alignment of a known transcript: words and characters with times"),
-    "classify": ("w2vbert.cli.commands", "one label per file, or labelled segments with a frame classifier (--frames)"),
-    "embed": ("w2vbert.cli.commands", "hidden states of one layer, per frame or mean-pooled"),
+    "transcribe": ("w2vbert.cli.transcribe", "speech to text with a CTC model"),
+    "align": ("w2vbert.cli.transcribe", "forced alignment of a known transcript: words and characters with times"),
+    "classify": ("w2vbert.cli.classify", "one label per file, or labelled segments with a frame classifier (--frames)"),
+    "embed": ("w2vbert.cli.embed", "hidden states of one layer, per frame or mean-pooled"),
     "verify": (
-        "w2vbert.cli.commands",
+        "w2vbert.cli.embed",
         "speaker verification: the cosine score of two files' x-vectors, and a decision",
     ),
-    "info": ("w2vbert.cli.commands", "summarise a checkpoint: class, sizes, parameters, processor files"),
+    "info": ("w2vbert.cli.info", "summarise a checkpoint: class, sizes, parameters, processor files"),
     "finetune": (
         "w2vbert.cli.train",
         "fine-tune a checkpoint: speech recognition (CTC), clip or frame labels, x-vectors",
