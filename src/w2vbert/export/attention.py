@@ -4,7 +4,7 @@ The eager paths (model/attention.py) pick chunk sizes from the clip length in Py
 `as_strided` views; a trace would freeze the first and no exporter expresses the second. Here, in order:
 - `attend_for_export`: pads the queries to whole chunks of `EXPORT_CHUNK_ROWS` rows and runs `attend_chunk` on
   each inside one `scan` (an ONNX Scan), so the graph keeps any length and attention memory stays linear in it.
-  The traced example must give every attention at least 2 chunks (export.example_inputs): torch.export fixes a
+  The traced example must give every attention at least 2 chunks (onnx.example_inputs): torch.export fixes a
   size of 1, so a 1-chunk example would fix the length.
 - `attend_chunk`: one chunk's scores against every key, plus the Shaw bias and the padding penalty.
 - `shaw_bias`: that bias from the few distinct distances: one gather of the chunk's flattened distance scores

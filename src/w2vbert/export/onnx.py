@@ -1,12 +1,13 @@
-"""`w2vbert export`: a model (encoder or any head) as an ONNX file that ONNX Runtime runs, with no custom ops.
+"""The ONNX export: a model (encoder or any head) as an ONNX file that ONNX Runtime runs, with no custom ops.
 
 In this file, in order:
-- `EXPORT_POSITIONS`, `OUTPUT_NAMES`: the position schemes and model classes the export expresses, and the
-  graph outputs of each class.
+- `EXPORT_POSITIONS`, `OUTPUT_NAMES`, `EXPORT_DTYPES`, `QUANTIZATIONS`: the position schemes, model classes
+  (with the graph outputs of each), dtypes and quantizations the export expresses.
 - `check_exportable`: refuses, by name, what the export cannot express.
-- `export_onnx`: the functional interface: one model -> one .onnx file (fp32 or fp16, optionally int8 weights).
+- `export_onnx`: the functional interface: one model -> one .onnx file (fp32 or fp16, optionally int8 weights);
+  then what it uses: `check_dynamic`, `example_inputs` (the traced example), `quantize_onnx_int8`.
 - `export_directory`: a model directory -> OUT/model.onnx with config.json and the processor files beside it.
-- `configure`, `run_export`: the command line.
+The command line, `w2vbert export`, is cli/export.py.
 
 The graph: inputs `input_features` (batch, frames, 160) float and `attention_mask` (batch, frames) int64, both
 axes dynamic; outputs as `OUTPUT_NAMES`. It is traced by `torch.onnx.export(dynamo=True)`, under which
