@@ -36,9 +36,9 @@ from w2vbert import (
     build_vocab,
     pipeline,
 )
-from w2vbert.inference import corpus as bulk
 from w2vbert.audio.decode import load_audio, wav_bytes
 from w2vbert.cli.parser import main
+from w2vbert.inference import corpus as bulk
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
