@@ -13,9 +13,10 @@ import logging
 import os
 from typing import Any
 
-from w2vbert.audio.features import BatchFeature, SeamlessM4TFeatureExtractor
+from w2vbert.audio.features import SeamlessM4TFeatureExtractor
 from w2vbert.loading.hub import HubOptions
 from w2vbert.text.tokenizer import BatchEncoding, Wav2Vec2CTCTokenizer, pad_labels
+from w2vbert.utils.batch import BatchFeature
 
 logger = logging.getLogger("w2vbert")
 

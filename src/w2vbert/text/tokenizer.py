@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from w2vbert.audio.features import BatchFeature, as_columns, padding_plan
 from w2vbert.loading.hub import HubOptions, resolve_optional_file
+from w2vbert.utils.batch import BatchFeature, as_columns, padding_plan
 from w2vbert.utils.files import atomic_write_text, read_json_object
 
 logger = logging.getLogger("w2vbert")
