@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import numbers
 import os
 from collections.abc import Sequence
@@ -23,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from w2vbert.audio.decode import SAMPLING_RATE, to_mono
+from w2vbert.audio.clips import batch_waveforms, check_finite_features
+from w2vbert.audio.decode import SAMPLING_RATE
 from w2vbert.audio.fbank import NORM_EPSILON, FbankTables, log_mel_fbank, normalize_per_bin, num_frames
-from w2vbert.loading.devices import resolve_device
 from w2vbert.loading.hub import DEFAULT_HUB, HubOptions, resolve_optional_file
 from w2vbert.utils.batch import BatchFeature, as_columns, padding_plan
 from w2vbert.utils.files import atomic_write_text, read_json_object
@@ -158,11 +157,11 @@ class SeamlessM4TFeatureExtractor:
             raise TypeError(f"SeamlessM4TFeatureExtractor got unexpected argument(s) {sorted(unknown)}")
         self._check_rate(sampling_rate)
         return_attention_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
-        waveforms, sample_counts = self._batch_waveforms(raw_speech, lengths, device)
+        waveforms, sample_counts = batch_waveforms(raw_speech, lengths, device)
         tables = self._tables_on(waveforms.device)
         frame_counts = num_frames(sample_counts)  # (B,)
         features = log_mel_fbank(waveforms, tables)  # (B, F, mels)
-        _check_finite_features(features, frame_counts, waveforms)
+        check_finite_features(features, frame_counts, waveforms)
         if do_normalize_per_mel_bins:
             features = normalize_per_bin(features, frame_counts, 0.0 if self.original else NORM_EPSILON)
         if self.original:
@@ -196,51 +195,6 @@ class SeamlessM4TFeatureExtractor:
                 f"first, e.g. w2vbert.load_audio(path_or_array, sampling_rate={self.sampling_rate}, "
                 f"source_sampling_rate={sampling_rate})"
             )
-
-    def _batch_waveforms(
-        self, raw_speech: Any, lengths: Sequence[int] | torch.Tensor | None, device: torch.device | str | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(batch, samples) float32 zero-padded waveforms and (batch,) sample counts, on the compute device."""
-        if device is not None:
-            # Checked here, in one line, rather than met as an assertion from inside torch's CUDA initialisation.
-            device = resolve_device(device)
-        if isinstance(raw_speech, (np.ndarray, torch.Tensor)) and raw_speech.ndim == 2:
-            if raw_speech.shape[0] == 0:
-                raise ValueError(f"no clips: got a batch of shape {tuple(raw_speech.shape)}; pass at least one clip")
-            padded = torch.as_tensor(raw_speech)
-            if not padded.is_floating_point():
-                raise TypeError(f"expected float samples in [-1, 1], got a {padded.dtype} array: convert it first")
-            device = torch.device(device) if device is not None else padded.device
-            padded = padded.to(device=device, dtype=torch.float32)
-            batch, length = padded.shape
-            if lengths is None:
-                counts = torch.full((batch,), length, dtype=torch.long, device=device)
-            else:
-                counts = torch.as_tensor(lengths, dtype=torch.long).to(device).reshape(-1)
-                if counts.shape[0] != batch or bool((counts < 0).any()) or bool((counts > length).any()):
-                    raise ValueError(
-                        f"lengths must hold {batch} sample counts in [0, {length}] for input of shape "
-                        f"{tuple(padded.shape)}, got {counts.tolist()}"
-                    )
-                padded = torch.where(lengths_to_mask(counts, length), padded, 0.0)  # padding must not leak into frames
-            _check_finite(padded, counts)
-            return padded, counts
-        if lengths is not None:
-            raise ValueError("lengths= goes with a padded (batch, samples) array or tensor, not with a list of clips")
-        clips = _as_clip_list(raw_speech)
-        if device is None:
-            tensors = [c for c in clips if isinstance(c, torch.Tensor)]
-            device = tensors[0].device if tensors else torch.device("cpu")
-        device = torch.device(device)
-        mono = [_to_mono_tensor(clip, index) for index, clip in enumerate(clips)]
-        counts = torch.tensor([m.shape[0] for m in mono], dtype=torch.long)
-        padded = torch.empty(len(mono), int(counts.max()) if len(mono) else 0, dtype=torch.float32)
-        for row, clip in enumerate(mono):  # each sample written once: a zero fill first would double the passes
-            padded[row, : clip.shape[0]] = clip
-            padded[row, clip.shape[0] :] = 0.0
-        padded, counts = padded.to(device), counts.to(device)
-        _check_finite(padded, counts)
-        return padded, counts
 
     def _layout(
         self,
@@ -470,85 +424,3 @@ def feature_extractor_for(
             "%s has no %s: using the W2v-BERT 2.0 feature extractor defaults", path_or_repo_id, PREPROCESSOR_CONFIG_NAME
         )
         return default_feature_extractor()
-
-
-# ------------------------------------------------------------------------------------------ input helpers
-def _as_clip_list(raw_speech: Any) -> list[Any]:
-    """One clip or a list of clips -> a list of clips (each still an array, tensor or list)."""
-    if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
-        if raw_speech.ndim == 1:
-            return [raw_speech]
-        if raw_speech.ndim == 3:
-            if raw_speech.shape[0] == 0:
-                raise ValueError(f"no clips: got a batch of shape {tuple(raw_speech.shape)}; pass at least one clip")
-            return list(raw_speech)  # (batch, channels, samples) or (batch, samples, channels)
-        raise ValueError(
-            f"expected audio of shape (samples,), (batch, samples) or (batch, channels, samples), "
-            f"got {tuple(raw_speech.shape)}"
-        )
-    if isinstance(raw_speech, (list, tuple)):
-        if len(raw_speech) == 0:
-            raise ValueError("no clips: got an empty list; pass at least one clip")
-        if isinstance(raw_speech[0], (int, float, np.number)):
-            return [raw_speech]  # a list of samples is one clip, as in transformers
-        return list(raw_speech)
-    raise TypeError(
-        f"expected audio as a numpy array, a torch tensor, a list of floats or a list of clips, got "
-        f"{type(raw_speech).__name__}; decode files with w2vbert.load_audio first"
-    )
-
-
-def _to_mono_tensor(clip: Any, index: int) -> torch.Tensor:
-    """One clip -> (samples,) float32 CPU tensor; a 2-D clip is mixed to mono (see `audio.to_mono`)."""
-    if isinstance(clip, torch.Tensor):
-        clip = clip.detach().cpu()
-        if clip.ndim == 1 and clip.is_floating_point():
-            return clip.float()
-        clip = clip.numpy()
-    array = np.asarray(clip)
-    if array.dtype.kind not in "fiu" or array.dtype.kind in "iu" and array.size and array.ndim > 0:
-        if array.dtype.kind in "iu":
-            raise TypeError(
-                f"clip {index}: expected float samples in [-1, 1], got {array.dtype}; divide 16-bit integer "
-                "audio by 32768 or use w2vbert.load_audio"
-            )
-        raise TypeError(f"clip {index}: expected float samples, got an array of {array.dtype}")
-    if array.ndim == 2:
-        array = to_mono(array)
-    elif array.ndim != 1:
-        raise ValueError(f"clip {index}: expected a 1-D waveform (or 2-D multi-channel), got shape {array.shape}")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-
-
-def _check_finite(padded: torch.Tensor, counts: torch.Tensor) -> None:
-    # min and max propagate NaN and are +-inf when any sample is: one pass, where isfinite(...).all() takes several.
-    if padded.numel() == 0 or all(math.isfinite(v) for v in torch.aminmax(padded)):
-        return
-    finite = torch.isfinite(padded)
-    if not bool(finite.all()):
-        bad_rows = (~finite).any(dim=1).nonzero().flatten().tolist()
-        raise ValueError(
-            f"audio clip(s) {bad_rows} contain NaN or infinite samples; clean or drop them (e.g. np.nan_to_num) "
-            "before extracting features"
-        )
-
-
-def _check_finite_features(features: torch.Tensor, frame_counts: torch.Tensor, waveforms: torch.Tensor) -> None:
-    """Refuse clips whose log-mel overflowed although their samples are finite (`_check_finite` saw to those).
-
-    features: (batch, frames, mels) before normalisation; frames past a clip's count are ignored (they are padding).
-    For samples in [-1, 1] the float32 power spectrum stays below ~1e15 and the log is floored at FLT_EPSILON, so
-    features can only become inf (and NaN after normalisation) for samples beyond ~1e12 in magnitude.
-    """
-    # One aminmax pass, as in `_check_finite`; the per-clip search runs only when something is wrong.
-    if features.numel() == 0 or all(math.isfinite(v) for v in torch.aminmax(features)):
-        return
-    counts = frame_counts.tolist()
-    bad = [row for row, count in enumerate(counts) if not bool(torch.isfinite(features[row, :count]).all())]
-    if bad:
-        peaks = ", ".join(f"{float(waveforms[row].abs().max()):.3g}" for row in bad)
-        raise ValueError(
-            f"audio clip(s) {bad} give inf/NaN features: their samples reach a magnitude of {peaks}, far outside "
-            "[-1, 1], and overflow the float32 power spectrum; scale the audio to [-1, 1] (divide 16-bit PCM by "
-            "32768) or decode it with w2vbert.load_audio"
-        )
