@@ -26,7 +26,7 @@ from w2vbert.audio.clips import batch_waveforms, check_finite_features
 from w2vbert.audio.decode import SAMPLING_RATE
 from w2vbert.audio.fbank import NORM_EPSILON, FbankTables, log_mel_fbank, normalize_per_bin, num_frames
 from w2vbert.loading.hub import DEFAULT_HUB, HubOptions, resolve_optional_file
-from w2vbert.utils.batch import BatchFeature, as_columns, padding_plan
+from w2vbert.utils.batch import BatchFeature, as_columns, holds_numbers, padding_plan, with_other_columns
 from w2vbert.utils.files import atomic_write_text, read_json_object
 from w2vbert.utils.padding import lengths_to_mask
 
@@ -157,27 +157,36 @@ class SeamlessM4TFeatureExtractor:
             raise TypeError(f"SeamlessM4TFeatureExtractor got unexpected argument(s) {sorted(unknown)}")
         self._check_rate(sampling_rate)
         return_attention_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
-        waveforms, sample_counts = batch_waveforms(raw_speech, lengths, device)
-        tables = self._tables_on(waveforms.device)
+        waveforms, sample_counts = batch_waveforms(raw_speech, lengths, device)  # (B, S), (B,)
+        features, frame_counts = self._fbank(waveforms, sample_counts, do_normalize_per_mel_bins)  # (B, F, mels), (B,)
+        features, frame_mask = self._layout(features, frame_counts, padding, pad_to_multiple_of, max_length, truncation)
+        out = self._stack(features, frame_mask, return_attention_mask)
+        return out.convert_to_tensors(return_tensors or "np")
+
+    def _fbank(
+        self, waveforms: torch.Tensor, sample_counts: torch.Tensor, normalize: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S) waveforms and (B,) sample counts -> (B, F, mels) log-mel frames and the (B,) frames to keep."""
         frame_counts = num_frames(sample_counts)  # (B,)
-        features = log_mel_fbank(waveforms, tables)  # (B, F, mels)
+        features = log_mel_fbank(waveforms, self._tables_on(waveforms.device))  # (B, F, mels)
         check_finite_features(features, frame_counts, waveforms)
-        if do_normalize_per_mel_bins:
+        if normalize:
             features = normalize_per_bin(features, frame_counts, 0.0 if self.original else NORM_EPSILON)
         if self.original:
             # fairseq2 stacks frame pairs in the model, dropping a trailing odd frame; the statistics above did
             # include it, as there (normalisation runs in the extractor, before stacking).
             frame_counts = frame_counts - frame_counts % self.stride
-        input_features, frame_mask = self._layout(
-            features, frame_counts, padding, pad_to_multiple_of, max_length, truncation
-        )
-        batch, total, bins = input_features.shape
+        return features, frame_counts
+
+    def _stack(self, features: torch.Tensor, frame_mask: torch.Tensor, return_attention_mask: bool) -> BatchFeature:
+        """(B, F, mels) frames laid out by `_layout` -> (B, F / stride, mels * stride) steps, and their mask."""
+        batch, total, bins = features.shape
         steps = total // self.stride
-        out = BatchFeature(input_features=input_features.reshape(batch, steps, bins * self.stride))  # (B, T/2, 160)
+        out = BatchFeature(input_features=features.reshape(batch, steps, bins * self.stride))  # (B, T/2, 160)
         if return_attention_mask:
             # A step is real only when all its frames are: transformers keeps the mask of each pair's last frame.
             out["attention_mask"] = frame_mask[:, self.stride - 1 :: self.stride].to(torch.int32)  # (B, steps)
-        return out.convert_to_tensors(return_tensors or "np")
+        return out
 
     def _check_rate(self, sampling_rate: int | None) -> None:
         if sampling_rate is None:
@@ -272,65 +281,38 @@ class SeamlessM4TFeatureExtractor:
         becomes float32, other dtypes stay; a mask made here is int32, a given one keeps its dtype. Other keys
         are passed through, one value per example.
         """
-        columns = as_columns(processed_features, "input_features", "each as {'input_features': features}")
-        if "input_features" not in columns:
-            raise ValueError(f"pad needs 'input_features', got keys {sorted(columns)}")
-        batch = len(columns["input_features"])
-        sizes = {key: len(values) for key, values in columns.items()}
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f"pad needs one value per example in every key, got these counts: {sizes}")
+        columns = _feature_columns(processed_features)
         return_attention_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
-        if batch == 0:
+        if len(columns["input_features"]) == 0:
             return BatchFeature(input_features=[], **({"attention_mask": []} if return_attention_mask else {}))
         if return_tensors is None:  # the inputs' kind, as in transformers
-            first = columns["input_features"][0]
-            return_tensors = "pt" if isinstance(first, torch.Tensor) else "np"
-
-        def as_numpy(value: Any, key: str, index: int) -> np.ndarray:
-            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-            if array.dtype.kind not in "biuf":
-                raise TypeError(f"example {index}: {key!r} must hold numbers, got {array.dtype} from {type(value)}")
-            # transformers casts float64 (what nested Python lists become) to float32, and keeps other dtypes
-            return array.astype(np.float32) if array.dtype == np.float64 else array
-
-        arrays = [as_numpy(v, "input_features", i) for i, v in enumerate(columns["input_features"])]
-        for index, array in enumerate(arrays):
-            if array.ndim == 0:
-                raise ValueError(f"example {index}: 'input_features' must be (steps, dims), got a scalar")
-        masks = None
-        if "attention_mask" in columns:
-            masks = [as_numpy(m, "attention_mask", i) for i, m in enumerate(columns["attention_mask"])]
-            for index, (array, mask) in enumerate(zip(arrays, masks, strict=True)):
-                if mask.shape != (len(array),):
-                    raise ValueError(
-                        f"example {index}: attention_mask of shape {mask.shape} for {len(array)} feature steps"
-                    )
+            return_tensors = "pt" if isinstance(columns["input_features"][0], torch.Tensor) else "np"
+        arrays, masks = _feature_arrays(columns)
         cut, target = padding_plan(
             [len(a) for a in arrays], padding, max_length, pad_to_multiple_of, truncation, unit="feature steps"
         )
-        out_features, out_masks = [], []
-        for index, array in enumerate(arrays):
-            mask = masks[index] if masks is not None else np.ones(len(array), dtype=np.int32)
-            if cut is not None:
-                array, mask = array[:cut], mask[:cut]
-            missing = 0 if target is None else max(0, target - len(array))
-            before, after = (missing, 0) if self.padding_side == "left" else (0, missing)
-            widths = [(before, after)] + [(0, 0)] * (array.ndim - 1)
-            out_features.append(np.pad(array, widths, constant_values=self.padding_value))
-            out_masks.append(np.pad(mask, (before, after)))
-        out = BatchFeature(input_features=out_features)
+        padded = [self._pad_example(array, mask, cut, target) for array, mask in zip(arrays, masks, strict=True)]
+        out = BatchFeature(input_features=[features for features, _ in padded])
         if return_attention_mask:
-            out["attention_mask"] = out_masks
+            out["attention_mask"] = [mask for _, mask in padded]
         others = {key: values for key, values in columns.items() if key not in ("input_features", "attention_mask")}
         numeric = {
-            key
+            key: [_numeric_array(v, key, i) for i, v in enumerate(values)]
             for key, values in others.items()
-            if isinstance(values[0], torch.Tensor) or np.asarray(values[0]).dtype.kind in "biuf"
+            if holds_numbers(values[0])
         }
-        out.update({key: [as_numpy(v, key, i) for i, v in enumerate(others[key])] for key in numeric})
-        out.convert_to_tensors(return_tensors)
-        out.update({key: values for key, values in others.items() if key not in numeric})  # texts, ids: as given
-        return out
+        return with_other_columns(out, numeric, others, return_tensors)  # texts, ids: as given
+
+    def _pad_example(
+        self, array: np.ndarray, mask: np.ndarray, cut: int | None, target: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One example's (steps, ...) features and (steps,) mask, cut to `cut` steps and padded to `target`."""
+        if cut is not None:
+            array, mask = array[:cut], mask[:cut]
+        missing = 0 if target is None else max(0, target - len(array))
+        before, after = (missing, 0) if self.padding_side == "left" else (0, missing)
+        widths = [(before, after)] + [(0, 0)] * (array.ndim - 1)
+        return np.pad(array, widths, constant_values=self.padding_value), np.pad(mask, (before, after))
 
     # ------------------------------------------------------------------------------------- config files
     def to_dict(self) -> dict[str, Any]:
@@ -424,3 +406,39 @@ def feature_extractor_for(
             "%s has no %s: using the W2v-BERT 2.0 feature extractor defaults", path_or_repo_id, PREPROCESSOR_CONFIG_NAME
         )
         return default_feature_extractor()
+
+
+# ------------------------------------------------------------------------------------------- pad helpers
+def _feature_columns(processed_features: Any) -> dict[str, list]:
+    """`pad`'s examples as columns, with "input_features" among them and one value per example in each."""
+    columns = as_columns(processed_features, "input_features", "each as {'input_features': features}")
+    if "input_features" not in columns:
+        raise ValueError(f"pad needs 'input_features', got keys {sorted(columns)}")
+    sizes = {key: len(values) for key, values in columns.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"pad needs one value per example in every key, got these counts: {sizes}")
+    return columns
+
+
+def _feature_arrays(columns: dict[str, list]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each example's features (steps, ...) and mask (steps,) as arrays: the given mask, else ones (int32)."""
+    arrays = [_numeric_array(v, "input_features", i) for i, v in enumerate(columns["input_features"])]
+    for index, array in enumerate(arrays):
+        if array.ndim == 0:
+            raise ValueError(f"example {index}: 'input_features' must be (steps, dims), got a scalar")
+    if "attention_mask" not in columns:
+        return arrays, [np.ones(len(array), dtype=np.int32) for array in arrays]
+    masks = [_numeric_array(m, "attention_mask", i) for i, m in enumerate(columns["attention_mask"])]
+    for index, (array, mask) in enumerate(zip(arrays, masks, strict=True)):
+        if mask.shape != (len(array),):
+            raise ValueError(f"example {index}: attention_mask of shape {mask.shape} for {len(array)} feature steps")
+    return arrays, masks
+
+
+def _numeric_array(value: Any, key: str, index: int) -> np.ndarray:
+    """One example's value of `key` as a numpy array of numbers."""
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"example {index}: {key!r} must hold numbers, got {array.dtype} from {type(value)}")
+    # transformers casts float64 (what nested Python lists become) to float32, and keeps other dtypes
+    return array.astype(np.float32) if array.dtype == np.float64 else array

@@ -2,7 +2,8 @@
 
 In order: `BatchFeature`, the dict both return (attribute access, `.to(device)`, `convert_to_tensors`);
 `as_columns`, a collator's examples (a list of dicts or a dict of lists) as one list per key; `padding_plan`, the
-length arithmetic of transformers' `pad` (padding strategy, max_length, pad_to_multiple_of, truncation).
+length arithmetic of transformers' `pad` (padding strategy, max_length, pad_to_multiple_of, truncation); and the
+columns a `pad` passes through (`holds_numbers`, `with_other_columns`).
 Contract: the same arguments give the lengths transformers gives, whatever is padded (frames or ids).
 """
 
@@ -132,3 +133,20 @@ def padding_plan(
             raise ValueError(f"padding='max_length' needs max_length (in {unit})")
         return cut, round_up(max_length)
     return cut, None
+
+
+def holds_numbers(value: Any) -> bool:
+    """Whether a passed-through column whose first value is `value` is converted with the batch: a tensor, or
+    what numpy reads as booleans or numbers (texts and other objects stay as given)."""
+    return isinstance(value, torch.Tensor) or np.asarray(value).dtype.kind in "biuf"
+
+
+def with_other_columns(
+    out: BatchFeature, numeric: dict[str, Any], others: dict[str, Any], return_tensors: str | None
+) -> BatchFeature:
+    """`out` (the padded columns) with the `numeric` columns added and all converted to `return_tensors`, then the
+    rest of `others` added as given: the last step of both `pad` methods."""
+    out.update(numeric)
+    out.convert_to_tensors(return_tensors)
+    out.update({key: values for key, values in others.items() if key not in numeric})
+    return out
