@@ -699,10 +699,6 @@ def build_vocab(
     return {token: index for index, token in enumerate(tokens)}
 
 
-def save_vocab(vocab: dict[str, int], path: str | os.PathLike) -> Path:
-    return atomic_write_text(path, json.dumps(vocab, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
-
-
 def pad_labels(labels: Sequence[Sequence[int]]) -> torch.Tensor:
     """Label id lists -> (batch, longest) LongTensor padded with -100, the value the CTC loss ignores."""
     width = max((len(row) for row in labels), default=0)
