@@ -47,7 +47,7 @@ from w2vbert.model.heads import Wav2Vec2BertForCTC
 from w2vbert.model.quantization import QUANTIZE, int8_engine
 from w2vbert.text.alignment import align_words
 from w2vbert.text.decoding import BeamSearchDecoder
-from w2vbert.text.tokenizer import TOKENIZER_CONFIG_NAME, VOCAB_NAME
+from w2vbert.text.vocab import TOKENIZER_CONFIG_NAME, VOCAB_NAME
 from w2vbert.text.writers import (
     EMBEDDING_FORMATS,
     FORMATS,
