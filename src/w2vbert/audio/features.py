@@ -7,6 +7,10 @@ alone and in a batch. Differences from transformers, all deliberate: clips short
 give zero frames instead of an error; a clip of one frame gives zeros instead of NaN (its ddof=1 variance is
 undefined); a 2-D (channels, samples) clip is mixed to mono instead of keeping channel 0; a 2-D tensor is a
 batch, as a 2-D array is.
+
+In order: the config file names; `SeamlessM4TFeatureExtractor` (construction, `__call__` as waveforms (`clips`) ->
+fbank -> layout -> stacked steps, `pad` for collators, the config files); `default_feature_extractor` and
+`feature_extractor_for` (a checkpoint's own extractor, or W2v-BERT 2.0's); the helpers of `pad`.
 """
 
 from __future__ import annotations
