@@ -15,7 +15,8 @@ import torch
 from conftest import tiny_config_kwargs
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC
 from w2vbert.loading.weights import load_weights
-from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer, pad_labels
+from w2vbert.text.encoding import pad_labels
+from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
 from w2vbert.training.recipes import DataConfig, finetune
 from w2vbert.training.trainer import Trainer, TrainingConfig, find_checkpoint, lr_factor, publish_directory
 

@@ -88,6 +88,7 @@ if TYPE_CHECKING:  # the public names, each once: static tools import them here,
     )
     from w2vbert.model.pretraining import Wav2Vec2BertForPreTraining
     from w2vbert.text.processor import Wav2Vec2BertProcessor
-    from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer, build_vocab
+    from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
+    from w2vbert.text.vocab import build_vocab
     from w2vbert.training.recipes import DataConfig, finetune, pretrain
     from w2vbert.training.trainer import Trainer, TrainingConfig

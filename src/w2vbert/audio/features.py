@@ -1,35 +1,36 @@
 """Kaldi fbank input features of W2v-BERT 2.0: `SeamlessM4TFeatureExtractor`, numerically the one of transformers.
 
-Pipeline, per clip (the Hugging Face `SeamlessM4TFeatureExtractor`, itself a numpy port of Kaldi's fbank):
-    waveform * 2**15 -> 25 ms frames every 10 ms (snip edges) -> remove DC -> pre-emphasis 0.97 -> povey window
-    -> |rfft(512)|^2 -> 80 triangular mel filters (20 Hz .. Nyquist, Kaldi mel scale) -> log (floor FLT_EPSILON)
-    -> per mel bin: (x - mean) / sqrt(var(ddof=1) + 1e-7) over the clip's frames
-    -> pad to an even frame count -> stack frame pairs: (frames // 2, 160), one step per 20 ms.
+The extractor runs `fbank` (the signal processing, whose docstring draws the pipeline) on a whole batch at once,
+on the device of the caller's choice, then pads to an even frame count and stacks frame pairs: (frames // 2, 160),
+one step per 20 ms. Statistics are taken per clip over its own valid frames, so a clip gives the same numbers
+alone and in a batch. Differences from transformers, all deliberate: clips shorter than one window (400 samples)
+give zero frames instead of an error; a clip of one frame gives zeros instead of NaN (its ddof=1 variance is
+undefined); a 2-D (channels, samples) clip is mixed to mono instead of keeping channel 0; a 2-D tensor is a
+batch, as a 2-D array is.
 
-Here all clips of a batch go through one batched rfft and one mel matmul in PyTorch, on the device of the caller's
-choice; statistics are taken per clip over its own valid frames, so a clip gives the same numbers alone and in a
-batch. Differences from transformers, all deliberate: clips shorter than one window (400 samples) give zero frames
-instead of an error; a clip of one frame gives zeros instead of NaN (its ddof=1 variance is undefined); a 2-D
-(channels, samples) clip is mixed to mono instead of keeping channel 0; a 2-D tensor is a batch, as a 2-D array is.
+In order: the config file names; `SeamlessM4TFeatureExtractor` (construction, `__call__` as waveforms (`clips`) ->
+fbank -> layout -> stacked steps, `pad` for collators, the config files); `default_feature_extractor` and
+`feature_extractor_for` (a checkpoint's own extractor, or W2v-BERT 2.0's); the helpers of `pad`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from w2vbert.audio.decode import SAMPLING_RATE, to_mono
-from w2vbert.loading.devices import resolve_device
+from w2vbert.audio.clips import batch_waveforms, check_finite_features
+from w2vbert.audio.decode import SAMPLING_RATE
+from w2vbert.audio.fbank import NORM_EPSILON, FbankTables, log_mel_fbank, normalize_per_bin, num_frames
 from w2vbert.loading.hub import DEFAULT_HUB, HubOptions, resolve_optional_file
+from w2vbert.utils.batch import BatchFeature, as_columns, holds_numbers, padding_plan, with_other_columns
 from w2vbert.utils.files import atomic_write_text, read_json_object
 from w2vbert.utils.padding import lengths_to_mask
 
@@ -37,271 +38,6 @@ logger = logging.getLogger("w2vbert")
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 PROCESSOR_CONFIG_NAME = "processor_config.json"  # transformers >= 5 nests the extractor config in here
-FRAME_LENGTH = 400  # samples: Kaldi's 25 ms window at 16 kHz
-HOP_LENGTH = 160  # samples: Kaldi's 10 ms frame shift at 16 kHz
-FFT_LENGTH = 512  # Kaldi rounds the window up to a power of two
-NUM_FREQUENCY_BINS = FFT_LENGTH // 2 + 1  # 257 one-sided rfft bins
-PREEMPHASIS = 0.97  # Kaldi default preemphasis-coefficient
-INT16_SCALE = 2.0**15  # Kaldi reads 16-bit integer samples; float audio in [-1, 1] is scaled up to that range
-MEL_FLOOR = 1.192092955078125e-07  # FLT_EPSILON: Kaldi's floor before the log (value as written in transformers)
-LOW_FREQUENCY = 20.0  # Hz, Kaldi default low-freq of the mel filters; the high edge is Nyquist
-NORM_EPSILON = 1e-7  # transformers adds this under the square root of the variance; fairseq2 adds nothing
-FRAMES_PER_BLOCK = 1024  # frames of the whole batch per step: ~4 MB of float64 frames, which stay in cache
-
-
-# ----------------------------------------------------------------------------------------------- BatchFeature
-class BatchFeature(dict):
-    """The extractor's output: a dict (`out["input_features"]`, `**out`) with attribute access and `.to(...)`."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"BatchFeature has no {name!r}; it holds {sorted(self)}") from None
-
-    def to(self, *args: Any, **kwargs: Any) -> BatchFeature:
-        """Move tensors to a device; a dtype given casts the floating-point tensors only (as transformers does)."""
-        device = kwargs.get("device")
-        if device is None and args and not isinstance(args[0], torch.dtype):
-            device = args[0]
-        out = BatchFeature()
-        for key, value in self.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                value = value.to(*args, **kwargs)
-            elif isinstance(value, torch.Tensor) and device is not None:
-                value = value.to(device=device, non_blocking=kwargs.get("non_blocking", False))
-            out[key] = value
-        return out
-
-    def convert_to_tensors(self, tensor_type: str | None) -> BatchFeature:
-        """Convert every entry to "pt" tensors or "np" arrays in place (None leaves them); returns self."""
-        if tensor_type is None:
-            return self
-        for key, value in self.items():
-            self[key] = _as_tensor_type(value, str(tensor_type), key)
-        return self
-
-
-def _as_tensor_type(value: Any, tensor_type: str, key: str = "value") -> Any:
-    if tensor_type == "pt":
-        if isinstance(value, torch.Tensor):
-            return value
-        if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
-            return torch.stack(list(value))
-        return torch.from_numpy(_stack_numpy(value, key))
-    if tensor_type == "np":
-        if isinstance(value, torch.Tensor):
-            return value.detach().cpu().numpy()
-        if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
-            return np.stack([v.detach().cpu().numpy() for v in value])
-        return _stack_numpy(value, key)
-    raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {tensor_type!r}")
-
-
-def _stack_numpy(value: Any, key: str) -> np.ndarray:
-    try:
-        return np.asarray(value)
-    except ValueError as error:
-        raise ValueError(
-            f"cannot make one array of {key!r}: its items have different lengths; pad them first (padding=True)"
-        ) from error
-
-
-# ------------------------------------------------------------------------------------------------ padding
-PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")  # the values of transformers' PaddingStrategy
-
-
-def as_columns(examples: Any, key: str, wrap: str) -> dict[str, list]:
-    """A collator's examples -> one list per key: a list of dicts (one per example) or a dict of lists, as the
-    `pad` methods of transformers take them; anything else is a TypeError saying how to `wrap` each example."""
-    if isinstance(examples, (list, tuple)):
-        if not examples:
-            raise ValueError(f"pad got an empty list; expected one dict with {key!r} per example")
-        if not all(isinstance(item, Mapping) for item in examples):
-            kinds = "/".join(sorted({type(item).__name__ for item in examples}))
-            raise TypeError(
-                f"pad takes a list of dicts, one per example, with {key!r}, or a dict of lists; got a list of "
-                f"{kinds}: wrap {wrap}"
-            )
-        return {name: [item[name] for item in examples] for name in examples[0]}
-    if not isinstance(examples, Mapping):
-        raise TypeError(f"pad takes a list of dicts with {key!r} or a dict of lists, got {type(examples).__name__}")
-    return dict(examples)
-
-
-def padding_plan(
-    lengths: Sequence[int],
-    padding: bool | str = True,
-    max_length: int | None = None,
-    pad_to_multiple_of: int | None = None,
-    truncation: bool = False,
-    *,
-    unit: str = "items",
-) -> tuple[int | None, int | None]:
-    """Where a batch of sequences of `lengths` is cut and to what length it is padded, as transformers' `pad`.
-
-    Returns (cut, target): with truncation, every sequence is first cut to `cut` (max_length rounded up to
-    pad_to_multiple_of), else cut is None; then the shorter ones are padded to `target`: the longest (cut) length
-    for padding=True / "longest", max_length for "max_length", both rounded up to pad_to_multiple_of, or None
-    for padding=False / "do_not_pad". A sequence longer than target is left as it is (the caller decides).
-    `unit` names what the lengths count, for the error messages.
-    """
-    strategy = "longest" if padding is True else "do_not_pad" if padding is False else padding
-    if strategy not in PADDING_STRATEGIES:
-        raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
-    if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
-        raise ValueError(f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of!r}")
-
-    def round_up(n: int) -> int:
-        return -(-n // pad_to_multiple_of) * pad_to_multiple_of if pad_to_multiple_of else n
-
-    cut = None
-    if truncation:
-        if max_length is None:
-            raise ValueError(f"truncation=True needs max_length (in {unit})")
-        cut = round_up(max_length)
-        lengths = [min(n, cut) for n in lengths]
-    if strategy == "longest":
-        return cut, round_up(max(lengths, default=0))
-    if strategy == "max_length":
-        if max_length is None:
-            raise ValueError(f"padding='max_length' needs max_length (in {unit})")
-        return cut, round_up(max_length)
-    return cut, None
-
-
-# ----------------------------------------------------------------------------------------- fbank, batched
-def povey_window(length: int = FRAME_LENGTH, *, device: torch.device | str | None = None) -> torch.Tensor:
-    """Kaldi's povey window, a symmetric Hann window to the power 0.85: (length,) float64. Zero at both ends."""
-    n = torch.arange(length, dtype=torch.float64, device=device)
-    return (0.5 - 0.5 * torch.cos(2 * math.pi * n / (length - 1))) ** 0.85
-
-
-def kaldi_mel_filters(
-    num_mel_bins: int = 80,
-    sampling_rate: int = SAMPLING_RATE,
-    *,
-    low_frequency: float = LOW_FREQUENCY,
-    high_frequency: float | None = None,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Kaldi's triangular mel filters over the 257 rfft bins: (257, num_mel_bins) float64.
-
-    Triangles are linear in the mel domain (mel = 1127 ln(1 + f / 700)), with edges equally spaced in mel from
-    `low_frequency` to `high_frequency` (Nyquist by default), as Kaldi's MelBanks and transformers' "kaldi" scale.
-    """
-    high_frequency = sampling_rate / 2 if high_frequency is None else high_frequency
-
-    def mel(hz: torch.Tensor) -> torch.Tensor:
-        return 1127.0 * torch.log1p(hz / 700.0)
-
-    edges = torch.linspace(
-        float(mel(torch.tensor(low_frequency, dtype=torch.float64))),
-        float(mel(torch.tensor(float(high_frequency), dtype=torch.float64))),
-        num_mel_bins + 2,
-        dtype=torch.float64,
-        device=device,
-    )
-    bin_hz = torch.arange(NUM_FREQUENCY_BINS, dtype=torch.float64, device=device) * (sampling_rate / FFT_LENGTH)
-    bin_mel = mel(bin_hz)[:, None]  # (257, 1)
-    left, center, right = edges[:-2], edges[1:-1], edges[2:]
-    rising = (bin_mel - left) / (center - left)
-    falling = (right - bin_mel) / (right - center)
-    return torch.clamp(torch.minimum(rising, falling), min=0.0)  # (257, num_mel_bins)
-
-
-def num_frames(num_samples: int | torch.Tensor) -> int | torch.Tensor:
-    """Kaldi frames (snip edges) in `num_samples`: 0 below one 400-sample window, else 1 + (n - 400) // 160."""
-    if isinstance(num_samples, torch.Tensor):
-        return torch.where(num_samples >= FRAME_LENGTH, 1 + (num_samples - FRAME_LENGTH).clamp(min=0) // HOP_LENGTH, 0)
-    return 0 if num_samples < FRAME_LENGTH else 1 + (num_samples - FRAME_LENGTH) // HOP_LENGTH
-
-
-class _FbankTables:
-    """The constant tensors of the fbank on one device (built once per device, then reused)."""
-
-    def __init__(self, num_mel_bins: int, sampling_rate: int, device: torch.device) -> None:
-        # The povey window is 0 at sample 0, so a frame's first sample never counts: frames are built from sample 1
-        # on. The 2**15 sample scale is folded in (a power of two: exact), so power comes out in Kaldi's units.
-        self.window = (povey_window(device=device) * INT16_SCALE)[1:]  # (399,) float64
-        mel_filters = kaldi_mel_filters(num_mel_bins, sampling_rate, device=device).float()  # (257, mels)
-        self.mel_filters_interleaved = mel_filters.repeat_interleave(2, dim=0)  # (514, mels): re, im rows
-
-
-def log_mel_fbank(waveforms: torch.Tensor, tables: _FbankTables) -> torch.Tensor:
-    """Kaldi log-mel fbank of equal-length float waveforms in [-1, 1]: (batch, samples) -> (batch, frames, mels).
-
-    Frames whose window runs past a shorter clip's end are computed from whatever follows it; the caller masks them.
-    The frames, DC offsets and rfft are float64, as in transformers (its float32 rounding of the spectrum is
-    harmless here): in float32 the rfft's error is relative to the frame's total energy, which puts errors of 1e-3
-    and more into the log of quiet bins (the lowest, which pre-emphasis empties, and a resampler's empty top band).
-    The power spectrum is then accurate to float32 per bin, so the mel matmul and the log run in float32.
-
-    The work runs in blocks of about FRAMES_PER_BLOCK frames of the whole batch, so that a block's buffers stay in
-    the CPU caches: each step (frames, rfft, power, mel) is memory-bound on a whole batch, and one pass per step over
-    hundreds of MB cost more than the arithmetic. Returns float32.
-    """
-    batch, length = waveforms.shape
-    total = num_frames(length)
-    mels = tables.mel_filters_interleaved.shape[1]
-    out = torch.empty(batch, total, mels, dtype=torch.float32, device=waveforms.device)
-    per_clip = max(1, FRAMES_PER_BLOCK // max(batch, 1))  # frames of each clip in one block
-    # Zero-padded to the FFT length once: the rfft then runs on contiguous 512-sample rows, and only samples
-    # 1..399 of each row are rewritten per block (sample 0 and the tail stay zero).
-    frames = torch.zeros(batch, min(per_clip, total), FFT_LENGTH, dtype=torch.float64, device=waveforms.device)
-    power = torch.empty(batch, min(per_clip, total), 2 * NUM_FREQUENCY_BINS, device=waveforms.device)
-    for first in range(0, total, per_clip):
-        count = min(per_clip, total - first)
-        start = first * HOP_LENGTH
-        x = waveforms[:, start : start + (count - 1) * HOP_LENGTH + FRAME_LENGTH].to(torch.float64)  # (B, S)
-        # DC offset m of every frame, times (1 - 0.97): a frame is 5 pieces of 80 samples, and pieces start every
-        # 80 samples (a frame every 2 pieces), so frame sums are sums of piece sums.
-        pieces = x.reshape(batch, 2 * count + 3, FRAME_LENGTH // 5).sum(-1)  # (B, 2 count + 3)
-        offsets = pieces.unfold(1, 5, 2).sum(-1).mul_((1.0 - PREEMPHASIS) / FRAME_LENGTH)  # (B, count)
-        # Kaldi removes m from the frame and then pre-emphasises it: (x[t] - m) - 0.97 (x[t-1] - m)
-        # = x[t] - 0.97 x[t-1] - 0.03 m, so the pre-emphasis runs once on the whole signal (a frame's sample 0,
-        # whose pre-emphasis differs, has window weight 0).
-        emphasised = torch.sub(x[:, 1:], x[:, :-1], alpha=PREEMPHASIS)  # (B, S - 1): sample t + 1 of the signal
-        block = frames[:, :count, 1:FRAME_LENGTH]  # (B, count, 399)
-        torch.sub(emphasised.unfold(1, FRAME_LENGTH - 1, HOP_LENGTH), offsets[..., None], out=block)
-        block.mul_(tables.window)
-        spectrum = torch.fft.rfft(frames[:, :count])  # (B, count, 257) complex128
-        # |X|^2 = re^2 + im^2, with the sum over (re, im) folded into the mel matmul (each filter row appears
-        # twice): one contiguous square and one matmul, where torch's complex abs/pow kernels are several times slower.
-        parts = torch.view_as_real(spectrum).reshape(batch, count, 2 * NUM_FREQUENCY_BINS).square_()  # (B, count, 514)
-        squares = power[:, :count]
-        squares.copy_(parts)  # float32 from here: each term is accurate to float32, and all are >= 0
-        mel = torch.matmul(squares, tables.mel_filters_interleaved)  # (B, count, mels)
-        torch.log(mel.clamp_(min=MEL_FLOOR), out=out[:, first : first + count])
-    return out
-
-
-def normalize_per_bin(
-    features: torch.Tensor, frame_counts: torch.Tensor, epsilon: float = NORM_EPSILON
-) -> torch.Tensor:
-    """Per clip and per mel bin: (x - mean) / sqrt(var(ddof=1) + epsilon) over its first `frame_counts` frames.
-
-    features: (batch, frames, bins) float32; frame_counts: (batch,) int. Frames past a clip's count do not enter
-    its statistics (their output values are meaningless; the caller overwrites them with padding). Statistics are
-    float64 (two-pass) so that a clip alone and in a batch agree. A clip of fewer than 2 frames has no ddof=1
-    variance; it is taken as 0 (transformers gives NaN), so its single frame normalises to 0.
-    """
-    x = features.to(torch.float64)  # (B, F, bins)
-    counts = frame_counts.tolist()
-    count = frame_counts.to(torch.float64)[:, None, None]
-    _zero_frames_past(x, counts)
-    mean = x.sum(1, keepdim=True) / count.clamp(min=1)
-    x -= mean
-    _zero_frames_past(x, counts)
-    var = torch.linalg.vector_norm(x, dim=1, keepdim=True).square_() / (count - 1).clamp(min=1)  # (B, 1, bins)
-    return x.mul_(torch.rsqrt(var + epsilon)).to(features.dtype)
-
-
-def _zero_frames_past(x: torch.Tensor, counts: list[int]) -> None:
-    """Zero each clip's frames past its count, in place: slices of the few padded rows, not a mask over all."""
-    for row, count in enumerate(counts):
-        if count < x.shape[1]:
-            x[row, count:] = 0.0
 
 
 # ------------------------------------------------------------------------------------------- the extractor
@@ -367,15 +103,15 @@ class SeamlessM4TFeatureExtractor:
         self.original = original
         extra.pop("feature_extractor_type", None)
         self.extra = extra  # other preprocessor_config.json keys (processor_class, ...), written back unchanged
-        self._tables: dict[torch.device, _FbankTables] = {}
+        self._tables: dict[torch.device, FbankTables] = {}
         self._warned_no_rate = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
 
-    def _tables_on(self, device: torch.device) -> _FbankTables:
+    def _tables_on(self, device: torch.device) -> FbankTables:
         if device not in self._tables:
-            self._tables[device] = _FbankTables(self.num_mel_bins, self.sampling_rate, device)
+            self._tables[device] = FbankTables(self.num_mel_bins, self.sampling_rate, device)
         return self._tables[device]
 
     # ----------------------------------------------------------------------------------------------- call
@@ -425,27 +161,36 @@ class SeamlessM4TFeatureExtractor:
             raise TypeError(f"SeamlessM4TFeatureExtractor got unexpected argument(s) {sorted(unknown)}")
         self._check_rate(sampling_rate)
         return_attention_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
-        waveforms, sample_counts = self._batch_waveforms(raw_speech, lengths, device)
-        tables = self._tables_on(waveforms.device)
+        waveforms, sample_counts = batch_waveforms(raw_speech, lengths, device)  # (B, S), (B,)
+        features, frame_counts = self._fbank(waveforms, sample_counts, do_normalize_per_mel_bins)  # (B, F, mels), (B,)
+        features, frame_mask = self._layout(features, frame_counts, padding, pad_to_multiple_of, max_length, truncation)
+        out = self._stack(features, frame_mask, return_attention_mask)
+        return out.convert_to_tensors(return_tensors or "np")
+
+    def _fbank(
+        self, waveforms: torch.Tensor, sample_counts: torch.Tensor, normalize: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S) waveforms and (B,) sample counts -> (B, F, mels) log-mel frames and the (B,) frames to keep."""
         frame_counts = num_frames(sample_counts)  # (B,)
-        features = log_mel_fbank(waveforms, tables)  # (B, F, mels)
-        _check_finite_features(features, frame_counts, waveforms)
-        if do_normalize_per_mel_bins:
+        features = log_mel_fbank(waveforms, self._tables_on(waveforms.device))  # (B, F, mels)
+        check_finite_features(features, frame_counts, waveforms)
+        if normalize:
             features = normalize_per_bin(features, frame_counts, 0.0 if self.original else NORM_EPSILON)
         if self.original:
             # fairseq2 stacks frame pairs in the model, dropping a trailing odd frame; the statistics above did
             # include it, as there (normalisation runs in the extractor, before stacking).
             frame_counts = frame_counts - frame_counts % self.stride
-        input_features, frame_mask = self._layout(
-            features, frame_counts, padding, pad_to_multiple_of, max_length, truncation
-        )
-        batch, total, bins = input_features.shape
+        return features, frame_counts
+
+    def _stack(self, features: torch.Tensor, frame_mask: torch.Tensor, return_attention_mask: bool) -> BatchFeature:
+        """(B, F, mels) frames laid out by `_layout` -> (B, F / stride, mels * stride) steps, and their mask."""
+        batch, total, bins = features.shape
         steps = total // self.stride
-        out = BatchFeature(input_features=input_features.reshape(batch, steps, bins * self.stride))  # (B, T/2, 160)
+        out = BatchFeature(input_features=features.reshape(batch, steps, bins * self.stride))  # (B, T/2, 160)
         if return_attention_mask:
             # A step is real only when all its frames are: transformers keeps the mask of each pair's last frame.
             out["attention_mask"] = frame_mask[:, self.stride - 1 :: self.stride].to(torch.int32)  # (B, steps)
-        return out.convert_to_tensors(return_tensors or "np")
+        return out
 
     def _check_rate(self, sampling_rate: int | None) -> None:
         if sampling_rate is None:
@@ -463,51 +208,6 @@ class SeamlessM4TFeatureExtractor:
                 f"first, e.g. w2vbert.load_audio(path_or_array, sampling_rate={self.sampling_rate}, "
                 f"source_sampling_rate={sampling_rate})"
             )
-
-    def _batch_waveforms(
-        self, raw_speech: Any, lengths: Sequence[int] | torch.Tensor | None, device: torch.device | str | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(batch, samples) float32 zero-padded waveforms and (batch,) sample counts, on the compute device."""
-        if device is not None:
-            # Checked here, in one line, rather than met as an assertion from inside torch's CUDA initialisation.
-            device = resolve_device(device)
-        if isinstance(raw_speech, (np.ndarray, torch.Tensor)) and raw_speech.ndim == 2:
-            if raw_speech.shape[0] == 0:
-                raise ValueError(f"no clips: got a batch of shape {tuple(raw_speech.shape)}; pass at least one clip")
-            padded = torch.as_tensor(raw_speech)
-            if not padded.is_floating_point():
-                raise TypeError(f"expected float samples in [-1, 1], got a {padded.dtype} array: convert it first")
-            device = torch.device(device) if device is not None else padded.device
-            padded = padded.to(device=device, dtype=torch.float32)
-            batch, length = padded.shape
-            if lengths is None:
-                counts = torch.full((batch,), length, dtype=torch.long, device=device)
-            else:
-                counts = torch.as_tensor(lengths, dtype=torch.long).to(device).reshape(-1)
-                if counts.shape[0] != batch or bool((counts < 0).any()) or bool((counts > length).any()):
-                    raise ValueError(
-                        f"lengths must hold {batch} sample counts in [0, {length}] for input of shape "
-                        f"{tuple(padded.shape)}, got {counts.tolist()}"
-                    )
-                padded = torch.where(lengths_to_mask(counts, length), padded, 0.0)  # padding must not leak into frames
-            _check_finite(padded, counts)
-            return padded, counts
-        if lengths is not None:
-            raise ValueError("lengths= goes with a padded (batch, samples) array or tensor, not with a list of clips")
-        clips = _as_clip_list(raw_speech)
-        if device is None:
-            tensors = [c for c in clips if isinstance(c, torch.Tensor)]
-            device = tensors[0].device if tensors else torch.device("cpu")
-        device = torch.device(device)
-        mono = [_to_mono_tensor(clip, index) for index, clip in enumerate(clips)]
-        counts = torch.tensor([m.shape[0] for m in mono], dtype=torch.long)
-        padded = torch.empty(len(mono), int(counts.max()) if len(mono) else 0, dtype=torch.float32)
-        for row, clip in enumerate(mono):  # each sample written once: a zero fill first would double the passes
-            padded[row, : clip.shape[0]] = clip
-            padded[row, clip.shape[0] :] = 0.0
-        padded, counts = padded.to(device), counts.to(device)
-        _check_finite(padded, counts)
-        return padded, counts
 
     def _layout(
         self,
@@ -585,65 +285,38 @@ class SeamlessM4TFeatureExtractor:
         becomes float32, other dtypes stay; a mask made here is int32, a given one keeps its dtype. Other keys
         are passed through, one value per example.
         """
-        columns = as_columns(processed_features, "input_features", "each as {'input_features': features}")
-        if "input_features" not in columns:
-            raise ValueError(f"pad needs 'input_features', got keys {sorted(columns)}")
-        batch = len(columns["input_features"])
-        sizes = {key: len(values) for key, values in columns.items()}
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f"pad needs one value per example in every key, got these counts: {sizes}")
+        columns = _feature_columns(processed_features)
         return_attention_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
-        if batch == 0:
+        if len(columns["input_features"]) == 0:
             return BatchFeature(input_features=[], **({"attention_mask": []} if return_attention_mask else {}))
         if return_tensors is None:  # the inputs' kind, as in transformers
-            first = columns["input_features"][0]
-            return_tensors = "pt" if isinstance(first, torch.Tensor) else "np"
-
-        def as_numpy(value: Any, key: str, index: int) -> np.ndarray:
-            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-            if array.dtype.kind not in "biuf":
-                raise TypeError(f"example {index}: {key!r} must hold numbers, got {array.dtype} from {type(value)}")
-            # transformers casts float64 (what nested Python lists become) to float32, and keeps other dtypes
-            return array.astype(np.float32) if array.dtype == np.float64 else array
-
-        arrays = [as_numpy(v, "input_features", i) for i, v in enumerate(columns["input_features"])]
-        for index, array in enumerate(arrays):
-            if array.ndim == 0:
-                raise ValueError(f"example {index}: 'input_features' must be (steps, dims), got a scalar")
-        masks = None
-        if "attention_mask" in columns:
-            masks = [as_numpy(m, "attention_mask", i) for i, m in enumerate(columns["attention_mask"])]
-            for index, (array, mask) in enumerate(zip(arrays, masks, strict=True)):
-                if mask.shape != (len(array),):
-                    raise ValueError(
-                        f"example {index}: attention_mask of shape {mask.shape} for {len(array)} feature steps"
-                    )
+            return_tensors = "pt" if isinstance(columns["input_features"][0], torch.Tensor) else "np"
+        arrays, masks = _feature_arrays(columns)
         cut, target = padding_plan(
             [len(a) for a in arrays], padding, max_length, pad_to_multiple_of, truncation, unit="feature steps"
         )
-        out_features, out_masks = [], []
-        for index, array in enumerate(arrays):
-            mask = masks[index] if masks is not None else np.ones(len(array), dtype=np.int32)
-            if cut is not None:
-                array, mask = array[:cut], mask[:cut]
-            missing = 0 if target is None else max(0, target - len(array))
-            before, after = (missing, 0) if self.padding_side == "left" else (0, missing)
-            widths = [(before, after)] + [(0, 0)] * (array.ndim - 1)
-            out_features.append(np.pad(array, widths, constant_values=self.padding_value))
-            out_masks.append(np.pad(mask, (before, after)))
-        out = BatchFeature(input_features=out_features)
+        padded = [self._pad_example(array, mask, cut, target) for array, mask in zip(arrays, masks, strict=True)]
+        out = BatchFeature(input_features=[features for features, _ in padded])
         if return_attention_mask:
-            out["attention_mask"] = out_masks
+            out["attention_mask"] = [mask for _, mask in padded]
         others = {key: values for key, values in columns.items() if key not in ("input_features", "attention_mask")}
         numeric = {
-            key
+            key: [_numeric_array(v, key, i) for i, v in enumerate(values)]
             for key, values in others.items()
-            if isinstance(values[0], torch.Tensor) or np.asarray(values[0]).dtype.kind in "biuf"
+            if holds_numbers(values[0])
         }
-        out.update({key: [as_numpy(v, key, i) for i, v in enumerate(others[key])] for key in numeric})
-        out.convert_to_tensors(return_tensors)
-        out.update({key: values for key, values in others.items() if key not in numeric})  # texts, ids: as given
-        return out
+        return with_other_columns(out, numeric, others, return_tensors)  # texts, ids: as given
+
+    def _pad_example(
+        self, array: np.ndarray, mask: np.ndarray, cut: int | None, target: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One example's (steps, ...) features and (steps,) mask, cut to `cut` steps and padded to `target`."""
+        if cut is not None:
+            array, mask = array[:cut], mask[:cut]
+        missing = 0 if target is None else max(0, target - len(array))
+        before, after = (missing, 0) if self.padding_side == "left" else (0, missing)
+        widths = [(before, after)] + [(0, 0)] * (array.ndim - 1)
+        return np.pad(array, widths, constant_values=self.padding_value), np.pad(mask, (before, after))
 
     # ------------------------------------------------------------------------------------- config files
     def to_dict(self) -> dict[str, Any]:
@@ -739,83 +412,37 @@ def feature_extractor_for(
         return default_feature_extractor()
 
 
-# ------------------------------------------------------------------------------------------ input helpers
-def _as_clip_list(raw_speech: Any) -> list[Any]:
-    """One clip or a list of clips -> a list of clips (each still an array, tensor or list)."""
-    if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
-        if raw_speech.ndim == 1:
-            return [raw_speech]
-        if raw_speech.ndim == 3:
-            if raw_speech.shape[0] == 0:
-                raise ValueError(f"no clips: got a batch of shape {tuple(raw_speech.shape)}; pass at least one clip")
-            return list(raw_speech)  # (batch, channels, samples) or (batch, samples, channels)
-        raise ValueError(
-            f"expected audio of shape (samples,), (batch, samples) or (batch, channels, samples), "
-            f"got {tuple(raw_speech.shape)}"
-        )
-    if isinstance(raw_speech, (list, tuple)):
-        if len(raw_speech) == 0:
-            raise ValueError("no clips: got an empty list; pass at least one clip")
-        if isinstance(raw_speech[0], (int, float, np.number)):
-            return [raw_speech]  # a list of samples is one clip, as in transformers
-        return list(raw_speech)
-    raise TypeError(
-        f"expected audio as a numpy array, a torch tensor, a list of floats or a list of clips, got "
-        f"{type(raw_speech).__name__}; decode files with w2vbert.load_audio first"
-    )
+# ------------------------------------------------------------------------------------------- pad helpers
+def _feature_columns(processed_features: Any) -> dict[str, list]:
+    """`pad`'s examples as columns, with "input_features" among them and one value per example in each."""
+    columns = as_columns(processed_features, "input_features", "each as {'input_features': features}")
+    if "input_features" not in columns:
+        raise ValueError(f"pad needs 'input_features', got keys {sorted(columns)}")
+    sizes = {key: len(values) for key, values in columns.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"pad needs one value per example in every key, got these counts: {sizes}")
+    return columns
 
 
-def _to_mono_tensor(clip: Any, index: int) -> torch.Tensor:
-    """One clip -> (samples,) float32 CPU tensor; a 2-D clip is mixed to mono (see `audio.to_mono`)."""
-    if isinstance(clip, torch.Tensor):
-        clip = clip.detach().cpu()
-        if clip.ndim == 1 and clip.is_floating_point():
-            return clip.float()
-        clip = clip.numpy()
-    array = np.asarray(clip)
-    if array.dtype.kind not in "fiu" or array.dtype.kind in "iu" and array.size and array.ndim > 0:
-        if array.dtype.kind in "iu":
-            raise TypeError(
-                f"clip {index}: expected float samples in [-1, 1], got {array.dtype}; divide 16-bit integer "
-                "audio by 32768 or use w2vbert.load_audio"
-            )
-        raise TypeError(f"clip {index}: expected float samples, got an array of {array.dtype}")
-    if array.ndim == 2:
-        array = to_mono(array)
-    elif array.ndim != 1:
-        raise ValueError(f"clip {index}: expected a 1-D waveform (or 2-D multi-channel), got shape {array.shape}")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+def _feature_arrays(columns: dict[str, list]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each example's features (steps, ...) and mask (steps,) as arrays: the given mask, else ones (int32)."""
+    arrays = [_numeric_array(v, "input_features", i) for i, v in enumerate(columns["input_features"])]
+    for index, array in enumerate(arrays):
+        if array.ndim == 0:
+            raise ValueError(f"example {index}: 'input_features' must be (steps, dims), got a scalar")
+    if "attention_mask" not in columns:
+        return arrays, [np.ones(len(array), dtype=np.int32) for array in arrays]
+    masks = [_numeric_array(m, "attention_mask", i) for i, m in enumerate(columns["attention_mask"])]
+    for index, (array, mask) in enumerate(zip(arrays, masks, strict=True)):
+        if mask.shape != (len(array),):
+            raise ValueError(f"example {index}: attention_mask of shape {mask.shape} for {len(array)} feature steps")
+    return arrays, masks
 
 
-def _check_finite(padded: torch.Tensor, counts: torch.Tensor) -> None:
-    # min and max propagate NaN and are +-inf when any sample is: one pass, where isfinite(...).all() takes several.
-    if padded.numel() == 0 or all(math.isfinite(v) for v in torch.aminmax(padded)):
-        return
-    finite = torch.isfinite(padded)
-    if not bool(finite.all()):
-        bad_rows = (~finite).any(dim=1).nonzero().flatten().tolist()
-        raise ValueError(
-            f"audio clip(s) {bad_rows} contain NaN or infinite samples; clean or drop them (e.g. np.nan_to_num) "
-            "before extracting features"
-        )
-
-
-def _check_finite_features(features: torch.Tensor, frame_counts: torch.Tensor, waveforms: torch.Tensor) -> None:
-    """Refuse clips whose log-mel overflowed although their samples are finite (`_check_finite` saw to those).
-
-    features: (batch, frames, mels) before normalisation; frames past a clip's count are ignored (they are padding).
-    For samples in [-1, 1] the float32 power spectrum stays below ~1e15 and the log is floored at FLT_EPSILON, so
-    features can only become inf (and NaN after normalisation) for samples beyond ~1e12 in magnitude.
-    """
-    # One aminmax pass, as in `_check_finite`; the per-clip search runs only when something is wrong.
-    if features.numel() == 0 or all(math.isfinite(v) for v in torch.aminmax(features)):
-        return
-    counts = frame_counts.tolist()
-    bad = [row for row, count in enumerate(counts) if not bool(torch.isfinite(features[row, :count]).all())]
-    if bad:
-        peaks = ", ".join(f"{float(waveforms[row].abs().max()):.3g}" for row in bad)
-        raise ValueError(
-            f"audio clip(s) {bad} give inf/NaN features: their samples reach a magnitude of {peaks}, far outside "
-            "[-1, 1], and overflow the float32 power spectrum; scale the audio to [-1, 1] (divide 16-bit PCM by "
-            "32768) or decode it with w2vbert.load_audio"
-        )
+def _numeric_array(value: Any, key: str, index: int) -> np.ndarray:
+    """One example's value of `key` as a numpy array of numbers."""
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"example {index}: {key!r} must hold numbers, got {array.dtype} from {type(value)}")
+    # transformers casts float64 (what nested Python lists become) to float32, and keeps other dtypes
+    return array.astype(np.float32) if array.dtype == np.float64 else array

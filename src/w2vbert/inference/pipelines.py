@@ -30,13 +30,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from w2vbert.audio.decode import SAMPLING_RATE, check_audio_file, load_audio, stream_audio
-from w2vbert.audio.features import (
-    FRAME_LENGTH,
-    HOP_LENGTH,
-    SeamlessM4TFeatureExtractor,
-    default_feature_extractor,
-    feature_extractor_for,
-)
+from w2vbert.audio.fbank import FRAME_LENGTH, HOP_LENGTH
+from w2vbert.audio.features import SeamlessM4TFeatureExtractor, default_feature_extractor, feature_extractor_for
 from w2vbert.audio.vad import VadOptions, detector, speech_windows
 from w2vbert.audio.windows import Window, WindowPlan
 from w2vbert.loading.devices import fastest_dtype, resolve_device, resolve_dtype, warn_if_emulated

@@ -14,7 +14,7 @@ from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
 from w2vbert.model.config import Wav2Vec2BertConfig
 from w2vbert.model.encoder import Wav2Vec2BertModel
 from w2vbert.model.outputs import CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput, XVectorOutput
-from w2vbert.text.tokenizer import LABEL_PAD
+from w2vbert.text.encoding import LABEL_PAD
 from w2vbert.utils.padding import lengths_to_mask
 
 

@@ -10,8 +10,9 @@ the end, which is either the last token or the blank after it.
     frames  t=0  t=1  t=2  t=3  t=4
     states  _    c    c    _    a        targets "c a": states _ c _ a _ (0..4)
 
-In order: the alignment of one sequence (`forced_align`), the spans of its tokens (`token_spans`), and words
-with times from a transcript and a CTC tokenizer (`align_words`).
+In order: the alignment of one sequence (`forced_align`, with its input checks and the `_Trellis` of states that
+runs the Viterbi passes), the spans of its tokens (`token_spans`), and words with times from a transcript and a
+CTC tokenizer (`align_words`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,23 @@ def forced_align(
     Memory is bounded whatever the length: the back-pointers of at most `max_moves_bytes` / states frames are held
     at once. Past that, the forward pass keeps only the scores at each segment's start, and the way back runs the
     segments again from there, last first (twice the work, the same path)."""
+    scores, targets = _checked(log_probs, targets, blank)  # (T, V) float64, [N]
+    frames = len(scores)
+    if not targets:
+        return np.full(frames, blank), float(scores[:, blank].sum())
+    trellis = _Trellis.of(scores, targets, blank)
+    segment = max(1, max_moves_bytes // trellis.size)  # frames of back-pointers held at once
+    firsts = list(range(1, frames, segment))  # segments [first, first + segment) of frames 1 .. T-1
+    entries, best, moves = trellis.forward(firsts, segment)
+    last = trellis.size - 1 if best[-1] >= best[-2] else trellis.size - 2  # ends on the last token or blank
+    path = trellis.backward(firsts, segment, entries, moves, last)
+    return trellis.states[path], float(best[last])
+
+
+def _checked(
+    log_probs: torch.Tensor | np.ndarray, targets: list[int], blank: int
+) -> tuple[np.ndarray, list[int]]:
+    """(frames, vocab) float64 scores and the targets as ints, once the frames are known to hold the targets."""
     scores = np.asarray(log_probs.float().cpu() if isinstance(log_probs, torch.Tensor) else log_probs, np.float64)
     if scores.ndim != 2:
         raise ValueError(f"expected log-probabilities of shape (frames, vocab), got {scores.shape}")
@@ -60,54 +78,77 @@ def forced_align(
             f"the transcript cannot be aligned to this audio: its {len(targets)} tokens need at least "
             f"{len(targets) + repeats} frames, the audio has {frames}"
         )
-    if not targets:
-        return np.full(frames, blank), float(scores[:, blank].sum())
-    states = np.full(2 * len(targets) + 1, blank)
-    states[1::2] = targets  # (S,) the token each state emits
-    skip = np.zeros(len(states), dtype=bool)  # may the path come from two states back (over a blank)?
-    skip[3::2] = np.asarray(targets[1:]) != np.asarray(targets[:-1])
-    columns = np.arange(len(states))
+    return scores, targets
 
-    def step(best: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+
+@dataclass(frozen=True)
+class _Trellis:
+    """The S = 2N + 1 states of N targets over the frames' scores, and the Viterbi moves between them."""
+
+    scores: np.ndarray  # (T, V) log-probabilities
+    states: np.ndarray  # (S,) the token each state emits: blank, t1, blank, t2, ..., tN, blank
+    skip: np.ndarray  # (S,) bool: may the path come from two states back (over a blank)?
+    columns: np.ndarray  # (S,) 0 .. S - 1: picks each state's best move out of the (3, S) candidates
+
+    @classmethod
+    def of(cls, scores: np.ndarray, targets: list[int], blank: int) -> _Trellis:
+        states = np.full(2 * len(targets) + 1, blank)
+        states[1::2] = targets
+        skip = np.zeros(len(states), dtype=bool)
+        skip[3::2] = np.asarray(targets[1:]) != np.asarray(targets[:-1])  # a repeated token needs the blank
+        return cls(scores, states, skip, np.arange(len(states)))
+
+    @property
+    def size(self) -> int:
+        return len(self.states)
+
+    def step(self, best: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame t from the scores after frame t - 1: (the move into each state, the scores after frame t)."""
-        candidates = np.full((3, len(states)), -np.inf)
+        candidates = np.full((3, self.size), -np.inf)
         candidates[0] = best  # stay
         candidates[1, 1:] = best[:-1]  # from the previous state
-        candidates[2, 2:] = np.where(skip[2:], best[:-2], -np.inf)  # over a blank, between different tokens
+        candidates[2, 2:] = np.where(self.skip[2:], best[:-2], -np.inf)  # over a blank, between different tokens
         move = candidates.argmax(0).astype(np.int8)
-        return move, candidates[move, columns] + scores[t, states]
+        return move, candidates[move, self.columns] + self.scores[t, self.states]
 
-    def run(best: np.ndarray, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, best: np.ndarray, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Frames [first, stop): their moves (stop - first, S) and the scores after the last."""
-        moves = np.zeros((stop - first, len(states)), dtype=np.int8)
+        moves = np.zeros((stop - first, self.size), dtype=np.int8)
         for t in range(first, stop):
-            moves[t - first], best = step(best, t)
+            moves[t - first], best = self.step(best, t)
         return moves, best
 
-    start = np.full(len(states), -np.inf)
-    start[:2] = scores[0, states[:2]]  # a path starts on the first blank or the first token
-    segment = max(1, max_moves_bytes // len(states))  # frames of back-pointers held at once
-    firsts = list(range(1, frames, segment))  # segments [first, first + segment) of frames 1 .. T-1
-    entries, best = [], start  # the scores entering each segment
-    for first in firsts:
-        entries.append(best)
-        if len(firsts) == 1:
-            moves, best = run(best, first, frames)
-        else:
-            for t in range(first, min(first + segment, frames)):
-                _, best = step(best, t)
-    last = len(states) - 1 if best[-1] >= best[-2] else len(states) - 2  # ends on the last token or blank
-    total = float(best[last])
-    path = np.empty(frames, dtype=np.int64)
-    for first, entry in zip(reversed(firsts), reversed(entries), strict=True):
-        stop = min(first + segment, frames)
-        if len(firsts) > 1:
-            moves, _ = run(entry, first, stop)
-        for t in range(stop - 1, first - 1, -1):
-            path[t] = last
-            last -= int(moves[t - first, last])
-    path[0] = last
-    return states[path], total
+    def forward(self, firsts: list[int], segment: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
+        """The scores entering each segment, the scores after the last frame, and the moves when one segment
+        covers all frames (else None: the way back recomputes each segment's moves from its entry)."""
+        frames = len(self.scores)
+        best = np.full(self.size, -np.inf)
+        best[:2] = self.scores[0, self.states[:2]]  # a path starts on the first blank or the first token
+        entries, moves = [], None
+        for first in firsts:
+            entries.append(best)
+            if len(firsts) == 1:
+                moves, best = self.run(best, first, frames)
+            else:
+                for t in range(first, min(first + segment, frames)):
+                    _, best = self.step(best, t)
+        return entries, best, moves
+
+    def backward(
+        self, firsts: list[int], segment: int, entries: list[np.ndarray], moves: np.ndarray | None, last: int
+    ) -> np.ndarray:
+        """(T,) the state of each frame, read back from state `last` at the final frame, last segment first."""
+        frames = len(self.scores)
+        path = np.empty(frames, dtype=np.int64)
+        for first, entry in zip(reversed(firsts), reversed(entries), strict=True):
+            stop = min(first + segment, frames)
+            if len(firsts) > 1:
+                moves, _ = self.run(entry, first, stop)
+            for t in range(stop - 1, first - 1, -1):
+                path[t] = last
+                last -= int(moves[t - first, last])
+        path[0] = last
+        return path
 
 
 def token_spans(frame_tokens: np.ndarray, log_probs: torch.Tensor | np.ndarray, blank: int) -> list[TokenSpan]:

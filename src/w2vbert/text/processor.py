@@ -13,9 +13,11 @@ import logging
 import os
 from typing import Any
 
-from w2vbert.audio.features import BatchFeature, SeamlessM4TFeatureExtractor
+from w2vbert.audio.features import SeamlessM4TFeatureExtractor
 from w2vbert.loading.hub import HubOptions
-from w2vbert.text.tokenizer import BatchEncoding, Wav2Vec2CTCTokenizer, pad_labels
+from w2vbert.text.encoding import BatchEncoding, pad_labels
+from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
+from w2vbert.utils.batch import BatchFeature
 
 logger = logging.getLogger("w2vbert")
 
@@ -125,7 +127,7 @@ class Wav2Vec2BertProcessor:
         except FileNotFoundError:
             logger.warning(
                 "%s has no vocab.json: loaded the feature extractor only (processor.tokenizer is None). "
-                "A base checkpoint needs a vocabulary for CTC fine-tuning: see w2vbert.text.tokenizer.build_vocab",
+                "A base checkpoint needs a vocabulary for CTC fine-tuning: see w2vbert.text.vocab.build_vocab",
                 path_or_repo_id,
             )
             tokenizer = None

@@ -1,20 +1,19 @@
 """`Wav2Vec2CTCTokenizer`: characters <-> CTC label ids, with the files and behaviour of the transformers class.
 
-A CTC vocabulary (vocab.json) is one token per character, plus "|" between words, an unknown token and a pad token
-that doubles as the CTC blank. As in transformers, special tokens missing from it (`<s>` and `</s>` by default) are
-added after it, so `len(tokenizer)` can exceed `vocab_size`. Text is cut into added tokens, matched whole
-(multi-character vocabulary tokens such as `[UNK]` eat the spaces around them), and characters. Decoding CTC output
-collapses repeats, then drops blanks. `do_lower_case=True` means the vocabulary is upper case: text is upper-cased
-in and lower-cased out.
+The vocabulary (vocab.json, see `vocab`) is one token per character, plus "|" between words, an unknown token and
+a pad token that doubles as the CTC blank. As in transformers, special tokens missing from it (`<s>` and `</s>` by
+default) are added after it, so `len(tokenizer)` can exceed `vocab_size`. Text is cut into added tokens, matched
+whole (multi-character vocabulary tokens such as `[UNK]` eat the spaces around them), and characters. Decoding CTC
+output collapses repeats, then drops blanks. `do_lower_case=True` means the vocabulary is upper case: text is
+upper-cased in and lower-cased out.
 
-In order: the small types (`Wav2Vec2CTCTokenizerOutput`, `AddedToken`); the tokenizer (vocabulary, encode, pad,
-decode, files) and its `BatchEncoding`; the vocab.json check; the helpers (`build_vocab`, `pad_labels`, the checks
-of id sequences).
+In order: `Wav2Vec2CTCTokenizerOutput` (decode with offsets); the tokenizer (its added tokens, vocabulary, encode,
+pad, decode, files). The vocabulary and the files are read in `vocab`; ids are checked and padded, and decoded
+text is cleaned up and cut into words, in `encoding`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -28,34 +27,31 @@ from typing import Any
 import numpy as np
 import torch
 
-from w2vbert.audio.features import BatchFeature, as_columns, padding_plan
-from w2vbert.loading.hub import HubOptions, resolve_optional_file
+from w2vbert.loading.hub import HubOptions
+from w2vbert.text.encoding import (
+    BatchEncoding,
+    as_id_list,
+    clean_up_tokenization,
+    id_rows,
+    mask_rows,
+    pad_id_rows,
+    tensor_kind,
+    word_offsets,
+)
+from w2vbert.text.vocab import (
+    ADDED_TOKENS_NAME,
+    SPECIAL_TOKENS_MAP_NAME,
+    TOKENIZER_CONFIG_NAME,
+    VOCAB_NAME,
+    AddedToken,
+    checked_vocab,
+    given_added_tokens,
+    read_tokenizer_files,
+)
+from w2vbert.utils.batch import as_columns, holds_numbers, padding_plan, with_other_columns
 from w2vbert.utils.files import atomic_write_text, read_json_object
 
 logger = logging.getLogger("w2vbert")
-
-VOCAB_NAME = "vocab.json"
-TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
-SPECIAL_TOKENS_MAP_NAME = "special_tokens_map.json"
-ADDED_TOKENS_NAME = "added_tokens.json"
-LABEL_PAD = -100  # label positions the CTC loss ignores
-# The special tokens transformers names (SPECIAL_TOKENS_ATTRIBUTES); tokens of added_tokens.json that one of them
-# names are special.
-_SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-# tokenizer_config.json keys that describe how transformers loaded or saved the files, not the tokenizer
-_LOADING_KEYS = (
-    "model_max_length",
-    "name_or_path",
-    "special_tokens_map_file",
-    "additional_special_tokens",
-    "extra_special_tokens",
-    "processor_class",
-    "backend",
-    "is_local",
-    "local_files_only",
-    "vocab_file",
-    "init_inputs",
-)
 
 
 @dataclass
@@ -68,34 +64,6 @@ class Wav2Vec2CTCTokenizerOutput:
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
-
-
-@dataclass(frozen=True)
-class AddedToken:
-    """A token matched whole in text before the text is split into characters: an entry of the
-    `added_tokens_decoder` of tokenizer_config.json, with the fields transformers writes there.
-
-    lstrip / rstrip: the whitespace on that side of the token is dropped. single_word and normalized are kept so
-    that files round-trip; neither changes how this tokenizer splits text (transformers' CTC tokenizer never sets
-    single_word, and normalized has no effect on its Python tokenizer).
-    """
-
-    content: str
-    lstrip: bool = False
-    rstrip: bool = False
-    single_word: bool = False
-    normalized: bool = True
-    special: bool = False
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str) -> AddedToken:
-        if not isinstance(values, dict) or not isinstance(values.get("content"), str):
-            raise ValueError(f"{where}: expected an added token {{'content': str, ...}}, got {values!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class Wav2Vec2CTCTokenizer:
@@ -145,27 +113,21 @@ class Wav2Vec2CTCTokenizer:
         extra.pop("tokenizer_class", None)
         self.extra = extra  # other tokenizer_config.json keys, written back unchanged
 
-        self.added_tokens_decoder: dict[int, AddedToken] = {}
-        for key, token in (added_tokens_decoder or {}).items():
-            where = f"added token {key!r}"
-            if isinstance(key, str) and key.isdigit():
-                key = int(key)
-            if isinstance(key, bool) or not isinstance(key, int) or key < 0:
-                raise ValueError(f"{where}: ids of added tokens must be integers >= 0")
-            if not isinstance(token, AddedToken):
-                token = AddedToken.from_dict(token, where)
-            if self.decoder.get(key, token.content) != token.content:
-                raise ValueError(
-                    f"{where}: {token.content!r} has the id of {self.decoder[key]!r} in {source}; an added token "
-                    "takes an id of its own (or the id its content has in vocab.json)"
-                )
-            self.added_tokens_decoder[key] = token
+        self.added_tokens_decoder = given_added_tokens(added_tokens_decoder, self.decoder, source)
         for name in ("pad_token", "unk_token"):
             token = getattr(self, name)
             if token not in self.encoder and token not in self._added_contents():
                 raise ValueError(f"{name} {token!r} is not in the vocabulary ({source})")
-        # As transformers: the special tokens missing so far are added (no stripping), then every multi-character
-        # vocabulary token is matched whole, eating the spaces around it.
+        self._add_implicit_tokens()
+        self.added_tokens_encoder = {t.content: i for i, t in self.added_tokens_decoder.items()}
+        # Added tokens are found leftmost first, the longest where several start at one place (transformers' trie).
+        whole = sorted(self.added_tokens_encoder, key=len, reverse=True)
+        self._added_pattern = re.compile("(" + "|".join(map(re.escape, whole)) + ")") if whole else None
+        self._reported_unknown: set[str] = set()
+
+    def _add_implicit_tokens(self) -> None:
+        """As transformers: the special tokens missing so far are added (no stripping), then every multi-character
+        vocabulary token is matched whole, eating the spaces around it; the table ends sorted by id."""
         for token in self.all_special_tokens:
             if token not in self._added_contents():
                 index = self.encoder[token] if token in self.encoder else self._next_free_id()
@@ -174,11 +136,6 @@ class Wav2Vec2CTCTokenizer:
             if len(token) > 1:
                 self.added_tokens_decoder[index] = AddedToken(token, lstrip=True, rstrip=True, normalized=False)
         self.added_tokens_decoder = dict(sorted(self.added_tokens_decoder.items()))
-        self.added_tokens_encoder = {t.content: i for i, t in self.added_tokens_decoder.items()}
-        # Added tokens are found leftmost first, the longest where several start at one place (transformers' trie).
-        whole = sorted(self.added_tokens_encoder, key=len, reverse=True)
-        self._added_pattern = re.compile("(" + "|".join(map(re.escape, whole)) + ")") if whole else None
-        self._reported_unknown: set[str] = set()
 
     def _added_contents(self) -> set[str]:
         return {t.content for t in self.added_tokens_decoder.values()}
@@ -379,50 +336,31 @@ class Wav2Vec2CTCTokenizer:
         if "input_ids" not in columns:
             raise ValueError(f"pad needs 'input_ids', got keys {sorted(columns)}: pass [{{'input_ids': ids}}, ...]")
         if return_tensors is None:  # the inputs' kind, as in transformers
-            return_tensors = _tensor_kind(columns["input_ids"])
+            return_tensors = tensor_kind(columns["input_ids"])
         padding_side = self.padding_side if padding_side is None else padding_side
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
         return_attention_mask = True if return_attention_mask is None else return_attention_mask
-        rows, single = _id_rows(columns["input_ids"], "input_ids")
+        rows, single = id_rows(columns["input_ids"], "input_ids")
         if not rows:
             return BatchEncoding(input_ids=[], **({"attention_mask": []} if return_attention_mask else {}))
-        masks = _id_rows(columns["attention_mask"], "attention_mask")[0] if "attention_mask" in columns else None
-        if masks is not None and [len(m) for m in masks] != [len(r) for r in rows]:
-            raise ValueError(
-                f"attention_mask lengths {[len(m) for m in masks]} differ from input_ids lengths "
-                f"{[len(r) for r in rows]}"
-            )
+        masks = mask_rows(columns, rows)
         others = {key: values for key, values in columns.items() if key not in ("input_ids", "attention_mask")}
         if not single and any(len(values) != len(rows) for values in others.values()):
             sizes = {key: len(values) for key, values in columns.items()}
             raise ValueError(f"pad needs one value per example in every key, got these counts: {sizes}")
         _, target = padding_plan([len(r) for r in rows], padding, max_length, pad_to_multiple_of, unit="ids")
-        out_ids, out_masks = [], []
-        for index, row in enumerate(rows):
-            mask = masks[index] if masks is not None else [1] * len(row)
-            missing = 0 if target is None else max(0, target - len(row))
-            if padding_side == "right":
-                out_ids.append(row + [self.pad_token_id] * missing)
-                out_masks.append(mask + [0] * missing)
-            else:
-                out_ids.append([self.pad_token_id] * missing + row)
-                out_masks.append([0] * missing + mask)
-        out = BatchEncoding(input_ids=out_ids[0] if single else out_ids)
+        ids, masks = pad_id_rows(rows, masks, target, self.pad_token_id, padding_side)
+        out = BatchEncoding(input_ids=ids[0] if single else ids)
         if return_attention_mask:
-            out["attention_mask"] = out_masks[0] if single else out_masks
-        firsts = {
-            key: values if single or isinstance(values, torch.Tensor) else values[0] for key, values in others.items()
-        }
+            out["attention_mask"] = masks[0] if single else masks
+        # one example's dict holds one value per key; a batch's, one per example (a tensor decides as a whole)
         numeric = {
-            key
-            for key, first in firsts.items()
-            if isinstance(first, torch.Tensor) or np.asarray(first).dtype.kind in "biuf"
+            key: values
+            for key, values in others.items()
+            if holds_numbers(values if single or isinstance(values, torch.Tensor) else values[0])
         }
-        out.update({key: others[key] for key in numeric})
-        out.convert_to_tensors(return_tensors)
-        out.update({key: values for key, values in others.items() if key not in numeric})  # texts: as given
-        return out
+        return with_other_columns(out, numeric, others, return_tensors)  # texts: as given
 
     # ------------------------------------------------------------------------------------------- decode
     def decode(
@@ -439,7 +377,7 @@ class Wav2Vec2CTCTokenizer:
 
         Offsets count output frames of the model (multiply by seconds per frame for times).
         """
-        ids = _as_id_list(token_ids)
+        ids = as_id_list(token_ids)
         tokens = self.convert_ids_to_tokens(ids)
         if skip_special_tokens:
             skip = set(self.all_special_tokens) - {self.word_delimiter_token}
@@ -550,238 +488,8 @@ class Wav2Vec2CTCTokenizer:
 
     @classmethod
     def from_hub(cls, path_or_repo_id: str | os.PathLike, hub: HubOptions, **overrides: Any) -> Wav2Vec2CTCTokenizer:
-        """`from_pretrained` with the hub options already gathered.
-
-        As transformers 5: tokenizer_config.json gives the arguments; its `added_tokens_decoder` the added tokens.
-        A config without one (files of transformers < 4.34) takes the special tokens of special_tokens_map.json
-        and the added tokens of added_tokens.json (special if they name a special token, never stripped).
-        Keyword `overrides` win over the files.
-        """
-        vocab_path = resolve_optional_file(path_or_repo_id, VOCAB_NAME, hub)
-        if vocab_path is None:
-            raise FileNotFoundError(
-                f"{path_or_repo_id} has no {VOCAB_NAME}: it has no CTC tokenizer (a base checkpoint such as "
-                "facebook/w2v-bert-2.0 needs fine-tuning with a vocabulary first; see build_vocab)"
-            )
-        config: dict[str, Any] = {}
-        path = resolve_optional_file(path_or_repo_id, TOKENIZER_CONFIG_NAME, hub)
-        if path is not None:
-            config = _token_strings(read_json_object(path))
-        if "added_tokens_decoder" not in config:
-            path = resolve_optional_file(path_or_repo_id, SPECIAL_TOKENS_MAP_NAME, hub)
-            if path is not None:
-                config.update(_token_strings(read_json_object(path)))
-            path = resolve_optional_file(path_or_repo_id, ADDED_TOKENS_NAME, hub)
-            if path is not None:
-                named = config | overrides
-                special = {str(named[k]) for k in _SPECIAL_NAMES if named.get(k)}
-                decoder: dict[int, AddedToken] = {}
-                for content, index in read_json_object(path).items():
-                    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-                        raise ValueError(f"{path}: token {content!r} has id {index!r}; ids must be integers >= 0")
-                    is_special = content in special
-                    decoder[index] = AddedToken(content, normalized=not is_special, special=is_special)
-                config["added_tokens_decoder"] = decoder
-        # transformers 5 files the word delimiter under model_specific_special_tokens as well; one copy is kept
-        specific = config.pop("model_specific_special_tokens", None) or {}
-        if isinstance(specific, dict) and "word_delimiter_token" in specific:
-            config.setdefault("word_delimiter_token", specific["word_delimiter_token"])
-        for key in _LOADING_KEYS:
-            config.pop(key, None)
+        """`from_pretrained` with the hub options already gathered: the arguments `vocab.read_tokenizer_files`
+        reads (tokenizer_config.json as transformers 5 writes it, or the files of older versions), then keyword
+        `overrides`, which win over the files."""
+        vocab_path, config = read_tokenizer_files(path_or_repo_id, hub, overrides)
         return cls(vocab_file=vocab_path, **(config | overrides))
-
-
-class BatchEncoding(BatchFeature):
-    """The tokenizer's output, as transformers' BatchEncoding: a dict with attribute access (`out.input_ids`),
-    `.to(device)` and `convert_to_tensors`."""
-
-
-def checked_vocab(vocab: dict[str, Any], target_lang: str | None = None, source: str = "vocab.json") -> dict[str, int]:
-    """The token -> id table of a vocab.json (of `target_lang` in a multilingual one), with every id checked.
-
-    Ids must be JSON integers (not strings, floats or booleans), non-negative, and each used by one token only: any
-    other id would train or decode against the wrong output of the CTC head. `source` names the file in errors.
-    """
-    if target_lang is not None:  # a multilingual vocab.json nests one vocabulary per language
-        if target_lang not in vocab:
-            raise ValueError(f"target_lang {target_lang!r} is not in {source} (it has {sorted(vocab)[:10]})")
-        vocab = vocab[target_lang]
-        source = f"{source} [{target_lang!r}]"
-    if not isinstance(vocab, dict) or not vocab:
-        raise ValueError(f"{source} must be a non-empty JSON object of token -> id, got {type(vocab).__name__}")
-    nested = sorted(k for k, v in vocab.items() if isinstance(v, dict))
-    if nested:
-        raise ValueError(
-            f"{source} is a multilingual vocabulary (one per language: {nested[:10]}): pass target_lang=... to pick one"
-        )
-    owners: dict[int, str] = {}
-    for token, index in vocab.items():
-        if not isinstance(token, str):
-            raise ValueError(f"{source}: token {token!r} is a {type(token).__name__}; tokens must be strings")
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
-            raise ValueError(
-                f"{source}: token {token!r} has id {index!r} ({type(index).__name__}); ids must be integers, "
-                "as transformers writes them"
-            )
-        if index < 0:
-            raise ValueError(f"{source}: token {token!r} has the negative id {index}; ids must be >= 0")
-        if int(index) in owners:
-            raise ValueError(
-                f"{source}: tokens {owners[int(index)]!r} and {token!r} share the id {index}; each id must name one "
-                "token (one output of the CTC head)"
-            )
-        owners[int(index)] = token
-    return {token: int(index) for token, index in vocab.items()}
-
-
-def _token_strings(values: dict[str, Any]) -> dict[str, Any]:
-    """Config values with each special token as its string (older files store `{"content": "<s>", ...}`)."""
-    return {
-        k: v["content"] if k.endswith("_token") and isinstance(v, dict) and "content" in v else v
-        for k, v in values.items()
-    }
-
-
-def word_offsets(char_offsets: list[dict[str, Any]], delimiter: str = " ") -> list[dict[str, Any]]:
-    """Group character offsets into words at `delimiter` characters: `[{"word", "start_offset", "end_offset"}]`."""
-    words: list[dict[str, Any]] = []
-    for is_space, group in groupby(char_offsets, key=lambda o: o["char"] == delimiter):
-        if not is_space:
-            group = list(group)
-            words.append(
-                {
-                    "word": "".join(o["char"] for o in group),
-                    "start_offset": group[0]["start_offset"],
-                    "end_offset": group[-1]["end_offset"],
-                }
-            )
-    return words
-
-
-def clean_up_tokenization(text: str) -> str:
-    """transformers' clean-up of spaces before punctuation and in English contractions."""
-    for before, after in (
-        (" .", "."),
-        (" ?", "?"),
-        (" !", "!"),
-        (" ,", ","),
-        (" ' ", "'"),
-        (" n't", "n't"),
-        (" 'm", "'m"),
-        (" 's", "'s"),
-        (" 've", "'ve"),
-        (" 're", "'re"),
-    ):
-        text = text.replace(before, after)
-    return text
-
-
-def build_vocab(
-    transcripts: Iterable[str],
-    *,
-    lowercase: bool = True,
-    word_delimiter: str = "|",
-    unk_token: str = "[UNK]",
-    pad_token: str = "[PAD]",
-) -> dict[str, int]:
-    """The CTC vocabulary of a training set, as the standard fine-tuning recipe builds it.
-
-    Sorted characters of the transcripts (space replaced by `word_delimiter`), then `unk_token` and `pad_token`.
-    """
-    chars: set[str] = set()
-    for text in transcripts:
-        chars.update(text.lower() if lowercase else text)
-    chars.discard(" ")
-    chars.discard(word_delimiter)
-    if not chars:
-        raise ValueError("the transcripts hold no characters to build a vocabulary from")
-    tokens = sorted(chars) + [word_delimiter, unk_token, pad_token]
-    return {token: index for index, token in enumerate(tokens)}
-
-
-def save_vocab(vocab: dict[str, int], path: str | os.PathLike) -> Path:
-    return atomic_write_text(path, json.dumps(vocab, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
-
-
-def pad_labels(labels: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Label id lists -> (batch, longest) LongTensor padded with -100, the value the CTC loss ignores."""
-    width = max((len(row) for row in labels), default=0)
-    out = torch.full((len(labels), width), LABEL_PAD, dtype=torch.long)
-    for row, ids in enumerate(labels):
-        out[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
-    return out
-
-
-def _tensor_kind(values: Any) -> str | None:
-    """The kind of tensor ids came as: "pt", "np", or None for lists. As transformers, the column, its first
-    non-empty example or that example's first id decides (a list of 0-d tensors is "pt")."""
-    first = values
-    for _ in range(3):  # the column, an example, an id
-        if isinstance(first, torch.Tensor):
-            return "pt"
-        if isinstance(first, np.ndarray):
-            return "np"
-        if not isinstance(first, (list, tuple)):
-            return None
-        first = next((v for v in first if not isinstance(v, (list, tuple)) or v), None)
-    return None
-
-
-def _is_id(value: Any) -> bool:
-    """An integer (Python, numpy, or a 0-d integer tensor or array), not a bool."""
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return value.ndim == 0 and _integer_dtype(value)
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _integer_dtype(array: torch.Tensor | np.ndarray) -> bool:
-    if isinstance(array, torch.Tensor):
-        return not (array.is_floating_point() or array.is_complex() or array.dtype == torch.bool)
-    return array.dtype.kind in "iu"
-
-
-def _id_rows(values: Any, key: str) -> tuple[list[list[int]], bool]:
-    """`values` of `key` as rows of ints, and whether they were one example (a flat sequence) instead of a batch."""
-    if isinstance(values, (torch.Tensor, np.ndarray)):
-        if values.ndim not in (1, 2):
-            raise ValueError(f"{key} must be 1-D (one example) or 2-D (a batch), got shape {tuple(values.shape)}")
-        if values.ndim == 1:
-            return [_id_row(values, key, 0)], True
-        return [_id_row(row, key, index) for index, row in enumerate(values)], False
-    if not isinstance(values, (list, tuple)):
-        raise TypeError(f"{key} must be a list of ids or a list of id sequences, got {type(values).__name__}")
-    if values and all(_is_id(v) for v in values):
-        return [_id_row(values, key, 0)], True
-    return [_id_row(row, key, index) for index, row in enumerate(values)], False
-
-
-def _id_row(row: Any, key: str, index: int) -> list[int]:
-    """One example's ids as ints; anything but a 1-D sequence of integers is refused, saying where it is."""
-    if isinstance(row, (torch.Tensor, np.ndarray)):
-        if not _integer_dtype(row):
-            raise TypeError(f"example {index}: {key} must hold integer ids, got a {row.dtype} {type(row).__name__}")
-        if row.ndim != 1:
-            raise ValueError(f"example {index}: {key} must be 1-D (one id per position), got shape {tuple(row.shape)}")
-        return [int(v) for v in row.tolist()]
-    if not isinstance(row, (list, tuple)):
-        raise TypeError(f"example {index}: {key} must be a sequence of integer ids, got {type(row).__name__} {row!r}")
-    for position, value in enumerate(row):
-        if not _is_id(value):
-            raise TypeError(
-                f"example {index}: {key}[{position}] is {value!r} ({type(value).__name__}); ids must be integers"
-            )
-    return [int(v) for v in row]
-
-
-def _as_id_list(token_ids: Sequence[int] | np.ndarray | torch.Tensor) -> list[int]:
-    if isinstance(token_ids, torch.Tensor):
-        token_ids = token_ids.detach().cpu().numpy()
-    array = np.asarray(token_ids)
-    if array.ndim != 1:
-        raise ValueError(f"decode takes one sequence of ids (1-D), got shape {array.shape}; use batch_decode")
-    if array.size and array.dtype.kind not in "iu":
-        raise TypeError(
-            f"decode takes integer ids, got {array.dtype} values: pass the argmax of the logits "
-            "(logits.argmax(-1)), not the logits or probabilities"
-        )
-    return [int(i) for i in array]

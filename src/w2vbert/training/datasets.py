@@ -26,10 +26,11 @@ import numpy as np
 import torch
 
 from w2vbert.audio.decode import SAMPLING_RATE, audio_seconds, load_audio
-from w2vbert.audio.features import HOP_LENGTH, SeamlessM4TFeatureExtractor, num_frames
+from w2vbert.audio.fbank import HOP_LENGTH, num_frames
+from w2vbert.audio.features import SeamlessM4TFeatureExtractor
 from w2vbert.data.manifest import AUDIO_EXTENSIONS, read_manifest
+from w2vbert.text.encoding import LABEL_PAD, pad_labels
 from w2vbert.text.segments import Segment, check_within, frame_labels, read_segments
-from w2vbert.text.tokenizer import LABEL_PAD, pad_labels
 
 logger = logging.getLogger("w2vbert")
 

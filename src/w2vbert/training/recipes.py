@@ -31,7 +31,9 @@ from w2vbert.model.heads import (
     Wav2Vec2BertForXVector,
 )
 from w2vbert.model.pretraining import Wav2Vec2BertForPreTraining
-from w2vbert.text.tokenizer import LABEL_PAD, Wav2Vec2CTCTokenizer, build_vocab
+from w2vbert.text.encoding import LABEL_PAD
+from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
+from w2vbert.text.vocab import build_vocab
 from w2vbert.training.datasets import (
     LONG_CLIPS,
     ON_BAD,

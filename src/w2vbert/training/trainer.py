@@ -48,7 +48,8 @@ from w2vbert.loading.weights import load_weights, load_weights_file, torch_load_
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
 from w2vbert.model.heads import Wav2Vec2BertForCTC
 from w2vbert.model.pretraining import Wav2Vec2BertForPreTrainingOutput, example_seeds
-from w2vbert.text.tokenizer import LABEL_PAD, Wav2Vec2CTCTokenizer
+from w2vbert.text.encoding import LABEL_PAD
+from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
 from w2vbert.training.datasets import TASKS
 from w2vbert.training.lora import (
     LoraSettings,

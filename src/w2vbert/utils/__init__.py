@@ -1,5 +1,7 @@
 """Small utilities every layer may use: the bottom of the package, importing nothing else of w2vbert.
 
+- `batch`: `BatchFeature` (the dict the feature extractor and the tokenizer return), `as_columns` and
+  `padding_plan` (transformers' padding arithmetic), which both `pad` methods share.
 - `files`: atomic writes (`atomic_output`, `atomic_write_text`) and JSON objects read with errors naming the file.
 - `padding`: `lengths_to_mask`, the one way valid lengths become a boolean mask.
 """
