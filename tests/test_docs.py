@@ -90,9 +90,8 @@ TINY_MODELS = {  # folder -> (class, config overrides): random weights, the demo
     "my-lid-model": ("Wav2Vec2BertForSequenceClassification", {"id2label": {0: "en", 1: "fr", 2: "de"}}),
     "my-vad-model": ("Wav2Vec2BertForAudioFrameClassification", {"id2label": {0: "background", 1: "speech"}}),
     "my-xvector-model": ("Wav2Vec2BertForXVector", {"verification_threshold": 0.5}),
-    # a hub repo in the offline cache: 24 blocks, as W2v-BERT 2.0 has, so that `--layer 17` exists
-    "hub/models--facebook--w2v-bert-2.0/snapshots/" + "0" * 40: ("Wav2Vec2BertModel", {"num_hidden_layers": 24}),
 }
+HUB_MODEL = ("facebook/w2v-bert-2.0", {"num_hidden_layers": 24})  # in the offline hub cache; 24 blocks for --layer 17
 
 
 def tiny_random_model(cls_name: str, path: Path, **overrides) -> None:
@@ -132,6 +131,7 @@ def write_manifests(box: Path) -> None:
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory) -> Path:
     from test_convert import SMALL, fairseq2_state
+    from test_loading import fake_hub_cache
 
     box = tmp_path_factory.mktemp("docs-sandbox")
     for name, source in RECORDINGS.items():
@@ -142,8 +142,9 @@ def sandbox(tmp_path_factory) -> Path:
     (box / "my-ctc-model").symlink_to("my-model")
     for folder, (cls_name, overrides) in TINY_MODELS.items():
         tiny_random_model(cls_name, box / folder, **overrides)
-    (box / "hub" / "models--facebook--w2v-bert-2.0" / "refs").mkdir()
-    (box / "hub" / "models--facebook--w2v-bert-2.0" / "refs" / "main").write_text("0" * 40)
+    repo_id, overrides = HUB_MODEL
+    tiny_random_model("Wav2Vec2BertModel", saved := tmp_path_factory.mktemp("hub-model"), **overrides)
+    fake_hub_cache(box / "hub", repo_id, {path.name: path.read_bytes() for path in saved.iterdir()})
     torch.save({"model": fairseq2_state(**SMALL), "step_nr": 0}, box / "conformer_shaw.pt")
     return box
 
