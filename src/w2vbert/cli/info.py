@@ -19,7 +19,7 @@ from w2vbert.model.auto import model_class_for
 from w2vbert.model.config import Wav2Vec2BertConfig
 from w2vbert.model.heads import Wav2Vec2BertForCTC
 from w2vbert.model.quantization import int8_engine
-from w2vbert.text.tokenizer import TOKENIZER_CONFIG_NAME, VOCAB_NAME
+from w2vbert.text.vocab import TOKENIZER_CONFIG_NAME, VOCAB_NAME
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
