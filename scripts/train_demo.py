@@ -50,7 +50,8 @@ from w2vbert.training.datasets import (
     load_examples,
 )
 from w2vbert.training.recipes import ctc_tokenizer
-from w2vbert.training.trainer import Trainer, TrainingConfig, error_rates
+from w2vbert.training.scorers import error_rates
+from w2vbert.training.trainer import Trainer, TrainingConfig
 
 
 def main() -> None:

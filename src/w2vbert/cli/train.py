@@ -15,6 +15,7 @@ from typing import Any
 
 from w2vbert.audio.augment import Augmentation
 from w2vbert.cli.arguments import UsageError, device_name, positive_float, positive_int
+from w2vbert.training.config import PRECISIONS, SCHEDULES, SHARDINGS, TrainingConfig
 from w2vbert.training.datasets import (
     LONG_CLIPS,
     ON_BAD,
@@ -23,12 +24,6 @@ from w2vbert.training.datasets import (
 )
 from w2vbert.training.lora import DEFAULT_TARGETS, LoraSettings
 from w2vbert.training.recipes import DataConfig, finetune, pretrain
-from w2vbert.training.trainer import (
-    PRECISIONS,
-    SCHEDULES,
-    SHARDINGS,
-    TrainingConfig,
-)
 
 TRAINING = {f.name: f.default for f in fields(TrainingConfig) if f.name != "output_dir"}  # the CLI's defaults
 DATA = {f.name: f.default for f in fields(DataConfig) if f.name != "train_manifest"}

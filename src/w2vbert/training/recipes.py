@@ -32,6 +32,8 @@ from w2vbert.model.heads import (
 )
 from w2vbert.model.pretraining import Wav2Vec2BertForPreTraining
 from w2vbert.text.tokenizer import LABEL_PAD, Wav2Vec2CTCTokenizer, build_vocab
+from w2vbert.training.checkpoints import find_checkpoint, seed_everything
+from w2vbert.training.config import TrainingConfig
 from w2vbert.training.datasets import (
     LONG_CLIPS,
     ON_BAD,
@@ -47,12 +49,7 @@ from w2vbert.training.datasets import (
     load_examples,
     load_unlabeled,
 )
-from w2vbert.training.trainer import (
-    Trainer,
-    TrainingConfig,
-    find_checkpoint,
-    seed_everything,
-)
+from w2vbert.training.trainer import Trainer
 
 logger = logging.getLogger("w2vbert")
 
