@@ -16,12 +16,8 @@ from typing import Any
 from w2vbert.audio.augment import Augmentation
 from w2vbert.cli.arguments import UsageError, device_name, positive_float, positive_int
 from w2vbert.training.config import PRECISIONS, SCHEDULES, SHARDINGS, TrainingConfig
-from w2vbert.training.datasets import (
-    LONG_CLIPS,
-    ON_BAD,
-    TASKS,
-    TextNormalizer,
-)
+from w2vbert.training.datasets import TASKS
+from w2vbert.training.examples import LONG_CLIPS, ON_BAD, TextNormalizer
 from w2vbert.training.lora import DEFAULT_TARGETS, LoraSettings
 from w2vbert.training.recipes import DataConfig, finetune, pretrain
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from w2vbert.audio.augment import Augmentation, Augmented
+from w2vbert.audio.augment import Augmented
 from w2vbert.audio.features import feature_extractor_for
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
 from w2vbert.model.config import Wav2Vec2BertConfig
@@ -34,47 +34,19 @@ from w2vbert.model.pretraining import Wav2Vec2BertForPreTraining
 from w2vbert.text.tokenizer import LABEL_PAD, Wav2Vec2CTCTokenizer, build_vocab
 from w2vbert.training.checkpoints import find_checkpoint, seed_everything
 from w2vbert.training.config import TrainingConfig
-from w2vbert.training.datasets import (
-    LONG_CLIPS,
-    ON_BAD,
+from w2vbert.training.datasets import Collator, SpeechDataset, load_examples, load_unlabeled
+from w2vbert.training.examples import (
     BadExamples,
-    Collator,
+    DataConfig,
     Example,
-    SpeechDataset,
-    TextNormalizer,
     describe,
     drop_too_short,
     drop_unmaskable,
     limit_length,
-    load_examples,
-    load_unlabeled,
 )
 from w2vbert.training.trainer import Trainer
 
 logger = logging.getLogger("w2vbert")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the examples come from, how targets are cleaned, and what happens to examples that cannot train."""
-
-    train_manifest: str
-    eval_manifest: str | None = None
-    audio_column: str = "audio"
-    target_column: str | None = None  # default "text" (ctc), "label" (classify, xvector), "segments" (frames)
-    normalizer: TextNormalizer = TextNormalizer()
-    on_bad_example: str = "skip"  # "skip" (report, count and leave out) or "fail" (stop at the first)
-    vocab: str | None = None  # an existing vocab.json; default: built from the training transcripts
-    cache_audio: bool = False  # keep decoded clips in memory after their first read
-    long_clips: str = "skip"  # clips longer than max_batch_seconds: "skip" them, or "crop" them (not ctc)
-    background_label: str = "background"  # frames: the label of frames outside every segment
-    augmentation: Augmentation | None = None  # offset, gain, noise floor and dither on each read of a training clip
-
-    def __post_init__(self) -> None:
-        if self.on_bad_example not in ON_BAD:
-            raise ValueError(f"on_bad_example must be one of {ON_BAD}, got {self.on_bad_example!r}")
-        if self.long_clips not in LONG_CLIPS:
-            raise ValueError(f"long_clips must be one of {LONG_CLIPS}, got {self.long_clips!r}")
 
 
 @dataclass
