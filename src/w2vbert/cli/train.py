@@ -16,13 +16,14 @@ from typing import Any
 from w2vbert.audio.augment import Augmentation
 from w2vbert.cli.arguments import UsageError, device_name, positive_float, positive_int
 from w2vbert.training.config import PRECISIONS, SCHEDULES, SHARDINGS, TrainingConfig
-from w2vbert.training.datasets import TASKS
 from w2vbert.training.examples import LONG_CLIPS, ON_BAD, TextNormalizer
 from w2vbert.training.lora import DEFAULT_TARGETS, LoraSettings
 from w2vbert.training.recipes import DataConfig, finetune, pretrain
+from w2vbert.training.tasks import LABEL_COLUMN, SEGMENTS_COLUMN, TASKS, TEXT_COLUMN
 
 TRAINING = {f.name: f.default for f in fields(TrainingConfig) if f.name != "output_dir"}  # the CLI's defaults
 DATA = {f.name: f.default for f in fields(DataConfig) if f.name != "train_manifest"}
+FINETUNING_TASKS = [name for name, task in TASKS.items() if task.target_column is not None]  # not pretrain
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
@@ -32,7 +33,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             "Fine-tune on CSV/TSV/JSONL manifests (columns: audio + text, or audio + label; audio paths relative to "
             "the manifest). Several processes or GPUs: launch with torchrun."
         )
-        parser.add_argument("--task", choices=[t for t in TASKS if t != "pretrain"], default=TRAINING["task"])
+        parser.add_argument("--task", choices=FINETUNING_TASKS, default=TRAINING["task"])
         parser.add_argument("--model", required=True, help="hub id or directory of the starting checkpoint")
         parser.add_argument("--train", required=True, help="training manifest")
         parser.add_argument("--eval", help="evaluation manifest")
@@ -148,7 +149,8 @@ def lora_settings(args: argparse.Namespace) -> LoraSettings | None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    column = {"ctc": args.text_column, "frames": args.segments_column}.get(args.task, args.label_column)
+    given = {TEXT_COLUMN: args.text_column, LABEL_COLUMN: args.label_column, SEGMENTS_COLUMN: args.segments_column}
+    column = given[TASKS[args.task].target_column]  # the task's --text-column, --label-column or --segments-column
     normalizer = TextNormalizer(lowercase=not args.keep_case, remove_punctuation=not args.keep_punctuation,
                                 allowed_characters=args.allowed_characters)
     data = DataConfig(args.train, args.eval, args.audio_column, column, normalizer, args.on_bad_example, args.vocab,

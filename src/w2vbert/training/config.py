@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from w2vbert.training.datasets import TASKS
 from w2vbert.training.lora import LoraSettings
+from w2vbert.training.tasks import TASKS, unknown_task
 
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SHARDINGS = ("ddp", "fsdp")
+TRIAL_TASKS = tuple(name for name, task in TASKS.items() if task.scorer.reads_trials)  # xvector
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}"),
+            (self.task in TASKS, unknown_task(self.task)),
             (self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
             (self.sharding in SHARDINGS, f"sharding must be one of {SHARDINGS}, got {self.sharding!r}"),
@@ -66,7 +67,8 @@ class TrainingConfig:
             (self.save_every >= 1 and self.log_every >= 1, "save_every and log_every must be >= 1"),
             (self.max_batch_seconds > 0, f"max_batch_seconds must be > 0, got {self.max_batch_seconds}"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
-            (self.trials is None or self.task == "xvector", f"trials are for task 'xvector', not {self.task!r}"),
+            (self.trials is None or self.task in TRIAL_TASKS,
+             f"trials are for task {' or '.join(map(repr, TRIAL_TASKS))}, not {self.task!r}"),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:

@@ -28,27 +28,13 @@ import torch
 from w2vbert.audio.decode import SAMPLING_RATE, audio_seconds, load_audio
 from w2vbert.audio.features import HOP_LENGTH, SeamlessM4TFeatureExtractor
 from w2vbert.data.manifest import AUDIO_EXTENSIONS, read_manifest
-from w2vbert.text.segments import check_within, frame_labels, read_segments
-from w2vbert.text.tokenizer import LABEL_PAD, pad_labels
+from w2vbert.text.segments import check_within, read_segments
 from w2vbert.training.examples import AUDIO_COLUMN, BadExamples, Example, TextNormalizer
+from w2vbert.training.tasks import task_named
 
 logger = logging.getLogger("w2vbert")
 
-TEXT_COLUMN = "text"  # the transcript, for task "ctc"
-LABEL_COLUMN = "label"  # the class name, for tasks "classify" and "xvector" (the speaker)
-SEGMENTS_COLUMN = "segments"  # a file of labelled time segments (`start end label` lines, or RTTM), task "frames"
-TASKS = ("ctc", "classify", "frames", "xvector", "pretrain")
 FRAME_SECONDS = 2 * HOP_LENGTH / SAMPLING_RATE  # 20 ms: one encoder frame (two stacked 10 ms fbank frames)
-
-
-def target_column(task: str) -> str | None:
-    """The manifest column of a task's targets: text (ctc), label (classify, xvector), segments (frames), none
-    (pretrain)."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    return {"ctc": TEXT_COLUMN, "classify": LABEL_COLUMN, "frames": SEGMENTS_COLUMN, "xvector": LABEL_COLUMN,
-            "pretrain": None}[task]
-
 
 
 def load_examples(
@@ -66,7 +52,8 @@ def load_examples(
     Transcripts go through `normalizer` (default `TextNormalizer()`); class names are only stripped. For frames,
     the segments file (relative to the manifest, like the audio) is read and checked against the clip's length.
     """
-    column = target_column_name or target_column(task)
+    task = task_named(task)
+    column = target_column_name or task.target_column
     normalizer = normalizer or TextNormalizer()
     known = None if labels is None else set(labels)
     folder = Path(manifest).parent
@@ -74,16 +61,15 @@ def load_examples(
     for source, row in read_manifest(manifest, [audio_column] if column is None else [audio_column, column]):
         target = ""
         if column is not None:
-            target = normalizer(row[column]) if task == "ctc" else row[column].strip()
+            target = task.target(row[column], normalizer)
             if not target:
-                kind = "empty transcript" if task == "ctc" else "empty label"
-                bad.report(kind, source, f"{kind} (raw: {row[column]!r})")
+                bad.report(task.empty_target, source, f"{task.empty_target} (raw: {row[column]!r})")
                 continue
-        if known is not None and task != "frames" and target not in known:
+        if known is not None and not task.segments and target not in known:
             bad.report("unknown label", source, f"label {target!r} is not in the label set {sorted(known)}")
             continue
         example = _audio_example(_relative_to(folder, row[audio_column]), target, source, bad)
-        if example is not None and task == "frames":
+        if example is not None and task.segments:
             example = _with_segments(example, _relative_to(folder, target), known, bad)
         if example is not None:
             examples.append(example)
@@ -158,8 +144,9 @@ def examples_from_dataset(
     The audio column holds what `datasets.Audio` decodes to: {"array": samples, "sampling_rate": rate}, or a
     {"path": file} / plain path. No `datasets` import is needed: rows are read as dicts.
     """
-    column = target_column_name or target_column(task)
-    if task == "frames":
+    task = task_named(task)
+    column = target_column_name or task.target_column
+    if task.segments:
         raise ValueError("frames examples come from a manifest whose segments column names segment files; a "
                          "datasets object has none: write a manifest (audio, segments)")
     normalizer = normalizer or TextNormalizer()
@@ -172,9 +159,9 @@ def examples_from_dataset(
                 f"{source} lacks column(s) {missing}: expected {[audio_column, column]}, found {list(row)}"
             )
         raw = str(row[column])
-        target = normalizer(raw) if task == "ctc" else raw.strip()
+        target = task.target(raw, normalizer)
         if not target:
-            bad.report("empty transcript" if task == "ctc" else "empty label", source, "empty target")
+            bad.report(task.empty_target, source, "empty target")
             continue
         audio = row[audio_column]
         if isinstance(audio, dict) and audio.get("array") is not None:
@@ -248,9 +235,8 @@ class Collator:
     "bad" the kinds of the items it left out (None: failed to decode; or features that came out non-finite)."""
 
     def __init__(self, feature_extractor: SeamlessM4TFeatureExtractor, task: str, background: int = 0) -> None:
-        target_column(task)
         self.feature_extractor = feature_extractor
-        self.task = task
+        self.task = task_named(task)
         self.background = background  # frames: the label id of frames no segment covers
 
     def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, Any]:
@@ -279,21 +265,12 @@ class Collator:
             "indices": [item["index"] for item in items],
             "bad": bad,
         }
-        if self.task == "ctc":
-            batch["labels"] = pad_labels([item["target"] for item in items])
-        elif self.task in ("classify", "xvector"):
-            batch["labels"] = torch.tensor([item["target"] for item in items], dtype=torch.long)
-        elif self.task == "frames":
-            batch["labels"] = self._frame_labels(items, inputs["attention_mask"])
-        return batch
-
-    def _frame_labels(self, items: list[dict[str, Any]], mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) one label id per valid 20 ms frame (segments.frame_labels), LABEL_PAD past each clip's end."""
         seconds_per_frame = self.feature_extractor.stride * HOP_LENGTH / SAMPLING_RATE
-        labels = torch.full(mask.shape, LABEL_PAD, dtype=torch.long)
-        for row, (item, length) in enumerate(zip(items, mask.sum(-1).tolist(), strict=True)):
-            labels[row, :length] = frame_labels(item["target"], length, seconds_per_frame, self.background)
-        return labels
+        labels = self.task.batches.labels([item["target"] for item in items], inputs["attention_mask"],
+                                          seconds_per_frame, self.background)
+        if labels is not None:
+            batch["labels"] = labels
+        return batch
 
     def _features(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not items:  # all of this rank's clips were bad: an empty batch the trainer knows to pass over

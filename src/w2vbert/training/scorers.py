@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jiwer
 import torch
@@ -39,6 +39,8 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[st
 class Scorer:
     """What a task's evaluation measures: `add` each batch's output, `result` over all ranks, `score` it (lower is
     better; the best checkpoint has the lowest), and `keep` what a checkpoint should carry of it."""
+
+    reads_trials: ClassVar[bool] = False  # evaluates pairs of clips from a trial file (`TrainingConfig.trials`)
 
     def __init__(
         self, model: Wav2Vec2BertPreTrainedModel, tokenizer: Wav2Vec2CTCTokenizer | None = None,
@@ -161,6 +163,8 @@ class VerificationScorer(Scorer):
     `TrainingConfig.trials`, or every pair), equal error rate, minimum detection cost, and the threshold at the
     equal-error point, which the checkpoint keeps (`verification_threshold` in its config); the best checkpoint has
     the lowest EER."""
+
+    reads_trials = True
 
     def __init__(
         self, model: Wav2Vec2BertPreTrainedModel, tokenizer: Wav2Vec2CTCTokenizer | None = None,

@@ -79,7 +79,7 @@ from w2vbert.training.lora import (
 )
 from w2vbert.training.metrics import MetricsLog, RunningMetrics
 from w2vbert.training.schedule import adamw, lr_scheduler
-from w2vbert.training.tasks import TRAINING_TASKS
+from w2vbert.training.tasks import task_named
 
 logger = logging.getLogger("w2vbert")
 
@@ -120,7 +120,7 @@ class Trainer:
         self.env, self.device = Distributed(), torch.device(config.device or "cpu")
         self.wrapped: nn.Module = model
         self.bad_examples: Counter = Counter()  # this rank's, since the last step's all-reduce
-        self.task = TRAINING_TASKS[config.task]
+        self.task = task_named(config.task)
         if eval_data is not None:
             self.task.scorer.check(tokenizer)
 
@@ -263,8 +263,8 @@ class Trainer:
         total_loss, total_count, total_seconds, values = 0.0, 0.0, 0.0, Counter()
         for index, batch in enumerate(micro):
             self.bad_examples.update(batch.get("bad", ()))
-            inputs = self.task.inputs(self, batch, self.state.epoch)
-            local_count = self.task.count(inputs) if batch["input_features"].shape[0] else 0.0
+            inputs = self._inputs(batch, self.state.epoch)
+            local_count = self.task.batches.count(inputs) if batch["input_features"].shape[0] else 0.0
             global_count, seconds = all_reduce([local_count, batch["seconds"]], self.env, self.device)
             if global_count == 0:
                 continue  # every clip of this global batch was bad: no rank runs it
@@ -299,12 +299,16 @@ class Trainer:
         total_loss, *summed = all_reduce([total_loss, *(values[name] for name in names)], self.env, self.device)
         return total_loss, total_count, total_seconds, dict(zip(names, summed, strict=True))
 
+    def _inputs(self, batch: dict[str, Any], epoch: int) -> dict[str, torch.Tensor]:
+        """What the model is called with on `batch` in `epoch` (the task's `Batches.inputs`)."""
+        return self.task.batches.inputs(batch, self.model, self.config.seed, epoch)
+
     def _forward(self, batch: dict[str, Any], inputs: dict[str, torch.Tensor], epoch: int) -> Any:
         """The model on this rank's share of a batch (`inputs`, the task's from it). A share left empty by bad
         examples runs on a stand-in clip of zeros (its loss is then not counted), so that the ranks' collectives
         stay in step."""
         if batch["input_features"].shape[0] == 0:
-            inputs = self.task.inputs(self, self.task.stand_in(self, batch), epoch)
+            inputs = self._inputs(self.task.batches.stand_in(batch, self.model), epoch)
         with self._autocast():
             return self.wrapped(**{name: value.to(self.device) for name, value in inputs.items()})
 
@@ -350,10 +354,10 @@ class Trainer:
         model.eval()
         loss_sum, loss_count, count = 0.0, 0.0, 0.0
         for batch in self._loader(self.eval_data, sampler, 0):
-            inputs = self.task.inputs(self, batch, EVAL_EPOCH)
+            inputs = self._inputs(batch, EVAL_EPOCH)
             output = self._forward(batch, inputs, EVAL_EPOCH)
             if batch["input_features"].shape[0]:
-                n = self.task.count(inputs)
+                n = self.task.batches.count(inputs)
                 if output.loss is not None:  # None: held-out speakers, which the training classes lack
                     loss_sum += float(self._loss_sum(output.loss.float(), n))
                     loss_count += n
