@@ -2,7 +2,7 @@
 besides tensors that a resumed run needs (`TrainerState`, every RNG).
 
 In order: the file names of a checkpoint, `TrainerState` and its file (`write_trainer_state`,
-`read_trainer_state`), the random generators (`seed_everything`, `rng_state`, `set_rng_state`), then the
+`read_trainer_state`), the random generators (`seed_everything`, `rng_state`, `set_rng_state`, `rng_file`), then the
 directory itself: `find_checkpoint`, `publish_directory`, `run_lock`.
 
 Contract: a checkpoint is a folder written whole under a temporary name and published by an atomic swap of the
@@ -44,7 +44,7 @@ class TrainerState:
     step: int = 0  # optimizer steps done
     epoch: int = 0
     batches_in_epoch: int = 0  # global batches of `epoch` consumed
-    best_metric: float | None = None  # WER (ctc), -accuracy (classify) or the loss (pretrain): lower is better
+    best_metric: float | None = None  # the task scorer's score (WER, -accuracy, EER, the loss): lower is better
     best_step: int | None = None
     audio_seconds: float = 0.0  # trained on, all ranks
     history: list[dict[str, Any]] = field(default_factory=list)  # evaluation results

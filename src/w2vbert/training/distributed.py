@@ -23,6 +23,8 @@ from w2vbert.loading.devices import rank_device
 
 @dataclass(frozen=True)
 class Distributed:
+    """This process's place in the run: its rank of `world_size`, and its GPU's index on its node."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0

@@ -5,7 +5,7 @@ recipe run (training/recipes.py), the trainer (training/trainer.py) and the comm
 
 In order: the manifest columns of targets, the `Batches` of each kind of target (how the collator labels a
 batch, what the model takes from it, what its loss averages over, and a stand-in clip for a rank whose share of a
-batch is empty), `Task`, the table, and `task_named`.
+batch is empty), `Task`, the table, then `unknown_task` and `task_named`.
 """
 
 from __future__ import annotations

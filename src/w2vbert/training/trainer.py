@@ -87,7 +87,8 @@ EVAL_EPOCH = -1  # the draws of evaluation are the same at every evaluation
 
 
 class Trainer:
-    """Trains a CTC or sequence-classification model on a dataset of clips (`SpeechDataset` or alike).
+    """Trains a model of the family for the task `config.task` names (its `Task`) on a dataset of clips
+    (`SpeechDataset` or alike).
 
     `train_data` must have `__len__`, `__getitem__` and `seconds` (per-example lengths for batching);
     `collate_fn` turns a list of items into {"input_features", "attention_mask", "labels", "seconds"} (and
@@ -342,8 +343,8 @@ class Trainer:
     # -------------------------------------------------------------------------------------------- eval
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Loss and the task's metrics (WER/CER for ctc, accuracy for classify, the objective's parts for
-        pretrain) on `eval_data`, over all ranks."""
+        """Loss and the task's metrics (its scorer's: WER/CER for ctc, accuracy for classify, frame F1 for frames,
+        EER for xvector, the objective's parts for pretrain) on `eval_data`, over all ranks."""
         sampler = LengthGroupedBatchSampler(
             self.eval_data.seconds, self.config.max_batch_seconds, self.config.max_batch_size, shuffle=False,
             rank=self.env.rank, world_size=self.env.world_size,
