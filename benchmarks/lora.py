@@ -90,14 +90,8 @@ def demo_side(args) -> dict:
     from w2vbert import Wav2Vec2BertForCTC
     from w2vbert.audio.features import SeamlessM4TFeatureExtractor
     from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
-    from w2vbert.training.datasets import (
-        BadExamples,
-        Collator,
-        SpeechDataset,
-        TextNormalizer,
-        drop_too_short,
-        load_examples,
-    )
+    from w2vbert.training.datasets import Collator, SpeechDataset, load_examples
+    from w2vbert.training.examples import BadExamples, TextNormalizer, drop_too_short
     from w2vbert.training.trainer import Trainer, TrainingConfig
 
     demo = Wav2Vec2BertForCTC.from_pretrained(args.model)

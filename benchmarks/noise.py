@@ -28,7 +28,7 @@ import soxr
 from w2vbert import pipeline
 from w2vbert.audio.augment import LSB_16BIT
 from w2vbert.audio.decode import load_audio
-from w2vbert.training.trainer import error_rates
+from w2vbert.training.scorers import error_rates
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -41,16 +41,11 @@ import torch
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC, pipeline
 from w2vbert.audio.augment import Augmentation, Augmented
 from w2vbert.audio.features import SeamlessM4TFeatureExtractor
-from w2vbert.training.datasets import (
-    BadExamples,
-    Collator,
-    SpeechDataset,
-    TextNormalizer,
-    drop_too_short,
-    load_examples,
-)
-from w2vbert.training.recipes import ctc_tokenizer
-from w2vbert.training.trainer import Trainer, TrainingConfig, error_rates
+from w2vbert.training.datasets import Collator, SpeechDataset, load_examples
+from w2vbert.training.examples import BadExamples, TextNormalizer, drop_too_short
+from w2vbert.training.preparation import ctc_tokenizer
+from w2vbert.training.scorers import error_rates
+from w2vbert.training.trainer import Trainer, TrainingConfig
 
 
 def main() -> None:

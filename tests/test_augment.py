@@ -12,7 +12,8 @@ from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForSequenceClassification, W
 from w2vbert.audio.augment import LSB_16BIT, Augmentation, Augmented
 from w2vbert.audio.features import SeamlessM4TFeatureExtractor
 from w2vbert.cli.parser import main
-from w2vbert.training.datasets import BadExamples, Collator, SpeechDataset, load_examples
+from w2vbert.training.datasets import Collator, SpeechDataset, load_examples
+from w2vbert.training.examples import BadExamples
 from w2vbert.training.trainer import Trainer, TrainingConfig
 
 

@@ -11,15 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from w2vbert.data.sampler import LengthGroupedBatchSampler, padded_seconds
-from w2vbert.training.datasets import (
+from w2vbert.training.datasets import SpeechDataset, examples_from_dataset, load_examples
+from w2vbert.training.examples import (
     BadExamples,
-    SpeechDataset,
     TextNormalizer,
     ctc_frames_needed,
     drop_too_short,
-    examples_from_dataset,
     limit_length,
-    load_examples,
     output_frames_for_seconds,
 )
 
@@ -176,7 +174,8 @@ def test_clips_longer_than_the_batch_cap_are_skipped_and_counted_or_cropped(clip
 
 def test_a_clip_that_fails_to_decode_is_skipped_by_the_collator_and_counted(clips):
     from w2vbert.audio.features import SeamlessM4TFeatureExtractor
-    from w2vbert.training.datasets import Collator, Example
+    from w2vbert.training.datasets import Collator
+    from w2vbert.training.examples import Example
 
     samples = np.zeros(16000, dtype=np.float32)
     samples[8000] = np.nan

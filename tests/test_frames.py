@@ -16,7 +16,8 @@ from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForAudioFrameClassification,
 from w2vbert.audio.features import SeamlessM4TFeatureExtractor
 from w2vbert.cli.parser import main
 from w2vbert.text.segments import frame_labels, merge_frames, read_segments
-from w2vbert.training.datasets import BadExamples, Collator, SpeechDataset, load_examples
+from w2vbert.training.datasets import Collator, SpeechDataset, load_examples
+from w2vbert.training.examples import BadExamples
 from w2vbert.training.recipes import DataConfig, finetune
 from w2vbert.training.trainer import TrainingConfig
 

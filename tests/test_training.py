@@ -17,8 +17,10 @@ from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC
 from w2vbert.loading.weights import load_weights
 from w2vbert.text.encoding import pad_labels
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
+from w2vbert.training.checkpoints import find_checkpoint, publish_directory
 from w2vbert.training.recipes import DataConfig, finetune
-from w2vbert.training.trainer import Trainer, TrainingConfig, find_checkpoint, lr_factor, publish_directory
+from w2vbert.training.schedule import lr_factor
+from w2vbert.training.trainer import Trainer, TrainingConfig
 
 VOCAB = {"[PAD]": 0, "a": 1, "b": 2, "c": 3, "d": 4, "|": 5, "[UNK]": 6}
 
@@ -162,7 +164,7 @@ def test_a_kill_while_publishing_leaves_last_loadable_and_the_run_resumes_right(
     straight = Trainer(tiny_ctc(), train_config(tmp_path / "a", **options), data, collate)
     straight.train()
 
-    import w2vbert.training.trainer as trainer_module
+    import w2vbert.training.checkpoints as trainer_module
 
     real_replace, swaps = os.replace, []
 
@@ -191,7 +193,7 @@ def test_a_kill_while_publishing_leaves_last_loadable_and_the_run_resumes_right(
 
 @pytest.mark.parametrize("kill_at", range(3))  # before the rename of the folder, the link swap, the clean-up
 def test_publishing_keeps_a_complete_checkpoint_under_its_name_whenever_it_is_killed(tmp_path, monkeypatch, kill_at):
-    import w2vbert.training.trainer as trainer_module
+    import w2vbert.training.checkpoints as trainer_module
 
     def checkpoint(folder, step):
         folder.mkdir()

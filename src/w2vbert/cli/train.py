@@ -1,7 +1,10 @@
 """`w2vbert finetune` and `w2vbert pretrain`: their arguments, and the run of a recipe from them.
 
-The defaults are the dataclasses' (`TrainingConfig`, `DataConfig`), read from their fields, so the command line and
-the Python API cannot drift apart.
+In order: `configure` and its argument groups (what a run starts from, the run directory and bad examples, the
+fine-tuning targets and head, the optimizer, batches and cadence, LoRA), then the arguments turned into configs
+(`training_config`, `lora_settings`) and the two runs (`run_finetune`, `run_pretrain`). The defaults are the
+dataclasses' (`TrainingConfig`, `DataConfig`), read from their fields, so the command line and the Python API
+cannot drift apart; the task choices and each task's target column are the task table's (training/tasks.py).
 """
 
 from __future__ import annotations
@@ -15,47 +18,60 @@ from typing import Any
 
 from w2vbert.audio.augment import Augmentation
 from w2vbert.cli.arguments import UsageError, device_name, positive_float, positive_int
-from w2vbert.training.datasets import (
-    LONG_CLIPS,
-    ON_BAD,
-    TASKS,
-    TextNormalizer,
-)
+from w2vbert.training.config import PRECISIONS, SCHEDULES, SHARDINGS, TrainingConfig
+from w2vbert.training.examples import LONG_CLIPS, ON_BAD, TextNormalizer
 from w2vbert.training.lora import DEFAULT_TARGETS, LoraSettings
 from w2vbert.training.recipes import DataConfig, finetune, pretrain
-from w2vbert.training.trainer import (
-    PRECISIONS,
-    SCHEDULES,
-    SHARDINGS,
-    TrainingConfig,
-)
+from w2vbert.training.tasks import LABEL_COLUMN, SEGMENTS_COLUMN, TASKS, TEXT_COLUMN
 
 TRAINING = {f.name: f.default for f in fields(TrainingConfig) if f.name != "output_dir"}  # the CLI's defaults
 DATA = {f.name: f.default for f in fields(DataConfig) if f.name != "train_manifest"}
+FINETUNING_TASKS = [name for name, task in TASKS.items() if task.target_column is not None]  # not pretrain
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """The arguments of `w2vbert finetune` and `w2vbert pretrain`."""
+    """The arguments of `w2vbert finetune` and `w2vbert pretrain`, group by group, in the order --help lists them."""
     if name == "finetune":
-        parser.description = (
-            "Fine-tune on CSV/TSV/JSONL manifests (columns: audio + text, or audio + label; audio paths relative to "
-            "the manifest). Several processes or GPUs: launch with torchrun."
-        )
-        parser.add_argument("--task", choices=[t for t in TASKS if t != "pretrain"], default=TRAINING["task"])
-        parser.add_argument("--model", required=True, help="hub id or directory of the starting checkpoint")
-        parser.add_argument("--train", required=True, help="training manifest")
-        parser.add_argument("--eval", help="evaluation manifest")
+        _finetune_sources(parser)
     else:
-        parser.description = (
-            "Continue the w2v-BERT self-supervised pre-training on unlabeled audio: a CSV/TSV/JSONL manifest with an "
-            "audio column (other columns are ignored), or a folder of audio files. Several processes or GPUs: "
-            "launch with torchrun."
-        )
-        parser.add_argument("--model", required=True,
-                            help="hub id, directory, or Meta's conformer_shaw.pt (its quantizer is kept)")
-        parser.add_argument("--train", required=True, help="training manifest or folder of audio")
-        parser.add_argument("--eval", help="evaluation manifest or folder")
-        parser.add_argument("--from-scratch", action="store_true", help="take only the model's config.json")
+        _pretrain_sources(parser)
+    _run_arguments(parser)
+    if name == "finetune":
+        _finetune_arguments(parser)
+    _optimization_arguments(parser)
+    _batch_arguments(parser)
+    _lora_arguments(parser)
+    parser.set_defaults(run=run_finetune if name == "finetune" else run_pretrain)
+
+
+def _finetune_sources(parser: argparse.ArgumentParser) -> None:
+    """What `finetune` starts from and trains on: the task, the checkpoint, the manifests."""
+    parser.description = (
+        "Fine-tune on CSV/TSV/JSONL manifests (columns: audio + text, or audio + label; audio paths relative to "
+        "the manifest). Several processes or GPUs: launch with torchrun."
+    )
+    parser.add_argument("--task", choices=FINETUNING_TASKS, default=TRAINING["task"])
+    parser.add_argument("--model", required=True, help="hub id or directory of the starting checkpoint")
+    parser.add_argument("--train", required=True, help="training manifest")
+    parser.add_argument("--eval", help="evaluation manifest")
+
+
+def _pretrain_sources(parser: argparse.ArgumentParser) -> None:
+    """What `pretrain` starts from and trains on: the checkpoint (or its config alone), the audio."""
+    parser.description = (
+        "Continue the w2v-BERT self-supervised pre-training on unlabeled audio: a CSV/TSV/JSONL manifest with an "
+        "audio column (other columns are ignored), or a folder of audio files. Several processes or GPUs: "
+        "launch with torchrun."
+    )
+    parser.add_argument("--model", required=True,
+                        help="hub id, directory, or Meta's conformer_shaw.pt (its quantizer is kept)")
+    parser.add_argument("--train", required=True, help="training manifest or folder of audio")
+    parser.add_argument("--eval", help="evaluation manifest or folder")
+    parser.add_argument("--from-scratch", action="store_true", help="take only the model's config.json")
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run directory, and what happens to examples that cannot train."""
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
     parser.add_argument("--audio-column", default=DATA["audio_column"])
@@ -65,28 +81,35 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--long-clips", choices=LONG_CLIPS, default=DATA["long_clips"],
                         help="clips longer than --max-batch-seconds: skip them (counted), or crop them to it "
                              "(not for ctc)")
-    if name == "finetune":
-        parser.add_argument("--text-column", help="transcript column (ctc; default 'text')")
-        parser.add_argument("--label-column", help="label column (classify, xvector: the speaker; default 'label')")
-        parser.add_argument("--segments-column",
-                            help="frames: column of segment files, 'start end label' lines or RTTM (default "
-                                 "'segments'); overlapping segments: the one starting later labels the frames")
-        parser.add_argument("--background-label", default=DATA["background_label"],
-                            help="frames: the label of frames outside every segment")
-        parser.add_argument("--trials", help="xvector: 'enroll test target(0/1)' lines of evaluation clips (paths "
-                                             "relative to this file); default: every pair of evaluation clips")
-        parser.add_argument("--vocab", help="use this vocab.json instead of building one from the transcripts")
-        parser.add_argument("--keep-case", action="store_true", help="do not lowercase transcripts")
-        parser.add_argument("--keep-punctuation", action="store_true")
-        parser.add_argument("--allowed-characters", help="drop every other character from transcripts")
-        parser.add_argument("--no-adapter", action="store_true",
-                            help="no adapter on top of the encoder: CTC without it (on by default for CTC), and what "
-                                 "classification needs from a checkpoint that has one (its head refuses the adapter)")
-        parser.add_argument("--weighted-layer-sum", action="store_true",
-                            help="classify, frames, xvector: the head reads a learned softmax-weighted sum of every "
-                                 "layer's hidden states, not the last (use_weighted_layer_sum)")
-        parser.add_argument("--mask-time-prob", type=float,
-                            help="override the model config's SpecAugment time masking")
+
+
+def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    """Fine-tuning only: the target columns, how transcripts are cleaned, and the head's options."""
+    parser.add_argument("--text-column", help="transcript column (ctc; default 'text')")
+    parser.add_argument("--label-column", help="label column (classify, xvector: the speaker; default 'label')")
+    parser.add_argument("--segments-column",
+                        help="frames: column of segment files, 'start end label' lines or RTTM (default "
+                             "'segments'); overlapping segments: the one starting later labels the frames")
+    parser.add_argument("--background-label", default=DATA["background_label"],
+                        help="frames: the label of frames outside every segment")
+    parser.add_argument("--trials", help="xvector: 'enroll test target(0/1)' lines of evaluation clips (paths "
+                                         "relative to this file); default: every pair of evaluation clips")
+    parser.add_argument("--vocab", help="use this vocab.json instead of building one from the transcripts")
+    parser.add_argument("--keep-case", action="store_true", help="do not lowercase transcripts")
+    parser.add_argument("--keep-punctuation", action="store_true")
+    parser.add_argument("--allowed-characters", help="drop every other character from transcripts")
+    parser.add_argument("--no-adapter", action="store_true",
+                        help="no adapter on top of the encoder: CTC without it (on by default for CTC), and what "
+                             "classification needs from a checkpoint that has one (its head refuses the adapter)")
+    parser.add_argument("--weighted-layer-sum", action="store_true",
+                        help="classify, frames, xvector: the head reads a learned softmax-weighted sum of every "
+                             "layer's hidden states, not the last (use_weighted_layer_sum)")
+    parser.add_argument("--mask-time-prob", type=float,
+                        help="override the model config's SpecAugment time masking")
+
+
+def _optimization_arguments(parser: argparse.ArgumentParser) -> None:
+    """The optimizer, its schedule, precision and what is frozen."""
     parser.add_argument("--layerdrop", type=float, help="override the model config's LayerDrop")
     parser.add_argument("--learning-rate", type=float, default=TRAINING["learning_rate"])
     parser.add_argument("--weight-decay", type=float, default=TRAINING["weight_decay"])
@@ -101,6 +124,10 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-feature-projection", action="store_true")
     parser.add_argument("--freeze-layers", type=int, default=TRAINING["freeze_layers"],
                         help="freeze the lowest K Conformer blocks")
+
+
+def _batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Batches, the cadence of evaluations, checkpoints and records, data loading and the device."""
     parser.add_argument("--max-batch-seconds", type=positive_float, default=TRAINING["max_batch_seconds"],
                         help="padded audio per global batch")
     parser.add_argument("--max-batch-size", type=int, default=TRAINING["max_batch_size"])
@@ -118,6 +145,10 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--device", type=device_name, default=TRAINING["device"],
                         help="cpu, cuda (this rank's GPU), cuda:1 (default: cuda when available)")
+
+
+def _lora_arguments(parser: argparse.ArgumentParser) -> None:
+    """LoRA adapters, in a help group of their own."""
     lora = parser.add_argument_group("LoRA (peft): adapters on the frozen encoder, the head trained whole; "
                                      "checkpoints are saved merged, as plain models")
     lora.add_argument("--lora", type=positive_int, metavar="RANK", help="train LoRA adapters of this rank")
@@ -127,7 +158,6 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
                       help=f"the encoder's linear layers to adapt (default {','.join(DEFAULT_TARGETS)})")
     lora.add_argument("--save-adapter", action="store_true",
                       help="each checkpoint also holds the adapter alone, as peft writes it")
-    parser.set_defaults(run=run_finetune if name == "finetune" else run_pretrain)
 
 
 def training_config(args: argparse.Namespace, task: str) -> TrainingConfig:
@@ -157,7 +187,8 @@ def lora_settings(args: argparse.Namespace) -> LoraSettings | None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    column = {"ctc": args.text_column, "frames": args.segments_column}.get(args.task, args.label_column)
+    given = {TEXT_COLUMN: args.text_column, LABEL_COLUMN: args.label_column, SEGMENTS_COLUMN: args.segments_column}
+    column = given[TASKS[args.task].target_column]  # the task's --text-column, --label-column or --segments-column
     normalizer = TextNormalizer(lowercase=not args.keep_case, remove_punctuation=not args.keep_punctuation,
                                 allowed_characters=args.allowed_characters)
     data = DataConfig(args.train, args.eval, args.audio_column, column, normalizer, args.on_bad_example, args.vocab,

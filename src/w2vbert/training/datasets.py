@@ -1,12 +1,15 @@
-"""Training data: manifests, text normalisation, bad-example checks and batches capped by seconds of audio.
+"""A task's examples and batches: manifests (or a `datasets` object) read into examples, the torch dataset that
+decodes them, and the collator that pads them into batches.
 
 A manifest is a CSV, TSV or JSON-lines file with one clip per row: an `audio` column (a path, relative to the
-manifest's folder unless absolute) and a `text` column (CTC) or a `label` column (classification). Rows that
-cannot train (missing audio, empty transcript, unknown label, a clip too short for its transcript) are reported
-with file and line, then skipped or refused (`on_bad="skip" | "fail"`), and counted per kind.
+manifest's folder unless absolute) and the task's target column (`Task.target_column`: `text` for CTC, `label`
+for classification, `segments` for frames, none for pre-training). Rows that cannot train (missing audio, empty
+transcript, unknown label, bad segments) are reported with file and line (training/examples.py's `BadExamples`).
 
-Batches are grouped by length (little padding) and capped by padded seconds of audio, not by count: a batch of
-ten 2 s clips costs what a batch of one 20 s clip costs, so the cap is what keeps memory flat.
+In order: `target_column`, `load_examples` and its helpers, `load_unlabeled`, `examples_from_dataset`,
+`SpeechDataset`, `Collator`. Batches are grouped by length elsewhere (data/sampler.py) and capped by padded
+seconds of audio, not by count: a batch of ten 2 s clips costs what a batch of one 20 s clip costs, so the cap is
+what keeps memory flat.
 """
 
 from __future__ import annotations
@@ -14,10 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import unicodedata
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,99 +26,16 @@ import numpy as np
 import torch
 
 from w2vbert.audio.decode import SAMPLING_RATE, audio_seconds, load_audio
-from w2vbert.audio.fbank import HOP_LENGTH, num_frames
+from w2vbert.audio.fbank import HOP_LENGTH
 from w2vbert.audio.features import SeamlessM4TFeatureExtractor
 from w2vbert.data.manifest import AUDIO_EXTENSIONS, read_manifest
-from w2vbert.text.encoding import LABEL_PAD, pad_labels
-from w2vbert.text.segments import Segment, check_within, frame_labels, read_segments
+from w2vbert.text.segments import check_within, read_segments
+from w2vbert.training.examples import AUDIO_COLUMN, BadExamples, Example, TextNormalizer
+from w2vbert.training.tasks import task_named
 
 logger = logging.getLogger("w2vbert")
 
-AUDIO_COLUMN = "audio"
-TEXT_COLUMN = "text"  # the transcript, for task "ctc"
-LABEL_COLUMN = "label"  # the class name, for tasks "classify" and "xvector" (the speaker)
-SEGMENTS_COLUMN = "segments"  # a file of labelled time segments (`start end label` lines, or RTTM), task "frames"
-TASKS = ("ctc", "classify", "frames", "xvector", "pretrain")
 FRAME_SECONDS = 2 * HOP_LENGTH / SAMPLING_RATE  # 20 ms: one encoder frame (two stacked 10 ms fbank frames)
-ON_BAD = ("skip", "fail")
-LONG_CLIPS = ("skip", "crop")  # what happens to a clip longer than the batch cap
-MAX_BAD_WARNINGS = 20  # warnings printed per file; the summary still counts every bad example
-
-
-def target_column(task: str) -> str | None:
-    """The manifest column of a task's targets: text (ctc), label (classify, xvector), segments (frames), none
-    (pretrain)."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    return {"ctc": TEXT_COLUMN, "classify": LABEL_COLUMN, "frames": SEGMENTS_COLUMN, "xvector": LABEL_COLUMN,
-            "pretrain": None}[task]
-
-
-# ------------------------------------------------------------------------------------------ text normalisation
-@dataclass(frozen=True)
-class TextNormalizer:
-    """What transcripts go through before the vocabulary is built and before scoring (train and eval alike)."""
-
-    lowercase: bool = True  # "Hello" and "hello" are one word to a character CTC model
-    remove_punctuation: bool = True  # Unicode punctuation (category P*) except the apostrophe of "don't"
-    allowed_characters: str | None = None  # keep only these (plus space); None keeps everything
-    collapse_whitespace: bool = True  # runs of spaces/tabs/newlines -> one space, trimmed
-
-    def __call__(self, text: str) -> str:
-        text = unicodedata.normalize("NFC", text)
-        if self.lowercase:
-            text = text.lower()
-        if self.remove_punctuation:
-            text = "".join(" " if _is_punctuation(c) else c for c in text)
-        if self.allowed_characters is not None:
-            allowed = set(self.allowed_characters) | {" "}
-            text = "".join(c for c in text if c in allowed or c.isspace())
-        if self.collapse_whitespace:
-            text = " ".join(text.split())
-        return text
-
-
-def _is_punctuation(char: str) -> bool:
-    return char != "'" and unicodedata.category(char).startswith("P")
-
-
-# ---------------------------------------------------------------------------------------------- examples
-@dataclass(frozen=True)
-class Example:
-    """One training clip: where its audio is, its normalised target, its length, and where it was declared."""
-
-    audio: str | np.ndarray  # a file path, or 16 kHz mono samples (from a `datasets` object)
-    target: str  # normalised transcript (ctc), class or speaker name (classify, xvector), segments file (frames)
-    seconds: float  # what is trained on: the clip's length, or the crop's
-    source: str  # "manifest.tsv:12", for error messages
-    crop: bool = False  # train on the first `seconds` of a longer clip
-    segments: tuple[Segment, ...] | None = None  # frames: the labelled segments read from `target`
-
-
-@dataclass
-class BadExamples:
-    """Examples left out, by kind; `on_bad="fail"` turns the first one into a ValueError instead."""
-
-    on_bad: str = "skip"
-    counts: Counter = field(default_factory=Counter)
-    _warned: Counter = field(default_factory=Counter)
-
-    def __post_init__(self) -> None:
-        if self.on_bad not in ON_BAD:
-            raise ValueError(f"on_bad must be one of {ON_BAD}, got {self.on_bad!r}")
-
-    def report(self, kind: str, source: str, message: str) -> None:
-        if self.on_bad == "fail":
-            raise ValueError(f"{source}: {message} (pass --on-bad-example skip to leave such examples out)")
-        self.counts[kind] += 1
-        file = source.rsplit(":", 1)[0]
-        self._warned[file] += 1
-        if self._warned[file] <= MAX_BAD_WARNINGS:
-            logger.warning("skipped %s: %s", source, message)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 def load_examples(
@@ -136,7 +53,8 @@ def load_examples(
     Transcripts go through `normalizer` (default `TextNormalizer()`); class names are only stripped. For frames,
     the segments file (relative to the manifest, like the audio) is read and checked against the clip's length.
     """
-    column = target_column_name or target_column(task)
+    task = task_named(task)
+    column = target_column_name or task.target_column
     normalizer = normalizer or TextNormalizer()
     known = None if labels is None else set(labels)
     folder = Path(manifest).parent
@@ -144,16 +62,15 @@ def load_examples(
     for source, row in read_manifest(manifest, [audio_column] if column is None else [audio_column, column]):
         target = ""
         if column is not None:
-            target = normalizer(row[column]) if task == "ctc" else row[column].strip()
+            target = task.target(row[column], normalizer)
             if not target:
-                kind = "empty transcript" if task == "ctc" else "empty label"
-                bad.report(kind, source, f"{kind} (raw: {row[column]!r})")
+                bad.report(task.empty_target, source, f"{task.empty_target} (raw: {row[column]!r})")
                 continue
-        if known is not None and task != "frames" and target not in known:
+        if known is not None and not task.segments and target not in known:
             bad.report("unknown label", source, f"label {target!r} is not in the label set {sorted(known)}")
             continue
         example = _audio_example(_relative_to(folder, row[audio_column]), target, source, bad)
-        if example is not None and task == "frames":
+        if example is not None and task.segments:
             example = _with_segments(example, _relative_to(folder, target), known, bad)
         if example is not None:
             examples.append(example)
@@ -214,19 +131,6 @@ def load_unlabeled(source: str | os.PathLike, bad: BadExamples, audio_column: st
     return [example for example in examples if example is not None]
 
 
-def drop_unmaskable(examples: list[Example], min_steps: int, bad: BadExamples) -> list[Example]:
-    """Report clips with no more 20 ms steps than a masked span (`min_steps`): pre-training cannot mask them."""
-    kept = []
-    for example in examples:
-        steps = output_frames_for_seconds(example.seconds, lambda n: n)
-        if steps <= min_steps:
-            bad.report("too short to mask", example.source,
-                       f"{example.seconds:.2f} s gives {steps} steps of 20 ms; masking needs more than {min_steps}")
-            continue
-        kept.append(example)
-    return kept
-
-
 def examples_from_dataset(
     dataset: Iterable[dict[str, Any]],
     task: str,
@@ -241,8 +145,9 @@ def examples_from_dataset(
     The audio column holds what `datasets.Audio` decodes to: {"array": samples, "sampling_rate": rate}, or a
     {"path": file} / plain path. No `datasets` import is needed: rows are read as dicts.
     """
-    column = target_column_name or target_column(task)
-    if task == "frames":
+    task = task_named(task)
+    column = target_column_name or task.target_column
+    if task.segments:
         raise ValueError("frames examples come from a manifest whose segments column names segment files; a "
                          "datasets object has none: write a manifest (audio, segments)")
     normalizer = normalizer or TextNormalizer()
@@ -255,9 +160,9 @@ def examples_from_dataset(
                 f"{source} lacks column(s) {missing}: expected {[audio_column, column]}, found {list(row)}"
             )
         raw = str(row[column])
-        target = normalizer(raw) if task == "ctc" else raw.strip()
+        target = task.target(raw, normalizer)
         if not target:
-            bad.report("empty transcript" if task == "ctc" else "empty label", source, "empty target")
+            bad.report(task.empty_target, source, "empty target")
             continue
         audio = row[audio_column]
         if isinstance(audio, dict) and audio.get("array") is not None:
@@ -270,59 +175,6 @@ def examples_from_dataset(
             samples = load_audio(path)
         examples.append(Example(samples, target, len(samples) / SAMPLING_RATE, source))
     return examples
-
-
-def output_frames_for_seconds(seconds: float, model_lengths: Callable[[int], int]) -> int:
-    """Model output frames of a clip: 25 ms / 10 ms fbank frames, stacked in pairs, then `model_lengths`.
-
-    `model_lengths` is `model.get_feat_extract_output_lengths` (the adapter's striding).
-    """
-    steps = int(num_frames(int(round(seconds * SAMPLING_RATE)))) // 2  # the mask marks pairs of real frames
-    return int(model_lengths(steps)) if steps > 0 else 0
-
-
-def ctc_frames_needed(ids: Sequence[int]) -> int:
-    """Frames CTC needs for a label sequence: one per label, plus a blank between each repeated pair."""
-    return len(ids) + sum(1 for a, b in zip(ids, ids[1:], strict=False) if a == b)
-
-
-def drop_too_short(
-    examples: list[Example], encode: Callable[[str], list[int]], model_lengths: Callable[[int], int], bad: BadExamples
-) -> list[Example]:
-    """Report clips with fewer output frames than CTC needs for their transcript (they would train on inf)."""
-    kept = []
-    for example in examples:
-        frames = output_frames_for_seconds(example.seconds, model_lengths)
-        needed = ctc_frames_needed(encode(example.target))
-        if frames < needed:
-            bad.report(
-                "too short for transcript", example.source,
-                f"{example.seconds:.2f} s gives {frames} output frames, CTC needs {needed} for {example.target!r}",
-            )
-            continue
-        kept.append(example)
-    return kept
-
-
-def limit_length(examples: list[Example], max_seconds: float, policy: str, bad: BadExamples) -> list[Example]:
-    """Clips longer than `max_seconds` (the batch cap): skipped and reported, or (`policy="crop"`) cut to it.
-
-    A batch holds at least one clip, so one clip above the cap would make a batch of its own far above it: one
-    5-minute clip under an 8 s cap took a 2.5M-parameter run past 10 GB.
-    """
-    if policy not in LONG_CLIPS:
-        raise ValueError(f"long-clip policy must be one of {LONG_CLIPS}, got {policy!r}")
-    kept = []
-    for example in examples:
-        if example.seconds <= max_seconds:
-            kept.append(example)
-        elif policy == "crop":
-            kept.append(Example(example.audio, example.target, max_seconds, example.source, crop=True))
-        else:
-            bad.report("longer than the batch cap", example.source,
-                       f"{example.seconds:.1f} s is longer than max_batch_seconds={max_seconds:g} (a batch of its own "
-                       "would exceed the cap): raise the cap, or crop such clips")
-    return kept
 
 
 # ------------------------------------------------------------------------------------------------ datasets
@@ -384,9 +236,8 @@ class Collator:
     "bad" the kinds of the items it left out (None: failed to decode; or features that came out non-finite)."""
 
     def __init__(self, feature_extractor: SeamlessM4TFeatureExtractor, task: str, background: int = 0) -> None:
-        target_column(task)
         self.feature_extractor = feature_extractor
-        self.task = task
+        self.task = task_named(task)
         self.background = background  # frames: the label id of frames no segment covers
 
     def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, Any]:
@@ -415,21 +266,12 @@ class Collator:
             "indices": [item["index"] for item in items],
             "bad": bad,
         }
-        if self.task == "ctc":
-            batch["labels"] = pad_labels([item["target"] for item in items])
-        elif self.task in ("classify", "xvector"):
-            batch["labels"] = torch.tensor([item["target"] for item in items], dtype=torch.long)
-        elif self.task == "frames":
-            batch["labels"] = self._frame_labels(items, inputs["attention_mask"])
-        return batch
-
-    def _frame_labels(self, items: list[dict[str, Any]], mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) one label id per valid 20 ms frame (segments.frame_labels), LABEL_PAD past each clip's end."""
         seconds_per_frame = self.feature_extractor.stride * HOP_LENGTH / SAMPLING_RATE
-        labels = torch.full(mask.shape, LABEL_PAD, dtype=torch.long)
-        for row, (item, length) in enumerate(zip(items, mask.sum(-1).tolist(), strict=True)):
-            labels[row, :length] = frame_labels(item["target"], length, seconds_per_frame, self.background)
-        return labels
+        labels = self.task.batches.labels([item["target"] for item in items], inputs["attention_mask"],
+                                          seconds_per_frame, self.background)
+        if labels is not None:
+            batch["labels"] = labels
+        return batch
 
     def _features(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not items:  # all of this rank's clips were bad: an empty batch the trainer knows to pass over
@@ -439,9 +281,4 @@ class Collator:
             [item["audio"] for item in items], sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True,
             return_attention_mask=True,
         )
-
-
-def describe(examples: Sequence[Example]) -> str:
-    hours = sum(e.seconds for e in examples) / 3600
-    return f"{len(examples)} clips, {hours:.2f} h" if hours >= 0.1 else f"{len(examples)} clips, {hours * 60:.1f} min"
 
