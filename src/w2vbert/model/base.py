@@ -49,7 +49,12 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         self.config = config
 
     def post_init(self) -> None:
-        """Initialise every parameter as transformers does (children first, so containers can override)."""
+        """Initialise every parameter as transformers does (children first, so containers can override).
+
+        A model built on the meta device has no values to initialise: loading assigns the checkpoint's tensors
+        and then initialises what the checkpoint lacks, and counting its parameters needs only their shapes."""
+        if next(self.parameters()).is_meta:
+            return
         for module in reversed(list(self.modules())):
             self._init_module(module)
 
