@@ -2,7 +2,7 @@
 
 Config validation refuses a model too large to build (`num_hidden_layers=1e9` used to hang while the memory
 grew) and must answer at once, for any integer (`num_hidden_layers=10**400`): so the count is arithmetic on the
-sizes, part by part, mirroring the modules of model/encoder.py, model/heads.py and model/pretraining.py.
+sizes, part by part, mirroring the modules (model/encoder.py, conformer.py, adapter.py, heads.py, pretraining.py).
 tests/test_config_validation.py holds it equal to the built models of many configs, and the defaults give
 W2v-BERT 2.0's 580,493,120.
 
@@ -55,8 +55,9 @@ def _attention(width: int) -> int:
 def model_parameter_parts(config: Wav2Vec2BertConfig) -> list[ParameterPart]:
     """The parameters of each part of `Wav2Vec2BertModel(config)`, counted from the sizes (nothing is built).
 
-    Mirrors the modules of model/encoder.py; tests compare it with built models of many configs, and the defaults
-    give W2v-BERT 2.0's 580,493,120. Reads the values as given (before `__post_init__` makes them canonical).
+    Mirrors the modules of model/encoder.py, conformer.py and adapter.py; tests compare it with built models of
+    many configs, and the defaults give W2v-BERT 2.0's 580,493,120. Reads the values as given (before
+    `__post_init__` makes them canonical).
     """
     hidden, inner, heads = config.hidden_size, config.intermediate_size, config.num_attention_heads
     width = config.output_hidden_size or hidden  # the adapter's (None means hidden_size)
