@@ -2,7 +2,7 @@
 
 In order: how a message quotes a value, one check per kind (integer, number, string, boolean, lists, the label
 maps, a dict of unknown keys), `FieldKind`, `KINDS` (annotation -> kind), and `field_kinds`, which reads a
-dataclass's annotations into its fields' kinds. Model/config.py checks every field with these before its rules.
+dataclass's annotations into its fields' kinds. `Wav2Vec2BertConfig.validate` checks every field with these first.
 """
 
 from __future__ import annotations
