@@ -9,7 +9,7 @@ W2v-BERT 2.0's 580,493,120.
 Why not count a model built on the meta device, which would describe the architecture once: validation runs
 for every config made, and a meta build is not instant. Measured with torch 2.13 on CPU: the first one in a
 process takes 1.4 to 3.5 s (torch loads its decompositions, and its compiler for `normal_` on meta, which
-`nn.Embedding` calls), each new shape 70 to 100 ms (the bare model and five heads, two block counts), and a
+`nn.Embedding` calls), each new shape 65 to 100 ms (the bare model and five heads, two block counts), and a
 tensor over 2^63 bytes cannot be described at all; the test that refuses absurd sizes within 0.1 s fails.
 
 In order: the limit, `ParameterPart`, the counts of the bare model's parts and of what each head adds,
