@@ -19,16 +19,8 @@ from hypothesis import strategies as st
 
 from conftest import head_supports_adapter, tiny_config_kwargs
 from w2vbert import Wav2Vec2BertConfig
-from w2vbert.model.config import (
-    ACTIVATIONS,
-    CTC_REDUCTIONS,
-    EXTENSION_FLAGS,
-    MAX_PARAMETERS,
-    PRETRAINING_FIELDS,
-    estimated_parameters,
-    head_parameter_parts,
-    model_parameter_parts,
-)
+from w2vbert.model.config import ACTIVATIONS, CTC_REDUCTIONS, EXTENSION_FLAGS, PRETRAINING_FIELDS
+from w2vbert.model.size import MAX_PARAMETERS, estimated_parameters, head_parameter_parts, model_parameter_parts
 
 
 def problems_of(**values) -> list[str]:

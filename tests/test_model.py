@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import w2vbert
 from conftest import HEAD_CASES, case_id, random_batch, tiny_config_kwargs
 from w2vbert.model import attention
-from w2vbert.model import encoder as modeling
+from w2vbert.model import conformer as modeling
 
 ATOL = 1e-5
 

@@ -43,7 +43,8 @@ def non_negative_float(text: str) -> float:
 
 
 def device_name(text: str) -> str:
-    """A device that exists on this machine (checked while parsing: a wrong one is bad usage, exit 2)."""
+    """A device that exists on this machine (checked while parsing: a wrong one is bad usage, exit 2). The text
+    is what the command passes on: the load decides the device from it, once (`model.loader.Placement`)."""
     from w2vbert.loading.devices import (
         resolve_device,  # torch: loaded only when a --device is parsed (see the module map)
     )

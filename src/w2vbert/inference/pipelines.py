@@ -34,7 +34,7 @@ from w2vbert.audio.fbank import FRAME_LENGTH, HOP_LENGTH
 from w2vbert.audio.features import SeamlessM4TFeatureExtractor, default_feature_extractor, feature_extractor_for
 from w2vbert.audio.vad import VadOptions, detector, speech_windows
 from w2vbert.audio.windows import Window, WindowPlan
-from w2vbert.loading.devices import fastest_dtype, resolve_device, resolve_dtype, warn_if_emulated
+from w2vbert.loading.devices import resolve_device, resolve_dtype, warn_if_emulated
 from w2vbert.model.auto import model_class_for
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
 from w2vbert.model.config import Wav2Vec2BertConfig
@@ -45,6 +45,7 @@ from w2vbert.model.heads import (
     Wav2Vec2BertForSequenceClassification,
     Wav2Vec2BertForXVector,
 )
+from w2vbert.model.loader import Placement
 from w2vbert.text.decoding import BeamSearchDecoder, ctc_transcribe
 from w2vbert.text.segments import merge_frames
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
@@ -596,15 +597,10 @@ def load_task_model(
     task: str, source: str, device: str | None = None, dtype: str = "float32", quantize: str | None = None
 ) -> Any:
     """The model for a task (of the command line or the server), refused if loading had to start any of its
-    tensors fresh: a checkpoint without its trained head would print random text. `dtype` "auto" is the fastest
-    mode the device runs natively (`devices.fastest_dtype`); a dtype this CPU emulates is warned about once."""
-    target = resolve_device(device)
-    if quantize and target.type == "cuda":
-        torch_dtype = torch.float32  # bitsandbytes' LLM.int8 takes the float32 model (fp16 inside)
-    else:  # CPU int8 keeps the rest of the model in this dtype: bf16 with oneDNN's int8 matmul (model/quantization.py)
-        torch_dtype = fastest_dtype(target) if dtype == "auto" else resolve_dtype(dtype)
-        warn_if_emulated(target, torch_dtype)
-    model, info = load_for_task(task, source, torch_dtype=torch_dtype, device=target, quantize=quantize)
+    tensors fresh: a checkpoint without its trained head would print random text. Device, `dtype` ("auto": the
+    fastest mode the device runs natively) and `quantize` are resolved once, by `Placement.for_inference`."""
+    placement = Placement.for_inference(device, dtype, quantize)
+    model, info = load_for_task(task, source, **placement.keywords())
     if info["missing_keys"] or info["mismatched_keys"]:
         names = info["missing_keys"] + [name for name, _, _ in info["mismatched_keys"]]
         shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")

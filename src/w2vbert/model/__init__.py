@@ -1,11 +1,17 @@
-"""The model: one config dataclass, the Conformer encoder, its heads, the pre-training model, and `from_pretrained`.
+"""The model: one config dataclass, the Conformer encoder, its heads, the pre-training model, and loading.
 
-- `config`: `Wav2Vec2BertConfig`, the one description of the architecture (field names as in `config.json`).
-- `encoder`: `Wav2Vec2BertModel`, the feature projection, Conformer layers and adapter.
-- `attention`, `layers`, `spec_augment`: the pieces the encoder is built from.
+- `config`: `Wav2Vec2BertConfig`, the one description of the architecture (field names as in `config.json`),
+  with its validation rules; `field_kinds`: the values each field annotation admits; `size`: the parameter
+  count that refuses a model too large to build.
+- `encoder`: `Wav2Vec2BertModel`, the feature projection and the recipe; `conformer`: the Conformer block
+  (feed-forward, convolution module, self-attention) and the stack of blocks; `positions`: the three position
+  schemes' shared inputs; `adapter`: the strided adapter layers.
+- `attention`, `layers`, `spec_augment`: the pieces the encoder's modules are built from.
 - `heads`: CTC, sequence, frame and x-vector heads on the encoder. `pretraining`: the w2v-BERT objective.
 - `outputs`: the output dataclasses, as transformers names them.
-- `base`: what every model class shares: weight init, length arithmetic, `from_pretrained` / `save_pretrained`.
+- `base`: what every model class shares: weight init, input checks, length arithmetic, `save_pretrained`, and
+  the `from_pretrained` entry point; `loader`: its work (the meta-device build, the checkpoint's tensors, the
+  `Placement` of a load: device, dtype, int8).
 - `fairseq2`: Meta's original checkpoints, one table of key patterns. `quantization`: bf16, int8, compile.
 - `auto`: the `Auto*` entry points.
 

@@ -1,11 +1,13 @@
 """The `Auto*` entry points of the documented API: pick the class a checkpoint was saved with.
 
 Only the Wav2Vec2-BERT family exists here, so each `Auto*` class is a thin `from_pretrained` that reads the
-checkpoint's `config.json` (its `architectures`) and hands over to the concrete class.
+checkpoint's `config.json` (its `architectures`) and hands over to the concrete class, with the config it read
+(config.json is read once per load).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -30,6 +32,9 @@ MODEL_CLASSES: dict[str, type[Wav2Vec2BertPreTrainedModel]] = {
 }
 
 
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(Wav2Vec2BertConfig) if f.name != "extra")
+
+
 def model_class_for(config: Wav2Vec2BertConfig) -> type[Wav2Vec2BertPreTrainedModel]:
     """The class named first in `config.architectures`; the bare encoder when none is recorded."""
     names = config.architectures or ["Wav2Vec2BertModel"]
@@ -51,10 +56,17 @@ class _AutoModel:
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any) -> Any:
+        """`default.from_pretrained`; without a default, the class config.json names, from the one reading of it
+        that becomes the model's config (with the keywords that name config fields applied)."""
         target = cls.default
         if target is None:
             hub = HubOptions(**{k: kwargs[k] for k in HubOptions.keys() if k in kwargs})
-            target = model_class_for(Wav2Vec2BertConfig.from_hub(path_or_repo_id, hub))
+            if "config" in kwargs:  # the caller's config is the model's: config.json only names the class
+                target = model_class_for(Wav2Vec2BertConfig.from_hub(path_or_repo_id, hub))
+            else:
+                overrides = {name: kwargs.pop(name) for name in CONFIG_FIELDS if name in kwargs}
+                kwargs["config"] = Wav2Vec2BertConfig.from_hub(path_or_repo_id, hub, **overrides)
+                target = model_class_for(kwargs["config"])
         return target.from_pretrained(path_or_repo_id, **kwargs)
 
     @classmethod

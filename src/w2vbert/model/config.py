@@ -4,29 +4,26 @@ The field names, defaults and JSON layout are those of the Hugging Face config o
 `config.json` written by either library loads in the other. Keys this class does not know are kept in
 `extra` and written back unchanged.
 
-In order: the value rules (choices and ranges), the config dataclass (whose field annotations give each field's
-type), the parameter count of the model a config describes (too large a model is refused before anything is
-built), then the kinds of value the annotations admit. `validate()` checks every field's type, then its range,
-then the rules between fields, then the model's size, and raises one `ValueError` with one message per bad field.
+In order: the value rules (each field's own, one line per field, then the rules between fields), the config
+dataclass (whose field annotations give each field's type, model/field_kinds.py the values each type admits),
+then `FIELD_KINDS` and `PRETRAINING_FIELDS`. `validate()` checks every field's type and own rules in field
+order, then the rules between fields, then the model's size (model/size.py: too large a model is refused before
+anything is built), and raises one `ValueError` with one message per bad field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import numbers
 import os
-import re
-import reprlib
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from w2vbert.loading.hub import HubOptions, resolve_file
+from w2vbert.model.field_kinds import field_kinds
+from w2vbert.model.size import size_problem
 from w2vbert.utils.files import atomic_write_text, read_json_object
 
 CONFIG_NAME = "config.json"
@@ -42,51 +39,163 @@ DEFAULT_NUM_LABELS = 2  # transformers' PretrainedConfig default: LABEL_0, LABEL
 # audio classification task comes near (MMS language ID has 4,017 classes, VoxCeleb2 speaker ID 5,994).
 MAX_LABELS = 1_000_000
 
-# The range of each number, checked once its type is right and before any arithmetic on it (a head count of 0
-# used to escape as ZeroDivisionError from the divisibility rule). Each entry: (test, what the message says).
-AT_LEAST_1 = (lambda v: v >= 1, "must be >= 1")
-AT_LEAST_0 = (lambda v: v >= 0, "must be >= 0")
-PROBABILITY = (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
-TDNN_LAYERS = (lambda v: len(v) >= 1 and min(v) >= 1, "must list one or more values >= 1 (one per TDNN layer)")
-RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    **dict.fromkeys(
-        ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-         "feature_projection_input_dim", "rotary_embedding_base", "max_source_positions",
-         "conv_depthwise_kernel_size", "mask_time_length", "mask_feature_length", "classifier_proj_size",
-         "xvector_output_dim", "adapter_kernel_size", "adapter_stride", "num_adapter_layers", "output_hidden_size"),
-        AT_LEAST_1,
-    ),
-    **dict.fromkeys(
-        ("initializer_range", "left_max_position_embeddings", "right_max_position_embeddings",
-         "mask_time_min_masks", "mask_feature_min_masks"),
-        AT_LEAST_0,
-    ),
-    **dict.fromkeys(
-        ("hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout", "final_dropout",
-         "layerdrop", "conformer_conv_dropout", "mask_time_prob", "mask_feature_prob"),
-        PROBABILITY,
-    ),
-    **dict.fromkeys(("tdnn_dim", "tdnn_kernel", "tdnn_dilation"), TDNN_LAYERS),
-    **dict.fromkeys(
-        ("num_codevector_groups", "num_codevectors_per_group", "codevector_dim", "proj_codevector_dim",
-         "num_negatives", "num_target_codebooks"),
-        AT_LEAST_1,
-    ),
-    **dict.fromkeys(
-        ("max_gumbel_temperature", "min_gumbel_temperature", "contrastive_logits_temperature"),
-        (lambda v: v > 0, "must be a positive number"),
-    ),
-    **dict.fromkeys(
-        ("diversity_loss_weight", "masked_prediction_loss_weight", "contrastive_loss_weight",
-         "num_masked_prediction_layers"),
-        AT_LEAST_0,
-    ),
-    "gumbel_temperature_decay": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    "pretraining_mask_prob": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    "layer_norm_eps": (lambda v: v > 0, "must be a positive number"),
-    "vocab_size": (lambda v: v >= 1, "must be positive"),
-    "num_labels": (lambda v: 0 <= v <= MAX_LABELS, f"must be in [0, {MAX_LABELS:,}]"),
+# The rules a value must keep, checked once its type is right and before any arithmetic on it (a head count of 0
+# used to escape as ZeroDivisionError from the divisibility rule).
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule for one field's value: `holds` tests it, `words` say what the value must be."""
+
+    holds: Callable[[Any], bool]
+    words: str  # the message reads "<field> <words>, got <value>"
+    quote: bool = False  # show the value as repr() (names, so that 'relu ' shows its space)
+
+    def problem(self, value: Any) -> str | None:
+        if self.holds(value):
+            return None
+        return f"{self.words}, got {value!r}" if self.quote else f"{self.words}, got {value}"
+
+
+def one_of(choices: tuple) -> Rule:
+    return Rule(lambda value: value in choices, f"must be one of {choices}", quote=True)
+
+
+AT_LEAST_1 = Rule(lambda v: v >= 1, "must be >= 1")
+AT_LEAST_0 = Rule(lambda v: v >= 0, "must be >= 0")
+POSITIVE = Rule(lambda v: v > 0, "must be a positive number")
+PROBABILITY = Rule(lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
+UP_TO_1 = Rule(lambda v: 0 < v <= 1, "must be in (0, 1]")
+ODD = Rule(lambda v: v % 2 == 1, "must be odd")
+TDNN_LAYERS = Rule(lambda v: len(v) >= 1 and min(v) >= 1, "must list one or more values >= 1 (one per TDNN layer)")
+
+# Each field's rules, checked in order (the first broken one is reported); the type comes from the annotation.
+FIELD_RULES: dict[str, tuple[Rule, ...]] = {
+    "hidden_size": (AT_LEAST_1,),
+    "num_hidden_layers": (AT_LEAST_1,),
+    "num_attention_heads": (AT_LEAST_1,),
+    "intermediate_size": (AT_LEAST_1,),
+    "feature_projection_input_dim": (AT_LEAST_1,),
+    "hidden_act": (one_of(ACTIVATIONS),),
+    "layer_norm_eps": (POSITIVE,),
+    "initializer_range": (AT_LEAST_0,),
+    "hidden_dropout": (PROBABILITY,),
+    "activation_dropout": (PROBABILITY,),
+    "attention_dropout": (PROBABILITY,),
+    "feat_proj_dropout": (PROBABILITY,),
+    "final_dropout": (PROBABILITY,),
+    "layerdrop": (PROBABILITY,),
+    "conformer_conv_dropout": (PROBABILITY,),
+    "position_embeddings_type": (one_of(POSITION_EMBEDDING_TYPES),),
+    "rotary_embedding_base": (AT_LEAST_1,),
+    "max_source_positions": (AT_LEAST_1,),
+    "left_max_position_embeddings": (AT_LEAST_0,),
+    "right_max_position_embeddings": (AT_LEAST_0,),
+    "conv_depthwise_kernel_size": (AT_LEAST_1, ODD),
+    "mask_time_prob": (PROBABILITY,),
+    "mask_time_length": (AT_LEAST_1,),
+    "mask_time_min_masks": (AT_LEAST_0,),
+    "mask_feature_prob": (PROBABILITY,),
+    "mask_feature_length": (AT_LEAST_1,),
+    "mask_feature_min_masks": (AT_LEAST_0,),
+    "vocab_size": (Rule(lambda v: v >= 1, "must be positive"),),
+    "ctc_loss_reduction": (one_of(CTC_REDUCTIONS),),
+    "classifier_proj_size": (AT_LEAST_1,),
+    "tdnn_dim": (TDNN_LAYERS,),
+    "tdnn_kernel": (TDNN_LAYERS,),
+    "tdnn_dilation": (TDNN_LAYERS,),
+    "xvector_output_dim": (AT_LEAST_1,),
+    "num_labels": (Rule(lambda v: 0 <= v <= MAX_LABELS, f"must be in [0, {MAX_LABELS:,}]"),),
+    "adapter_kernel_size": (AT_LEAST_1,),
+    "adapter_stride": (AT_LEAST_1,),
+    "num_adapter_layers": (AT_LEAST_1,),
+    "adapter_act": (one_of(ACTIVATIONS),),
+    "output_hidden_size": (AT_LEAST_1,),
+    "num_codevector_groups": (AT_LEAST_1,),
+    "num_codevectors_per_group": (AT_LEAST_1,),
+    "codevector_dim": (AT_LEAST_1,),
+    "proj_codevector_dim": (AT_LEAST_1,),
+    "max_gumbel_temperature": (POSITIVE,),
+    "min_gumbel_temperature": (POSITIVE,),
+    "gumbel_temperature_decay": (UP_TO_1,),
+    "contrastive_logits_temperature": (POSITIVE,),
+    "num_negatives": (AT_LEAST_1,),
+    "diversity_loss_weight": (AT_LEAST_0,),
+    "pretraining_mask_prob": (UP_TO_1,),
+    "num_masked_prediction_layers": (AT_LEAST_0,),
+    "num_target_codebooks": (AT_LEAST_1,),
+    "masked_prediction_loss_weight": (AT_LEAST_0,),
+    "contrastive_loss_weight": (AT_LEAST_0,),
 }
+
+
+@dataclass(frozen=True)
+class Between:
+    """A rule between fields: checked when none of `fields` broke its own rules (each bad field gets one message)."""
+
+    fields: tuple[str, ...]
+    holds: Callable[[Any], bool]  # config -> whether the rule holds
+    message: Callable[[Any], str]  # config -> what is wrong
+
+
+RULES_BETWEEN_FIELDS = (
+    Between(
+        ("hidden_size", "num_attention_heads"), lambda c: c.hidden_size % c.num_attention_heads == 0,
+        lambda c: f"hidden_size={c.hidden_size} is not divisible by num_attention_heads={c.num_attention_heads}",
+    ),
+    Between(
+        ("output_hidden_size", "hidden_size", "num_attention_heads"),
+        # None means hidden_size, checked above
+        lambda c: c.output_hidden_size in (None, c.hidden_size) or c.output_hidden_size % c.num_attention_heads == 0,
+        lambda c: f"output_hidden_size={c.output_hidden_size} is not divisible by num_attention_heads="
+        f"{c.num_attention_heads} (the adapter's attention uses the same heads)",
+    ),
+    Between(
+        ("position_embeddings_type", "hidden_size", "num_attention_heads"),
+        lambda c: c.position_embeddings_type != "rotary" or (c.hidden_size // c.num_attention_heads) % 2 == 0,
+        lambda c: "rotary position embeddings need an even head dimension",
+    ),
+    Between(
+        ("use_intermediate_ffn_before_adapter", "add_adapter"),
+        lambda c: c.add_adapter or not c.use_intermediate_ffn_before_adapter,
+        lambda c: "use_intermediate_ffn_before_adapter=True needs add_adapter=True",
+    ),
+    Between(
+        ("tdnn_dim", "tdnn_kernel", "tdnn_dilation"),
+        lambda c: len(c.tdnn_dim) == len(c.tdnn_kernel) == len(c.tdnn_dilation),
+        lambda c: "tdnn_dim, tdnn_kernel and tdnn_dilation must have one entry per TDNN layer, got lengths "
+        f"{len(c.tdnn_dim)}, {len(c.tdnn_kernel)}, {len(c.tdnn_dilation)}",
+    ),
+    Between(
+        ("num_labels", "id2label"),
+        lambda c: None in (c.num_labels, c.id2label) or c.num_labels == len(c.id2label),
+        lambda c: f"num_labels={c.num_labels} contradicts id2label with {len(c.id2label)} entries; "
+        "pass one of them, or both consistently",
+    ),
+    Between(
+        ("codevector_dim", "num_codevector_groups"), lambda c: c.codevector_dim % c.num_codevector_groups == 0,
+        lambda c: f"codevector_dim={c.codevector_dim} is not divisible by "
+        f"num_codevector_groups={c.num_codevector_groups} (each codebook holds an equal slice)",
+    ),
+    Between(
+        ("num_target_codebooks", "num_codevector_groups"),
+        lambda c: c.num_target_codebooks <= c.num_codevector_groups,
+        lambda c: f"num_target_codebooks={c.num_target_codebooks} exceeds num_codevector_groups="
+        f"{c.num_codevector_groups}",
+    ),
+    Between(
+        ("num_masked_prediction_layers", "num_hidden_layers"),
+        lambda c: c.num_masked_prediction_layers is None or c.num_masked_prediction_layers < c.num_hidden_layers,
+        lambda c: f"num_masked_prediction_layers={c.num_masked_prediction_layers} leaves no block before the "
+        f"contrastive loss's tap (num_hidden_layers={c.num_hidden_layers})",
+    ),
+    Between(
+        ("min_gumbel_temperature", "max_gumbel_temperature"),
+        lambda c: c.min_gumbel_temperature <= c.max_gumbel_temperature,
+        lambda c: f"min_gumbel_temperature={c.min_gumbel_temperature} is above "
+        f"max_gumbel_temperature={c.max_gumbel_temperature}",
+    ),
+)
 
 
 @dataclass
@@ -206,121 +315,31 @@ class Wav2Vec2BertConfig:
     def validate(self) -> None:
         """Raise `ValueError` for values that cannot build a model, naming each bad field and its rule.
 
-        Types come first (from the field annotations), then ranges, then the rules between fields; a rule is
-        skipped when one of its fields is already reported, so each bad field gets one message.
+        Each field's type (from its annotation) and rules come first, in field order, then the rules between
+        fields, skipping a rule whose fields are already reported (each bad field gets one message), then the
+        model's size, which needs a config that passed every check before it.
         """
-        problems = []
-        bad = set()
+        problems, bad = self._field_problems()
+        problems += [rule.message(self) for rule in RULES_BETWEEN_FIELDS
+                     if bad.isdisjoint(rule.fields) and not rule.holds(self)]
+        too_large = None if problems else size_problem(self)  # the count needs a config that passed the rest
+        if too_large is not None:
+            problems.append(too_large)
+        if problems:
+            raise ValueError("invalid Wav2Vec2BertConfig: " + "; ".join(problems))
+
+    def _field_problems(self) -> tuple[list[str], set[str]]:
+        """One message per field whose type or own rules it breaks, in field order; and the names of those fields."""
+        problems, bad = [], set()
         for name, kind in FIELD_KINDS.items():
             value = getattr(self, name)
             problem = None if value is None and kind.optional else kind.problem(value)
-            if problem is None and value is not None and name in RANGES:
-                in_range, words = RANGES[name]
-                problem = None if in_range(value) else f"{words}, got {value}"
+            for rule in FIELD_RULES.get(name, ()) if problem is None and value is not None else ():
+                problem = problem or rule.problem(value)
             if problem is not None:
                 problems.append(f"{name} {problem}")
                 bad.add(name)
-
-        def ok(*names: str) -> bool:
-            return bad.isdisjoint(names)
-
-        if ok("hidden_size", "num_attention_heads") and self.hidden_size % self.num_attention_heads:
-            problems.append(
-                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}"
-            )
-        if (
-            ok("output_hidden_size", "hidden_size", "num_attention_heads")
-            and self.output_hidden_size not in (None, self.hidden_size)  # None means hidden_size, checked above
-            and self.output_hidden_size % self.num_attention_heads
-        ):
-            problems.append(
-                f"output_hidden_size={self.output_hidden_size} is not divisible by "
-                f"num_attention_heads={self.num_attention_heads} (the adapter's attention uses the same heads)"
-            )
-        if ok("conv_depthwise_kernel_size") and self.conv_depthwise_kernel_size % 2 == 0:
-            problems.append(f"conv_depthwise_kernel_size must be odd, got {self.conv_depthwise_kernel_size}")
-        if ok("position_embeddings_type") and self.position_embeddings_type not in POSITION_EMBEDDING_TYPES:
-            problems.append(
-                f"position_embeddings_type must be one of {POSITION_EMBEDDING_TYPES}, "
-                f"got {self.position_embeddings_type!r}"
-            )
-        elif (
-            ok("position_embeddings_type", "hidden_size", "num_attention_heads")
-            and self.position_embeddings_type == "rotary"
-            and (self.hidden_size // self.num_attention_heads) % 2
-        ):
-            problems.append("rotary position embeddings need an even head dimension")
-        for name in ("hidden_act", "adapter_act"):
-            if ok(name) and getattr(self, name) not in ACTIVATIONS:
-                problems.append(f"{name} must be one of {ACTIVATIONS}, got {getattr(self, name)!r}")
-        if ok("ctc_loss_reduction") and self.ctc_loss_reduction not in CTC_REDUCTIONS:
-            problems.append(f"ctc_loss_reduction must be one of {CTC_REDUCTIONS}, got {self.ctc_loss_reduction!r}")
-        if (
-            ok("use_intermediate_ffn_before_adapter", "add_adapter")
-            and self.use_intermediate_ffn_before_adapter
-            and not self.add_adapter
-        ):
-            problems.append("use_intermediate_ffn_before_adapter=True needs add_adapter=True")
-        tdnn = (self.tdnn_dim, self.tdnn_kernel, self.tdnn_dilation)
-        if ok("tdnn_dim", "tdnn_kernel", "tdnn_dilation") and len({len(values) for values in tdnn}) > 1:
-            problems.append(
-                f"tdnn_dim, tdnn_kernel and tdnn_dilation must have one entry per TDNN layer, got lengths "
-                f"{len(self.tdnn_dim)}, {len(self.tdnn_kernel)}, {len(self.tdnn_dilation)}"
-            )
-        if (
-            ok("num_labels", "id2label")
-            and None not in (self.num_labels, self.id2label)
-            and self.num_labels != len(self.id2label)
-        ):
-            problems.append(
-                f"num_labels={self.num_labels} contradicts id2label with {len(self.id2label)} entries; "
-                "pass one of them, or both consistently"
-            )
-        if (
-            ok("codevector_dim", "num_codevector_groups")
-            and self.codevector_dim % self.num_codevector_groups
-        ):
-            problems.append(
-                f"codevector_dim={self.codevector_dim} is not divisible by "
-                f"num_codevector_groups={self.num_codevector_groups} (each codebook holds an equal slice)"
-            )
-        if (
-            ok("num_target_codebooks", "num_codevector_groups")
-            and self.num_target_codebooks > self.num_codevector_groups
-        ):
-            problems.append(
-                f"num_target_codebooks={self.num_target_codebooks} exceeds num_codevector_groups="
-                f"{self.num_codevector_groups}"
-            )
-        if (
-            ok("num_masked_prediction_layers", "num_hidden_layers")
-            and self.num_masked_prediction_layers is not None
-            and self.num_masked_prediction_layers >= self.num_hidden_layers
-        ):
-            problems.append(
-                f"num_masked_prediction_layers={self.num_masked_prediction_layers} leaves no block before the "
-                f"contrastive loss's tap (num_hidden_layers={self.num_hidden_layers})"
-            )
-        if (
-            ok("min_gumbel_temperature", "max_gumbel_temperature")
-            and self.min_gumbel_temperature > self.max_gumbel_temperature
-        ):
-            problems.append(
-                f"min_gumbel_temperature={self.min_gumbel_temperature} is above "
-                f"max_gumbel_temperature={self.max_gumbel_temperature}"
-            )
-        if not problems:  # the count reads most fields: it needs a config that passed every check above
-            total = estimated_parameters(self)
-            if total > MAX_PARAMETERS:
-                biggest = max(model_parameter_parts(self) + head_parameter_parts(self), key=lambda p: p.parameters)
-                sizes = ", ".join(f"{name}={reprlib.repr(getattr(self, name))}" for name in biggest.fields)
-                limit = f"{MAX_PARAMETERS:.0e} ({4 * MAX_PARAMETERS / 1e9:,.0f} GB in float32, W2v-BERT 2.0 has 5.8e8)"
-                problems.append(
-                    f"these sizes make a model of about {_about(total)} parameters, over the limit of {limit}: "
-                    f"lower {sizes} (they size the {biggest.name}, the largest part)"
-                )
-        if problems:
-            raise ValueError("invalid Wav2Vec2BertConfig: " + "; ".join(problems))
+        return problems, bad
 
     # ----------------------------------------------------------------------------------------------- derived
     @property
@@ -431,267 +450,7 @@ class Wav2Vec2BertConfig:
         return cls.from_json_file(resolve_file(path_or_repo_id, CONFIG_NAME, hub), **overrides)
 
 
-# ---------------------------------------------------------------------------------------- parameter count
-# A config whose model would be larger is refused before anything is built (num_hidden_layers=1e9 used to hang
-# while the memory grew): 1e11 parameters are 400 GB in float32, and W2v-BERT 2.0, the largest, has 5.8e8.
-MAX_PARAMETERS = 10**11
-
-
-class ParameterPart(typing.NamedTuple):
-    name: str  # "encoder", "adapter", ..., or a head's class name
-    fields: tuple[str, ...]  # the fields that set its size (the error names them when the model is too big)
-    parameters: int
-
-
-def _linear(n_in: int, n_out: int, bias: bool = True) -> int:
-    return n_in * n_out + (n_out if bias else 0)
-
-
-def _layer_norm(width: int) -> int:
-    return 2 * width  # weight and bias
-
-
-def _feed_forward(width: int, inner: int) -> int:
-    return _linear(width, inner) + _linear(inner, width)
-
-
-def _attention(width: int) -> int:
-    return 4 * _linear(width, width)  # q, k, v, out
-
-
-def model_parameter_parts(config: Wav2Vec2BertConfig) -> list[ParameterPart]:
-    """The parameters of each part of `Wav2Vec2BertModel(config)`, counted from the sizes (nothing is built).
-
-    Mirrors the modules of model/encoder.py; tests compare it with built models of many configs, and the defaults
-    give W2v-BERT 2.0's 580,493,120. Reads the values as given (before `__post_init__` makes them canonical).
-    """
-    hidden, inner, heads = config.hidden_size, config.intermediate_size, config.num_attention_heads
-    width = config.output_hidden_size or hidden  # the adapter's (None means hidden_size)
-    head_dim = hidden // heads
-    position_fields: tuple[str, ...] = ()
-    position = 0
-    if config.position_embeddings_type == "relative":  # Transformer-XL: linear_pos, pos_bias_u, pos_bias_v
-        position = _linear(hidden, hidden, bias=False) + 2 * heads * head_dim
-    elif config.position_embeddings_type == "relative_key":  # Shaw: one embedding per clamped distance
-        position = (config.left_max_position_embeddings + config.right_max_position_embeddings + 1) * head_dim
-        position_fields = ("left_max_position_embeddings", "right_max_position_embeddings")
-    convolution = (
-        _layer_norm(hidden)
-        + _linear(hidden, 2 * hidden, bias=False)  # pointwise_conv1 (kernel 1) before the GLU
-        + hidden * config.conv_depthwise_kernel_size  # depthwise: one kernel per channel, no bias
-        + _layer_norm(hidden)
-        + _linear(hidden, hidden, bias=False)  # pointwise_conv2
-    )
-    block = (  # ffn1, self-attention, convolution, ffn2, final LayerNorm
-        2 * (_layer_norm(hidden) + _feed_forward(hidden, inner))
-        + _layer_norm(hidden) + _attention(hidden) + position
-        + convolution
-        + _layer_norm(hidden)
-    )
-    encoder = config.num_hidden_layers * block + (_layer_norm(hidden) if config.add_encoder_layer_norm else 0)
-    projection_input = config.feature_projection_input_dim
-    parts = [
-        ParameterPart(
-            "feature projection", ("feature_projection_input_dim", "hidden_size"),
-            _layer_norm(projection_input) + _linear(projection_input, hidden),
-        ),
-        ParameterPart(
-            "encoder", ("num_hidden_layers", "hidden_size", "intermediate_size", "conv_depthwise_kernel_size",
-                        *position_fields), encoder,
-        ),
-    ]
-    if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0:
-        parts.append(ParameterPart("SpecAugment mask embedding", ("hidden_size",), hidden))
-    if config.use_intermediate_ffn_before_adapter:
-        parts.append(ParameterPart("intermediate feed-forward", ("hidden_size", "intermediate_size"),
-                                   _feed_forward(hidden, inner)))
-    if config.add_adapter:
-        strided_conv = _linear(width * config.adapter_kernel_size, 2 * width)  # residual_conv, self_attn_conv
-        layer = 3 * _layer_norm(width) + 2 * strided_conv + _attention(width) + _feed_forward(width, inner)
-        projection = _linear(hidden, width) + _layer_norm(width) if width != hidden else 0
-        parts.append(ParameterPart(
-            "adapter", ("num_adapter_layers", "output_hidden_size", "adapter_kernel_size", "intermediate_size"),
-            projection + config.num_adapter_layers * layer,
-        ))
-    if config.add_inner_layer_norm:
-        parts.append(ParameterPart("inner layer norm", ("output_hidden_size",), _layer_norm(width)))
-    return parts
-
-
-def head_parameter_parts(config: Wav2Vec2BertConfig) -> list[ParameterPart]:
-    """What each head class adds to the bare model, named by the class and counted as `model_parameter_parts`."""
-    hidden, labels = config.hidden_size, config._label_count()
-    output = config.output_hidden_size or hidden
-    layer_weights = config.num_hidden_layers + 1 if config.use_weighted_layer_sum else 0
-    ctc_width = ("output_hidden_size", output) if config.add_adapter else ("hidden_size", hidden)
-    projection, tdnn, kernels = config.classifier_proj_size, config.tdnn_dim, config.tdnn_kernel
-    xvector = config.xvector_output_dim
-    codes = config.num_codevector_groups * config.num_codevectors_per_group
-    xvector_input = output if config.add_adapter and not config.use_weighted_layer_sum else hidden
-    tdnn_layers = sum(
-        _linear(n_in * kernel, n_out) for n_in, kernel, n_out in zip((tdnn[0], *tdnn[:-1]), kernels, tdnn, strict=True)
-    )
-    return [
-        ParameterPart(
-            "Wav2Vec2BertForCTC", ("vocab_size", ctc_width[0]),
-            _linear(ctc_width[1], config.vocab_size) if config.vocab_size is not None else 0,
-        ),
-        ParameterPart(
-            "Wav2Vec2BertForSequenceClassification", ("hidden_size", "classifier_proj_size", "num_labels"),
-            layer_weights + _linear(hidden, projection) + _linear(projection, labels),
-        ),
-        ParameterPart(
-            "Wav2Vec2BertForAudioFrameClassification", ("hidden_size", "num_labels"),
-            layer_weights + _linear(hidden, labels),
-        ),
-        ParameterPart(
-            "Wav2Vec2BertForPreTraining",
-            ("num_codevector_groups", "num_codevectors_per_group", "codevector_dim", "proj_codevector_dim"),
-            _linear(config.feature_projection_input_dim, codes)  # quantizer.weight_proj
-            + config.codevector_dim * config.num_codevectors_per_group  # quantizer.codevectors
-            + _linear(hidden, config.proj_codevector_dim) + _linear(config.codevector_dim, config.proj_codevector_dim)
-            + _linear(hidden, config.num_codevectors_per_group * config.num_target_codebooks)  # masked prediction
-            + (0 if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0 else hidden),  # its mask embedding
-        ),
-        ParameterPart(
-            "Wav2Vec2BertForXVector", ("tdnn_dim", "tdnn_kernel", "xvector_output_dim", "num_labels"),
-            layer_weights + _linear(xvector_input, tdnn[0]) + tdnn_layers
-            + _linear(2 * tdnn[-1], xvector) + _linear(xvector, xvector)
-            + xvector * labels,  # the AM-softmax weight
-        ),
-    ]
-
-
-def _about(count: int) -> str:
-    """'2.4e+16'; past what a float holds (num_hidden_layers of 400 digits), the power of ten."""
-    return f"{count:.2g}" if count < 1e300 else f"10^{math.log10(count):.0f}"
-
-
-def estimated_parameters(config: Wav2Vec2BertConfig) -> int:
-    """Parameters of the largest model the config can build: the bare model plus its largest head."""
-    model = sum(part.parameters for part in model_parameter_parts(config))
-    return model + max(part.parameters for part in head_parameter_parts(config))
-
-
-# ------------------------------------------------------------------------------------ kinds of field value
-def _shown(value: Any) -> str:
-    """A value as an error message quotes it: short (long lists and strings are cut) and with its type."""
-    return "None" if value is None else f"{reprlib.repr(value)} ({type(value).__name__})"
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # True is an int in Python
-
-
-def _is_class_id(key: Any) -> bool:
-    return _is_integer(key) or (isinstance(key, str) and re.fullmatch(r"-?[0-9]+", key) is not None)
-
-
-def _integer(value: Any) -> str | None:
-    return None if _is_integer(value) else f"must be an integer, got {_shown(value)}"
-
-
-def _number(value: Any) -> str | None:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        return f"must be a number, got {_shown(value)}"
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # a JSON integer of 400 digits: no float holds it
-        finite = False
-    return None if finite else f"must be a finite number, got {reprlib.repr(value)}"
-
-
-def _string(value: Any) -> str | None:
-    return None if isinstance(value, str) else f"must be a string, got {_shown(value)}"
-
-
-def _boolean(value: Any) -> str | None:
-    # Only JSON true/false: the strings "false" and "no" are truthy, so taking them as given would turn a
-    # switch on that the file meant to turn off.
-    return None if isinstance(value, bool) else f"must be true or false (a JSON boolean), got {_shown(value)}"
-
-
-def _integers(value: Any) -> str | None:
-    if isinstance(value, (list, tuple)) and all(_is_integer(v) for v in value):
-        return None
-    return f"must be a list of integers, got {_shown(value)}"
-
-
-def _class_names(value: Any) -> str | None:
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return None
-    if isinstance(value, str):  # a bare name would be read as a list of its characters
-        return f"must be a list of class names, such as {json.dumps([value])}, got {_shown(value)}"
-    return f"must be a list of class names (strings), got {_shown(value)}"
-
-
-def _id2label(value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return f'must map class ids to label names, such as {{"0": "yes", "1": "no"}}, got {_shown(value)}'
-    for key, label in value.items():
-        if not _is_class_id(key):
-            return f"keys must be integer class ids, got key {key!r}"
-        if not isinstance(label, str):
-            return f"entry {key!r} must be a label name (a string), got {_shown(label)}"
-    if len({int(key) for key in value}) < len(value):
-        return f"names one class id twice (keys {sorted(value, key=int)})"
-    return None
-
-
-def _label2id(value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return f'must map label names to class ids, such as {{"yes": 0, "no": 1}}, got {_shown(value)}'
-    for label, key in value.items():
-        if not isinstance(label, str):
-            return f"keys must be label names (strings), got key {label!r}"
-        if not _is_integer(key):
-            return f"entry {label!r} must be an integer class id, got {_shown(key)}"
-    return None
-
-
-def _mapping(value: Any) -> str | None:
-    return None if isinstance(value, dict) else f"must be a dict of config.json keys, got {_shown(value)}"
-
-
-@dataclass(frozen=True)
-class FieldKind:
-    """What one field annotation admits: `problem` words a wrong value, `canonical` stores a right one."""
-
-    problem: Callable[[Any], str | None]
-    canonical: Callable[[Any], Any]
-    optional: bool = False  # annotated `... | None`: null is a value (vocab_size, id2label, ...)
-
-
-# The annotations the fields use, and the kind of value each admits.
-KINDS: dict[Any, FieldKind] = {
-    int: FieldKind(_integer, int),
-    float: FieldKind(_number, float),
-    str: FieldKind(_string, str),
-    bool: FieldKind(_boolean, bool),
-    tuple[int, ...]: FieldKind(_integers, lambda values: tuple(int(v) for v in values)),
-    list[str]: FieldKind(_class_names, list),
-    dict[int, str]: FieldKind(_id2label, lambda labels: {int(key): name for key, name in labels.items()}),
-    dict[str, int]: FieldKind(_label2id, lambda ids: {name: int(key) for name, key in ids.items()}),
-    dict[str, Any]: FieldKind(_mapping, dict),
-}
-
-
-def _field_kinds() -> dict[str, FieldKind]:
-    """Each field's kind, read from its annotation (`int | None` is the kind of `int`, null allowed)."""
-    hints = typing.get_type_hints(Wav2Vec2BertConfig)
-    kinds = {}
-    for f in dataclasses.fields(Wav2Vec2BertConfig):
-        hint, optional = hints[f.name], False
-        if isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint):
-            (hint,) = (arg for arg in typing.get_args(hint) if arg is not type(None))
-            optional = True
-        if hint not in KINDS:
-            raise TypeError(f"Wav2Vec2BertConfig.{f.name}: annotation {hint} has no entry in config.KINDS; add one")
-        kinds[f.name] = dataclasses.replace(KINDS[hint], optional=optional)
-    return kinds
-
-
-FIELD_KINDS = _field_kinds()
+FIELD_KINDS = field_kinds(Wav2Vec2BertConfig)
 # The pre-training fields (the dataclass's "pre-training" section).
 PRETRAINING_FIELDS = tuple(
     f.name for f in dataclasses.fields(Wav2Vec2BertConfig)

@@ -172,7 +172,7 @@ def convert_state_dict(
 ) -> tuple[dict[str, torch.Tensor], Wav2Vec2BertConfig]:
     """fairseq2 tensors of `kind` -> (Hugging Face tensors, the config their shapes give).
 
-    Whether they make a whole model is checked where the model is built (`from_fairseq2` in model/base.py).
+    Whether they make a whole model is checked where the model is built (`load_fairseq2` in model/loader.py).
     """
     kind = detect_kind(state) if kind == "auto" else kind
     converted, _ = rename(state, kind)

@@ -232,20 +232,13 @@ class Wav2Vec2BertForPreTraining(_HeadModel):
         `gumbel_seeds` or torch's generator) unless given, as transformers' collators give them; `gumbel_seeds`
         (B,) also seed each clip's Gumbel noise.
         """
-        batch, frames, _ = input_features.shape
-        if mask_time_indices is None:
-            if gumbel_seeds is None:
-                gumbel_seeds = torch.randint(0, 2**62, (batch,))
-            mask = torch.ones(batch, frames, dtype=torch.long) if attention_mask is None else attention_mask
-            mask_time_indices, sampled_negative_indices = self.sample_masks(mask, gumbel_seeds)
-        elif sampled_negative_indices is None:
-            raise ValueError("mask_time_indices given without sampled_negative_indices: pass both, or neither")
-        mask_time_indices = mask_time_indices.to(input_features.device).bool()
+        masked, sampled_negative_indices, gumbel_seeds = self._masks(
+            input_features, attention_mask, mask_time_indices, sampled_negative_indices, gumbel_seeds
+        )  # (B, T) bool: the masked frames
         outputs = self.wav2vec2_bert(
-            input_features, attention_mask, mask_time_indices=mask_time_indices, output_attentions=output_attentions,
+            input_features, attention_mask, mask_time_indices=masked, output_attentions=output_attentions,
             output_hidden_states=True,
         )
-        masked = mask_time_indices
         count = int(masked.sum())
         normed = outputs.extract_features[masked]  # (N, 160): the layer-normed input, unmasked
         contrastive_input = outputs.hidden_states[self.config.contrastive_layer][masked]  # (N, hidden)
@@ -282,6 +275,26 @@ class Wav2Vec2BertForPreTraining(_HeadModel):
             outputs.attentions,
         )
         return output if return_dict is not False else output.to_tuple()
+
+    def _masks(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        mask_time_indices: torch.Tensor | None,
+        sampled_negative_indices: torch.Tensor | None,
+        gumbel_seeds: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The masked frames (B, T) bool on the features' device, their distractors (B, T, K) and the clips' seeds:
+        as given, or drawn here (`sample_masks`) from `gumbel_seeds`, themselves drawn when not given."""
+        batch, frames, _ = input_features.shape
+        if mask_time_indices is None:
+            if gumbel_seeds is None:
+                gumbel_seeds = torch.randint(0, 2**62, (batch,))
+            mask = torch.ones(batch, frames, dtype=torch.long) if attention_mask is None else attention_mask
+            mask_time_indices, sampled_negative_indices = self.sample_masks(mask, gumbel_seeds)
+        elif sampled_negative_indices is None:
+            raise ValueError("mask_time_indices given without sampled_negative_indices: pass both, or neither")
+        return mask_time_indices.to(input_features.device).bool(), sampled_negative_indices, gumbel_seeds
 
     def _contrastive(
         self, c: torch.Tensor, q: torch.Tensor, masked: torch.Tensor, negatives: torch.Tensor

@@ -2,9 +2,10 @@
 dynamic quantization with float32 activations, or oneDNN's int8 matmul with bfloat16 ones; bitsandbytes on CUDA)
 and `torch.compile`. `from_pretrained(..., quantize="int8")` and `load_in_8bit=True` end here too.
 
-In order: `optimize_for_inference`, then the int8 engines (`quantize_int8` with its two CPU kinds of layer,
-PyTorch's dynamic one and `OneDNNInt8Linear`; `replace_with_bnb_linear`), then the memory helpers of the CPU one
-(`convert_from_file`, `release_checkpoint_memory`, `file_mappings`, `drop_file_pages`).
+In order: `optimize_for_inference`, then the int8 engines (`quantize_int8` with `check_int8_activations` and
+`quantize_linear_children`, its two CPU kinds of layer, PyTorch's dynamic one and `OneDNNInt8Linear`;
+`replace_with_bnb_linear`), then the memory helpers of the CPU one (`convert_from_file`,
+`release_checkpoint_memory`, `file_mappings`, `drop_file_pages`).
 Which CPU engine packs int8 weights, and why the convolution modules' kernel-1 convolutions stay float, are
 measured in benchmarks/NOTES.md ("int8"). `torch.ao.quantization.quantize_dynamic` is deprecated (its warning
 points at torchao, which is not a dependency here) but still present and fast in 2.13; the warning is silenced.
@@ -132,6 +133,30 @@ def quantize_int8(model: nn.Module, dtype: torch.dtype = torch.float32, release_
     Only pass `release_file_pages` for tensors fresh from the file: a page written since (copy-on-write) would be
     dropped and read back from the file, undoing the write for anyone still holding the old tensor.
     """
+    check_int8_activations(dtype)
+    previous = torch.backends.quantized.engine
+    mappings = file_mappings() if release_file_pages else []
+    try:
+        if dtype == torch.float32:  # packed weights remember their engine: it only needs to hold while packing
+            torch.backends.quantized.engine = int8_engine()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.ao")
+            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*deprecated.*")
+            for module in reversed(list(model.modules())):  # children first: a block's layers, then the block
+                if type(module) is nn.Linear:
+                    continue  # its parent swaps it for the quantized one
+                read = quantize_linear_children(module, dtype)
+                read += release_checkpoint_memory(module, recurse=False, dtype=dtype)
+                if mappings:
+                    drop_file_pages(read, mappings)
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def check_int8_activations(dtype: torch.dtype) -> None:
+    """Refuse an activation dtype CPU int8 cannot run here: float32 always runs; bfloat16 needs oneDNN's int8
+    matmul in this PyTorch build and an int8 dot-product unit in this CPU."""
     if dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"CPU int8 runs with float32 or bfloat16 activations, got {dtype}")
     if dtype == torch.bfloat16 and not OneDNNInt8Linear.available():
@@ -146,39 +171,26 @@ def quantize_int8(model: nn.Module, dtype: torch.dtype = torch.float32, release_
             "int8 with bfloat16 activations needs a CPU with an int8 dot-product unit (AMX-INT8, AVX512-VNNI or "
             "AVX-VNNI); this one has none: use dtype=float32 with quantize='int8' (PyTorch's int8 for such CPUs)"
         )
-    previous = torch.backends.quantized.engine
-    mappings = file_mappings() if release_file_pages else []
-    try:
-        if dtype == torch.float32:  # packed weights remember their engine: it only needs to hold while packing
-            torch.backends.quantized.engine = int8_engine()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.ao")
-            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*deprecated.*")
-            for module in reversed(list(model.modules())):  # children first: a block's layers, then the block
-                if type(module) is nn.Linear:
-                    continue  # its parent swaps it for the quantized one
-                linears = [(name, child) for name, child in module.named_children() if type(child) is nn.Linear]
-                read = [t.data for _, child in linears for t in (child.weight, child.bias) if t is not None]
-                if dtype == torch.bfloat16:
-                    shared_input: dict = {}  # siblings share their last input's codes (OneDNNInt8Linear.input_codes)
-                    for name, child in linears:
-                        setattr(module, name, OneDNNInt8Linear(child, dtype, shared_input))
-                    fuse_activation(module)
-                elif linears:  # swaps only these: the descendants were swapped on their own turn
-                    for _, child in linears:  # the packed weights keep the float bias itself: not a view of the file
-                        if child.bias is not None:
-                            child.bias.data = child.bias.data.clone()
-                    # One scale per output channel, not per matrix: a matrix-wide scale is set by its largest row.
-                    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-                    torch.ao.quantization.quantize_dynamic(
-                        module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True
-                    )
-                read += release_checkpoint_memory(module, recurse=False, dtype=dtype)
-                if mappings:
-                    drop_file_pages(read, mappings)
-    finally:
-        torch.backends.quantized.engine = previous
+
+
+def quantize_linear_children(module: nn.Module, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Swap the nn.Linear children of `module` (not deeper descendants: they are swapped on their own turn) for
+    int8 ones of the kind `dtype` picks (see `quantize_int8`); returns the float tensors they were read from."""
+    linears = [(name, child) for name, child in module.named_children() if type(child) is nn.Linear]
+    read = [t.data for _, child in linears for t in (child.weight, child.bias) if t is not None]
+    if dtype == torch.bfloat16:
+        shared_input: dict = {}  # siblings share their last input's codes (OneDNNInt8Linear.input_codes)
+        for name, child in linears:
+            setattr(module, name, OneDNNInt8Linear(child, dtype, shared_input))
+        fuse_activation(module)
+    elif linears:
+        for _, child in linears:  # the packed weights keep the float bias itself: not a view of the file
+            if child.bias is not None:
+                child.bias.data = child.bias.data.clone()
+        # One scale per output channel, not per matrix: a matrix-wide scale is set by its largest row.
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        torch.ao.quantization.quantize_dynamic(module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
+    return read
 
 
 def fuse_activation(module: nn.Module) -> None:

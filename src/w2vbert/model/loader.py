@@ -1,0 +1,234 @@
+"""The work of `from_pretrained` and `from_fairseq2`: a checkpoint into a model class, on its device and dtype.
+
+Loading builds the model on the meta device (no memory, no random init), assigns the checkpoint's tensors,
+and initialises only what the checkpoint lacks: a 580M-parameter model loads in about the time it takes to
+read its file, with one copy of the weights in memory. A Hugging Face directory or hub repo is read through
+loading/weights.py, Meta's original `.pt` files through the table of model/fairseq2.py; `quantize=` and
+`load_in_8bit=` hand the loaded model to model/quantization.py.
+
+One load reads config.json once, and resolves once where the model goes: a `Placement` (device, dtype,
+quantisation), which the steps after it read.
+
+In order: `Placement` (and `load_dtype`, its "auto"), `read_config`, `build_from_state_dict` (with
+`align_prefix`), `load_fairseq2`, `place`, `report_loading`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from w2vbert.loading.devices import fastest_dtype, resolve_device, resolve_dtype, warn_if_emulated
+from w2vbert.loading.hub import HubOptions
+from w2vbert.model.config import Wav2Vec2BertConfig
+from w2vbert.model.fairseq2 import FAIRSEQ2_SUFFIXES, detect_kind, infer_config, load_fairseq2_checkpoint, rename
+from w2vbert.model.quantization import convert_from_file, optimize_for_inference
+
+if TYPE_CHECKING:
+    from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
+
+logger = logging.getLogger("w2vbert")
+
+LISTED_NAMES = 8  # tensor names a loading report spells out before it counts the rest
+LoadingInfo = dict[str, list]  # "missing_keys", "unexpected_keys", "mismatched_keys": transformers' report
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a loaded model runs and in what form: resolved once per load, then read by each step after it."""
+
+    device: torch.device  # the one device of the whole model (device=, else device_map=; the CPU by default)
+    dtype: torch.dtype  # of its floating weights (with quantize: of those left float): float32 unless asked
+    quantize: str | None = None  # "int8": matmul weights packed to int8 once loaded (load_in_8bit=True: on CUDA)
+
+    @classmethod
+    def resolve(
+        cls,
+        device: torch.device | str | int | dict | None,
+        dtype: torch.dtype | str | None,
+        quantize: str | None = None,
+        load_in_8bit: bool = False,
+        stored_dtype: str | None = None,
+    ) -> Placement:
+        """`from_pretrained`'s keywords -> the placement; `stored_dtype` is what config.json records (for "auto")."""
+        target = resolve_device("cpu" if device is None else device)
+        if load_in_8bit:
+            if target.type != "cuda":
+                raise RuntimeError(
+                    "load_in_8bit=True is bitsandbytes' LLM.int8 and needs device='cuda' (or device_map='auto' on a "
+                    "machine with a GPU); on CPU pass quantize='int8' (PyTorch's own int8) or "
+                    "torch_dtype=torch.bfloat16 instead"
+                )
+            quantize = "int8"
+        return cls(target, load_dtype(dtype, stored_dtype), quantize)
+
+    @classmethod
+    def for_inference(cls, device: str | None, dtype: str, quantize: str | None = None) -> Placement:
+        """What the command line and the server load with: `device` None is the GPU where there is one, `dtype`
+        "auto" the fastest the device runs natively (`devices.fastest_dtype`), and int8 on CUDA quantizes the
+        float32 model (bitsandbytes' LLM.int8 takes float32, fp16 inside); on CPU int8 keeps the rest of the
+        model in `dtype` (bfloat16: oneDNN's int8 matmul, model/quantization.py). A dtype this CPU emulates is
+        warned about once."""
+        target = resolve_device(device)
+        if quantize and target.type == "cuda":
+            return cls(target, torch.float32, quantize)
+        torch_dtype = fastest_dtype(target) if dtype == "auto" else resolve_dtype(dtype)
+        warn_if_emulated(target, torch_dtype)
+        return cls(target, torch_dtype, quantize)
+
+    def keywords(self) -> dict[str, Any]:
+        """As `from_pretrained`'s keywords, which resolve back to this placement."""
+        return {"device": self.device, "torch_dtype": self.dtype, "quantize": self.quantize}
+
+
+def load_dtype(dtype: torch.dtype | str | None, stored_dtype: str | None) -> torch.dtype:
+    """`torch_dtype` -> the dtype to load in: float32 by default, as transformers (whatever the file stores);
+    "auto" takes the one config.json records."""
+    if dtype == "auto":
+        dtype = stored_dtype
+    if dtype is None:
+        return torch.float32
+    try:
+        return resolve_dtype(dtype)
+    except ValueError:
+        raise ValueError(f"torch_dtype must be a floating torch dtype, its name, or 'auto'; got {dtype!r}") from None
+
+
+def stored_dtype(config: Wav2Vec2BertConfig) -> str | None:
+    """The dtype config.json records (transformers writes `torch_dtype`, and `dtype` from version 5)."""
+    return config.extra.get("torch_dtype") or config.extra.get("dtype")
+
+
+def is_fairseq2_file(source: str | os.PathLike) -> bool:
+    """Whether `source` is Meta's original checkpoint file, which from_pretrained reads directly."""
+    path = Path(source)
+    return path.suffix in FAIRSEQ2_SUFFIXES and path.is_file()
+
+
+def read_config(
+    source: str | os.PathLike, hub: HubOptions, config: Wav2Vec2BertConfig | None, overrides: dict[str, Any]
+) -> Wav2Vec2BertConfig:
+    """The config of a load: `config` when given, else config.json's; `overrides` replace stored values."""
+    if config is None:
+        return Wav2Vec2BertConfig.from_hub(source, hub, **overrides)
+    if overrides:
+        return Wav2Vec2BertConfig.from_dict(config.to_dict(), **overrides)
+    return config
+
+
+def build_from_state_dict(
+    cls: type[Wav2Vec2BertPreTrainedModel],
+    config: Wav2Vec2BertConfig,
+    state: dict[str, torch.Tensor],
+    ignore_mismatched_sizes: bool = False,
+) -> tuple[Wav2Vec2BertPreTrainedModel, LoadingInfo]:
+    """Build on the meta device, assign `state`, initialise the rest; returns (model, loading info)."""
+    with torch.device("meta"):
+        model = cls(config)
+    expected = dict(model.state_dict())
+    state = align_prefix(state, expected, cls.base_model_prefix + ".")
+    mismatched = [
+        (name, tuple(tensor.shape), tuple(expected[name].shape))
+        for name, tensor in state.items()
+        if name in expected and tensor.shape != expected[name].shape
+    ]
+    if mismatched and not ignore_mismatched_sizes:
+        listing = "; ".join(f"{name}: checkpoint {a}, model {b}" for name, a, b in mismatched)
+        raise ValueError(
+            f"tensor shapes differ between the checkpoint and {cls.__name__}: {listing}. If the head is meant "
+            "to be new (another vocabulary or label set), pass ignore_mismatched_sizes=True to re-initialise it"
+        )
+    for name, _, _ in mismatched:
+        del state[name]
+    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(state))
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
+    model.materialize_missing()
+    return model, {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
+
+
+def align_prefix(state: dict[str, torch.Tensor], expected: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
+    """Accept base-model keys in a head and head-prefixed keys in the base model, as transformers does."""
+    model_has_prefix = any(name.startswith(prefix) for name in expected)
+    state_has_prefix = any(name.startswith(prefix) for name in state)
+    if model_has_prefix and not state_has_prefix:
+        return {(name if name in expected else prefix + name): tensor for name, tensor in state.items()}
+    if state_has_prefix and not model_has_prefix:
+        return {name.removeprefix(prefix): tensor for name, tensor in state.items()}
+    return state
+
+
+def load_fairseq2(
+    cls: type[Wav2Vec2BertPreTrainedModel], path: Path, kind: str, config_overrides: dict[str, Any]
+) -> tuple[Wav2Vec2BertPreTrainedModel, LoadingInfo]:
+    """`cls` from Meta's original file: `kind` "w2v-bert" / "seamless-m4t-v2", or "auto" from the names. The
+    encoder must be whole: a tensor it lacks, or one with no place in it, is an error naming it."""
+    state = load_fairseq2_checkpoint(path)
+    kind = detect_kind(state) if kind == "auto" else kind
+    tensors, sources = rename(state, kind, pretraining=cls.pretraining_tensors)
+    config = infer_config(tensors, kind)
+    if config_overrides:
+        config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **config_overrides)
+    model, info = build_from_state_dict(cls, config, tensors)
+    prefix = "" if model.base_model is model else cls.base_model_prefix + "."  # a head's new tensors are its own
+    lacking = [name.removeprefix(prefix) for name in info["missing_keys"] if name.startswith(prefix)]
+    if lacking:
+        raise ValueError(f"{path}: the checkpoint lacks {len(lacking)} tensor(s) the model needs: {lacking[:8]}")
+    if info["unexpected_keys"]:
+        originals = sorted(sources[name.removeprefix(prefix)] for name in info["unexpected_keys"])
+        raise ValueError(
+            f"{path}: {len(originals)} tensor(s) have no place in the model the other tensors describe: "
+            f"{originals[:8]} (an adaptor part without the adaptor layers?)"
+        )
+    return model, info
+
+
+def place(model: nn.Module, placement: Placement, attn_implementation: str | None = None) -> nn.Module:
+    """A model fresh from its checkpoint onto `placement`, in inference mode (as transformers loads); returns it.
+
+    int8 quantizes from the file's float32 weights and converts the rest to the dtype block by block; another
+    dtype on CPU is converted block by block too, so the file's pages never all stay resident.
+    """
+    if placement.quantize is None and placement.device.type == "cpu":
+        convert_from_file(model, placement.dtype)
+    else:
+        model.to(device=placement.device, dtype=torch.float32 if placement.quantize is not None else placement.dtype)
+    if attn_implementation is not None:
+        model.set_attn_implementation(attn_implementation)
+    model.eval()
+    if placement.quantize is not None:
+        # The weights are the file's pages, untouched: int8 can hand each block's back once it is packed.
+        model = optimize_for_inference(model, placement.dtype, quantize=placement.quantize, release_file_pages=True)
+        gc.collect()  # the float weights replaced by int8 ones hold the checkpoint's memory map in cycles
+    return model
+
+
+def report_loading(class_name: str, info: LoadingInfo) -> None:
+    """Warn about what loading left out or started fresh, as transformers does: counts and the first few names."""
+
+    def listing(names: list[str]) -> str:
+        more = len(names) - LISTED_NAMES
+        return ", ".join(names[:LISTED_NAMES]) + (f" and {more} more" if more > 0 else "")
+
+    if info["unexpected_keys"]:
+        logger.warning(
+            "%s ignored %d checkpoint tensors it has no place for: %s",
+            class_name, len(info["unexpected_keys"]), listing(info["unexpected_keys"]),
+        )
+    if info["missing_keys"]:
+        logger.warning(
+            "%s newly initialised %d tensors the checkpoint lacks (train them before use): %s",
+            class_name, len(info["missing_keys"]), listing(info["missing_keys"]),
+        )
+    if info["mismatched_keys"]:
+        logger.warning(
+            "re-initialised %d tensors whose shape differs: %s", len(info["mismatched_keys"]),
+            listing([f"{n} {a}->{b}" for n, a, b in info["mismatched_keys"]]),
+        )
