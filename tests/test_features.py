@@ -299,3 +299,74 @@ def test_cuda_features_equal_cpu_features():
     cpu = extractor(audio, sampling_rate=16000, return_tensors="pt")["input_features"]
     gpu = extractor(audio, sampling_rate=16000, return_tensors="pt", device="cuda")["input_features"]
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
+
+
+# ------------------------------------------------------------------------ transformers' API: files and ragged pad
+def test_to_json_file_and_from_json_file_round_trip_with_transformers(tmp_path):
+    import transformers
+
+    settings = dict(feature_size=10, num_mel_bins=10, padding_value=0.5, sampling_rate=4000, do_normalize=True)
+    ours, theirs = SeamlessM4TFeatureExtractor(**settings), transformers.SeamlessM4TFeatureExtractor(**settings)
+    assert ours.to_dict() == theirs.to_dict() and ours.to_json_string() == theirs.to_json_string()
+    ours.to_json_file(tmp_path / "ours.json")
+    theirs.to_json_file(tmp_path / "theirs.json")
+    assert (tmp_path / "ours.json").read_text() == (tmp_path / "theirs.json").read_text()
+    assert SeamlessM4TFeatureExtractor.from_json_file(tmp_path / "theirs.json").to_dict() == theirs.to_dict()
+    assert transformers.SeamlessM4TFeatureExtractor.from_json_file(tmp_path / "ours.json").to_dict() == ours.to_dict()
+    assert ours.model_input_names == theirs.model_input_names
+
+
+def test_a_processor_class_in_the_config_is_dropped_on_load_as_transformers_does(tmp_path):
+    import transformers
+
+    values = {"feature_extractor_type": "SeamlessM4TFeatureExtractor", "processor_class": "Wav2Vec2BertProcessor"}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(values))
+    ours = SeamlessM4TFeatureExtractor.from_pretrained(tmp_path)
+    assert ours.to_dict() == transformers.SeamlessM4TFeatureExtractor.from_pretrained(tmp_path).to_dict()
+    assert "processor_class" not in ours.to_dict()
+
+
+def assert_same_ragged(ours, theirs):
+    """transformers' unpadded batch: a 1-D object array holding each example's own array, of the same dtype."""
+    assert type(ours) is type(theirs) is np.ndarray and ours.dtype == theirs.dtype == object
+    assert ours.shape == theirs.shape
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 12), min_size=2, max_size=5).filter(lambda n: len(set(n)) > 1),
+    as_lists=st.booleans(),
+    with_mask=st.booleans(),
+    max_length=st.one_of(st.none(), st.integers(1, 12)),
+)
+def test_pad_leaving_lengths_apart_gives_transformers_ragged_arrays(lengths, as_lists, with_mask, max_length):
+    """padding=False, or padding="max_length" below the longest without truncation: one array per example."""
+    import transformers
+
+    ours = SeamlessM4TFeatureExtractor(padding_value=1.0)
+    theirs = transformers.SeamlessM4TFeatureExtractor(padding_value=1.0)
+    rng = np.random.default_rng(sum(lengths))
+    features = [rng.standard_normal((n, 160)).astype(np.float32) for n in lengths]
+
+    def examples():
+        out = [{"input_features": f.tolist() if as_lists else f} for f in features]
+        for item in out if with_mask else []:
+            item["attention_mask"] = [1] * len(item["input_features"])
+        return out
+
+    options = {"padding": False} if max_length is None else {"padding": "max_length", "max_length": max_length}
+    a, b = ours.pad(examples(), **options), theirs.pad(examples(), **options)
+    assert sorted(a) == sorted(b)
+    for key in b:
+        if max_length is not None and max(lengths) <= max_length:  # everything padded to max_length: one array
+            np.testing.assert_array_equal(a[key], b[key])
+            assert a[key].dtype == b[key].dtype
+        else:
+            assert_same_ragged(a[key], b[key])
+    with pytest.raises(ValueError):  # a tensor cannot be ragged, in either library
+        theirs.pad(examples(), return_tensors="pt", padding=False)
+    with pytest.raises(ValueError, match="pad them first"):
+        ours.pad(examples(), return_tensors="pt", padding=False)

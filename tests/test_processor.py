@@ -264,3 +264,16 @@ def test_from_pretrained_refuses_a_keyword_no_part_takes_and_lists_what_each_tak
             load(processor_dir, subfolder="sub", bogus=1, do_lower_case=True)
         assert "'padding_value'" in str(error.value) and "'do_lower_case'" in str(error.value)
         assert "'subfolder'" in str(error.value)
+
+
+def test_saving_names_the_processor_class_in_the_file_not_in_the_extractor(processors, tmp_path):
+    import transformers
+
+    ours, _ = processors
+    ours.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "preprocessor_config.json").read_text())["processor_class"] == "Wav2Vec2BertProcessor"
+    assert "processor_class" not in ours.feature_extractor.to_dict()  # saving leaves the extractor as it was
+    theirs = transformers.AutoProcessor.from_pretrained(tmp_path)
+    assert type(theirs) is transformers.Wav2Vec2BertProcessor
+    assert theirs.feature_extractor.to_dict() == ours.feature_extractor.to_dict()
+    assert Wav2Vec2BertProcessor.from_pretrained(tmp_path).feature_extractor.to_dict() == ours.feature_extractor.to_dict()

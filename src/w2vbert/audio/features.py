@@ -9,8 +9,9 @@ undefined); a 2-D (channels, samples) clip is mixed to mono instead of keeping c
 batch, as a 2-D array is.
 
 In order: the config file names; `SeamlessM4TFeatureExtractor` (construction, `__call__` as waveforms (`clips`) ->
-fbank -> layout -> stacked steps, `pad` for collators, the config files); `default_feature_extractor` and
-`feature_extractor_for` (a checkpoint's own extractor, or W2v-BERT 2.0's); the helpers of `pad`.
+fbank -> layout -> stacked steps, `pad` for collators, the config files and JSON as transformers writes them);
+`config_text`; `default_feature_extractor` and `feature_extractor_for` (a checkpoint's own extractor, or W2v-BERT
+2.0's); the helpers of `pad`.
 """
 
 from __future__ import annotations
@@ -101,8 +102,11 @@ class SeamlessM4TFeatureExtractor:
         self.padding_side = padding_side
         self.return_attention_mask = return_attention_mask
         self.original = original
+        # Written by save_pretrained from the class; processor_class belongs to the processor that saves the file
+        # (transformers drops it on load too, so a reloaded extractor equals the one saved).
         extra.pop("feature_extractor_type", None)
-        self.extra = extra  # other preprocessor_config.json keys (processor_class, ...), written back unchanged
+        extra.pop("processor_class", None)
+        self.extra = extra  # other preprocessor_config.json keys (do_normalize, ...), written back unchanged
         self._tables: dict[torch.device, FbankTables] = {}
         self._warned_no_rate = False
 
@@ -281,7 +285,9 @@ class SeamlessM4TFeatureExtractor:
         "attention_mask"), or a dict of such lists; each item a numpy array, a tensor or nested lists (as a
         `datasets` column holds them). Cuts (truncation) and pads along the first axis as `padding_plan` says, with
         `padding_value` and a mask value of 0, on `padding_side`. Returns "pt" tensors if the inputs were tensors,
-        else numpy, unless `return_tensors` says otherwise. Dtypes follow transformers: float64 (nested lists)
+        else numpy, unless `return_tensors` says otherwise. Lengths left apart (padding=False, or "max_length"
+        below the longest without truncation) give, as in transformers, a 1-D object array of the examples' arrays
+        for "np", and a ValueError for "pt". Dtypes follow transformers: float64 (nested lists)
         becomes float32, other dtypes stay; a mask made here is int32, a given one keeps its dtype. Other keys
         are passed through, one value per example.
         """
@@ -337,13 +343,18 @@ class SeamlessM4TFeatureExtractor:
         return dict(sorted(out.items()))
 
     def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return config_text(self.to_dict())
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        """Write `to_json_string()` to `json_file_path` (any name; `save_pretrained` picks the standard one)."""
+        atomic_write_text(Path(json_file_path), self.to_json_string())
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
         """Write `preprocessor_config.json` into `save_directory`; returns the written path(s)."""
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
-        return [str(atomic_write_text(path / PREPROCESSOR_CONFIG_NAME, self.to_json_string()))]
+        self.to_json_file(path / PREPROCESSOR_CONFIG_NAME)
+        return [str(path / PREPROCESSOR_CONFIG_NAME)]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], **overrides: Any) -> SeamlessM4TFeatureExtractor:
@@ -354,6 +365,11 @@ class SeamlessM4TFeatureExtractor:
                 f"this preprocessor config is for {kind!r}, expected {cls.__name__!r} (the W2v-BERT 2.0 front end)"
             )
         return cls(**values)
+
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike) -> SeamlessM4TFeatureExtractor:
+        """The extractor a `to_json_file` (or any preprocessor_config.json) describes."""
+        return cls.from_dict(read_json_object(Path(json_file)))
 
     @classmethod
     def from_pretrained(
@@ -388,6 +404,11 @@ class SeamlessM4TFeatureExtractor:
             "'feature_extractor' entry); for W2v-BERT 2.0's front end use "
             "w2vbert.audio.features.default_feature_extractor()"
         )
+
+
+def config_text(values: dict[str, Any]) -> str:
+    """A config dictionary as transformers writes its JSON files: indented by 2, keys sorted, a final newline."""
+    return json.dumps(values, indent=2, sort_keys=True) + "\n"
 
 
 def default_feature_extractor() -> SeamlessM4TFeatureExtractor:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
-from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+from w2vbert.audio.features import PREPROCESSOR_CONFIG_NAME, SeamlessM4TFeatureExtractor, config_text
 from w2vbert.loading.hub import HubOptions
 from w2vbert.text.encoding import BatchEncoding, pad_labels
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
 from w2vbert.utils.batch import BatchFeature
+from w2vbert.utils.files import atomic_write_text
 
 logger = logging.getLogger("w2vbert")
 
@@ -92,8 +94,12 @@ class Wav2Vec2BertProcessor:
         return self.tokenizer
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
-        self.feature_extractor.extra["processor_class"] = type(self).__name__
-        written = self.feature_extractor.save_pretrained(save_directory)
+        """The extractor's preprocessor_config.json, naming this class as its processor_class (the layout both
+        transformers 4 and 5 read), then the tokenizer's files; returns the written paths."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = self.feature_extractor.to_dict() | {"processor_class": type(self).__name__}
+        written = [str(atomic_write_text(directory / PREPROCESSOR_CONFIG_NAME, config_text(config)))]
         if self.tokenizer is not None:
             written += self.tokenizer.save_pretrained(save_directory)
         return written

@@ -40,7 +40,10 @@ class BatchFeature(dict):
         return out
 
     def convert_to_tensors(self, tensor_type: str | None) -> BatchFeature:
-        """Convert every entry to "pt" tensors or "np" arrays in place (None leaves them); returns self."""
+        """Convert every entry to "pt" tensors or "np" arrays in place (None leaves them); returns self.
+
+        Examples of different lengths become, as in transformers, a 1-D object array of arrays for "np", and a
+        ValueError for "pt" (a tensor cannot be ragged)."""
         if tensor_type is None:
             return self
         for key, value in self.items():
@@ -60,8 +63,21 @@ def _as_tensor_type(value: Any, tensor_type: str, key: str = "value") -> Any:
             return value.detach().cpu().numpy()
         if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
             return np.stack([v.detach().cpu().numpy() for v in value])
+        if _is_ragged(value):  # as transformers: a 1-D object array holding each example's own array
+            ragged = np.empty(len(value), dtype=object)
+            for index, item in enumerate(value):
+                ragged[index] = np.asarray(item)
+            return ragged
         return _stack_numpy(value, key)
     raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {tensor_type!r}")
+
+
+def _is_ragged(value: Any) -> bool:
+    """Whether `value` is a list of sequences (lists, tuples or arrays of 1 dimension or more) of different lengths."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    sequences = all(isinstance(v, (list, tuple)) or isinstance(v, np.ndarray) and v.ndim > 0 for v in value)
+    return sequences and len({len(item) for item in value}) > 1
 
 
 def _stack_numpy(value: Any, key: str) -> np.ndarray:
