@@ -9,6 +9,7 @@
 - `segments`: labelled time segments <-> the model's 20 ms frames.
 - `writers`: txt, json, srt, vtt, tsv outputs.
 - `processor`: `Wav2Vec2BertProcessor`, the feature extractor and the tokenizer as one.
+- `processor_kwargs`: the keywords the processor's call takes and which part each reaches (transformers' routing).
 
 Imports `w2vbert.audio`, `w2vbert.loading` and `w2vbert.utils`, never the model.
 """

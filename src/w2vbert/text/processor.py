@@ -1,9 +1,15 @@
 """`Wav2Vec2BertProcessor`: the feature extractor and the CTC tokenizer behind one object, as in transformers.
 
-`processor(audio=..., text=..., sampling_rate=16000)` gives `input_features`, `attention_mask` and `labels`
-(label rows padded with -100, the value the CTC loss ignores); `pad` is transformers' collator step (features and
-label ids padded by their own part); `batch_decode` turns CTC ids into text. `from_pretrained` hands each keyword
-to the part whose constructor takes it.
+`processor(audio=...)` is the feature extractor's output, `processor(text=...)` the tokenizer's, and both together
+the features with the label ids under "labels"; keywords reach the parts as `processor_kwargs` says. Return types
+are transformers': numpy features and lists of ids without `return_tensors`. One difference, kept on purpose:
+label positions the tokenizer padded hold -100 (what the CTC loss ignores), where transformers leaves the pad id,
+which its loss would read as a blank target. `pad` is transformers' collator step (features and label ids padded
+by their own part); `batch_decode` turns CTC ids into text.
+
+In order: the class (construction and transformers' class-level description: `get_attributes`,
+`valid_processor_kwargs`, `model_input_names`; `__call__` and the routing; `pad` and decoding; `to_dict` and the
+files; `from_pretrained`, which hands each keyword to the part that takes it); `_minus_100_where_padded`.
 """
 
 from __future__ import annotations
@@ -14,18 +20,24 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from w2vbert.audio.features import PREPROCESSOR_CONFIG_NAME, SeamlessM4TFeatureExtractor, config_text
 from w2vbert.loading.hub import HubOptions
-from w2vbert.text.encoding import BatchEncoding, pad_labels
+from w2vbert.text.encoding import LABEL_PAD, BatchEncoding
+from w2vbert.text.processor_kwargs import Wav2Vec2BertProcessorKwargs, merge_kwargs
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
 from w2vbert.utils.batch import BatchFeature
 from w2vbert.utils.files import atomic_write_text
 
 logger = logging.getLogger("w2vbert")
 
-
 class Wav2Vec2BertProcessor:
     """Audio -> model inputs, text -> CTC labels, CTC ids -> text. `tokenizer` may be None (a base checkpoint)."""
+
+    valid_processor_kwargs = Wav2Vec2BertProcessorKwargs  # the keywords `__call__` takes, by the part they reach
+    skip_tensor_conversion: tuple[str, ...] = ()  # output keys left as they are by return_tensors: none here
 
     def __init__(
         self, feature_extractor: SeamlessM4TFeatureExtractor, tokenizer: Wav2Vec2CTCTokenizer | None = None
@@ -35,34 +47,62 @@ class Wav2Vec2BertProcessor:
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
 
-    def __call__(
-        self,
-        audio: Any = None,
-        text: str | list[str] | None = None,
-        sampling_rate: int | None = None,
-        return_tensors: str | None = "pt",
-        **kwargs: Any,
-    ) -> BatchFeature:
-        """Features of `audio` and/or labels of `text` (the same number of each when both are given)."""
+    @classmethod
+    def get_attributes(cls) -> list[str]:
+        """The parts, as transformers' processors list them: the `__init__` arguments."""
+        return ["feature_extractor", "tokenizer"]
+
+    @property
+    def model_input_names(self) -> list[str]:
+        """The keys of `processor(audio=..., text=...)`: the extractor's, then "labels" (as transformers)."""
+        return [*self.feature_extractor.model_input_names, "labels"]
+
+    # ----------------------------------------------------------------------------------------------- call
+    def __call__(self, audio: Any = None, text: str | list[str] | None = None, **kwargs: Any) -> BatchFeature:
+        """Features of `audio` (a clip or a batch) and/or label ids of `text` (one text per clip when both).
+
+        Keywords: those of `processor_kwargs.TextKwargs` and `AudioKwargs`, flat (each to every part that takes
+        it: `padding`, `max_length`, `return_tensors` to both), grouped (`text_kwargs={...}`, `audio_kwargs={...}`)
+        or shared (`common_kwargs={...}`). Returns the extractor's `BatchFeature`, the tokenizer's `BatchEncoding`
+        ("input_ids", "attention_mask"), or the features with the ids under "labels", -100 where padded.
+        """
         if audio is None and text is None:
             raise ValueError("pass audio=..., text=..., or both")
+        parts = self._merge_kwargs(tokenizer_init_kwargs=self._tokenizer_defaults(), **kwargs)
         if text is None:
-            return self.feature_extractor(audio, sampling_rate=sampling_rate, return_tensors=return_tensors, **kwargs)
-        labels = self._labels(text)
+            return self.feature_extractor(audio, **parts["audio_kwargs"])
+        tokenizer = self._require_tokenizer("turn text into labels")
         if audio is None:
-            return BatchFeature(input_ids=labels[0] if isinstance(text, str) else labels)
-        inputs = self.feature_extractor(audio, sampling_rate=sampling_rate, return_tensors=return_tensors, **kwargs)
-        batch = inputs["input_features"].shape[0]
-        if len(labels) != batch:
-            raise ValueError(f"got {batch} audio clip(s) but {len(labels)} text(s): pass one text per clip")
-        inputs["labels"] = pad_labels(labels) if return_tensors == "pt" else pad_labels(labels).numpy()
+            return tokenizer(text, **parts["text_kwargs"])
+        inputs = self.feature_extractor(audio, **parts["audio_kwargs"])
+        encodings = tokenizer(text, **(parts["text_kwargs"] | {"return_attention_mask": True}))
+        texts = 1 if isinstance(text, str) else len(text)
+        if texts != len(inputs["input_features"]):
+            raise ValueError(
+                f"got {len(inputs['input_features'])} audio clip(s) but {texts} text(s): pass one text per clip"
+            )
+        inputs["labels"] = _minus_100_where_padded(encodings["input_ids"], encodings["attention_mask"])
         return inputs
 
-    def _labels(self, text: str | list[str]) -> list[list[int]]:
-        tokenizer = self._require_tokenizer("turn text into labels")
-        texts = [text] if isinstance(text, str) else list(text)
-        return [tokenizer.encode(t) for t in texts]
+    def _merge_kwargs(
+        self, kwargs_class: type | None = None, tokenizer_init_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> dict[str, dict[str, Any]]:
+        """transformers' `ProcessorMixin._merge_kwargs`: a call's keywords -> {"text_kwargs", "audio_kwargs"}.
 
+        `kwargs_class` must be `valid_processor_kwargs` (the only one this processor has); `tokenizer_init_kwargs`
+        are the tokenizer's defaults (none when not given).
+        """
+        if kwargs_class not in (None, self.valid_processor_kwargs):
+            expected = self.valid_processor_kwargs.__name__
+            raise TypeError(f"{type(self).__name__} takes only {expected}, got {kwargs_class}")
+        return merge_kwargs(kwargs, tokenizer_init_kwargs or {})
+
+    def _tokenizer_defaults(self) -> dict[str, Any]:
+        """The keywords the tokenizer was built with beyond its own settings (transformers reads its
+        `init_kwargs`): `from_pretrained(d, padding="max_length", max_length=...)` makes them call defaults."""
+        return {} if self.tokenizer is None else dict(self.tokenizer.extra)
+
+    # ----------------------------------------------------------------------------------------------- pad
     def pad(self, input_features: Any = None, labels: Any = None, **kwargs: Any) -> BatchFeature | BatchEncoding:
         """Pad for a data collator, as transformers: `input_features` through `feature_extractor.pad`, `labels`
         (dicts with "input_ids") through `tokenizer.pad`, both with the same `kwargs` (padding, return_tensors...).
@@ -92,6 +132,22 @@ class Wav2Vec2BertProcessor:
         if self.tokenizer is None:
             raise ValueError(f"this processor has no tokenizer (no vocab.json), so it cannot {purpose}")
         return self.tokenizer
+
+    # ---------------------------------------------------------------------------------------------- files
+    def to_dict(self) -> dict[str, Any]:
+        """transformers' processor dictionary: the extractor's settings and this class's name (the tokenizer has
+        files of its own)."""
+        return {"feature_extractor": self.feature_extractor.to_dict(), "processor_class": type(self).__name__}
+
+    def to_json_string(self) -> str:
+        return config_text(self.to_dict())
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        atomic_write_text(Path(json_file_path), self.to_json_string())
+
+    def __repr__(self) -> str:
+        parts = "\n".join(f"- {name}: {getattr(self, name)!r}" for name in self.get_attributes())
+        return f"{type(self).__name__}:\n{parts}\n\n{self.to_json_string()}"
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
         """The extractor's preprocessor_config.json, naming this class as its processor_class (the layout both
@@ -145,3 +201,21 @@ def _constructor_keywords(cls: type) -> set[str]:
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     parameters = inspect.signature(cls.__init__).parameters.values()
     return {p.name for p in parameters if p.kind in kinds and p.name != "self"}
+
+
+def _minus_100_where_padded(ids: Any, mask: Any) -> Any:
+    """The tokenizer's ids (a list, rows of lists, an array, a ragged object array or a tensor) with LABEL_PAD
+    (-100) where `mask` (same layout) is 0, in the same container."""
+    if isinstance(ids, torch.Tensor):
+        return ids.masked_fill(torch.as_tensor(mask) == 0, LABEL_PAD)
+    if isinstance(ids, np.ndarray) and ids.dtype != object:
+        return np.where(np.asarray(mask) == 0, LABEL_PAD, ids).astype(ids.dtype)
+    if len(ids) and not isinstance(ids[0], (list, tuple, np.ndarray)):  # one text's ids
+        return [LABEL_PAD if m == 0 else i for i, m in zip(ids, mask, strict=True)]
+    rows = [_minus_100_where_padded(i, m) for i, m in zip(ids, mask, strict=True)]
+    if isinstance(ids, np.ndarray):  # ragged: a 1-D object array of each row's array
+        out = np.empty(len(rows), dtype=object)
+        for index, row in enumerate(rows):
+            out[index] = row
+        return out
+    return rows
