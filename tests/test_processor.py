@@ -276,4 +276,41 @@ def test_saving_names_the_processor_class_in_the_file_not_in_the_extractor(proce
     theirs = transformers.AutoProcessor.from_pretrained(tmp_path)
     assert type(theirs) is transformers.Wav2Vec2BertProcessor
     assert theirs.feature_extractor.to_dict() == ours.feature_extractor.to_dict()
-    assert Wav2Vec2BertProcessor.from_pretrained(tmp_path).feature_extractor.to_dict() == ours.feature_extractor.to_dict()
+    reloaded = Wav2Vec2BertProcessor.from_pretrained(tmp_path)
+    assert reloaded.feature_extractor.to_dict() == ours.feature_extractor.to_dict()
+
+
+def test_from_pretrained_hands_transformers_tokenizer_keywords_to_the_tokenizer(processor_dir, tmp_path):
+    """transformers' `from_pretrained(d, cls_token=..., sep_token=...)`: the tokenizer keeps and saves them."""
+    import transformers
+
+    kwargs = {"cls_token": "(CLS)", "sep_token": "(SEP)", "model_max_length": 64}
+    Wav2Vec2BertProcessor.from_pretrained(processor_dir, subfolder="sub", **kwargs).save_pretrained(tmp_path / "ours")
+    theirs = transformers.Wav2Vec2BertProcessor.from_pretrained(processor_dir / "sub", **kwargs)
+    theirs.save_pretrained(tmp_path / "theirs")
+    ours_config, theirs_config = (
+        json.loads((tmp_path / name / "tokenizer_config.json").read_text()) for name in ("ours", "theirs")
+    )
+    assert {k: ours_config[k] for k in kwargs} == {k: theirs_config[k] for k in kwargs} == kwargs
+    assert "cls_token" not in json.loads((tmp_path / "ours" / "preprocessor_config.json").read_text())
+
+
+def test_from_pretrained_uses_the_parts_it_is_given_as_transformers_does(processor_dir):
+    import transformers
+
+    extractor = SeamlessM4TFeatureExtractor(padding_value=0.25)
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(processor_dir, subfolder="sub", do_lower_case=True)
+    ours = Wav2Vec2BertProcessor.from_pretrained(processor_dir, subfolder="sub", feature_extractor=extractor)
+    theirs = transformers.Wav2Vec2BertProcessor.from_pretrained(
+        processor_dir / "sub", feature_extractor=transformers.SeamlessM4TFeatureExtractor(padding_value=0.25)
+    )
+    assert ours.feature_extractor is extractor and ours.to_dict() == theirs.to_dict()
+    given = Wav2Vec2BertProcessor.from_pretrained(processor_dir, subfolder="sub", tokenizer=tokenizer)
+    assert given.tokenizer is tokenizer
+
+
+def test_transformers_auto_classes_load_our_extractor_without_their_loading_flags(processor_dir):
+    """AutoFeatureExtractor calls a class's from_pretrained with `_from_auto=True`: not a setting, not kept."""
+    ours = SeamlessM4TFeatureExtractor.from_pretrained(processor_dir, subfolder="sub", _from_auto=True)
+    assert ours.to_dict() == SeamlessM4TFeatureExtractor.from_pretrained(processor_dir, subfolder="sub").to_dict()
+    assert "_from_auto" not in ours.to_json_string()

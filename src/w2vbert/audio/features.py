@@ -393,6 +393,9 @@ class SeamlessM4TFeatureExtractor:
         cls, path_or_repo_id: str | os.PathLike, hub: HubOptions, **overrides: Any
     ) -> SeamlessM4TFeatureExtractor:
         """`from_pretrained` with the hub options already gathered."""
+        # transformers' Auto classes add flags of their own (`_from_auto`, ...): they describe the call, not the
+        # extractor, and are not kept (nor saved)
+        overrides = {key: value for key, value in overrides.items() if not key.startswith("_")}
         path = resolve_optional_file(path_or_repo_id, PREPROCESSOR_CONFIG_NAME, hub)
         if path is not None:
             return cls.from_dict(read_json_object(path), **overrides)

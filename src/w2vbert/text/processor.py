@@ -33,6 +33,25 @@ from w2vbert.utils.files import atomic_write_text
 
 logger = logging.getLogger("w2vbert")
 
+# Keywords every transformers tokenizer takes besides its class's own (PreTrainedTokenizerBase's), which
+# `from_pretrained` hands to the tokenizer.
+TOKENIZER_BASE_KEYWORDS = frozenset(
+    {
+        "sep_token",
+        "cls_token",
+        "mask_token",
+        "additional_special_tokens",
+        "extra_special_tokens",
+        "model_max_length",
+        "padding_side",
+        "truncation_side",
+        "model_input_names",
+        "clean_up_tokenization_spaces",
+        "split_special_tokens",
+    }
+)
+
+
 class Wav2Vec2BertProcessor:
     """Audio -> model inputs, text -> CTC labels, CTC ids -> text. `tokenizer` may be None (a base checkpoint)."""
 
@@ -165,13 +184,16 @@ class Wav2Vec2BertProcessor:
         """Both parts from a directory or hub repo; without vocab.json, a feature-extractor-only processor.
 
         The hub keywords (`HubOptions`: revision, cache_dir, local_files_only, token, subfolder) go to both parts;
-        any other keyword to the part whose constructor takes it (`do_lower_case` to the tokenizer, `padding_value`
-        to the feature extractor), so that a part never stores, nor saves, another's setting. A keyword neither
-        takes is a TypeError.
+        `feature_extractor=` or `tokenizer=` is used as that part instead of loading it; any other keyword goes
+        to the part that takes it (`padding_value` to the feature extractor; `do_lower_case`, `cls_token` and the
+        other keywords of transformers' tokenizers to the tokenizer), so that a part never stores, nor saves,
+        another's setting. A keyword neither takes is a TypeError (transformers would keep it in the tokenizer).
         """
         hub = HubOptions.take(kwargs)
+        given = {name: kwargs.pop(name) for name in cls.get_attributes() if name in kwargs}
         extractor_keys = _constructor_keywords(SeamlessM4TFeatureExtractor)
         tokenizer_keys = _constructor_keywords(Wav2Vec2CTCTokenizer) - {"vocab_file", "vocab"}  # vocab.json's role
+        tokenizer_keys |= TOKENIZER_BASE_KEYWORDS
         unknown = sorted(kwargs.keys() - extractor_keys - tokenizer_keys)
         if unknown:
             raise TypeError(
@@ -179,21 +201,28 @@ class Wav2Vec2BertProcessor:
                 f"{sorted(extractor_keys)}, the tokenizer {sorted(tokenizer_keys)}, and both the hub keywords "
                 f"{list(HubOptions.keys())}"
             )
-        feature_extractor = SeamlessM4TFeatureExtractor.from_hub(
-            path_or_repo_id, hub, **{k: v for k, v in kwargs.items() if k in extractor_keys}
+        if "feature_extractor" not in given:
+            extractor_kwargs = {k: v for k, v in kwargs.items() if k in extractor_keys}
+            given["feature_extractor"] = SeamlessM4TFeatureExtractor.from_hub(path_or_repo_id, hub, **extractor_kwargs)
+        if "tokenizer" not in given:
+            tokenizer_kwargs = {k: v for k, v in kwargs.items() if k in tokenizer_keys}
+            given["tokenizer"] = _tokenizer_or_none(path_or_repo_id, hub, tokenizer_kwargs)
+        return cls(**given)
+
+
+def _tokenizer_or_none(
+    path_or_repo_id: str | os.PathLike, hub: HubOptions, kwargs: dict[str, Any]
+) -> Wav2Vec2CTCTokenizer | None:
+    """The checkpoint's tokenizer, or None (with a warning) when it has no vocab.json (a base checkpoint)."""
+    try:
+        return Wav2Vec2CTCTokenizer.from_hub(path_or_repo_id, hub, **kwargs)
+    except FileNotFoundError:
+        logger.warning(
+            "%s has no vocab.json: loaded the feature extractor only (processor.tokenizer is None). "
+            "A base checkpoint needs a vocabulary for CTC fine-tuning: see w2vbert.text.vocab.build_vocab",
+            path_or_repo_id,
         )
-        try:
-            tokenizer = Wav2Vec2CTCTokenizer.from_hub(
-                path_or_repo_id, hub, **{k: v for k, v in kwargs.items() if k in tokenizer_keys}
-            )
-        except FileNotFoundError:
-            logger.warning(
-                "%s has no vocab.json: loaded the feature extractor only (processor.tokenizer is None). "
-                "A base checkpoint needs a vocabulary for CTC fine-tuning: see w2vbert.text.vocab.build_vocab",
-                path_or_repo_id,
-            )
-            tokenizer = None
-        return cls(feature_extractor, tokenizer)
+        return None
 
 
 def _constructor_keywords(cls: type) -> set[str]:
