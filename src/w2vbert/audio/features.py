@@ -311,7 +311,7 @@ class SeamlessM4TFeatureExtractor:
             for key, values in others.items()
             if holds_numbers(values[0])
         }
-        return with_other_columns(out, numeric, others, return_tensors)  # texts, ids: as given
+        return with_other_columns(out, numeric, others, return_tensors, ragged=True)  # texts, ids: as given
 
     def _pad_example(
         self, array: np.ndarray, mask: np.ndarray, cut: int | None, target: int | None

@@ -39,19 +39,20 @@ class BatchFeature(dict):
             out[key] = value
         return out
 
-    def convert_to_tensors(self, tensor_type: str | None) -> BatchFeature:
+    def convert_to_tensors(self, tensor_type: str | None, *, ragged: bool = False) -> BatchFeature:
         """Convert every entry to "pt" tensors or "np" arrays in place (None leaves them); returns self.
 
-        Examples of different lengths become, as in transformers, a 1-D object array of arrays for "np", and a
-        ValueError for "pt" (a tensor cannot be ragged)."""
+        Examples of different lengths are a ValueError, unless `ragged` asks for what transformers makes of them
+        for "np": a 1-D object array holding each example's own array ("pt" stays an error: a tensor cannot be
+        ragged). The feature extractor's `pad` asks for it; the tokenizer does not (yet)."""
         if tensor_type is None:
             return self
         for key, value in self.items():
-            self[key] = _as_tensor_type(value, str(tensor_type), key)
+            self[key] = _as_tensor_type(value, str(tensor_type), key, ragged)
         return self
 
 
-def _as_tensor_type(value: Any, tensor_type: str, key: str = "value") -> Any:
+def _as_tensor_type(value: Any, tensor_type: str, key: str, ragged: bool) -> Any:
     if tensor_type == "pt":
         if isinstance(value, torch.Tensor):
             return value
@@ -63,11 +64,11 @@ def _as_tensor_type(value: Any, tensor_type: str, key: str = "value") -> Any:
             return value.detach().cpu().numpy()
         if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
             return np.stack([v.detach().cpu().numpy() for v in value])
-        if _is_ragged(value):  # as transformers: a 1-D object array holding each example's own array
-            ragged = np.empty(len(value), dtype=object)
+        if ragged and _is_ragged(value):  # as transformers: a 1-D object array holding each example's own array
+            out = np.empty(len(value), dtype=object)
             for index, item in enumerate(value):
-                ragged[index] = np.asarray(item)
-            return ragged
+                out[index] = np.asarray(item)
+            return out
         return _stack_numpy(value, key)
     raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {tensor_type!r}")
 
@@ -158,11 +159,17 @@ def holds_numbers(value: Any) -> bool:
 
 
 def with_other_columns(
-    out: BatchFeature, numeric: dict[str, Any], others: dict[str, Any], return_tensors: str | None
+    out: BatchFeature,
+    numeric: dict[str, Any],
+    others: dict[str, Any],
+    return_tensors: str | None,
+    *,
+    ragged: bool = False,
 ) -> BatchFeature:
-    """`out` (the padded columns) with the `numeric` columns added and all converted to `return_tensors`, then the
-    rest of `others` added as given: the last step of both `pad` methods."""
+    """`out` (the padded columns) with the `numeric` columns added and all converted to `return_tensors` (with
+    `ragged` as `convert_to_tensors` takes it), then the rest of `others` added as given: the last step of both
+    `pad` methods."""
     out.update(numeric)
-    out.convert_to_tensors(return_tensors)
+    out.convert_to_tensors(return_tensors, ragged=ragged)
     out.update({key: values for key, values in others.items() if key not in numeric})
     return out
