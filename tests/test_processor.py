@@ -314,3 +314,28 @@ def test_transformers_auto_classes_load_our_extractor_without_their_loading_flag
     ours = SeamlessM4TFeatureExtractor.from_pretrained(processor_dir, subfolder="sub", _from_auto=True)
     assert ours.to_dict() == SeamlessM4TFeatureExtractor.from_pretrained(processor_dir, subfolder="sub").to_dict()
     assert "_from_auto" not in ours.to_json_string()
+
+
+# ------------------------------------------------------------------------- processor(audio=..., text=...)
+def test_labels_beside_speech_are_the_tokenizers_ids_with_minus_100_where_it_padded(processors):
+    """transformers' labels (the tokenizer's input_ids under the call's padding), -100 where transformers leaves
+    the pad id: the CTC loss ignores -100, and would read the pad id as a blank target."""
+    ours, theirs = processors
+    audio = [load_audio(DATA / "hello.wav"), load_audio(DATA / "quick.wav")]
+    texts = ["hello world", "the quick brown fox"]
+    out = ours(audio=audio, text=texts, sampling_rate=16000, padding=True, return_tensors="pt")
+    reference = theirs(audio=audio, text=texts, sampling_rate=16000, padding=True, return_tensors="pt")
+    assert out["labels"].shape == reference["labels"].shape == (2, 19) and out["labels"].dtype == torch.int64
+    assert (out["labels"][0, 11:] == -100).all() and (reference["labels"][0, 11:] == ours.tokenizer.pad_token_id).all()
+    assert torch.equal(out["labels"][1], reference["labels"][1]) and ours.decode(out["labels"][1]) == texts[1]
+    unpadded = ours(audio=audio, text=texts, sampling_rate=16000)  # transformers' defaults: numpy and lists
+    assert isinstance(unpadded["input_features"], np.ndarray)
+    assert unpadded["labels"] == theirs(audio=audio, text=texts, sampling_rate=16000)["labels"]
+    with pytest.raises(ValueError, match="pad them first"):  # ragged ids make no tensor, as in transformers
+        ours(audio=audio, text=texts, sampling_rate=16000, return_tensors="pt")
+
+
+def test_a_text_that_is_not_a_string_is_a_type_error(processors):
+    ours, _ = processors
+    with pytest.raises(TypeError, match="expected str"):
+        ours(text=["hello", 3])
