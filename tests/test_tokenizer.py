@@ -122,7 +122,8 @@ def test_processor_gives_features_and_minus_100_padded_labels(vocab_dir, tmp_pat
     tokenizer, _ = pair(vocab_dir)
     processor = Wav2Vec2BertProcessor(SeamlessM4TFeatureExtractor(padding_value=1.0), tokenizer)
     clips = [load_audio(DATA / "hello.wav"), load_audio(DATA / "quick.wav")]
-    out = processor(audio=clips, text=["hello world", "the quick brown fox"], sampling_rate=16000)
+    out = processor(audio=clips, text=["hello world", "the quick brown fox"], sampling_rate=16000,
+                    padding=True, return_tensors="pt")
     assert out["input_features"].shape[0] == 2 and out["labels"].shape == (2, 19)
     assert (out["labels"][0, 11:] == -100).all() and processor.decode(out["labels"][1]) == "the quick brown fox"
     with pytest.raises(ValueError, match="2 audio clip.*1 text"):
@@ -486,7 +487,7 @@ def test_tokenizer_pad_and_call_refuse_unknown_options(vocab_dir):
 def test_encode_and_decode_refuse_what_is_not_text_or_integer_ids(vocab_dir):
     ours, _ = pair(vocab_dir)
     processor = Wav2Vec2BertProcessor(SeamlessM4TFeatureExtractor(), ours)
-    with pytest.raises(TypeError, match="encode takes one text \\(str\\), got int"):
+    with pytest.raises(TypeError, match="expected str"):
         processor(text=["hello", 3])
     with pytest.raises(TypeError, match=r"decode takes integer ids, got float32 values: pass the argmax"):
         ours.decode(torch.tensor([1.7, 2.2]))
