@@ -57,15 +57,11 @@ from w2vbert.audio.vad import VadOptions, speech_windows
 from w2vbert.audio.windows import WindowPlan
 from w2vbert.data.manifest import AUDIO_EXTENSIONS, read_manifest
 from w2vbert.data.sampler import LengthGroupedBatchSampler
+from w2vbert.inference.engine import Pipeline, ReadyWindow, Recording, as_clip, window_features
 from w2vbert.inference.pipelines import (
     AudioClassificationPipeline,
     AutomaticSpeechRecognitionPipeline,
     FeatureExtractionPipeline,
-    Pipeline,
-    ReadyWindow,
-    Recording,
-    as_clip,
-    window_features,
 )
 from w2vbert.loading.devices import MAX_BATCH_SECONDS
 from w2vbert.utils.files import atomic_output, atomic_write_text, read_json_object
