@@ -46,7 +46,7 @@ AudioInput = str | os.PathLike | bytes | np.ndarray | torch.Tensor | dict
 Features = tuple[torch.Tensor, torch.Tensor]  # a window's input_features (steps, dim) and attention mask (steps,)
 
 
-# -------------------------------------------------------------------------------------------------- inputs
+# ----------------------------------------------------------------------------------------------------- inputs
 @dataclass
 class Clip:
     """One input, named for error messages. In-memory inputs hold `audio`; files are decoded as a stream."""
@@ -85,7 +85,7 @@ def as_clip(source: AudioInput) -> Clip:
     )
 
 
-# ---------------------------------------------------------------------------------------------- recordings
+# ------------------------------------------------------------------------------------------------- recordings
 @dataclass
 class Recording:
     """An input whose windows are in flight: its kept outputs so far, or the error that stopped it."""
@@ -125,7 +125,7 @@ class ReadyWindow:
     new_samples: int  # audio this window adds to its recording's progress
 
 
-# ------------------------------------------------------------------------------------------------ features
+# --------------------------------------------------------------------------------------------------- features
 def window_features(
     extractor: SeamlessM4TFeatureExtractor, window: Window, device: torch.device | str = "cpu"
 ) -> Features | None:
@@ -166,7 +166,7 @@ def checked_windows(
             yield ready
 
 
-# ------------------------------------------------------------------------------------------- the pipelines
+# ---------------------------------------------------------------------------------------------- the pipelines
 class Pipeline:
     """Shared machinery: inputs -> checked windows with features -> padded batches -> the model -> results.
 
@@ -232,7 +232,7 @@ class Pipeline:
         for recording in in_order(self, input_windows(self, inputs, plan), batches, progress):
             yield self.result(recording, **options)
 
-    # ------------------------------------------------------------------------------------ what tasks define
+    # -------------------------------------------------------------------------------------- what tasks define
     def frame_samples(self) -> int:
         """Input samples per output frame of `forward`: 320 (20 ms), times the adapter's strides."""
         return self.model.config.inputs_to_logits_ratio
@@ -261,7 +261,7 @@ class Pipeline:
         """What `count` output frames of audio the voice-activity detector skipped stand for: (count, D)."""
         raise NotImplementedError(f"the {self.task} pipeline runs every frame of the audio; it skips none")
 
-    # ------------------------------------------------------------------------------- the stages they drive
+    # ---------------------------------------------------------------------------------- the stages they drive
     def checked(self, recording: Recording, window: Window, features: Features | None) -> ReadyWindow | None:
         """A window with its (features, mask) as `window_features` gave them, checked for this model: None for a
         tail that gives no output frame; an error when the whole recording is such a window. Counts the audio the
@@ -323,7 +323,7 @@ class Pipeline:
             return type(error)(f"{recording.name}: {error}")
 
 
-# ------------------------------------------------------------------------------------------------ the loop
+# --------------------------------------------------------------------------------------------------- the loop
 def fits(count: int, longest: int, max_batch_seconds: float) -> bool:
     """Whether `count` windows, the longest of `longest` samples, stay within `max_batch_seconds` of padded audio."""
     return count * longest / SAMPLING_RATE <= max_batch_seconds
