@@ -8,12 +8,13 @@ and renamed when whole, so a run killed at any point and started again with the 
 shards and ends with the files of an uninterrupted run.
 
 Within a shard, inputs are decoded and their features computed in DataLoader worker processes (`num_workers`,
-`WindowedInputs`), batched by length under a cap of padded seconds (the training sampler, `ShardBatches`), and run
-through the task's pipeline, whose windows serve long files; a finished shard is written by a thread while the
-model runs the next batch.
+`WindowedInputs`), batched by length under a cap of padded seconds (the training sampler, `ShardBatches`), and the
+windows of each loader batch run through the inference engine (engine.py: checked, batched under the same cap, the
+task's model), whose windows serve long files; a finished shard is written by a thread while the model runs the
+next batch.
 
 In order: the worker dataset, the run (its ranks, its loop, the shards in progress, a loader batch through the
-model, an input's row), the process's memory and ranks.
+engine, an input's row), the process's memory and ranks.
 """
 
 from __future__ import annotations
@@ -65,7 +66,16 @@ from w2vbert.inference.corpus_settings import (
     inputs_from_files,
     inputs_from_manifest,
 )
-from w2vbert.inference.engine import Pipeline, ReadyWindow, Recording, as_clip, window_features
+from w2vbert.inference.engine import (
+    Batches,
+    Pipeline,
+    ReadyWindow,
+    Recording,
+    as_clip,
+    checked_windows,
+    featured_windows,
+    in_order,
+)
 from w2vbert.inference.pipelines import (
     AudioClassificationPipeline,
     AutomaticSpeechRecognitionPipeline,
@@ -117,8 +127,7 @@ class WindowedInputs(torch.utils.data.Dataset):
         try:
             clip = as_clip(self.inputs[index].audio)
             # Features only, not the audio: what crosses to the model's process is what it reads.
-            return index, [(window.without_audio(), window_features(self.extractor, window))
-                           for window in speech_windows(clip.blocks(), self.plan, self.vad)]
+            return index, list(featured_windows(self.extractor, speech_windows(clip.blocks(), self.plan, self.vad)))
         except (OSError, ValueError, TypeError) as error:
             return index, str(error)
 
@@ -290,42 +299,28 @@ class ShardBatches:
 def _run_batch(
     pipe: Pipeline, inputs: list[Input], items: list, max_batch_seconds: float
 ) -> Iterator[tuple[int, Recording]]:
-    """The windows of a loader batch through the model, under the cap of padded seconds; the recordings back."""
-    recordings, ready = [], []
+    """The windows of a loader batch through the engine, under the cap of padded seconds (a model batch never
+    spans two loader batches); (index, recording) back in the loader's order, each once all its windows have run."""
+    recordings = in_order(pipe, _loader_windows(pipe, inputs, items), Batches(max_seconds=max_batch_seconds))
+    return zip((index for index, _ in items), recordings, strict=True)
+
+
+def _loader_windows(
+    pipe: Pipeline, inputs: list[Input], items: list
+) -> Iterator[tuple[Recording, ReadyWindow | None]]:
+    """The engine's stream of a loader batch: each input's windows checked for the model, then its end; an input
+    its worker could not read, or too short for the model, fails alone."""
     for index, windowed in items:
         recording = Recording(inputs[index].audio)
         if isinstance(windowed, str):
             recording.fail(ValueError(windowed))
         else:
-            for window, features in windowed:
-                try:
-                    checked = pipe.checked(recording, window, features)
-                except ValueError as error:
-                    recording.fail(error)
-                    break
-                if checked is not None:
-                    ready.append(checked)
-        recording.done = True
-        recordings.append((index, recording))
-    for chunk in _chunks(ready, max_batch_seconds):
-        pipe.run_windows(chunk)
-    yield from recordings
-
-
-def _chunks(ready: list[ReadyWindow], max_batch_seconds: float) -> Iterator[list[ReadyWindow]]:
-    """Consecutive windows in groups whose padded length (count x longest) stays under the cap (at least one)."""
-    group: list[ReadyWindow] = []
-    longest = 0
-    for window in ready:
-        samples = window.window.samples
-        if group and max(longest, samples) * (len(group) + 1) / SAMPLING_RATE > max_batch_seconds:
-            yield group
-            group, longest = [], 0
-        group.append(window)
-        longest = max(longest, samples)
-    if group:
-        yield group
-
+            try:
+                for ready in checked_windows(pipe, recording, windowed):
+                    yield recording, ready
+            except ValueError as error:
+                recording.fail(error)
+        yield recording, None
 
 
 def _row(
