@@ -2,20 +2,22 @@
 -> the model -> frames kept per recording -> the result. Written once here; four callers feed it and keep only what
 is theirs:
 
-    the pipelines (`Pipeline.iterate`)   a list of inputs: `input_windows` -> `in_order` under a `batch_size`
+    the pipelines (`Pipeline.iterate`)   a list of inputs: `input_windows` -> `in_order` in batches of `batch_size`
     corpus runs (corpus.py)              features in DataLoader workers (`featured_windows`), then `checked_windows`
                                          -> `in_order` under a cap of padded seconds, one loader batch at a time
-    the server's batcher (serving/)      a request prepared on its thread (`windows_of` -> `checked_windows`), its
-                                         windows batched from a queue under the same cap (`fits`), `run_windows`
-    live transcription (serving/)        windows cut as audio arrives, `window_features` -> `Pipeline.checked`
+    the server's batcher (serving/)      a request prepared on its thread (`windows_of` -> `checked_windows`); its
+                                         queue batched under the same cap (`fits`) -> `run_windows` -> `result`
+    live transcription (serving/)        windows cut as the audio arrives -> `featured_windows` -> `checked`, run
+                                         on the server's batcher
 
 An input that cannot run (unreadable, too short, features that come out non-finite) fails alone, named, and the
 others go on: each window's features are computed and checked on their own before windows of several inputs meet
 in a padded batch, and each recording gets the same result alone or in a batch (the model is batch invariant).
 
-In order: the inputs (`as_clip`), the recordings and their checked windows, the features, the `Pipeline` base (the
-hooks a task defines, then the stages that call them: `checked`, `run_windows`, `result`), and the loop (batches
-and `in_order`).
+In order: the inputs (`as_clip`); a recording and its checked windows (`Recording`, `ReadyWindow`); windows and
+their features (`window_features`, `featured_windows`, `windows_of`, `checked_windows`); the `Pipeline` base (the
+hooks a task defines, then the stages that call them: `checked`, `run_windows`, `result`); the loop (`fits`,
+`Batches`, `input_windows`, `in_order`).
 """
 
 from __future__ import annotations
