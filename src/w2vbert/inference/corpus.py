@@ -13,8 +13,8 @@ windows of each loader batch run through the inference engine (engine.py: checke
 task's model), whose windows serve long files; a finished shard is written by a thread while the model runs the
 next batch.
 
-In order: the worker dataset, the run (its ranks, its loop, the shards in progress, a loader batch through the
-engine, an input's row), the process's memory and ranks.
+In order: the worker dataset, the run (its ranks, its loop, the shards in progress, the loader's batches, a loader
+batch through the engine, an input's row), the process's memory and the ranks' barrier.
 """
 
 from __future__ import annotations

@@ -343,15 +343,18 @@ class Batches:
     def add(self, ready: ReadyWindow) -> list[list[ReadyWindow]]:
         """Gather `ready`; the batches complete now, to run in order: the one it would overfill, the one it fills."""
         complete = []
-        samples = ready.window.samples
-        if self.windows and self.max_seconds is not None and \
-                not fits(len(self.windows) + 1, max(self.longest, samples), self.max_seconds):
+        if self.windows and not self.has_room(ready):
             complete.append(self.take())
         self.windows.append(ready)
-        self.longest = max(self.longest, samples)
+        self.longest = max(self.longest, ready.window.samples)
         if len(self.windows) == self.size:
             complete.append(self.take())
         return complete
+
+    def has_room(self, ready: ReadyWindow) -> bool:
+        """Whether `ready` joins the windows gathered within the cap of padded seconds."""
+        longest = max(self.longest, ready.window.samples)
+        return self.max_seconds is None or fits(len(self.windows) + 1, longest, self.max_seconds)
 
     def take(self) -> list[ReadyWindow]:
         """The windows gathered so far (possibly none), as one batch."""
