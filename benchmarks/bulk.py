@@ -102,7 +102,7 @@ def forward_alone(model_dir: Path, manifest: Path, layer: int, dtype: str, max_b
     """The corpus run's batches, features precomputed; only the model's forward passes timed."""
     from w2vbert import pipeline
     from w2vbert.inference import corpus as bulk
-    from w2vbert.inference.pipelines import Recording
+    from w2vbert.inference.engine import Batches, Recording, checked_windows
 
     pipe = pipeline("feature-extraction", model_dir, layer=layer, pool="mean", torch_dtype=dtype)
     inputs = bulk.inputs_from_manifest(manifest)
@@ -111,14 +111,12 @@ def forward_alone(model_dir: Path, manifest: Path, layer: int, dtype: str, max_b
     chunks = []
     with bulk.ShardBatches(inputs, shards, max_batch_seconds) as batches:
         for batch in batches:
-            ready = []
+            gathered = Batches(max_seconds=max_batch_seconds)  # as the corpus run: no batch spans two loader batches
             for index in batch:
                 recording = Recording(inputs[index].audio)
-                for window, features in dataset[index][1]:
-                    checked = pipe.checked(recording, window, features)
-                    if checked is not None:
-                        ready.append(checked)
-            chunks += list(bulk._chunks(ready, max_batch_seconds))
+                for ready in checked_windows(pipe, recording, dataset[index][1]):
+                    chunks += gathered.add(ready)
+            chunks += [rest] if (rest := gathered.take()) else []
     with torch.inference_mode():  # no warm-up: the corpus run and the loop pay their first call too
         started = time.perf_counter()
         for chunk in chunks:

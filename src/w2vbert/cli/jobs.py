@@ -38,7 +38,8 @@ from w2vbert.cli.arguments import (
     positive_int,
 )
 from w2vbert.inference import corpus
-from w2vbert.inference.pipelines import AUTO_CHUNK_S, load_task_model, pipeline
+from w2vbert.inference.engine import AUTO_CHUNK_S
+from w2vbert.inference.pipelines import load_task_model, pipeline
 from w2vbert.loading.devices import DTYPE_CHOICES, DTYPE_HELP, max_batch_seconds, rank_device
 from w2vbert.model.quantization import QUANTIZE
 from w2vbert.text.writers import output_path

@@ -1,7 +1,12 @@
-"""Running a model on audio: the pipelines, corpus runs over many files, Ray Data.
+"""Running a model on audio: one engine, the task pipelines, corpus runs over many files, Ray Data.
 
-- `pipelines`: `pipeline(task, model=...)` for speech recognition, classification, frames, embeddings, x-vectors.
-- `corpus`: a corpus through transcribe / embed / classify into Parquet shards, resumable, over torchrun ranks.
+- `engine`: the one inference loop (audio blocks -> windows -> features computed and checked -> batches -> the
+  model -> frames kept per recording -> the result) and `Pipeline`, the base whose hooks it calls. The pipelines,
+  corpus runs, the server's batcher and live transcription all feed it.
+- `pipelines`: `pipeline(task, model=...)` and the five task pipelines: speech recognition, classification,
+  frames, embeddings, x-vectors.
+- `corpus`: a corpus through transcribe / embed / classify into Parquet shards, resumable, over torchrun ranks (the
+  run loop); `corpus_settings`: its inputs and settings; `corpus_files`: its output directory.
 - `ray_data`: `W2vBertPredictor`, a callable class for `ray.data.Dataset.map_batches`.
 
 Never imports training, serving, export or cli.

@@ -1,39 +1,40 @@
 """`pipeline(task, model=...)`: audio in, text / labels / embeddings out, as the documented API shapes them.
 
-Five tasks: "automatic-speech-recognition" (`{"text": ...}`, plus `"chunks"` with timestamps),
-"audio-classification" (`[{"label": ..., "score": ...}, ...]`, best first), "feature-extraction" (one
-embedding array per input), and two transformers has no pipeline for: "audio-frame-classification" (labelled
-segments `[{"label", "start", "end", "score"}, ...]` in time order, from a frame classifier) and
-"speaker-embedding" (one x-vector per input, for `data/verification.py`). An input is a path, bytes, a 16 kHz NumPy
-array or tensor, a dict `{"array"|"raw": ..., "sampling_rate": ...}` (as `datasets` rows give them), or a list of
-these.
+Five tasks, each a subclass of the engine's `Pipeline` (engine.py runs them: windows, features, batches, the
+model): "automatic-speech-recognition" (`{"text": ...}`, plus `"chunks"` with timestamps), "audio-classification"
+(`[{"label": ..., "score": ...}, ...]`, best first), "feature-extraction" (one embedding array per input), and two
+transformers has no pipeline for: "audio-frame-classification" (labelled segments `[{"label", "start", "end",
+"score"}, ...]` in time order, from a frame classifier) and "speaker-embedding" (one x-vector per input, for
+`data/verification.py`). An input is a path, bytes, a 16 kHz NumPy array or tensor, a dict `{"array"|"raw": ...,
+"sampling_rate": ...}` (as `datasets` rows give them), or a list of these.
 
-The way of an input: it is checked (`as_clip`), cut into windows (audio/windows.py; a file is decoded as a stream, so
-an hour of audio is never in memory at once; with `vad=`, speech recognition cuts windows of the speech only and
-fills the skipped frames with CTC blanks, audio/vad.py), and each window's features are computed and checked on their
-own; only then do windows of several inputs meet in a padded batch. So an input that cannot run (unreadable, too
-short, features that come out non-finite) fails alone, named, and the others go on; and each gets the same result
-alone or in a batch (the model is batch invariant).
+A long input runs as windows (audio/windows.py; a file is decoded as a stream, so an hour of audio is never in
+memory at once); with `vad=`, speech recognition cuts windows of the speech only and fills the skipped frames with
+CTC blanks (audio/vad.py). An input that cannot run fails alone, named, and the others go on (engine.py).
+
+In order: the five task pipelines, `TASKS`, loading a checkpoint for a task, `pipeline`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
-from w2vbert.audio.decode import SAMPLING_RATE, check_audio_file, load_audio, stream_audio
-from w2vbert.audio.fbank import FRAME_LENGTH, HOP_LENGTH
-from w2vbert.audio.features import SeamlessM4TFeatureExtractor, default_feature_extractor, feature_extractor_for
-from w2vbert.audio.vad import VadOptions, detector, speech_windows
-from w2vbert.audio.windows import Window, WindowPlan
+from w2vbert.audio.decode import SAMPLING_RATE
+from w2vbert.audio.features import SeamlessM4TFeatureExtractor, feature_extractor_for
+from w2vbert.audio.vad import VadOptions, detector
+from w2vbert.audio.windows import WindowPlan
+from w2vbert.inference.engine import (
+    AudioInput,
+    Batches,
+    Pipeline,
+    in_order,
+    input_windows,
+)
 from w2vbert.loading.devices import resolve_device, resolve_dtype, warn_if_emulated
 from w2vbert.model.auto import model_class_for
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
@@ -50,292 +51,20 @@ from w2vbert.text.decoding import BeamSearchDecoder, ctc_transcribe
 from w2vbert.text.segments import merge_frames
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
 
+__all__ = [
+    "AudioClassificationPipeline",
+    "AudioFrameClassificationPipeline",
+    "AutomaticSpeechRecognitionPipeline",
+    "FeatureExtractionPipeline",
+    "SpeakerEmbeddingPipeline",
+    "TASKS",
+    "check_head_fits_tokenizer",
+    "load_for_task",
+    "load_task_model",
+    "pipeline",
+]
+
 logger = logging.getLogger("w2vbert")
-
-AUTO_CHUNK_S = 30.0  # without chunk_length_s, recordings longer than this run as windows of this length
-STREAM_BLOCK_S = 10.0  # seconds decoded at a time from a file
-MIN_SAMPLES = FRAME_LENGTH + HOP_LENGTH  # 35 ms: two fbank frames, the one 20 ms step the model needs
-
-AudioInput = str | os.PathLike | bytes | np.ndarray | torch.Tensor | dict
-
-
-@dataclass
-class Clip:
-    """One input, named for error messages. In-memory inputs hold `audio`; files are decoded as a stream."""
-
-    name: str
-    audio: np.ndarray | None = None
-    path: Path | None = None
-
-    def blocks(self) -> Iterator[np.ndarray]:
-        if self.audio is not None:
-            yield self.audio
-        else:
-            yield from stream_audio(self.path, STREAM_BLOCK_S, sampling_rate=SAMPLING_RATE)
-
-
-def as_clip(source: AudioInput) -> Clip:
-    """Normalise one pipeline input; a file is checked now and decoded when its turn comes."""
-    if isinstance(source, dict):
-        array = source.get("array", source.get("raw"))
-        if array is None and "path" in source:
-            return as_clip(source["path"])
-        if array is None or "sampling_rate" not in source:
-            raise ValueError(f"a dict input needs 'array' (or 'raw') and 'sampling_rate', got keys {sorted(source)}")
-        audio = load_audio(array, sampling_rate=SAMPLING_RATE, source_sampling_rate=int(source["sampling_rate"]))
-        return Clip(str(source.get("path") or "<array>"), audio=audio)
-    if isinstance(source, (str, os.PathLike)):
-        path = check_audio_file(source)  # now, so a bad file fails before its turn comes
-        return Clip(str(path), path=path)
-    if isinstance(source, (bytes, bytearray)):
-        return Clip("<bytes>", audio=load_audio(bytes(source), sampling_rate=SAMPLING_RATE))
-    if isinstance(source, (np.ndarray, torch.Tensor)):
-        return Clip("<array>", audio=load_audio(source, sampling_rate=SAMPLING_RATE))
-    raise TypeError(
-        "expected a path, bytes, a 16 kHz array or tensor, or a dict with 'array' and 'sampling_rate'; "
-        f"got {type(source).__name__}"
-    )
-
-
-@dataclass
-class Recording:
-    """An input whose windows are in flight: its kept outputs so far, or the error that stopped it."""
-
-    name: str
-    pieces: list[torch.Tensor] = field(default_factory=list)
-    done: bool = False
-    error: Exception | None = None
-    samples: int = 0  # audio read so far (progress)
-
-    def frames(self) -> torch.Tensor:
-        """The recording's output frames, its windows' kept frames in order: (frames, D) float32."""
-        return torch.cat(self.pieces)
-
-    def frame_count(self) -> int:
-        """Output frames gathered so far: where the next kept frame goes in the recording's frame sequence."""
-        return sum(len(piece) for piece in self.pieces)
-
-    def fail(self, error: Exception) -> None:
-        message = str(error)
-        self.error = type(error)(message if message.startswith(self.name) else f"{self.name}: {message}")
-
-
-@dataclass
-class ReadyWindow:
-    """A window with its features, checked and ready to be batched."""
-
-    recording: Recording
-    window: Window
-    features: torch.Tensor  # (steps, feature dim)
-    mask: torch.Tensor  # (steps,) 1 on valid steps
-    new_samples: int  # audio this window adds to its recording's progress
-
-
-def window_features(
-    extractor: SeamlessM4TFeatureExtractor, window: Window, device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """One window's model input, computed alone: features (steps, dim) and mask (steps,); None when the window
-    holds no 25 ms fbank frame. A non-finite result (samples far outside [-1, 1]) is the extractor's error.
-    What `Pipeline` does before batching, and what bulk runs do in their worker processes."""
-    if len(window.audio) < FRAME_LENGTH:
-        return None
-    inputs = extractor(window.audio, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True,
-                       return_attention_mask=True, device=device)
-    return inputs["input_features"][0], inputs["attention_mask"][0]
-
-
-class Pipeline:
-    """Shared machinery: inputs -> checked windows with features -> padded batches -> the model -> results.
-
-    Subclasses name the model classes they serve (`model_classes`), and say what the model computes per window
-    (`forward`), how many samples an output frame covers (`frame_samples`) and how a recording's outputs become
-    a result (`postprocess`).
-    """
-
-    task = ""
-    model_classes: tuple[type[Wav2Vec2BertPreTrainedModel], ...] = (Wav2Vec2BertPreTrainedModel,)
-    vad: VadOptions | None = None  # speech recognition may skip non-speech (audio/vad.py); other tasks see every sample
-
-    def __init__(
-        self,
-        model: Wav2Vec2BertPreTrainedModel,
-        feature_extractor: SeamlessM4TFeatureExtractor | None = None,
-        *,
-        batch_size: int = 1,
-        chunk_length_s: float | None = None,
-        stride_length_s: float | tuple[float, float] | None = None,
-    ) -> None:
-        if not isinstance(model, self.model_classes):
-            names = " or ".join(cls.__name__ for cls in self.model_classes)
-            raise ValueError(f"the {self.task} pipeline needs a {names}, got {type(model).__name__}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = model.eval()
-        self.feature_extractor = feature_extractor or default_feature_extractor()
-        self.batch_size = batch_size
-        self.chunk_length_s = chunk_length_s
-        self.stride_length_s = stride_length_s
-        self.plan(chunk_length_s, stride_length_s)  # bad window settings fail now, not at the first input
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    def __call__(self, inputs: AudioInput | list[AudioInput], **options: Any) -> Any:
-        """One input gives one result; a list gives a list in the same order. Any failure raises."""
-        single = not isinstance(inputs, (list, tuple))
-        results = []
-        for result in self.iterate([inputs] if single else inputs, **options):
-            if isinstance(result, Exception):
-                raise result
-            results.append(result)
-        return results[0] if single else results
-
-    def iterate(
-        self,
-        inputs: Iterable[AudioInput],
-        *,
-        batch_size: int | None = None,
-        chunk_length_s: float | None = None,
-        stride_length_s: float | tuple[float, float] | None = None,
-        progress: Callable[[float], None] | None = None,
-        **options: Any,
-    ) -> Iterator[Any]:
-        """Results in input order, as they complete; an input that fails yields its exception (naming it) and
-        the others go on, which is what a command processing many files needs. Batch and window settings given
-        here override the pipeline's for this call; `progress(seconds)` is told the audio each batch has done."""
-        plan = self.plan(chunk_length_s or self.chunk_length_s, stride_length_s or self.stride_length_s)
-        for recording in self._outputs(inputs, batch_size or self.batch_size, plan, progress):
-            yield self.result(recording, **options)
-
-    def result(self, recording: Recording, **options: Any) -> Any:
-        """A finished recording's result, or the exception (naming it) that stopped it."""
-        if recording.error is not None:
-            return recording.error
-        if not recording.pieces and self.vad is not None:  # the detector heard no speech: nothing was said
-            return self.postprocess(self.skipped_frames(0), **options)
-        if not recording.pieces:
-            return ValueError(
-                f"{recording.name}: the audio is too short: {1000 * recording.samples / SAMPLING_RATE:.0f} ms, "
-                f"the model needs at least {1000 * MIN_SAMPLES // SAMPLING_RATE} ms"
-            )
-        try:
-            return self.postprocess(recording.frames(), **options)
-        except (ValueError, RuntimeError) as error:
-            return type(error)(f"{recording.name}: {error}")
-
-    # ------------------------------------------------------------------------------------ what tasks define
-    def frame_samples(self) -> int:
-        """Input samples per output frame of `forward`: 320 (20 ms), times the adapter's strides."""
-        return self.model.config.inputs_to_logits_ratio
-
-    def output_frames(self, steps: int) -> int:
-        """Output frames of `forward` for a window of `steps` valid 20 ms steps."""
-        return int(self.model.get_feat_extract_output_lengths(steps))
-
-    def plan(self, chunk_length_s: float | None, stride_length_s: float | tuple[float, float] | None) -> WindowPlan:
-        if chunk_length_s is None:
-            return WindowPlan.from_seconds(AUTO_CHUNK_S, None, self.frame_samples(), SAMPLING_RATE)
-        return WindowPlan.from_seconds(chunk_length_s, stride_length_s, self.frame_samples(), SAMPLING_RATE)
-
-    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
-        """Padded features -> one (frames, D) output per row, valid frames only."""
-        raise NotImplementedError
-
-    def postprocess(self, frames: torch.Tensor, **options: Any) -> Any:
-        raise NotImplementedError
-
-    def skipped_frames(self, count: int) -> torch.Tensor:
-        """What `count` output frames of audio the voice-activity detector skipped stand for: (count, D)."""
-        raise NotImplementedError(f"the {self.task} pipeline runs every frame of the audio; it skips none")
-
-    # ------------------------------------------------------------------------------------------- machinery
-    def _ready_windows(self, inputs: Iterable[AudioInput], plan: WindowPlan) -> Iterator[tuple[Recording, Any]]:
-        """(recording, checked window) pairs across all inputs; (recording, None) marks its end or its failure."""
-        for source in inputs:
-            recording = Recording(str(source)[:80])
-            try:
-                clip = as_clip(source)
-                recording.name = clip.name
-                for window in speech_windows(clip.blocks(), plan, self.vad):
-                    ready = self._prepare(recording, window)
-                    if ready is not None:
-                        yield recording, ready
-            except (OSError, ValueError, TypeError) as error:
-                recording.fail(error)
-            yield recording, None
-
-    def _prepare(self, recording: Recording, window: Window) -> ReadyWindow | None:
-        """A window's features, computed and checked alone; None for a tail too short to give an output frame."""
-        return self.checked(recording, window, window_features(self.feature_extractor, window, self.device))
-
-    def checked(
-        self, recording: Recording, window: Window, features: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> ReadyWindow | None:
-        """A window with its (features, mask) as `window_features` gave them, checked for this model: None for a
-        tail that gives no output frame; an error when the whole recording is such a window. Counts the audio the
-        window adds to its recording."""
-        new_samples = window.start + window.samples - recording.samples
-        recording.samples += new_samples
-        only = window.start == 0 and window.keep_until is None  # the whole recording is this one window
-        if features is None:
-            return None  # no fbank frame: a tail of silence-length, or (alone) a clip reported as too short
-        steps = int(features[1].sum())
-        if steps == 0 or self.output_frames(steps) < 1:
-            if only and steps > 0:
-                raise ValueError(
-                    f"the audio is too short for this model: {1000 * window.samples / SAMPLING_RATE:.0f} ms give "
-                    f"{steps} step(s) of 20 ms, which its adapter reduces to no output frame"
-                )
-            return None
-        device_features = features[0].to(device=self.device, dtype=self.model.dtype)
-        return ReadyWindow(recording, window, device_features, features[1].to(self.device), new_samples)
-
-    def _outputs(
-        self, inputs: Iterable[AudioInput], batch_size: int, plan: WindowPlan, progress: Callable | None
-    ) -> Iterator[Recording]:
-        """Run checked windows `batch_size` at a time; hand out each recording once all its windows have run."""
-        queue: list[Recording] = []  # recordings in input order, not yet handed out
-        batch: list[ReadyWindow] = []
-        with torch.inference_mode():
-            for recording, ready in self._ready_windows(inputs, plan):
-                if not queue or queue[-1] is not recording:
-                    queue.append(recording)
-                if ready is None:
-                    recording.done = True
-                else:
-                    batch.append(ready)
-                if len(batch) == batch_size:
-                    self.run_windows(batch, progress)
-                    batch = []
-                while queue and queue[0].done and not any(r.recording is queue[0] for r in batch):
-                    yield queue.pop(0)
-            self.run_windows(batch, progress)
-        yield from queue
-
-    def run_windows(self, batch: list[ReadyWindow], progress: Callable | None = None) -> None:
-        """The model on a batch of checked windows; each window's kept frames go to its recording."""
-        batch = [ready for ready in batch if ready.recording.error is None]
-        if not batch:
-            return
-        features = pad_sequence([r.features for r in batch], batch_first=True,
-                                padding_value=self.feature_extractor.padding_value)
-        mask = pad_sequence([r.mask for r in batch], batch_first=True, padding_value=0)
-        outputs = self.forward(features, mask)
-        for ready, output in zip(batch, outputs, strict=True):
-            if not bool(torch.isfinite(output).all()):
-                ready.recording.fail(RuntimeError(
-                    "the model's output is NaN or infinite (are its weights finite? a checkpoint of NaNs does this)"
-                ))
-                continue
-            kept = output[ready.window.drop_left : ready.window.keep_until]
-            if kept.numel():
-                skipped = ready.window.first_frame - ready.recording.frame_count()  # > 0 only past a vad gap
-                if skipped > 0:
-                    ready.recording.pieces.append(self.skipped_frames(skipped))
-                ready.recording.pieces.append(kept.float().cpu())
-        if progress is not None:
-            progress(sum(ready.new_samples for ready in batch) / SAMPLING_RATE)
 
 
 class AutomaticSpeechRecognitionPipeline(Pipeline):
@@ -385,8 +114,8 @@ class AutomaticSpeechRecognitionPipeline(Pipeline):
     def log_probs(self, source: AudioInput) -> torch.Tensor:
         """One input's (frames, vocab) CTC log-probabilities, through the long-audio windows as transcription
         runs them (what forced alignment reads). Raises what a bad input raises."""
-        plan = self.plan(self.chunk_length_s, self.stride_length_s)
-        (recording,) = self._outputs([source], self.batch_size, plan, None)
+        windows = input_windows(self, [source], self.default_plan())
+        (recording,) = in_order(self, windows, Batches(size=self.batch_size))
         if recording.error is not None:
             raise recording.error
         if not recording.pieces:

@@ -5,6 +5,8 @@
   one app shares (settings, model, metrics, requests in flight) and the checks against it.
 - `errors`: `ApiError` and the handlers that answer in OpenAI's error shape. `middleware`: CORS, the API key and
   accounting, the upload limit. `routes/`: one router per concern (audio uploads, the live stream, status, the page).
-- `batcher`: concurrent requests' windows batched on one model thread.
-- `live`: live transcription of audio pushed as it arrives. `web/`: the page.
+- `batcher`: concurrent requests' windows batched on one model thread (prepared and run by inference/engine.py; the
+  queue and which windows share a batch are its own).
+- `live`: live transcription of audio pushed as it arrives (windows cut as it comes, run through the engine on the
+  batcher). `web/`: the page.
 """

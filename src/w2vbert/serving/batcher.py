@@ -1,13 +1,14 @@
 """Dynamic batching: the windows of concurrent requests run together on one model thread.
 
-A request is prepared on its caller's thread (decoded, cut into the pipeline's windows, of its speech only when the
-pipeline has a `vad`, features computed and checked, `prepare`), then handed to the `Batcher` with its
-postprocessing options (`submit`, which returns a `concurrent.futures.Future`; an asyncio caller awaits it with
-`asyncio.wrap_future`, so its event loop never waits on the model). The model thread takes the oldest queued
-window, waits at most `max_wait_s` for more windows of the same pipeline to arrive, fills the batch in arrival
-order up to `max_batch_seconds` of padded audio (the longest window times the batch size; one window longer than
-that runs alone), runs it with `Pipeline.run_windows`, and completes each request whose windows have all run with
-`Pipeline.result`.
+A request is prepared on its caller's thread by the inference engine (decoded, cut into the pipeline's windows, of
+its speech only when the pipeline has a `vad`, features computed and checked: `prepare`), then handed to the
+`Batcher` with its postprocessing options (`submit`, which returns a `concurrent.futures.Future`; an asyncio caller
+awaits it with `asyncio.wrap_future`, so its event loop never waits on the model). The model thread takes the
+oldest queued window, waits at most `max_wait_s` for more windows of the same pipeline to arrive, fills the batch in
+arrival order up to `max_batch_seconds` of padded audio (the engine's `fits`: the longest window times the batch
+size; one window longer than that runs alone), runs it with `Pipeline.run_windows`, and completes each request
+whose windows have all run with `Pipeline.result`. What is the batcher's own: the queue of requests and which of
+their windows share a batch.
 
 In order: a request's preparation, the request record, the batcher.
 """
@@ -27,15 +28,16 @@ import numpy as np
 import torch
 
 from w2vbert.audio.decode import SAMPLING_RATE, stream_audio
-from w2vbert.audio.vad import speech_windows
-from w2vbert.inference.pipelines import (
+from w2vbert.inference.engine import (
     STREAM_BLOCK_S,
     AudioInput,
     Pipeline,
     ReadyWindow,
     Recording,
     as_clip,
-    window_features,
+    checked_windows,
+    fits,
+    windows_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,14 +70,8 @@ def prepare(
             yield block
 
     recording = Recording(name)
-    plan = pipe.plan(pipe.chunk_length_s, pipe.stride_length_s)
-    ready = []
     try:
-        for window in speech_windows(blocks(), plan, pipe.vad):
-            features = window_features(pipe.feature_extractor, window, pipe.device)
-            checked = pipe.checked(recording, window.without_audio(), features)
-            if checked is not None:
-                ready.append(checked)
+        ready = list(checked_windows(pipe, recording, windows_of(pipe, blocks(), pipe.default_plan())))
     except TooLong:
         raise
     except (ValueError, OSError, TypeError) as error:  # named after the upload, not "<bytes>"
@@ -200,9 +196,6 @@ class Batcher:
             self._queue = collections.deque((w, r) for w, r in self._queue if id(r) not in gone)
             self._requests -= len(gone)
 
-    def _fits(self, count: int, longest: int) -> bool:
-        return count * longest / SAMPLING_RATE <= self.max_batch_seconds
-
     def _full(self) -> bool:
         """Whether the windows queued for the oldest window's pipeline fill a batch."""
         pipe = self._queue[0][1].pipe
@@ -211,7 +204,7 @@ class Batcher:
             if request.pipe is pipe:
                 longest = max(longest, window.window.samples)
                 count += 1
-                if not self._fits(count, longest):
+                if not fits(count, longest, self.max_batch_seconds):
                     return True
         return False
 
@@ -227,7 +220,7 @@ class Batcher:
         def take(position: int, window: ReadyWindow) -> bool:
             nonlocal longest
             grown = max(longest, window.window.samples)
-            if taken and not self._fits(len(taken) + 1, grown):
+            if taken and not fits(len(taken) + 1, grown, self.max_batch_seconds):
                 return False
             taken.append(position)
             longest = grown

@@ -1,13 +1,16 @@
 """Live transcription: audio pushed as it arrives, partial text re-decoded as it grows, settled text that never
 changes, and at the end the transcript the same audio gives as a file.
 
-The stream is cut into the pipeline's own long-audio windows (`chunking.WindowCutter`): a window runs once the
-audio reaches past its end, exactly as when the file is transcribed, so its kept frames are final. The window
-still growing (from the last final window's start to now) is re-decoded every `partial_every_s` of new audio,
-with the final frames before it, for the partial text. Settled text is what the final frames fix: every word of
-their transcript except the last, which later audio may still extend (greedy CTC over a prefix of the frames
-spells a prefix of the whole text, so those words stay). At the end the last windows run and the transcript is
-the one of the whole frame sequence: the file's.
+The stream is cut into the pipeline's own long-audio windows (audio/windows.py's `WindowCutter`): a window runs
+once the audio reaches past its end, exactly as when the file is transcribed, so its kept frames are final. The
+window still growing (from the last final window's start to now) is re-decoded every `partial_every_s` of new
+audio, with the final frames before it, for the partial text. Each window goes through the inference engine as a
+file's windows do (features computed and checked, inference/engine.py; run on the server's `Batcher`): what is
+live's own is when windows are cut and which frames each text is read from.
+
+Settled text is what the final frames fix: every word of their transcript except the last, which later audio may
+still extend (greedy CTC over a prefix of the frames spells a prefix of the whole text, so those words stay). At
+the end the last windows run and the transcript is the one of the whole frame sequence: the file's.
 
 Messages (JSON, server to client), in the order they come:
     {"type": "partial", "text": all the text so far, "committed": the settled part, "audio_seconds": s}
@@ -32,7 +35,8 @@ import soxr
 
 from w2vbert.audio.decode import SAMPLING_RATE, stream_audio
 from w2vbert.audio.windows import Window, WindowCutter
-from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline, Recording, window_features
+from w2vbert.inference.engine import ReadyWindow, Recording, featured_windows
+from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline
 from w2vbert.serving.batcher import Batcher, TooLong
 
 PARTIAL_EVERY_S = 0.5  # new audio between two partial decodes: partials at least twice a second of speech
@@ -158,7 +162,7 @@ class LiveTranscript:
     ) -> None:
         self.pipe = pipe
         self.batcher = batcher
-        self.cutter = WindowCutter(pipe.plan(pipe.chunk_length_s, pipe.stride_length_s))
+        self.cutter = WindowCutter(pipe.default_plan())
         self.recording = Recording(name)  # the final windows' frames: the file's, so far
         self.committed = ""
         self.partial_every = int(partial_every_s * SAMPLING_RATE)
@@ -202,19 +206,19 @@ class LiveTranscript:
         return {"type": "final", "text": delta, "committed": now}
 
     async def _partial(self, window: Window) -> dict[str, Any]:
-        tentative = Recording(self.recording.name, pieces=list(self.recording.pieces), samples=self.recording.samples)
+        tentative = self.recording.fork()
         ready = await asyncio.to_thread(self._checked, tentative, window)
         text = await self._decode(tentative, [ready] if ready is not None else [])
         return {"type": "partial", "text": text, "committed": self.committed, "audio_seconds": round(self.seconds, 3)}
 
-    def _checked(self, recording: Recording, window: Window) -> Any:
-        features = window_features(self.pipe.feature_extractor, window, self.pipe.device)
+    def _checked(self, recording: Recording, window: Window) -> ReadyWindow | None:
+        [(window, features)] = featured_windows(self.pipe.feature_extractor, [window], self.pipe.device)
         try:
             return self.pipe.checked(recording, window, features)
         except ValueError:  # a stream too short for one output frame so far: nothing to decode yet
             return None
 
-    async def _decode(self, recording: Recording, ready: list) -> str:
+    async def _decode(self, recording: Recording, ready: list[ReadyWindow]) -> str:
         if not ready and not recording.pieces:
             return ""
         future = await asyncio.to_thread(self.batcher.submit, self.pipe, recording, ready)  # it may decode here

@@ -16,13 +16,11 @@ from typing import Any
 from w2vbert.audio.decode import SAMPLING_RATE
 from w2vbert.audio.features import feature_extractor_for
 from w2vbert.audio.vad import VadOptions
+from w2vbert.inference.engine import Pipeline, ReadyWindow, Recording
 from w2vbert.inference.pipelines import (
     AudioClassificationPipeline,
     AutomaticSpeechRecognitionPipeline,
     FeatureExtractionPipeline,
-    Pipeline,
-    ReadyWindow,
-    Recording,
     load_task_model,
 )
 from w2vbert.loading.devices import max_batch_seconds

@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import HTTPConnection
 
-from w2vbert.inference.pipelines import Pipeline
+from w2vbert.inference.engine import Pipeline
 from w2vbert.serving.batcher import BatchReport
 from w2vbert.serving.errors import ApiError
 from w2vbert.serving.served import Served, ServeSettings

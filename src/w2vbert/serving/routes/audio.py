@@ -26,7 +26,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 
-from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline, ReadyWindow, Recording
+from w2vbert.inference.engine import ReadyWindow, Recording
+from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline
 from w2vbert.serving.errors import ApiError, result_of
 from w2vbert.serving.live import settled
 from w2vbert.serving.middleware import UploadLimit

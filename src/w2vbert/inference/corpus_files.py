@@ -1,0 +1,209 @@
+"""A corpus run's output directory: its layout, `run.json` (what the run is), the shard files, the per-dimension
+statistics, and what rank 0 writes last (the failures table, the merged statistics, the manifest).
+
+    run.json                        what the run is: task, model, layer, pooling, dtype, shard size, inputs. A rerun
+                                    with other settings is refused unless --overwrite
+    data/shard-00000.parquet, ...   one row per input, in input order: id, audio, duration (s, decoded), the task's
+                                    columns, error (null, or why the input failed); `pandas.read_parquet("OUT/data")`
+    frames/shard-00000.safetensors  (embed --pool none) every input's frames (frames, hidden), under its id
+    partial-stats/shard-00000.safetensors  (embed --stats) the shard's frame count, mean and M2 per dimension
+    manifest.json                   written last, once every shard is in place: the shards and their rows, the
+                                    settings, counts of inputs, failures and hours
+    failures.parquet                id, audio and error of every input that failed
+    stats.safetensors               (embed --stats) mean, std and count per dimension over every valid frame
+
+A shard is written under a temporary name and renamed when whole, its Parquet file last: that name is the shard's
+"done", which a rerun of the same command reads to skip it.
+
+In order: the names, `check_run`, the statistics, the shard files, the run's last files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file as load_numpy_file
+from safetensors.numpy import save_file as save_numpy_file
+
+from w2vbert.inference.corpus_settings import BulkSettings, BulkSummary, Input
+from w2vbert.utils.files import atomic_output, atomic_write_text, read_json_object
+
+RUN_NAME = "run.json"
+DATA, FRAMES, PARTIAL_STATS = "data", "frames", "partial-stats"  # the shards' folders
+MANIFEST_NAME = "manifest.json"
+FAILURES_NAME = "failures.parquet"
+STATS_NAME = "stats.safetensors"
+FORMAT_VERSION = 1
+PYARROW_HINT = "bulk runs write Parquet with pyarrow: pip install 'w2vbert[bulk]'"
+
+
+# --------------------------------------------------------------------------------------------------- run.json
+def check_run(output_dir: Path, settings: BulkSettings, inputs: list[Input], overwrite: bool) -> None:
+    """Refuse a directory holding another run's outputs (other settings or inputs) unless `overwrite`, which
+    clears them; record this run's settings (rank 0)."""
+    listing = hashlib.sha256("".join(f"{entry.id}\t{entry.audio}\n" for entry in inputs).encode()).hexdigest()
+    record = {"format_version": FORMAT_VERSION, "settings": dataclasses.asdict(settings),
+              "inputs": len(inputs), "first_id": inputs[0].id if inputs else None, "inputs_sha256": listing}
+    record = json.loads(json.dumps(record))  # as stored: a tuple (stride_length_s) reads back as a list
+    path = output_dir / RUN_NAME
+    if path.is_file() and not overwrite:
+        stored = read_json_object(path)
+        if stored != record:
+            before = stored.get("settings", {})
+            differ = sorted(k for k in record["settings"] if before.get(k) != record["settings"][k])
+            differ += [k for k in ("inputs", "first_id", "inputs_sha256") if stored.get(k) != record[k]]
+            raise ValueError(
+                f"{output_dir} holds the outputs of another run ({', '.join(differ)} differ): pass --overwrite to "
+                "replace them, or choose another --output-dir"
+            )
+    elif overwrite:
+        for folder in (DATA, FRAMES, PARTIAL_STATS):
+            shutil.rmtree(output_dir / folder, ignore_errors=True)
+        for name in (MANIFEST_NAME, FAILURES_NAME, STATS_NAME):
+            (output_dir / name).unlink(missing_ok=True)
+    elif any((output_dir / DATA).glob("shard-*")):
+        raise ValueError(f"{output_dir} holds shards without a {RUN_NAME}: pass --overwrite, or another --output-dir")
+    for folder in (DATA, FRAMES, PARTIAL_STATS):  # what a killed writer left half-written (no rank writes yet)
+        for leftover in (output_dir / folder).glob(".shard-*.tmp"):
+            leftover.unlink()
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------- statistics
+class _Stats:
+    """Per-dimension count, mean and sum of squared deviations (M2), merged in float64 (Chan et al.)."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, None, None
+
+    def add(self, frames: np.ndarray) -> None:
+        values = frames.astype(np.float64)
+        mean = values.mean(0)
+        self.merge(len(values), mean, ((values - mean) ** 2).sum(0))
+
+    def merge(self, count: int, mean: np.ndarray, m2: np.ndarray) -> None:
+        if count == 0:
+            return
+        if self.count == 0:
+            self.count, self.mean, self.m2 = count, mean.copy(), m2.copy()
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (count / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * count / total)
+        self.count = total
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"count": np.array([self.count], dtype=np.int64), "mean": self.mean, "m2": self.m2}
+
+
+# ------------------------------------------------------------------------------------------------ shard files
+def shard_name(k: int) -> str:
+    return f"shard-{k:05d}"
+
+
+def _finished(output_dir: Path, k: int) -> bool:
+    """A shard is done when its Parquet file is in place (written last, under its final name after its frames and
+    statistics)."""
+    return (output_dir / DATA / f"{shard_name(k)}.parquet").is_file()
+
+
+def pyarrow_modules() -> tuple[Any, Any]:
+    try:
+        import pyarrow as pa  # the `bulk` extra
+        import pyarrow.parquet as pq
+    except ImportError as error:
+        raise ImportError(PYARROW_HINT) from error
+    return pa, pq
+
+
+def _schema(settings: BulkSettings, width: int) -> Any:
+    """The columns of a shard; `width` is the embedding size (the model's hidden size), the same in every shard
+    (a shard whose inputs all failed included)."""
+    pa, _ = pyarrow_modules()
+    fields = [("id", pa.string()), ("audio", pa.string()), ("duration", pa.float64())]
+    if settings.task == "automatic-speech-recognition":
+        fields.append(("text", pa.string()))
+        if settings.timestamps:
+            chunk = pa.struct([("text", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
+            fields.append(("chunks", pa.list_(chunk)))
+    elif settings.task == "audio-classification":
+        fields += [("label", pa.string()), ("score", pa.float64()), ("labels", pa.list_(pa.string())),
+                   ("scores", pa.list_(pa.float64()))]
+    elif settings.pool == "mean":
+        fields.append(("embedding", pa.list_(pa.float32(), width)))
+    else:
+        fields += [("frames", pa.int64()), ("embedding_key", pa.string())]
+    fields.append(("error", pa.string()))
+    return pa.schema(fields)
+
+
+def _write_shard(
+    output_dir: Path, k: int, settings: BulkSettings, rows: dict[int, dict], frames: dict[str, np.ndarray],
+    stats: _Stats,
+    width: int,
+) -> None:
+    """Write shard k: its frames and statistics first, its Parquet file last (its name is the shard's "done")."""
+    pa, pq = pyarrow_modules()
+    name = shard_name(k)
+    ordered = [rows[i] for i in sorted(rows)]
+    try:
+        if settings.frames:
+            with atomic_output(output_dir / FRAMES / f"{name}.safetensors") as temporary:
+                save_numpy_file({key: np.ascontiguousarray(v) for key, v in frames.items()}, temporary,
+                                metadata={"layer": str(settings.layer), "model": settings.model})
+        if settings.stats:
+            with atomic_output(output_dir / PARTIAL_STATS / f"{name}.safetensors") as temporary:
+                save_numpy_file(stats.arrays() if stats.count else {"count": np.zeros(1, np.int64)}, temporary)
+        table = pa.Table.from_pylist(ordered, schema=_schema(settings, width))
+        with atomic_output(output_dir / DATA / f"{name}.parquet") as temporary:
+            pq.write_table(table, temporary)
+    except (OSError, SafetensorError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise OSError(f"cannot write shard {name} in {output_dir}: {reason} (it is not counted as done; rerun the "
+                      "same command to redo it)") from error
+
+
+def _finish(
+    output_dir: Path, settings: BulkSettings, inputs: list[Input], shards: list[range], summary: BulkSummary
+) -> BulkSummary:
+    """Rank 0, every shard written: the failures table, the statistics, and last the manifest."""
+    pa, pq = pyarrow_modules()
+    entries, failures, hours = [], [], 0.0
+    merged = _Stats()
+    for k in range(len(shards)):
+        path = output_dir / DATA / f"{shard_name(k)}.parquet"
+        if not path.is_file():
+            raise RuntimeError(f"{path} is missing after every rank finished: rerun the same command to redo it")
+        table = pq.read_table(path, columns=["id", "audio", "duration", "error"]).to_pylist()
+        bad = [r for r in table if r["error"] is not None]
+        failures += [{"id": r["id"], "audio": r["audio"], "error": r["error"]} for r in bad]
+        hours += sum(r["duration"] for r in table if r["error"] is None) / 3600
+        entries.append({"file": f"{DATA}/{path.name}", "rows": len(table), "failures": len(bad)}
+                       | ({"frames_file": f"{FRAMES}/{shard_name(k)}.safetensors"} if settings.frames
+                          else {}))
+        if settings.stats:
+            part = load_numpy_file(output_dir / PARTIAL_STATS / f"{shard_name(k)}.safetensors")
+            if int(part["count"][0]):
+                merged.merge(int(part["count"][0]), part["mean"], part["m2"])
+    failure_schema = pa.schema([("id", pa.string()), ("audio", pa.string()), ("error", pa.string())])
+    with atomic_output(output_dir / FAILURES_NAME) as temporary:
+        pq.write_table(pa.Table.from_pylist(failures, schema=failure_schema), temporary)
+    if settings.stats and merged.count:
+        std = np.sqrt(merged.m2 / max(merged.count - 1, 1))
+        with atomic_output(output_dir / STATS_NAME) as temporary:
+            save_numpy_file({"mean": merged.mean.astype(np.float32), "std": std.astype(np.float32),
+                             "count": np.array([merged.count], dtype=np.int64)}, temporary,
+                            metadata={"layer": str(settings.layer), "model": settings.model})
+    manifest = {"format_version": FORMAT_VERSION, "settings": dataclasses.asdict(settings), "inputs": len(inputs),
+                "failed": len(failures), "hours": hours, "shards": entries,
+                "statistics": STATS_NAME if settings.stats else None, "failures": FAILURES_NAME}
+    atomic_write_text(output_dir / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    return dataclasses.replace(summary, inputs=len(inputs), failed=len(failures), hours=hours)
