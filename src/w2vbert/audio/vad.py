@@ -3,7 +3,7 @@
 The detector is Silero VAD (the `vad` extra, `pip install 'w2vbert[vad]'`, as faster-whisper uses it): a 2 MB
 TorchScript model inside its wheel, nothing downloaded. In order: the options (`VadOptions`), the detector (loaded
 once per thread; neither importing nor running it changes torch's thread count), `speech_regions` (a 16 kHz
-array -> sample ranges of speech) and `speech_windows` (a stream of audio blocks -> the chunking windows of its
+array -> sample ranges of speech) and `speech_windows` (a stream of audio blocks -> the long-audio windows of its
 speech, in the recording's own time): the one function through which the pipeline, corpus runs and the server
 skip non-speech.
 
@@ -109,7 +109,7 @@ def speech_regions(audio: np.ndarray, options: VadOptions) -> list[tuple[int, in
 # -------------------------------------------------------------------------------------------------- windows
 def speech_windows(blocks: Iterable[np.ndarray], plan: WindowPlan, options: VadOptions | None) -> Iterator[Window]:
     """The windows of `plan` over the speech of a stream of audio blocks, in the recording's time; every window
-    of the recording (`chunking.windows`, one block at a time) when `options` is None.
+    of the recording (`audio.windows.windows`, one block at a time) when `options` is None.
 
     Each speech region is cut into windows of its own, shifted to where it starts, so a window's `first_frame`
     is its place in the whole recording's frame sequence and the frames between regions are the ones skipped
