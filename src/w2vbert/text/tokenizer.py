@@ -7,9 +7,9 @@ whole (multi-character vocabulary tokens such as `[UNK]` eat the spaces around t
 output collapses repeats, then drops blanks. `do_lower_case=True` means the vocabulary is upper case: text is
 upper-cased in and lower-cased out.
 
-In order: `Wav2Vec2CTCTokenizerOutput` (decode with offsets); the tokenizer (its added tokens, vocabulary, encode,
-pad, decode, files). The vocabulary and the files are read in `vocab`; ids are checked and padded, and decoded
-text is cleaned up and cut into words, in `encoding`.
+In order: the tokenizer (its added tokens, vocabulary, encode, pad, decode, files). The vocabulary and the files
+are read in `vocab`; ids are checked and padded in `encoding`; CTC tokens become text with offsets
+(`Wav2Vec2CTCTokenizerOutput`) in `ctc_text`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +26,14 @@ import numpy as np
 import torch
 
 from w2vbert.loading.hub import HubOptions
-from w2vbert.text.encoding import (
-    BatchEncoding,
-    as_id_list,
+from w2vbert.text.ctc_text import (
+    CtcSymbols,
+    Wav2Vec2CTCTokenizerOutput,
     clean_up_tokenization,
-    id_rows,
-    mask_rows,
-    pad_id_rows,
-    tensor_kind,
+    ctc_tokens_to_text,
     word_offsets,
 )
+from w2vbert.text.encoding import BatchEncoding, as_id_list, id_rows, mask_rows, pad_rows, tensor_kind
 from w2vbert.text.vocab import (
     ADDED_TOKENS_NAME,
     SPECIAL_TOKENS_MAP_NAME,
@@ -52,18 +48,6 @@ from w2vbert.utils.batch import as_columns, holds_numbers, padding_plan, with_ot
 from w2vbert.utils.files import atomic_write_text, read_json_object
 
 logger = logging.getLogger("w2vbert")
-
-
-@dataclass
-class Wav2Vec2CTCTokenizerOutput:
-    """`decode(..., output_char_offsets=True)`: text and offsets in output frames (as transformers)."""
-
-    text: str | list[str]
-    char_offsets: list[dict[str, Any]] | list[list[dict[str, Any]]] | None = None
-    word_offsets: list[dict[str, Any]] | list[list[dict[str, Any]]] | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
 
 
 class Wav2Vec2CTCTokenizer:
@@ -350,7 +334,8 @@ class Wav2Vec2CTCTokenizer:
             sizes = {key: len(values) for key, values in columns.items()}
             raise ValueError(f"pad needs one value per example in every key, got these counts: {sizes}")
         _, target = padding_plan([len(r) for r in rows], padding, max_length, pad_to_multiple_of, unit="ids")
-        ids, masks = pad_id_rows(rows, masks, target, self.pad_token_id, padding_side)
+        ids = pad_rows(rows, target, self.pad_token_id, padding_side)
+        masks = pad_rows(masks or [[1] * len(r) for r in rows], target, 0, padding_side)
         out = BatchEncoding(input_ids=ids[0] if single else ids)
         if return_attention_mask:
             out["attention_mask"] = masks[0] if single else masks
@@ -363,51 +348,59 @@ class Wav2Vec2CTCTokenizer:
         return with_other_columns(out, numeric, others, return_tensors)  # texts: as given
 
     # ------------------------------------------------------------------------------------------- decode
-    def decode(
+    def convert_tokens_to_string(
         self,
-        token_ids: Sequence[int] | np.ndarray | torch.Tensor,
-        skip_special_tokens: bool = False,
-        clean_up_tokenization_spaces: bool | None = None,
+        tokens: Sequence[str],
         group_tokens: bool = True,
         spaces_between_special_tokens: bool = False,
         output_char_offsets: bool = False,
         output_word_offsets: bool = False,
-    ) -> str | Wav2Vec2CTCTokenizerOutput:
-        """CTC ids of one clip -> text: repeats collapsed (`group_tokens`), blanks dropped, "|" -> space.
+    ) -> dict[str, Any]:
+        """CTC output tokens -> `{"text", "char_offsets", "word_offsets"}` (offsets None unless asked), as
+        transformers: repeats collapsed (`group_tokens`), blanks dropped, "|" -> space."""
+        symbols = CtcSymbols(self.pad_token, self.word_delimiter_token, self.replace_word_delimiter_char)
+        out = ctc_tokens_to_text(
+            tokens, symbols, group_tokens, spaces_between_special_tokens, output_char_offsets, output_word_offsets
+        )
+        if self.do_lower_case:
+            out["text"] = out["text"].lower()
+        return out
 
-        Offsets count output frames of the model (multiply by seconds per frame for times).
-        """
-        ids = as_id_list(token_ids)
-        tokens = self.convert_ids_to_tokens(ids)
+    _get_word_offsets = staticmethod(word_offsets)  # transformers' name, which its tests and some scripts call
+
+    def clean_up_tokenization(self, text: str) -> str:
+        return clean_up_tokenization(text)
+
+    def decode(
+        self,
+        token_ids: int | Sequence[int] | np.ndarray | torch.Tensor,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+        output_char_offsets: bool = False,
+        output_word_offsets: bool = False,
+        group_tokens: bool = True,
+        spaces_between_special_tokens: bool = False,
+    ) -> str | Wav2Vec2CTCTokenizerOutput:
+        """CTC ids of one clip -> text: repeats collapsed (`group_tokens`), blanks dropped, "|" -> space. With
+        offsets asked, a `Wav2Vec2CTCTokenizerOutput`; offsets count output frames of the model (multiply by
+        seconds per frame for times)."""
+        tokens = self.convert_ids_to_tokens(as_id_list(token_ids))
         if skip_special_tokens:
             skip = set(self.all_special_tokens) - {self.word_delimiter_token}
             tokens = [t for t in tokens if t not in skip]
-        if group_tokens:
-            runs = [(token, len(list(group))) for token, group in groupby(tokens)]
-        else:
-            runs = [(token, 1) for token in tokens]
-        chars, offsets, position = [], [], 0
-        for token, count in runs:
-            if token != self.pad_token:
-                char = self.replace_word_delimiter_char if token == self.word_delimiter_token else token
-                chars.append(char)
-                offsets.append({"char": char, "start_offset": position, "end_offset": position + count})
-            position += count
-        text = (" " if spaces_between_special_tokens else "").join(chars).strip()
-        if self.do_lower_case:
-            text = text.lower()
-        if (
-            clean_up_tokenization_spaces
-            if clean_up_tokenization_spaces is not None
-            else self.clean_up_tokenization_spaces
-        ):
-            text = clean_up_tokenization(text)
+        out = self.convert_tokens_to_string(
+            tokens, group_tokens, spaces_between_special_tokens, output_char_offsets, output_word_offsets
+        )
+        clean = (
+            self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
+        )
+        text = clean_up_tokenization(out["text"]) if clean else out["text"]
         if not (output_char_offsets or output_word_offsets):
             return text
-        return Wav2Vec2CTCTokenizerOutput(
-            text=text,
-            char_offsets=offsets if output_char_offsets else None,
-            word_offsets=word_offsets(offsets, self.replace_word_delimiter_char) if output_word_offsets else None,
+        return Wav2Vec2CTCTokenizerOutput(  # the offsets asked for (transformers gives both for no ids)
+            text,
+            out["char_offsets"] if output_char_offsets else None,
+            out["word_offsets"] if output_word_offsets else None,
         )
 
     def batch_decode(
@@ -415,13 +408,10 @@ class Wav2Vec2CTCTokenizer:
     ) -> list[str] | Wav2Vec2CTCTokenizerOutput:
         """`decode` for each row; with offsets asked, one output whose fields are lists (as transformers)."""
         decoded = [self.decode(row, **options) for row in sequences]
-        if options.get("output_char_offsets") or options.get("output_word_offsets"):
-            return Wav2Vec2CTCTokenizerOutput(
-                text=[d.text for d in decoded],
-                char_offsets=[d.char_offsets for d in decoded] if options.get("output_char_offsets") else None,
-                word_offsets=[d.word_offsets for d in decoded] if options.get("output_word_offsets") else None,
-            )
-        return decoded
+        fields = ["text"] + [f"{kind}_offsets" for kind in ("char", "word") if options.get(f"output_{kind}_offsets")]
+        if len(fields) == 1:
+            return decoded
+        return Wav2Vec2CTCTokenizerOutput({field: [d[field] for d in decoded] for field in fields})
 
     # --------------------------------------------------------------------------------------------- files
     def to_config(self) -> dict[str, Any]:
