@@ -479,8 +479,10 @@ def test_tokenizer_pad_and_call_refuse_unknown_options(vocab_dir):
         ours(["ab", [1, 2]])
     with pytest.raises(TypeError, match=r"unexpected argument\(s\) \['bogus'\]"):
         ours("ab", bogus=1)
-    with pytest.raises(ValueError, match="truncation needs max_length"):
-        ours("ab", truncation=True)
+    # truncation=True without max_length cuts at model_max_length, and a tokenizer without one cuts nothing
+    # (transformers); this used to be refused, before model_max_length existed
+    _, theirs = pair(vocab_dir)
+    assert ours("abc", truncation=True).input_ids == theirs("abc", truncation=True).input_ids == ours("abc").input_ids
 
 
 def test_encode_and_decode_refuse_what_is_not_text_or_integer_ids(vocab_dir):

@@ -3,16 +3,19 @@
 The tokens themselves (the vocabulary, added and special tokens, text <-> tokens <-> ids, `add_tokens`,
 `set_target_lang`) are `tokens.CtcTokens`; this class adds transformers' API around them: the constructor and
 `from_pretrained` / `save_pretrained` with transformers' files (read and written in `vocab`), `__call__` and
-`encode`, `pad` for data collators, and CTC `decode`: repeats collapsed, blanks dropped, with character and word
-offsets (`ctc_text`). `do_lower_case=True` means the vocabulary is upper case: text is upper-cased in and
-lower-cased out.
+`encode` with transformers' padding, truncation and text pairs (`prepare`), `pad` for data collators, and CTC
+`decode`: repeats collapsed, blanks dropped, with character and word offsets (`ctc_text`). `do_lower_case=True`
+means the vocabulary is upper case: text is upper-cased in and lower-cased out.
 
-In order: the class and its construction; encode; `pad`; decoding; files.
+In order: the class and its construction; calls (`__call__`, `encode`, transformers' helpers for pairs and special
+tokens); `pad`; decoding; files.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -30,7 +33,18 @@ from w2vbert.text.ctc_text import (
     ctc_tokens_to_text,
     word_offsets,
 )
-from w2vbert.text.encoding import BatchEncoding, as_id_list, id_rows, mask_rows, pad_rows, tensor_kind
+from w2vbert.text.encoding import BatchEncoding, as_id_list, tensor_kind
+from w2vbert.text.prepare import (
+    VERY_LARGE_INTEGER,
+    EncodeOptions,
+    Texts,
+    assemble,
+    encode_example,
+    pad_columns,
+    read_texts,
+    resolve_strategies,
+    truncate_ids,
+)
 from w2vbert.text.special import SPECIAL_TOKEN_NAMES, WORD_DELIMITER_NAME
 from w2vbert.text.tokens import EXTRA_SPECIAL_TOKENS, CtcTokens
 from w2vbert.text.vocab import (
@@ -40,14 +54,16 @@ from w2vbert.text.vocab import (
     read_tokenizer_files,
     write_tokenizer_files,
 )
-from w2vbert.utils.batch import as_columns, holds_numbers, padding_plan, with_other_columns
+from w2vbert.utils.batch import as_columns
 from w2vbert.utils.files import read_json_object
 
 __all__ = ["TOKENIZER_CONFIG_NAME", "VOCAB_NAME", "Wav2Vec2CTCTokenizer", "Wav2Vec2CTCTokenizerOutput"]
 
 logger = logging.getLogger("w2vbert")
 
-VERY_LARGE_INTEGER = int(1e30)  # transformers' model_max_length of a model without one (saved as this number)
+# call keywords of other transformers tokenizers that this one takes and ignores (seq2seq language codes)
+_IGNORED_CALL_KEYWORDS = ("src_lang", "tgt_lang")
+_TOO_LONG = "sequence-length-is-longer-than-the-specified-maximum"  # transformers' key in deprecation_warnings
 
 
 class Wav2Vec2CTCTokenizer(CtcTokens):
@@ -142,60 +158,170 @@ class Wav2Vec2CTCTokenizer(CtcTokens):
         super().set_target_lang(target_lang)
         self.init_kwargs["target_lang"] = target_lang  # saved with the tokenizer, as transformers does
 
-    # ------------------------------------------------------------------------------------------- encode
-    def encode(self, text: str) -> list[int]:
-        """Label ids of one transcript. Characters outside the vocabulary become the unk id (reported once)."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode takes one text (str), got {type(text).__name__}: {text!r:.80}")
-        tokens = self.tokenize(text)
-        self._report_unknown(tokens)
-        return self.convert_tokens_to_ids(tokens)
-
+    # -------------------------------------------------------------------------------------------- calls
     def __call__(
         self,
-        text: str | Sequence[str],
+        text: Texts | Sequence[Any] | None = None,
+        text_pair: Texts | Sequence[Any] | None = None,
+        text_target: Texts | Sequence[Any] | None = None,
+        text_pair_target: Texts | Sequence[Any] | None = None,
+        add_special_tokens: bool = True,
         padding: bool | str = False,
-        truncation: bool | str = False,
+        truncation: bool | str | None = None,
         max_length: int | None = None,
+        stride: int = 0,
+        is_split_into_words: bool = False,
         pad_to_multiple_of: int | None = None,
         padding_side: str | None = None,
         return_tensors: str | None = None,
+        return_token_type_ids: bool | None = None,
         return_attention_mask: bool | None = None,
-        **unused: Any,
+        return_overflowing_tokens: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_offsets_mapping: bool = False,
+        return_length: bool = False,
+        verbose: bool = True,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> BatchEncoding:
-        """`{"input_ids", "attention_mask"}` of a text or a list of texts, as transformers: padded as `pad` says
-        (default: not at all), cut to max_length with truncation=True. One text gives flat lists, or (1, length)
-        tensors with return_tensors ("pt" / "np")."""
-        unknown = unused.keys() - {"add_special_tokens", "verbose", "return_token_type_ids"}
+        """`{"input_ids", "attention_mask", ...}` of a text, a pair of texts (`text_pair`, or a second positional
+        argument), or a batch of texts or pairs, as transformers: padded (default: not at all), truncated to
+        `max_length` (or `model_max_length`), with `labels` from `text_target`. One text gives flat lists, or
+        (1, length) tensors with return_tensors ("pt" / "np")."""
+        named = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "tokenizer_kwargs")}
+        named |= (tokenizer_kwargs or {}) | kwargs
+        unknown = named.keys() - _CALL_KEYWORDS - {"max_target_length", "split_special_tokens", *_IGNORED_CALL_KEYWORDS}
         if unknown:
             raise TypeError(f"Wav2Vec2CTCTokenizer got unexpected argument(s) {sorted(unknown)}")
-        single = isinstance(text, str)
-        if not single:
-            if not isinstance(text, (list, tuple)):
-                raise TypeError(f"expected a text (str) or a list of texts, got {type(text).__name__}")
-            for index, item in enumerate(text):
-                if not isinstance(item, str):
-                    raise TypeError(
-                        f"text {index} is a {type(item).__name__}, expected str: the tokenizer takes a text or a "
-                        "list of texts (label ids are padded with tokenizer.pad([{'input_ids': ids}, ...]))"
-                    )
-        ids = [self.encode(t) for t in ([text] if single else text)]
-        if truncation not in (False, None, "do_not_truncate"):
-            if max_length is None:
-                raise ValueError("truncation needs max_length (in ids)")
-            ids = [row[:max_length] for row in ids]
-        out = self.pad(
-            {"input_ids": ids},
-            padding=padding,
-            max_length=max_length,
-            pad_to_multiple_of=pad_to_multiple_of,
-            padding_side=padding_side,
-            return_attention_mask=return_attention_mask,
-            return_tensors=return_tensors,
+        if named["text"] is None and named["text_target"] is None:
+            raise ValueError("pass text=... (or text_target=...): there is nothing to encode")
+        if named["return_offsets_mapping"]:
+            raise NotImplementedError(
+                "return_offsets_mapping needs a fast tokenizer; for this one, a character's id is at its position "
+                "in tokenizer.tokenize(text)"
+            )
+        options = self._options(named)
+        split = (named["is_split_into_words"], named.get("split_special_tokens", self.split_special_tokens))
+        encodings = targets = None
+        if named["text"] is not None:
+            encodings = self._encode(named["text"], named["text_pair"], options, *split)
+        if named["text_target"] is not None:
+            target_length = named.get("max_target_length")
+            target_options = dataclasses.replace(options, max_length=target_length or options.max_length)
+            targets = self._encode(named["text_target"], named["text_pair_target"], target_options, *split)
+        if encodings is None:
+            return targets
+        if targets is not None:
+            encodings["labels"] = targets["input_ids"]
+        return encodings
+
+    def _options(self, named: dict[str, Any]) -> EncodeOptions:
+        padding, truncation, max_length = resolve_strategies(
+            named["padding"],
+            named["truncation"],
+            named["max_length"],
+            named["pad_to_multiple_of"],
+            self.model_max_length,
         )
-        if single and return_tensors is None:
-            return BatchEncoding({key: value[0] for key, value in out.items()})
-        return out
+        if padding == "longest" and named["max_length"] is not None and named["truncation"] in (None, False):
+            if named["verbose"]:
+                logger.warning("max_length is ignored with padding=True and no truncation: use padding='max_length'")
+        self._check_can_pad(padding)
+        mask, types = named["return_attention_mask"], named["return_token_type_ids"]
+        return EncodeOptions(
+            padding=padding,
+            truncation=truncation,
+            max_length=max_length,
+            stride=named["stride"],
+            pad_to_multiple_of=named["pad_to_multiple_of"],
+            padding_side=named["padding_side"],
+            add_special_tokens=named["add_special_tokens"],
+            return_tensors=named["return_tensors"],
+            return_token_type_ids="token_type_ids" in self.model_input_names if types is None else types,
+            return_attention_mask="attention_mask" in self.model_input_names if mask is None else mask,
+            return_overflowing_tokens=named["return_overflowing_tokens"],
+            return_special_tokens_mask=named["return_special_tokens_mask"],
+            return_length=named["return_length"],
+            verbose=named["verbose"],
+        )
+
+    def _check_can_pad(self, padding: str) -> None:
+        if padding != "do_not_pad" and (self.pad_token is None or (self.pad_token_id or 0) < 0):
+            raise ValueError(
+                "Asking to pad but the tokenizer does not have a padding token: set one, e.g. "
+                "tokenizer.add_special_tokens({'pad_token': '[PAD]'}) (the CTC blank is the pad token)"
+            )
+
+    def _encode(
+        self, text: Any, text_pair: Any, options: EncodeOptions, is_split_into_words: bool, split_special: bool
+    ) -> BatchEncoding:
+        examples, batched = read_texts(text, text_pair, is_split_into_words)
+        columns = []
+        for first, second in examples:
+            ids = self._text_ids(first, split_special)
+            pair_ids = None if second is None else self._text_ids(second, split_special)
+            columns.append(encode_example(ids, pair_ids, options, self.truncation_side))
+            too_long = len(columns[-1]["input_ids"]) > self.model_max_length
+            if options.max_length is None and too_long and options.verbose and self.model_max_length:
+                if not self.deprecation_warnings.get(_TOO_LONG):
+                    logger.warning(
+                        "Token indices sequence length is longer than the specified maximum sequence length for this "
+                        "model (%d > %d)", len(columns[-1]["input_ids"]), self.model_max_length,
+                    )  # fmt: skip
+                self.deprecation_warnings[_TOO_LONG] = True
+        return assemble(columns, batched, options, self.pad)
+
+    def _text_ids(self, text: Texts, split_special_tokens: bool) -> list[int]:
+        """The ids of a text, or of a text given as words (each tokenized alone, as transformers does)."""
+        words = [text] if isinstance(text, str) else text
+        tokens = [t for word in words for t in self.tokenize(word, split_special_tokens=split_special_tokens)]
+        self._report_unknown(tokens)
+        return self.convert_tokens_to_ids(tokens)
+
+    def encode(
+        self,
+        text: Texts,
+        text_pair: Texts | None = None,
+        add_special_tokens: bool = True,
+        padding: bool | str = False,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        stride: int = 0,
+        padding_side: str | None = None,
+        return_tensors: str | None = None,
+        **kwargs: Any,
+    ) -> list[int] | torch.Tensor | np.ndarray:
+        """Label ids of one transcript (and of `text_pair` after it), with the call's padding and truncation.
+        Characters outside the vocabulary become the unk id (reported once)."""
+        if not isinstance(text, str) and not kwargs.get("is_split_into_words"):
+            raise TypeError(
+                f"encode takes one text (str), got {type(text).__name__}: {text!r:.80} (a batch: tokenizer(texts))"
+            )
+        kwargs.setdefault("return_attention_mask", False)
+        return self(
+            text, text_pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
+            max_length=max_length, stride=stride, padding_side=padding_side, return_tensors=return_tensors, **kwargs,
+        )["input_ids"]  # fmt: skip
+
+    @property
+    def max_len_single_sentence(self) -> int:
+        return self.model_max_length
+
+    @property
+    def max_len_sentences_pair(self) -> int:
+        return self.model_max_length
+
+    def truncate_sequences(
+        self,
+        ids: list[int],
+        pair_ids: list[int] | None = None,
+        num_tokens_to_remove: int = 0,
+        truncation_strategy: str = "longest_first",
+        stride: int = 0,
+    ) -> tuple[list[int], list[int] | None, list[int]]:
+        """(ids, pair_ids, overflowing ids) with `num_tokens_to_remove` cut on `truncation_side`, as transformers."""
+        strategy = resolve_strategies(False, truncation_strategy, 1, None, self.model_max_length)[1]
+        return truncate_ids(ids, pair_ids, num_tokens_to_remove, strategy, stride, self.truncation_side)
 
     # ---------------------------------------------------------------------------------------------- pad
     def pad(
@@ -213,9 +339,11 @@ class Wav2Vec2CTCTokenizer(CtcTokens):
 
         `encoded_inputs` is a list of dicts with "input_ids" (one per example, as a data collator gets them), a
         dict of lists, or one example's dict; ids are lists of ints, integer arrays or integer tensors. `padding`,
-        `max_length` and `pad_to_multiple_of` as in `padding_plan` (a longer sequence is not cut); the mask is 0
-        where pad ids were added, on `padding_side` ("right" by default). Returns lists, or int64 "pt" / "np"
-        tensors (by default those of the inputs); one example's dict stays 1-D. Other keys pass through.
+        `max_length` and `pad_to_multiple_of` as in `padding_plan` (a longer sequence is not cut; padding to
+        "max_length" without one pads to model_max_length); the mask is 0 where pad ids were added, token type
+        ids get `pad_token_type_id` and a special tokens mask 1, on `padding_side` ("right" by default). Returns
+        lists, or int64 "pt" / "np" tensors (by default those of the inputs); one example's dict stays 1-D.
+        Other keys pass through.
         """
         columns = as_columns(encoded_inputs, "input_ids", "each id sequence as {'input_ids': ids}")
         if "input_ids" not in columns:
@@ -225,28 +353,19 @@ class Wav2Vec2CTCTokenizer(CtcTokens):
         padding_side = self.padding_side if padding_side is None else padding_side
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-        return_attention_mask = True if return_attention_mask is None else return_attention_mask
-        rows, single = id_rows(columns["input_ids"], "input_ids")
-        if not rows:
-            return BatchEncoding(input_ids=[], **({"attention_mask": []} if return_attention_mask else {}))
-        masks = mask_rows(columns, rows)
-        others = {key: values for key, values in columns.items() if key not in ("input_ids", "attention_mask")}
-        if not single and any(len(values) != len(rows) for values in others.values()):
-            sizes = {key: len(values) for key, values in columns.items()}
-            raise ValueError(f"pad needs one value per example in every key, got these counts: {sizes}")
-        _, target = padding_plan([len(r) for r in rows], padding, max_length, pad_to_multiple_of, unit="ids")
-        ids = pad_rows(rows, target, self.pad_token_id, padding_side)
-        masks = pad_rows(masks or [[1] * len(r) for r in rows], target, 0, padding_side)
-        out = BatchEncoding(input_ids=ids[0] if single else ids)
-        if return_attention_mask:
-            out["attention_mask"] = masks[0] if single else masks
-        # one example's dict holds one value per key; a batch's, one per example (a tensor decides as a whole)
-        numeric = {
-            key: values
-            for key, values in others.items()
-            if holds_numbers(values if single or isinstance(values, torch.Tensor) else values[0])
-        }
-        return with_other_columns(out, numeric, others, return_tensors)  # texts: as given
+        padding, _, max_length = resolve_strategies(padding, False, max_length, None, self.model_max_length)
+        self._check_can_pad(padding)
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        options = EncodeOptions(
+            padding=padding,
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            return_tensors=return_tensors,
+            return_attention_mask=return_attention_mask,
+        )
+        return pad_columns(columns, options, self.pad_token_id, self.pad_token_type_id)
 
     # ------------------------------------------------------------------------------------------- decode
     def convert_tokens_to_string(
@@ -373,4 +492,7 @@ class Wav2Vec2CTCTokenizer(CtcTokens):
         return tokenizer
 
 
+_CALL_KEYWORDS = {  # the named keywords of __call__
+    p.name for p in inspect.signature(Wav2Vec2CTCTokenizer.__call__).parameters.values() if p.default is not p.empty
+}
 _MAPPED = (*SPECIAL_TOKEN_NAMES, WORD_DELIMITER_NAME)  # the names special_tokens_map.json holds
