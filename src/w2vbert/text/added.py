@@ -34,11 +34,13 @@ class AddedTokens:
         """{text: id}, sorted by id (a copy)."""
         return {token.content: index for index, token in sorted(self._decoder.items())}
 
+    @property
+    def ids(self) -> dict[str, int]:
+        """{text: id} in the order added: the table itself, for look-ups (not to be changed)."""
+        return self._encoder
+
     def __contains__(self, content: str) -> bool:
         return content in self._encoder
-
-    def id_of(self, content: str) -> int | None:
-        return self._encoder.get(content)
 
     def token_at(self, index: int) -> AddedToken | None:
         return self._decoder.get(index)

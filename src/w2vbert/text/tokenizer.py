@@ -206,8 +206,9 @@ class Wav2Vec2CTCTokenizer(CtcTokens):
         if named["text"] is not None:
             encodings = self._encode(named["text"], named["text_pair"], options, *split)
         if named["text_target"] is not None:
-            target_length = named.get("max_target_length")
-            target_options = dataclasses.replace(options, max_length=target_length or options.max_length)
+            target_length = named.get("max_target_length")  # else max_length, as in transformers
+            target_length = options.max_length if target_length is None else target_length
+            target_options = dataclasses.replace(options, max_length=target_length)
             targets = self._encode(named["text_target"], named["text_pair_target"], target_options, *split)
         if encodings is None:
             return targets

@@ -281,20 +281,21 @@ class CtcTokens:
 
     def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | None | list[int | None]:
         """A token's id (vocab.json's, or an added token's), else the unknown token's; a list for a list."""
-        unk = self._token_id(self.unk_token)
+        unk = self._id(self.unk_token)
         if isinstance(tokens, str):
-            return self._token_id(tokens, unk)
-        return [self._token_id(t, unk) for t in tokens]
+            return self._id(tokens, unk)
+        ids = self.encoder | self._added.ids  # one look-up table for the list: an added token's id wins
+        return [ids.get(t, unk) for t in tokens]
 
-    def _token_id(self, token: str | None, default: int | None = None) -> int | None:
+    def _id(self, token: str | None, default: int | None = None) -> int | None:
         if token is None:
             return default
-        index = self._added.id_of(token)
+        index = self._added.ids.get(token)
         return index if index is not None else self.encoder.get(token, default)
 
     def _report_unknown(self, tokens: list[str]) -> None:
         """Warn once per character that is not in the vocabulary (it becomes the unknown token)."""
-        unknown = sorted({t for t in tokens if self._token_id(t) is None} - self._reported_unknown)
+        unknown = sorted(set(tokens) - self.encoder.keys() - self._added.ids.keys() - self._reported_unknown)
         if unknown:
             self._reported_unknown.update(unknown)
             logger.warning(
