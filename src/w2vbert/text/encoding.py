@@ -37,12 +37,13 @@ class BatchEncoding(BatchFeature):
     def data(self) -> dict[str, Any]:
         return dict(self)
 
-    def convert_to_tensors(self, tensor_type: str | None) -> BatchEncoding:
+    def convert_to_tensors(self, tensor_type: str | None, **options: Any) -> BatchEncoding:
+        """`BatchFeature.convert_to_tensors` (`options` are its keywords), empty id columns made int64 first."""
         if tensor_type is not None:
             for key, value in self.items():
                 if isinstance(value, list) and not np.asarray(value, dtype=object).size:  # [] or [[], ...]
                     self[key] = np.asarray(value, dtype=np.int64)
-        super().convert_to_tensors(tensor_type)
+        super().convert_to_tensors(tensor_type, **options)
         return self
 
 
