@@ -459,7 +459,7 @@ def test_tokenizer_pad_refuses_what_is_not_label_ids_with_the_reason(vocab_dir, 
 
 
 def test_tokenizer_pad_and_call_refuse_unknown_options(vocab_dir):
-    ours, _ = pair(vocab_dir)
+    ours, theirs = pair(vocab_dir)
     rows = [{"input_ids": [1, 2]}, {"input_ids": [3]}]
     with pytest.raises(ValueError, match=r"padding must be True, False, 'longest', 'max_length' or 'do_not_pad'"):
         ours.pad(rows, padding="foo")
@@ -479,9 +479,7 @@ def test_tokenizer_pad_and_call_refuse_unknown_options(vocab_dir):
         ours(["ab", [1, 2]])
     with pytest.raises(TypeError, match=r"unexpected argument\(s\) \['bogus'\]"):
         ours("ab", bogus=1)
-    # truncation=True without max_length cuts at model_max_length, and a tokenizer without one cuts nothing
-    # (transformers); this used to be refused, before model_max_length existed
-    _, theirs = pair(vocab_dir)
+    # truncation=True without max_length cuts at model_max_length, so without one nothing (was refused before it)
     assert ours("abc", truncation=True).input_ids == theirs("abc", truncation=True).input_ids == ours("abc").input_ids
 
 
