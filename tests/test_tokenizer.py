@@ -460,7 +460,7 @@ def test_tokenizer_pad_refuses_what_is_not_label_ids_with_the_reason(vocab_dir, 
 
 
 def test_tokenizer_pad_and_call_refuse_unknown_options(vocab_dir):
-    ours, _ = pair(vocab_dir)
+    ours, theirs = pair(vocab_dir)
     rows = [{"input_ids": [1, 2]}, {"input_ids": [3]}]
     with pytest.raises(ValueError, match=r"padding must be True, False, 'longest', 'max_length' or 'do_not_pad'"):
         ours.pad(rows, padding="foo")
@@ -480,8 +480,8 @@ def test_tokenizer_pad_and_call_refuse_unknown_options(vocab_dir):
         ours(["ab", [1, 2]])
     with pytest.raises(TypeError, match=r"unexpected argument\(s\) \['bogus'\]"):
         ours("ab", bogus=1)
-    with pytest.raises(ValueError, match="truncation needs max_length"):
-        ours("ab", truncation=True)
+    # truncation=True without max_length cuts at model_max_length, so without one nothing (was refused before it)
+    assert ours("abc", truncation=True).input_ids == theirs("abc", truncation=True).input_ids == ours("abc").input_ids
 
 
 def test_encode_and_decode_refuse_what_is_not_text_or_integer_ids(vocab_dir):

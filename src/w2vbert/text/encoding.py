@@ -1,16 +1,14 @@
-"""Label ids in and out of the tokenizer: batches, padding, the checks of what arrives as ids, decoded text.
+"""Label ids in and out of the tokenizer: batches, padding, the checks of what arrives as ids.
 
 In order: `LABEL_PAD` and `pad_labels` (label rows for the CTC loss); `BatchEncoding`, the tokenizer's output;
-`pad_id_rows` and `mask_rows`, the padding behind `Wav2Vec2CTCTokenizer.pad`; `id_rows` and `as_id_list`, ids
+`pad_rows` and `mask_rows`, the padding behind `Wav2Vec2CTCTokenizer.pad`; `id_rows` and `as_id_list`, ids
 given as lists, arrays or tensors read as Python ints (every refusal names the example and position that is
-wrong), with `tensor_kind` (what kind they came as); then what `decode` does to its text: `word_offsets` (character
-offsets grouped into words) and `clean_up_tokenization` (transformers' clean-up of spaces).
+wrong), with `tensor_kind` (what kind they came as). What `decode` does to its text is in `ctc_text`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -32,25 +30,31 @@ def pad_labels(labels: Sequence[Sequence[int]]) -> torch.Tensor:
 
 class BatchEncoding(BatchFeature):
     """The tokenizer's output, as transformers' BatchEncoding: a dict with attribute access (`out.input_ids`),
-    `.to(device)` and `convert_to_tensors`."""
+    `.data`, `.to(device)` and `convert_to_tensors`. Its columns are integers: empty ones become int64 tensors
+    (numpy alone would make them float64), as transformers makes them."""
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return dict(self)
+
+    def convert_to_tensors(self, tensor_type: str | None, **options: Any) -> BatchEncoding:
+        """`BatchFeature.convert_to_tensors` (`options` are its keywords), empty id columns made int64 first."""
+        if tensor_type is not None:
+            for key, value in self.items():
+                if isinstance(value, list) and not np.asarray(value, dtype=object).size:  # [] or [[], ...]
+                    self[key] = np.asarray(value, dtype=np.int64)
+        super().convert_to_tensors(tensor_type, **options)
+        return self
 
 
-def pad_id_rows(
-    rows: list[list[int]], masks: list[list[int]] | None, target: int | None, pad_id: int, side: str
-) -> tuple[list[list[int]], list[list[int]]]:
-    """Rows of ids padded with `pad_id` to `target` (None: left as they are; a longer row is not cut) on `side`
-    ("right" or "left"), and their masks: the given ones (all ones without), with 0 where ids were added."""
-    out_ids, out_masks = [], []
-    for index, row in enumerate(rows):
-        mask = masks[index] if masks is not None else [1] * len(row)
-        missing = 0 if target is None else max(0, target - len(row))
-        if side == "right":
-            out_ids.append(row + [pad_id] * missing)
-            out_masks.append(mask + [0] * missing)
-        else:
-            out_ids.append([pad_id] * missing + row)
-            out_masks.append([0] * missing + mask)
-    return out_ids, out_masks
+def pad_rows(rows: list[list[int]], target: int | None, value: int, side: str) -> list[list[int]]:
+    """Rows padded with `value` to `target` (None: left as they are; a longer row is not cut) on `side` ("right"
+    or "left")."""
+    out = []
+    for row in rows:
+        missing = [value] * (0 if target is None else max(0, target - len(row)))
+        out.append(row + missing if side == "right" else missing + row)
+    return out
 
 
 def mask_rows(columns: dict[str, Any], rows: list[list[int]]) -> list[list[int]] | None:
@@ -126,11 +130,13 @@ def _integer_dtype(array: torch.Tensor | np.ndarray) -> bool:
     return array.dtype.kind in "iu"
 
 
-def as_id_list(token_ids: Sequence[int] | np.ndarray | torch.Tensor) -> list[int]:
-    """One sequence of integer ids (what `decode` takes) as Python ints."""
+def as_id_list(token_ids: int | Sequence[int] | np.ndarray | torch.Tensor) -> list[int]:
+    """One sequence of integer ids (what `decode` takes; one id is a sequence of one) as Python ints."""
     if isinstance(token_ids, torch.Tensor):
         token_ids = token_ids.detach().cpu().numpy()
     array = np.asarray(token_ids)
+    if array.ndim == 0:
+        array = array.reshape(1)
     if array.ndim != 1:
         raise ValueError(f"decode takes one sequence of ids (1-D), got shape {array.shape}; use batch_decode")
     if array.size and array.dtype.kind not in "iu":
@@ -139,37 +145,3 @@ def as_id_list(token_ids: Sequence[int] | np.ndarray | torch.Tensor) -> list[int
             "(logits.argmax(-1)), not the logits or probabilities"
         )
     return [int(i) for i in array]
-
-
-def word_offsets(char_offsets: list[dict[str, Any]], delimiter: str = " ") -> list[dict[str, Any]]:
-    """Group character offsets into words at `delimiter` characters: `[{"word", "start_offset", "end_offset"}]`."""
-    words: list[dict[str, Any]] = []
-    for is_space, group in groupby(char_offsets, key=lambda o: o["char"] == delimiter):
-        if not is_space:
-            group = list(group)
-            words.append(
-                {
-                    "word": "".join(o["char"] for o in group),
-                    "start_offset": group[0]["start_offset"],
-                    "end_offset": group[-1]["end_offset"],
-                }
-            )
-    return words
-
-
-def clean_up_tokenization(text: str) -> str:
-    """transformers' clean-up of spaces before punctuation and in English contractions."""
-    for before, after in (
-        (" .", "."),
-        (" ?", "?"),
-        (" !", "!"),
-        (" ,", ","),
-        (" ' ", "'"),
-        (" n't", "n't"),
-        (" 'm", "'m"),
-        (" 's", "'s"),
-        (" 've", "'ve"),
-        (" 're", "'re"),
-    ):
-        text = text.replace(before, after)
-    return text

@@ -1,26 +1,24 @@
-"""`Wav2Vec2CTCTokenizer`: characters <-> CTC label ids, with the files and behaviour of the transformers class.
+"""`Wav2Vec2CTCTokenizer`: characters <-> CTC label ids, with the files, calls and outputs of the transformers class.
 
-The vocabulary (vocab.json, see `vocab`) is one token per character, plus "|" between words, an unknown token and
-a pad token that doubles as the CTC blank. As in transformers, special tokens missing from it (`<s>` and `</s>` by
-default) are added after it, so `len(tokenizer)` can exceed `vocab_size`. Text is cut into added tokens, matched
-whole (multi-character vocabulary tokens such as `[UNK]` eat the spaces around them), and characters. Decoding CTC
-output collapses repeats, then drops blanks. `do_lower_case=True` means the vocabulary is upper case: text is
-upper-cased in and lower-cased out.
+The tokens themselves (the vocabulary, added and special tokens, text <-> tokens <-> ids, `add_tokens`,
+`set_target_lang`) are `tokens.CtcTokens`; this class adds transformers' API around them: the constructor and
+`from_pretrained` / `save_pretrained` with transformers' files (read and written in `vocab`), `__call__` and
+`encode` with transformers' padding, truncation and text pairs (`prepare`), `pad` for data collators, and CTC
+`decode`: repeats collapsed, blanks dropped, with character and word offsets (`ctc_text`). `do_lower_case=True`
+means the vocabulary is upper case: text is upper-cased in and lower-cased out.
 
-In order: `Wav2Vec2CTCTokenizerOutput` (decode with offsets); the tokenizer (its added tokens, vocabulary, encode,
-pad, decode, files). The vocabulary and the files are read in `vocab`; ids are checked and padded, and decoded
-text is cleaned up and cut into words, in `encoding`.
+In order: the class and its construction; calls (`__call__`, `encode`, transformers' helpers for pairs and special
+tokens); `pad`; decoding; files.
 """
 
 from __future__ import annotations
 
-import json
+import copy
+import dataclasses
+import inspect
 import logging
 import os
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from itertools import groupby
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,289 +26,303 @@ import numpy as np
 import torch
 
 from w2vbert.loading.hub import HubOptions
-from w2vbert.text.encoding import (
-    BatchEncoding,
-    as_id_list,
+from w2vbert.text.ctc_text import (
+    CtcSymbols,
+    Wav2Vec2CTCTokenizerOutput,
     clean_up_tokenization,
-    id_rows,
-    mask_rows,
-    pad_id_rows,
-    tensor_kind,
+    ctc_tokens_to_text,
     word_offsets,
 )
+from w2vbert.text.encoding import BatchEncoding, as_id_list, tensor_kind
+from w2vbert.text.prepare import (
+    VERY_LARGE_INTEGER,
+    EncodeOptions,
+    Texts,
+    assemble,
+    encode_example,
+    pad_columns,
+    read_texts,
+    resolve_strategies,
+    truncate_ids,
+)
+from w2vbert.text.special import SPECIAL_TOKEN_NAMES, WORD_DELIMITER_NAME
+from w2vbert.text.tokens import EXTRA_SPECIAL_TOKENS, CtcTokens
 from w2vbert.text.vocab import (
-    ADDED_TOKENS_NAME,
-    SPECIAL_TOKENS_MAP_NAME,
     TOKENIZER_CONFIG_NAME,
     VOCAB_NAME,
     AddedToken,
-    checked_vocab,
-    given_added_tokens,
     read_tokenizer_files,
+    write_tokenizer_files,
 )
-from w2vbert.utils.batch import as_columns, holds_numbers, padding_plan, with_other_columns
-from w2vbert.utils.files import atomic_write_text, read_json_object
+from w2vbert.utils.batch import as_columns
+from w2vbert.utils.files import read_json_object
+
+__all__ = ["TOKENIZER_CONFIG_NAME", "VOCAB_NAME", "Wav2Vec2CTCTokenizer", "Wav2Vec2CTCTokenizerOutput"]
 
 logger = logging.getLogger("w2vbert")
 
-
-@dataclass
-class Wav2Vec2CTCTokenizerOutput:
-    """`decode(..., output_char_offsets=True)`: text and offsets in output frames (as transformers)."""
-
-    text: str | list[str]
-    char_offsets: list[dict[str, Any]] | list[list[dict[str, Any]]] | None = None
-    word_offsets: list[dict[str, Any]] | list[list[dict[str, Any]]] | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
+# call keywords of other transformers tokenizers that this one takes and ignores (seq2seq language codes)
+_IGNORED_CALL_KEYWORDS = ("src_lang", "tgt_lang")
+_TOO_LONG = "sequence-length-is-longer-than-the-specified-maximum"  # transformers' key in deprecation_warnings
 
 
-class Wav2Vec2CTCTokenizer:
+class Wav2Vec2CTCTokenizer(CtcTokens):
     """Character-level CTC tokenizer; `Wav2Vec2CTCTokenizer.from_pretrained(dir)` reads transformers' files.
 
-    Ids: vocab.json's (`vocab_size` of them), then the added tokens, as transformers numbers them: the entries of
-    `added_tokens_decoder` (tokenizer_config.json) or added_tokens.json, then each special token (bos, eos, unk,
-    pad, word delimiter, in that order) that is in neither, at the next id from `len(self)` on. So the default
-    `<s>` and `</s>` of a vocabulary without them take ids `vocab_size` and `vocab_size + 1`, and `len(self)` is
-    `vocab_size + 2`, exactly as in transformers (a CTC head sized from vocab.json alone does not cover them).
+    Takes transformers' arguments: vocab.json's path (or `vocab`, its dict), the special tokens, and the settings
+    of every transformers tokenizer (`model_max_length`, `padding_side`, `truncation_side`, ...). Other keywords
+    are kept as tokenizer_config.json keys and written back unchanged; one that names a method is an
+    AttributeError, as in transformers. `init_kwargs` holds the arguments it was built with.
     """
 
+    vocab_files_names = {"vocab_file": VOCAB_NAME, "tokenizer_config_file": TOKENIZER_CONFIG_NAME}
     model_input_names = ["input_ids", "attention_mask"]
     padding_side = "right"  # where `pad` adds pad ids unless told otherwise (transformers' default)
+    truncation_side = "right"  # where truncation cuts
+    pad_token_type_id = 0  # the token type id of padding
+    is_fast = False
+    backend = "custom"  # transformers' name for a tokenizer written in Python
 
     def __init__(
         self,
         vocab_file: str | os.PathLike | None = None,
-        bos_token: str | None = "<s>",
-        eos_token: str | None = "</s>",
-        unk_token: str = "<unk>",
-        pad_token: str = "<pad>",
-        word_delimiter_token: str | None = "|",
+        bos_token: str | AddedToken | None = "<s>",
+        eos_token: str | AddedToken | None = "</s>",
+        unk_token: str | AddedToken | None = "<unk>",
+        pad_token: str | AddedToken | None = "<pad>",
+        word_delimiter_token: str | AddedToken | None = "|",
         replace_word_delimiter_char: str = " ",
         do_lower_case: bool = False,
         target_lang: str | None = None,
         *,
-        vocab: dict[str, int] | None = None,
+        vocab: dict[str, Any] | None = None,
         added_tokens_decoder: dict[int | str, AddedToken | dict[str, Any]] | None = None,
+        sep_token: str | AddedToken | None = None,
+        cls_token: str | AddedToken | None = None,
+        mask_token: str | AddedToken | None = None,
+        extra_special_tokens: Sequence[str | AddedToken] | None = None,
+        model_max_length: int | None = None,
+        padding_side: str = "right",
+        truncation_side: str = "right",
+        model_input_names: Sequence[str] | None = None,
         clean_up_tokenization_spaces: bool = False,
+        split_special_tokens: bool = False,
+        verbose: bool = False,
         **extra: Any,
     ) -> None:
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "extra", "vocab", "vocab_file")}
+        arguments.pop("__class__", None)
+        self.init_kwargs = copy.deepcopy(arguments | extra)
+        self.init_inputs = ()
         if (vocab is None) == (vocab_file is None):
             raise ValueError("pass exactly one of vocab_file (a vocab.json path) and vocab (a token -> id dict)")
+        self._take_extra(extra)
+        if extra_special_tokens is None:
+            extra_special_tokens = extra.pop("additional_special_tokens", None)  # transformers 4's name
+        for name, side in (("padding_side", padding_side), ("truncation_side", truncation_side)):
+            if side not in ("right", "left"):
+                raise ValueError(f"{name} must be 'right' or 'left', got {side!r}")
+        self.padding_side, self.truncation_side = padding_side, truncation_side
+        self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else model_max_length
+        self.model_input_names = list(model_input_names or type(self).model_input_names)
+        self.replace_word_delimiter_char = replace_word_delimiter_char
+        self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
+        self.split_special_tokens, self.verbose = split_special_tokens, verbose
+        self.name_or_path, self.deprecation_warnings = "", {}
+        self.extra = extra  # other tokenizer_config.json keys, written back unchanged
+        specials = dict(bos_token=bos_token, eos_token=eos_token, unk_token=unk_token, sep_token=sep_token)
+        specials |= dict(pad_token=pad_token, cls_token=cls_token, mask_token=mask_token)
+        specials[WORD_DELIMITER_NAME] = word_delimiter_token
         source = "the vocab dict" if vocab_file is None else str(vocab_file)
         if vocab is None:
             vocab = read_json_object(Path(vocab_file))
-        self.vocab = vocab
-        self.encoder: dict[str, int] = checked_vocab(vocab, target_lang, source)
-        self.decoder = {i: t for t, i in self.encoder.items()}
-        self.bos_token, self.eos_token, self.unk_token, self.pad_token = bos_token, eos_token, unk_token, pad_token
-        self.word_delimiter_token = word_delimiter_token
-        self.replace_word_delimiter_char = replace_word_delimiter_char
-        self.do_lower_case = do_lower_case
-        self.target_lang = target_lang
-        self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
+        super().__init__(
+            vocab, source, specials, extra_special_tokens, added_tokens_decoder, target_lang, do_lower_case
+        )
+
+    def _take_extra(self, extra: dict[str, Any]) -> None:
+        """Check the keywords beyond the named ones: none may name a method (transformers' AttributeError)."""
         extra.pop("tokenizer_class", None)
-        self.extra = extra  # other tokenizer_config.json keys, written back unchanged
+        for key in extra:
+            if callable(getattr(type(self), key, None)):
+                raise AttributeError(f"{key} conflicts with the method {key} in {type(self).__name__}")
 
-        self.added_tokens_decoder = given_added_tokens(added_tokens_decoder, self.decoder, source)
-        for name in ("pad_token", "unk_token"):
-            token = getattr(self, name)
-            if token not in self.encoder and token not in self._added_contents():
-                raise ValueError(f"{name} {token!r} is not in the vocabulary ({source})")
-        self._add_implicit_tokens()
-        self.added_tokens_encoder = {t.content: i for i, t in self.added_tokens_decoder.items()}
-        # Added tokens are found leftmost first, the longest where several start at one place (transformers' trie).
-        whole = sorted(self.added_tokens_encoder, key=len, reverse=True)
-        self._added_pattern = re.compile("(" + "|".join(map(re.escape, whole)) + ")") if whole else None
-        self._reported_unknown: set[str] = set()
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "
+            f"model_max_length={self.model_max_length}, padding_side={self.padding_side!r}, "
+            f"truncation_side={self.truncation_side!r}, special_tokens={self.special_tokens_map})"
+        )
 
-    def _add_implicit_tokens(self) -> None:
-        """As transformers: the special tokens missing so far are added (no stripping), then every multi-character
-        vocabulary token is matched whole, eating the spaces around it; the table ends sorted by id."""
-        for token in self.all_special_tokens:
-            if token not in self._added_contents():
-                index = self.encoder[token] if token in self.encoder else self._next_free_id()
-                self.added_tokens_decoder[index] = AddedToken(token, normalized=False, special=True)
-        for token, index in self.encoder.items():
-            if len(token) > 1:
-                self.added_tokens_decoder[index] = AddedToken(token, lstrip=True, rstrip=True, normalized=False)
-        self.added_tokens_decoder = dict(sorted(self.added_tokens_decoder.items()))
+    def set_target_lang(self, target_lang: str) -> None:
+        super().set_target_lang(target_lang)
+        self.init_kwargs["target_lang"] = target_lang  # saved with the tokenizer, as transformers does
 
-    def _added_contents(self) -> set[str]:
-        return {t.content for t in self.added_tokens_decoder.values()}
-
-    def _next_free_id(self) -> int:
-        # transformers numbers a new token len(self) (counted over token strings); where a gap in vocab.json's ids
-        # makes that id taken, it reuses it and the token vanishes: here the next free id is used instead.
-        taken = set(self.decoder) | set(self.added_tokens_decoder)
-        index = len(set(self.encoder) | self._added_contents())
-        while index in taken:
-            index += 1
-        return index
-
-    # --------------------------------------------------------------------------------------- vocabulary
-    @property
-    def vocab_size(self) -> int:
-        """The number of ids in vocab.json (added tokens not counted, as transformers)."""
-        return len(self.decoder)
-
-    def __len__(self) -> int:
-        """The number of tokens: vocab.json's and the added ones (as transformers)."""
-        return len(self.get_vocab())
-
-    @property
-    def max_vocab_id(self) -> int:
-        """The largest id in vocab.json: a CTC head needs more outputs than this to name every vocabulary token."""
-        return max(self.decoder)
-
-    @property
-    def max_token_id(self) -> int:
-        """The largest id this tokenizer can produce or name (vocab.json's and the added tokens'): labels of any
-        text are below `max_token_id + 1`, the CTC head width that leaves no id out."""
-        return max(max(self.decoder), max(self.added_tokens_decoder, default=0))
-
-    def get_vocab(self) -> dict[str, int]:
-        return self.encoder | self.added_tokens_encoder
-
-    @property
-    def all_special_tokens(self) -> list[str]:
-        """bos, eos, unk, pad and the word delimiter (transformers 5 counts it special too), without repeats."""
-        tokens = [self.bos_token, self.eos_token, self.unk_token, self.pad_token, self.word_delimiter_token]
-        return list(dict.fromkeys(t for t in tokens if t is not None))
-
-    @property
-    def all_special_ids(self) -> list[int]:
-        return [self._id_of(t) for t in self.all_special_tokens]
-
-    def _id_of(self, token: str | None) -> int | None:
-        if token is None:
-            return None
-        return self.added_tokens_encoder.get(token, self.encoder.get(token))
-
-    @property
-    def pad_token_id(self) -> int:
-        return self._id_of(self.pad_token)
-
-    @property
-    def unk_token_id(self) -> int:
-        return self._id_of(self.unk_token)
-
-    @property
-    def bos_token_id(self) -> int | None:
-        return self._id_of(self.bos_token)
-
-    @property
-    def eos_token_id(self) -> int | None:
-        return self._id_of(self.eos_token)
-
-    @property
-    def word_delimiter_token_id(self) -> int | None:
-        return self._id_of(self.word_delimiter_token)
-
-    # ------------------------------------------------------------------------------------------- encode
-    def tokenize(self, text: str) -> list[str]:
-        """Text -> tokens, as transformers: added tokens (multi-character vocabulary tokens such as `[UNK]`, and the
-        special tokens) are cut out whole first, with the whitespace their lstrip / rstrip drop; the text between
-        them is upper-cased if do_lower_case, spaces become "|", and each character is a token."""
-        pieces = self._added_pattern.split(text) if self._added_pattern else [text]
-        # pieces: text, added token, text, added token, ..., text (the texts may be empty)
-        for i in range(1, len(pieces), 2):
-            token = self.added_tokens_decoder[self.added_tokens_encoder[pieces[i]]]
-            if token.lstrip:
-                pieces[i - 1] = pieces[i - 1].rstrip()
-            if token.rstrip:
-                pieces[i + 1] = pieces[i + 1].lstrip()
-        tokens: list[str] = []
-        for index, piece in enumerate(pieces):
-            if index % 2:
-                tokens.append(piece)
-            elif piece:
-                if self.do_lower_case:  # after the cut: `[unk]` is not `[UNK]` (transformers)
-                    piece = piece.upper()
-                if self.word_delimiter_token is not None:
-                    piece = piece.replace(" ", self.word_delimiter_token)
-                tokens.extend(piece)
-        return tokens
-
-    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
-        unk = self.unk_token_id
-        if isinstance(tokens, str):
-            return self.added_tokens_encoder.get(tokens, self.encoder.get(tokens, unk))
-        return [self.added_tokens_encoder.get(t, self.encoder.get(t, unk)) for t in tokens]
-
-    def _token_of(self, index: int) -> str:
-        """vocab.json's token first, then an added token's, else unk (transformers' order)."""
-        if index in self.decoder:
-            return self.decoder[index]
-        token = self.added_tokens_decoder.get(index)
-        return token.content if token is not None else self.unk_token
-
-    def convert_ids_to_tokens(self, ids: int | Iterable[int], skip_special_tokens: bool = False) -> str | list[str]:
-        if isinstance(ids, (int, np.integer)):
-            return self._token_of(int(ids))
-        special = set(self.all_special_ids) if skip_special_tokens else set()
-        return [self._token_of(int(i)) for i in ids if int(i) not in special]
-
-    def encode(self, text: str) -> list[int]:
-        """Label ids of one transcript. Characters outside the vocabulary become the unk id (reported once)."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode takes one text (str), got {type(text).__name__}: {text!r:.80}")
-        tokens = self.tokenize(text)
-        known = self.encoder.keys() | self.added_tokens_encoder.keys()
-        unknown = sorted({t for t in tokens if t not in known} - self._reported_unknown)
-        if unknown:
-            self._reported_unknown.update(unknown)
-            logger.warning(
-                "characters not in the vocabulary, mapped to %s: %s", self.unk_token, " ".join(map(repr, unknown))
-            )
-        return self.convert_tokens_to_ids(tokens)
-
+    # -------------------------------------------------------------------------------------------- calls
     def __call__(
         self,
-        text: str | Sequence[str],
+        text: Texts | Sequence[Any] | None = None,
+        text_pair: Texts | Sequence[Any] | None = None,
+        text_target: Texts | Sequence[Any] | None = None,
+        text_pair_target: Texts | Sequence[Any] | None = None,
+        add_special_tokens: bool = True,
         padding: bool | str = False,
-        truncation: bool | str = False,
+        truncation: bool | str | None = None,
         max_length: int | None = None,
+        stride: int = 0,
+        is_split_into_words: bool = False,
         pad_to_multiple_of: int | None = None,
         padding_side: str | None = None,
         return_tensors: str | None = None,
+        return_token_type_ids: bool | None = None,
         return_attention_mask: bool | None = None,
-        **unused: Any,
+        return_overflowing_tokens: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_offsets_mapping: bool = False,
+        return_length: bool = False,
+        verbose: bool = True,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> BatchEncoding:
-        """`{"input_ids", "attention_mask"}` of a text or a list of texts, as transformers: padded as `pad` says
-        (default: not at all), cut to max_length with truncation=True. One text gives flat lists, or (1, length)
-        tensors with return_tensors ("pt" / "np")."""
-        unknown = unused.keys() - {"add_special_tokens", "verbose", "return_token_type_ids"}
+        """`{"input_ids", "attention_mask", ...}` of a text, a pair of texts (`text_pair`, or a second positional
+        argument), or a batch of texts or pairs, as transformers: padded (default: not at all), truncated to
+        `max_length` (or `model_max_length`), with `labels` from `text_target`. One text gives flat lists, or
+        (1, length) tensors with return_tensors ("pt" / "np")."""
+        named = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "tokenizer_kwargs")}
+        named |= (tokenizer_kwargs or {}) | kwargs
+        unknown = named.keys() - _CALL_KEYWORDS - {"max_target_length", "split_special_tokens", *_IGNORED_CALL_KEYWORDS}
         if unknown:
             raise TypeError(f"Wav2Vec2CTCTokenizer got unexpected argument(s) {sorted(unknown)}")
-        single = isinstance(text, str)
-        if not single:
-            if not isinstance(text, (list, tuple)):
-                raise TypeError(f"expected a text (str) or a list of texts, got {type(text).__name__}")
-            for index, item in enumerate(text):
-                if not isinstance(item, str):
-                    raise TypeError(
-                        f"text {index} is a {type(item).__name__}, expected str: the tokenizer takes a text or a "
-                        "list of texts (label ids are padded with tokenizer.pad([{'input_ids': ids}, ...]))"
-                    )
-        ids = [self.encode(t) for t in ([text] if single else text)]
-        if truncation not in (False, None, "do_not_truncate"):
-            if max_length is None:
-                raise ValueError("truncation needs max_length (in ids)")
-            ids = [row[:max_length] for row in ids]
-        out = self.pad(
-            {"input_ids": ids},
-            padding=padding,
-            max_length=max_length,
-            pad_to_multiple_of=pad_to_multiple_of,
-            padding_side=padding_side,
-            return_attention_mask=return_attention_mask,
-            return_tensors=return_tensors,
+        if named["text"] is None and named["text_target"] is None:
+            raise ValueError("pass text=... (or text_target=...): there is nothing to encode")
+        if named["return_offsets_mapping"]:
+            raise NotImplementedError(
+                "return_offsets_mapping needs a fast tokenizer; for this one, a character's id is at its position "
+                "in tokenizer.tokenize(text)"
+            )
+        options = self._options(named)
+        split = (named["is_split_into_words"], named.get("split_special_tokens", self.split_special_tokens))
+        encodings = targets = None
+        if named["text"] is not None:
+            encodings = self._encode(named["text"], named["text_pair"], options, *split)
+        if named["text_target"] is not None:
+            target_length = named.get("max_target_length")  # else max_length, as in transformers
+            target_length = options.max_length if target_length is None else target_length
+            target_options = dataclasses.replace(options, max_length=target_length)
+            targets = self._encode(named["text_target"], named["text_pair_target"], target_options, *split)
+        if encodings is None:
+            return targets
+        if targets is not None:
+            encodings["labels"] = targets["input_ids"]
+        return encodings
+
+    def _options(self, named: dict[str, Any]) -> EncodeOptions:
+        padding, truncation, max_length = resolve_strategies(
+            named["padding"],
+            named["truncation"],
+            named["max_length"],
+            named["pad_to_multiple_of"],
+            self.model_max_length,
         )
-        if single and return_tensors is None:
-            return BatchEncoding({key: value[0] for key, value in out.items()})
-        return out
+        if padding == "longest" and named["max_length"] is not None and named["truncation"] in (None, False):
+            if named["verbose"]:
+                logger.warning("max_length is ignored with padding=True and no truncation: use padding='max_length'")
+        self._check_can_pad(padding)
+        mask, types = named["return_attention_mask"], named["return_token_type_ids"]
+        return EncodeOptions(
+            padding=padding,
+            truncation=truncation,
+            max_length=max_length,
+            stride=named["stride"],
+            pad_to_multiple_of=named["pad_to_multiple_of"],
+            padding_side=named["padding_side"],
+            add_special_tokens=named["add_special_tokens"],
+            return_tensors=named["return_tensors"],
+            return_token_type_ids="token_type_ids" in self.model_input_names if types is None else types,
+            return_attention_mask="attention_mask" in self.model_input_names if mask is None else mask,
+            return_overflowing_tokens=named["return_overflowing_tokens"],
+            return_special_tokens_mask=named["return_special_tokens_mask"],
+            return_length=named["return_length"],
+            verbose=named["verbose"],
+        )
+
+    def _check_can_pad(self, padding: str) -> None:
+        if padding != "do_not_pad" and (self.pad_token is None or (self.pad_token_id or 0) < 0):
+            raise ValueError(
+                "Asking to pad but the tokenizer does not have a padding token: set one, e.g. "
+                "tokenizer.add_special_tokens({'pad_token': '[PAD]'}) (the CTC blank is the pad token)"
+            )
+
+    def _encode(
+        self, text: Any, text_pair: Any, options: EncodeOptions, is_split_into_words: bool, split_special: bool
+    ) -> BatchEncoding:
+        examples, batched = read_texts(text, text_pair, is_split_into_words)
+        columns = []
+        for first, second in examples:
+            ids = self._text_ids(first, split_special)
+            pair_ids = None if second is None else self._text_ids(second, split_special)
+            columns.append(encode_example(ids, pair_ids, options, self.truncation_side))
+            too_long = len(columns[-1]["input_ids"]) > self.model_max_length
+            if options.max_length is None and too_long and options.verbose and self.model_max_length:
+                if not self.deprecation_warnings.get(_TOO_LONG):
+                    logger.warning(
+                        "Token indices sequence length is longer than the specified maximum sequence length for this "
+                        "model (%d > %d)", len(columns[-1]["input_ids"]), self.model_max_length,
+                    )  # fmt: skip
+                self.deprecation_warnings[_TOO_LONG] = True
+        return assemble(columns, batched, options, self.pad)
+
+    def _text_ids(self, text: Texts, split_special_tokens: bool) -> list[int]:
+        """The ids of a text, or of a text given as words (each tokenized alone, as transformers does)."""
+        words = [text] if isinstance(text, str) else text
+        tokens = [t for word in words for t in self.tokenize(word, split_special_tokens=split_special_tokens)]
+        self._report_unknown(tokens)
+        return self.convert_tokens_to_ids(tokens)
+
+    def encode(
+        self,
+        text: Texts,
+        text_pair: Texts | None = None,
+        add_special_tokens: bool = True,
+        padding: bool | str = False,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        stride: int = 0,
+        padding_side: str | None = None,
+        return_tensors: str | None = None,
+        **kwargs: Any,
+    ) -> list[int] | torch.Tensor | np.ndarray:
+        """Label ids of one transcript (and of `text_pair` after it), with the call's padding and truncation.
+        Characters outside the vocabulary become the unk id (reported once)."""
+        if not isinstance(text, str) and not kwargs.get("is_split_into_words"):
+            raise TypeError(
+                f"encode takes one text (str), got {type(text).__name__}: {text!r:.80} (a batch: tokenizer(texts))"
+            )
+        kwargs.setdefault("return_attention_mask", False)
+        return self(
+            text, text_pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
+            max_length=max_length, stride=stride, padding_side=padding_side, return_tensors=return_tensors, **kwargs,
+        )["input_ids"]  # fmt: skip
+
+    @property
+    def max_len_single_sentence(self) -> int:
+        return self.model_max_length
+
+    @property
+    def max_len_sentences_pair(self) -> int:
+        return self.model_max_length
+
+    def truncate_sequences(
+        self,
+        ids: list[int],
+        pair_ids: list[int] | None = None,
+        num_tokens_to_remove: int = 0,
+        truncation_strategy: str = "longest_first",
+        stride: int = 0,
+    ) -> tuple[list[int], list[int] | None, list[int]]:
+        """(ids, pair_ids, overflowing ids) with `num_tokens_to_remove` cut on `truncation_side`, as transformers."""
+        strategy = resolve_strategies(False, truncation_strategy, 1, None, self.model_max_length)[1]
+        return truncate_ids(ids, pair_ids, num_tokens_to_remove, strategy, stride, self.truncation_side)
 
     # ---------------------------------------------------------------------------------------------- pad
     def pad(
@@ -328,9 +340,11 @@ class Wav2Vec2CTCTokenizer:
 
         `encoded_inputs` is a list of dicts with "input_ids" (one per example, as a data collator gets them), a
         dict of lists, or one example's dict; ids are lists of ints, integer arrays or integer tensors. `padding`,
-        `max_length` and `pad_to_multiple_of` as in `padding_plan` (a longer sequence is not cut); the mask is 0
-        where pad ids were added, on `padding_side` ("right" by default). Returns lists, or int64 "pt" / "np"
-        tensors (by default those of the inputs); one example's dict stays 1-D. Other keys pass through.
+        `max_length` and `pad_to_multiple_of` as in `padding_plan` (a longer sequence is not cut; padding to
+        "max_length" without one pads to model_max_length); the mask is 0 where pad ids were added, token type
+        ids get `pad_token_type_id` and a special tokens mask 1, on `padding_side` ("right" by default). Returns
+        lists, or int64 "pt" / "np" tensors (by default those of the inputs); one example's dict stays 1-D.
+        Other keys pass through.
         """
         columns = as_columns(encoded_inputs, "input_ids", "each id sequence as {'input_ids': ids}")
         if "input_ids" not in columns:
@@ -340,74 +354,74 @@ class Wav2Vec2CTCTokenizer:
         padding_side = self.padding_side if padding_side is None else padding_side
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-        return_attention_mask = True if return_attention_mask is None else return_attention_mask
-        rows, single = id_rows(columns["input_ids"], "input_ids")
-        if not rows:
-            return BatchEncoding(input_ids=[], **({"attention_mask": []} if return_attention_mask else {}))
-        masks = mask_rows(columns, rows)
-        others = {key: values for key, values in columns.items() if key not in ("input_ids", "attention_mask")}
-        if not single and any(len(values) != len(rows) for values in others.values()):
-            sizes = {key: len(values) for key, values in columns.items()}
-            raise ValueError(f"pad needs one value per example in every key, got these counts: {sizes}")
-        _, target = padding_plan([len(r) for r in rows], padding, max_length, pad_to_multiple_of, unit="ids")
-        ids, masks = pad_id_rows(rows, masks, target, self.pad_token_id, padding_side)
-        out = BatchEncoding(input_ids=ids[0] if single else ids)
-        if return_attention_mask:
-            out["attention_mask"] = masks[0] if single else masks
-        # one example's dict holds one value per key; a batch's, one per example (a tensor decides as a whole)
-        numeric = {
-            key: values
-            for key, values in others.items()
-            if holds_numbers(values if single or isinstance(values, torch.Tensor) else values[0])
-        }
-        return with_other_columns(out, numeric, others, return_tensors)  # texts: as given
+        padding, _, max_length = resolve_strategies(padding, False, max_length, None, self.model_max_length)
+        self._check_can_pad(padding)
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        options = EncodeOptions(
+            padding=padding,
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            return_tensors=return_tensors,
+            return_attention_mask=return_attention_mask,
+        )
+        return pad_columns(columns, options, self.pad_token_id, self.pad_token_type_id)
 
     # ------------------------------------------------------------------------------------------- decode
-    def decode(
+    def convert_tokens_to_string(
         self,
-        token_ids: Sequence[int] | np.ndarray | torch.Tensor,
-        skip_special_tokens: bool = False,
-        clean_up_tokenization_spaces: bool | None = None,
+        tokens: Sequence[str],
         group_tokens: bool = True,
         spaces_between_special_tokens: bool = False,
         output_char_offsets: bool = False,
         output_word_offsets: bool = False,
-    ) -> str | Wav2Vec2CTCTokenizerOutput:
-        """CTC ids of one clip -> text: repeats collapsed (`group_tokens`), blanks dropped, "|" -> space.
+    ) -> dict[str, Any]:
+        """CTC output tokens -> `{"text", "char_offsets", "word_offsets"}` (offsets None unless asked), as
+        transformers: repeats collapsed (`group_tokens`), blanks dropped, "|" -> space."""
+        symbols = CtcSymbols(self.pad_token, self.word_delimiter_token, self.replace_word_delimiter_char)
+        out = ctc_tokens_to_text(
+            tokens, symbols, group_tokens, spaces_between_special_tokens, output_char_offsets, output_word_offsets
+        )
+        if self.do_lower_case:
+            out["text"] = out["text"].lower()
+        return out
 
-        Offsets count output frames of the model (multiply by seconds per frame for times).
-        """
-        ids = as_id_list(token_ids)
-        tokens = self.convert_ids_to_tokens(ids)
+    _get_word_offsets = staticmethod(word_offsets)  # transformers' name, which its tests and some scripts call
+
+    def clean_up_tokenization(self, text: str) -> str:
+        return clean_up_tokenization(text)
+
+    def decode(
+        self,
+        token_ids: int | Sequence[int] | np.ndarray | torch.Tensor,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+        output_char_offsets: bool = False,
+        output_word_offsets: bool = False,
+        group_tokens: bool = True,
+        spaces_between_special_tokens: bool = False,
+    ) -> str | Wav2Vec2CTCTokenizerOutput:
+        """CTC ids of one clip -> text: repeats collapsed (`group_tokens`), blanks dropped, "|" -> space. With
+        offsets asked, a `Wav2Vec2CTCTokenizerOutput`; offsets count output frames of the model (multiply by
+        seconds per frame for times)."""
+        tokens = self.convert_ids_to_tokens(as_id_list(token_ids))
         if skip_special_tokens:
             skip = set(self.all_special_tokens) - {self.word_delimiter_token}
             tokens = [t for t in tokens if t not in skip]
-        if group_tokens:
-            runs = [(token, len(list(group))) for token, group in groupby(tokens)]
-        else:
-            runs = [(token, 1) for token in tokens]
-        chars, offsets, position = [], [], 0
-        for token, count in runs:
-            if token != self.pad_token:
-                char = self.replace_word_delimiter_char if token == self.word_delimiter_token else token
-                chars.append(char)
-                offsets.append({"char": char, "start_offset": position, "end_offset": position + count})
-            position += count
-        text = (" " if spaces_between_special_tokens else "").join(chars).strip()
-        if self.do_lower_case:
-            text = text.lower()
-        if (
-            clean_up_tokenization_spaces
-            if clean_up_tokenization_spaces is not None
-            else self.clean_up_tokenization_spaces
-        ):
-            text = clean_up_tokenization(text)
+        out = self.convert_tokens_to_string(
+            tokens, group_tokens, spaces_between_special_tokens, output_char_offsets, output_word_offsets
+        )
+        clean = (
+            self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
+        )
+        text = clean_up_tokenization(out["text"]) if clean else out["text"]
         if not (output_char_offsets or output_word_offsets):
             return text
-        return Wav2Vec2CTCTokenizerOutput(
-            text=text,
-            char_offsets=offsets if output_char_offsets else None,
-            word_offsets=word_offsets(offsets, self.replace_word_delimiter_char) if output_word_offsets else None,
+        return Wav2Vec2CTCTokenizerOutput(  # the offsets asked for (transformers gives both for no ids)
+            text,
+            out["char_offsets"] if output_char_offsets else None,
+            out["word_offsets"] if output_word_offsets else None,
         )
 
     def batch_decode(
@@ -415,60 +429,42 @@ class Wav2Vec2CTCTokenizer:
     ) -> list[str] | Wav2Vec2CTCTokenizerOutput:
         """`decode` for each row; with offsets asked, one output whose fields are lists (as transformers)."""
         decoded = [self.decode(row, **options) for row in sequences]
-        if options.get("output_char_offsets") or options.get("output_word_offsets"):
-            return Wav2Vec2CTCTokenizerOutput(
-                text=[d.text for d in decoded],
-                char_offsets=[d.char_offsets for d in decoded] if options.get("output_char_offsets") else None,
-                word_offsets=[d.word_offsets for d in decoded] if options.get("output_word_offsets") else None,
-            )
-        return decoded
+        fields = ["text"] + [f"{kind}_offsets" for kind in ("char", "word") if options.get(f"output_{kind}_offsets")]
+        if len(fields) == 1:
+            return decoded
+        return Wav2Vec2CTCTokenizerOutput({field: [d[field] for d in decoded] for field in fields})
 
     # --------------------------------------------------------------------------------------------- files
     def to_config(self) -> dict[str, Any]:
         """The `tokenizer_config.json` dictionary, in transformers' layout (added tokens under their ids)."""
-        return dict(
-            sorted(
-                (
-                    self.extra
-                    | {
-                        "added_tokens_decoder": {str(i): t.to_dict() for i, t in self.added_tokens_decoder.items()},
-                        "bos_token": self.bos_token,
-                        "eos_token": self.eos_token,
-                        "unk_token": self.unk_token,
-                        "pad_token": self.pad_token,
-                        "word_delimiter_token": self.word_delimiter_token,
-                        "replace_word_delimiter_char": self.replace_word_delimiter_char,
-                        "do_lower_case": self.do_lower_case,
-                        "target_lang": self.target_lang,
-                        "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
-                        "tokenizer_class": type(self).__name__,
-                    }
-                ).items()
-            )
-        )
+        config = self.extra | {name: None if v is None else str(v) for name, v in self._special_tokens_map.items()}
+        if self._extra_special_tokens:
+            config[EXTRA_SPECIAL_TOKENS] = self.extra_special_tokens
+        if self.model_input_names != type(self).model_input_names:
+            config["model_input_names"] = self.model_input_names
+        if self.split_special_tokens:
+            config["split_special_tokens"] = True
+        config |= {
+            "added_tokens_decoder": {str(i): t.to_dict() for i, t in self.added_tokens_decoder.items()},
+            "replace_word_delimiter_char": self.replace_word_delimiter_char,
+            "do_lower_case": self.do_lower_case,
+            "target_lang": self.target_lang,
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
+            "model_max_length": self.model_max_length,
+            "padding_side": self.padding_side,
+            "truncation_side": self.truncation_side,
+            "tokenizer_class": type(self).__name__,
+        }
+        return dict(sorted(config.items()))
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
         """Write vocab.json, tokenizer_config.json, special_tokens_map.json and, when there are tokens outside
         vocab.json, added_tokens.json: the files of transformers 5 plus those older versions read."""
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        special = {name: getattr(self, name) for name in ("bos_token", "eos_token", "unk_token", "pad_token")}
-        files = {
-            VOCAB_NAME: self.vocab,
-            TOKENIZER_CONFIG_NAME: self.to_config(),
-            SPECIAL_TOKENS_MAP_NAME: {k: v for k, v in special.items() if v is not None},
-        }
+        special = {name: str(v) for name, v in self._special_tokens_map.items() if name in _MAPPED and v is not None}
+        if self._extra_special_tokens:
+            special["additional_special_tokens"] = self.extra_special_tokens  # the older files' name
         outside = {t.content: i for i, t in self.added_tokens_decoder.items() if t.content not in self.encoder}
-        if outside:
-            files[ADDED_TOKENS_NAME] = outside
-        return [
-            str(
-                atomic_write_text(
-                    directory / name, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-                )
-            )
-            for name, value in files.items()
-        ]
+        return write_tokenizer_files(Path(save_directory), self.vocab, self.to_config(), special, outside)
 
     @classmethod
     def from_pretrained(
@@ -492,4 +488,12 @@ class Wav2Vec2CTCTokenizer:
         reads (tokenizer_config.json as transformers 5 writes it, or the files of older versions), then keyword
         `overrides`, which win over the files."""
         vocab_path, config = read_tokenizer_files(path_or_repo_id, hub, overrides)
-        return cls(vocab_file=vocab_path, **(config | overrides))
+        tokenizer = cls(vocab_file=vocab_path, **(config | overrides))
+        tokenizer.name_or_path = str(path_or_repo_id)
+        return tokenizer
+
+
+_CALL_KEYWORDS = {  # the named keywords of __call__
+    p.name for p in inspect.signature(Wav2Vec2CTCTokenizer.__call__).parameters.values() if p.default is not p.empty
+}
+_MAPPED = (*SPECIAL_TOKEN_NAMES, WORD_DELIMITER_NAME)  # the names special_tokens_map.json holds

@@ -6,13 +6,14 @@ that doubles as the CTC blank; ids are JSON integers, each naming one output of 
 In order: the file names; `AddedToken`, an entry of tokenizer_config.json's `added_tokens_decoder`;
 `checked_vocab`, vocab.json's table with every id checked; `given_added_tokens`, the added tokens a caller or a
 file gives, checked against it; `read_tokenizer_files`, the constructor arguments of a directory or hub repo in
-the layout of transformers 5 (or of the older files it still reads); `build_vocab`, the vocabulary of a training
-set.
+the layout of transformers 5 (or of the older files it still reads); `write_tokenizer_files`, the same files
+written back; `build_vocab`, the vocabulary of a training set.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from w2vbert.loading.hub import HubOptions, resolve_optional_file
-from w2vbert.utils.files import read_json_object
+from w2vbert.utils.files import atomic_write_text, read_json_object
 
 VOCAB_NAME = "vocab.json"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
@@ -33,15 +34,14 @@ ADDED_TOKENS_NAME = "added_tokens.json"
 _SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # tokenizer_config.json keys that describe how transformers loaded or saved the files, not the tokenizer
 _LOADING_KEYS = (
-    "model_max_length",
     "name_or_path",
     "special_tokens_map_file",
-    "additional_special_tokens",
-    "extra_special_tokens",
+    "tokenizer_file",
     "processor_class",
     "backend",
     "is_local",
     "local_files_only",
+    "files_loaded",
     "vocab_file",
     "init_inputs",
 )
@@ -64,12 +64,29 @@ class AddedToken:
     normalized: bool = True
     special: bool = False
 
+    def __str__(self) -> str:
+        return self.content  # as transformers' (tokenizers') AddedToken: str(token) is its text
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str) -> AddedToken:
         if not isinstance(values, dict) or not isinstance(values.get("content"), str):
             raise ValueError(f"{where}: expected an added token {{'content': str, ...}}, got {values!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def of(cls, value: Any, where: str, **defaults: bool) -> AddedToken:
+        """`value` as an AddedToken: a str (with `defaults` for the flags), one of ours, its dict (as JSON holds
+        it), or the `tokenizers.AddedToken` transformers passes (read through its `__getstate__` dict, the state
+        transformers writes to tokenizer_config.json). Anything else is a TypeError naming what came."""
+        if isinstance(value, AddedToken):
+            return value
+        if isinstance(value, str):
+            return cls(value, **defaults)
+        state = value if isinstance(value, dict) else getattr(value, "__getstate__", lambda: None)()
+        if isinstance(state, dict) and isinstance(state.get("content"), str):
+            return cls.from_dict({k: v for k, v in state.items() if k != "__type"}, where)
+        raise TypeError(f"{where} must be a str or an AddedToken, got {type(value).__name__}: {value!r:.80}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -176,8 +193,11 @@ def read_tokenizer_files(
 
 
 def _older_added_tokens(path: Path, named: dict[str, Any]) -> dict[int, AddedToken]:
-    """added_tokens.json ({token: id}) as added tokens: special where one of the special tokens `named` is it."""
+    """added_tokens.json ({token: id}) as added tokens: special where one of the special tokens `named` is it
+    (a named one, or one of the extra special tokens)."""
     special = {str(named[k]) for k in _SPECIAL_NAMES if named.get(k)}
+    extra = named.get("extra_special_tokens") or named.get("additional_special_tokens") or []
+    special.update(str(AddedToken.of(t, "an extra special token")) for t in extra if isinstance(extra, list))
     decoder: dict[int, AddedToken] = {}
     for content, index in read_json_object(path).items():
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
@@ -193,6 +213,23 @@ def _token_strings(values: dict[str, Any]) -> dict[str, Any]:
         k: v["content"] if k.endswith("_token") and isinstance(v, dict) and "content" in v else v
         for k, v in values.items()
     }
+
+
+def write_tokenizer_files(
+    directory: Path, vocab: dict[str, Any], config: dict[str, Any], special: dict[str, str], outside: dict[str, int]
+) -> list[str]:
+    """Write vocab.json (`vocab`, nested per language where it is), tokenizer_config.json (`config`, as
+    transformers 5 reads it), special_tokens_map.json (`special`, name -> token) and, when there are tokens
+    outside vocab.json (`outside`, token -> id), added_tokens.json: the files of transformers 5 plus those older
+    versions read. Returns the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {VOCAB_NAME: vocab, TOKENIZER_CONFIG_NAME: config, SPECIAL_TOKENS_MAP_NAME: special}
+    if outside:
+        files[ADDED_TOKENS_NAME] = outside
+    return [
+        str(atomic_write_text(directory / name, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"))
+        for name, value in files.items()
+    ]
 
 
 def build_vocab(
