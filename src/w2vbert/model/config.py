@@ -4,11 +4,10 @@ The field names, defaults and JSON layout are those of the Hugging Face config o
 `config.json` written by either library loads in the other. Keys this class does not know are kept in
 `extra` and written back unchanged.
 
-In order: the value rules (each field's own, one line per field, then the rules between fields), the config
-dataclass (whose field annotations give each field's type, model/field_kinds.py the values each type admits),
-then `FIELD_KINDS` and `PRETRAINING_FIELDS`. `validate()` checks every field's type and own rules in field
-order, then the rules between fields, then the model's size (model/size.py: too large a model is refused before
-anything is built), and raises one `ValueError` with one message per bad field.
+In order: the config dataclass (whose field annotations give each field's type, model/field_kinds.py the values
+each type admits), then `FIELD_KINDS` and `PRETRAINING_FIELDS`. `validate()` checks the values against the rules
+of model/config_rules.py (too large a model is refused before anything is built), and raises one `ValueError`
+with one message per bad field.
 """
 
 from __future__ import annotations
@@ -16,186 +15,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from w2vbert.loading.hub import HubOptions, resolve_file
+from w2vbert.model.config_rules import (  # noqa: F401  (the choices, imported from here)
+    ACTIVATIONS,
+    CTC_REDUCTIONS,
+    MAX_LABELS,
+    POSITION_EMBEDDING_TYPES,
+    build_problems,
+)
 from w2vbert.model.field_kinds import field_kinds
-from w2vbert.model.size import size_problem
 from w2vbert.utils.files import atomic_write_text, read_json_object
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "wav2vec2-bert"
-POSITION_EMBEDDING_TYPES = (None, "relative_key", "relative", "rotary")
-ACTIVATIONS = ("relu", "gelu", "gelu_new", "swish", "silu", "selu", "tanh", "sigmoid")
-CTC_REDUCTIONS = ("sum", "mean", "none")
 # fields transformers' config does not have, written only when on (or set)
 EXTENSION_FLAGS = ("add_encoder_layer_norm", "add_inner_layer_norm", "verification_threshold")
 PRETRAINING_CLASS = "Wav2Vec2BertForPreTraining"  # whose config.json carries the pre-training fields
 DEFAULT_NUM_LABELS = 2  # transformers' PretrainedConfig default: LABEL_0, LABEL_1
-# A label count with no id2label makes the names LABEL_0 ... up front: a million take 0.4 s and ~100 MB, and no
-# audio classification task comes near (MMS language ID has 4,017 classes, VoxCeleb2 speaker ID 5,994).
-MAX_LABELS = 1_000_000
-
-# The rules a value must keep, checked once its type is right and before any arithmetic on it (a head count of 0
-# used to escape as ZeroDivisionError from the divisibility rule).
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One rule for one field's value: `holds` tests it, `words` say what the value must be."""
-
-    holds: Callable[[Any], bool]
-    words: str  # the message reads "<field> <words>, got <value>"
-    quote: bool = False  # show the value as repr() (names, so that 'relu ' shows its space)
-
-    def problem(self, value: Any) -> str | None:
-        if self.holds(value):
-            return None
-        return f"{self.words}, got {value!r}" if self.quote else f"{self.words}, got {value}"
-
-
-def one_of(choices: tuple) -> Rule:
-    return Rule(lambda value: value in choices, f"must be one of {choices}", quote=True)
-
-
-AT_LEAST_1 = Rule(lambda v: v >= 1, "must be >= 1")
-AT_LEAST_0 = Rule(lambda v: v >= 0, "must be >= 0")
-POSITIVE = Rule(lambda v: v > 0, "must be a positive number")
-PROBABILITY = Rule(lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
-UP_TO_1 = Rule(lambda v: 0 < v <= 1, "must be in (0, 1]")
-ODD = Rule(lambda v: v % 2 == 1, "must be odd")
-TDNN_LAYERS = Rule(lambda v: len(v) >= 1 and min(v) >= 1, "must list one or more values >= 1 (one per TDNN layer)")
-
-# Each field's rules, checked in order (the first broken one is reported); the type comes from the annotation.
-FIELD_RULES: dict[str, tuple[Rule, ...]] = {
-    "hidden_size": (AT_LEAST_1,),
-    "num_hidden_layers": (AT_LEAST_1,),
-    "num_attention_heads": (AT_LEAST_1,),
-    "intermediate_size": (AT_LEAST_1,),
-    "feature_projection_input_dim": (AT_LEAST_1,),
-    "hidden_act": (one_of(ACTIVATIONS),),
-    "layer_norm_eps": (POSITIVE,),
-    "initializer_range": (AT_LEAST_0,),
-    "hidden_dropout": (PROBABILITY,),
-    "activation_dropout": (PROBABILITY,),
-    "attention_dropout": (PROBABILITY,),
-    "feat_proj_dropout": (PROBABILITY,),
-    "final_dropout": (PROBABILITY,),
-    "layerdrop": (PROBABILITY,),
-    "conformer_conv_dropout": (PROBABILITY,),
-    "position_embeddings_type": (one_of(POSITION_EMBEDDING_TYPES),),
-    "rotary_embedding_base": (AT_LEAST_1,),
-    "max_source_positions": (AT_LEAST_1,),
-    "left_max_position_embeddings": (AT_LEAST_0,),
-    "right_max_position_embeddings": (AT_LEAST_0,),
-    "conv_depthwise_kernel_size": (AT_LEAST_1, ODD),
-    "mask_time_prob": (PROBABILITY,),
-    "mask_time_length": (AT_LEAST_1,),
-    "mask_time_min_masks": (AT_LEAST_0,),
-    "mask_feature_prob": (PROBABILITY,),
-    "mask_feature_length": (AT_LEAST_1,),
-    "mask_feature_min_masks": (AT_LEAST_0,),
-    "vocab_size": (Rule(lambda v: v >= 1, "must be positive"),),
-    "ctc_loss_reduction": (one_of(CTC_REDUCTIONS),),
-    "classifier_proj_size": (AT_LEAST_1,),
-    "tdnn_dim": (TDNN_LAYERS,),
-    "tdnn_kernel": (TDNN_LAYERS,),
-    "tdnn_dilation": (TDNN_LAYERS,),
-    "xvector_output_dim": (AT_LEAST_1,),
-    "num_labels": (Rule(lambda v: 0 <= v <= MAX_LABELS, f"must be in [0, {MAX_LABELS:,}]"),),
-    "adapter_kernel_size": (AT_LEAST_1,),
-    "adapter_stride": (AT_LEAST_1,),
-    "num_adapter_layers": (AT_LEAST_1,),
-    "adapter_act": (one_of(ACTIVATIONS),),
-    "output_hidden_size": (AT_LEAST_1,),
-    "num_codevector_groups": (AT_LEAST_1,),
-    "num_codevectors_per_group": (AT_LEAST_1,),
-    "codevector_dim": (AT_LEAST_1,),
-    "proj_codevector_dim": (AT_LEAST_1,),
-    "max_gumbel_temperature": (POSITIVE,),
-    "min_gumbel_temperature": (POSITIVE,),
-    "gumbel_temperature_decay": (UP_TO_1,),
-    "contrastive_logits_temperature": (POSITIVE,),
-    "num_negatives": (AT_LEAST_1,),
-    "diversity_loss_weight": (AT_LEAST_0,),
-    "pretraining_mask_prob": (UP_TO_1,),
-    "num_masked_prediction_layers": (AT_LEAST_0,),
-    "num_target_codebooks": (AT_LEAST_1,),
-    "masked_prediction_loss_weight": (AT_LEAST_0,),
-    "contrastive_loss_weight": (AT_LEAST_0,),
-}
-
-
-@dataclass(frozen=True)
-class Between:
-    """A rule between fields: checked when none of `fields` broke its own rules (each bad field gets one message)."""
-
-    fields: tuple[str, ...]
-    holds: Callable[[Any], bool]  # config -> whether the rule holds
-    message: Callable[[Any], str]  # config -> what is wrong
-
-
-RULES_BETWEEN_FIELDS = (
-    Between(
-        ("hidden_size", "num_attention_heads"), lambda c: c.hidden_size % c.num_attention_heads == 0,
-        lambda c: f"hidden_size={c.hidden_size} is not divisible by num_attention_heads={c.num_attention_heads}",
-    ),
-    Between(
-        ("output_hidden_size", "hidden_size", "num_attention_heads"),
-        # None means hidden_size, checked above
-        lambda c: c.output_hidden_size in (None, c.hidden_size) or c.output_hidden_size % c.num_attention_heads == 0,
-        lambda c: f"output_hidden_size={c.output_hidden_size} is not divisible by num_attention_heads="
-        f"{c.num_attention_heads} (the adapter's attention uses the same heads)",
-    ),
-    Between(
-        ("position_embeddings_type", "hidden_size", "num_attention_heads"),
-        lambda c: c.position_embeddings_type != "rotary" or (c.hidden_size // c.num_attention_heads) % 2 == 0,
-        lambda c: "rotary position embeddings need an even head dimension",
-    ),
-    Between(
-        ("use_intermediate_ffn_before_adapter", "add_adapter"),
-        lambda c: c.add_adapter or not c.use_intermediate_ffn_before_adapter,
-        lambda c: "use_intermediate_ffn_before_adapter=True needs add_adapter=True",
-    ),
-    Between(
-        ("tdnn_dim", "tdnn_kernel", "tdnn_dilation"),
-        lambda c: len(c.tdnn_dim) == len(c.tdnn_kernel) == len(c.tdnn_dilation),
-        lambda c: "tdnn_dim, tdnn_kernel and tdnn_dilation must have one entry per TDNN layer, got lengths "
-        f"{len(c.tdnn_dim)}, {len(c.tdnn_kernel)}, {len(c.tdnn_dilation)}",
-    ),
-    Between(
-        ("num_labels", "id2label"),
-        lambda c: None in (c.num_labels, c.id2label) or c.num_labels == len(c.id2label),
-        lambda c: f"num_labels={c.num_labels} contradicts id2label with {len(c.id2label)} entries; "
-        "pass one of them, or both consistently",
-    ),
-    Between(
-        ("codevector_dim", "num_codevector_groups"), lambda c: c.codevector_dim % c.num_codevector_groups == 0,
-        lambda c: f"codevector_dim={c.codevector_dim} is not divisible by "
-        f"num_codevector_groups={c.num_codevector_groups} (each codebook holds an equal slice)",
-    ),
-    Between(
-        ("num_target_codebooks", "num_codevector_groups"),
-        lambda c: c.num_target_codebooks <= c.num_codevector_groups,
-        lambda c: f"num_target_codebooks={c.num_target_codebooks} exceeds num_codevector_groups="
-        f"{c.num_codevector_groups}",
-    ),
-    Between(
-        ("num_masked_prediction_layers", "num_hidden_layers"),
-        lambda c: c.num_masked_prediction_layers is None or c.num_masked_prediction_layers < c.num_hidden_layers,
-        lambda c: f"num_masked_prediction_layers={c.num_masked_prediction_layers} leaves no block before the "
-        f"contrastive loss's tap (num_hidden_layers={c.num_hidden_layers})",
-    ),
-    Between(
-        ("min_gumbel_temperature", "max_gumbel_temperature"),
-        lambda c: c.min_gumbel_temperature <= c.max_gumbel_temperature,
-        lambda c: f"min_gumbel_temperature={c.min_gumbel_temperature} is above "
-        f"max_gumbel_temperature={c.max_gumbel_temperature}",
-    ),
-)
 
 
 @dataclass
@@ -313,33 +153,12 @@ class Wav2Vec2BertConfig:
             self.label2id = {label: i for i, label in self.id2label.items()}
 
     def validate(self) -> None:
-        """Raise `ValueError` for values that cannot build a model, naming each bad field and its rule.
-
-        Each field's type (from its annotation) and rules come first, in field order, then the rules between
-        fields, skipping a rule whose fields are already reported (each bad field gets one message), then the
-        model's size, which needs a config that passed every check before it.
-        """
-        problems, bad = self._field_problems()
-        problems += [rule.message(self) for rule in RULES_BETWEEN_FIELDS
-                     if bad.isdisjoint(rule.fields) and not rule.holds(self)]
-        too_large = None if problems else size_problem(self)  # the count needs a config that passed the rest
-        if too_large is not None:
-            problems.append(too_large)
+        """Raise `ValueError` for values that cannot build a model, naming each bad field and its rule
+        (model/config_rules.py: each field's type and rules in field order, the rules between fields, then the
+        model's size)."""
+        problems = build_problems(self, FIELD_KINDS)
         if problems:
             raise ValueError("invalid Wav2Vec2BertConfig: " + "; ".join(problems))
-
-    def _field_problems(self) -> tuple[list[str], set[str]]:
-        """One message per field whose type or own rules it breaks, in field order; and the names of those fields."""
-        problems, bad = [], set()
-        for name, kind in FIELD_KINDS.items():
-            value = getattr(self, name)
-            problem = None if value is None and kind.optional else kind.problem(value)
-            for rule in FIELD_RULES.get(name, ()) if problem is None and value is not None else ():
-                problem = problem or rule.problem(value)
-            if problem is not None:
-                problems.append(f"{name} {problem}")
-                bad.add(name)
-        return problems, bad
 
     # ----------------------------------------------------------------------------------------------- derived
     @property
