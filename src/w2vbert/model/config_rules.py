@@ -1,9 +1,11 @@
 """The rules a `Wav2Vec2BertConfig` must keep to build a model, and `build_problems`, which words what breaks them.
 
-`Wav2Vec2BertConfig.validate` checks them. In order: the choices, `Rule` and the rules every field's value keeps
-(`FIELD_RULES`), `Between` and the rules between fields (`RULES_BETWEEN_FIELDS`), and `build_problems`: each
-field's type (model/field_kinds.py) and own rules in field order, then the rules between fields, then the
-model's size (model/size.py), which needs a config that passed every check before it.
+A config is made from whatever transformers' config would accept (model/config.py); these rules are checked
+where a model is built or loaded (`Wav2Vec2BertConfig.validate`). In order: the choices, `Rule` and the
+rules every field's value keeps (`FIELD_RULES`), the rules of transformers' common attributes
+(`COMMON_RULES`), `Between` and the rules between fields (`RULES_BETWEEN_FIELDS`), and `build_problems`: each
+field's type (model/field_kinds.py) and own rules in field order, then the common attributes', then the rules
+between fields, then the model's size (model/size.py), which needs a config that passed every check before it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 POSITION_EMBEDDING_TYPES = (None, "relative_key", "relative", "rotary")
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "swish", "silu", "selu", "tanh", "sigmoid")
 CTC_REDUCTIONS = ("sum", "mean", "none")
+PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")  # transformers'
 # A label count with no id2label makes the names LABEL_0 ... up front: a million take 0.4 s and ~100 MB, and no
 # audio classification task comes near (MMS language ID has 4,017 classes, VoxCeleb2 speaker ID 5,994).
 MAX_LABELS = 1_000_000
@@ -90,7 +93,6 @@ FIELD_RULES: dict[str, tuple[Rule, ...]] = {
     "tdnn_kernel": (TDNN_LAYERS,),
     "tdnn_dilation": (TDNN_LAYERS,),
     "xvector_output_dim": (AT_LEAST_1,),
-    "num_labels": (Rule(lambda v: 0 <= v <= MAX_LABELS, f"must be in [0, {MAX_LABELS:,}]"),),
     "adapter_kernel_size": (AT_LEAST_1,),
     "adapter_stride": (AT_LEAST_1,),
     "num_adapter_layers": (AT_LEAST_1,),
@@ -112,6 +114,12 @@ FIELD_RULES: dict[str, tuple[Rule, ...]] = {
     "masked_prediction_loss_weight": (AT_LEAST_0,),
     "contrastive_loss_weight": (AT_LEAST_0,),
 }
+
+# transformers' common attributes that a model reads (model/config_dict.py holds them all); each rule as above.
+COMMON_RULES: dict[str, tuple[Rule, ...]] = {
+    "problem_type": (one_of(PROBLEM_TYPES),),
+}
+
 
 @dataclass(frozen=True)
 class Between:
@@ -150,11 +158,11 @@ RULES_BETWEEN_FIELDS = (
         lambda c: "tdnn_dim, tdnn_kernel and tdnn_dilation must have one entry per TDNN layer, got lengths "
         f"{len(c.tdnn_dim)}, {len(c.tdnn_kernel)}, {len(c.tdnn_dilation)}",
     ),
-    Between(
-        ("num_labels", "id2label"),
-        lambda c: None in (c.num_labels, c.id2label) or c.num_labels == len(c.id2label),
-        lambda c: f"num_labels={c.num_labels} contradicts id2label with {len(c.id2label)} entries; "
-        "pass one of them, or both consistently",
+    Between(  # transformers refuses this one when the config is made
+        ("problem_type", "id2label"),
+        lambda c: c.problem_type != "single_label_classification" or c.num_labels != 1,
+        lambda c: 'problem_type="single_label_classification" needs num_labels > 1: for one output use '
+        'problem_type="regression", for two classes num_labels=2',
     ),
     Between(
         ("codevector_dim", "num_codevector_groups"), lambda c: c.codevector_dim % c.num_codevector_groups == 0,
@@ -194,13 +202,13 @@ def type_problems(config: Wav2Vec2BertConfig, kinds: dict[str, FieldKind]) -> di
 
 
 def _value_problems(config: Wav2Vec2BertConfig, kinds: dict[str, FieldKind]) -> dict[str, str]:
-    """One message per field that breaks its type or a rule (the type first, then its rules in order)."""
+    """One message per field (type first, then its rules in order) and per common attribute that breaks a rule."""
     problems = type_problems(config, kinds)
-    for name in kinds:
+    rules = [(name, FIELD_RULES.get(name, ())) for name in kinds] + list(COMMON_RULES.items())
+    for name, field_rules in rules:
         value = getattr(config, name)
-        if name in problems or value is None:
+        if name in problems or (value is None and name in kinds):
             continue
-        field_rules = FIELD_RULES.get(name, ())
         problem = next((p for rule in field_rules if (p := rule.problem(value)) is not None), None)
         if problem is not None:
             problems[name] = problem
@@ -214,7 +222,7 @@ def build_problems(config: Wav2Vec2BertConfig, kinds: dict[str, FieldKind]) -> l
     message); the model's size is counted only for a config that passed every other check.
     """
     bad = _value_problems(config, kinds)
-    order = {name: index for index, name in enumerate(kinds)}
+    order = {name: index for index, name in enumerate([*kinds, *COMMON_RULES])}
     problems = [f"{name} {bad[name]}" for name in sorted(bad, key=order.__getitem__)]
     problems += [rule.message(config) for rule in RULES_BETWEEN_FIELDS
                  if bad.keys().isdisjoint(rule.fields) and not rule.holds(config)]
