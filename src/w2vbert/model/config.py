@@ -9,7 +9,8 @@ return_unused_kwargs=True)` work as there.
 
 A config is made from any values of the right types, as transformers' is; whether they can build a model is
 checked where one is built or loaded: `validate()` (model/config_rules.py) raises one `ValueError` naming every
-bad field. A value of a wrong type is refused at once (transformers' config refuses it too), with the same message.
+bad field. A value of a wrong type is refused at once (transformers' config refuses it too), with the same
+message; `architectures` and `label2id`, which transformers takes as given, are typed by `validate()` too.
 
 In order: the config dataclass (its field annotations give each field's type, model/field_kinds.py the values each
 type admits), its construction (`__init__`, the labels), the derived properties, `validate`, the dict and JSON side,
@@ -162,8 +163,7 @@ class Wav2Vec2BertConfig:
         if args:
             raise ValueError(f"Wav2Vec2BertConfig takes keyword arguments only, got {len(args)} positional")
         for f in dataclasses.fields(self):
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-            setattr(self, f.name, kwargs.pop(f.name, default))
+            setattr(self, f.name, kwargs.pop(f.name, f.default))
         num_labels = kwargs.pop("num_labels", None)
         set_common_attributes(self, kwargs)
         wrong = type_problems(self, FIELD_KINDS)
@@ -184,8 +184,9 @@ class Wav2Vec2BertConfig:
         """As transformers: id2label from `num_labels` when not given; given both, `num_labels` wins (warned)."""
         if self.id2label is None:
             given = self.label2id
-            self.num_labels = DEFAULT_NUM_LABELS if num_labels is None else num_labels
-            self.label2id = self.label2id if given is None else given
+            self.num_labels = DEFAULT_NUM_LABELS if num_labels is None else num_labels  # LABEL_0 ... both ways
+            if given is not None:  # kept (transformers replaces it with the LABEL_i names)
+                self.label2id = given
         elif num_labels is not None and num_labels != len(self.id2label):
             logger.warning(
                 "num_labels=%s replaces the %d labels of id2label with LABEL_0 ...: pass one of them, or both "
@@ -279,8 +280,10 @@ class Wav2Vec2BertConfig:
     def validate(self) -> None:
         """Raise `ValueError` for values that cannot build a model, naming each bad field and its rule.
 
-        What building or loading a model checks first (model/config_rules.py): each field's type and rules in
-        field order, transformers' `problem_type`, the rules between fields, then the model's size.
+        What building or loading a model checks first (`Wav2Vec2BertPreTrainedModel.__init__`, which loading
+        goes through too): each field's type and rules in field order, transformers' `problem_type`, the rules
+        between fields, then the model's size (model/config_rules.py). The config is checked as it is then, so
+        a field changed after it was made is checked too.
         """
         problems = build_problems(self, FIELD_KINDS)
         if problems:
