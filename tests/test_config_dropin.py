@@ -214,8 +214,8 @@ def test_to_json_string_is_transformers_text():
 )
 def test_any_mix_of_fields_common_and_unknown_keys_writes_transformers_diff_dict(keywords, extras):
     values = {k: {**MODEL_TESTER_KEYWORDS, **COMMON_KEYWORDS}.get(k, True) for k in keywords} | extras
-    if "id2label" not in values:  # label2id alone: transformers replaces it with LABEL_0 ..., w2vbert keeps it
-        values.pop("label2id", None)
+    if {"id2label", "label2id"} & set(values):  # the labels go together: alone, each is read differently
+        values |= {"id2label": COMMON_KEYWORDS["id2label"], "label2id": COMMON_KEYWORDS["label2id"]}
     ours, theirs = both(**values)
     assert ours.to_diff_dict() == without_version(theirs.to_diff_dict())
     assert Wav2Vec2BertConfig.from_dict(json.loads(ours.to_json_string())) == ours
