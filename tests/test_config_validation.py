@@ -1,7 +1,8 @@
 """`Wav2Vec2BertConfig` refuses wrong types and ranges with one `ValueError` naming every bad field.
 
 These are the values an outside test fed through `config.json` that used to escape as tracebacks or be read
-wrongly (the string "false" as true, a bare architecture name as a list of its characters).
+wrongly (the string "false" as true, a bare architecture name as a list of its characters). A wrong type is
+refused when the config is made; every other rule where a model is built or loaded (`validate`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from w2vbert.model.size import MAX_PARAMETERS, estimated_parameters, head_parame
 
 
 def problems_of(**values) -> list[str]:
-    """The messages one invalid config gives, one per bad field (the ValueError joins them with '; ')."""
+    """The messages one invalid config gives, one per bad field (the ValueError joins them with '; '), when it is
+    made or, for the values of the right types, when a model is built from it (`validate`)."""
     with pytest.raises(ValueError) as caught:
-        Wav2Vec2BertConfig.from_dict(values)
+        Wav2Vec2BertConfig.from_dict(values).validate()
     message = str(caught.value)
     assert message.startswith("invalid Wav2Vec2BertConfig: ")
     return message.removeprefix("invalid Wav2Vec2BertConfig: ").split("; ")
@@ -278,7 +280,7 @@ def a_field_and_a_wrong_value(draw):
 def test_any_wrong_typed_value_is_a_value_error_naming_that_field_alone(field_and_value):
     name, value = field_and_value
     with pytest.raises(ValueError) as caught:
-        Wav2Vec2BertConfig.from_dict({name: value})
+        Wav2Vec2BertConfig.from_dict({name: value}).validate()
     assert str(caught.value).startswith(f"invalid Wav2Vec2BertConfig: {name} "), (name, value)
     others = [other for other in re.findall(r"; (\w+) ", str(caught.value)) if other in FIELD_HINTS]
     assert not others, f"{name}={value!r} also reported {others}"  # one message, for the one wrong field

@@ -1,8 +1,10 @@
 """The model: one config dataclass, the Conformer encoder, its heads, the pre-training model, and loading.
 
 - `config`: `Wav2Vec2BertConfig`, the one description of the architecture (field names as in `config.json`),
-  with its validation rules; `field_kinds`: the values each field annotation admits; `size`: the parameter
-  count that refuses a model too large to build.
+  which behaves as transformers' `PretrainedConfig`; `config_dict`: what it keeps beside its fields (transformers'
+  common attributes, unknown keys) and its `to_dict` / `to_diff_dict`; `config_rules`: the rules its values keep
+  to build a model, checked where one is built or loaded; `field_kinds`: the values each field annotation
+  admits; `size`: the parameter count that refuses a model too large to build.
 - `encoder`: `Wav2Vec2BertModel`, the feature projection and the recipe; `conformer`: the Conformer block
   (feed-forward, convolution module, self-attention) and the stack of blocks; `positions`: the three position
   schemes' shared inputs; `adapter`: the strided adapter layers.

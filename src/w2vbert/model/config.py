@@ -1,204 +1,68 @@
 """`Wav2Vec2BertConfig`: every hyper-parameter of the model family, read from and written to `config.json`.
 
 The field names, defaults and JSON layout are those of the Hugging Face config of the same name, so a
-`config.json` written by either library loads in the other. Keys this class does not know are kept in
-`extra` and written back unchanged.
+`config.json` written by either library loads in the other. It behaves as transformers' `PretrainedConfig` for
+its users: any keyword is taken (the fields; transformers' common attributes, model/config_dict.py; any other,
+kept as an attribute and written back), `num_labels` resizes the labels, and `to_dict`, `to_diff_dict`,
+`to_json_string`, `to_json_file`, `from_dict`, `from_json_file`, `update` and `from_pretrained(...,
+return_unused_kwargs=True)` work as there.
 
-In order: the value rules (each field's own, one line per field, then the rules between fields), the config
-dataclass (whose field annotations give each field's type, model/field_kinds.py the values each type admits),
-then `FIELD_KINDS` and `PRETRAINING_FIELDS`. `validate()` checks every field's type and own rules in field
-order, then the rules between fields, then the model's size (model/size.py: too large a model is refused before
-anything is built), and raises one `ValueError` with one message per bad field.
+A config is made from any values of the right types, as transformers' is; whether they can build a model is
+checked where one is built or loaded: `validate()` (model/config_rules.py) raises one `ValueError` naming every
+bad field. A value of a wrong type is refused at once (transformers' config refuses it too), with the same
+message; `architectures` and `label2id`, which transformers takes as given, are typed by `validate()` too.
+
+In order: the config dataclass (its field annotations give each field's type, model/field_kinds.py the values each
+type admits), its construction (`__init__`, the labels), the derived properties, `validate`, the dict and JSON side,
+then `FIELD_KINDS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from w2vbert.loading.hub import HubOptions, resolve_file
-from w2vbert.model.field_kinds import field_kinds
-from w2vbert.model.size import size_problem
+from w2vbert.model.config_dict import (  # noqa: F401  (EXTENSION_FLAGS, PRETRAINING_FIELDS: imported from here)
+    EXTENSION_FLAGS,
+    MODEL_TYPE,
+    PRETRAINING_FIELDS,
+    ExtraKeys,
+    as_dtype,
+    config_to_dict,
+    config_to_diff_dict,
+    set_common_attributes,
+    set_extra_keys,
+    split_overrides,
+)
+from w2vbert.model.config_rules import (  # noqa: F401  (the choices, imported from here)
+    ACTIVATIONS,
+    CTC_REDUCTIONS,
+    MAX_LABELS,
+    POSITION_EMBEDDING_TYPES,
+    build_problems,
+    type_problems,
+)
+from w2vbert.model.field_kinds import KINDS, field_kinds
 from w2vbert.utils.files import atomic_write_text, read_json_object
 
+logger = logging.getLogger("w2vbert")
+
 CONFIG_NAME = "config.json"
-MODEL_TYPE = "wav2vec2-bert"
-POSITION_EMBEDDING_TYPES = (None, "relative_key", "relative", "rotary")
-ACTIVATIONS = ("relu", "gelu", "gelu_new", "swish", "silu", "selu", "tanh", "sigmoid")
-CTC_REDUCTIONS = ("sum", "mean", "none")
-# fields transformers' config does not have, written only when on (or set)
-EXTENSION_FLAGS = ("add_encoder_layer_norm", "add_inner_layer_norm", "verification_threshold")
-PRETRAINING_CLASS = "Wav2Vec2BertForPreTraining"  # whose config.json carries the pre-training fields
 DEFAULT_NUM_LABELS = 2  # transformers' PretrainedConfig default: LABEL_0, LABEL_1
-# A label count with no id2label makes the names LABEL_0 ... up front: a million take 0.4 s and ~100 MB, and no
-# audio classification task comes near (MMS language ID has 4,017 classes, VoxCeleb2 speaker ID 5,994).
-MAX_LABELS = 1_000_000
-
-# The rules a value must keep, checked once its type is right and before any arithmetic on it (a head count of 0
-# used to escape as ZeroDivisionError from the divisibility rule).
+# Fields whose type is checked where a model is built, not when the config is made: transformers' PretrainedConfig
+# takes them as given (its own tests pass label2id={"label": "0"}), and no tensor's shape depends on them.
+TYPED_AT_BUILD = ("architectures", "label2id")
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One rule for one field's value: `holds` tests it, `words` say what the value must be."""
-
-    holds: Callable[[Any], bool]
-    words: str  # the message reads "<field> <words>, got <value>"
-    quote: bool = False  # show the value as repr() (names, so that 'relu ' shows its space)
-
-    def problem(self, value: Any) -> str | None:
-        if self.holds(value):
-            return None
-        return f"{self.words}, got {value!r}" if self.quote else f"{self.words}, got {value}"
-
-
-def one_of(choices: tuple) -> Rule:
-    return Rule(lambda value: value in choices, f"must be one of {choices}", quote=True)
-
-
-AT_LEAST_1 = Rule(lambda v: v >= 1, "must be >= 1")
-AT_LEAST_0 = Rule(lambda v: v >= 0, "must be >= 0")
-POSITIVE = Rule(lambda v: v > 0, "must be a positive number")
-PROBABILITY = Rule(lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
-UP_TO_1 = Rule(lambda v: 0 < v <= 1, "must be in (0, 1]")
-ODD = Rule(lambda v: v % 2 == 1, "must be odd")
-TDNN_LAYERS = Rule(lambda v: len(v) >= 1 and min(v) >= 1, "must list one or more values >= 1 (one per TDNN layer)")
-
-# Each field's rules, checked in order (the first broken one is reported); the type comes from the annotation.
-FIELD_RULES: dict[str, tuple[Rule, ...]] = {
-    "hidden_size": (AT_LEAST_1,),
-    "num_hidden_layers": (AT_LEAST_1,),
-    "num_attention_heads": (AT_LEAST_1,),
-    "intermediate_size": (AT_LEAST_1,),
-    "feature_projection_input_dim": (AT_LEAST_1,),
-    "hidden_act": (one_of(ACTIVATIONS),),
-    "layer_norm_eps": (POSITIVE,),
-    "initializer_range": (AT_LEAST_0,),
-    "hidden_dropout": (PROBABILITY,),
-    "activation_dropout": (PROBABILITY,),
-    "attention_dropout": (PROBABILITY,),
-    "feat_proj_dropout": (PROBABILITY,),
-    "final_dropout": (PROBABILITY,),
-    "layerdrop": (PROBABILITY,),
-    "conformer_conv_dropout": (PROBABILITY,),
-    "position_embeddings_type": (one_of(POSITION_EMBEDDING_TYPES),),
-    "rotary_embedding_base": (AT_LEAST_1,),
-    "max_source_positions": (AT_LEAST_1,),
-    "left_max_position_embeddings": (AT_LEAST_0,),
-    "right_max_position_embeddings": (AT_LEAST_0,),
-    "conv_depthwise_kernel_size": (AT_LEAST_1, ODD),
-    "mask_time_prob": (PROBABILITY,),
-    "mask_time_length": (AT_LEAST_1,),
-    "mask_time_min_masks": (AT_LEAST_0,),
-    "mask_feature_prob": (PROBABILITY,),
-    "mask_feature_length": (AT_LEAST_1,),
-    "mask_feature_min_masks": (AT_LEAST_0,),
-    "vocab_size": (Rule(lambda v: v >= 1, "must be positive"),),
-    "ctc_loss_reduction": (one_of(CTC_REDUCTIONS),),
-    "classifier_proj_size": (AT_LEAST_1,),
-    "tdnn_dim": (TDNN_LAYERS,),
-    "tdnn_kernel": (TDNN_LAYERS,),
-    "tdnn_dilation": (TDNN_LAYERS,),
-    "xvector_output_dim": (AT_LEAST_1,),
-    "num_labels": (Rule(lambda v: 0 <= v <= MAX_LABELS, f"must be in [0, {MAX_LABELS:,}]"),),
-    "adapter_kernel_size": (AT_LEAST_1,),
-    "adapter_stride": (AT_LEAST_1,),
-    "num_adapter_layers": (AT_LEAST_1,),
-    "adapter_act": (one_of(ACTIVATIONS),),
-    "output_hidden_size": (AT_LEAST_1,),
-    "num_codevector_groups": (AT_LEAST_1,),
-    "num_codevectors_per_group": (AT_LEAST_1,),
-    "codevector_dim": (AT_LEAST_1,),
-    "proj_codevector_dim": (AT_LEAST_1,),
-    "max_gumbel_temperature": (POSITIVE,),
-    "min_gumbel_temperature": (POSITIVE,),
-    "gumbel_temperature_decay": (UP_TO_1,),
-    "contrastive_logits_temperature": (POSITIVE,),
-    "num_negatives": (AT_LEAST_1,),
-    "diversity_loss_weight": (AT_LEAST_0,),
-    "pretraining_mask_prob": (UP_TO_1,),
-    "num_masked_prediction_layers": (AT_LEAST_0,),
-    "num_target_codebooks": (AT_LEAST_1,),
-    "masked_prediction_loss_weight": (AT_LEAST_0,),
-    "contrastive_loss_weight": (AT_LEAST_0,),
-}
-
-
-@dataclass(frozen=True)
-class Between:
-    """A rule between fields: checked when none of `fields` broke its own rules (each bad field gets one message)."""
-
-    fields: tuple[str, ...]
-    holds: Callable[[Any], bool]  # config -> whether the rule holds
-    message: Callable[[Any], str]  # config -> what is wrong
-
-
-RULES_BETWEEN_FIELDS = (
-    Between(
-        ("hidden_size", "num_attention_heads"), lambda c: c.hidden_size % c.num_attention_heads == 0,
-        lambda c: f"hidden_size={c.hidden_size} is not divisible by num_attention_heads={c.num_attention_heads}",
-    ),
-    Between(
-        ("output_hidden_size", "hidden_size", "num_attention_heads"),
-        # None means hidden_size, checked above
-        lambda c: c.output_hidden_size in (None, c.hidden_size) or c.output_hidden_size % c.num_attention_heads == 0,
-        lambda c: f"output_hidden_size={c.output_hidden_size} is not divisible by num_attention_heads="
-        f"{c.num_attention_heads} (the adapter's attention uses the same heads)",
-    ),
-    Between(
-        ("position_embeddings_type", "hidden_size", "num_attention_heads"),
-        lambda c: c.position_embeddings_type != "rotary" or (c.hidden_size // c.num_attention_heads) % 2 == 0,
-        lambda c: "rotary position embeddings need an even head dimension",
-    ),
-    Between(
-        ("use_intermediate_ffn_before_adapter", "add_adapter"),
-        lambda c: c.add_adapter or not c.use_intermediate_ffn_before_adapter,
-        lambda c: "use_intermediate_ffn_before_adapter=True needs add_adapter=True",
-    ),
-    Between(
-        ("tdnn_dim", "tdnn_kernel", "tdnn_dilation"),
-        lambda c: len(c.tdnn_dim) == len(c.tdnn_kernel) == len(c.tdnn_dilation),
-        lambda c: "tdnn_dim, tdnn_kernel and tdnn_dilation must have one entry per TDNN layer, got lengths "
-        f"{len(c.tdnn_dim)}, {len(c.tdnn_kernel)}, {len(c.tdnn_dilation)}",
-    ),
-    Between(
-        ("num_labels", "id2label"),
-        lambda c: None in (c.num_labels, c.id2label) or c.num_labels == len(c.id2label),
-        lambda c: f"num_labels={c.num_labels} contradicts id2label with {len(c.id2label)} entries; "
-        "pass one of them, or both consistently",
-    ),
-    Between(
-        ("codevector_dim", "num_codevector_groups"), lambda c: c.codevector_dim % c.num_codevector_groups == 0,
-        lambda c: f"codevector_dim={c.codevector_dim} is not divisible by "
-        f"num_codevector_groups={c.num_codevector_groups} (each codebook holds an equal slice)",
-    ),
-    Between(
-        ("num_target_codebooks", "num_codevector_groups"),
-        lambda c: c.num_target_codebooks <= c.num_codevector_groups,
-        lambda c: f"num_target_codebooks={c.num_target_codebooks} exceeds num_codevector_groups="
-        f"{c.num_codevector_groups}",
-    ),
-    Between(
-        ("num_masked_prediction_layers", "num_hidden_layers"),
-        lambda c: c.num_masked_prediction_layers is None or c.num_masked_prediction_layers < c.num_hidden_layers,
-        lambda c: f"num_masked_prediction_layers={c.num_masked_prediction_layers} leaves no block before the "
-        f"contrastive loss's tap (num_hidden_layers={c.num_hidden_layers})",
-    ),
-    Between(
-        ("min_gumbel_temperature", "max_gumbel_temperature"),
-        lambda c: c.min_gumbel_temperature <= c.max_gumbel_temperature,
-        lambda c: f"min_gumbel_temperature={c.min_gumbel_temperature} is above "
-        f"max_gumbel_temperature={c.max_gumbel_temperature}",
-    ),
-)
-
-
-@dataclass
+@dataclass(init=False, eq=False, repr=False)
 class Wav2Vec2BertConfig:
     # --- encoder size; the defaults are W2v-BERT 2.0 (facebook/w2v-bert-2.0, 580,493,120 parameters)
     hidden_size: int = 1024  # model width of every Conformer block
@@ -248,9 +112,9 @@ class Wav2Vec2BertConfig:
     xvector_output_dim: int = 512
     verification_threshold: float | None = None  # x-vector, w2vbert's: cosine score from which two clips are one
     # speaker (`w2vbert verify`); training keeps the equal-error threshold of the last evaluation here
-    id2label: dict[int, str] | None = None  # None means the Hugging Face default LABEL_0, LABEL_1
-    label2id: dict[str, int] | None = None
-    num_labels: int | None = None  # derived from id2label when left None
+    # class names; None: LABEL_0 ... for the `num_labels` keyword (2 without it); `num_labels` is its size
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None  # None: id2label's inverse
     # --- Conformer adapter on top of the encoder (subsamples time by adapter_stride per layer)
     add_adapter: bool = False
     adapter_kernel_size: int = 3
@@ -287,59 +151,110 @@ class Wav2Vec2BertConfig:
     contrastive_loss_weight: float = 1.0  # w2v2_loss_weight: of the contrastive + diversity loss
     # --- bookkeeping kept for the Hugging Face layout
     architectures: list[str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown config.json keys, kept verbatim
 
-    def __post_init__(self) -> None:
-        self.validate()
-        # The checked values in their canonical form: float fields as floats (JSON 1 means 1.0), TDNN sizes as
-        # tuples, id2label keys as integers (JSON object keys are strings; the model wants class ids).
+    model_type = MODEL_TYPE  # class attribute, as in Hugging Face configs
+    sub_configs = types.MappingProxyType({})  # transformers' nested configs: none (its code asks every config)
+
+    # ------------------------------------------------------------------------------------------ construction
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Any keyword, as transformers' config: the fields, `num_labels`, transformers' common attributes
+        (`output_hidden_states`, `return_dict`, `dtype` or `torch_dtype`, `problem_type`, `attn_implementation`,
+        ...), and any other, kept as an attribute and written back to config.json."""
+        if args:
+            raise ValueError(f"Wav2Vec2BertConfig takes keyword arguments only, got {len(args)} positional")
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, kwargs.pop(f.name, f.default))
+        num_labels = kwargs.pop("num_labels", None)
+        set_common_attributes(self, kwargs)
+        wrong = type_problems(self, FIELD_KINDS)
+        if wrong.keys() - set(TYPED_AT_BUILD):
+            self.validate()  # a value of the wrong type: refused now, with every other problem of the config
+        # The values in their canonical form: float fields as floats (JSON 1 means 1.0), TDNN sizes as tuples,
+        # id2label keys as integers (JSON object keys are strings; the model wants class ids).
         for name, kind in FIELD_KINDS.items():
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and name not in wrong:
                 setattr(self, name, kind.canonical(value))
-        self.output_hidden_size = self.output_hidden_size or self.hidden_size
-        self._sync_labels()
+        if self.output_hidden_size is None:  # (0 is kept, and refused where a model is built)
+            self.output_hidden_size = self.hidden_size
+        self._init_labels(num_labels)
+        set_extra_keys(self, kwargs)
 
-    def _label_count(self) -> int:
-        if self.id2label is not None:
-            return len(self.id2label)
-        return DEFAULT_NUM_LABELS if self.num_labels is None else self.num_labels
-
-    def _sync_labels(self) -> None:
+    def _init_labels(self, num_labels: int | None) -> None:
+        """As transformers: id2label from `num_labels` when not given; given both, `num_labels` wins (warned)."""
         if self.id2label is None:
-            self.id2label = {i: f"LABEL_{i}" for i in range(self._label_count())}
-        self.num_labels = len(self.id2label)
-        if self.label2id is None or set(self.label2id.values()) != set(self.id2label):
+            given = self.label2id
+            self.num_labels = DEFAULT_NUM_LABELS if num_labels is None else num_labels  # LABEL_0 ... both ways
+            if given is not None:  # kept (transformers replaces it with the LABEL_i names)
+                self.label2id = given
+        elif num_labels is not None and num_labels != len(self.id2label):
+            logger.warning(
+                "num_labels=%s replaces the %d labels of id2label with LABEL_0 ...: pass one of them, or both "
+                "consistently", num_labels, len(self.id2label),
+            )
+            self.num_labels = num_labels
+        if self.label2id is None:
             self.label2id = {label: i for i, label in self.id2label.items()}
 
-    def validate(self) -> None:
-        """Raise `ValueError` for values that cannot build a model, naming each bad field and its rule.
+    @property
+    def num_labels(self) -> int | None:
+        """The number of classes: the size of id2label, as transformers derives it."""
+        return None if self.id2label is None else len(self.id2label)
 
-        Each field's type (from its annotation) and rules come first, in field order, then the rules between
-        fields, skipping a rule whose fields are already reported (each bad field gets one message), then the
-        model's size, which needs a config that passed every check before it.
-        """
-        problems, bad = self._field_problems()
-        problems += [rule.message(self) for rule in RULES_BETWEEN_FIELDS
-                     if bad.isdisjoint(rule.fields) and not rule.holds(self)]
-        too_large = None if problems else size_problem(self)  # the count needs a config that passed the rest
-        if too_large is not None:
-            problems.append(too_large)
-        if problems:
-            raise ValueError("invalid Wav2Vec2BertConfig: " + "; ".join(problems))
+    @num_labels.setter
+    def num_labels(self, count: int) -> None:
+        """A new count makes new labels LABEL_0 ... (as transformers); the same count keeps the names."""
+        problem = KINDS[int].problem(count)
+        if problem is None and not 0 <= count <= MAX_LABELS:  # the names would fill the memory
+            problem = f"must be in [0, {MAX_LABELS:,}], got {count}"
+        if problem is not None:
+            raise ValueError(f"invalid Wav2Vec2BertConfig: num_labels {problem}")
+        if self.id2label is None or len(self.id2label) != count:
+            self.id2label = {i: f"LABEL_{i}" for i in range(count)}
+            self.label2id = {label: i for i, label in self.id2label.items()}
 
-    def _field_problems(self) -> tuple[list[str], set[str]]:
-        """One message per field whose type or own rules it breaks, in field order; and the names of those fields."""
-        problems, bad = [], set()
-        for name, kind in FIELD_KINDS.items():
-            value = getattr(self, name)
-            problem = None if value is None and kind.optional else kind.problem(value)
-            for rule in FIELD_RULES.get(name, ()) if problem is None and value is not None else ():
-                problem = problem or rule.problem(value)
-            if problem is not None:
-                problems.append(f"{name} {problem}")
-                bad.add(name)
-        return problems, bad
+    # ---------------------------------------------------------------------------------- transformers' names
+    @property
+    def torch_dtype(self) -> Any:
+        """transformers' old name of `dtype`."""
+        return self.dtype
+
+    @torch_dtype.setter
+    def torch_dtype(self, value: Any) -> None:
+        self.dtype = as_dtype(value)
+
+    @property
+    def use_return_dict(self) -> bool:
+        """transformers' old name of `return_dict`."""
+        return self.return_dict
+
+    @property
+    def name_or_path(self) -> str:
+        """The directory or repo id a model was loaded from ("" for a config made here)."""
+        return self._name_or_path
+
+    @name_or_path.setter
+    def name_or_path(self, value: str | os.PathLike) -> None:
+        self._name_or_path = str(value)
+
+    @property
+    def extra(self) -> ExtraKeys:
+        """What config.json holds beyond the fields, as written (model/config_dict.py's `ExtraKeys`)."""
+        return ExtraKeys(self)
+
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> Wav2Vec2BertConfig:
+        """transformers' code asks every config for its text part: this config has no nested one."""
+        return self
+
+    def __iter__(self) -> Iterator[str]:
+        """The attribute names, as transformers' config iterates (`for name in config`, `name in config`)."""
+        return iter(list(vars(self)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Wav2Vec2BertConfig) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
 
     # ----------------------------------------------------------------------------------------------- derived
     @property
@@ -361,12 +276,26 @@ class Wav2Vec2BertConfig:
             ratio *= self.adapter_stride**self.num_adapter_layers
         return ratio
 
-    model_type = MODEL_TYPE  # class attribute, as in Hugging Face configs
+    # ------------------------------------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Raise `ValueError` for values that cannot build a model, naming each bad field and its rule.
+
+        What building or loading a model checks first (`Wav2Vec2BertPreTrainedModel.__init__`, which loading
+        goes through too): each field's type and rules in field order, transformers' `problem_type`, the rules
+        between fields, then the model's size (model/config_rules.py). The config is checked as it is then, so
+        a field changed after it was made is checked too.
+        """
+        problems = build_problems(self, FIELD_KINDS)
+        if problems:
+            raise ValueError("invalid Wav2Vec2BertConfig: " + "; ".join(problems))
 
     # -------------------------------------------------------------------------------------- dict and JSON
     @classmethod
-    def from_dict(cls, values: dict[str, Any], **overrides: Any) -> Wav2Vec2BertConfig:
-        """Build from a `config.json` dictionary; `overrides` win over the file (unknown overrides fail)."""
+    def from_dict(cls, values: dict[str, Any], **overrides: Any) -> Any:
+        """Build from a `config.json` dictionary; `overrides` win over it. As transformers, an override that
+        names no field, common attribute or key of `values` is unused: returned with `return_unused_kwargs=True`
+        as `(config, unused)`, else refused (a misspelt override fails here instead of being dropped)."""
+        return_unused = overrides.pop("return_unused_kwargs", False)
         values = dict(values)
         model_type = values.pop("model_type", MODEL_TYPE)
         if model_type != MODEL_TYPE:
@@ -374,53 +303,39 @@ class Wav2Vec2BertConfig:
                 f"this is a config for model_type {model_type!r}, expected {MODEL_TYPE!r}: "
                 "w2vbert loads Wav2Vec2-BERT / W2v-BERT 2.0 checkpoints only"
             )
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        unknown_overrides = set(overrides) - known
-        if unknown_overrides:
-            raise TypeError(f"unknown Wav2Vec2BertConfig field(s): {sorted(unknown_overrides)}")
-        if "num_labels" in overrides and "id2label" not in overrides:
-            values.pop("id2label", None)  # a new label count replaces the stored labels, as in transformers
-            values.pop("label2id", None)
-        values.update(overrides)
-        kwargs = {k: v for k, v in values.items() if k in known}
-        extra = {k: v for k, v in values.items() if k not in known}
-        if isinstance(extra.get("extra"), dict):  # `dataclasses.asdict(config)` nests the unknown keys here
-            nested = extra.pop("extra")
-            extra = nested | extra
-        return cls(**kwargs, extra=extra)
+        used, unused = split_overrides(cls, values, overrides)
+        if unused and not return_unused:
+            raise TypeError(f"unknown Wav2Vec2BertConfig field(s): {sorted(unused)}")
+        config = cls(**(values | used))
+        return (config, unused) if return_unused else config
 
     def to_dict(self) -> dict[str, Any]:
-        """The `config.json` dictionary, in the Hugging Face layout (sorted keys, label ids as strings)."""
-        out: dict[str, Any] = dict(self.extra)
-        pretraining = PRETRAINING_CLASS in (self.architectures or ())
-        for f in dataclasses.fields(self):
-            if f.name in ("extra", "num_labels", "id2label", "label2id"):
-                continue
-            value = getattr(self, f.name)
-            if f.name in EXTENSION_FLAGS and (value is None or value is False):
-                continue  # keep transformers' layout exactly for every model that does not use them
-            if f.name in PRETRAINING_FIELDS and not pretraining and value == f.default:
-                continue  # likewise: only a pre-training model, or a changed value, writes them
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        if self.architectures is None:
-            out.pop("architectures")
-        default_labels = {i: f"LABEL_{i}" for i in range(2)}
-        if self.id2label != default_labels:
-            out["id2label"] = {str(k): v for k, v in self.id2label.items()}
-            out["label2id"] = dict(self.label2id)
-        out["model_type"] = MODEL_TYPE
-        return dict(sorted(out.items()))
+        """Every attribute, as transformers' `to_dict` (model/config_dict.py)."""
+        return config_to_dict(self)
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    def to_diff_dict(self) -> dict[str, Any]:
+        """What config.json holds, as transformers' `to_diff_dict` (model/config_dict.py)."""
+        return config_to_diff_dict(self)
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """config.json's text: `to_diff_dict`, or with `use_diff=False` `to_dict` (sorted keys, as transformers)."""
+        return json.dumps(self.to_diff_dict() if use_diff else self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: str | os.PathLike, use_diff: bool = True) -> None:
+        atomic_write_text(Path(json_file_path), self.to_json_string(use_diff))
+
+    def update(self, config_dict: dict[str, Any]) -> None:
+        """Set each key of `config_dict` as an attribute (any key, as transformers)."""
+        for key, value in config_dict.items():
+            setattr(self, key, value)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path / CONFIG_NAME, self.to_json_string())
+        self.to_json_file(path / CONFIG_NAME)
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> Wav2Vec2BertConfig:
+    def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> Any:
         """`from_dict` of a config.json; its errors name the file."""
         values = read_json_object(path)
         try:
@@ -439,24 +354,18 @@ class Wav2Vec2BertConfig:
         token: str | bool | None = None,
         subfolder: str = "",
         **overrides: Any,
-    ) -> Wav2Vec2BertConfig:
-        """Read `config.json` from a directory or a hub repo id; keyword overrides replace stored values."""
+    ) -> Any:
+        """Read `config.json` from a directory, a hub repo id, or the file itself; keyword overrides replace stored
+        values (`return_unused_kwargs=True`: `(config, unused keywords)`, as transformers)."""
+        if Path(path_or_repo_id).is_file():
+            return cls.from_json_file(path_or_repo_id, **overrides)
         hub = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
         return cls.from_hub(path_or_repo_id, hub, **overrides)
 
     @classmethod
-    def from_hub(cls, path_or_repo_id: str | os.PathLike, hub: HubOptions, **overrides: Any) -> Wav2Vec2BertConfig:
+    def from_hub(cls, path_or_repo_id: str | os.PathLike, hub: HubOptions, **overrides: Any) -> Any:
         """`from_pretrained` with the hub options already gathered (what the model's loading calls)."""
         return cls.from_json_file(resolve_file(path_or_repo_id, CONFIG_NAME, hub), **overrides)
 
 
 FIELD_KINDS = field_kinds(Wav2Vec2BertConfig)
-# The pre-training fields (the dataclass's "pre-training" section).
-PRETRAINING_FIELDS = tuple(
-    f.name for f in dataclasses.fields(Wav2Vec2BertConfig)
-    if f.name in ("num_codevector_groups", "num_codevectors_per_group", "codevector_dim", "proj_codevector_dim",
-                  "max_gumbel_temperature", "min_gumbel_temperature", "gumbel_temperature_decay",
-                  "contrastive_logits_temperature", "num_negatives", "diversity_loss_weight", "pretraining_mask_prob",
-                  "num_masked_prediction_layers", "num_target_codebooks", "masked_prediction_loss_weight",
-                  "contrastive_loss_weight")
-)

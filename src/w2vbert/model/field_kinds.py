@@ -1,8 +1,9 @@
 """The kinds of value a config field's annotation admits: how a wrong one is worded, how a right one is stored.
 
 In order: how a message quotes a value, one check per kind (integer, number, string, boolean, lists, the label
-maps, a dict of unknown keys), `FieldKind`, `KINDS` (annotation -> kind), and `field_kinds`, which reads a
-dataclass's annotations into its fields' kinds. `Wav2Vec2BertConfig.validate` checks every field with these first.
+maps), `FieldKind`, `KINDS` (annotation -> kind), and `field_kinds`, which reads a dataclass's annotations into
+its fields' kinds. A config checks its fields' types with these when it is made, and
+`Wav2Vec2BertConfig.validate` (model/config_rules.py) checks them first, before each field's rules.
 """
 
 from __future__ import annotations
@@ -95,10 +96,6 @@ def _label2id(value: Any) -> str | None:
     return None
 
 
-def _mapping(value: Any) -> str | None:
-    return None if isinstance(value, dict) else f"must be a dict of config.json keys, got {_shown(value)}"
-
-
 @dataclass(frozen=True)
 class FieldKind:
     """What one field annotation admits: `problem` words a wrong value, `canonical` stores a right one."""
@@ -118,7 +115,6 @@ KINDS: dict[Any, FieldKind] = {
     list[str]: FieldKind(_class_names, list),
     dict[int, str]: FieldKind(_id2label, lambda labels: {int(key): name for key, name in labels.items()}),
     dict[str, int]: FieldKind(_label2id, lambda ids: {name: int(key) for name, key in ids.items()}),
-    dict[str, Any]: FieldKind(_mapping, dict),
 }
 
 

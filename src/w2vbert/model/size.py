@@ -1,19 +1,20 @@
 """How many parameters the models of a config have, counted from its sizes before anything is built.
 
-Config validation refuses a model too large to build (`num_hidden_layers=1e9` used to hang while the memory
-grew) and must answer at once, for any integer (`num_hidden_layers=10**400`): so the count is arithmetic on the
-sizes, part by part, mirroring the modules (model/encoder.py, conformer.py, adapter.py, heads.py, pretraining.py).
-tests/test_config_validation.py holds it equal to the built models of many configs, and the defaults give
-W2v-BERT 2.0's 580,493,120.
+Config validation (where a model is built or loaded) refuses a model too large to build
+(`num_hidden_layers=1e9` used to hang while the memory grew) and must answer at once, for any integer
+(`num_hidden_layers=10**400`): so the count is arithmetic on the sizes, part by part, mirroring the modules
+(model/encoder.py, conformer.py, adapter.py, heads.py, pretraining.py). tests/test_config_validation.py holds it
+equal to the built models of many configs, and the defaults give W2v-BERT 2.0's 580,493,120.
 
 Why not count a model built on the meta device, which would describe the architecture once: validation runs
-for every config made, and a meta build is not instant. Measured with torch 2.13 on CPU: the first one in a
-process takes 1.4 to 3.5 s (torch loads its decompositions, and its compiler for `normal_` on meta, which
+for every model built or loaded, and a meta build is not instant. Measured with torch 2.13 on CPU: the first one
+in a process takes 1.4 to 3.5 s (torch loads its decompositions, and its compiler for `normal_` on meta, which
 `nn.Embedding` calls), each new shape 65 to 100 ms (the bare model and five heads, two block counts), and a
 tensor over 2^63 bytes cannot be described at all; the test that refuses absurd sizes within 0.1 s fails.
 
 In order: the limit, `ParameterPart`, the counts of the bare model's parts and of what each head adds,
-`estimated_parameters`, and `size_problem`, the refusal `Wav2Vec2BertConfig.validate` adds.
+`estimated_parameters`, and `size_problem`, the refusal `Wav2Vec2BertConfig.validate` adds
+(model/config_rules.py).
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ def model_parameter_parts(config: Wav2Vec2BertConfig) -> list[ParameterPart]:
     """The parameters of each part of `Wav2Vec2BertModel(config)`, counted from the sizes (nothing is built).
 
     Mirrors the modules of model/encoder.py, conformer.py and adapter.py; tests compare it with built models of
-    many configs, and the defaults give W2v-BERT 2.0's 580,493,120. Reads the values as given (before
-    `__post_init__` makes them canonical).
+    many configs, and the defaults give W2v-BERT 2.0's 580,493,120. Reads the values as given (a float field may
+    hold a JSON integer).
     """
     hidden, inner, heads = config.hidden_size, config.intermediate_size, config.num_attention_heads
     width = config.output_hidden_size or hidden  # the adapter's (None means hidden_size)
@@ -114,7 +115,7 @@ def model_parameter_parts(config: Wav2Vec2BertConfig) -> list[ParameterPart]:
 
 def head_parameter_parts(config: Wav2Vec2BertConfig) -> list[ParameterPart]:
     """What each head class adds to the bare model, named by the class and counted as `model_parameter_parts`."""
-    hidden, labels = config.hidden_size, config._label_count()
+    hidden, labels = config.hidden_size, config.num_labels or 0  # None: id2label set to None
     output = config.output_hidden_size or hidden
     layer_weights = config.num_hidden_layers + 1 if config.use_weighted_layer_sum else 0
     ctc_width = ("output_hidden_size", output) if config.add_adapter else ("hidden_size", hidden)
@@ -176,7 +177,8 @@ def size_problem(config: Wav2Vec2BertConfig) -> str | None:
     if total <= MAX_PARAMETERS:
         return None
     biggest = max(model_parameter_parts(config) + head_parameter_parts(config), key=lambda part: part.parameters)
-    sizes = ", ".join(f"{name}={reprlib.repr(getattr(config, name))}" for name in biggest.fields)
+    shown = {name: getattr(config, name) for name in biggest.fields}  # as config.json writes them: lists, not tuples
+    sizes = ", ".join(f"{name}={reprlib.repr(list(v) if isinstance(v, tuple) else v)}" for name, v in shown.items())
     limit = f"{MAX_PARAMETERS:.0e} ({4 * MAX_PARAMETERS / 1e9:,.0f} GB in float32, W2v-BERT 2.0 has 5.8e8)"
     return (
         f"these sizes make a model of about {_about(total)} parameters, over the limit of {limit}: "
