@@ -333,7 +333,6 @@ def test_a_config_from_transformers_model_tests_builds_the_same_model():
     torch.testing.assert_close(model(features).logits, reference(features).logits, rtol=0, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="the model classes call config.validate() once wired (see model/config.py)")
 @pytest.mark.parametrize(("values", "message"), UNBUILDABLE[:2])
 def test_a_model_is_not_built_from_a_config_that_cannot_build_one(values, message):
     with pytest.raises(ValueError, match=message):

@@ -177,7 +177,7 @@ def test_a_new_vocabulary_needs_ignore_mismatched_sizes(tmp_path):
 
 def test_dtypes_default_to_float32_and_follow_torch_dtype(tmp_path):
     tiny_model().to(torch.bfloat16).save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"  # transformers 5's key
     assert Wav2Vec2BertModel.from_pretrained(tmp_path).dtype == torch.float32  # as transformers
     assert Wav2Vec2BertModel.from_pretrained(tmp_path, torch_dtype="auto").dtype == torch.bfloat16
     assert Wav2Vec2BertModel.from_pretrained(tmp_path, torch_dtype=torch.float16).dtype == torch.float16

@@ -49,6 +49,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         super().__init__()
         if not isinstance(config, Wav2Vec2BertConfig):
             raise TypeError(f"expected a Wav2Vec2BertConfig, got {type(config).__name__}")
+        config.validate()  # a config transformers would make is made; one that cannot build a model stops here
         self.config = config
 
     def post_init(self) -> None:
@@ -274,7 +275,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
             )
         config = Wav2Vec2BertConfig.from_dict(self.config.to_dict())
         config.architectures = [type(self).__name__]
-        config.extra["torch_dtype"] = str(self.dtype).removeprefix("torch.")
+        config.dtype = self.dtype  # written as its name, under transformers 5's key "dtype"
         save_weights(self.state_dict() if state_dict is None else state_dict, save_directory, max_shard_size)
         config.save_pretrained(save_directory)
 

@@ -102,8 +102,8 @@ def load_dtype(dtype: torch.dtype | str | None, stored_dtype: str | None) -> tor
 
 
 def stored_dtype(config: Wav2Vec2BertConfig) -> str | None:
-    """The dtype config.json records (transformers writes `torch_dtype`, and `dtype` from version 5)."""
-    return config.extra.get("torch_dtype") or config.extra.get("dtype")
+    """The dtype config.json records (transformers writes `torch_dtype`, and `dtype` from version 5), by name."""
+    return None if config.dtype is None else str(config.dtype).removeprefix("torch.")
 
 
 def is_fairseq2_file(source: str | os.PathLike) -> bool:
