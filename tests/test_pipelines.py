@@ -354,3 +354,22 @@ def test_vocabulary_ids_the_ctc_head_cannot_emit_are_refused_naming_the_letters(
     expected = r"vocab.json has ids up to 99 but the model's CTC head only \d+ outputs: \['z'\] could never"
     with pytest.raises(ValueError, match=expected):
         pipeline("automatic-speech-recognition", model=tmp_path)
+
+
+def test_transformers_5_pipeline_keywords_dtype_processor_and_device_map_work_as_there(tmp_path):
+    # transformers 5 spells the dtype `dtype` (torch_dtype is its older name: dtype wins when both are given), and
+    # takes the processor and a single-device device_map; the same call gives transformers' text (issue 27).
+    import transformers
+
+    path = transformers_ctc_dir(tmp_path / "blog")
+    audio = load_audio(SPEECH[1])  # an array: transformers' pipeline reads files through an ffmpeg program
+    theirs = transformers.pipeline("automatic-speech-recognition", model=str(path), dtype=torch.float32)
+    expected = theirs(audio.copy())["text"]
+    assert expected
+    ours = pipeline("automatic-speech-recognition", model=path, dtype=torch.float32)
+    assert ours.model.dtype == torch.float32 and ours(audio)["text"] == expected
+    both = pipeline("feature-extraction", model=path, torch_dtype="float64", dtype="bfloat16")
+    assert both.model.dtype == torch.bfloat16
+    processor = Wav2Vec2BertProcessor.from_pretrained(path)
+    given = pipeline("automatic-speech-recognition", model=path, processor=processor, device_map="cpu")
+    assert given.tokenizer is processor.tokenizer and given(audio)["text"] == expected

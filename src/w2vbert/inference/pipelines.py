@@ -48,6 +48,7 @@ from w2vbert.model.heads import (
 )
 from w2vbert.model.loader import Placement
 from w2vbert.text.decoding import BeamSearchDecoder, ctc_transcribe
+from w2vbert.text.processor import Wav2Vec2BertProcessor
 from w2vbert.text.segments import merge_frames
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
 
@@ -353,23 +354,34 @@ def pipeline(
     stride_length_s: float | tuple[float, float] | None = None,
     decoder: BeamSearchDecoder | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    dtype: torch.dtype | str | None = None,
+    processor: Wav2Vec2BertProcessor | str | os.PathLike | None = None,
+    device_map: str | torch.device | int | dict | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
     **task_options: Any,
 ) -> Pipeline:
     """Build the pipeline for `task` from a model directory / hub repo id, or from loaded objects.
 
-    The feature extractor and tokenizer are read from the model's directory when not given. `device` takes
-    "cpu", "cuda", "cuda:1" or a GPU index (as transformers). `decoder` is a `decoding.BeamSearchDecoder` for
-    beam search / KenLM; greedy CTC otherwise. A model class the task cannot serve is refused here, with the
-    classes that fit.
+    The feature extractor and tokenizer are read from the model's directory when not given (or from `processor`,
+    a `Wav2Vec2BertProcessor` or its directory). `device` takes "cpu", "cuda", "cuda:1" or a GPU index, and
+    `device_map` a single device, as transformers. `dtype` (transformers 5's name; `torch_dtype` is the older
+    one, and `dtype` wins when both are given, as there) is float32 unless given; "auto" takes the checkpoint's.
+    `revision` and `token` go to the hub. `decoder` is a `decoding.BeamSearchDecoder` for beam search / KenLM;
+    greedy CTC otherwise. A model class the task cannot serve is refused here, with the classes that fit.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; w2vbert has {sorted(TASKS)}")
     if model is None:
         raise ValueError("pass model= (a model directory, a hub repo id, or a loaded w2vbert model)")
-    target = None if device is None else resolve_device(device)
+    torch_dtype = dtype if dtype is not None else torch_dtype
+    feature_extractor, tokenizer = _processor_parts(processor, feature_extractor, tokenizer)
+    load_options = dict(model_kwargs or {})
+    load_options.update({k: v for k, v in (("revision", revision), ("token", token)) if v is not None})
+    target = None if device is None and device_map is None else resolve_device(device_map if device is None else device)
     if isinstance(model, (str, os.PathLike)):
         source = model
-        model, _ = load_for_task(task, source, torch_dtype=torch_dtype, device=target, **(model_kwargs or {}))
+        model, _ = load_for_task(task, source, torch_dtype=torch_dtype, device=target, **load_options)
         if feature_extractor is None:
             feature_extractor = feature_extractor_for(source)
         if tokenizer is None and task == "automatic-speech-recognition":
@@ -387,3 +399,17 @@ def pipeline(
             model, feature_extractor, tokenizer, decoder=decoder, **options, **task_options
         )
     return TASKS[task](model, feature_extractor, **options, **task_options)
+
+
+def _processor_parts(
+    processor: Wav2Vec2BertProcessor | str | os.PathLike | None,
+    feature_extractor: SeamlessM4TFeatureExtractor | str | None,
+    tokenizer: Wav2Vec2CTCTokenizer | str | None,
+) -> tuple[SeamlessM4TFeatureExtractor | str | None, Wav2Vec2CTCTokenizer | str | None]:
+    """The feature extractor and tokenizer a pipeline uses: those given, else the processor's (as transformers)."""
+    if isinstance(processor, (str, os.PathLike)):
+        processor = Wav2Vec2BertProcessor.from_pretrained(processor)
+    if processor is None:
+        return feature_extractor, tokenizer
+    return (processor.feature_extractor if feature_extractor is None else feature_extractor,
+            processor.tokenizer if tokenizer is None else tokenizer)
