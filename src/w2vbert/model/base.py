@@ -35,6 +35,9 @@ from w2vbert.model.quantization import quantized_layer
 from w2vbert.utils.padding import lengths_to_mask
 
 BASE_MODEL_PREFIX = "wav2vec2_bert"
+# What a forward returns when its call leaves an output flag None and the config does not set it either:
+# transformers' PretrainedConfig defaults (`config.output_hidden_states = True` turns one on for every call).
+OUTPUT_FLAG_DEFAULTS = {"output_attentions": False, "output_hidden_states": False, "return_dict": True}
 
 
 class Wav2Vec2BertPreTrainedModel(nn.Module):
@@ -153,6 +156,18 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     def set_attn_implementation(self, implementation: str) -> None:
         """ "sdpa" (default, fused kernels) or "eager" (explicit softmax, as transformers' eager path)."""
         self.base_model.set_attn_implementation(implementation)
+
+    def output_flags(
+        self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None
+    ) -> tuple[bool, bool, bool]:
+        """A forward's (output_attentions, output_hidden_states, return_dict): each as the call passes it, else as
+        the config sets it (`config.output_hidden_states = True`, `config.return_dict = False`), as transformers."""
+        values = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states,
+                  "return_dict": return_dict}
+        return tuple(  # type: ignore[return-value]
+            bool(getattr(self.config, name, default) if values[name] is None else values[name])
+            for name, default in OUTPUT_FLAG_DEFAULTS.items()
+        )
 
     # ----------------------------------------------------------------------------------- length arithmetic
     def get_feat_extract_output_lengths(

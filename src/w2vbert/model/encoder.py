@@ -113,14 +113,18 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         """input_features (B, T, 160) from the feature extractor; attention_mask (B, T), 1 on real steps.
 
         `hidden_states` holds num_hidden_layers + 1 tensors: the input of the first block, then each block's
-        output (before the adapter). `attentions` holds each block's (B, heads, T, T) probabilities.
+        output (before the adapter). `attentions` holds each block's (B, heads, T, T) probabilities. Flags left
+        None take the config's values (`output_flags`); `return_dict=False` returns the set fields as a tuple.
         """
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         lengths = self.check_inputs(input_features, attention_mask)
         valid = None if lengths is None else lengths_to_mask(lengths, input_features.shape[1])
         hidden_states, extract_features = self.feature_projection(input_features)
         hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices, lengths)
         hidden_states, all_hidden_states, all_attentions = self.encoder(
-            hidden_states, valid, bool(output_hidden_states), bool(output_attentions)
+            hidden_states, valid, output_hidden_states, output_attentions
         )
         if self.intermediate_ffn is not None:
             hidden_states = torch.add(hidden_states, self.intermediate_ffn(hidden_states), alpha=0.5)
@@ -130,7 +134,7 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         if self.inner_layer_norm is not None:
             hidden_states = self.inner_layer_norm(hidden_states)
         output = Wav2Vec2BaseModelOutput(hidden_states, extract_features, all_hidden_states, all_attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
     @torch.no_grad()
     def embed(
