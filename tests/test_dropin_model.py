@@ -7,10 +7,17 @@ same config, in the same test.
 
 from __future__ import annotations
 
+import functools
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from conftest import HEADS, model_pair, random_batch
+from conftest import HEAD_CASES, HEADS, case_id, model_pair, random_batch
+from w2vbert.model.inputs import mask_padding
 
 ATOL = 1e-5
 
@@ -86,3 +93,68 @@ def test_call_arguments_override_the_flags_the_config_sets(head, tmp_path):
         actual = ours(features, output_hidden_states=False, return_dict=False)
     assert type(actual) is tuple and type(expected) is tuple
     assert_same_tensors(actual, expected)
+
+
+# ------------------------------------------------------------------------------------------- any 0/1 mask
+ADAPTER = dict(add_adapter=True, num_adapter_layers=2, use_intermediate_ffn_before_adapter=True)
+PAIRS = Path(tempfile.mkdtemp(prefix="w2vbert-dropin-"))  # checkpoints of the cached model pairs
+
+
+@functools.cache
+def cached_pair(case: tuple) -> tuple:
+    """model_pair for a (head, position type, adapter) case, built once per test session."""
+    head, position, adapter = case
+    folder = PAIRS / case_id(case)
+    folder.mkdir()
+    width = {} if head == "Wav2Vec2BertForXVector" else {"output_hidden_size": 40}  # transformers' x-vector
+    return model_pair(head, folder, position_embeddings_type=position, **(dict(ADAPTER, **width) if adapter else {}))
+
+
+@st.composite
+def holed_masks(draw) -> torch.Tensor:
+    """(B, T) 0/1 masks that are not right-padded: holes anywhere, left padding, a clip's frames in pieces; each
+    clip keeps at least 3/4 of its frames (the x-vector head's TDNN behind two adapter layers needs ~30)."""
+    frames = draw(st.integers(40, 56))
+    rows = []
+    for _ in range(draw(st.integers(1, 3))):
+        holes = draw(st.sets(st.integers(0, frames - 1), max_size=frames // 4))
+        rows.append([0 if i in holes else 1 for i in range(frames)])
+    mask = torch.tensor(rows)
+    if bool((mask == 1).all()) or mask_padding(mask, torch.zeros(*mask.shape, 160)).right_padded:
+        mask[0, 0] = 0  # a hole at the start: left padding
+    return mask
+
+
+def labels_for(head: str, batch: int) -> dict:
+    generator = torch.Generator().manual_seed(batch)
+    if head == "Wav2Vec2BertForCTC":
+        return {"labels": torch.randint(1, 11, (batch, 4), generator=generator)}
+    if head in ("Wav2Vec2BertForSequenceClassification", "Wav2Vec2BertForXVector"):
+        return {"labels": torch.randint(0, 3, (batch,), generator=generator)}
+    return {}
+
+
+@pytest.mark.parametrize("case", HEAD_CASES, ids=case_id)
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mask=holed_masks())
+def test_any_0_1_mask_gives_transformers_numbers_at_every_frame(case, mask):
+    head = case[0]
+    reference, ours = cached_pair(case)
+    features = torch.randn(*mask.shape, 160, generator=torch.Generator().manual_seed(mask.sum().item()))
+    extra = labels_for(head, mask.shape[0])
+    with torch.no_grad():
+        expected = reference(features, attention_mask=mask, **extra)
+        actual = ours(features, attention_mask=mask, **extra)
+    if extra:  # the x-vector's AM-softmax scales cosines by 30: its loss carries float32 noise x 30
+        torch.testing.assert_close(actual.loss, expected.loss, atol=ATOL, rtol=1e-5)
+    assert_same_tensors(actual.to_tuple()[bool(extra):], expected.to_tuple()[bool(extra):])
+
+
+def test_a_right_padded_mask_keeps_the_fast_path_and_another_mask_does_not():
+    features = torch.zeros(2, 6, 160)
+    right = mask_padding(torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]), features)
+    left = mask_padding(torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]]), features)
+    assert right.right_padded and right.lengths.tolist() == [6, 3]
+    assert not left.right_padded and left.lengths.tolist() == [6, 3]
+    assert left.valid.tolist()[1] == [False, False, False, True, True, True]
+    assert mask_padding(torch.ones(2, 6), features) is None  # nothing padded: no masking work at all

@@ -2,7 +2,7 @@
 `from_pretrained` / `from_fairseq2` entry points.
 
 In order: the class's attributes and weight init (`post_init`, and `materialize_missing` for what a checkpoint
-lacks), its properties, the length arithmetic, `check_inputs` (the one contract of every forward's inputs), then
+lacks), its properties and `output_flags`, the length arithmetic, `check_inputs` (model/inputs.py's contract), then
 saving and the loading entry points, whose work is model/loader.py's: a checkpoint built on the meta device,
 its tensors assigned, then placed on one device and dtype (`loader.Placement`, resolved once per load).
 """
@@ -20,6 +20,7 @@ from torch import nn
 from w2vbert.loading.hub import HubOptions
 from w2vbert.loading.weights import load_weights, save_weights
 from w2vbert.model.config import Wav2Vec2BertConfig
+from w2vbert.model.inputs import Padding, check_inputs
 from w2vbert.model.layers import strided_conv_lengths
 from w2vbert.model.loader import (
     Placement,
@@ -194,73 +195,12 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     _get_feature_vector_attention_mask = get_feature_vector_attention_mask
 
     # ---------------------------------------------------------------------------------------- input checks
-    def check_inputs(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-        """Validate model inputs; return valid lengths (B,), or None when nothing is padded."""
-        self._check_features(input_features)
-        if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
-            raise TypeError(
-                f"attention_mask must be a torch.Tensor of shape (batch, frames), got {type(attention_mask).__name__}: "
-                "use the feature extractor's return_tensors='pt', or torch.as_tensor(mask)"
-            )
-        batch, frames, _ = input_features.shape
-        if torch.onnx.is_in_onnx_export():
-            # A traced graph keeps no value checks (export/onnx.py checks its example inputs before tracing) and
-            # always masks: whether a batch is padded is only known at run time.
-            return None if attention_mask is None else attention_mask.long().sum(-1)
-        if batch == 0 or frames == 0:
-            raise ValueError(f"input_features is empty: shape {tuple(input_features.shape)}")
-        if not torch.isfinite(input_features).all():
-            bad = (~torch.isfinite(input_features)).flatten(1).any(-1).nonzero().flatten().tolist()
-            raise ValueError(f"input_features has NaN or inf values (batch rows {bad})")
-        lengths = None if attention_mask is None else self._mask_lengths(attention_mask, input_features)
-        if self.config.add_adapter:
-            self._check_adapter_input(frames if lengths is None else int(lengths.min()))
-        return lengths
-
-    def _check_features(self, input_features: torch.Tensor) -> None:
-        """A floating (batch, frames, feature_projection_input_dim) tensor in the model's dtype (or under autocast)."""
-        dim = self.config.feature_projection_input_dim
-        if not isinstance(input_features, torch.Tensor):
-            raise TypeError(f"input_features must be a torch.Tensor, got {type(input_features).__name__}")
-        if input_features.ndim != 3 or input_features.shape[-1] != dim:
-            hint = ""
-            if input_features.ndim == 2 and input_features.shape[-1] == dim:
-                hint = ": add the batch dimension with input_features[None]"
-            elif input_features.shape[-1] == dim // 2:
-                hint = f": did you pass the {dim // 2}-bin fbank before stacking pairs of frames?"
-            elif input_features.ndim <= 2:
-                hint = ": pass features from the feature extractor, not raw audio"
-            raise ValueError(
-                f"expected input_features of shape (batch, frames, {dim}), got {tuple(input_features.shape)}{hint}"
-            )
-        if not input_features.is_floating_point():
-            raise TypeError(f"input_features must be floating point, got {input_features.dtype}")
-        if input_features.dtype != self.dtype and not torch.is_autocast_enabled(input_features.device.type):
-            raise TypeError(
-                f"input_features are {input_features.dtype} but the model computes in {self.dtype}: pass "
-                "input_features.to(model.dtype) (the pipelines do)"
-            )
-
-    @staticmethod
-    def _mask_lengths(attention_mask: torch.Tensor, input_features: torch.Tensor) -> torch.Tensor | None:
-        """The valid lengths (B,) a right-padded 0/1 mask of the features' (batch, frames) gives; None when it
-        pads nothing (the masking work is then skipped)."""
-        batch, frames, _ = input_features.shape
-        if tuple(attention_mask.shape) != (batch, frames):
-            raise ValueError(
-                f"attention_mask must have shape (batch, frames) = {(batch, frames)} like input_features, "
-                f"got {tuple(attention_mask.shape)}"
-            )
-        mask = attention_mask.to(input_features.device)
-        if not ((mask == 0) | (mask == 1)).all():
-            raise ValueError("attention_mask must hold only 0/1 (or False/True)")
-        lengths = mask.long().sum(-1)
-        if (lengths == 0).any():
-            rows = (lengths == 0).nonzero().flatten().tolist()
-            raise ValueError(f"attention_mask rows {rows} are all padding: every clip needs at least one frame")
-        if not torch.equal(lengths_to_mask(lengths, frames), mask.bool()):
-            raise ValueError("attention_mask must be right-padded: ones for the clip, then zeros")
-        return None if bool((lengths == frames).all()) else lengths
+    def check_inputs(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None) -> Padding | None:
+        """Validate a forward's inputs (model/inputs.py); the mask's `Padding`, or None when nothing is padded."""
+        padding = check_inputs(input_features, attention_mask, self.config.feature_projection_input_dim, self.dtype)
+        if self.config.add_adapter and not torch.onnx.is_in_onnx_export():
+            self._check_adapter_input(input_features.shape[1] if padding is None else int(padding.lengths.min()))
+        return padding
 
     def _check_adapter_input(self, shortest: int) -> None:
         """The shortest clip (in feature steps) must leave the adapter at least one output frame."""

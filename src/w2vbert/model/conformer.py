@@ -4,7 +4,7 @@ In order: `Wav2Vec2BertFeedForward`, `Wav2Vec2BertConvolutionModule`, `Wav2Vec2B
 the position term; the attention itself runs in model/attention.py), `Wav2Vec2BertEncoderLayer` (one block:
 ffn1 -> self-attention -> convolution -> ffn2 -> LayerNorm) and `Wav2Vec2BertEncoder` (the blocks, with the
 position inputs of model/positions.py computed once per forward). Attribute names are the checkpoint's.
-Padding travels as a boolean `valid` mask (B, T), True on real frames, right-padded.
+Padding travels as a boolean `valid` mask (B, T), True on real frames (right-padded, or any mask: model/inputs.py).
 """
 
 from __future__ import annotations
