@@ -158,3 +158,124 @@ def test_a_right_padded_mask_keeps_the_fast_path_and_another_mask_does_not():
     assert not left.right_padded and left.lengths.tolist() == [6, 3]
     assert left.valid.tolist()[1] == [False, False, False, True, True, True]
     assert mask_padding(torch.ones(2, 6), features) is None  # nothing padded: no masking work at all
+
+
+# ------------------------------------------------------------------------- what the Trainer and peft call
+def model_pairs_from_config(attributes: dict | None = None, **overrides):
+    """(transformers model, w2vbert model) of every head class, built fresh from the same config values, with
+    `attributes` set on both configs after they are made (as code sets `config.gradient_checkpointing = True`)."""
+    import transformers
+
+    import w2vbert
+    from conftest import tiny_config_kwargs
+
+    kwargs = tiny_config_kwargs(**overrides)
+    for head in HEADS:
+        configs = transformers.Wav2Vec2BertConfig(**kwargs), w2vbert.Wav2Vec2BertConfig(**kwargs)
+        for config in configs:
+            for name, value in (attributes or {}).items():
+                setattr(config, name, value)
+        yield getattr(transformers, head)(configs[0]), getattr(w2vbert, head)(configs[1])
+
+
+@pytest.mark.parametrize("position", ["relative_key", "rotary"])
+def test_num_parameters_counts_as_transformers_with_and_without_embeddings_and_frozen_parts(position):
+    for reference, ours in model_pairs_from_config(position_embeddings_type=position):
+        for model in (reference, ours):
+            for parameter in model.base_model.feature_projection.parameters():
+                parameter.requires_grad = False
+        for only_trainable in (False, True):
+            for exclude_embeddings in (False, True):
+                keywords = dict(only_trainable=only_trainable, exclude_embeddings=exclude_embeddings)
+                assert ours.num_parameters(**keywords) == reference.num_parameters(**keywords), keywords
+
+
+def test_embedding_getters_answer_as_transformers_speech_models_do():
+    for reference, ours in model_pairs_from_config():
+        assert ours.get_output_embeddings() is None and reference.get_output_embeddings() is None
+        for model in (reference, ours):
+            with pytest.raises(NotImplementedError):
+                model.get_input_embeddings()
+        assert ours.can_generate() is reference.can_generate() is False
+        assert ours.main_input_name == reference.main_input_name == "input_features"
+        assert ours.supports_gradient_checkpointing is reference.supports_gradient_checkpointing is True
+
+
+def test_checkpointing_api_switches_as_transformers_does_and_the_config_flag_turns_it_on():
+    for reference, ours in model_pairs_from_config():
+        for model in (reference, ours):
+            assert not model.is_activation_checkpointing
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            assert model.is_activation_checkpointing and model.is_gradient_checkpointing
+            model.gradient_checkpointing_disable()
+            assert not model.is_activation_checkpointing
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=None, every_n_layers=1, offload=False)
+            assert model.is_activation_checkpointing
+    for reference, ours in model_pairs_from_config({"gradient_checkpointing": True}):
+        assert ours.is_activation_checkpointing and reference.is_activation_checkpointing
+        assert not getattr(ours.config, "gradient_checkpointing", False)  # consumed: a saved config leaves it off
+
+
+@pytest.mark.parametrize("every_n_layers,offload", [(1, False), (2, True)])
+def test_checkpointed_training_gives_transformers_gradients(every_n_layers, offload, tmp_path):
+    reference, ours = model_pair(  # training mode, nothing random: no dropout, no SpecAugment
+        "Wav2Vec2BertForCTC", tmp_path, num_hidden_layers=3, mask_time_prob=0.0, final_dropout=0.0,
+        conformer_conv_dropout=0.0,
+    )
+    features, mask = random_batch([30, 22])
+    labels = torch.tensor([[1, 2, 3], [4, 5, -100]])
+    gradients = []
+    # transformers' offload pins host memory, which a machine without an accelerator cannot (RuntimeError); where
+    # to keep the saved tensors changes no number, so its run keeps them in place
+    for model, offloaded in ((reference, False), (ours, offload)):
+        model.train()
+        model.activation_checkpointing_enable(every_n_layers=every_n_layers, offload=offloaded)
+        model(features, attention_mask=mask, labels=labels).loss.backward()
+        gradients.append({name: p.grad for name, p in model.named_parameters() if p.grad is not None})
+    expected, actual = gradients
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_input_require_grads_lets_reentrant_checkpointing_train_adapters_of_a_frozen_encoder():
+    """peft freezes the encoder and calls enable_input_require_grads before reentrant checkpointing: without it
+    no block input requires gradients and the blocks' trainable parts get none (transformers' speech models have
+    no input embeddings to hook; here the feature projection's output is hooked)."""
+    import w2vbert
+    from conftest import tiny_config_kwargs
+
+    model = w2vbert.Wav2Vec2BertForCTC(w2vbert.Wav2Vec2BertConfig(**tiny_config_kwargs(mask_time_prob=0.0)))
+    model.train()
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    adapted = model.wav2vec2_bert.encoder.layers[0].self_attn.linear_q.weight  # a layer peft would adapt
+    adapted.requires_grad = True
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    features, _ = random_batch([20])
+    assert not model(features).logits.requires_grad  # the adapted layer's gradient has no path out
+    model.enable_input_require_grads()
+    model(features).logits.sum().backward()
+    assert adapted.grad is not None and adapted.grad.abs().sum() > 0
+    model.disable_input_require_grads()
+    assert not model._require_grads_hooks
+
+
+def test_attn_implementation_is_recorded_on_the_config_as_transformers_reports_it(tmp_path):
+    import transformers
+
+    import w2vbert
+
+    reference, ours = model_pair("Wav2Vec2BertForCTC", tmp_path)
+    assert ours.config._attn_implementation == reference.config._attn_implementation == "sdpa"
+    for implementation in ("eager", "sdpa"):
+        theirs = transformers.Wav2Vec2BertForCTC.from_pretrained(tmp_path, attn_implementation=implementation)
+        loaded = w2vbert.Wav2Vec2BertForCTC.from_pretrained(tmp_path, attn_implementation=implementation)
+        assert loaded.config._attn_implementation == theirs.config._attn_implementation == implementation
+        ours.set_attn_implementation(implementation)
+        assert ours.config._attn_implementation == implementation
+    for unknown in ("flash_attention_2", "bogus"):
+        with pytest.raises(ValueError):
+            transformers.Wav2Vec2BertForCTC.from_pretrained(tmp_path, attn_implementation=unknown)
+        with pytest.raises(ValueError, match="attn_implementation must be 'sdpa' or 'eager'"):
+            w2vbert.Wav2Vec2BertForCTC.from_pretrained(tmp_path, attn_implementation=unknown)

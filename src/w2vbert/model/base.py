@@ -20,6 +20,7 @@ from torch import nn
 from w2vbert.loading.hub import HubOptions
 from w2vbert.loading.weights import load_weights, save_weights
 from w2vbert.model.config import Wav2Vec2BertConfig
+from w2vbert.model.conformer import Checkpointing, Wav2Vec2BertEncoder, Wav2Vec2BertSelfAttention
 from w2vbert.model.inputs import Padding, check_inputs
 from w2vbert.model.layers import strided_conv_lengths
 from w2vbert.model.loader import (
@@ -39,6 +40,7 @@ BASE_MODEL_PREFIX = "wav2vec2_bert"
 # What a forward returns when its call leaves an output flag None and the config does not set it either:
 # transformers' PretrainedConfig defaults (`config.output_hidden_states = True` turns one on for every call).
 OUTPUT_FLAG_DEFAULTS = {"output_attentions": False, "output_hidden_states": False, "return_dict": True}
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")  # what `attn_implementation` takes: the fused kernels, or explicit
 
 
 class Wav2Vec2BertPreTrainedModel(nn.Module):
@@ -46,6 +48,15 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     base_model_prefix = BASE_MODEL_PREFIX
     main_input_name = "input_features"
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["Wav2Vec2BertEncoderLayer"]
+    # transformers' class defaults: no key of these models is tied, ignored, or left out of a checkpoint
+    _tied_weights_keys = _keys_to_ignore_on_save = None
+    _keys_to_ignore_on_load_missing = _keys_to_ignore_on_load_unexpected = None
+    # The Trainer passes `num_items_in_batch` to a model that accepts loss keywords and then no longer averages the
+    # loss over gradient-accumulation steps; these losses are per batch, so it must average (transformers' heads
+    # accept the keyword and ignore it: their loss under accumulation is N x the mean).
+    accepts_loss_kwargs = False
     # whether a fairseq2 file's quantizer and contrastive projections load (model/fairseq2.py)
     pretraining_tensors = False
 
@@ -61,6 +72,10 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
 
         A model built on the meta device has no values to initialise: loading assigns the checkpoint's tensors
         and then initialises what the checkpoint lacks, and counting its parameters needs only their shapes."""
+        self.set_attn_implementation(getattr(self.config, "_attn_implementation", None) or "sdpa")
+        if getattr(self.config, "gradient_checkpointing", False):  # transformers' older spelling of turning it on
+            self.activation_checkpointing_enable()
+            self.config.gradient_checkpointing = False  # consumed, as transformers does: a saved config leaves it off
         if next(self.parameters()).is_meta:
             return
         for module in reversed(list(self.modules())):
@@ -134,29 +149,99 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    def num_parameters(self, only_trainable: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
-
     @property
     def base_model(self) -> nn.Module:
         """The bare encoder: the model itself, or a head's `wav2vec2_bert` (transformers' `base_model`)."""
         return getattr(self, self.base_model_prefix, self)
 
-    # The encoder (Wav2Vec2BertModel) implements these; a head hands them to its encoder.
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Recompute each Conformer block in the backward pass instead of storing its activations."""
-        self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs)
+    # ------------------------------------------------------- what transformers' Trainer and peft call on a model
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameters, as transformers counts them: `exclude_embeddings` leaves out nn.Embedding weights (here the
+        Shaw distance embeddings; the Trainer's FLOP count asks for it)."""
+        embeddings = {f"{name}.weight" for name, module in self.named_modules() if isinstance(module, nn.Embedding)}
+        return sum(
+            parameter.numel() for name, parameter in self.named_parameters()
+            if (parameter.requires_grad or not only_trainable) and not (exclude_embeddings and name in embeddings)
+        )
+
+    def get_input_embeddings(self) -> nn.Module:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no input embeddings: its input is fbank features (input_features), not "
+            "token ids, as in transformers"
+        )
+
+    def get_output_embeddings(self) -> None:
+        """None, as transformers' speech models answer (the CTC head is no tied token embedding)."""
+        return None
+
+    def enable_input_require_grads(self) -> None:
+        """Make the feature projection's output require gradients, so that blocks recomputed by reentrant
+        checkpointing still backpropagate when the encoder is frozen (peft calls this); undone by
+        `disable_input_require_grads`. transformers' speech models have no input embeddings to hook and do nothing."""
+
+        def require_grads(module: nn.Module, inputs: tuple, outputs: tuple[torch.Tensor, torch.Tensor]) -> None:
+            outputs[0].requires_grad_(True)  # the projected features (B, T, hidden), which the blocks read
+
+        self.disable_input_require_grads()
+        self._require_grads_hooks = [self.base_model.feature_projection.register_forward_hook(require_grads)]
+
+    def disable_input_require_grads(self) -> None:
+        for hook in getattr(self, "_require_grads_hooks", ()):
+            hook.remove()
+        self._require_grads_hooks = []
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return False  # an encoder: nothing to generate (transformers' pipelines and peft ask)
+
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, every_n_layers: int = 1, offload: bool = False
+    ) -> None:
+        """Recompute Conformer blocks in the backward pass instead of keeping their activations, as transformers'
+        `activation_checkpointing_enable`: every `every_n_layers`-th block from the first; `offload` keeps what a
+        recompute starts from in host memory; `activation_checkpointing_kwargs` go to
+        torch.utils.checkpoint.checkpoint (default: use_reentrant=False)."""
+        if isinstance(every_n_layers, bool) or not isinstance(every_n_layers, int) or every_n_layers < 1:
+            raise ValueError(f"every_n_layers must be an integer >= 1, got {every_n_layers!r}")
+        kwargs = dict(activation_checkpointing_kwargs or {"use_reentrant": False})
+        for encoder in self._encoders():
+            encoder.gradient_checkpointing = True
+            encoder.checkpointing = Checkpointing(every_n_layers, bool(offload), kwargs)
+
+    def activation_checkpointing_disable(self) -> None:
+        for encoder in self._encoders():
+            encoder.gradient_checkpointing = False
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        return any(encoder.gradient_checkpointing for encoder in self._encoders())
+
+    # transformers' names before version 5 (still called by the Trainer for models that define only them)
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **kwargs: Any) -> None:
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
 
     def gradient_checkpointing_disable(self) -> None:
-        self.base_model.gradient_checkpointing_disable()
+        self.activation_checkpointing_disable()
 
     @property
     def is_gradient_checkpointing(self) -> bool:
-        return self.base_model.is_gradient_checkpointing
+        return self.is_activation_checkpointing
+
+    def _encoders(self) -> list[Wav2Vec2BertEncoder]:
+        return [module for module in self.modules() if isinstance(module, Wav2Vec2BertEncoder)]
 
     def set_attn_implementation(self, implementation: str) -> None:
-        """ "sdpa" (default, fused kernels) or "eager" (explicit softmax, as transformers' eager path)."""
-        self.base_model.set_attn_implementation(implementation)
+        """ "sdpa" (fused kernels, the default) or "eager" (explicit softmax, as transformers' eager path), recorded as
+        `config._attn_implementation`, as transformers reports it. transformers' other kernels are refused."""
+        if implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation must be 'sdpa' or 'eager', got {implementation!r}: w2vbert picks its own "
+                "attention kernels behind 'sdpa' (the default)"
+            )
+        for module in self.modules():
+            if isinstance(module, Wav2Vec2BertSelfAttention):
+                module.use_sdpa = implementation == "sdpa"
+        self.config._attn_implementation = implementation
 
     def output_flags(
         self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None

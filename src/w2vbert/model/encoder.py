@@ -30,7 +30,7 @@ from torch import nn
 from w2vbert.model.adapter import Wav2Vec2BertAdapter
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
 from w2vbert.model.config import Wav2Vec2BertConfig
-from w2vbert.model.conformer import Wav2Vec2BertEncoder, Wav2Vec2BertFeedForward, Wav2Vec2BertSelfAttention
+from w2vbert.model.conformer import Wav2Vec2BertEncoder, Wav2Vec2BertFeedForward
 from w2vbert.model.inputs import Padding
 from w2vbert.model.outputs import LayerEmbedding, Wav2Vec2BaseModelOutput
 from w2vbert.model.spec_augment import compute_mask_indices
@@ -81,25 +81,6 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         """The SpecAugment mask embedding starts U(0, 1), as transformers initialises it."""
         if self.masked_spec_embed is not None:
             self.masked_spec_embed.uniform_()
-
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Recompute each Conformer block in the backward pass instead of storing its activations."""
-        self.encoder.gradient_checkpointing = True
-
-    def gradient_checkpointing_disable(self) -> None:
-        self.encoder.gradient_checkpointing = False
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self.encoder.gradient_checkpointing
-
-    def set_attn_implementation(self, implementation: str) -> None:
-        """ "sdpa" (default, fused kernels) or "eager" (explicit softmax, as transformers' eager path)."""
-        if implementation not in ("sdpa", "eager"):
-            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {implementation!r}")
-        for module in self.modules():
-            if isinstance(module, Wav2Vec2BertSelfAttention):
-                module.use_sdpa = implementation == "sdpa"
 
     def forward(
         self,
