@@ -279,3 +279,102 @@ def test_attn_implementation_is_recorded_on_the_config_as_transformers_reports_i
             transformers.Wav2Vec2BertForCTC.from_pretrained(tmp_path, attn_implementation=unknown)
         with pytest.raises(ValueError, match="attn_implementation must be 'sdpa' or 'eager'"):
             w2vbert.Wav2Vec2BertForCTC.from_pretrained(tmp_path, attn_implementation=unknown)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def test_from_pretrained_none_builds_from_config_and_state_dict_as_transformers(tmp_path):
+    import transformers
+
+    import w2vbert
+
+    reference, ours = model_pair("Wav2Vec2BertForCTC", tmp_path)
+    state_dict = {name: tensor.clone() for name, tensor in reference.state_dict().items()}
+    theirs = transformers.Wav2Vec2BertForCTC.from_pretrained(None, config=reference.config, state_dict=state_dict)
+    loaded = w2vbert.Wav2Vec2BertForCTC.from_pretrained(None, config=ours.config, state_dict=state_dict)
+    assert not loaded.training and not theirs.training
+    features, mask = random_batch([30, 22])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(features, attention_mask=mask).logits,
+                                   theirs(features, attention_mask=mask).logits, atol=ATOL, rtol=0)
+    with pytest.raises(ValueError):
+        transformers.Wav2Vec2BertForCTC.from_pretrained(None, config=reference.config)
+    with pytest.raises(ValueError, match="needs state_dict="):
+        w2vbert.Wav2Vec2BertForCTC.from_pretrained(None, config=ours.config)
+    with pytest.raises(OSError, match="pass config="):
+        w2vbert.Wav2Vec2BertForCTC.from_pretrained(None, state_dict=state_dict)
+
+
+def test_a_state_dict_and_a_checkpoint_at_once_are_refused_as_transformers_refuses_them(tmp_path):
+    import transformers
+
+    import w2vbert
+
+    reference, _ = model_pair("Wav2Vec2BertModel", tmp_path)
+    state_dict = reference.state_dict()
+    with pytest.raises(ValueError):
+        transformers.Wav2Vec2BertModel.from_pretrained(tmp_path, state_dict=state_dict)
+    with pytest.raises(ValueError, match="state_dict cannot be passed together with a checkpoint"):
+        w2vbert.Wav2Vec2BertModel.from_pretrained(tmp_path, state_dict=state_dict)
+
+
+@pytest.mark.parametrize(
+    "saved,loaded,overrides",
+    [
+        ("Wav2Vec2BertModel", "Wav2Vec2BertForCTC", {}),  # a base checkpoint into a head: the head is missing
+        ("Wav2Vec2BertForCTC", "Wav2Vec2BertModel", {}),  # a head checkpoint into the base: the head is unexpected
+        ("Wav2Vec2BertForCTC", "Wav2Vec2BertForCTC", {"vocab_size": 7, "ignore_mismatched_sizes": True}),
+        ("Wav2Vec2BertForSequenceClassification", "Wav2Vec2BertForSequenceClassification", {}),
+    ],
+)
+def test_output_loading_info_is_what_transformers_returns(saved, loaded, overrides, tmp_path):
+    import transformers
+
+    import w2vbert
+
+    model_pair(saved, tmp_path)  # the checkpoint, saved by transformers
+    _, expected = getattr(transformers, loaded).from_pretrained(tmp_path, output_loading_info=True, **overrides)
+    _, actual = getattr(w2vbert, loaded).from_pretrained(tmp_path, output_loading_info=True, **overrides)
+    assert actual == expected
+    assert {type(value) for value in actual.values()} == {set, list}
+
+
+def test_quantization_config_gets_a_clear_answer(tmp_path):
+    import transformers
+
+    import w2vbert
+
+    model_pair("Wav2Vec2BertForCTC", tmp_path)
+    eight_bit = transformers.BitsAndBytesConfig(load_in_8bit=True)
+    if not torch.cuda.is_available():  # transformers needs bitsandbytes and a GPU for it; here int8 has its name
+        with pytest.raises(RuntimeError, match="needs device='cuda'.*on CPU pass quantize='int8'"):
+            w2vbert.Wav2Vec2BertForCTC.from_pretrained(tmp_path, quantization_config=eight_bit)
+    with pytest.raises(ValueError, match=r"'load_in_4bit': True.*int8 only, with quantize='int8'"):
+        w2vbert.Wav2Vec2BertForCTC.from_pretrained(
+            tmp_path, quantization_config=transformers.BitsAndBytesConfig(load_in_4bit=True)
+        )
+    with pytest.raises(TypeError, match="BitsAndBytesConfig or its dict, got str"):
+        w2vbert.Wav2Vec2BertForCTC.from_pretrained(tmp_path, quantization_config="int8")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bitsandbytes' LLM.int8 needs a CUDA GPU")
+def test_quantization_config_of_8_bits_loads_int8_on_cuda(tmp_path):
+    import transformers
+
+    import w2vbert
+    from w2vbert.model.quantization import quantized_layer
+
+    model_pair("Wav2Vec2BertForCTC", tmp_path)
+    model = w2vbert.Wav2Vec2BertForCTC.from_pretrained(
+        tmp_path, device="cuda", quantization_config=transformers.BitsAndBytesConfig(load_in_8bit=True)
+    )
+    assert quantized_layer(model) is not None
+
+
+def test_load_model_from_none_builds_the_class_the_config_names(tmp_path):
+    import w2vbert
+
+    _, ours = model_pair("Wav2Vec2BertForCTC", tmp_path)
+    ours.config.architectures = ["Wav2Vec2BertForCTC"]
+    model = w2vbert.load_model(None, config=ours.config, state_dict=ours.state_dict())
+    assert type(model) is w2vbert.Wav2Vec2BertForCTC
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ours.state_dict().values(), strict=True))

@@ -18,20 +18,23 @@ import torch
 from torch import nn
 
 from w2vbert.loading.hub import HubOptions
-from w2vbert.loading.weights import load_weights, save_weights
+from w2vbert.loading.weights import save_weights
 from w2vbert.model.config import Wav2Vec2BertConfig
 from w2vbert.model.conformer import Checkpointing, Wav2Vec2BertEncoder, Wav2Vec2BertSelfAttention
 from w2vbert.model.inputs import Padding, check_inputs
 from w2vbert.model.layers import strided_conv_lengths
 from w2vbert.model.loader import (
     Placement,
+    asks_for_int8,
     build_from_state_dict,
+    checkpoint_tensors,
     is_fairseq2_file,
     load_fairseq2,
     place,
     read_config,
     report_loading,
     stored_dtype,
+    transformers_loading_info,
 )
 from w2vbert.model.quantization import quantized_layer
 from w2vbert.utils.padding import lengths_to_mask
@@ -41,6 +44,14 @@ BASE_MODEL_PREFIX = "wav2vec2_bert"
 # transformers' PretrainedConfig defaults (`config.output_hidden_states = True` turns one on for every call).
 OUTPUT_FLAG_DEFAULTS = {"output_attentions": False, "output_hidden_states": False, "return_dict": True}
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")  # what `attn_implementation` takes: the fused kernels, or explicit
+
+
+def check_attn_implementation(implementation: str) -> None:
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attn_implementation must be 'sdpa' or 'eager', got {implementation!r}: w2vbert picks its own "
+            "attention kernels behind 'sdpa' (the default)"
+        )
 
 
 class Wav2Vec2BertPreTrainedModel(nn.Module):
@@ -233,11 +244,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     def set_attn_implementation(self, implementation: str) -> None:
         """ "sdpa" (fused kernels, the default) or "eager" (explicit softmax, as transformers' eager path), recorded as
         `config._attn_implementation`, as transformers reports it. transformers' other kernels are refused."""
-        if implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(
-                f"attn_implementation must be 'sdpa' or 'eager', got {implementation!r}: w2vbert picks its own "
-                "attention kernels behind 'sdpa' (the default)"
-            )
+        check_attn_implementation(implementation)
         for module in self.modules():
             if isinstance(module, Wav2Vec2BertSelfAttention):
                 module.use_sdpa = implementation == "sdpa"
@@ -322,9 +329,10 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: str | os.PathLike,
+        pretrained_model_name_or_path: str | os.PathLike | None,
         *,
         config: Wav2Vec2BertConfig | None = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
         revision: str | None = None,
         torch_dtype: torch.dtype | str | None = None,
         dtype: torch.dtype | str | None = None,
@@ -338,25 +346,28 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         output_loading_info: bool = False,
         attn_implementation: str | None = None,
         load_in_8bit: bool = False,
+        quantization_config: Any = None,
         quantize: str | None = None,
         **config_overrides: Any,
     ) -> Any:
         """Load a model from a local directory or a hub repo id (through the hub cache; `HF_HUB_OFFLINE` works),
-        or from Meta's original fairseq2 `.pt` file.
+        from Meta's original fairseq2 `.pt` file, or (`None`) from `config` and `state_dict` alone.
 
-        Keyword arguments that name config fields (`vocab_size=...`, `layerdrop=0.0`, `add_adapter=True`)
-        override the stored config, as in transformers. A base checkpoint loads into any head class (the head
-        is newly initialised and reported); a head whose shape differs from the checkpoint (a new vocabulary)
-        is re-initialised only with `ignore_mismatched_sizes=True`. `device_map` takes transformers' values that
-        keep the model on one device ("auto", "cpu", "cuda", "cuda:1", a GPU index, {"": 0}).
-
-        `quantize="int8"` converts the loaded model with `quantization.optimize_for_inference` (PyTorch int8 on
-        CPU, with float32 activations or, with `torch_dtype=torch.bfloat16`, oneDNN's int8 matmul and bfloat16
-        elsewhere; bitsandbytes on CUDA); `load_in_8bit=True` is transformers' spelling of the CUDA one.
+        As transformers: keywords naming config fields override the stored config; a base checkpoint loads into a
+        head (the head starts fresh and is reported); a head of another shape is re-initialised only with
+        `ignore_mismatched_sizes=True`; `state_dict` replaces the checkpoint's tensors; `output_loading_info=True`
+        also returns {"missing_keys", "unexpected_keys", "mismatched_keys": sets, "error_msgs": []}.
+        `device_map` takes the values that keep the model on one device ("auto", "cuda:1", {"": 0}).
+        `quantize="int8"` converts the loaded model (model/quantization.py: PyTorch int8 on CPU, bitsandbytes on
+        CUDA); `load_in_8bit=True` and `quantization_config=BitsAndBytesConfig(load_in_8bit=True)` are
+        transformers' spellings of the CUDA one.
         """
         source = pretrained_model_name_or_path
         hub = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
-        fairseq2 = is_fairseq2_file(source)
+        if attn_implementation is not None:
+            check_attn_implementation(attn_implementation)
+        load_in_8bit = load_in_8bit or asks_for_int8(quantization_config)
+        fairseq2 = source is not None and is_fairseq2_file(source)
         if not fairseq2:  # config.json, read once: the model's config and the dtype "auto" means
             config = read_config(source, hub, config, config_overrides)
         placement = Placement.resolve(
@@ -365,13 +376,12 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         )
         if fairseq2:
             model, info = load_fairseq2(cls, Path(source), "auto", config_overrides)
-        else:
-            state = load_weights(source, hub)
-            model, info = build_from_state_dict(cls, config, state, ignore_mismatched_sizes)
-            del state  # the model holds what it uses; the rest of the file's map can go
+        else:  # the checkpoint's tensors are held by this call only: the model keeps what it uses
+            model, info = build_from_state_dict(cls, config, checkpoint_tensors(source, hub, state_dict),
+                                                ignore_mismatched_sizes)
         report_loading(cls.__name__, info)
         model = place(model, placement, attn_implementation)
-        return (model, info) if output_loading_info else model
+        return (model, transformers_loading_info(info)) if output_loading_info else model
 
     @classmethod
     def from_fairseq2(cls, path: str | os.PathLike, kind: str = "auto", **config_overrides: Any) -> Any:
