@@ -310,8 +310,12 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         safe_serialization: bool = True,
         max_shard_size: int | str = "5GB",
         state_dict: dict[str, torch.Tensor] | None = None,
+        is_main_process: bool = True,
     ) -> None:
-        """Write `config.json` and `model.safetensors` (sharded above `max_shard_size`) in the HF layout."""
+        """Write `config.json` and `model.safetensors` (sharded above `max_shard_size`) in the HF layout; under
+        torchrun only the process told `is_main_process` writes (transformers' keyword)."""
+        if not is_main_process:
+            return
         if not safe_serialization:
             raise ValueError("w2vbert writes safetensors only (pickled .bin files can carry code)")
         layer = quantized_layer(self) if state_dict is None else None
@@ -320,11 +324,15 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
                 f"{layer} holds int8 weights packed for inference, which are no checkpoint: save the float model it "
                 "was quantized from, and quantize when loading (from_pretrained(..., quantize='int8'))"
             )
+        save_weights(self.state_dict() if state_dict is None else state_dict, save_directory, max_shard_size)
+        self.checkpoint_config().save_pretrained(save_directory)
+
+    def checkpoint_config(self) -> Wav2Vec2BertConfig:
+        """The config a checkpoint of this model records: its own, plus its class (`architectures`) and dtype."""
         config = Wav2Vec2BertConfig.from_dict(self.config.to_dict())
         config.architectures = [type(self).__name__]
         config.dtype = self.dtype  # written as its name, under transformers 5's key "dtype"
-        save_weights(self.state_dict() if state_dict is None else state_dict, save_directory, max_shard_size)
-        config.save_pretrained(save_directory)
+        return config
 
     @classmethod
     def from_pretrained(
