@@ -210,7 +210,6 @@ def test_peft_lora_trains_under_the_trainer_and_its_adapter_loads_onto_transform
     checkpointing, and the saved adapter, in peft's names, loads onto transformers' model with the same numbers."""
     peft = pytest.importorskip("peft")
     import w2vbert
-
     from conftest import model_pair, random_batch
 
     reference, ours = model_pair("Wav2Vec2BertForCTC", tmp_path / "base", mask_time_prob=0.0, final_dropout=0.0)
