@@ -378,3 +378,18 @@ def test_load_model_from_none_builds_the_class_the_config_names(tmp_path):
     model = w2vbert.load_model(None, config=ours.config, state_dict=ours.state_dict())
     assert type(model) is w2vbert.Wav2Vec2BertForCTC
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ours.state_dict().values(), strict=True))
+
+
+def test_returned_attentions_and_hidden_states_carry_the_gradient_of_the_output_as_in_transformers(tmp_path):
+    reference, ours = model_pair("Wav2Vec2BertForCTC", tmp_path, mask_time_prob=0.0)
+    features, _ = random_batch([20])
+    for model in (reference, ours):
+        model.train()
+        model.config._attn_implementation = "eager"
+        outputs = model(features, output_hidden_states=True, output_attentions=True)
+        hidden_states, attentions = outputs.hidden_states[0], outputs.attentions[0]
+        hidden_states.retain_grad()
+        attentions.retain_grad()
+        outputs.logits.flatten()[0].backward()
+        assert hidden_states.grad is not None and attentions.grad is not None, type(model)
+
