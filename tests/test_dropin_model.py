@@ -393,3 +393,18 @@ def test_returned_attentions_and_hidden_states_carry_the_gradient_of_the_output_
         outputs.logits.flatten()[0].backward()
         assert hidden_states.grad is not None and attentions.grad is not None, type(model)
 
+
+def test_a_model_built_on_meta_then_given_storage_initialises_with_init_weights():
+    """transformers' way to build without memory, then make the weights real (`to_empty` + `init_weights`)."""
+    import w2vbert
+    from conftest import tiny_config_kwargs
+
+    config = w2vbert.Wav2Vec2BertConfig(**tiny_config_kwargs())
+    with torch.device("meta"):
+        model = w2vbert.Wav2Vec2BertForCTC(config).eval()
+    model.to_empty(device="cpu")
+    model.init_weights()
+    features, _ = random_batch([20])
+    assert torch.isfinite(model(features).logits).all()
+    built = w2vbert.Wav2Vec2BertForCTC._from_config(config, attn_implementation="eager", dtype=torch.float64)
+    assert built.dtype == torch.float64 and built.config._attn_implementation == "eager"

@@ -79,7 +79,8 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         self.config = config
 
     def post_init(self) -> None:
-        """Initialise every parameter as transformers does (children first, so containers can override).
+        """What every model's build ends with: the attention kernels and checkpointing its config names, then the
+        weights' init (`init_weights`).
 
         A model built on the meta device has no values to initialise: loading assigns the checkpoint's tensors
         and then initialises what the checkpoint lacks, and counting its parameters needs only their shapes."""
@@ -87,8 +88,12 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         if getattr(self.config, "gradient_checkpointing", False):  # transformers' older spelling of turning it on
             self.activation_checkpointing_enable()
             self.config.gradient_checkpointing = False  # consumed, as transformers does: a saved config leaves it off
-        if next(self.parameters()).is_meta:
-            return
+        if not next(self.parameters()).is_meta:
+            self.init_weights()
+
+    def init_weights(self) -> None:
+        """Initialise every parameter as transformers does, children first (so containers can override): what a
+        model built on the meta device and then given storage (`to_empty`) needs, as in transformers."""
         for module in reversed(list(self.modules())):
             self._init_module(module)
 
@@ -200,6 +205,19 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         for hook in getattr(self, "_require_grads_hooks", ()):
             hook.remove()
         self._require_grads_hooks = []
+
+    @classmethod
+    def _from_config(
+        cls, config: Wav2Vec2BertConfig, attn_implementation: str | None = None, dtype: torch.dtype | None = None,
+        torch_dtype: torch.dtype | None = None,
+    ) -> Wav2Vec2BertPreTrainedModel:
+        """A new model of `config` with transformers' `_from_config` keywords (what `AutoModel.from_config` and
+        transformers' test mixins call)."""
+        model = cls(config)
+        if attn_implementation is not None:
+            model.set_attn_implementation(attn_implementation)
+        dtype = dtype if dtype is not None else torch_dtype
+        return model if dtype is None else model.to(dtype)
 
     @classmethod
     def can_generate(cls) -> bool:
