@@ -87,7 +87,7 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         self.set_attn_implementation(getattr(self.config, "_attn_implementation", None) or "sdpa")
         if getattr(self.config, "gradient_checkpointing", False):  # transformers' older spelling of turning it on
             self.activation_checkpointing_enable()
-            self.config.gradient_checkpointing = False  # consumed, as transformers does: a saved config leaves it off
+            delattr(self.config, "gradient_checkpointing")  # consumed, as transformers does: not saved with the config
         if not next(self.parameters()).is_meta:
             self.init_weights()
 
