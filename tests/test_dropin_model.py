@@ -409,3 +409,15 @@ def test_a_model_built_on_meta_then_given_storage_initialises_with_init_weights(
     assert torch.isfinite(model(features).logits).all()
     built = w2vbert.Wav2Vec2BertForCTC._from_config(config, attn_implementation="eager", dtype=torch.float64)
     assert built.dtype == torch.float64 and built.config._attn_implementation == "eager"
+
+
+def test_a_head_of_another_size_is_refused_with_the_exception_transformers_raises(tmp_path):
+    import transformers
+
+    import w2vbert
+
+    model_pair("Wav2Vec2BertForSequenceClassification", tmp_path)  # 3 labels
+    with pytest.raises(RuntimeError):
+        transformers.Wav2Vec2BertForSequenceClassification.from_pretrained(tmp_path, num_labels=42)
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes=True"):
+        w2vbert.Wav2Vec2BertForSequenceClassification.from_pretrained(tmp_path, num_labels=42)

@@ -9,9 +9,10 @@ loading/weights.py, Meta's original `.pt` files through the table of model/fairs
 One load reads config.json once, and resolves once where the model goes: a `Placement` (device, dtype,
 quantisation), which the steps after it read.
 
-In order: `Placement` (and `load_dtype`, its "auto"), `asks_for_int8` (transformers' `quantization_config`),
-`read_config`, `checkpoint_tensors`, `build_from_state_dict` (with `align_prefix`), `load_fairseq2`, `place`, and
-the report of a load: `transformers_loading_info` (what `output_loading_info` returns) and `report_loading`.
+In order: `MismatchedSizesError`, `Placement` (and `load_dtype`, its "auto"), `asks_for_int8` (transformers'
+`quantization_config`), `read_config`, `checkpoint_tensors`, `build_from_state_dict` (with `align_prefix`),
+`load_fairseq2`, `place`, and the report of a load: `transformers_loading_info` (what `output_loading_info`
+returns) and `report_loading`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ logger = logging.getLogger("w2vbert")
 
 LISTED_NAMES = 8  # tensor names a loading report spells out before it counts the rest
 LoadingInfo = dict[str, list]  # "missing_keys", "unexpected_keys", "mismatched_keys": sorted, for the log
+
+
+class MismatchedSizesError(ValueError, RuntimeError):
+    """A checkpoint's tensor whose shape differs from the model's: a ValueError, as this project reports a bad
+    value, and the RuntimeError transformers raises for it, so that either `except` catches it."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +194,7 @@ def build_from_state_dict(
     ]
     if mismatched and not ignore_mismatched_sizes:
         listing = "; ".join(f"{name}: checkpoint {tuple(a)}, model {tuple(b)}" for name, a, b in mismatched)
-        raise ValueError(
+        raise MismatchedSizesError(
             f"tensor shapes differ between the checkpoint and {cls.__name__}: {listing}. If the head is meant "
             "to be new (another vocabulary or label set), pass ignore_mismatched_sizes=True to re-initialise it"
         )
