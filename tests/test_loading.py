@@ -54,7 +54,7 @@ def test_transformers_sharded_checkpoint_loads(tmp_path):
     theirs.save_pretrained(tmp_path, max_shard_size="20KB")
     assert (tmp_path / "model.safetensors.index.json").exists()
     ours, info = Wav2Vec2BertModel.from_pretrained(tmp_path, output_loading_info=True)
-    assert info == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}
+    assert info == {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
     assert all(torch.equal(ours.state_dict()[k], v) for k, v in theirs.state_dict().items())
 
 
@@ -130,7 +130,7 @@ def test_base_checkpoint_loads_into_a_head_reporting_the_new_head(tmp_path, capl
     base.save_pretrained(tmp_path)
     with caplog.at_level(logging.WARNING, logger="w2vbert"):
         ctc, info = Wav2Vec2BertForCTC.from_pretrained(tmp_path, output_loading_info=True)
-    assert info["missing_keys"] == ["lm_head.bias", "lm_head.weight"] and not info["unexpected_keys"]
+    assert info["missing_keys"] == {"lm_head.bias", "lm_head.weight"} and not info["unexpected_keys"]
     assert "newly initialised 2 tensors" in caplog.text and "lm_head.weight" in caplog.text
     assert all(torch.equal(ctc.wav2vec2_bert.state_dict()[k], v) for k, v in base.state_dict().items())
     assert ctc.lm_head.weight.std() > 0 and not ctc.lm_head.weight.is_meta  # initialised, not left empty
@@ -140,7 +140,7 @@ def test_head_checkpoint_loads_into_the_base_model_reporting_the_head_as_unexpec
     ctc = tiny_model(Wav2Vec2BertForCTC)
     ctc.save_pretrained(tmp_path)
     base, info = Wav2Vec2BertModel.from_pretrained(tmp_path, output_loading_info=True)
-    assert info["unexpected_keys"] == ["lm_head.bias", "lm_head.weight"] and not info["missing_keys"]
+    assert info["unexpected_keys"] == {"lm_head.bias", "lm_head.weight"} and not info["missing_keys"]
     assert same_weights(ctc.wav2vec2_bert, base)
 
 
@@ -154,7 +154,7 @@ def test_a_checkpoint_missing_an_encoder_tensor_initialises_only_that_tensor(tmp
     del state[dropped]
     save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
     loaded, info = Wav2Vec2BertModel.from_pretrained(tmp_path, output_loading_info=True)
-    assert info["missing_keys"] == [dropped]
+    assert info["missing_keys"] == {dropped}
     for name, tensor in loaded.state_dict().items():
         if name != dropped:
             assert torch.equal(tensor, model.state_dict()[name]), name
@@ -169,7 +169,7 @@ def test_a_new_vocabulary_needs_ignore_mismatched_sizes(tmp_path):
     model, info = Wav2Vec2BertForCTC.from_pretrained(
         tmp_path, vocab_size=40, ignore_mismatched_sizes=True, output_loading_info=True
     )
-    assert info["mismatched_keys"] == [("lm_head.bias", (11,), (40,)), ("lm_head.weight", (11, 32), (40, 32))]
+    assert info["mismatched_keys"] == {("lm_head.bias", (11,), (40,)), ("lm_head.weight", (11, 32), (40, 32))}
     assert model.lm_head.weight.shape == (40, 32) and model.config.vocab_size == 40
     features, _ = random_batch([12])
     assert model(features).logits.shape == (1, 12, 40)

@@ -184,7 +184,7 @@ def test_checkpoints_load_both_ways_without_missing_or_unexpected_keys(head, tmp
 
     reference, ours = model_pair(head, tmp_path / "hf", position_embeddings_type="relative")
     _, info = getattr(w2vbert, head).from_pretrained(tmp_path / "hf", output_loading_info=True)
-    assert info == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}
+    assert info == {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
     ours.save_pretrained(tmp_path / "ours")
     back, hf_info = getattr(transformers, head).from_pretrained(tmp_path / "ours", output_loading_info=True)
     assert not hf_info["missing_keys"] and not hf_info["unexpected_keys"] and not hf_info["mismatched_keys"]

@@ -11,7 +11,8 @@
 - `attention`, `layers`, `spec_augment`: the pieces the encoder's modules are built from.
 - `heads`: CTC, sequence, frame and x-vector heads on the encoder. `pretraining`: the w2v-BERT objective.
 - `outputs`: the output dataclasses, as transformers names them.
-- `base`: what every model class shares: weight init, input checks, length arithmetic, `save_pretrained`, and
+- `inputs`: the contract of every forward's inputs, and the `Padding` an attention mask (any 0/1 mask) gives.
+- `base`: what every model class shares: weight init, output flags, length arithmetic, `save_pretrained`, and
   the `from_pretrained` entry point; `loader`: its work (the meta-device build, the checkpoint's tensors, the
   `Placement` of a load: device, dtype, int8).
 - `fairseq2`: Meta's original checkpoints, one table of key patterns. `quantization`: bf16, int8, compile.

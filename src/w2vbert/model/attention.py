@@ -176,7 +176,11 @@ def attend_in_chunks(
                 query[:, :, start:stop], key, value, attn_mask=bias, dropout_p=dropout_p, scale=scale
             ))
     output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
-    return output, (torch.cat(probabilities, dim=2) if output_attentions else None)
+    if not output_attentions:
+        return output, None
+    # One chunk (always, when the probabilities are asked for): returned as computed, so that their gradient is
+    # the one the output propagates (a copy made by torch.cat would be outside the graph: .grad stays None).
+    return output, probabilities[0] if len(probabilities) == 1 else torch.cat(probabilities, dim=2)
 
 
 def attend_by_regions(

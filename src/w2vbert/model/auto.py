@@ -55,10 +55,13 @@ class _AutoModel:
     default: type[Wav2Vec2BertPreTrainedModel] | None = None
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any) -> Any:
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike | None, **kwargs: Any) -> Any:
         """`default.from_pretrained`; without a default, the class config.json names, from the one reading of it
-        that becomes the model's config (with the keywords that name config fields applied)."""
+        that becomes the model's config (with the keywords that name config fields applied). From None (a
+        config and a state_dict), the class the config names."""
         target = cls.default
+        if target is None and path_or_repo_id is None:
+            target = model_class_for(kwargs["config"]) if "config" in kwargs else encoder.Wav2Vec2BertModel
         if target is None:
             hub = HubOptions(**{k: kwargs[k] for k in HubOptions.keys() if k in kwargs})
             if "config" in kwargs:  # the caller's config is the model's: config.json only names the class
@@ -98,7 +101,7 @@ class AutoModelForPreTraining(_AutoModel):
     default = pretraining.Wav2Vec2BertForPreTraining
 
 
-def load_model(path_or_repo_id: str | os.PathLike, **kwargs: Any) -> Wav2Vec2BertPreTrainedModel:
+def load_model(path_or_repo_id: str | os.PathLike | None, **kwargs: Any) -> Wav2Vec2BertPreTrainedModel:
     """Load a checkpoint into the class it was saved with (`config.architectures`): the one-liner."""
     return _AutoModel.from_pretrained(path_or_repo_id, **kwargs)
 

@@ -2,7 +2,7 @@
 `from_pretrained` / `from_fairseq2` entry points.
 
 In order: the class's attributes and weight init (`post_init`, and `materialize_missing` for what a checkpoint
-lacks), its properties, the length arithmetic, `check_inputs` (the one contract of every forward's inputs), then
+lacks), its properties and `output_flags`, the length arithmetic, `check_inputs` (model/inputs.py's contract), then
 saving and the loading entry points, whose work is model/loader.py's: a checkpoint built on the meta device,
 its tensors assigned, then placed on one device and dtype (`loader.Placement`, resolved once per load).
 """
@@ -18,23 +18,40 @@ import torch
 from torch import nn
 
 from w2vbert.loading.hub import HubOptions
-from w2vbert.loading.weights import load_weights, save_weights
+from w2vbert.loading.weights import save_weights
 from w2vbert.model.config import Wav2Vec2BertConfig
+from w2vbert.model.conformer import Checkpointing, Wav2Vec2BertEncoder, Wav2Vec2BertSelfAttention
+from w2vbert.model.inputs import Padding, check_inputs
 from w2vbert.model.layers import strided_conv_lengths
 from w2vbert.model.loader import (
     Placement,
+    asks_for_int8,
     build_from_state_dict,
+    checkpoint_tensors,
     is_fairseq2_file,
     load_fairseq2,
     place,
     read_config,
     report_loading,
     stored_dtype,
+    transformers_loading_info,
 )
 from w2vbert.model.quantization import quantized_layer
 from w2vbert.utils.padding import lengths_to_mask
 
 BASE_MODEL_PREFIX = "wav2vec2_bert"
+# What a forward returns when its call leaves an output flag None and the config does not set it either:
+# transformers' PretrainedConfig defaults (`config.output_hidden_states = True` turns one on for every call).
+OUTPUT_FLAG_DEFAULTS = {"output_attentions": False, "output_hidden_states": False, "return_dict": True}
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")  # what `attn_implementation` takes: the fused kernels, or explicit
+
+
+def check_attn_implementation(implementation: str) -> None:
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attn_implementation must be 'sdpa' or 'eager', got {implementation!r}: w2vbert picks its own "
+            "attention kernels behind 'sdpa' (the default)"
+        )
 
 
 class Wav2Vec2BertPreTrainedModel(nn.Module):
@@ -42,6 +59,15 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     base_model_prefix = BASE_MODEL_PREFIX
     main_input_name = "input_features"
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["Wav2Vec2BertEncoderLayer"]
+    # transformers' class defaults: no key of these models is tied, ignored, or left out of a checkpoint
+    _tied_weights_keys = _keys_to_ignore_on_save = None
+    _keys_to_ignore_on_load_missing = _keys_to_ignore_on_load_unexpected = None
+    # The Trainer passes `num_items_in_batch` to a model that accepts loss keywords and then no longer averages the
+    # loss over gradient-accumulation steps; these losses are per batch, so it must average (transformers' heads
+    # accept the keyword and ignore it: their loss under accumulation is N x the mean).
+    accepts_loss_kwargs = False
     # whether a fairseq2 file's quantizer and contrastive projections load (model/fairseq2.py)
     pretraining_tensors = False
 
@@ -53,12 +79,21 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         self.config = config
 
     def post_init(self) -> None:
-        """Initialise every parameter as transformers does (children first, so containers can override).
+        """What every model's build ends with: the attention kernels and checkpointing its config names, then the
+        weights' init (`init_weights`).
 
         A model built on the meta device has no values to initialise: loading assigns the checkpoint's tensors
         and then initialises what the checkpoint lacks, and counting its parameters needs only their shapes."""
-        if next(self.parameters()).is_meta:
-            return
+        self.set_attn_implementation(getattr(self.config, "_attn_implementation", None) or "sdpa")
+        if getattr(self.config, "gradient_checkpointing", False):  # transformers' older spelling of turning it on
+            self.activation_checkpointing_enable()
+            delattr(self.config, "gradient_checkpointing")  # consumed, as transformers does: not saved with the config
+        if not next(self.parameters()).is_meta:
+            self.init_weights()
+
+    def init_weights(self) -> None:
+        """Initialise every parameter as transformers does, children first (so containers can override): what a
+        model built on the meta device and then given storage (`to_empty`) needs, as in transformers."""
         for module in reversed(list(self.modules())):
             self._init_module(module)
 
@@ -130,29 +165,120 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    def num_parameters(self, only_trainable: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
-
     @property
     def base_model(self) -> nn.Module:
         """The bare encoder: the model itself, or a head's `wav2vec2_bert` (transformers' `base_model`)."""
         return getattr(self, self.base_model_prefix, self)
 
-    # The encoder (Wav2Vec2BertModel) implements these; a head hands them to its encoder.
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Recompute each Conformer block in the backward pass instead of storing its activations."""
-        self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs)
+    # ------------------------------------------------------- what transformers' Trainer and peft call on a model
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameters, as transformers counts them: `exclude_embeddings` leaves out nn.Embedding weights (here the
+        Shaw distance embeddings; the Trainer's FLOP count asks for it)."""
+        embeddings = {f"{name}.weight" for name, module in self.named_modules() if isinstance(module, nn.Embedding)}
+        return sum(
+            parameter.numel() for name, parameter in self.named_parameters()
+            if (parameter.requires_grad or not only_trainable) and not (exclude_embeddings and name in embeddings)
+        )
+
+    def get_input_embeddings(self) -> nn.Module:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no input embeddings: its input is fbank features (input_features), not "
+            "token ids, as in transformers"
+        )
+
+    def get_output_embeddings(self) -> None:
+        """None, as transformers' speech models answer (the CTC head is no tied token embedding)."""
+        return None
+
+    def enable_input_require_grads(self) -> None:
+        """Make the feature projection's output require gradients, so that blocks recomputed by reentrant
+        checkpointing still backpropagate when the encoder is frozen (peft calls this); undone by
+        `disable_input_require_grads`. transformers' speech models have no input embeddings to hook and do nothing."""
+
+        def require_grads(module: nn.Module, inputs: tuple, outputs: tuple[torch.Tensor, torch.Tensor]) -> None:
+            outputs[0].requires_grad_(True)  # the projected features (B, T, hidden), which the blocks read
+
+        self.disable_input_require_grads()
+        self._require_grads_hooks = [self.base_model.feature_projection.register_forward_hook(require_grads)]
+
+    def disable_input_require_grads(self) -> None:
+        for hook in getattr(self, "_require_grads_hooks", ()):
+            hook.remove()
+        self._require_grads_hooks = []
+
+    @classmethod
+    def _from_config(
+        cls, config: Wav2Vec2BertConfig, attn_implementation: str | None = None, dtype: torch.dtype | None = None,
+        torch_dtype: torch.dtype | None = None,
+    ) -> Wav2Vec2BertPreTrainedModel:
+        """A new model of `config` with transformers' `_from_config` keywords (what `AutoModel.from_config` and
+        transformers' test mixins call)."""
+        model = cls(config)
+        if attn_implementation is not None:
+            model.set_attn_implementation(attn_implementation)
+        dtype = dtype if dtype is not None else torch_dtype
+        return model if dtype is None else model.to(dtype)
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return False  # an encoder: nothing to generate (transformers' pipelines and peft ask)
+
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, every_n_layers: int = 1, offload: bool = False
+    ) -> None:
+        """Recompute Conformer blocks in the backward pass instead of keeping their activations, as transformers'
+        `activation_checkpointing_enable`: every `every_n_layers`-th block from the first; `offload` keeps what a
+        recompute starts from in host memory; `activation_checkpointing_kwargs` go to
+        torch.utils.checkpoint.checkpoint (default: use_reentrant=False)."""
+        if isinstance(every_n_layers, bool) or not isinstance(every_n_layers, int) or every_n_layers < 1:
+            raise ValueError(f"every_n_layers must be an integer >= 1, got {every_n_layers!r}")
+        kwargs = dict(activation_checkpointing_kwargs or {"use_reentrant": False})
+        for encoder in self._encoders():
+            encoder.gradient_checkpointing = True
+            encoder.checkpointing = Checkpointing(every_n_layers, bool(offload), kwargs)
+
+    def activation_checkpointing_disable(self) -> None:
+        for encoder in self._encoders():
+            encoder.gradient_checkpointing = False
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        return any(encoder.gradient_checkpointing for encoder in self._encoders())
+
+    # transformers' names before version 5 (still called by the Trainer for models that define only them)
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **kwargs: Any) -> None:
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
 
     def gradient_checkpointing_disable(self) -> None:
-        self.base_model.gradient_checkpointing_disable()
+        self.activation_checkpointing_disable()
 
     @property
     def is_gradient_checkpointing(self) -> bool:
-        return self.base_model.is_gradient_checkpointing
+        return self.is_activation_checkpointing
+
+    def _encoders(self) -> list[Wav2Vec2BertEncoder]:
+        return [module for module in self.modules() if isinstance(module, Wav2Vec2BertEncoder)]
 
     def set_attn_implementation(self, implementation: str) -> None:
-        """ "sdpa" (default, fused kernels) or "eager" (explicit softmax, as transformers' eager path)."""
-        self.base_model.set_attn_implementation(implementation)
+        """ "sdpa" (fused kernels, the default) or "eager" (explicit softmax, as transformers' eager path), recorded as
+        `config._attn_implementation`, as transformers reports it. transformers' other kernels are refused."""
+        check_attn_implementation(implementation)
+        for module in self.modules():
+            if isinstance(module, Wav2Vec2BertSelfAttention):
+                module.use_sdpa = implementation == "sdpa"
+        self.config._attn_implementation = implementation
+
+    def output_flags(
+        self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None
+    ) -> tuple[bool, bool, bool]:
+        """A forward's (output_attentions, output_hidden_states, return_dict): each as the call passes it, else as
+        the config sets it (`config.output_hidden_states = True`, `config.return_dict = False`), as transformers."""
+        values = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states,
+                  "return_dict": return_dict}
+        return tuple(  # type: ignore[return-value]
+            bool(getattr(self.config, name, default) if values[name] is None else values[name])
+            for name, default in OUTPUT_FLAG_DEFAULTS.items()
+        )
 
     # ----------------------------------------------------------------------------------- length arithmetic
     def get_feat_extract_output_lengths(
@@ -179,73 +305,12 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     _get_feature_vector_attention_mask = get_feature_vector_attention_mask
 
     # ---------------------------------------------------------------------------------------- input checks
-    def check_inputs(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-        """Validate model inputs; return valid lengths (B,), or None when nothing is padded."""
-        self._check_features(input_features)
-        if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
-            raise TypeError(
-                f"attention_mask must be a torch.Tensor of shape (batch, frames), got {type(attention_mask).__name__}: "
-                "use the feature extractor's return_tensors='pt', or torch.as_tensor(mask)"
-            )
-        batch, frames, _ = input_features.shape
-        if torch.onnx.is_in_onnx_export():
-            # A traced graph keeps no value checks (export/onnx.py checks its example inputs before tracing) and
-            # always masks: whether a batch is padded is only known at run time.
-            return None if attention_mask is None else attention_mask.long().sum(-1)
-        if batch == 0 or frames == 0:
-            raise ValueError(f"input_features is empty: shape {tuple(input_features.shape)}")
-        if not torch.isfinite(input_features).all():
-            bad = (~torch.isfinite(input_features)).flatten(1).any(-1).nonzero().flatten().tolist()
-            raise ValueError(f"input_features has NaN or inf values (batch rows {bad})")
-        lengths = None if attention_mask is None else self._mask_lengths(attention_mask, input_features)
-        if self.config.add_adapter:
-            self._check_adapter_input(frames if lengths is None else int(lengths.min()))
-        return lengths
-
-    def _check_features(self, input_features: torch.Tensor) -> None:
-        """A floating (batch, frames, feature_projection_input_dim) tensor in the model's dtype (or under autocast)."""
-        dim = self.config.feature_projection_input_dim
-        if not isinstance(input_features, torch.Tensor):
-            raise TypeError(f"input_features must be a torch.Tensor, got {type(input_features).__name__}")
-        if input_features.ndim != 3 or input_features.shape[-1] != dim:
-            hint = ""
-            if input_features.ndim == 2 and input_features.shape[-1] == dim:
-                hint = ": add the batch dimension with input_features[None]"
-            elif input_features.shape[-1] == dim // 2:
-                hint = f": did you pass the {dim // 2}-bin fbank before stacking pairs of frames?"
-            elif input_features.ndim <= 2:
-                hint = ": pass features from the feature extractor, not raw audio"
-            raise ValueError(
-                f"expected input_features of shape (batch, frames, {dim}), got {tuple(input_features.shape)}{hint}"
-            )
-        if not input_features.is_floating_point():
-            raise TypeError(f"input_features must be floating point, got {input_features.dtype}")
-        if input_features.dtype != self.dtype and not torch.is_autocast_enabled(input_features.device.type):
-            raise TypeError(
-                f"input_features are {input_features.dtype} but the model computes in {self.dtype}: pass "
-                "input_features.to(model.dtype) (the pipelines do)"
-            )
-
-    @staticmethod
-    def _mask_lengths(attention_mask: torch.Tensor, input_features: torch.Tensor) -> torch.Tensor | None:
-        """The valid lengths (B,) a right-padded 0/1 mask of the features' (batch, frames) gives; None when it
-        pads nothing (the masking work is then skipped)."""
-        batch, frames, _ = input_features.shape
-        if tuple(attention_mask.shape) != (batch, frames):
-            raise ValueError(
-                f"attention_mask must have shape (batch, frames) = {(batch, frames)} like input_features, "
-                f"got {tuple(attention_mask.shape)}"
-            )
-        mask = attention_mask.to(input_features.device)
-        if not ((mask == 0) | (mask == 1)).all():
-            raise ValueError("attention_mask must hold only 0/1 (or False/True)")
-        lengths = mask.long().sum(-1)
-        if (lengths == 0).any():
-            rows = (lengths == 0).nonzero().flatten().tolist()
-            raise ValueError(f"attention_mask rows {rows} are all padding: every clip needs at least one frame")
-        if not torch.equal(lengths_to_mask(lengths, frames), mask.bool()):
-            raise ValueError("attention_mask must be right-padded: ones for the clip, then zeros")
-        return None if bool((lengths == frames).all()) else lengths
+    def check_inputs(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None) -> Padding | None:
+        """Validate a forward's inputs (model/inputs.py); the mask's `Padding`, or None when nothing is padded."""
+        padding = check_inputs(input_features, attention_mask, self.config.feature_projection_input_dim, self.dtype)
+        if self.config.add_adapter and not torch.onnx.is_in_onnx_export():
+            self._check_adapter_input(input_features.shape[1] if padding is None else int(padding.lengths.min()))
+        return padding
 
     def _check_adapter_input(self, shortest: int) -> None:
         """The shortest clip (in feature steps) must leave the adapter at least one output frame."""
@@ -263,8 +328,12 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         safe_serialization: bool = True,
         max_shard_size: int | str = "5GB",
         state_dict: dict[str, torch.Tensor] | None = None,
+        is_main_process: bool = True,
     ) -> None:
-        """Write `config.json` and `model.safetensors` (sharded above `max_shard_size`) in the HF layout."""
+        """Write `config.json` and `model.safetensors` (sharded above `max_shard_size`) in the HF layout; under
+        torchrun only the process told `is_main_process` writes (transformers' keyword)."""
+        if not is_main_process:
+            return
         if not safe_serialization:
             raise ValueError("w2vbert writes safetensors only (pickled .bin files can carry code)")
         layer = quantized_layer(self) if state_dict is None else None
@@ -273,18 +342,23 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
                 f"{layer} holds int8 weights packed for inference, which are no checkpoint: save the float model it "
                 "was quantized from, and quantize when loading (from_pretrained(..., quantize='int8'))"
             )
+        save_weights(self.state_dict() if state_dict is None else state_dict, save_directory, max_shard_size)
+        self.checkpoint_config().save_pretrained(save_directory)
+
+    def checkpoint_config(self) -> Wav2Vec2BertConfig:
+        """The config a checkpoint of this model records: its own, plus its class (`architectures`) and dtype."""
         config = Wav2Vec2BertConfig.from_dict(self.config.to_dict())
         config.architectures = [type(self).__name__]
         config.dtype = self.dtype  # written as its name, under transformers 5's key "dtype"
-        save_weights(self.state_dict() if state_dict is None else state_dict, save_directory, max_shard_size)
-        config.save_pretrained(save_directory)
+        return config
 
     @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: str | os.PathLike,
+        pretrained_model_name_or_path: str | os.PathLike | None,
         *,
         config: Wav2Vec2BertConfig | None = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
         revision: str | None = None,
         torch_dtype: torch.dtype | str | None = None,
         dtype: torch.dtype | str | None = None,
@@ -298,25 +372,28 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         output_loading_info: bool = False,
         attn_implementation: str | None = None,
         load_in_8bit: bool = False,
+        quantization_config: Any = None,
         quantize: str | None = None,
         **config_overrides: Any,
     ) -> Any:
         """Load a model from a local directory or a hub repo id (through the hub cache; `HF_HUB_OFFLINE` works),
-        or from Meta's original fairseq2 `.pt` file.
+        from Meta's original fairseq2 `.pt` file, or (`None`) from `config` and `state_dict` alone.
 
-        Keyword arguments that name config fields (`vocab_size=...`, `layerdrop=0.0`, `add_adapter=True`)
-        override the stored config, as in transformers. A base checkpoint loads into any head class (the head
-        is newly initialised and reported); a head whose shape differs from the checkpoint (a new vocabulary)
-        is re-initialised only with `ignore_mismatched_sizes=True`. `device_map` takes transformers' values that
-        keep the model on one device ("auto", "cpu", "cuda", "cuda:1", a GPU index, {"": 0}).
-
-        `quantize="int8"` converts the loaded model with `quantization.optimize_for_inference` (PyTorch int8 on
-        CPU, with float32 activations or, with `torch_dtype=torch.bfloat16`, oneDNN's int8 matmul and bfloat16
-        elsewhere; bitsandbytes on CUDA); `load_in_8bit=True` is transformers' spelling of the CUDA one.
+        As transformers: keywords naming config fields override the stored config; a base checkpoint loads into a
+        head (the head starts fresh and is reported); a head of another shape is re-initialised only with
+        `ignore_mismatched_sizes=True`; `state_dict` replaces the checkpoint's tensors; `output_loading_info=True`
+        also returns {"missing_keys", "unexpected_keys", "mismatched_keys": sets, "error_msgs": []}.
+        `device_map` takes the values that keep the model on one device ("auto", "cuda:1", {"": 0}).
+        `quantize="int8"` converts the loaded model (model/quantization.py: PyTorch int8 on CPU, bitsandbytes on
+        CUDA); `load_in_8bit=True` and `quantization_config=BitsAndBytesConfig(load_in_8bit=True)` are
+        transformers' spellings of the CUDA one.
         """
         source = pretrained_model_name_or_path
         hub = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
-        fairseq2 = is_fairseq2_file(source)
+        if attn_implementation is not None:
+            check_attn_implementation(attn_implementation)
+        load_in_8bit = load_in_8bit or asks_for_int8(quantization_config)
+        fairseq2 = source is not None and is_fairseq2_file(source)
         if not fairseq2:  # config.json, read once: the model's config and the dtype "auto" means
             config = read_config(source, hub, config, config_overrides)
         placement = Placement.resolve(
@@ -325,13 +402,12 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
         )
         if fairseq2:
             model, info = load_fairseq2(cls, Path(source), "auto", config_overrides)
-        else:
-            state = load_weights(source, hub)
-            model, info = build_from_state_dict(cls, config, state, ignore_mismatched_sizes)
-            del state  # the model holds what it uses; the rest of the file's map can go
+        else:  # the checkpoint's tensors are held by this call only: the model keeps what it uses
+            model, info = build_from_state_dict(cls, config, checkpoint_tensors(source, hub, state_dict),
+                                                ignore_mismatched_sizes)
         report_loading(cls.__name__, info)
         model = place(model, placement, attn_implementation)
-        return (model, info) if output_loading_info else model
+        return (model, transformers_loading_info(info)) if output_loading_info else model
 
     @classmethod
     def from_fairseq2(cls, path: str | os.PathLike, kind: str = "auto", **config_overrides: Any) -> Any:

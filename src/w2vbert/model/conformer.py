@@ -2,12 +2,16 @@
 
 In order: `Wav2Vec2BertFeedForward`, `Wav2Vec2BertConvolutionModule`, `Wav2Vec2BertSelfAttention` (projections and
 the position term; the attention itself runs in model/attention.py), `Wav2Vec2BertEncoderLayer` (one block:
-ffn1 -> self-attention -> convolution -> ffn2 -> LayerNorm) and `Wav2Vec2BertEncoder` (the blocks, with the
-position inputs of model/positions.py computed once per forward). Attribute names are the checkpoint's.
-Padding travels as a boolean `valid` mask (B, T), True on real frames, right-padded.
+ffn1 -> self-attention -> convolution -> ffn2 -> LayerNorm), `Checkpointing` (how blocks recompute in training) and
+`Wav2Vec2BertEncoder` (the blocks, with the position inputs of model/positions.py computed once per forward).
+Attribute names are the checkpoint's. Padding travels as a boolean `valid` mask (B, T), True on real frames
+(right-padded, or any mask: model/inputs.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -191,6 +195,24 @@ class Wav2Vec2BertEncoderLayer(nn.Module):
         return self.final_layer_norm(hidden_states), probabilities
 
 
+@dataclass(frozen=True)
+class Checkpointing:
+    """How the Conformer blocks recompute their activations in the backward pass (transformers' arguments of
+    `activation_checkpointing_enable`)."""
+
+    every_n_layers: int = 1  # blocks 0, n, 2n, ... recompute; the others keep their activations
+    offload: bool = False  # what a recompute starts from waits in host memory, not on the accelerator
+    checkpoint_kwargs: dict[str, Any] = field(default_factory=lambda: {"use_reentrant": False})  # for checkpoint()
+
+    def run(self, layer: nn.Module, *inputs: Any) -> Any:
+        """`layer(*inputs)` under torch.utils.checkpoint, offloaded as asked."""
+        if not self.offload:
+            return checkpoint(layer, *inputs, **self.checkpoint_kwargs)
+        device = inputs[0].device
+        with torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda", device_type=device.type):
+            return checkpoint(layer, *inputs, **self.checkpoint_kwargs)
+
+
 class Wav2Vec2BertEncoder(nn.Module):
     def __init__(self, config: Wav2Vec2BertConfig) -> None:
         super().__init__()
@@ -200,7 +222,8 @@ class Wav2Vec2BertEncoder(nn.Module):
         self.layer_norm = None  # SeamlessM4T v2's LayerNorm after the last block (config.add_encoder_layer_norm)
         if config.add_encoder_layer_norm:
             self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.gradient_checkpointing = False
+        self.gradient_checkpointing = False  # transformers' name for "recompute blocks in training"; how: below
+        self.checkpointing = Checkpointing()
 
     def forward(
         self,
@@ -222,12 +245,13 @@ class Wav2Vec2BertEncoder(nn.Module):
         all_hidden_states = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         layers = self.layers if num_layers is None else self.layers[:num_layers]
-        for layer in layers:
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        for index, layer in enumerate(layers):
             skip = self.training and self.config.layerdrop > 0.0 and torch.rand(()) < self.config.layerdrop
             if not skip:
-                if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                    hidden_states, probabilities = checkpoint(
-                        layer, hidden_states, valid, position_embeddings, output_attentions, use_reentrant=False
+                if recompute and index % self.checkpointing.every_n_layers == 0:
+                    hidden_states, probabilities = self.checkpointing.run(
+                        layer, hidden_states, valid, position_embeddings, output_attentions
                     )
                 else:
                     hidden_states, probabilities = layer(hidden_states, valid, position_embeddings, output_attentions)

@@ -12,9 +12,9 @@ The recipe (W2v-BERT 2.0: 24 blocks of width 1024; ../shared/reference/original-
     -> last_hidden_state (B, T', output_hidden_size)
 
 Module attribute names are the Hugging Face checkpoint names, so `model.safetensors` from the hub loads with
-no remapping. Padding travels as a boolean `valid` mask (B, T), True on real frames, right-padded. Every stage
-that mixes time steps says how it keeps padded frames out, so a clip gives the same output alone and inside a
-padded batch.
+no remapping. Padding travels as a boolean `valid` mask (B, T), True on real frames (model/inputs.py makes it
+of the attention mask). Every stage that mixes time steps says how it keeps padded frames out, so a clip of a
+right-padded batch gives the same output alone and inside the batch; another 0/1 mask gives transformers' numbers.
 
 In this file: `Wav2Vec2BertFeatureProjection` and `Wav2Vec2BertModel`, which holds the parts: the Conformer blocks
 (`encoder`, model/conformer.py, with the position schemes of model/positions.py), the adapter (model/adapter.py).
@@ -30,10 +30,10 @@ from torch import nn
 from w2vbert.model.adapter import Wav2Vec2BertAdapter
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
 from w2vbert.model.config import Wav2Vec2BertConfig
-from w2vbert.model.conformer import Wav2Vec2BertEncoder, Wav2Vec2BertFeedForward, Wav2Vec2BertSelfAttention
+from w2vbert.model.conformer import Wav2Vec2BertEncoder, Wav2Vec2BertFeedForward
+from w2vbert.model.inputs import Padding
 from w2vbert.model.outputs import LayerEmbedding, Wav2Vec2BaseModelOutput
 from w2vbert.model.spec_augment import compute_mask_indices
-from w2vbert.utils.padding import lengths_to_mask
 
 
 class Wav2Vec2BertFeatureProjection(nn.Module):
@@ -82,25 +82,6 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         if self.masked_spec_embed is not None:
             self.masked_spec_embed.uniform_()
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Recompute each Conformer block in the backward pass instead of storing its activations."""
-        self.encoder.gradient_checkpointing = True
-
-    def gradient_checkpointing_disable(self) -> None:
-        self.encoder.gradient_checkpointing = False
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self.encoder.gradient_checkpointing
-
-    def set_attn_implementation(self, implementation: str) -> None:
-        """ "sdpa" (default, fused kernels) or "eager" (explicit softmax, as transformers' eager path)."""
-        if implementation not in ("sdpa", "eager"):
-            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {implementation!r}")
-        for module in self.modules():
-            if isinstance(module, Wav2Vec2BertSelfAttention):
-                module.use_sdpa = implementation == "sdpa"
-
     def forward(
         self,
         input_features: torch.Tensor,
@@ -113,24 +94,27 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         """input_features (B, T, 160) from the feature extractor; attention_mask (B, T), 1 on real steps.
 
         `hidden_states` holds num_hidden_layers + 1 tensors: the input of the first block, then each block's
-        output (before the adapter). `attentions` holds each block's (B, heads, T, T) probabilities.
+        output (before the adapter). `attentions` holds each block's (B, heads, T, T) probabilities. Flags left
+        None take the config's values (`output_flags`); `return_dict=False` returns the set fields as a tuple.
         """
-        lengths = self.check_inputs(input_features, attention_mask)
-        valid = None if lengths is None else lengths_to_mask(lengths, input_features.shape[1])
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
+        padding = self.check_inputs(input_features, attention_mask)
+        lengths, valid = (None, None) if padding is None else (padding.lengths, padding.valid)
         hidden_states, extract_features = self.feature_projection(input_features)
         hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices, lengths)
         hidden_states, all_hidden_states, all_attentions = self.encoder(
-            hidden_states, valid, bool(output_hidden_states), bool(output_attentions)
+            hidden_states, valid, output_hidden_states, output_attentions
         )
         if self.intermediate_ffn is not None:
             hidden_states = torch.add(hidden_states, self.intermediate_ffn(hidden_states), alpha=0.5)
         if self.adapter is not None:
-            alone = None if lengths is None else self.alone_lengths(input_features, lengths)
-            hidden_states, lengths = self.adapter(hidden_states, lengths, alone)
+            hidden_states, _ = self.adapter(hidden_states, lengths, self.adapter_reads(input_features, padding))
         if self.inner_layer_norm is not None:
             hidden_states = self.inner_layer_norm(hidden_states)
         output = Wav2Vec2BaseModelOutput(hidden_states, extract_features, all_hidden_states, all_attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
     @torch.no_grad()
     def embed(
@@ -143,14 +127,22 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         the state (B, T, hidden_size) and the mask of valid frames (B, T) bool.
         """
         index = self.layer_index(layer)
-        lengths = self.check_inputs(input_features, attention_mask)
-        frames = input_features.shape[1]
-        valid = lengths_to_mask(lengths, frames) if lengths is not None else None
+        padding = self.check_inputs(input_features, attention_mask)
+        valid = None if padding is None else padding.valid
         hidden_states, _ = self.feature_projection(input_features)
         hidden_states, _, _ = self.encoder(hidden_states, valid, num_layers=index)
         if valid is None:
             valid = torch.ones(input_features.shape[:2], dtype=torch.bool, device=input_features.device)
         return LayerEmbedding(hidden_states, valid)
+
+    def adapter_reads(self, input_features: torch.Tensor, padding: Padding | None) -> torch.Tensor | None:
+        """The frames (B,) each clip's adapter convolutions read, from the first: for a right-padded batch the clip's
+        own (`alone_lengths`); for another mask, as transformers, every frame, padding included."""
+        if padding is None:
+            return None
+        if padding.right_padded:
+            return self.alone_lengths(input_features, padding.lengths)
+        return torch.full_like(padding.lengths, input_features.shape[1])
 
     @staticmethod
     def alone_lengths(input_features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,8 @@ class _HeadModel(Wav2Vec2BertPreTrainedModel):
         self,
         input_features: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        output_attentions: bool | None,
-        output_hidden_states: bool | None,
+        output_attentions: bool,
+        output_hidden_states: bool,
         weighted: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None, tuple | None, tuple | None]:
         """Run the encoder; return (features for the head, output lengths or None, hidden_states, attentions).
@@ -45,9 +45,9 @@ class _HeadModel(Wav2Vec2BertPreTrainedModel):
         states, which are taken before the adapter, so its lengths are the encoder's.
         """
         weighted = weighted and self.config.use_weighted_layer_sum
-        outputs = self.wav2vec2_bert(
+        outputs = self.wav2vec2_bert(  # the head's flags, resolved: the encoder's config must not turn them
             input_features, attention_mask, output_attentions=output_attentions,
-            output_hidden_states=weighted or output_hidden_states,
+            output_hidden_states=weighted or output_hidden_states, return_dict=True,
         )
         if weighted:
             stacked = torch.stack(outputs.hidden_states, dim=1)  # (B, layers + 1, T, C)
@@ -126,6 +126,9 @@ class Wav2Vec2BertForCTC(_HeadModel):
         return_dict: bool | None = None,
     ) -> CausalLMOutput | tuple:
         """labels (B, U): token ids, padded with -100 (or pad_token_id); loss per `ctc_loss_reduction`."""
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         if labels is not None:
             self._check_labels(labels, input_features.shape[0])
         hidden_states, lengths, all_hidden, attentions = self._encode(
@@ -138,7 +141,7 @@ class Wav2Vec2BertForCTC(_HeadModel):
                 lengths = torch.full((logits.shape[0],), logits.shape[1], dtype=torch.long, device=logits.device)
             loss = self.ctc_loss(logits, labels, lengths)
         output = CausalLMOutput(loss, logits, all_hidden, attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
     def ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """CTC over (B, T, V) logits with valid frame `lengths` (B,), as transformers computes it."""
@@ -185,6 +188,9 @@ class Wav2Vec2BertForSequenceClassification(_HeadModel):
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
         """labels (B,) class ids; cross-entropy loss."""
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         if labels is not None:
             check_class_labels(labels, input_features.shape[0], self.config.num_labels)
         hidden_states, lengths, all_hidden, attentions = self._encode(
@@ -201,7 +207,7 @@ class Wav2Vec2BertForSequenceClassification(_HeadModel):
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1).to(logits.device))
         output = SequenceClassifierOutput(loss, logits, all_hidden, attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 class Wav2Vec2BertForAudioFrameClassification(_HeadModel):
@@ -228,6 +234,9 @@ class Wav2Vec2BertForAudioFrameClassification(_HeadModel):
         """labels (B, T, num_labels) one-hot per frame, whose argmax the loss takes, as transformers (padding
         frames count, as class 0); or (B, T) class ids with -100 on frames to leave out (padding): the
         cross-entropy mean over the frames that count."""
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         frames = input_features.shape[:2]
         if labels is not None:
             if not isinstance(labels, torch.Tensor):
@@ -250,7 +259,7 @@ class Wav2Vec2BertForAudioFrameClassification(_HeadModel):
             targets = labels.view(-1) if labels.ndim == 2 else torch.argmax(labels.view(-1, self.num_labels), dim=1)
             loss = F.cross_entropy(logits.view(-1, self.num_labels), targets, ignore_index=LABEL_PAD)
         output = TokenClassifierOutput(loss, logits, all_hidden, attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 class AMSoftmaxLoss(nn.Module):
@@ -335,6 +344,9 @@ class Wav2Vec2BertForXVector(_HeadModel):
         return_dict: bool | None = None,
     ) -> XVectorOutput | tuple:
         """labels (B,) speaker ids for the AM-softmax loss."""
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         if labels is not None:
             check_class_labels(labels, input_features.shape[0], self.config.num_labels)
         hidden_states, lengths, all_hidden, attentions = self._encode(
@@ -365,4 +377,4 @@ class Wav2Vec2BertForXVector(_HeadModel):
         logits = self.classifier(embeddings)
         loss = self.objective(logits, labels.to(logits.device)) if labels is not None else None
         output = XVectorOutput(loss, logits, embeddings, all_hidden, attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()

@@ -9,8 +9,10 @@ loading/weights.py, Meta's original `.pt` files through the table of model/fairs
 One load reads config.json once, and resolves once where the model goes: a `Placement` (device, dtype,
 quantisation), which the steps after it read.
 
-In order: `Placement` (and `load_dtype`, its "auto"), `read_config`, `build_from_state_dict` (with
-`align_prefix`), `load_fairseq2`, `place`, `report_loading`.
+In order: `MismatchedSizesError`, `Placement` (and `load_dtype`, its "auto"), `asks_for_int8` (transformers'
+`quantization_config`), `read_config`, `checkpoint_tensors`, `build_from_state_dict` (with `align_prefix`),
+`load_fairseq2`, `place`, and the report of a load: `transformers_loading_info` (what `output_loading_info`
+returns) and `report_loading`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 
 from w2vbert.loading.devices import fastest_dtype, resolve_device, resolve_dtype, warn_if_emulated
 from w2vbert.loading.hub import HubOptions
+from w2vbert.loading.weights import load_weights
 from w2vbert.model.config import Wav2Vec2BertConfig
 from w2vbert.model.fairseq2 import FAIRSEQ2_SUFFIXES, detect_kind, infer_config, load_fairseq2_checkpoint, rename
 from w2vbert.model.quantization import convert_from_file, optimize_for_inference
@@ -37,7 +40,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("w2vbert")
 
 LISTED_NAMES = 8  # tensor names a loading report spells out before it counts the rest
-LoadingInfo = dict[str, list]  # "missing_keys", "unexpected_keys", "mismatched_keys": transformers' report
+LoadingInfo = dict[str, list]  # "missing_keys", "unexpected_keys", "mismatched_keys": sorted, for the log
+
+
+class MismatchedSizesError(ValueError, RuntimeError):
+    """A checkpoint's tensor whose shape differs from the model's: a ValueError, as this project reports a bad
+    value, and the RuntimeError transformers raises for it, so that either `except` catches it."""
 
 
 @dataclass(frozen=True)
@@ -112,15 +120,60 @@ def is_fairseq2_file(source: str | os.PathLike) -> bool:
     return path.suffix in FAIRSEQ2_SUFFIXES and path.is_file()
 
 
+def asks_for_int8(quantization_config: Any) -> bool:
+    """Whether transformers' `quantization_config` (an object with `to_dict`, or its dict) asks for what
+    `load_in_8bit=True` gives (bitsandbytes' LLM.int8, on CUDA); any other quantization is refused by name."""
+    if quantization_config is None:
+        return False
+    to_dict = getattr(quantization_config, "to_dict", None)  # transformers' QuantizationConfigMixin (not imported)
+    values = quantization_config if isinstance(quantization_config, dict) else to_dict() if callable(to_dict) else None
+    if not isinstance(values, dict):
+        raise TypeError(
+            f"quantization_config must be transformers' BitsAndBytesConfig or its dict, got "
+            f"{type(quantization_config).__name__}"
+        )
+    if values.get("quant_method", "bitsandbytes") == "bitsandbytes" and values.get("load_in_8bit") is True:
+        return True
+    asked = {k: values[k] for k in ("quant_method", "load_in_4bit", "load_in_8bit") if k in values}
+    raise ValueError(
+        f"quantization_config {asked} is not available here: w2vbert quantizes to int8 only, with quantize='int8' "
+        "(PyTorch's int8 on CPU, bitsandbytes' LLM.int8 on CUDA) or BitsAndBytesConfig(load_in_8bit=True) on CUDA"
+    )
+
+
 def read_config(
-    source: str | os.PathLike, hub: HubOptions, config: Wav2Vec2BertConfig | None, overrides: dict[str, Any]
+    source: str | os.PathLike | None, hub: HubOptions, config: Wav2Vec2BertConfig | None, overrides: dict[str, Any]
 ) -> Wav2Vec2BertConfig:
     """The config of a load: `config` when given, else config.json's; `overrides` replace stored values."""
+    if config is None and source is None:
+        raise OSError(
+            "from_pretrained(None) has no config.json to read: pass config=Wav2Vec2BertConfig(...) and "
+            "state_dict=... (or a model directory or hub repo id)"
+        )
     if config is None:
         return Wav2Vec2BertConfig.from_hub(source, hub, **overrides)
     if overrides:
         return Wav2Vec2BertConfig.from_dict(config.to_dict(), **overrides)
     return config
+
+
+def checkpoint_tensors(
+    source: str | os.PathLike | None, hub: HubOptions, state_dict: dict[str, torch.Tensor] | None
+) -> dict[str, torch.Tensor]:
+    """The tensors a load assigns: `state_dict` with no checkpoint (transformers' `from_pretrained(None, config=,
+    state_dict=)`, which refuses both at once too), else the checkpoint's files."""
+    if state_dict is not None:
+        if source is not None:
+            raise ValueError(
+                f"state_dict cannot be passed together with a checkpoint ({source}): pass from_pretrained(None, "
+                "config=..., state_dict=...), or no state_dict"
+            )
+        if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+            raise TypeError(f"state_dict must map tensor names to tensors, got {type(state_dict).__name__}")
+        return state_dict
+    if source is None:
+        raise ValueError("from_pretrained(None, config=...) needs state_dict=...: there are no checkpoint files")
+    return load_weights(source, hub)
 
 
 def build_from_state_dict(
@@ -133,22 +186,22 @@ def build_from_state_dict(
     with torch.device("meta"):
         model = cls(config)
     expected = dict(model.state_dict())
-    state = align_prefix(state, expected, cls.base_model_prefix + ".")
+    state = dict(align_prefix(state, expected, cls.base_model_prefix + "."))  # a caller's state_dict stays whole
     mismatched = [
-        (name, tuple(tensor.shape), tuple(expected[name].shape))
+        (name, tensor.shape, expected[name].shape)
         for name, tensor in state.items()
         if name in expected and tensor.shape != expected[name].shape
     ]
     if mismatched and not ignore_mismatched_sizes:
-        listing = "; ".join(f"{name}: checkpoint {a}, model {b}" for name, a, b in mismatched)
-        raise ValueError(
+        listing = "; ".join(f"{name}: checkpoint {tuple(a)}, model {tuple(b)}" for name, a, b in mismatched)
+        raise MismatchedSizesError(
             f"tensor shapes differ between the checkpoint and {cls.__name__}: {listing}. If the head is meant "
             "to be new (another vocabulary or label set), pass ignore_mismatched_sizes=True to re-initialise it"
         )
     for name, _, _ in mismatched:
         del state[name]
     unexpected = sorted(set(state) - set(expected))
-    missing = sorted(set(expected) - set(state))
+    missing = sorted(set(expected) - set(state) - {name for name, _, _ in mismatched})  # those are re-initialised
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
     model.materialize_missing()
     return model, {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
@@ -210,6 +263,17 @@ def place(model: nn.Module, placement: Placement, attn_implementation: str | Non
     return model
 
 
+def transformers_loading_info(info: LoadingInfo) -> dict[str, Any]:
+    """What `output_loading_info=True` returns, as transformers: the names as sets, mismatches as (name, shape in
+    the checkpoint, shape in the model) tuples, and `error_msgs` (which a load that got here has none of)."""
+    return {
+        "missing_keys": set(info["missing_keys"]),
+        "unexpected_keys": set(info["unexpected_keys"]),
+        "mismatched_keys": set(info["mismatched_keys"]),
+        "error_msgs": [],
+    }
+
+
 def report_loading(class_name: str, info: LoadingInfo) -> None:
     """Warn about what loading left out or started fresh, as transformers does: counts and the first few names."""
 
@@ -230,5 +294,5 @@ def report_loading(class_name: str, info: LoadingInfo) -> None:
     if info["mismatched_keys"]:
         logger.warning(
             "re-initialised %d tensors whose shape differs: %s", len(info["mismatched_keys"]),
-            listing([f"{n} {a}->{b}" for n, a, b in info["mismatched_keys"]]),
+            listing([f"{n} {tuple(a)}->{tuple(b)}" for n, a, b in info["mismatched_keys"]]),
         )

@@ -232,12 +232,13 @@ class Wav2Vec2BertForPreTraining(_HeadModel):
         `gumbel_seeds` or torch's generator) unless given, as transformers' collators give them; `gumbel_seeds`
         (B,) also seed each clip's Gumbel noise.
         """
+        _, output_hidden_states, return_dict = self.output_flags(output_attentions, output_hidden_states, return_dict)
         masked, sampled_negative_indices, gumbel_seeds = self._masks(
             input_features, attention_mask, mask_time_indices, sampled_negative_indices, gumbel_seeds
         )  # (B, T) bool: the masked frames
         outputs = self.wav2vec2_bert(
             input_features, attention_mask, mask_time_indices=masked, output_attentions=output_attentions,
-            output_hidden_states=True,
+            output_hidden_states=True, return_dict=True,
         )
         count = int(masked.sum())
         normed = outputs.extract_features[masked]  # (N, 160): the layer-normed input, unmasked
@@ -251,13 +252,11 @@ class Wav2Vec2BertForPreTraining(_HeadModel):
         c = self.project_hid(contrastive_input).float()  # (N, P)
         q = self.project_q(quantized).float()  # (N, P)
         mean = global_mean(probabilities)  # (G, V) over the masked frames of every process (all take part)
-        if count == 0:  # nothing masked: zero losses that still reach every parameter, never NaN
-            zero = (c.sum() + q.sum() + self.masked_prediction_head(last).sum()) * 0.0
-            output = Wav2Vec2BertForPreTrainingOutput(
-                zero, c, q, zero.detach(), zero, zero.detach(), zero, zero.detach(), torch.tensor(temperature),
-                torch.tensor(0), outputs.hidden_states if output_hidden_states else None, outputs.attentions,
+        if count == 0:
+            output = self._nothing_masked(
+                c, q, last, temperature, outputs.hidden_states if output_hidden_states else None, outputs.attentions
             )
-            return output if return_dict is not False else output.to_tuple()
+            return output if return_dict else output.to_tuple()
         contrastive, accuracy = self._contrastive(c, q, masked, sampled_negative_indices.to(masked.device))
         perplexity = torch.exp(-(mean * torch.log(mean + 1e-7)).sum(-1)).sum()
         entries = self.quantizer.num_groups * self.quantizer.num_vars
@@ -274,7 +273,18 @@ class Wav2Vec2BertForPreTraining(_HeadModel):
             torch.tensor(temperature), torch.tensor(count), outputs.hidden_states if output_hidden_states else None,
             outputs.attentions,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
+
+    def _nothing_masked(
+        self, c: torch.Tensor, q: torch.Tensor, last: torch.Tensor, temperature: float,
+        hidden_states: tuple | None, attentions: tuple | None,
+    ) -> Wav2Vec2BertForPreTrainingOutput:
+        """The output of a batch with no masked frame: zero losses that still reach every parameter, never NaN."""
+        zero = (c.sum() + q.sum() + self.masked_prediction_head(last).sum()) * 0.0
+        return Wav2Vec2BertForPreTrainingOutput(
+            zero, c, q, zero.detach(), zero, zero.detach(), zero, zero.detach(), torch.tensor(temperature),
+            torch.tensor(0), hidden_states, attentions,
+        )
 
     def _masks(
         self,

@@ -17,6 +17,8 @@ Modules, from the bottom up (each imports only those above it in this list, and 
   `TrainingConfig` are imported from here.
 - `recipes`: `finetune` / `pretrain`: a task's data, model and trainer put together into a run.
 - `lora`: LoRA adapters through peft (the `lora` extra).
+- `hf_trainer`: transformers' `Trainer`, whose checkpoints of a w2vbert model carry its config.json, for scripts
+  written for transformers (the one module that imports transformers: nothing in w2vbert imports it).
 
 Never imports inference, serving, export or cli.
 """
