@@ -332,7 +332,7 @@ def load_task_model(
     placement = Placement.for_inference(device, dtype, quantize)
     model, info = load_for_task(task, source, **placement.keywords())
     if info["missing_keys"] or info["mismatched_keys"]:
-        names = info["missing_keys"] + [name for name, _, _ in info["mismatched_keys"]]
+        names = sorted(info["missing_keys"]) + sorted(name for name, _, _ in info["mismatched_keys"])
         shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
         raise ValueError(
             f"{source}: {len(names)} tensors of the {type(model).__name__} were not in the checkpoint and would "
