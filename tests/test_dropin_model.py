@@ -421,3 +421,16 @@ def test_a_head_of_another_size_is_refused_with_the_exception_transformers_raise
         transformers.Wav2Vec2BertForSequenceClassification.from_pretrained(tmp_path, num_labels=42)
     with pytest.raises(RuntimeError, match="ignore_mismatched_sizes=True"):
         w2vbert.Wav2Vec2BertForSequenceClassification.from_pretrained(tmp_path, num_labels=42)
+
+
+def test_loading_under_a_meta_device_is_refused_as_transformers_refuses_it(tmp_path):
+    import transformers
+
+    import w2vbert
+
+    model_pair("Wav2Vec2BertModel", tmp_path)
+    with torch.device("meta"):
+        with pytest.raises(RuntimeError):
+            transformers.Wav2Vec2BertModel.from_pretrained(tmp_path)
+        with pytest.raises(RuntimeError, match="cannot load under a meta device"):
+            w2vbert.Wav2Vec2BertModel.from_pretrained(tmp_path)

@@ -66,6 +66,11 @@ class Placement:
         stored_dtype: str | None = None,
     ) -> Placement:
         """`from_pretrained`'s keywords -> the placement; `stored_dtype` is what config.json records (for "auto")."""
+        if torch.get_default_device().type == "meta":  # as transformers refuses it: the weights would stay empty
+            raise RuntimeError(
+                "from_pretrained cannot load under a meta device (a `with torch.device('meta')` block, or "
+                "torch.set_default_device('meta')): load outside it, or build on meta with Model(config) instead"
+            )
         target = resolve_device("cpu" if device is None else device)
         if load_in_8bit:
             if target.type != "cuda":
