@@ -430,7 +430,6 @@ def test_loading_under_a_meta_device_is_refused_as_transformers_refuses_it(tmp_p
 
     model_pair("Wav2Vec2BertModel", tmp_path)
     with torch.device("meta"):
-        with pytest.raises(RuntimeError):
-            transformers.Wav2Vec2BertModel.from_pretrained(tmp_path)
-        with pytest.raises(RuntimeError, match="cannot load under a meta device"):
-            w2vbert.Wav2Vec2BertModel.from_pretrained(tmp_path)
+        for library in (transformers, w2vbert):
+            with pytest.raises(RuntimeError, match="You are using `from_pretrained` with a meta device context"):
+                library.Wav2Vec2BertModel.from_pretrained(tmp_path)
