@@ -7,7 +7,9 @@ same config, in the same test.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -98,6 +100,7 @@ def test_call_arguments_override_the_flags_the_config_sets(head, tmp_path):
 # ------------------------------------------------------------------------------------------- any 0/1 mask
 ADAPTER = dict(add_adapter=True, num_adapter_layers=2, use_intermediate_ffn_before_adapter=True)
 PAIRS = Path(tempfile.mkdtemp(prefix="w2vbert-dropin-"))  # checkpoints of the cached model pairs
+atexit.register(shutil.rmtree, PAIRS, ignore_errors=True)
 
 
 @functools.cache
