@@ -7,7 +7,9 @@ same config, in the same test.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -98,6 +100,7 @@ def test_call_arguments_override_the_flags_the_config_sets(head, tmp_path):
 # ------------------------------------------------------------------------------------------- any 0/1 mask
 ADAPTER = dict(add_adapter=True, num_adapter_layers=2, use_intermediate_ffn_before_adapter=True)
 PAIRS = Path(tempfile.mkdtemp(prefix="w2vbert-dropin-"))  # checkpoints of the cached model pairs
+atexit.register(shutil.rmtree, PAIRS, ignore_errors=True)
 
 
 @functools.cache
@@ -421,3 +424,15 @@ def test_a_head_of_another_size_is_refused_with_the_exception_transformers_raise
         transformers.Wav2Vec2BertForSequenceClassification.from_pretrained(tmp_path, num_labels=42)
     with pytest.raises(RuntimeError, match="ignore_mismatched_sizes=True"):
         w2vbert.Wav2Vec2BertForSequenceClassification.from_pretrained(tmp_path, num_labels=42)
+
+
+def test_loading_under_a_meta_device_is_refused_as_transformers_refuses_it(tmp_path):
+    import transformers
+
+    import w2vbert
+
+    model_pair("Wav2Vec2BertModel", tmp_path)
+    with torch.device("meta"):
+        for library in (transformers, w2vbert):
+            with pytest.raises(RuntimeError, match="You are using `from_pretrained` with a meta device context"):
+                library.Wav2Vec2BertModel.from_pretrained(tmp_path)

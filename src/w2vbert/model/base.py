@@ -1,10 +1,11 @@
 """What every model class shares: weight init, input checks, length arithmetic, `save_pretrained`, and the
 `from_pretrained` / `from_fairseq2` entry points.
 
-In order: the class's attributes and weight init (`post_init`, and `materialize_missing` for what a checkpoint
-lacks), its properties and `output_flags`, the length arithmetic, `check_inputs` (model/inputs.py's contract), then
-saving and the loading entry points, whose work is model/loader.py's: a checkpoint built on the meta device,
-its tensors assigned, then placed on one device and dtype (`loader.Placement`, resolved once per load).
+In order: the class's attributes and weight init (`post_init`, `init_weights`, and `materialize_missing` for what
+a checkpoint lacks), its properties, what transformers' Trainer and peft call (parameter counts, embeddings,
+checkpointing, the attention kernels), `output_flags`, the length arithmetic, `check_inputs` (model/inputs.py's
+contract), then saving and the loading entry points, whose work is model/loader.py's: a checkpoint built on the
+meta device, its tensors assigned, then placed on one device and dtype (`loader.Placement`, resolved once per load).
 """
 
 from __future__ import annotations
@@ -273,12 +274,12 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
     ) -> tuple[bool, bool, bool]:
         """A forward's (output_attentions, output_hidden_states, return_dict): each as the call passes it, else as
         the config sets it (`config.output_hidden_states = True`, `config.return_dict = False`), as transformers."""
-        values = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states,
-                  "return_dict": return_dict}
-        return tuple(  # type: ignore[return-value]
-            bool(getattr(self.config, name, default) if values[name] is None else values[name])
-            for name, default in OUTPUT_FLAG_DEFAULTS.items()
-        )
+
+        def flag(name: str, value: bool | None) -> bool:
+            return bool(getattr(self.config, name, OUTPUT_FLAG_DEFAULTS[name]) if value is None else value)
+
+        return (flag("output_attentions", output_attentions), flag("output_hidden_states", output_hidden_states),
+                flag("return_dict", return_dict))
 
     # ----------------------------------------------------------------------------------- length arithmetic
     def get_feat_extract_output_lengths(

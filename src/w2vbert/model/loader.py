@@ -66,6 +66,12 @@ class Placement:
         stored_dtype: str | None = None,
     ) -> Placement:
         """`from_pretrained`'s keywords -> the placement; `stored_dtype` is what config.json records (for "auto")."""
+        if torch.get_default_device().type == "meta":  # as transformers refuses it: the weights would stay empty
+            raise RuntimeError(  # its first words are transformers' message for the same mistake
+                "You are using `from_pretrained` with a meta device context manager (or "
+                "torch.set_default_device('meta')), which leaves no weights: load outside it, or build on the meta "
+                "device with Model(config)"
+            )
         target = resolve_device("cpu" if device is None else device)
         if load_in_8bit:
             if target.type != "cuda":
