@@ -36,6 +36,7 @@ from w2vbert.inference.engine import (
     input_windows,
 )
 from w2vbert.loading.devices import resolve_device, resolve_dtype, warn_if_emulated
+from w2vbert.loading.hub import HubOptions
 from w2vbert.model.auto import model_class_for
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
 from w2vbert.model.config import Wav2Vec2BertConfig
@@ -311,7 +312,9 @@ def load_for_task(
     A base encoder checkpoint becomes a classifier with a fresh head (transformers does the same, and warns); a
     checkpoint saved with a head the task cannot serve is refused, naming the classes that fit.
     """
-    saved = model_class_for(Wav2Vec2BertConfig.from_pretrained(source))
+    hub = {name: load_options[name] for name in HubOptions.keys() if name in load_options}
+    config = Wav2Vec2BertConfig.from_pretrained(source, **hub)  # read once: from_pretrained takes it as config=
+    saved = model_class_for(config)
     target = saved
     if task == "audio-classification" and saved is Wav2Vec2BertModel:
         target = Wav2Vec2BertForSequenceClassification
@@ -320,7 +323,7 @@ def load_for_task(
     if not issubclass(target, accepted):
         names = ", ".join(cls.__name__ for cls in accepted)
         raise ValueError(f"the {task} pipeline serves {names}; {source} is a {saved.__name__} checkpoint")
-    return target.from_pretrained(source, output_loading_info=True, **load_options)
+    return target.from_pretrained(source, config=config, output_loading_info=True, **load_options)
 
 
 def load_task_model(
