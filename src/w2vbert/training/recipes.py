@@ -9,13 +9,15 @@ In order: `finetune()` and `pretrain()`, the two faces of `train_recipe()`, whic
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from w2vbert.audio.augment import Augmented
-from w2vbert.audio.features import feature_extractor_for
+from w2vbert.audio.features import SeamlessM4TFeatureExtractor, default_feature_extractor, feature_extractor_for
+from w2vbert.model.loader import is_fairseq2_file
 from w2vbert.training.checkpoints import find_checkpoint, seed_everything
 from w2vbert.training.config import TrainingConfig
 from w2vbert.training.datasets import Collator, SpeechDataset, load_examples, load_unlabeled
@@ -68,6 +70,12 @@ def pretrain(
     return train_recipe(PretrainingRecipe(from_scratch), model, data, config, resume, model_overrides)
 
 
+def checkpoint_feature_extractor(source: str) -> SeamlessM4TFeatureExtractor:
+    """The front end of checkpoint `source`: its own, or W2v-BERT 2.0's for Meta's .pt file, which holds weights
+    alone (the front end `w2vbert convert` writes beside them)."""
+    return default_feature_extractor() if is_fairseq2_file(source) else feature_extractor_for(source)
+
+
 def train_recipe(
     recipe: Recipe,
     model: str,
@@ -97,7 +105,7 @@ def train_recipe(
         return limit_length(found, config.max_batch_seconds, data.long_clips, bad)
 
     train = examples(data.train_manifest)
-    feature_extractor = feature_extractor_for(source)
+    feature_extractor = checkpoint_feature_extractor(source)
     seed_everything(config.seed)  # what the checkpoint lacks (a new head, a fresh quantizer) starts the same each run
     prepared = recipe.prepare(source, train, data, resume_from, dict(model_overrides or {}))
     train = recipe.trainable(train, prepared, bad)
@@ -112,7 +120,8 @@ def train_recipe(
     train_data = SpeechDataset(train, prepared.encode, data.cache_audio, data.on_bad_example)
     trainer = Trainer(
         prepared.model, config, train_data if data.augmentation is None else Augmented(train_data, data.augmentation),
-        Collator(feature_extractor, config.task, prepared.background), evaluation, tokenizer=prepared.tokenizer,
+        Collator(feature_extractor, config.task, prepared.background,
+                 functools.partial(recipe.trainable, prepared=prepared), data.on_bad_example), evaluation, tokenizer=prepared.tokenizer,
         feature_extractor=feature_extractor,
     )
     summary = trainer.train(resume=resume)
