@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -58,8 +59,23 @@ def write_trainer_state(folder: Path, state: TrainerState, world_size: int, conf
 
 
 def read_trainer_state(checkpoint: Path, world_size: int) -> TrainerState:
-    """The `TrainerState` of a checkpoint, which must have been written by `world_size` processes."""
-    saved = json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
+    """The `TrainerState` of a checkpoint, which must have been written by `world_size` processes.
+
+    The file is checked field by field (`STATE_FIELDS`) before anything is taken from it: a damaged or edited file is
+    refused with one line naming it and the field, never half taken (a negative step would skip the schedule)."""
+    path = checkpoint / TRAINER_STATE_NAME
+    try:
+        saved = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON trainer state ({error}){DAMAGED}") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: expected a JSON object of trainer state fields, got {type(saved).__name__}{DAMAGED}")
+    for name in REQUIRED_FIELDS:
+        if name not in saved:
+            raise ValueError(f"{path}: field {name!r} is missing{DAMAGED}")
+    for name, (valid, expected) in STATE_FIELDS.items():
+        if name in saved and not valid(saved[name]):
+            raise ValueError(f"{path}: field {name!r} must be {expected}, got {saved[name]!r}{DAMAGED}")
     if saved["world_size"] != world_size:
         raise ValueError(
             f"{checkpoint} was written by {saved['world_size']} process(es), this run has "
@@ -67,6 +83,31 @@ def read_trainer_state(checkpoint: Path, world_size: int) -> TrainerState:
         )
     known = set(TrainerState.__dataclass_fields__)
     return TrainerState(**{k: v for k, v in saved.items() if k in known})
+
+
+def _count(value: Any, minimum: int = 0) -> bool:
+    """A whole number (not a bool, which JSON keeps apart) of at least `minimum`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+DAMAGED = ": the checkpoint is damaged; resume from another one, or start the run again in another folder"
+REQUIRED_FIELDS = ("step", "world_size")  # the others have defaults a checkpoint of an older version may lack
+STATE_FIELDS = {  # field of trainer_state.json -> (check, what it must be)
+    "step": (_count, "a whole number >= 0"),
+    "epoch": (_count, "a whole number >= 0"),
+    "batches_in_epoch": (_count, "a whole number >= 0"),
+    "best_metric": (lambda v: v is None or _finite(v), "a finite number or null"),
+    "best_step": (lambda v: v is None or _count(v), "a whole number >= 0 or null"),
+    "audio_seconds": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v), "a list of objects"),
+    "bad_examples": (lambda v: isinstance(v, dict) and all(_count(n) for n in v.values()),
+                     "an object of whole numbers >= 0"),
+    "world_size": (lambda v: _count(v, 1), "a whole number >= 1"),
+}
 
 
 def seed_everything(seed: int) -> None:
