@@ -234,7 +234,8 @@ class SpeechDataset(torch.utils.data.Dataset):
 
 class Collator:
     """A list of dataset items -> one padded batch: features, mask, labels, the audio seconds it holds, and under
-    "bad" the kinds of the items it left out (None: failed to decode; or features that came out non-finite)."""
+    "bad" the kinds of the items it left out (None: failed to decode; clips the recipe's length rule refuses on
+    their decoded length; features that came out non-finite)."""
 
     def __init__(
         self,

@@ -5,7 +5,8 @@ In order: `Prepared`, `ctc_tokenizer`, the `Recipe` interface, then one recipe p
 (transcripts -> character vocabulary -> `Wav2Vec2BertForCTC`), `ClassificationRecipe` (labels ->
 `Wav2Vec2BertForSequenceClassification`) and its two variants `FramesRecipe` (labelled segments ->
 `Wav2Vec2BertForAudioFrameClassification`) and `XVectorRecipe` (speakers -> `Wav2Vec2BertForXVector`), and
-`PretrainingRecipe` (audio alone -> `Wav2Vec2BertForPreTraining`). Which task uses which recipe is its `Task`'s
+`PretrainingRecipe` (audio alone -> `Wav2Vec2BertForPreTraining`, on the encoder of any checkpoint: `ENCODER_ALONE`,
+`encoder_tensors`). Which task uses which recipe is its `Task`'s
 (training/tasks.py); running one is training/recipes.py's.
 """
 
@@ -165,16 +166,15 @@ class PretrainingRecipe(Recipe):
     def prepare(
         self, source: str, train: list[Example], data: DataConfig, resume_from: Path | None, overrides: dict[str, Any]
     ) -> Prepared:
+        fresh = self.from_scratch and resume_from is None
         if is_fairseq2_file(source):  # Meta's file: the encoder and its quantizer, no adapter (model/fairseq2.py)
-            return Prepared(Wav2Vec2BertForPreTraining.from_pretrained(source, **overrides), _no_target)
+            model = Wav2Vec2BertForPreTraining.from_pretrained(source, **overrides)
+            return Prepared(_from_scratch(model.config, source, []) if fresh else model, _no_target)
         config = Wav2Vec2BertConfig.from_pretrained(source, **overrides)
         stack = sorted(name for name, value in ENCODER_ALONE.items() if getattr(config, name) != value)
         config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **ENCODER_ALONE)
-        if self.from_scratch and resume_from is None:
-            config.architectures = None
-            logger.info("pre-training from scratch: a %d-layer model of %s's config%s", config.num_hidden_layers,
-                        source, f" without {', '.join(stack)}" if stack else "")
-            return Prepared(Wav2Vec2BertForPreTraining(config), _no_target)
+        if fresh:
+            return Prepared(_from_scratch(config, source, stack), _no_target)
         tensors = encoder_tensors(source, config, config.architectures)
         return Prepared(Wav2Vec2BertForPreTraining.from_pretrained(None, config=config, state_dict=tensors),
                         _no_target)
@@ -197,6 +197,16 @@ def encoder_tensors(source: str, config: Wav2Vec2BertConfig, architectures: list
         logger.warning("pre-training takes the encoder of %s (a %s): its adapter and head are left out (%d tensors: "
                        "%s)", source, kind, len(left_out), _listing(left_out))
     return {name: tensor for name, tensor in tensors.items() if name in expected}
+
+
+def _from_scratch(config: Wav2Vec2BertConfig, source: str, stack: list[str]) -> Wav2Vec2BertForPreTraining:
+    """A fresh pre-training model of `config` (`source`'s, less the adapter stack it had: `stack`), said so."""
+    config.architectures = None
+    if stack:
+        logger.warning("pre-training from scratch on the encoder of %s's config: its adapter is left out (%s)",
+                       source, ", ".join(stack))
+    logger.info("pre-training from scratch: a %d-layer model of %s's config", config.num_hidden_layers, source)
+    return Wav2Vec2BertForPreTraining(config)
 
 
 def _listing(names: list[str]) -> str:

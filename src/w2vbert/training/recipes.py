@@ -62,9 +62,10 @@ def pretrain(
 ) -> dict[str, Any]:
     """Continue the self-supervised w2v-BERT pre-training of `model` (a hub id, a directory, or Meta's
     conformer_shaw.pt) on unlabeled audio: `data.train_manifest` is a manifest (its audio column) or a folder of
-    audio files. `from_scratch` takes only `model`'s config. The run directory and its guarantees are fine-tuning's
-    (training/trainer.py); `output_dir/last` loads as an encoder into any head class (the pre-training tensors
-    reported as unused), here and in transformers. Returns the run summary."""
+    audio files. Any checkpoint of the family will do: pre-training runs on its encoder, and a head or an adapter
+    is left out (said in one line). `from_scratch` takes only `model`'s config. The run directory and its
+    guarantees are fine-tuning's (training/trainer.py); `output_dir/last` loads as an encoder into any head class
+    (the pre-training tensors reported as unused), here and in transformers. Returns the run summary."""
     if config.task != "pretrain":
         config = dataclasses.replace(config, task="pretrain")
     return train_recipe(PretrainingRecipe(from_scratch), model, data, config, resume, model_overrides)
@@ -118,11 +119,11 @@ def train_recipe(
         raise ValueError(f"{data.train_manifest}: no usable training examples ({dict(bad.counts)} left out)")
     logger.info("training data: %s; left out: %s", describe(train), dict(bad.counts) or "none")
     train_data = SpeechDataset(train, prepared.encode, data.cache_audio, data.on_bad_example)
+    collator = Collator(feature_extractor, config.task, prepared.background,
+                        functools.partial(recipe.trainable, prepared=prepared), data.on_bad_example)
     trainer = Trainer(
         prepared.model, config, train_data if data.augmentation is None else Augmented(train_data, data.augmentation),
-        Collator(feature_extractor, config.task, prepared.background,
-                 functools.partial(recipe.trainable, prepared=prepared), data.on_bad_example), evaluation, tokenizer=prepared.tokenizer,
-        feature_extractor=feature_extractor,
+        collator, evaluation, tokenizer=prepared.tokenizer, feature_extractor=feature_extractor,
     )
     summary = trainer.train(resume=resume)
     summary |= {"train_examples": len(train), "bad_examples": dict(bad.counts), "bad_examples_total": bad.total,

@@ -3,7 +3,8 @@
 What a run guarantees:
 - Resumable at any moment: `output_dir/last` holds weights, optimizer, scheduler, grad scaler, every RNG
   (python, numpy, torch, per rank) and the data position (epoch, global batches consumed). A run killed and
-  resumed ends with the weights of an uninterrupted one.
+  resumed ends with the weights of an uninterrupted one; a finished run resumed says so and trains nothing. A
+  damaged `trainer_state.json` is refused, naming the field (training/checkpoints.py).
 - `last` and `best` are always loadable: each checkpoint is written whole into its own folder, and the name is a
   symbolic link swapped onto it in one atomic rename, so a kill at any point leaves the old checkpoint or the new
   one under the name, never a gap or a mix (training/checkpoints.py). They are in the Hugging Face layout with the
