@@ -6,8 +6,8 @@ In order: `Prepared`, `ctc_tokenizer`, the `Recipe` interface, then one recipe p
 `Wav2Vec2BertForSequenceClassification`) and its two variants `FramesRecipe` (labelled segments ->
 `Wav2Vec2BertForAudioFrameClassification`) and `XVectorRecipe` (speakers -> `Wav2Vec2BertForXVector`), and
 `PretrainingRecipe` (audio alone -> `Wav2Vec2BertForPreTraining`, on the encoder of any checkpoint: `ENCODER_ALONE`,
-`encoder_tensors`). Which task uses which recipe is its `Task`'s
-(training/tasks.py); running one is training/recipes.py's.
+`encoder_tensors`). Which task uses which recipe is its `Task`'s (training/tasks.py); running one is
+training/recipes.py's.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ class PretrainingRecipe(Recipe):
         config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **ENCODER_ALONE)
         if fresh:
             return Prepared(_from_scratch(config, source, stack), _no_target)
-        tensors = encoder_tensors(source, config, config.architectures)
+        tensors = encoder_tensors(source, config)
         return Prepared(Wav2Vec2BertForPreTraining.from_pretrained(None, config=config, state_dict=tensors),
                         _no_target)
 
@@ -183,19 +183,19 @@ class PretrainingRecipe(Recipe):
         return drop_unmaskable(examples, prepared.model.config.mask_time_length, bad)
 
 
-def encoder_tensors(source: str, config: Wav2Vec2BertConfig, architectures: list[str] | None) -> dict[str, Any]:
-    """The tensors of checkpoint `source` that `Wav2Vec2BertForPreTraining(config)` has a place for: the encoder,
-    and the pre-training parts where the checkpoint has them. What is left out (a head, the adapter stack) is said
-    in one line, naming the checkpoint's class."""
+def encoder_tensors(source: str, config: Wav2Vec2BertConfig) -> dict[str, Any]:
+    """The tensors of checkpoint `source` (of `config`, less its adapter stack) that `Wav2Vec2BertForPreTraining`
+    has a place for: the encoder, and the pre-training parts where the checkpoint has them. What is left out (a
+    head, the adapter stack) is said in one line, naming the checkpoint's class."""
     with torch.device("meta"):
         expected = Wav2Vec2BertForPreTraining(config).state_dict()
     prefix = Wav2Vec2BertForPreTraining.base_model_prefix + "."
     tensors = align_prefix(load_weights(source), expected, prefix)  # a bare encoder's names gain the prefix
     left_out = sorted(set(tensors) - set(expected))
     if left_out:
-        kind = architectures[0] if architectures else "Wav2Vec2BertModel"
-        logger.warning("pre-training takes the encoder of %s (a %s): its adapter and head are left out (%d tensors: "
-                       "%s)", source, kind, len(left_out), _listing(left_out))
+        kind = config.architectures[0] if config.architectures else "Wav2Vec2BertModel"
+        logger.warning("pre-training takes the encoder of %s (a %s) and leaves out its head and adapter (%d "
+                       "tensors: %s)", source, kind, len(left_out), _listing(left_out))
     return {name: tensor for name, tensor in tensors.items() if name in expected}
 
 
