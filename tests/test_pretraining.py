@@ -383,3 +383,83 @@ def test_convert_keeps_the_pretraining_tensors_when_asked(tmp_path):
     model = w2vbert.load_model(tmp_path / "out")
     assert type(model) is Wav2Vec2BertForPreTraining
     assert torch.equal(model.quantizer.weight_proj.weight, state["quantizer.entry_proj.weight"])
+
+
+def noise_folder(folder, count, seed):
+    """Clips of 0.5-1 s of noise: enough to mask, and quick to train on."""
+    from test_training import write_wav
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for i in range(count):
+        write_wav(folder / f"{i}.wav", 0.1 * rng.standard_normal(int(16000 * rng.uniform(0.5, 1.0))))
+    return folder
+
+
+def test_pretrain_takes_the_encoder_of_a_ctc_checkpoint_with_an_adapter_and_finetune_puts_a_head_back(
+        tmp_path, capsys, caplog):
+    from w2vbert.cli.parser import main
+
+    torch.manual_seed(0)
+    ctc = w2vbert.Wav2Vec2BertForCTC(Wav2Vec2BertConfig(**tiny_config_kwargs(**SMALL, add_adapter=True, vocab_size=7)))
+    ctc.save_pretrained(tmp_path / "ctc")
+    clips = noise_folder(tmp_path / "clips", 3, seed=0)
+    options = ["--train", str(clips), "--max-steps", "1", "--warmup-steps", "0", "--max-batch-seconds", "4",
+               "--learning-rate", "1e-9", "--no-progress"]
+    with caplog.at_level(logging.WARNING, logger="w2vbert"):
+        assert main(["pretrain", "--model", str(tmp_path / "ctc"), "--output-dir", str(tmp_path / "run"),
+                     *options]) == 0
+    said = [r.message for r in caplog.records if "leaves out" in r.message]
+    assert len(said) == 1 and said[0].startswith(f"pre-training takes the encoder of {tmp_path / 'ctc'} (a "
+                                                 "Wav2Vec2BertForCTC) and leaves out its head and adapter (")
+    pretrained = w2vbert.load_model(tmp_path / "run" / "last")
+    assert type(pretrained) is Wav2Vec2BertForPreTraining and not pretrained.config.add_adapter
+    for name, tensor in ctc.wav2vec2_bert.state_dict().items():  # the encoder is the checkpoint's (lr 1e-9)
+        if not name.startswith("adapter."):
+            torch.testing.assert_close(pretrained.wav2vec2_bert.state_dict()[name], tensor, atol=1e-6, rtol=0)
+    rows = ["audio\ttext"] + [f"{p.name}\tab" for p in sorted(clips.glob("*.wav"))]
+    (clips / "train.tsv").write_text("\n".join(rows) + "\n")
+    assert main(["finetune", "--model", str(tmp_path / "run" / "last"), "--train", str(clips / "train.tsv"),
+                 "--output-dir", str(tmp_path / "ctc-again"), *options[2:]]) == 0
+    tuned = w2vbert.load_model(tmp_path / "ctc-again" / "last")
+    assert type(tuned) is w2vbert.Wav2Vec2BertForCTC and tuned.config.add_adapter  # the CTC default, as from any
+    torch.testing.assert_close(tuned.wav2vec2_bert.feature_projection.projection.weight,
+                               pretrained.wav2vec2_bert.feature_projection.projection.weight, atol=1e-6, rtol=0)
+
+
+def test_pretrain_reads_metas_pt_file_with_the_w2v_bert_front_end(tmp_path, caplog):
+    from test_convert import SMALL as SMALL_SHAPES
+    from test_convert import fairseq2_state
+    from w2vbert.cli.parser import main
+
+    state = fairseq2_state(**SMALL_SHAPES)
+    torch.save({"model": state}, tmp_path / "conformer_shaw.pt")
+    clips = noise_folder(tmp_path / "clips", 2, seed=1)
+    assert main(["pretrain", "--model", str(tmp_path / "conformer_shaw.pt"), "--train", str(clips), "--output-dir",
+                 str(tmp_path / "run"), "--max-steps", "1", "--warmup-steps", "0", "--max-batch-seconds", "4",
+                 "--no-progress"]) == 0
+    assert (tmp_path / "run" / "last" / "preprocessor_config.json").is_file()
+    assert w2vbert.load_model(tmp_path / "run" / "last").quantizer.codevectors.shape == state["quantizer.entries"].shape
+
+
+def test_a_clip_cut_short_below_a_masked_span_is_left_out_by_name_and_the_run_resumes(tmp_path, capsys, caplog):
+    """cut.wav's header announces 1 s; the file holds 0.05 s, fewer steps than a masked span once decoded. The
+    model is built from a CTC config with an adapter (--from-scratch): pre-training builds the encoder alone."""
+    from test_training import truncated_wav
+    from w2vbert.cli.parser import main
+
+    clips = noise_folder(tmp_path / "clips", 2, seed=2)
+    truncated_wav(clips / "cut.wav", announced=1.0, held=0.05)
+    torch.manual_seed(0)
+    Wav2Vec2BertConfig(**tiny_config_kwargs(**SMALL, add_adapter=True)).save_pretrained(tmp_path / "scratch")
+    command = ["pretrain", "--model", str(tmp_path / "scratch"), "--from-scratch", "--train", str(clips),
+               "--output-dir", str(tmp_path / "run"), "--warmup-steps", "0", "--max-batch-seconds", "4",
+               "--no-progress"]
+    with caplog.at_level(logging.WARNING, logger="w2vbert"):
+        assert main([*command, "--max-steps", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 2 and summary["bad_examples_in_training"] == {"too short to mask": 2}  # each read
+    assert f"skipped {clips / 'cut.wav'}: 0.05 s gives 1 steps of 20 ms; masking needs more than 10" in caplog.text
+    assert main([*command, "--max-steps", "3", "--resume"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 3
+    assert not w2vbert.load_model(tmp_path / "run" / "last").config.add_adapter

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
+import tempfile
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import tiny_config_kwargs
-from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC
+from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC, Wav2Vec2BertModel
 from w2vbert.loading.weights import load_weights
 from w2vbert.text.encoding import pad_labels
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
-from w2vbert.training.checkpoints import find_checkpoint, publish_directory
+from w2vbert.training.checkpoints import DAMAGED, TrainerState, find_checkpoint, publish_directory, read_trainer_state
 from w2vbert.training.recipes import DataConfig, finetune
 from w2vbert.training.schedule import lr_factor
 from w2vbert.training.trainer import Trainer, TrainingConfig
@@ -454,3 +459,95 @@ def test_clips_that_fail_while_training_are_left_out_and_counted_every_time_they
     summary = Trainer(tiny_ctc(), train_config(tmp_path / "b", max_steps=24, max_batch_seconds=1.2,
                                                max_batch_size=1), data, collate_skipping).train()
     assert summary["bad_examples_in_training"] == {"unreadable audio": 3}  # three epochs
+
+
+def truncated_wav(path, announced: float, held: float, seed: int = 0) -> None:
+    """A WAV whose header announces `announced` seconds but whose file ends after `held` (a copy cut short)."""
+    write_wav(path, 0.1 * np.random.default_rng(seed).standard_normal(int(16000 * announced)))
+    data = path.read_bytes()
+    path.write_bytes(data[: 44 + 2 * int(16000 * held)])  # 44 header bytes, then 16-bit samples
+
+
+def test_a_clip_cut_short_is_counted_too_short_for_its_transcript_once_decoded(tmp_path, caplog):
+    """The header of 1.wav announces 1 s, enough for its 23 characters; the file holds 0.07 s (1 output frame)."""
+    torch.manual_seed(0)
+
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs(mask_time_prob=0.0))).save_pretrained(tmp_path / "base")
+    write_wav(tmp_path / "0.wav", 0.1 * np.random.default_rng(0).standard_normal(8000))
+    truncated_wav(tmp_path / "1.wav", announced=1.0, held=0.07)
+    (tmp_path / "train.tsv").write_text("audio\ttext\n0.wav\tab\n1.wav\tthe quick brown fox jum\n")
+    config = train_config(tmp_path / "run", max_steps=2, max_batch_seconds=2.0)
+    with caplog.at_level(logging.WARNING, logger="w2vbert"):
+        summary = finetune(str(tmp_path / "base"), DataConfig(str(tmp_path / "train.tsv")), config)
+    assert summary["train_examples"] == 2 and summary["bad_examples"] == {}  # the header promised enough
+    assert summary["bad_examples_in_training"] == {"too short for transcript": 2}  # one read per step
+    assert f"skipped {tmp_path / 'train.tsv'}:3: 0.07 s gives 1 output frames, CTC needs 23" in caplog.text
+
+
+def test_resuming_a_finished_run_says_so_and_trains_nothing(tmp_path, caplog):
+    data = FeatureData(6)
+    first = Trainer(tiny_ctc(), train_config(tmp_path, max_steps=3), data, collate).train()
+    before = (tmp_path / "metrics.jsonl").read_text(), load_weights(tmp_path / "last")
+    with caplog.at_level(logging.WARNING, logger="w2vbert"):
+        again = Trainer(tiny_ctc(seed=1), train_config(tmp_path, max_steps=3), data, collate).train(resume=True)
+    assert again["steps"] == first["steps"] == 3 and again["epochs"] == first["epochs"]
+    assert [r.message for r in caplog.records] == [
+        f"{tmp_path} is finished: step 3 of max_steps=3, nothing to train (raise max_steps to continue it)"]
+    assert (tmp_path / "metrics.jsonl").read_text() == before[0]
+    assert_same_weights(before[1], load_weights(tmp_path / "last"))
+
+
+STATE = {"step": 3, "epoch": 1, "batches_in_epoch": 2, "best_metric": 0.5, "best_step": 2, "audio_seconds": 4.5,
+         "history": [{"step": 2, "wer": 0.5}], "bad_examples": {"unreadable audio": 1}, "world_size": 1}
+WRONG = {  # field -> values it must refuse (JSON's kinds: a bool is not a number, a string is not a count)
+    "step": st.one_of(st.integers(max_value=-1), st.floats(), st.text(), st.none(), st.booleans()),
+    "epoch": st.one_of(st.integers(max_value=-1), st.floats(), st.text(), st.none()),
+    "batches_in_epoch": st.one_of(st.integers(max_value=-1), st.text(), st.lists(st.integers())),
+    "best_metric": st.one_of(st.text(), st.booleans(), st.lists(st.floats())),
+    "best_step": st.one_of(st.integers(max_value=-1), st.text(), st.floats()),
+    "audio_seconds": st.one_of(st.floats(max_value=-1e-9), st.text(), st.none()),
+    "history": st.one_of(st.integers(), st.text(), st.lists(st.integers(), min_size=1)),
+    "bad_examples": st.one_of(st.lists(st.integers()), st.dictionaries(st.text(), st.integers(max_value=-1),
+                                                                         min_size=1)),
+    "world_size": st.one_of(st.integers(max_value=0), st.text(), st.none()),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(sorted(WRONG)).flatmap(lambda name: st.tuples(st.just(name), WRONG[name])))
+def test_a_damaged_trainer_state_is_refused_naming_the_file_and_the_field(damage):
+    name, value = damage
+    with tempfile.TemporaryDirectory() as folder:  # hypothesis runs many examples in one test: no tmp_path
+        (Path(folder) / "trainer_state.json").write_text(json.dumps(STATE | {name: value}))
+        with pytest.raises(ValueError, match=rf"trainer_state\.json: field '{name}' must be .*: the checkpoint is "
+                                             "damaged") as refused:
+            read_trainer_state(Path(folder), world_size=1)
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("text", ["", "{\"step\": 3", "[3]", "{\"world_size\": 1}"])
+def test_a_trainer_state_that_is_not_a_state_object_is_refused_in_one_line(tmp_path, text):
+    (tmp_path / "trainer_state.json").write_text(text)
+    with pytest.raises(ValueError, match=r"trainer_state\.json: .*the checkpoint is damaged") as refused:
+        read_trainer_state(tmp_path, world_size=1)
+    assert "\n" not in str(refused.value)
+
+
+def test_resume_from_a_damaged_trainer_state_fails_in_one_line_and_a_sound_one_reads_back(tmp_path, capsys):
+    from w2vbert.cli.parser import main
+
+    (tmp_path / "trainer_state.json").write_text(json.dumps(STATE))  # a sound state reads back whole
+    assert read_trainer_state(tmp_path, 1) == TrainerState(**{k: v for k, v in STATE.items() if k != "world_size"})
+    train = tone_manifest(tmp_path, "train", 2, 0)
+    torch.manual_seed(0)
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs(mask_time_prob=0.0))).save_pretrained(tmp_path / "base")
+    command = ["finetune", "--task", "classify", "--model", str(tmp_path / "base"), "--train", str(train),
+               "--output-dir", str(tmp_path / "run"), "--max-steps", "1", "--no-progress"]
+    assert main(command) == 0
+    capsys.readouterr()
+    assert main([*command, "--resume"]) == 0 and json.loads(capsys.readouterr().out)["steps"] == 1  # finished
+    state = tmp_path / "run" / "last" / "trainer_state.json"
+    state.write_text(json.dumps(json.loads(state.read_text()) | {"step": -5}))
+    assert main([*command, "--max-steps", "2", "--resume"]) == 1
+    error = capsys.readouterr().err
+    assert error == f"w2vbert: error: {state}: field 'step' must be a whole number >= 0, got -5{DAMAGED}\n"

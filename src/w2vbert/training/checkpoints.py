@@ -1,9 +1,9 @@
 """A run directory: its checkpoints, how each is published whole, the lock that keeps it to one run, and the state
 besides tensors that a resumed run needs (`TrainerState`, every RNG).
 
-In order: the file names of a checkpoint, `TrainerState` and its file (`write_trainer_state`,
-`read_trainer_state`), the random generators (`seed_everything`, `rng_state`, `set_rng_state`, `rng_file`), then the
-directory itself: `find_checkpoint`, `publish_directory`, `run_lock`.
+In order: the file names of a checkpoint, `TrainerState` and its file (`write_trainer_state`, the check of each
+field `STATE_FIELDS`, `read_trainer_state`), the random generators (`seed_everything`, `rng_state`,
+`set_rng_state`, `rng_file`), then the directory itself: `find_checkpoint`, `publish_directory`, `run_lock`.
 
 Contract: a checkpoint is a folder written whole under a temporary name and published by an atomic swap of the
 symbolic link that names it, so `last` and `best` name a complete checkpoint at every moment; the trainer state
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -57,9 +58,51 @@ def write_trainer_state(folder: Path, state: TrainerState, world_size: int, conf
     (folder / TRAINER_STATE_NAME).write_text(json.dumps(saved, indent=2) + "\n")
 
 
+def _count(value: Any, minimum: int = 0) -> bool:
+    """A whole number (not a bool, which JSON keeps apart) of at least `minimum`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+DAMAGED = ": the checkpoint is damaged; resume from another one, or start the run again in another folder"
+REQUIRED_FIELDS = ("step", "world_size")  # the others have defaults a checkpoint of an older version may lack
+STATE_FIELDS = {  # field of trainer_state.json -> (check, what it must be)
+    "step": (_count, "a whole number >= 0"),
+    "epoch": (_count, "a whole number >= 0"),
+    "batches_in_epoch": (_count, "a whole number >= 0"),
+    "best_metric": (lambda v: v is None or _finite(v), "a finite number or null"),
+    "best_step": (lambda v: v is None or _count(v), "a whole number >= 0 or null"),
+    "audio_seconds": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v), "a list of objects"),
+    "bad_examples": (lambda v: isinstance(v, dict) and all(_count(n) for n in v.values()),
+                     "an object of whole numbers >= 0"),
+    "world_size": (lambda v: _count(v, 1), "a whole number >= 1"),
+}
+
+
 def read_trainer_state(checkpoint: Path, world_size: int) -> TrainerState:
-    """The `TrainerState` of a checkpoint, which must have been written by `world_size` processes."""
-    saved = json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
+    """The `TrainerState` of a checkpoint, which must have been written by `world_size` processes.
+
+    The file is checked field by field (`STATE_FIELDS`) before anything is taken from it: a damaged or edited file is
+    refused with one line naming it and the field, never half taken (a negative step would skip the schedule)."""
+    path = checkpoint / TRAINER_STATE_NAME
+    try:
+        saved = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON trainer state ({error}){DAMAGED}") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: expected a JSON object of trainer state fields, got {type(saved).__name__}{DAMAGED}")
+    for name in REQUIRED_FIELDS:
+        if name not in saved:
+            raise ValueError(f"{path}: field {name!r} is missing{DAMAGED}")
+    for name, (valid, expected) in STATE_FIELDS.items():
+        if name in saved and not valid(saved[name]):
+            shown = repr(saved[name])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."  # a damaged list may be long: one line
+            raise ValueError(f"{path}: field {name!r} must be {expected}, got {shown}{DAMAGED}")
     if saved["world_size"] != world_size:
         raise ValueError(
             f"{checkpoint} was written by {saved['world_size']} process(es), this run has "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -233,16 +234,28 @@ class SpeechDataset(torch.utils.data.Dataset):
 
 class Collator:
     """A list of dataset items -> one padded batch: features, mask, labels, the audio seconds it holds, and under
-    "bad" the kinds of the items it left out (None: failed to decode; or features that came out non-finite)."""
+    "bad" the kinds of the items it left out (None: failed to decode; clips the recipe's length rule refuses on
+    their decoded length; features that came out non-finite)."""
 
-    def __init__(self, feature_extractor: SeamlessM4TFeatureExtractor, task: str, background: int = 0) -> None:
+    def __init__(
+        self,
+        feature_extractor: SeamlessM4TFeatureExtractor,
+        task: str,
+        background: int = 0,
+        trainable: Callable[..., list[Example]] | None = None,
+        on_bad: str = "skip",
+    ) -> None:
         self.feature_extractor = feature_extractor
         self.task = task_named(task)
         self.background = background  # frames: the label id of frames no segment covers
+        # The recipe's rule of which clips can train (`Recipe.trainable`, its model bound), called as
+        # trainable(examples, bad=...): applied again to each clip as decoded. None: every decoded clip can.
+        self.trainable = trainable
+        self.bad = BadExamples(on_bad)  # reports clips too short once decoded; the batch's "bad" carries the counts
 
     def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, Any]:
         bad = ["unreadable audio"] * sum(item is None for item in items)
-        items = [item for item in items if item is not None]
+        items = self._long_enough([item for item in items if item is not None], bad)
         try:
             inputs = self._features(items)
         except ValueError:  # one clip's features are non-finite (samples far outside [-1, 1]): find it, drop it
@@ -272,6 +285,23 @@ class Collator:
         if labels is not None:
             batch["labels"] = labels
         return batch
+
+    def _long_enough(self, items: list[dict[str, Any]], bad: list[str]) -> list[dict[str, Any]]:
+        """The items the recipe's rule keeps on their decoded length; the kinds of the others go to `bad`.
+
+        The rule ran before the run on the lengths headers announce; a file cut short decodes to less (a WAV whose
+        data chunk runs past the file's end), and only its samples tell."""
+        if self.trainable is None:
+            return items
+        kept = []
+        for item in items:
+            before = Counter(self.bad.counts)
+            decoded = Example(item["audio"], item["text"], item["seconds"], item["source"])
+            if self.trainable([decoded], bad=self.bad):
+                kept.append(item)
+            else:
+                bad.extend((self.bad.counts - before).elements())  # the kind the rule reported it as
+        return kept
 
     def _features(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not items:  # all of this rank's clips were bad: an empty batch the trainer knows to pass over

@@ -5,8 +5,9 @@ In order: `Prepared`, `ctc_tokenizer`, the `Recipe` interface, then one recipe p
 (transcripts -> character vocabulary -> `Wav2Vec2BertForCTC`), `ClassificationRecipe` (labels ->
 `Wav2Vec2BertForSequenceClassification`) and its two variants `FramesRecipe` (labelled segments ->
 `Wav2Vec2BertForAudioFrameClassification`) and `XVectorRecipe` (speakers -> `Wav2Vec2BertForXVector`), and
-`PretrainingRecipe` (audio alone -> `Wav2Vec2BertForPreTraining`). Which task uses which recipe is its `Task`'s
-(training/tasks.py); running one is training/recipes.py's.
+`PretrainingRecipe` (audio alone -> `Wav2Vec2BertForPreTraining`, on the encoder of any checkpoint: `ENCODER_ALONE`,
+`encoder_tensors`). Which task uses which recipe is its `Task`'s (training/tasks.py); running one is
+training/recipes.py's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from w2vbert.loading.weights import load_weights
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
 from w2vbert.model.config import Wav2Vec2BertConfig
 from w2vbert.model.heads import (
@@ -25,6 +29,7 @@ from w2vbert.model.heads import (
     Wav2Vec2BertForSequenceClassification,
     Wav2Vec2BertForXVector,
 )
+from w2vbert.model.loader import align_prefix, is_fairseq2_file
 from w2vbert.model.pretraining import Wav2Vec2BertForPreTraining
 from w2vbert.text.encoding import LABEL_PAD
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
@@ -32,6 +37,10 @@ from w2vbert.text.vocab import build_vocab
 from w2vbert.training.examples import BadExamples, DataConfig, Example, drop_too_short, drop_unmaskable
 
 logger = logging.getLogger("w2vbert")
+
+# The adapter stack on the encoder's output, off: pre-training reads the Conformer blocks' states, and what sits
+# above them belongs to a head (the adapter strides for CTC; SeamlessM4T v2's FFN and LayerNorm around it).
+ENCODER_ALONE = {"add_adapter": False, "use_intermediate_ffn_before_adapter": False, "add_inner_layer_norm": False}
 
 
 @dataclass
@@ -146,9 +155,10 @@ class XVectorRecipe(ClassificationRecipe):
 
 
 class PretrainingRecipe(Recipe):
-    """Continued pre-training (or from scratch): audio alone; the quantizer and projections come from Meta's
-    conformer_shaw.pt, or start fresh (and are reported) from a Hugging Face checkpoint, which has none. A clip
-    with no more steps than a masked span is left out."""
+    """Continued pre-training (or from scratch): audio alone, on the encoder of any checkpoint of the family (a
+    head and the adapter stack on its output are left out, in one line); the quantizer and projections come from
+    Meta's conformer_shaw.pt or a pre-training checkpoint, or start fresh (and are reported). A clip with no more
+    steps than a masked span is left out."""
 
     def __init__(self, from_scratch: bool = False) -> None:
         self.from_scratch = from_scratch
@@ -156,15 +166,52 @@ class PretrainingRecipe(Recipe):
     def prepare(
         self, source: str, train: list[Example], data: DataConfig, resume_from: Path | None, overrides: dict[str, Any]
     ) -> Prepared:
-        if self.from_scratch and resume_from is None:
-            config = Wav2Vec2BertConfig.from_pretrained(source, **overrides)
-            config.architectures = None
-            logger.info("pre-training from scratch: a %d-layer model of %s's config", config.num_hidden_layers, source)
-            return Prepared(Wav2Vec2BertForPreTraining(config), _no_target)
-        return Prepared(Wav2Vec2BertForPreTraining.from_pretrained(source, **overrides), _no_target)
+        fresh = self.from_scratch and resume_from is None
+        if is_fairseq2_file(source):  # Meta's file: the encoder and its quantizer, no adapter (model/fairseq2.py)
+            model = Wav2Vec2BertForPreTraining.from_pretrained(source, **overrides)
+            return Prepared(_from_scratch(model.config, source, []) if fresh else model, _no_target)
+        config = Wav2Vec2BertConfig.from_pretrained(source, **overrides)
+        stack = sorted(name for name, value in ENCODER_ALONE.items() if getattr(config, name) != value)
+        config = Wav2Vec2BertConfig.from_dict(config.to_dict(), **ENCODER_ALONE)
+        if fresh:
+            return Prepared(_from_scratch(config, source, stack), _no_target)
+        tensors = encoder_tensors(source, config)
+        return Prepared(Wav2Vec2BertForPreTraining.from_pretrained(None, config=config, state_dict=tensors),
+                        _no_target)
 
     def trainable(self, examples: list[Example], prepared: Prepared, bad: BadExamples) -> list[Example]:
         return drop_unmaskable(examples, prepared.model.config.mask_time_length, bad)
+
+
+def encoder_tensors(source: str, config: Wav2Vec2BertConfig) -> dict[str, Any]:
+    """The tensors of checkpoint `source` (of `config`, less its adapter stack) that `Wav2Vec2BertForPreTraining`
+    has a place for: the encoder, and the pre-training parts where the checkpoint has them. What is left out (a
+    head, the adapter stack) is said in one line, naming the checkpoint's class."""
+    with torch.device("meta"):
+        expected = Wav2Vec2BertForPreTraining(config).state_dict()
+    prefix = Wav2Vec2BertForPreTraining.base_model_prefix + "."
+    tensors = align_prefix(load_weights(source), expected, prefix)  # a bare encoder's names gain the prefix
+    left_out = sorted(set(tensors) - set(expected))
+    if left_out:
+        kind = config.architectures[0] if config.architectures else "Wav2Vec2BertModel"
+        logger.warning("pre-training takes the encoder of %s (a %s) and leaves out its head and adapter (%d "
+                       "tensors: %s)", source, kind, len(left_out), _listing(left_out))
+    return {name: tensor for name, tensor in tensors.items() if name in expected}
+
+
+def _from_scratch(config: Wav2Vec2BertConfig, source: str, stack: list[str]) -> Wav2Vec2BertForPreTraining:
+    """A fresh pre-training model of `config` (`source`'s, less the adapter stack it had: `stack`), said so."""
+    config.architectures = None
+    if stack:
+        logger.warning("pre-training from scratch on the encoder of %s's config: its adapter is left out (%s)",
+                       source, ", ".join(stack))
+    logger.info("pre-training from scratch: a %d-layer model of %s's config", config.num_hidden_layers, source)
+    return Wav2Vec2BertForPreTraining(config)
+
+
+def _listing(names: list[str]) -> str:
+    """A few names, and how many more: what one log line can carry."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _no_target(target: str) -> None:

@@ -9,13 +9,15 @@ In order: `finetune()` and `pretrain()`, the two faces of `train_recipe()`, whic
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from w2vbert.audio.augment import Augmented
-from w2vbert.audio.features import feature_extractor_for
+from w2vbert.audio.features import SeamlessM4TFeatureExtractor, default_feature_extractor, feature_extractor_for
+from w2vbert.model.loader import is_fairseq2_file
 from w2vbert.training.checkpoints import find_checkpoint, seed_everything
 from w2vbert.training.config import TrainingConfig
 from w2vbert.training.datasets import Collator, SpeechDataset, load_examples, load_unlabeled
@@ -60,12 +62,19 @@ def pretrain(
 ) -> dict[str, Any]:
     """Continue the self-supervised w2v-BERT pre-training of `model` (a hub id, a directory, or Meta's
     conformer_shaw.pt) on unlabeled audio: `data.train_manifest` is a manifest (its audio column) or a folder of
-    audio files. `from_scratch` takes only `model`'s config. The run directory and its guarantees are fine-tuning's
-    (training/trainer.py); `output_dir/last` loads as an encoder into any head class (the pre-training tensors
-    reported as unused), here and in transformers. Returns the run summary."""
+    audio files. Any checkpoint of the family will do: pre-training runs on its encoder, and a head or an adapter
+    is left out (said in one line). `from_scratch` takes only `model`'s config. The run directory and its
+    guarantees are fine-tuning's (training/trainer.py); `output_dir/last` loads as an encoder into any head class
+    (the pre-training tensors reported as unused), here and in transformers. Returns the run summary."""
     if config.task != "pretrain":
         config = dataclasses.replace(config, task="pretrain")
     return train_recipe(PretrainingRecipe(from_scratch), model, data, config, resume, model_overrides)
+
+
+def checkpoint_feature_extractor(source: str) -> SeamlessM4TFeatureExtractor:
+    """The front end of checkpoint `source`: its own, or W2v-BERT 2.0's for Meta's .pt file, which holds weights
+    alone (the front end `w2vbert convert` writes beside them)."""
+    return default_feature_extractor() if is_fairseq2_file(source) else feature_extractor_for(source)
 
 
 def train_recipe(
@@ -97,7 +106,7 @@ def train_recipe(
         return limit_length(found, config.max_batch_seconds, data.long_clips, bad)
 
     train = examples(data.train_manifest)
-    feature_extractor = feature_extractor_for(source)
+    feature_extractor = checkpoint_feature_extractor(source)
     seed_everything(config.seed)  # what the checkpoint lacks (a new head, a fresh quantizer) starts the same each run
     prepared = recipe.prepare(source, train, data, resume_from, dict(model_overrides or {}))
     train = recipe.trainable(train, prepared, bad)
@@ -110,10 +119,11 @@ def train_recipe(
         raise ValueError(f"{data.train_manifest}: no usable training examples ({dict(bad.counts)} left out)")
     logger.info("training data: %s; left out: %s", describe(train), dict(bad.counts) or "none")
     train_data = SpeechDataset(train, prepared.encode, data.cache_audio, data.on_bad_example)
+    collator = Collator(feature_extractor, config.task, prepared.background,
+                        functools.partial(recipe.trainable, prepared=prepared), data.on_bad_example)
     trainer = Trainer(
         prepared.model, config, train_data if data.augmentation is None else Augmented(train_data, data.augmentation),
-        Collator(feature_extractor, config.task, prepared.background), evaluation, tokenizer=prepared.tokenizer,
-        feature_extractor=feature_extractor,
+        collator, evaluation, tokenizer=prepared.tokenizer, feature_extractor=feature_extractor,
     )
     summary = trainer.train(resume=resume)
     summary |= {"train_examples": len(train), "bad_examples": dict(bad.counts), "bad_examples_total": bad.total,

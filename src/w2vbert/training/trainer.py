@@ -3,7 +3,8 @@
 What a run guarantees:
 - Resumable at any moment: `output_dir/last` holds weights, optimizer, scheduler, grad scaler, every RNG
   (python, numpy, torch, per rank) and the data position (epoch, global batches consumed). A run killed and
-  resumed ends with the weights of an uninterrupted one.
+  resumed ends with the weights of an uninterrupted one; a finished run resumed says so and trains nothing. A
+  damaged `trainer_state.json` is refused, naming the field (training/checkpoints.py).
 - `last` and `best` are always loadable: each checkpoint is written whole into its own folder, and the name is a
   symbolic link swapped onto it in one atomic rename, so a kill at any point leaves the old checkpoint or the new
   one under the name, never a gap or a mix (training/checkpoints.py). They are in the Hugging Face layout with the
@@ -184,10 +185,15 @@ class Trainer:
             self.train_data.seconds, config.max_batch_seconds, config.max_batch_size, shuffle=True,
             seed=config.seed, rank=self.env.rank, world_size=self.env.world_size,
         )
+        started = time.time()
+        if self.state.step >= config.max_steps:  # a finished run resumed: its checkpoint is its result
+            if self.env.main:
+                logger.warning("%s is finished: step %d of max_steps=%d, nothing to train (raise max_steps to "
+                               "continue it)", self.output_dir, self.state.step, config.max_steps)
+            return self._summary(sampler, started)
         loader = self._loader(self.train_data, sampler, config.seed)
         metrics = MetricsLog(self.output_dir, self.state.step, config.tensorboard) if self.env.main else None
         bar = self._progress_bar()
-        started = time.time()
         running = RunningMetrics()
         try:
             self._run_epochs(loader, sampler, running, metrics, bar)
@@ -196,6 +202,10 @@ class Trainer:
                 bar.close()
             if metrics is not None:
                 metrics.close()
+        return self._summary(sampler, started)
+
+    def _summary(self, sampler: LengthGroupedBatchSampler, started: float) -> dict[str, Any]:
+        """What the run did, from its state: steps, epochs, audio, time, the best and last evaluations."""
         return {
             "steps": self.state.step, "epochs": self.state.epoch + self.state.batches_in_epoch / max(len(sampler), 1),
             "audio_hours": self.state.audio_seconds / 3600, "seconds": time.time() - started,
