@@ -38,6 +38,7 @@ HTTP_PREPARE_THREADS = 2  # decoding and features beside the model thread (the C
 class ServeSettings:
     model: str  # model directory or hub repo id
     model_id: str | None = None  # the name /v1/models gives and requests may name (default: the folder's name)
+    model_aliases: tuple[str, ...] = ()  # more names requests may give (OpenAI apps hard-code e.g. "whisper-1")
     device: str | None = None  # cpu, cuda, cuda:1 (None: cuda when available)
     dtype: str = "float32"
     quantize: str | None = None  # "int8": the rest of the model in `dtype` (CPU: float32 or bfloat16)
@@ -46,7 +47,9 @@ class ServeSettings:
     max_wait_ms: float = 10.0  # how long the oldest queued request waits for others to batch with
     api_key: str | None = None  # when set, every request but / and /health needs "Authorization: Bearer KEY"
     max_upload_mb: float = 100.0  # larger request bodies get 413
+    body_timeout_s: float = 30.0  # a request body still incomplete after this gets 408 (before it takes a place)
     max_audio_seconds: float = 3600.0  # longer audio gets 413
+    max_response_mb: float = 100.0  # per-frame embeddings that would answer more get 413 before the model runs
     request_timeout_s: float = 600.0  # a request still unanswered after this gets 504
     max_queue: int = 64  # requests in flight at once; one more gets 503 with Retry-After
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (none: CORS off)
@@ -55,6 +58,11 @@ class ServeSettings:
     @property
     def name(self) -> str:
         return self.model_id or Path(str(self.model).rstrip("/")).name
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name the model answers to, its own first (/v1/models lists them all)."""
+        return (self.name, *(alias for alias in dict.fromkeys(self.model_aliases) if alias != self.name))
 
 
 class Served:

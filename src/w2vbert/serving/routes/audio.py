@@ -6,7 +6,8 @@
                                     accepted and ignored (CTC has no prompt, no sampling, and the model writes the
                                     language it was trained on)
     POST /v1/audio/classifications  `top_k`: the labels and scores of a classification model
-    POST /v1/audio/embeddings       `layer`, `pool` (mean or none), `encoding_format` (float or base64)
+    POST /v1/audio/embeddings       `layer`, `pool` (mean or none), `encoding_format` (float or base64); per-frame
+                                    answers past the response limit are refused before the model runs (413)
 
 In order: reading the form (`upload`, `form_int`, `choice`), the transcriptions route with its event stream and
 OpenAI's verbose_json, then classifications and embeddings. A bad field is a 400 naming it (`param`).
@@ -26,15 +27,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 
+from w2vbert.audio.decode import SAMPLING_RATE
 from w2vbert.inference.engine import ReadyWindow, Recording
-from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline
+from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline, FeatureExtractionPipeline
 from w2vbert.serving.errors import ApiError, result_of
 from w2vbert.serving.live import settled
-from w2vbert.serving.middleware import UploadLimit
 from w2vbert.serving.state import ServerState
 from w2vbert.text.writers import segments, to_srt, to_txt, to_vtt
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+JSON_FLOAT_BYTES = 25  # a float32 value as a JSON float at most: "-1.2345678901234567e-05, "
+BASE64_BYTES = 16 / 3  # a float32 value in base64: 4 bytes, 4 characters for every 3
 
 router = APIRouter()
 
@@ -44,8 +47,6 @@ async def upload(request: Request) -> tuple[FormData, bytes, str]:
     """The multipart form's text fields, the audio bytes of its `file` field, and the file's name."""
     try:
         form = await request.form()
-    except UploadLimit.TooLarge:
-        raise
     except Exception as error:  # noqa: BLE001 - a malformed multipart body
         raise ApiError(400, f"expected a multipart/form-data body with a 'file' field: {error}") from None
     file = form.get("file")
@@ -58,10 +59,10 @@ async def upload(request: Request) -> tuple[FormData, bytes, str]:
     if not data:
         raise ApiError(400, f"the uploaded file {file.filename or ''} is empty (0 bytes)".replace("  ", " "),
                        "file", "invalid_audio")
-    requested, served_name = fields.get("model"), ServerState.of(request).settings.name
-    if requested not in (None, "", served_name):
-        raise ApiError(404, f"this server serves the model {served_name!r}, not {requested!r}", "model",
-                       "model_not_found")
+    requested, names = fields.get("model"), ServerState.of(request).settings.names
+    if requested not in (None, "", *names):
+        raise ApiError(404, f"this server serves the model {' or '.join(map(repr, names))}, not {requested!r} "
+                       "(w2vbert serve --model-alias NAME answers to another name)", "model", "model_not_found")
     return fields, data, file.filename or "<upload>"
 
 
@@ -186,7 +187,7 @@ async def embeddings(request: Request) -> Response:
         raise ApiError(400, str(error), "layer") from None
     pool = choice(form, "pool", "mean", ("mean", "none"))
     encoding = choice(form, "encoding_format", "float", ("float", "base64"))
-    array, seconds = await state.timed(state.served.run(pipe, data, name, pool=pool))
+    array, seconds = await state.timed(embed(state, pipe, data, name, pool, encoding))
 
     def body() -> bytes:  # an hour of frames is millions of floats: written beside the event loop
         values = np.ascontiguousarray(array, dtype="<f4")
@@ -198,3 +199,23 @@ async def embeddings(request: Request) -> Response:
         }).encode()
 
     return Response(await asyncio.to_thread(body), media_type="application/json")
+
+
+async def embed(
+    state: ServerState, pipe: FeatureExtractionPipeline, data: bytes, name: str, pool: str, encoding: str
+) -> tuple[np.ndarray, float]:
+    """(the embedding, seconds of audio) of an upload; per-frame embeddings that would make an answer over the
+    response limit are a 413 before the model runs (an 18 KB upload of an hour of silence is 180,000 frames)."""
+    recording, ready = await state.served.prepare(pipe, data, name)
+    seconds = recording.samples / SAMPLING_RATE
+    if pool == "none":
+        frames, width = recording.samples // pipe.frame_samples() + 1, pipe.model.config.hidden_size
+        size_mb = frames * width * (BASE64_BYTES if encoding == "base64" else JSON_FLOAT_BYTES) / 2**20
+        limit_mb = state.settings.max_response_mb
+        if size_mb > limit_mb:
+            raise ApiError(413, f"pool=none would answer {frames} frames x {width} values ({seconds:.0f} s of audio, "
+                           f"up to {size_mb:.0f} MB as {encoding}), more than this server's limit of {limit_mb:g} MB "
+                           "a response (w2vbert serve --max-response-mb): send shorter audio, pool=mean, or "
+                           "encoding_format=base64", "pool", "response_too_large")
+    future = await state.served.submit(pipe, recording, ready, pool=pool)
+    return await result_of(future), seconds
