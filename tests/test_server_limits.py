@@ -130,7 +130,8 @@ def test_per_frame_embeddings_past_the_response_limit_are_413_before_the_model_r
     assert silence.stat().st_size < 50_000
     with running(create_app(ServeSettings(model=str(DEMO), max_response_mb=5))) as url:
         refused = post(url, "/v1/audio/embeddings", silence.read_bytes(), "silence.flac", pool="none")
-        assert_openai_error(refused, 413, "5 MB", "--max-response-mb", "300 s")
+        assert_openai_error(refused, 413, "5 MB", "--max-response-mb", "pool=mean")
+        assert refused.json()["error"]["code"] == "response_too_large"
         assert health(url)["queued_windows"] == 0  # nothing went to the model
         short = post(url, "/v1/audio/embeddings", EXAMPLES[0].read_bytes(), pool="none")
         assert short.status_code == 200, short.text

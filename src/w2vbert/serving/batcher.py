@@ -46,7 +46,11 @@ logger = logging.getLogger(__name__)
 
 
 class TooLong(ValueError):
-    """An input longer than the server allows."""
+    """An input longer than the server allows: its 413 names `param` and `code` (OpenAI's error fields)."""
+
+    def __init__(self, message: str, param: str = "file", code: str = "audio_too_long") -> None:
+        super().__init__(message)
+        self.param, self.code = param, code
 
     @classmethod
     def past(cls, limit_s: float, what: str = "the audio") -> TooLong:
@@ -54,11 +58,12 @@ class TooLong(ValueError):
 
 
 def prepare(
-    pipe: Pipeline, source: AudioInput, name: str, max_seconds: float | None = None
+    pipe: Pipeline, source: AudioInput, name: str, max_seconds: float | None = None, too_long: TooLong | None = None
 ) -> tuple[Recording, list[ReadyWindow]]:
     """Decode `source` and compute its windows' features, as `pipe` would before batching: (recording,
     checked windows, their audio dropped). Raises what a bad input raises in the pipeline (ValueError, OSError,
-    TypeError), naming it `name`, and `TooLong` as soon as the decoded audio passes `max_seconds`: bytes are
+    TypeError), naming it `name`, and `too_long` (or a TooLong naming the limit) as soon as the decoded audio passes
+    `max_seconds`: bytes are
     decoded as a stream, so a small upload of hours of audio never sits in memory whole."""
 
     def blocks() -> Iterator[np.ndarray]:
@@ -68,7 +73,7 @@ def prepare(
         for block in stream:
             decoded += len(block)
             if max_seconds is not None and decoded > max_seconds * SAMPLING_RATE:
-                raise TooLong.past(max_seconds)
+                raise too_long or TooLong.past(max_seconds)
             yield block
 
     recording = Recording(name)

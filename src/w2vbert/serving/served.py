@@ -27,7 +27,7 @@ from w2vbert.loading.devices import max_batch_seconds
 from w2vbert.model.auto import model_class_for
 from w2vbert.model.config import Wav2Vec2BertConfig
 from w2vbert.model.heads import Wav2Vec2BertForCTC, Wav2Vec2BertForSequenceClassification
-from w2vbert.serving.batcher import Batcher, prepare
+from w2vbert.serving.batcher import Batcher, TooLong, prepare
 from w2vbert.serving.errors import ApiError, bad_input, result_of
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
 
@@ -98,12 +98,15 @@ class Served:
                 self.model, self.extractor, layer=index, chunk_length_s=self.settings.chunk_length_s)
         return self._embedders[index]
 
-    async def prepare(self, pipe: Pipeline, data: bytes, name: str) -> tuple[Recording, list[ReadyWindow]]:
-        """An upload decoded and cut into checked windows beside the event loop; bad audio is an ApiError."""
+    async def prepare(
+        self, pipe: Pipeline, data: bytes, name: str, too_long: tuple[float, TooLong] | None = None
+    ) -> tuple[Recording, list[ReadyWindow]]:
+        """An upload decoded and cut into checked windows beside the event loop; bad audio is an ApiError, audio past
+        the duration limit a 413 (`too_long`: a shorter limit for this request, and the error that says why)."""
         loop = asyncio.get_running_loop()
+        max_seconds, error = too_long or (self.settings.max_audio_seconds, None)
         try:
-            return await loop.run_in_executor(
-                self.prepare_pool, prepare, pipe, data, name, self.settings.max_audio_seconds)
+            return await loop.run_in_executor(self.prepare_pool, prepare, pipe, data, name, max_seconds, error)
         except (ValueError, OSError, TypeError) as error:
             raise bad_input(error) from None
 

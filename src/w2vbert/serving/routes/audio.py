@@ -7,7 +7,7 @@
                                     language it was trained on)
     POST /v1/audio/classifications  `top_k`: the labels and scores of a classification model
     POST /v1/audio/embeddings       `layer`, `pool` (mean or none), `encoding_format` (float or base64); per-frame
-                                    answers past the response limit are refused before the model runs (413)
+                                    answers past the response limit are refused while decoding (413)
 
 In order: reading the form (`upload`, `form_int`, `choice`), the transcriptions route with its event stream and
 OpenAI's verbose_json, then classifications and embeddings. A bad field is a 400 naming it (`param`).
@@ -30,6 +30,7 @@ from starlette.datastructures import FormData, UploadFile
 from w2vbert.audio.decode import SAMPLING_RATE
 from w2vbert.inference.engine import ReadyWindow, Recording
 from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline, FeatureExtractionPipeline
+from w2vbert.serving.batcher import TooLong
 from w2vbert.serving.errors import ApiError, result_of
 from w2vbert.serving.live import settled
 from w2vbert.serving.state import ServerState
@@ -204,18 +205,20 @@ async def embeddings(request: Request) -> Response:
 async def embed(
     state: ServerState, pipe: FeatureExtractionPipeline, data: bytes, name: str, pool: str, encoding: str
 ) -> tuple[np.ndarray, float]:
-    """(the embedding, seconds of audio) of an upload; per-frame embeddings that would make an answer over the
-    response limit are a 413 before the model runs (an 18 KB upload of an hour of silence is 180,000 frames)."""
-    recording, ready = await state.served.prepare(pipe, data, name)
-    seconds = recording.samples / SAMPLING_RATE
+    """(the embedding, seconds of audio) of an upload. Per-frame embeddings have a duration limit of their own, the
+    audio whose answer fits the response limit: a 413 as soon as decoding passes it, before features and the model
+    (an 18 KB upload of 50 min of silence is 150,000 frames)."""
+    too_long = None
     if pool == "none":
-        frames, width = recording.samples // pipe.frame_samples() + 1, pipe.model.config.hidden_size
-        size_mb = frames * width * (BASE64_BYTES if encoding == "base64" else JSON_FLOAT_BYTES) / 2**20
-        limit_mb = state.settings.max_response_mb
-        if size_mb > limit_mb:
-            raise ApiError(413, f"pool=none would answer {frames} frames x {width} values ({seconds:.0f} s of audio, "
-                           f"up to {size_mb:.0f} MB as {encoding}), more than this server's limit of {limit_mb:g} MB "
-                           "a response (w2vbert serve --max-response-mb): send shorter audio, pool=mean, or "
-                           "encoding_format=base64", "pool", "response_too_large")
+        width, limit_mb = pipe.model.config.hidden_size, state.settings.max_response_mb
+        value_bytes = BASE64_BYTES if encoding == "base64" else JSON_FLOAT_BYTES
+        fit_s = limit_mb * 2**20 / (width * value_bytes) * pipe.frame_samples() / SAMPLING_RATE
+        if fit_s < state.settings.max_audio_seconds:
+            too_long = fit_s, TooLong(
+                f"pool=none answers {width} values for every {1000 * pipe.frame_samples() / SAMPLING_RATE:g} ms of "
+                f"audio: past {fit_s:.0f} s of audio the answer passes this server's limit of {limit_mb:g} MB a "
+                f"response as {encoding} (w2vbert serve --max-response-mb); send shorter audio, pool=mean, or "
+                "encoding_format=base64", "pool", "response_too_large")
+    recording, ready = await state.served.prepare(pipe, data, name, too_long)
     future = await state.served.submit(pipe, recording, ready, pool=pool)
-    return await result_of(future), seconds
+    return await result_of(future), recording.samples / SAMPLING_RATE
