@@ -5,6 +5,7 @@ work queued, and apps that hard-code another model's name. Servers run as in tes
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import logging
@@ -33,9 +34,10 @@ from test_server import (
     websockets_sync,
 )
 from w2vbert import pipeline
-from w2vbert.audio.decode import load_audio
+from w2vbert.audio.decode import load_audio, wav_bytes
 from w2vbert.cli.parser import main as cli_main
 from w2vbert.serving.batcher import Batcher, prepare
+from w2vbert.serving.served import Served
 
 
 def raw_upload(url: str, body: bytes, declared: int | None = None) -> socket.socket:
@@ -118,6 +120,28 @@ def test_a_short_request_queued_behind_long_uploads_finishes_before_them():
     finally:
         go.set()
         batcher.close(30)
+    assert finished[0] == "short", finished
+
+
+def test_a_short_upload_is_prepared_between_the_windows_of_long_uploads_ahead_of_it():
+    # Before: each upload was decoded and featured whole, in a pool of 2 threads: a short one sent after three long
+    # ones waited for the preparation of two of them.
+    served = Served(ServeSettings(model=str(DEMO), chunk_length_s=5))
+    long_upload = wav_bytes(np.tile(load_audio(str(EXAMPLES[0])), 20)[: 60 * 16000])  # 12 windows
+    short_upload = wav_bytes(load_audio(str(EXAMPLES[1]))[: 24000])
+    finished = []
+
+    async def prepare(name: str, data: bytes) -> None:
+        await served.prepare(served.transcriber, data, name)
+        finished.append(name)
+
+    async def uploads() -> None:
+        await asyncio.gather(*(prepare(f"long {i}", long_upload) for i in range(3)), prepare("short", short_upload))
+
+    try:
+        asyncio.run(uploads())
+    finally:
+        served.close()
     assert finished[0] == "short", finished
 
 

@@ -1,7 +1,8 @@
 """Dynamic batching: the windows of concurrent requests run together on one model thread.
 
 A request is prepared on its caller's thread by the inference engine (decoded, cut into the pipeline's windows, of
-its speech only when the pipeline has a `vad`, features computed and checked: `prepare`), then handed to the
+its speech only when the pipeline has a `vad`, features computed and checked: `prepare`, or window by window with
+`prepared_windows`), then handed to the
 `Batcher` with its postprocessing options (`submit`, which returns a `concurrent.futures.Future`; an asyncio caller
 awaits it with `asyncio.wrap_future`, so its event loop never waits on the model; cancelling it drops the windows
 not yet run). The model thread waits at most `max_wait_s` from the oldest request's arrival for windows to fill a
@@ -61,10 +62,19 @@ def prepare(
     pipe: Pipeline, source: AudioInput, name: str, max_seconds: float | None = None, too_long: TooLong | None = None
 ) -> tuple[Recording, list[ReadyWindow]]:
     """Decode `source` and compute its windows' features, as `pipe` would before batching: (recording,
-    checked windows, their audio dropped). Raises what a bad input raises in the pipeline (ValueError, OSError,
-    TypeError), naming it `name`, and `too_long` (or a TooLong naming the limit) as soon as the decoded audio passes
-    `max_seconds`: bytes are
-    decoded as a stream, so a small upload of hours of audio never sits in memory whole."""
+    checked windows, their audio dropped). The errors are `prepared_windows`'s."""
+    recording, windows = prepared_windows(pipe, source, name, max_seconds, too_long)
+    return recording, list(windows)
+
+
+def prepared_windows(
+    pipe: Pipeline, source: AudioInput, name: str, max_seconds: float | None = None, too_long: TooLong | None = None
+) -> tuple[Recording, Iterator[ReadyWindow]]:
+    """(recording, its checked windows as they are computed): each step decodes and computes features up to the
+    next window, so a caller may take turns between uploads. Raises what a bad input raises in the pipeline
+    (ValueError, OSError, TypeError), naming it `name`, and `too_long` (or a TooLong naming the limit) as soon as
+    the decoded audio passes `max_seconds`: bytes are decoded as a stream, so a small upload of hours of audio
+    never sits in memory whole."""
 
     def blocks() -> Iterator[np.ndarray]:
         decoded = 0
@@ -76,16 +86,18 @@ def prepare(
                 raise too_long or TooLong.past(max_seconds)
             yield block
 
+    def windows() -> Iterator[ReadyWindow]:
+        try:
+            yield from checked_windows(pipe, recording, windows_of(pipe, blocks(), pipe.default_plan()))
+        except TooLong:
+            raise
+        except (ValueError, OSError, TypeError) as error:  # named after the upload, not "<bytes>"
+            message = str(error)
+            raise type(error)(name + message.removeprefix("<bytes>") if message.startswith("<bytes>") else message) \
+                from None
+
     recording = Recording(name)
-    try:
-        ready = list(checked_windows(pipe, recording, windows_of(pipe, blocks(), pipe.default_plan())))
-    except TooLong:
-        raise
-    except (ValueError, OSError, TypeError) as error:  # named after the upload, not "<bytes>"
-        message = str(error)
-        raise type(error)(name + message.removeprefix("<bytes>") if message.startswith("<bytes>") else message) \
-            from None
-    return recording, ready
+    return recording, windows()
 
 
 @dataclass

@@ -2,7 +2,7 @@
 the one batcher they share).
 
 Every model call goes through `Served.batcher`, so concurrent requests share batches and the event loop never waits
-on the model; decoding and features run in a small thread pool beside it (`Served.prepare`).
+on the model; decoding and features run in a small thread pool beside it, one window a turn (`Served.prepare`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from w2vbert.loading.devices import max_batch_seconds
 from w2vbert.model.auto import model_class_for
 from w2vbert.model.config import Wav2Vec2BertConfig
 from w2vbert.model.heads import Wav2Vec2BertForCTC, Wav2Vec2BertForSequenceClassification
-from w2vbert.serving.batcher import Batcher, TooLong, prepare
+from w2vbert.serving.batcher import Batcher, TooLong, prepared_windows
 from w2vbert.serving.errors import ApiError, bad_input, result_of
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
 
@@ -101,14 +101,20 @@ class Served:
     async def prepare(
         self, pipe: Pipeline, data: bytes, name: str, too_long: tuple[float, TooLong] | None = None
     ) -> tuple[Recording, list[ReadyWindow]]:
-        """An upload decoded and cut into checked windows beside the event loop; bad audio is an ApiError, audio past
-        the duration limit a 413 (`too_long`: a shorter limit for this request, and the error that says why)."""
+        """An upload decoded and cut into checked windows beside the event loop, one window a turn in the prepare
+        pool (so a short upload waits for a window of each long one ahead of it, not for all of them); bad audio is
+        an ApiError, audio past the duration limit a 413 (`too_long`: a shorter limit for this request, and the
+        error that says why)."""
         loop = asyncio.get_running_loop()
         max_seconds, error = too_long or (self.settings.max_audio_seconds, None)
+        recording, windows = prepared_windows(pipe, data, name, max_seconds, error)
+        ready: list[ReadyWindow] = []
         try:
-            return await loop.run_in_executor(self.prepare_pool, prepare, pipe, data, name, max_seconds, error)
+            while (window := await loop.run_in_executor(self.prepare_pool, next, windows, None)) is not None:
+                ready.append(window)
         except (ValueError, OSError, TypeError) as error:
             raise bad_input(error) from None
+        return recording, ready
 
     async def submit(
         self, pipe: Pipeline, recording: Recording, ready: list[ReadyWindow], **options: Any
