@@ -12,8 +12,9 @@ Routes (one router each, in serving/routes/):
 
 Every model call goes through one `batcher.Batcher` (served.py), so concurrent requests share batches and the event
 loop never waits on the model; decoding and features run in a small thread pool. Limits a public endpoint needs,
-all in `ServeSettings`: upload size and audio duration (413, naming the limit), a request timeout (504), a bound on
-requests in flight (503 with Retry-After), an optional API key (`Authorization: Bearer`, compared in constant time;
+all in `ServeSettings`: upload size, audio duration and per-frame answer size (413, naming the limit), a body
+timeout (408), a request timeout (504), a bound on requests in flight, counted once the body is read (503 with
+Retry-After), an optional API key (`Authorization: Bearer`, compared in constant time;
 401), CORS off unless origins are given (middleware.py, state.py). Errors have OpenAI's shape: `{"error":
 {"message", "type", "param", "code"}}` (errors.py). On SIGINT/SIGTERM uvicorn stops accepting and gives the requests in
 flight a grace period to finish; those still waiting then are cancelled and answered 503 (middleware.py), and
