@@ -48,9 +48,10 @@ PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4
 
 
 @contextlib.contextmanager
-def running(app):
-    """The app served by uvicorn on a free loopback port, in a thread; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+def running(app, **options):
+    """The app served by uvicorn on a free loopback port, in a thread (`options`: more of uvicorn's settings);
+    yields its base URL."""
+    server = uvicorn.Server(server_module.uvicorn_config(app, host="127.0.0.1", port=0, **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

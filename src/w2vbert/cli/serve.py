@@ -8,18 +8,27 @@ import os
 import socket
 
 from w2vbert.audio.vad import VadOptions
-from w2vbert.cli.arguments import non_negative_float, non_negative_int, positive_float, positive_int
+from w2vbert.cli.arguments import UsageError, non_negative_float, positive_float, positive_int
 from w2vbert.loading.devices import DTYPE_CHOICES, DTYPE_HELP, resolve_device
-from w2vbert.serving.app import ServeSettings, create_app
+from w2vbert.serving.app import ServeSettings, create_app, uvicorn_config
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port from 0 to 65535, got {value}")
+    return value
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
     """`w2vbert serve`'s arguments (cli.COMMANDS)."""
     parser.add_argument("-m", "--model", required=True, help="model directory or hub repo id")
     parser.add_argument("--model-id", help="the model's name in the API (default: the folder's name)")
+    parser.add_argument("--model-alias", action="append", default=[], metavar="NAME",
+                        help="another name requests may give, e.g. whisper-1 for apps that hard-code it (repeatable)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine "
                                                               "only; 0.0.0.0 for every interface)")
-    parser.add_argument("--port", type=non_negative_int, default=8000, help="default: 8000; 0: any free port")
+    parser.add_argument("--port", type=port_number, default=8000, help="default: 8000; 0: any free port")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP)
     parser.add_argument("--quantize", choices=["int8"], default=None)
@@ -32,9 +41,15 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=os.environ.get("W2VBERT_API_KEY"),
                         help="require 'Authorization: Bearer KEY' (default: $W2VBERT_API_KEY; none: open)")
     parser.add_argument("--max-upload-mb", type=positive_float, default=100.0)
+    parser.add_argument("--body-timeout", type=positive_float, default=30.0, metavar="S",
+                        help="a request body must arrive whole within this (default: 30; later: 408)")
+    parser.add_argument("--max-response-mb", type=positive_float, default=100.0,
+                        help="per-frame embeddings that would answer more are refused (default: 100)")
     parser.add_argument("--max-audio-seconds", type=positive_float, default=3600.0)
     parser.add_argument("--request-timeout", type=positive_float, default=600.0, metavar="S")
     parser.add_argument("--max-queue", type=positive_int, default=64, help="requests in flight before 503")
+    parser.add_argument("--shutdown-grace", type=non_negative_float, default=30.0, metavar="S",
+                        help="on SIGTERM, how long requests in flight may finish before the rest get 503 (default: 30)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser calls from this origin (repeatable; default: none)")
     parser.add_argument("--vad", action="store_true",
@@ -46,22 +61,35 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn  # with fastapi, in the `serve` extra
     resolve_device(args.device)  # a device this machine lacks is said before the model loads
+    listener = listen(args.host, args.port)  # and an address that cannot be served
     settings = ServeSettings(
-        model=args.model, model_id=args.model_id, device=args.device, dtype=args.dtype, quantize=args.quantize,
-        chunk_length_s=args.chunk_length, max_batch_seconds=args.max_batch_seconds, max_wait_ms=args.max_wait_ms,
-        api_key=args.api_key, max_upload_mb=args.max_upload_mb, max_audio_seconds=args.max_audio_seconds,
-        request_timeout_s=args.request_timeout, max_queue=args.max_queue, cors_origins=tuple(args.cors_origin),
-        vad=VadOptions() if args.vad else None,
+        model=args.model, model_id=args.model_id, model_aliases=tuple(args.model_alias), device=args.device,
+        dtype=args.dtype, quantize=args.quantize, chunk_length_s=args.chunk_length,
+        max_batch_seconds=args.max_batch_seconds, max_wait_ms=args.max_wait_ms, api_key=args.api_key,
+        max_upload_mb=args.max_upload_mb, body_timeout_s=args.body_timeout, max_audio_seconds=args.max_audio_seconds,
+        max_response_mb=args.max_response_mb, request_timeout_s=args.request_timeout, max_queue=args.max_queue,
+        cors_origins=tuple(args.cors_origin), vad=VadOptions() if args.vad else None,
     )
-    app = create_app(settings)
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    with listener:
+        app = create_app(settings)
+        listener.listen(2048)  # connections from now on wait for uvicorn rather than being refused
+        host, port = listener.getsockname()[:2]
+        shown = host if listener.family == socket.AF_INET else f"[{host}]"
+        print(f"w2vbert: serving {settings.name} on http://{shown}:{port}", flush=True)
+        config = uvicorn_config(app, timeout_graceful_shutdown=args.shutdown_grace)
+        uvicorn.Server(config).run(sockets=[listener])
+    return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), before the model loads: here, so that --port 0 can say the port the system
+    chose, and a host or port that cannot be served is a usage error at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((args.host, args.port))  # here, so that --port 0 can say the port the system chose
-    listener.listen(2048)  # connections from now on wait for uvicorn rather than being refused
-    host, port = listener.getsockname()[:2]
-    print(f"w2vbert: serving {settings.name} on http://{host if family == socket.AF_INET else f'[{host}]'}:{port}",
-          flush=True)
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30)
-    uvicorn.Server(config).run(sockets=[listener])
-    return 0
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        raise UsageError(f"cannot listen on --host {host} --port {port}: {error.strerror or error}") from None
+    return listener

@@ -3,10 +3,11 @@
 - `app`: `create_app(settings)`, the FastAPI app assembled from the modules below (its docstring lists the routes).
 - `served`: `ServeSettings` and `Served`, the model with its pipelines. `state`: `ServerState`, what every route of
   one app shares (settings, model, metrics, requests in flight) and the checks against it.
-- `errors`: `ApiError` and the handlers that answer in OpenAI's error shape. `middleware`: CORS, the API key and
-  accounting, the upload limit. `routes/`: one router per concern (audio uploads, the live stream, status, the page).
-- `batcher`: concurrent requests' windows batched on one model thread (prepared and run by inference/engine.py; the
-  queue and which windows share a batch are its own).
+- `errors`: `ApiError` and the handlers that answer in OpenAI's error shape. `middleware`: CORS, then `Gate` (the
+  API key, the body read whole within its limits, a place in flight, clients gone cancelled, accounting).
+  `routes/`: one router per concern (audio uploads, the live stream, status, the page).
+- `batcher`: concurrent requests' windows batched on one model thread, round robin over the requests (prepared and
+  run by inference/engine.py; the requests waiting and which windows share a batch are its own).
 - `live`: live transcription of audio pushed as it arrives (windows cut as it comes, run through the engine on the
   batcher). `web/`: the page.
 """

@@ -12,14 +12,16 @@ Routes (one router each, in serving/routes/):
 
 Every model call goes through one `batcher.Batcher` (served.py), so concurrent requests share batches and the event
 loop never waits on the model; decoding and features run in a small thread pool. Limits a public endpoint needs,
-all in `ServeSettings`: upload size and audio duration (413, naming the limit), a request timeout (504), a bound on
-requests in flight (503 with Retry-After), an optional API key (`Authorization: Bearer`, compared in constant time;
+all in `ServeSettings`: upload size, audio duration and per-frame answer size (413, naming the limit), a body
+timeout (408), a request timeout (504), a bound on requests in flight, counted once the body is read (503 with
+Retry-After), an optional API key (`Authorization: Bearer`, compared in constant time;
 401), CORS off unless origins are given (middleware.py, state.py). Errors have OpenAI's shape: `{"error":
-{"message", "type", "param", "code"}}` (errors.py). On SIGINT/SIGTERM uvicorn stops accepting, lets the requests in
-flight finish, then `lifespan` stops the model thread.
+{"message", "type", "param", "code"}}` (errors.py). On SIGINT/SIGTERM uvicorn stops accepting and gives the requests in
+flight a grace period to finish; those still waiting then are cancelled and answered 503 (middleware.py), and
+`lifespan` stops the model thread.
 
 Here: `create_app`, which puts one `ServerState` on `app.state.server` and assembles the middleware, the error
-handlers and the routers around it, and `lifespan`.
+handlers and the routers around it, `uvicorn_config`, and `lifespan`.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 try:  # the `serve` extra
     import prometheus_client  # noqa: F401 - the metrics (state.py)
+    import uvicorn
+    import wsproto  # noqa: F401 - uvicorn's WebSocket protocol here (WEBSOCKET_PROTOCOL)
     from fastapi import FastAPI
 except ImportError as missing:
     raise ImportError("the server runs on FastAPI and uvicorn: pip install 'w2vbert[serve]'") from missing
@@ -40,7 +45,12 @@ from w2vbert.serving.routes import audio, page, status, stream
 from w2vbert.serving.served import Served, ServeSettings
 from w2vbert.serving.state import Metrics, ServerState
 
-__all__ = ["ServeSettings", "Served", "create_app"]
+__all__ = ["ServeSettings", "Served", "create_app", "uvicorn_config"]
+
+# uvicorn's WebSocket protocol. Its default on `websockets` (websockets-sansio, uvicorn 0.54) sends a refusal before
+# the handshake (401, 400, 503: routes/stream.py) yet logs "ASGI callable returned without completing handshake";
+# wsproto's protocol completes the refusal.
+WEBSOCKET_PROTOCOL = "wsproto"
 
 
 def create_app(settings: ServeSettings, served: Served | None = None) -> FastAPI:
@@ -51,11 +61,17 @@ def create_app(settings: ServeSettings, served: Served | None = None) -> FastAPI
         served.batcher.on_batch = metrics.batch
     app = FastAPI(title="w2vbert", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = ServerState(settings, served, metrics)
-    install_middleware(app, settings)
+    install_middleware(app, app.state.server)
     install_error_handlers(app)
     for routes in (audio, stream, status, page):
         app.include_router(routes.router)
     return app
+
+
+def uvicorn_config(app: FastAPI, **options: Any) -> uvicorn.Config:
+    """uvicorn's settings for `app` (`options`: host, port, timeout_graceful_shutdown...), as `w2vbert serve` and the
+    tests run it: quiet unless something fails."""
+    return uvicorn.Config(app, ws=WEBSOCKET_PROTOCOL, log_level="warning", **options)
 
 
 @contextlib.asynccontextmanager

@@ -41,7 +41,7 @@ class ApiError(Exception):
 def bad_input(error: Exception, param: str = "file") -> ApiError:
     """Audio that cannot be read or is too short: 400; audio over the duration limit: 413."""
     if isinstance(error, TooLong):
-        return ApiError(413, str(error), param, "audio_too_long")
+        return ApiError(413, str(error), error.param, error.code)
     return ApiError(400, str(error), param, "invalid_audio")
 
 

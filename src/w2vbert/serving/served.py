@@ -2,7 +2,7 @@
 the one batcher they share).
 
 Every model call goes through `Served.batcher`, so concurrent requests share batches and the event loop never waits
-on the model; decoding and features run in a small thread pool beside it (`Served.prepare`).
+on the model; decoding and features run in a small thread pool beside it, one window a turn (`Served.prepare`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from w2vbert.loading.devices import max_batch_seconds
 from w2vbert.model.auto import model_class_for
 from w2vbert.model.config import Wav2Vec2BertConfig
 from w2vbert.model.heads import Wav2Vec2BertForCTC, Wav2Vec2BertForSequenceClassification
-from w2vbert.serving.batcher import Batcher, prepare
+from w2vbert.serving.batcher import Batcher, TooLong, prepared_windows
 from w2vbert.serving.errors import ApiError, bad_input, result_of
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
 
@@ -38,6 +38,7 @@ HTTP_PREPARE_THREADS = 2  # decoding and features beside the model thread (the C
 class ServeSettings:
     model: str  # model directory or hub repo id
     model_id: str | None = None  # the name /v1/models gives and requests may name (default: the folder's name)
+    model_aliases: tuple[str, ...] = ()  # more names requests may give (OpenAI apps hard-code e.g. "whisper-1")
     device: str | None = None  # cpu, cuda, cuda:1 (None: cuda when available)
     dtype: str = "float32"
     quantize: str | None = None  # "int8": the rest of the model in `dtype` (CPU: float32 or bfloat16)
@@ -46,7 +47,9 @@ class ServeSettings:
     max_wait_ms: float = 10.0  # how long the oldest queued request waits for others to batch with
     api_key: str | None = None  # when set, every request but / and /health needs "Authorization: Bearer KEY"
     max_upload_mb: float = 100.0  # larger request bodies get 413
+    body_timeout_s: float = 30.0  # a request body still incomplete after this gets 408 (before it takes a place)
     max_audio_seconds: float = 3600.0  # longer audio gets 413
+    max_response_mb: float = 100.0  # per-frame embeddings that would answer more get 413 before the model runs
     request_timeout_s: float = 600.0  # a request still unanswered after this gets 504
     max_queue: int = 64  # requests in flight at once; one more gets 503 with Retry-After
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (none: CORS off)
@@ -55,6 +58,11 @@ class ServeSettings:
     @property
     def name(self) -> str:
         return self.model_id or Path(str(self.model).rstrip("/")).name
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name the model answers to, its own first (/v1/models lists them all)."""
+        return (self.name, *(alias for alias in dict.fromkeys(self.model_aliases) if alias != self.name))
 
 
 class Served:
@@ -90,14 +98,23 @@ class Served:
                 self.model, self.extractor, layer=index, chunk_length_s=self.settings.chunk_length_s)
         return self._embedders[index]
 
-    async def prepare(self, pipe: Pipeline, data: bytes, name: str) -> tuple[Recording, list[ReadyWindow]]:
-        """An upload decoded and cut into checked windows beside the event loop; bad audio is an ApiError."""
+    async def prepare(
+        self, pipe: Pipeline, data: bytes, name: str, too_long: tuple[float, TooLong] | None = None
+    ) -> tuple[Recording, list[ReadyWindow]]:
+        """An upload decoded and cut into checked windows beside the event loop, one window a turn in the prepare
+        pool (so a short upload waits for a window of each long one ahead of it, not for all of them); bad audio is
+        an ApiError, audio past the duration limit a 413 (`too_long`: a shorter limit for this request, and the
+        error that says why)."""
         loop = asyncio.get_running_loop()
+        max_seconds, error = too_long or (self.settings.max_audio_seconds, None)
+        recording, windows = prepared_windows(pipe, data, name, max_seconds, error)
+        ready: list[ReadyWindow] = []
         try:
-            return await loop.run_in_executor(
-                self.prepare_pool, prepare, pipe, data, name, self.settings.max_audio_seconds)
+            while (window := await loop.run_in_executor(self.prepare_pool, next, windows, None)) is not None:
+                ready.append(window)
         except (ValueError, OSError, TypeError) as error:
             raise bad_input(error) from None
+        return recording, ready
 
     async def submit(
         self, pipe: Pipeline, recording: Recording, ready: list[ReadyWindow], **options: Any

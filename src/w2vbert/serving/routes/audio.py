@@ -6,7 +6,8 @@
                                     accepted and ignored (CTC has no prompt, no sampling, and the model writes the
                                     language it was trained on)
     POST /v1/audio/classifications  `top_k`: the labels and scores of a classification model
-    POST /v1/audio/embeddings       `layer`, `pool` (mean or none), `encoding_format` (float or base64)
+    POST /v1/audio/embeddings       `layer`, `pool` (mean or none), `encoding_format` (float or base64); per-frame
+                                    answers past the response limit are refused while decoding (413)
 
 In order: reading the form (`upload`, `form_int`, `choice`), the transcriptions route with its event stream and
 OpenAI's verbose_json, then classifications and embeddings. A bad field is a 400 naming it (`param`).
@@ -26,15 +27,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 
+from w2vbert.audio.decode import SAMPLING_RATE
 from w2vbert.inference.engine import ReadyWindow, Recording
-from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline
+from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline, FeatureExtractionPipeline
+from w2vbert.serving.batcher import TooLong
 from w2vbert.serving.errors import ApiError, result_of
 from w2vbert.serving.live import settled
-from w2vbert.serving.middleware import UploadLimit
 from w2vbert.serving.state import ServerState
 from w2vbert.text.writers import segments, to_srt, to_txt, to_vtt
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+JSON_FLOAT_BYTES = 25  # a float32 value as a JSON float at most: "-1.2345678901234567e-05, "
+BASE64_BYTES = 16 / 3  # a float32 value in base64: 4 bytes, 4 characters for every 3
 
 router = APIRouter()
 
@@ -44,8 +48,6 @@ async def upload(request: Request) -> tuple[FormData, bytes, str]:
     """The multipart form's text fields, the audio bytes of its `file` field, and the file's name."""
     try:
         form = await request.form()
-    except UploadLimit.TooLarge:
-        raise
     except Exception as error:  # noqa: BLE001 - a malformed multipart body
         raise ApiError(400, f"expected a multipart/form-data body with a 'file' field: {error}") from None
     file = form.get("file")
@@ -58,10 +60,10 @@ async def upload(request: Request) -> tuple[FormData, bytes, str]:
     if not data:
         raise ApiError(400, f"the uploaded file {file.filename or ''} is empty (0 bytes)".replace("  ", " "),
                        "file", "invalid_audio")
-    requested, served_name = fields.get("model"), ServerState.of(request).settings.name
-    if requested not in (None, "", served_name):
-        raise ApiError(404, f"this server serves the model {served_name!r}, not {requested!r}", "model",
-                       "model_not_found")
+    requested, names = fields.get("model"), ServerState.of(request).settings.names
+    if requested not in (None, "", *names):
+        raise ApiError(404, f"this server serves the model {' or '.join(map(repr, names))}, not {requested!r} "
+                       "(w2vbert serve --model-alias NAME answers to another name)", "model", "model_not_found")
     return fields, data, file.filename or "<upload>"
 
 
@@ -186,7 +188,7 @@ async def embeddings(request: Request) -> Response:
         raise ApiError(400, str(error), "layer") from None
     pool = choice(form, "pool", "mean", ("mean", "none"))
     encoding = choice(form, "encoding_format", "float", ("float", "base64"))
-    array, seconds = await state.timed(state.served.run(pipe, data, name, pool=pool))
+    array, seconds = await state.timed(embed(state, pipe, data, name, pool, encoding))
 
     def body() -> bytes:  # an hour of frames is millions of floats: written beside the event loop
         values = np.ascontiguousarray(array, dtype="<f4")
@@ -198,3 +200,25 @@ async def embeddings(request: Request) -> Response:
         }).encode()
 
     return Response(await asyncio.to_thread(body), media_type="application/json")
+
+
+async def embed(
+    state: ServerState, pipe: FeatureExtractionPipeline, data: bytes, name: str, pool: str, encoding: str
+) -> tuple[np.ndarray, float]:
+    """(the embedding, seconds of audio) of an upload. Per-frame embeddings have a duration limit of their own, the
+    audio whose answer fits the response limit: a 413 as soon as decoding passes it, before features and the model
+    (an 18 KB upload of 50 min of silence is 150,000 frames)."""
+    too_long = None
+    if pool == "none":
+        width, limit_mb = pipe.model.config.hidden_size, state.settings.max_response_mb
+        value_bytes = BASE64_BYTES if encoding == "base64" else JSON_FLOAT_BYTES
+        fit_s = limit_mb * 2**20 / (width * value_bytes) * pipe.frame_samples() / SAMPLING_RATE
+        if fit_s < state.settings.max_audio_seconds:
+            too_long = fit_s, TooLong(
+                f"pool=none answers {width} values for every {1000 * pipe.frame_samples() / SAMPLING_RATE:g} ms of "
+                f"audio: past {fit_s:.0f} s of audio the answer passes this server's limit of {limit_mb:g} MB a "
+                f"response as {encoding} (w2vbert serve --max-response-mb); send shorter audio, pool=mean, or "
+                "encoding_format=base64", "pool", "response_too_large")
+    recording, ready = await state.served.prepare(pipe, data, name, too_long)
+    future = await state.served.submit(pipe, recording, ready, pool=pool)
+    return await result_of(future), recording.samples / SAMPLING_RATE

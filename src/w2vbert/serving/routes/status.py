@@ -1,5 +1,5 @@
-"""What the server serves and how it is doing: GET /v1/models (OpenAI's list, of the one model), /health (open
-without an API key) and /metrics (Prometheus text of the app's `Metrics`).
+"""What the server serves and how it is doing: GET /v1/models (OpenAI's list: the one model, under each name it
+answers to), /health (open without an API key) and /metrics (Prometheus text of the app's `Metrics`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ router = APIRouter()
 @router.get("/v1/models")
 async def models(request: Request) -> JSONResponse:
     state = ServerState.of(request)
+    created = int(time.time())
     return JSONResponse({"object": "list", "data": [
-        {"id": state.settings.name, "object": "model", "created": int(time.time()), "owned_by": "w2vbert",
-         "task": state.served.task}]})
+        {"id": name, "object": "model", "created": created, "owned_by": "w2vbert", "task": state.served.task}
+        for name in state.settings.names]})
 
 
 @router.get("/health")
