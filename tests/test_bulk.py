@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
+from conftest import tiny_config_kwargs
 from w2vbert import (
     SeamlessM4TFeatureExtractor,
     Wav2Vec2BertConfig,
@@ -53,8 +55,6 @@ def write_wav(path: Path, audio: np.ndarray) -> Path:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Tiny random models, one per corpus task, each a directory as `save_pretrained` writes it."""
-    from conftest import tiny_config_kwargs
-
     root = tmp_path_factory.mktemp("models")
     extractor = SeamlessM4TFeatureExtractor()
     torch.manual_seed(0)
@@ -402,6 +402,25 @@ def test_a_manifest_row_csv_refuses_all_the_same_is_one_error_naming_its_line(tm
     (tmp_path / "corpus.csv").write_text("audio,text\nshort.wav,hi\nclip.wav," + "x" * 140_000 + "\n")
     with pytest.raises(ValueError, match=r"corpus.csv:3: not a CSV row: field larger than field limit \(131072\)$"):
         bulk.inputs_from_manifest(tmp_path / "corpus.csv")
+
+
+@pytest.fixture(params=[0o022, 0o077])
+def umask(request):
+    before = os.umask(request.param)
+    yield request.param
+    os.umask(before)
+
+
+def test_every_file_of_a_run_and_of_save_pretrained_gets_the_umasks_mode(corpus, tmp_path, umask):
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs())).save_pretrained(tmp_path / "model")
+    SeamlessM4TFeatureExtractor().save_pretrained(tmp_path / "model")
+    assert run_cli("embed", "--input-dir", str(corpus / "a"), "-m", str(tmp_path / "model"), "--stats",
+                   "--num-workers", "0", "-o", str(tmp_path / "out")) == 0
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"run.json", "shard-00000.parquet", "stats.safetensors", "manifest.json", "model.safetensors"} <= {
+        p.name for p in files}
+    assert {p.relative_to(tmp_path).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {
+        p.relative_to(tmp_path).as_posix(): oct(0o666 & ~umask) for p in files}
 
 
 def test_usage_mistakes_of_a_corpus_run_exit_2(models, corpus, tmp_path, capsys):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import stat
 
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
-from w2vbert.utils.files import atomic_output, atomic_write_text, read_json_object
+from w2vbert.utils.files import atomic_output, atomic_write_text, new_directory_beside, read_json_object
 
 
 def test_two_writers_of_one_file_never_share_a_temporary_name_and_one_whole_file_wins(tmp_path):
@@ -52,3 +56,21 @@ def test_json_objects_that_are_not_utf8_json_or_objects_name_the_file(tmp_path):
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="config.json must hold a JSON object, got list"):
         read_json_object(tmp_path / "config.json")
+
+
+@pytest.fixture(params=[0o022, 0o077])
+def umask(request):
+    """The process's umask set for one test (and put back): files must get 0o666 less it, as `open()` gives."""
+    before = os.umask(request.param)
+    yield request.param
+    os.umask(before)
+
+
+def test_atomic_outputs_get_the_mode_open_gives_under_the_umask_not_mkstemps_0600(tmp_path, umask):
+    written = [atomic_write_text(tmp_path / "run.json", "{}\n")]
+    with atomic_output(tmp_path / "shard.safetensors") as temporary:
+        save_file({"x": np.zeros(3, np.float32)}, temporary)  # safetensors writes a 0o600 file of its own
+    written.append(tmp_path / "shard.safetensors")
+    folder = new_directory_beside(tmp_path / "model")
+    assert {stat.S_IMODE(path.stat().st_mode) for path in written} == {0o666 & ~umask}
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
