@@ -4,6 +4,7 @@ process writes; bad inputs land in the failures table, bad runs are refused befo
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -451,6 +452,35 @@ def test_a_full_disk_is_a_clear_error_and_no_half_written_shard_counts_as_done(m
             "--shard-size", "4", "-o", str(out)]
     assert run_cli(*argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot write shard shard-00000" in err[0] and "No space left on device" in err[0]
+    assert err == [f"w2vbert: error: cannot write {out}/frames/shard-00000.safetensors: the disk is full (No space "
+                   "left on device): shard shard-00000 is not counted as done; rerun the same command to redo it"]
     assert not list((out / "data").glob("*.parquet")) and not (out / "manifest.json").exists()
     assert not [p for p in out.rglob("*") if p.is_file() and p.name != "run.json"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("full_at", ["run.json", "shard-00000.parquet"])
+def test_a_disk_full_from_the_start_names_the_file_says_so_and_counts_nothing_half_written(
+        models, corpus, tmp_path, monkeypatch, capsys, full_at):
+    out = tmp_path / "out"
+    write_text, write_table = Path.write_text, pq.write_table
+
+    def half_then_full(path, *rest, write):
+        write(path, *rest)
+        if Path(path).name.startswith(f".{full_at}."):  # its temporary: half written when the disk filled up
+            Path(path).write_bytes(Path(path).read_bytes()[:10])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what a write says: no file named
+
+    monkeypatch.setattr(Path, "write_text", lambda path, *rest, **options: half_then_full(
+        path, *rest, write=lambda *a: write_text(*a, **options)))
+    monkeypatch.setattr(pq, "write_table", lambda table, path, **options: half_then_full(
+        path, write=lambda p: write_table(table, p, **options)))
+    argv = ["embed", "--input-dir", str(corpus / "a"), "-m", str(models / "encoder"), "--num-workers", "0",
+            "-o", str(out)]
+    assert run_cli(*argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    folder = "" if full_at == "run.json" else "data/"
+    assert len(err) == 1 and err[0].startswith(
+        f"w2vbert: error: cannot write {out}/{folder}{full_at}: the disk is full (No space left on device)"), err
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.parquet")) and not (out / "manifest.json").exists()
+    monkeypatch.undo()
+    assert run_cli(*argv) == 0 and "1 shards (0 done before)" in capsys.readouterr().out

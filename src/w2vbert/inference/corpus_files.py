@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_numpy_file
 from safetensors.numpy import save_file as save_numpy_file
 
@@ -165,10 +164,8 @@ def _write_shard(
         table = pa.Table.from_pylist(ordered, schema=_schema(settings, width))
         with atomic_output(output_dir / DATA / f"{name}.parquet") as temporary:
             pq.write_table(table, temporary)
-    except (OSError, SafetensorError) as error:
-        reason = getattr(error, "strerror", None) or error
-        raise OSError(f"cannot write shard {name} in {output_dir}: {reason} (it is not counted as done; rerun the "
-                      "same command to redo it)") from error
+    except OSError as error:  # atomic_output's, naming the file
+        raise OSError(f"{error}: shard {name} is not counted as done; rerun the same command to redo it") from error
 
 
 def _finish(
