@@ -382,36 +382,6 @@ def test_another_runs_directory_is_refused_unless_overwrite_which_starts_fresh(m
     assert "(inputs_sha256 differ)" in capsys.readouterr().err
 
 
-@pytest.fixture
-def csv_field_cap():
-    """The csv module's own cap on a field (131,072 characters), whatever an earlier test left."""
-    import csv
-
-    before = csv.field_size_limit(131_072)
-    yield
-    csv.field_size_limit(before)
-
-
-def test_a_manifest_field_longer_than_the_csv_modules_cap_is_read(tmp_path, csv_field_cap):
-    transcript = "the quick brown fox " * 10_000  # 200,000 characters: a long recording's transcript
-    (tmp_path / "corpus.csv").write_text(f"audio,text\nclip.wav,{transcript}\n")
-    assert bulk.inputs_from_manifest(tmp_path / "corpus.csv") == [bulk.Input("clip.wav", str(tmp_path / "clip.wav"))]
-
-
-def test_a_manifest_row_csv_refuses_all_the_same_is_one_error_naming_its_line(tmp_path, csv_field_cap, monkeypatch):
-    monkeypatch.setattr("csv.field_size_limit", lambda *limit: 131_072)  # a cap csv would keep
-    (tmp_path / "corpus.csv").write_text("audio,text\nshort.wav,hi\nclip.wav," + "x" * 140_000 + "\n")
-    with pytest.raises(ValueError, match=r"corpus.csv:3: not a CSV row: field larger than field limit \(131072\)$"):
-        bulk.inputs_from_manifest(tmp_path / "corpus.csv")
-
-
-@pytest.fixture(params=[0o022, 0o077])
-def umask(request):
-    before = os.umask(request.param)
-    yield request.param
-    os.umask(before)
-
-
 def test_every_file_of_a_run_and_of_save_pretrained_gets_the_umasks_mode(corpus, tmp_path, umask):
     Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs())).save_pretrained(tmp_path / "model")
     SeamlessM4TFeatureExtractor().save_pretrained(tmp_path / "model")

@@ -60,14 +60,6 @@ def test_json_objects_that_are_not_utf8_json_or_objects_name_the_file(tmp_path):
         read_json_object(tmp_path / "config.json")
 
 
-@pytest.fixture(params=[0o022, 0o077])
-def umask(request):
-    """The process's umask set for one test (and put back): files must get 0o666 less it, as `open()` gives."""
-    before = os.umask(request.param)
-    yield request.param
-    os.umask(before)
-
-
 def test_atomic_outputs_get_the_mode_open_gives_under_the_umask_not_mkstemps_0600(tmp_path, umask):
     written = [atomic_write_text(tmp_path / "run.json", "{}\n")]
     with atomic_output(tmp_path / "shard.safetensors") as temporary:
