@@ -382,6 +382,39 @@ def test_another_runs_directory_is_refused_unless_overwrite_which_starts_fresh(m
     assert "(inputs_sha256 differ)" in capsys.readouterr().err
 
 
+def test_a_run_resumed_after_the_weights_changed_in_place_is_refused_naming_the_file(
+        models, corpus, tmp_path, capsys, caplog):
+    model, out = tmp_path / "model", tmp_path / "out"
+    shutil.copytree(models / "encoder", model)
+    argv = ["embed", "--input-dir", str(corpus / "a"), "-m", str(model), "--shard-size", "1", "--num-workers", "0",
+            "-o", str(out)]
+    assert run_cli(*argv) == 0
+    (out / "data" / "shard-00001.parquet").unlink()  # as if stopped before its last shard
+    os.utime(model / "model.safetensors")  # touched, or copied: the same weights, resumed
+    assert run_cli(*argv) == 0 and "2 shards (1 done before)" in capsys.readouterr().out
+
+    (out / "data" / "shard-00001.parquet").unlink()
+    header = (model / "model.safetensors").read_bytes()[:2048]
+    torch.manual_seed(1)  # trained further and saved in place: other values under the very same header
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs())).save_pretrained(model)
+    assert (model / "model.safetensors").read_bytes()[:2048] == header
+    assert run_cli(*argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"w2vbert: error: {out} holds outputs of other weights: model.safetensors of {model} changed since "
+                   "its shards were written: pass --overwrite to start again with these weights, or choose another "
+                   "--output-dir"]
+    assert not (out / "data" / "shard-00001.parquet").exists()
+
+    # A run.json from before the fingerprint: resumed with a warning, and checked from then on.
+    record = json.loads((out / "run.json").read_text())
+    del record["weights"]
+    (out / "run.json").write_text(json.dumps(record))
+    with caplog.at_level("WARNING", logger="w2vbert"):
+        assert run_cli(*argv) == 0
+    assert f"{out / 'run.json'} records no fingerprint of the weights" in caplog.text
+    assert json.loads((out / "run.json").read_text())["weights"].keys() == {"model.safetensors"}
+
+
 def test_every_file_of_a_run_and_of_save_pretrained_gets_the_umasks_mode(corpus, tmp_path, umask):
     Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs())).save_pretrained(tmp_path / "model")
     SeamlessM4TFeatureExtractor().save_pretrained(tmp_path / "model")
