@@ -93,6 +93,15 @@ def tiny_kwargs():
     return tiny_config_kwargs()
 
 
+@pytest.fixture(params=[0o022, 0o077])
+def umask(request):
+    """The process's umask set for one test (and put back): written files must get 0o666 less it, as `open()`
+    gives."""
+    before = os.umask(request.param)
+    yield request.param
+    os.umask(before)
+
+
 def assert_same_outputs(ours, theirs):
     """The same keys, each the same kind (tensor, array or list), dtype, shape and values (exactly), and the
     same attribute access: what code written against transformers' processors reads."""

@@ -4,12 +4,14 @@ process writes; bad inputs land in the failures table, bad runs are refused befo
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -25,6 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
+from conftest import tiny_config_kwargs
 from w2vbert import (
     SeamlessM4TFeatureExtractor,
     Wav2Vec2BertConfig,
@@ -53,8 +56,6 @@ def write_wav(path: Path, audio: np.ndarray) -> Path:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Tiny random models, one per corpus task, each a directory as `save_pretrained` writes it."""
-    from conftest import tiny_config_kwargs
-
     root = tmp_path_factory.mktemp("models")
     extractor = SeamlessM4TFeatureExtractor()
     torch.manual_seed(0)
@@ -381,6 +382,51 @@ def test_another_runs_directory_is_refused_unless_overwrite_which_starts_fresh(m
     assert "(inputs_sha256 differ)" in capsys.readouterr().err
 
 
+def test_a_run_resumed_after_the_weights_changed_in_place_is_refused_naming_the_file(
+        models, corpus, tmp_path, capsys, caplog):
+    model, out = tmp_path / "model", tmp_path / "out"
+    shutil.copytree(models / "encoder", model)
+    argv = ["embed", "--input-dir", str(corpus / "a"), "-m", str(model), "--shard-size", "1", "--num-workers", "0",
+            "-o", str(out)]
+    assert run_cli(*argv) == 0
+    (out / "data" / "shard-00001.parquet").unlink()  # as if stopped before its last shard
+    os.utime(model / "model.safetensors")  # touched, or copied: the same weights, resumed
+    assert run_cli(*argv) == 0 and "2 shards (1 done before)" in capsys.readouterr().out
+
+    (out / "data" / "shard-00001.parquet").unlink()
+    header = (model / "model.safetensors").read_bytes()[:2048]
+    torch.manual_seed(1)  # trained further and saved in place: other values under the very same header
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs())).save_pretrained(model)
+    assert (model / "model.safetensors").read_bytes()[:2048] == header
+    assert run_cli(*argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"w2vbert: error: {out} holds outputs of other weights: model.safetensors of {model} changed since "
+                   "its shards were written: pass --overwrite to start again with these weights, or choose another "
+                   "--output-dir"]
+    assert not (out / "data" / "shard-00001.parquet").exists()
+
+    # A run.json from before the fingerprint: resumed with a warning, and checked from then on.
+    record = json.loads((out / "run.json").read_text())
+    del record["weights"]
+    (out / "run.json").write_text(json.dumps(record))
+    with caplog.at_level("WARNING", logger="w2vbert"):
+        assert run_cli(*argv) == 0
+    assert f"{out / 'run.json'} records no fingerprint of the weights" in caplog.text
+    assert json.loads((out / "run.json").read_text())["weights"].keys() == {"model.safetensors"}
+
+
+def test_every_file_of_a_run_and_of_save_pretrained_gets_the_umasks_mode(corpus, tmp_path, umask):
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs())).save_pretrained(tmp_path / "model")
+    SeamlessM4TFeatureExtractor().save_pretrained(tmp_path / "model")
+    assert run_cli("embed", "--input-dir", str(corpus / "a"), "-m", str(tmp_path / "model"), "--stats",
+                   "--num-workers", "0", "-o", str(tmp_path / "out")) == 0
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"run.json", "shard-00000.parquet", "stats.safetensors", "manifest.json", "model.safetensors"} <= {
+        p.name for p in files}
+    assert {p.relative_to(tmp_path).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {
+        p.relative_to(tmp_path).as_posix(): oct(0o666 & ~umask) for p in files}
+
+
 def test_usage_mistakes_of_a_corpus_run_exit_2(models, corpus, tmp_path, capsys):
     assert run_cli("transcribe", "--input-dir", str(corpus), "-m", str(models / "ctc")) == 2
     assert "a corpus run (--manifest / --input-dir) writes shards: pass --output-dir" in capsys.readouterr().err
@@ -409,6 +455,35 @@ def test_a_full_disk_is_a_clear_error_and_no_half_written_shard_counts_as_done(m
             "--shard-size", "4", "-o", str(out)]
     assert run_cli(*argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot write shard shard-00000" in err[0] and "No space left on device" in err[0]
+    assert err == [f"w2vbert: error: cannot write {out}/frames/shard-00000.safetensors: the disk is full (No space "
+                   "left on device): shard shard-00000 is not counted as done; rerun the same command to redo it"]
     assert not list((out / "data").glob("*.parquet")) and not (out / "manifest.json").exists()
     assert not [p for p in out.rglob("*") if p.is_file() and p.name != "run.json"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("full_at", ["run.json", "shard-00000.parquet"])
+def test_a_disk_full_from_the_start_names_the_file_says_so_and_counts_nothing_half_written(
+        models, corpus, tmp_path, monkeypatch, capsys, full_at):
+    out = tmp_path / "out"
+    write_text, write_table = Path.write_text, pq.write_table
+
+    def half_then_full(path, *rest, write):
+        write(path, *rest)
+        if Path(path).name.startswith(f".{full_at}."):  # its temporary: half written when the disk filled up
+            Path(path).write_bytes(Path(path).read_bytes()[:10])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what a write says: no file named
+
+    monkeypatch.setattr(Path, "write_text", lambda path, *rest, **options: half_then_full(
+        path, *rest, write=lambda *a: write_text(*a, **options)))
+    monkeypatch.setattr(pq, "write_table", lambda table, path, **options: half_then_full(
+        path, write=lambda p: write_table(table, p, **options)))
+    argv = ["embed", "--input-dir", str(corpus / "a"), "-m", str(models / "encoder"), "--num-workers", "0",
+            "-o", str(out)]
+    assert run_cli(*argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    folder = "" if full_at == "run.json" else "data/"
+    assert len(err) == 1 and err[0].startswith(
+        f"w2vbert: error: cannot write {out}/{folder}{full_at}: the disk is full (No space left on device)"), err
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.parquet")) and not (out / "manifest.json").exists()
+    monkeypatch.undo()
+    assert run_cli(*argv) == 0 and "1 shards (0 done before)" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import wave
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from w2vbert.data.manifest import read_manifest
 from w2vbert.data.sampler import LengthGroupedBatchSampler, padded_seconds
 from w2vbert.training.datasets import SpeechDataset, examples_from_dataset, load_examples
 from w2vbert.training.examples import (
@@ -158,6 +160,28 @@ def test_a_manifest_that_is_not_utf8_names_the_file_and_line(clips):
     (clips / "m.tsv").write_bytes("audio\ttext\naudio/long.wav\tcafé\n".encode() + b"audio/long.wav\tcaf\xe9\n")
     with pytest.raises(ValueError, match=r"m\.tsv:3: not UTF-8 text"):
         load_examples(clips / "m.tsv", "ctc", BadExamples())
+
+
+@pytest.fixture
+def csv_field_cap():
+    """The csv module's own cap on a field (131,072 characters), whatever an earlier test left."""
+    before = csv.field_size_limit(131_072)
+    yield
+    csv.field_size_limit(before)
+
+
+def test_a_manifest_field_longer_than_the_csv_modules_cap_is_read(tmp_path, csv_field_cap):
+    transcript = "the quick brown fox " * 10_000  # 200,000 characters: a long recording's transcript
+    (tmp_path / "corpus.csv").write_text(f"audio,text\nclip.wav,{transcript}\n")
+    assert list(read_manifest(tmp_path / "corpus.csv", ["audio"])) == [
+        (f"{tmp_path / 'corpus.csv'}:2", {"audio": "clip.wav", "text": transcript})]
+
+
+def test_a_manifest_row_csv_refuses_all_the_same_is_one_error_naming_its_line(tmp_path, csv_field_cap, monkeypatch):
+    monkeypatch.setattr("csv.field_size_limit", lambda *limit: 131_072)  # a cap csv would keep
+    (tmp_path / "corpus.csv").write_text("audio,text\nshort.wav,hi\nclip.wav," + "x" * 140_000 + "\n")
+    with pytest.raises(ValueError, match=r"corpus.csv:3: not a CSV row: field larger than field limit \(131072\)$"):
+        list(read_manifest(tmp_path / "corpus.csv", ["audio"]))
 
 
 def test_clips_longer_than_the_batch_cap_are_skipped_and_counted_or_cropped(clips):

@@ -12,6 +12,8 @@ import torch
 import w2vbert
 from conftest import random_batch, tiny_config_kwargs
 from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC, Wav2Vec2BertModel
+from w2vbert.loading.fingerprint import weights_fingerprint
+from w2vbert.loading.weights import save_weights
 
 
 def tiny_model(cls=Wav2Vec2BertModel, **overrides):
@@ -296,3 +298,26 @@ def test_a_report_of_many_missing_tensors_counts_them_and_names_the_first_few(tm
     missing = len(info["missing_keys"])
     assert missing > 50 and f"newly initialised {missing} tensors" in message
     assert message.endswith(f"and {missing - 8} more") and len(message) < 1000
+
+
+def test_the_weights_fingerprint_sees_weights_changed_in_any_layout_and_not_a_touch(tmp_path):
+    state = {f"layer{n}.weight": torch.randn(64, 64) for n in range(4)}  # 16 KiB each
+    save_weights(state, tmp_path / "sharded", max_shard_size=20_000)  # a tensor a shard, and the index
+    (tmp_path / "bin").mkdir()
+    big = {f"w{n}": torch.zeros(1024, 1024) for n in range(3)}  # 4 MiB each: more than the ends a digest reads
+    torch.save(big, tmp_path / "bin" / "pytorch_model.bin")
+    before = {layout: weights_fingerprint(tmp_path / layout) for layout in ("sharded", "bin")}
+    assert len(before["sharded"]) == 5 and before["bin"].keys() == {"pytorch_model.bin"}
+    for path in (tmp_path / "sharded").iterdir():
+        os.utime(path, (0, 0))
+    assert weights_fingerprint(tmp_path / "sharded") == before["sharded"]
+
+    state["layer2.weight"] += 1e-3 * torch.randn(64, 64)  # one tensor trained further, the others frozen
+    save_weights(state, tmp_path / "sharded", max_shard_size=20_000)
+    big["w1"][512, 7] = 1.0  # in a PyTorch zip, one value mid-file is seen too
+    torch.save(big, tmp_path / "bin" / "pytorch_model.bin")
+    after = {layout: weights_fingerprint(tmp_path / layout) for layout in ("sharded", "bin")}
+    assert [name for name in before["sharded"] if before["sharded"][name] != after["sharded"][name]] == [
+        "model-00003-of-00004.safetensors"]
+    assert after["bin"] != before["bin"]
+    assert weights_fingerprint("no-such/model") == {} == weights_fingerprint(tmp_path / "missing")

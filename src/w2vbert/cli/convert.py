@@ -10,7 +10,6 @@ import argparse
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from w2vbert.loading.devices import INFERENCE_DTYPES, resolve_dtype
 from w2vbert.model.encoder import Wav2Vec2BertModel
 from w2vbert.model.fairseq2 import KINDS
 from w2vbert.model.pretraining import Wav2Vec2BertForPreTraining
+from w2vbert.utils.files import new_directory_beside
 
 logger = logging.getLogger("w2vbert")
 
@@ -45,7 +45,7 @@ def convert(
     if dtype is not None:
         model.to(dtype)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    temporary = new_directory_beside(dst)
     try:
         model.save_pretrained(temporary)
         default_feature_extractor().save_pretrained(temporary)  # the original front end's, as published

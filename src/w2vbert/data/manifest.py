@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 MANIFEST_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
+FIELD_SIZE_CAP = 2**31 - 1  # the largest limit csv takes everywhere (a C long; 32 bits on Windows)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".aac", ".wma")  # a directory's audio
 
 
@@ -48,10 +49,16 @@ def read_manifest(path: str | os.PathLike, columns: Sequence[str]) -> Iterator[t
                 _check_columns(path, columns, list(row), f"line {number}")
                 yield f"{path}:{number}", {k: "" if v is None else str(v) for k, v in row.items()}
             return
+        # No field is longer than the file: the csv module's cap (131,072 characters; the process's, so raised and
+        # never lowered here) would refuse a long transcript.
+        csv.field_size_limit(max(csv.field_size_limit(), min(len(text), FIELD_SIZE_CAP)))
         reader = csv.DictReader(f, delimiter=MANIFEST_FORMATS[suffix])
-        _check_columns(path, columns, reader.fieldnames or [], "header")
-        for row in reader:  # reader.line_num counts the header, so it is the file's line number
-            yield f"{path}:{reader.line_num}", {k: v or "" for k, v in row.items() if k is not None}
+        try:
+            _check_columns(path, columns, reader.fieldnames or [], "header")
+            for row in reader:  # reader.line_num counts the header, so it is the file's line number
+                yield f"{path}:{reader.line_num}", {k: v or "" for k, v in row.items() if k is not None}
+        except csv.Error as error:  # raised before the line it was reading is counted
+            raise ValueError(f"{path}:{reader.line_num + 1}: not a {suffix[1:].upper()} row: {error}") from None
 
 
 def _check_columns(path: Path, expected: Sequence[str], found: Sequence[str], where: str) -> None:

@@ -81,6 +81,7 @@ from w2vbert.inference.pipelines import (
     AutomaticSpeechRecognitionPipeline,
     FeatureExtractionPipeline,
 )
+from w2vbert.utils.files import write_error
 
 __all__ = [
     "BulkSettings",
@@ -192,11 +193,18 @@ def _ranks() -> tuple[int, int]:
 
 def _make_output_dir(output_dir: Path, settings: BulkSettings, inputs: list[Input], overwrite: bool) -> None:
     """Rank 0, before any rank writes: the directory checked for another run's outputs, and its folders made."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+    _make_folder(output_dir, parents=True)
     check_run(output_dir, settings, inputs, overwrite)
     for folder, wanted in ((DATA, True), (FRAMES, settings.frames), (PARTIAL_STATS, settings.stats)):
         if wanted:
-            (output_dir / folder).mkdir(exist_ok=True)
+            _make_folder(output_dir / folder)
+
+
+def _make_folder(folder: Path, parents: bool = False) -> None:
+    try:
+        folder.mkdir(parents=parents, exist_ok=True)
+    except OSError as error:  # a full disk says so, naming the folder
+        raise write_error(folder, error) from error
 
 
 def _run_shards(

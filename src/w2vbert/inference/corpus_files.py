@@ -1,8 +1,9 @@
 """A corpus run's output directory: its layout, `run.json` (what the run is), the shard files, the per-dimension
 statistics, and what rank 0 writes last (the failures table, the merged statistics, the manifest).
 
-    run.json                        what the run is: task, model, layer, pooling, dtype, shard size, inputs. A rerun
-                                    with other settings is refused unless --overwrite
+    run.json                        what the run is: task, model, layer, pooling, dtype, shard size, inputs, and a
+                                    fingerprint of the model's weights (loading/fingerprint.py). A rerun with other
+                                    settings, or after the weights changed in place, is refused unless --overwrite
     data/shard-00000.parquet, ...   one row per input, in input order: id, audio, duration (s, decoded), the task's
                                     columns, error (null, or why the input failed); `pandas.read_parquet("OUT/data")`
     frames/shard-00000.safetensors  (embed --pool none) every input's frames (frames, hidden), under its id
@@ -23,17 +24,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_numpy_file
 from safetensors.numpy import save_file as save_numpy_file
 
 from w2vbert.inference.corpus_settings import BulkSettings, BulkSummary, Input
+from w2vbert.loading.fingerprint import weights_fingerprint
 from w2vbert.utils.files import atomic_output, atomic_write_text, read_json_object
+
+logger = logging.getLogger("w2vbert")
 
 RUN_NAME = "run.json"
 DATA, FRAMES, PARTIAL_STATS = "data", "frames", "partial-stats"  # the shards' folders
@@ -46,23 +50,16 @@ PYARROW_HINT = "bulk runs write Parquet with pyarrow: pip install 'w2vbert[bulk]
 
 # --------------------------------------------------------------------------------------------------- run.json
 def check_run(output_dir: Path, settings: BulkSettings, inputs: list[Input], overwrite: bool) -> None:
-    """Refuse a directory holding another run's outputs (other settings or inputs) unless `overwrite`, which
-    clears them; record this run's settings (rank 0)."""
+    """Refuse a directory holding another run's outputs (other settings, inputs or weights) unless `overwrite`,
+    which clears them; record this run's settings (rank 0)."""
     listing = hashlib.sha256("".join(f"{entry.id}\t{entry.audio}\n" for entry in inputs).encode()).hexdigest()
     record = {"format_version": FORMAT_VERSION, "settings": dataclasses.asdict(settings),
-              "inputs": len(inputs), "first_id": inputs[0].id if inputs else None, "inputs_sha256": listing}
+              "inputs": len(inputs), "first_id": inputs[0].id if inputs else None, "inputs_sha256": listing,
+              "weights": weights_fingerprint(settings.model)}
     record = json.loads(json.dumps(record))  # as stored: a tuple (stride_length_s) reads back as a list
     path = output_dir / RUN_NAME
     if path.is_file() and not overwrite:
-        stored = read_json_object(path)
-        if stored != record:
-            before = stored.get("settings", {})
-            differ = sorted(k for k in record["settings"] if before.get(k) != record["settings"][k])
-            differ += [k for k in ("inputs", "first_id", "inputs_sha256") if stored.get(k) != record[k]]
-            raise ValueError(
-                f"{output_dir} holds the outputs of another run ({', '.join(differ)} differ): pass --overwrite to "
-                "replace them, or choose another --output-dir"
-            )
+        _check_same_run(output_dir, read_json_object(path), record)
     elif overwrite:
         for folder in (DATA, FRAMES, PARTIAL_STATS):
             shutil.rmtree(output_dir / folder, ignore_errors=True)
@@ -74,6 +71,36 @@ def check_run(output_dir: Path, settings: BulkSettings, inputs: list[Input], ove
         for leftover in (output_dir / folder).glob(".shard-*.tmp"):
             leftover.unlink()
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def _check_same_run(output_dir: Path, stored: dict[str, Any], record: dict[str, Any]) -> None:
+    """Refuse `output_dir` if its run.json (`stored`) is not this run's `record`: the settings and inputs, then the
+    weights the model path holds now (changed in place, they would mix two models' outputs in one run).
+
+    A run.json from before weights were recorded is accepted with a warning: it was written by the same command
+    at that version, refusing it would throw away every finished shard on an upgrade, and whether the weights
+    changed since cannot be known; this run records them, so the next resume is checked."""
+    before = stored.get("settings", {})
+    differ = sorted(k for k in record["settings"] if before.get(k) != record["settings"][k])
+    differ += [k for k in record if k not in ("settings", "weights") and stored.get(k) != record[k]]
+    if differ:
+        raise ValueError(
+            f"{output_dir} holds the outputs of another run ({', '.join(differ)} differ): pass --overwrite to "
+            "replace them, or choose another --output-dir"
+        )
+    if "weights" not in stored:
+        logger.warning("%s records no fingerprint of the weights (written by an older w2vbert): resuming as if "
+                       "%s were unchanged since its shards were written", output_dir / RUN_NAME,
+                       record["settings"]["model"])
+        return
+    weights = stored["weights"]
+    changed = sorted(n for n in weights.keys() | record["weights"].keys() if weights.get(n) != record["weights"].get(n))
+    if changed:
+        raise ValueError(
+            f"{output_dir} holds outputs of other weights: {', '.join(changed)} of {record['settings']['model']} "
+            "changed since its shards were written: pass --overwrite to start again with these weights, or choose "
+            "another --output-dir"
+        )
 
 
 # ------------------------------------------------------------------------------------------------- statistics
@@ -165,10 +192,8 @@ def _write_shard(
         table = pa.Table.from_pylist(ordered, schema=_schema(settings, width))
         with atomic_output(output_dir / DATA / f"{name}.parquet") as temporary:
             pq.write_table(table, temporary)
-    except (OSError, SafetensorError) as error:
-        reason = getattr(error, "strerror", None) or error
-        raise OSError(f"cannot write shard {name} in {output_dir}: {reason} (it is not counted as done; rerun the "
-                      "same command to redo it)") from error
+    except OSError as error:  # atomic_output's, naming the file
+        raise OSError(f"{error}: shard {name} is not counted as done; rerun the same command to redo it") from error
 
 
 def _finish(
