@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from w2vbert.export.attention import EXPORT_CHUNK_ROWS, installed
+from w2vbert.export.names import EXPORT_DTYPE_NAMES, QUANTIZATIONS
+from w2vbert.loading.devices import DTYPES
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
 from w2vbert.model.encoder import Wav2Vec2BertModel
 from w2vbert.model.heads import (
@@ -55,8 +57,7 @@ OUTPUT_NAMES: dict[type[Wav2Vec2BertPreTrainedModel], tuple[str, ...]] = {
     Wav2Vec2BertForAudioFrameClassification: ("logits",),
     Wav2Vec2BertForXVector: ("logits", "embeddings"),
 }
-EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-QUANTIZATIONS = ("int8",)
+EXPORT_DTYPES = {name: DTYPES[dtype] for name, dtype in EXPORT_DTYPE_NAMES.items()}  # --dtype -> torch dtype
 ONNX_NAME = "model.onnx"
 OPSET = 18
 

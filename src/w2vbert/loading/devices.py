@@ -26,12 +26,6 @@ DTYPES = {
     "float16": torch.float16,
     "float64": torch.float64,
 }
-INFERENCE_DTYPES = ("float32", "bfloat16", "float16")  # what the inference commands offer
-DTYPE_CHOICES = ("auto", *INFERENCE_DTYPES)  # their --dtype: "auto" is `fastest_dtype` of the device
-DTYPE_HELP = (
-    "auto (default): the fastest this device runs natively, bfloat16 on a CPU with AMX / AVX512-BF16 and on a GPU, "
-    "else float32 (`w2vbert info --system` shows the pick); or float32 (transformers' numbers), bfloat16, float16"
-)
 AUTO_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # transformers' names; one device here
 # Padded audio per model batch (corpus runs, the server), by device type: a GPU wants many clips at once; on a CPU
 # one clip of 10-30 s already fills the matrix units and padding is pure loss (benchmarks/NOTES.md, "Corpus runs").
