@@ -8,7 +8,7 @@
   `--dtype auto` picks from it; `warn_if_emulated` says once when bfloat16 would run emulated, and slow.
 - `rank_device`: the device of this torchrun rank (its own GPU, by LOCAL_RANK).
 - `resolve_device`: "cpu", "cuda", "cuda:1", a GPU index, "auto", a single-device `device_map` -> a torch device,
-  with a one-line error for a device this machine does not have.
+  with a one-line error for a device this machine does not have, naming those it has (`available_devices`).
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def resolve_device(device: Any) -> torch.device:
         target = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(
-            f"unknown device {device!r}: expected 'cpu', 'cuda', 'cuda:N', a GPU index, or 'auto'"
+            f"unknown device {device!r}: expected 'cpu', 'cuda', 'cuda:N', a GPU index, or 'auto' (available here: "
+            f"{', '.join(available_devices())})"
         ) from None
     if target.type == "cuda":
         if not torch.cuda.is_available():
@@ -80,9 +81,23 @@ def resolve_device(device: Any) -> torch.device:
                 f"device={str(target)!r}: there are {count} CUDA device(s); use one of cuda:0..cuda:{count - 1}, "
                 "or device='cpu'"
             )
-    elif target.type not in ("cpu", "mps", "xpu"):
-        raise ValueError(f"device={str(target)!r} is not supported: expected 'cpu', 'cuda' or 'cuda:N'")
+    elif target.type != "cpu" and not _backend_available(target.type):
+        raise ValueError(f"device={str(target)!r} is not available here: available devices are "
+                         f"{', '.join(available_devices())}")
     return target
+
+
+def available_devices() -> list[str]:
+    """The devices a model can run on here, as --device names them: cpu, each CUDA GPU, mps or xpu."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["cpu", *(f"cuda:{index}" for index in range(gpus)), *(name for name in ("mps", "xpu")
+                                                                  if _backend_available(name))]
+
+
+def _backend_available(device_type: str) -> bool:
+    """Whether torch can run on `device_type` (mps, xpu) here; False for the types the model does not run on."""
+    backend = {"mps": getattr(torch.backends, "mps", None), "xpu": getattr(torch, "xpu", None)}.get(device_type)
+    return backend is not None and backend.is_available()
 
 
 def rank_device(device: Any, local_rank: int) -> torch.device:

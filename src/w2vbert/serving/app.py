@@ -28,11 +28,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-try:  # the `serve` extra
-    import prometheus_client  # noqa: F401 - the metrics (state.py)
+try:  # the `serve` extra: fastapi, and prometheus_client for the metrics (state.py)
+    import prometheus_client  # noqa: F401
     from fastapi import FastAPI
-except ImportError as missing:
-    raise ImportError("the server runs on FastAPI and uvicorn: pip install 'w2vbert[serve]'") from missing
+except ImportError:
+    from w2vbert.utils.extras import require_extra
+
+    require_extra("serve", "the server (w2vbert.serving)")  # one line naming the missing module and the extra
+    raise  # all there, but one of them fails to import: its own error
 
 from w2vbert.serving.errors import install_error_handlers
 from w2vbert.serving.middleware import install_middleware
