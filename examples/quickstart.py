@@ -1,8 +1,8 @@
 """The main job of the README on the shipped example: transcribe recordings offline with the demo model.
 
 examples/demo-model is a 2.47M-parameter CTC model trained from scratch by scripts/train_demo.py on synthetic
-espeak-ng English (a 33-word vocabulary; held-out CER 2.2%, WER 7.3%, its training_summary.json of 2026-12-01): a
-demonstration, not a general recogniser (docs/demo-model.md).
+espeak-ng English (a 33-word vocabulary; its held-out error rates are in examples/demo-model/training_summary.json):
+a demonstration, not a general recogniser (docs/demo-model.md).
 examples/audio holds two espeak-ng recordings with a voice and speed it never trained on, and their reference
 text. This runs `w2vbert transcribe` on them with word timestamps, compares with the references, and takes a
 layer-2 embedding through `pipeline("feature-extraction")`.

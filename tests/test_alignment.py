@@ -135,7 +135,8 @@ def test_the_align_command_writes_every_format_aligns_long_audio_and_names_what_
                                     f"dog_cat.wav\t{'word ' * 200}\n")
     (tmp_path / "dog_cat.wav").write_bytes(clip.read_bytes())
     capsys.readouterr()
-    assert main(["align", "--manifest", str(tmp_path / "m.tsv"), "-m", model, "-o", str(tmp_path / "m")]) == 1
+    assert main(["align", "--manifest", str(tmp_path / "m.tsv"), "-m", model, "-o", str(tmp_path / "m"),
+                 "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dog_cat.wav: the transcript cannot be aligned to this audio" in err[0]
     words = json.loads((tmp_path / "m" / "long.json").read_text())["words"]

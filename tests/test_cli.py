@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import subprocess
 import sys
@@ -186,3 +188,165 @@ def test_finetune_refuses_a_device_this_machine_lacks_as_bad_usage(tmp_path, cap
     with pytest.raises(SystemExit) as stopped:
         main(["finetune", "--model", "m", "--train", "t.tsv", "--output-dir", str(tmp_path), "--device", "gpu"])
     assert stopped.value.code == 2 and "argument --device: unknown device 'gpu'" in capsys.readouterr().err
+
+
+def test_every_subcommands_help_answers_without_importing_torch():
+    # One process runs `w2vbert <command> --help` for each command in turn: torch must stay out of sys.modules.
+    script = (
+        "import sys\nfrom w2vbert.cli.parser import COMMANDS, main\n"
+        "for name in COMMANDS:\n"
+        "    try:\n        main([name, '--help'])\n"
+        "    except SystemExit as done:\n        assert done.code == 0, name\n"
+        "    if 'torch' in sys.modules:\n        print('torch imported by', name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "torch imported" not in done.stdout and "--no-progress" in done.stdout
+
+
+def test_the_choices_help_lists_without_torch_are_those_of_the_tables_they_stand_for():
+    from w2vbert.export.names import EXPORT_DTYPE_NAMES
+    from w2vbert.export.onnx import EXPORT_DTYPES
+    from w2vbert.loading.devices import DTYPES
+    from w2vbert.training.names import FINETUNING_TASKS, PRETRAINING_TASK
+    from w2vbert.training.tasks import TASKS
+
+    assert FINETUNING_TASKS == tuple(name for name, task in TASKS.items() if task.target_column is not None)
+    assert set(TASKS) == {*FINETUNING_TASKS, PRETRAINING_TASK}
+    assert EXPORT_DTYPES == {"fp32": DTYPES["float32"], "fp16": DTYPES["float16"]} == {
+        name: DTYPES[dtype] for name, dtype in EXPORT_DTYPE_NAMES.items()}
+
+
+LONG_COMMANDS = ("transcribe", "align", "classify", "embed", "finetune", "pretrain")
+
+
+def test_every_command_that_runs_long_work_shares_the_run_options():
+    from w2vbert.cli.parser import build_parser
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in LONG_COMMANDS:
+        options = {option for action in subcommands[name]._actions for option in action.option_strings}
+        assert {"--no-progress", "--device"} <= options, name
+
+
+def test_align_shows_progress_on_stderr_unless_no_progress(ctc_model, capsys):
+    assert main(["align", str(HELLO), "the fox", "-m", str(ctc_model)]) == 0
+    captured = capsys.readouterr()
+    assert "s audio" in captured.err and '"words"' in captured.out
+    assert main(["align", str(HELLO), "the fox", "-m", str(ctc_model), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and '"words"' in captured.out
+
+
+@pytest.mark.parametrize("device", ["xpu", "mps", "meta"])
+def test_a_device_this_machine_lacks_is_one_line_naming_it_and_those_available_exit_2(ctc_model, capsys, device):
+    from w2vbert.loading.devices import available_devices
+
+    if device in available_devices():
+        pytest.skip(f"this machine has {device}")
+    with pytest.raises(SystemExit) as stopped:
+        main(["transcribe", str(HELLO), "-m", str(ctc_model), "--device", device])
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert stopped.value.code == 2 and "Traceback" not in line
+    assert f"argument --device: device={device!r} is not available here: available devices are cpu" in line
+
+
+# ------------------------------------------------------------------------------------- missing optional extras
+def test_every_extra_of_pyproject_names_the_modules_it_brings():
+    from w2vbert.utils.extras import EXTRAS
+
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert set(EXTRAS) == set(extras) - {"dev", "bench-peers"}  # what users install; not the developers' sets
+
+
+def assert_names_the_extra(message: str, extra: str):
+    assert "\n" not in message and "Traceback" not in message
+    assert f"pip install 'w2vbert[{extra}]' (from the package index)" in message
+    assert f"pip install '.[{extra}]' (in a clone of the repository)" in message
+
+
+@pytest.mark.parametrize("extra", ["lm", "train", "lora", "bulk", "ray", "vad", "onnx", "serve"])
+def test_a_missing_module_of_each_extra_is_one_line_naming_the_extra(monkeypatch, extra):
+    from w2vbert.utils.extras import EXTRAS, MissingExtra, optional_import, require_extra
+
+    for module in EXTRAS[extra]:
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed: `import module` raises ImportError
+        with pytest.raises(MissingExtra) as missing:
+            optional_import(module, "this feature")
+        assert_names_the_extra(str(missing.value), extra)
+        assert str(missing.value).startswith(f"this feature needs {module}, which is not installed")
+    with pytest.raises(MissingExtra):
+        require_extra(extra, "this feature")
+
+
+def _call(module: str, function: str, *args):
+    """A use of the Python API: `module.function(*args)`."""
+    return lambda monkeypatch, tmp_path: getattr(importlib.import_module(module), function)(*args)
+
+
+def _serving_app(monkeypatch, tmp_path):
+    monkeypatch.delitem(sys.modules, "w2vbert.serving.app", raising=False)  # imported afresh, as by a new process
+    importlib.import_module("w2vbert.serving.app")
+
+
+def _export(monkeypatch, tmp_path):
+    from conftest import tiny_config_kwargs
+    from w2vbert import Wav2Vec2BertModel
+    from w2vbert.export.onnx import export_onnx
+
+    export_onnx(Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs())), tmp_path / "model.onnx")
+
+
+@pytest.mark.parametrize("extra, module, use", [
+    ("lm", "flashlight.lib.text.decoder", _call("w2vbert.text.decoding", "BeamSearchDecoder")),
+    ("vad", "silero_vad", _call("w2vbert.audio.vad", "silero")),
+    ("bulk", "pyarrow", _call("w2vbert.inference.corpus_files", "pyarrow_modules")),
+    ("lora", "peft.tuners.lora", _call("w2vbert.training.lora", "lora_layers", torch.nn.Linear(2, 2))),
+    ("onnx", "onnxscript", _export),
+    ("serve", "fastapi", _serving_app),
+])
+def test_each_python_api_that_needs_an_extra_says_which_in_one_line(monkeypatch, tmp_path, extra, module, use):
+    from w2vbert.utils.extras import MissingExtra
+
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MissingExtra) as missing:
+        use(monkeypatch, tmp_path)
+    assert_names_the_extra(str(missing.value), extra)
+
+
+def test_training_without_tensorboard_logs_one_line_naming_the_train_extra(monkeypatch, tmp_path, caplog):
+    from w2vbert.training.metrics import MetricsLog
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    assert MetricsLog(tmp_path, 0, tensorboard=True).writer is None
+    assert_names_the_extra(caplog.records[-1].getMessage(), "train")
+
+
+def test_the_commands_say_a_missing_extra_in_one_line_and_exit_1(ctc_model, tmp_path):
+    # One process runs each command with one module hidden (None in sys.modules: its import fails) and reports the
+    # exit code and stderr: the command line as a user without that extra sees it.
+    cases = [
+        ("serve", "fastapi", ["serve", "-m", str(ctc_model)]),
+        ("onnx", "onnxscript", ["export", str(ctc_model), str(tmp_path / "onnx")]),
+        ("lm", "flashlight.lib.text.decoder", ["transcribe", str(HELLO), "-m", str(ctc_model), "--beam-size", "2"]),
+        ("vad", "silero_vad", ["transcribe", str(HELLO), "-m", str(ctc_model), "--vad", "--no-progress"]),
+        ("bulk", "pyarrow", ["transcribe", "--input-dir", str(DATA), "-m", str(ctc_model), "-o", str(tmp_path / "c"),
+                             "--no-progress", "--num-workers", "0"]),
+    ]
+    script = (
+        "import contextlib, io, json, sys\nfrom w2vbert.cli.parser import main\nreports = []\n"
+        f"for module, argv in {[(module, argv) for _, module, argv in cases]!r}:\n"
+        "    hidden, sys.modules[module] = sys.modules.get(module), None\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n        code = main(argv)\n"
+        "    sys.modules[module] = hidden\n    reports.append((code, err.getvalue()))\n"
+        "print(json.dumps(reports))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for (extra, _, argv), (code, err) in zip(cases, json.loads(done.stdout.splitlines()[-1]), strict=True):
+        lines = [line for line in err.splitlines() if not line.startswith("w2vbert: WARNING")]
+        assert code == 1 and len(lines) == 1, (argv, err)
+        assert lines[0].startswith("w2vbert: error: ")
+        assert_names_the_extra(lines[0], extra)

@@ -24,8 +24,7 @@ import torch
 
 from w2vbert.audio.decode import SAMPLING_RATE
 from w2vbert.audio.windows import Window, WindowPlan, windows
-
-VAD_EXTRA_HINT = "voice activity detection runs on Silero VAD: pip install 'w2vbert[vad]'"
+from w2vbert.utils.extras import optional_import
 
 
 @dataclass(frozen=True)
@@ -59,12 +58,9 @@ def silero() -> Any:
     process (silero_vad/model.py), which would make the speech model run on one core."""
     threads = torch.get_num_threads()
     try:
-        import silero_vad
-    except ImportError as error:
-        raise ImportError(VAD_EXTRA_HINT) from error
+        return optional_import("silero_vad", "voice activity detection (--vad, Silero VAD)")
     finally:
         torch.set_num_threads(threads)
-    return silero_vad
 
 
 def detector() -> Any:

@@ -1,7 +1,8 @@
 """`w2vbert convert`: Meta's fairseq2 checkpoint file -> a Hugging Face model directory, written whole or not at all.
 
 The names come from the table in model/fairseq2.py; the model is built and checked as `from_pretrained` of a `.pt`
-file does, then saved with the original front end's preprocessor config.
+file does, then saved with the original front end's preprocessor config. `convert` imports the model (and torch) when
+it runs, so that `--help` answers without it.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from w2vbert.audio.features import default_feature_extractor
-from w2vbert.loading.devices import INFERENCE_DTYPES, resolve_dtype
-from w2vbert.model.encoder import Wav2Vec2BertModel
-from w2vbert.model.fairseq2 import KINDS
-from w2vbert.model.pretraining import Wav2Vec2BertForPreTraining
+from w2vbert.loading.names import INFERENCE_DTYPES
+from w2vbert.model.names import FAIRSEQ2_KINDS
 from w2vbert.utils.files import new_directory_beside
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger("w2vbert")
 
@@ -38,6 +38,10 @@ def convert(
     directory, which every other class loads as its encoder). The directory is assembled in a temporary sibling of
     `dst` and renamed into place, so a failure at any point leaves `dst` as it was.
     """
+    from w2vbert.audio.features import default_feature_extractor
+    from w2vbert.model.encoder import Wav2Vec2BertModel
+    from w2vbert.model.pretraining import Wav2Vec2BertForPreTraining
+
     dst = Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{dst} exists and is not an empty directory; choose a new directory")
@@ -65,7 +69,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dst", help="the new model directory (config.json, model.safetensors, preprocessor)")
     parser.add_argument(
         "--kind",
-        choices=("auto", *KINDS),
+        choices=("auto", *FAIRSEQ2_KINDS),
         default="auto",
         help="the release: w2v-bert (conformer_shaw.pt) or seamless-m4t-v2 (its speech encoder); "
         "default: told by the tensor names",
@@ -82,6 +86,8 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from w2vbert.loading.devices import resolve_dtype
+
     dtype = resolve_dtype(args.dtype) if args.dtype else None
     path = convert(args.src, args.dst, kind=args.kind, dtype=dtype, pretraining=args.pretraining)
     print(path)

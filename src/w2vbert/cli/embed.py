@@ -1,7 +1,8 @@
 """`w2vbert embed` (the hidden states of one layer, per frame or mean-pooled, one file each; or a corpus as
 cli/jobs.py describes) and `w2vbert verify` (speaker verification: the cosine score of two files' x-vectors).
 
-In order: `configure`, `run_embed`, `configure_verify`, `run_verify`.
+In order: `configure`, `run_embed`, `configure_verify`, `run_verify`. The runs import what loads torch, so that
+`--help` answers without it.
 """
 
 from __future__ import annotations
@@ -9,24 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-from tqdm import tqdm
-
-from w2vbert.audio.features import feature_extractor_for
-from w2vbert.cli.arguments import UsageError, device_name
-from w2vbert.cli.jobs import (
-    Outcome,
-    add_common_arguments,
-    advance,
-    check_distinct_outputs,
-    corpus_inputs,
-    prepare_output_dir,
-    progress_bar,
-    run_corpus,
-)
-from w2vbert.inference.pipelines import load_task_model, pipeline
-from w2vbert.loading.devices import DTYPE_CHOICES, DTYPE_HELP
-from w2vbert.text.writers import EMBEDDING_FORMATS, write_embedding
+from w2vbert.cli.arguments import UsageError, add_files_arguments, add_run_options
+from w2vbert.text.writers import EMBEDDING_FORMATS
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
@@ -34,7 +19,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "verify":
         configure_verify(parser)
         return
-    add_common_arguments(parser, output_required=True)
+    add_files_arguments(parser, output_required=True)
     parser.add_argument("--layer", type=int, default=-1, help="0 = projected input, k = block k, -1 = last")
     parser.add_argument("--pool", choices=["none", "mean"], default="mean", help="per frame, or the mean")
     parser.add_argument("--format", choices=EMBEDDING_FORMATS, default="npy", dest="file_format")
@@ -44,21 +29,28 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    inputs = corpus_inputs(args)
+    from tqdm import tqdm
+
+    from w2vbert.audio.features import feature_extractor_for
+    from w2vbert.cli import jobs
+    from w2vbert.inference.pipelines import load_task_model, pipeline
+    from w2vbert.text.writers import write_embedding
+
+    inputs = jobs.corpus_inputs(args)
     if inputs is not None:
-        return run_corpus("feature-extraction", args, inputs, layer=args.layer,
+        return jobs.run_corpus("feature-extraction", args, inputs, layer=args.layer,
                           pool=None if args.pool == "none" else args.pool)
     if args.stats:
         raise UsageError("--stats goes with a corpus run (--manifest or --input-dir)")
-    prepare_output_dir(args.output_dir)
-    check_distinct_outputs(args.files, args.output_dir, [args.file_format])
+    jobs.prepare_output_dir(args.output_dir)
+    jobs.check_distinct_outputs(args.files, args.output_dir, [args.file_format])
     model = load_task_model("feature-extraction", args.model, args.device, args.dtype, args.quantize)
     pipe = pipeline("feature-extraction", model, feature_extractor=feature_extractor_for(args.model), layer=args.layer,
                     pool=args.pool, batch_size=args.batch_size, chunk_length_s=args.chunk_length,
                     stride_length_s=args.stride_length)
     metadata = {"layer": str(args.layer), "pool": args.pool, "model": str(args.model)}
-    outcome, bar = Outcome(), progress_bar(args.files, args)
-    for path, embedding in outcome.results(args.files, pipe.iterate(args.files, progress=advance(bar)), bar):
+    outcome, bar = jobs.Outcome(), jobs.progress_bar(args.files, args)
+    for path, embedding in outcome.results(args.files, pipe.iterate(args.files, progress=jobs.advance(bar)), bar):
         target = write_embedding(embedding, path, args.output_dir, args.file_format, metadata)
         tqdm.write(f"{path}\t{target}\t{tuple(embedding.shape)}", file=sys.stdout)
     bar.close()
@@ -73,14 +65,18 @@ def configure_verify(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="cosine score from which the two are one speaker (default: the one stored with the "
                              "model, the equal-error point of its last evaluation)")
-    parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1")
-    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    add_run_options(parser, progress=False)  # two files: no progress to show
     parser.set_defaults(run=run_verify)
 
 
 def run_verify(args: argparse.Namespace) -> int:
     """Print `enroll test score decision`: the cosine score of the two x-vectors and, at the threshold, "same" or
     "different" speaker."""
+    import torch
+
+    from w2vbert.audio.features import feature_extractor_for
+    from w2vbert.inference.pipelines import load_task_model, pipeline
+
     model = load_task_model("speaker-embedding", args.model, args.device, args.dtype)
     threshold = model.config.verification_threshold if args.threshold is None else args.threshold
     pipe = pipeline("speaker-embedding", model, feature_extractor=feature_extractor_for(args.model))

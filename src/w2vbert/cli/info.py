@@ -1,6 +1,6 @@
 """`w2vbert info`: a checkpoint's summary from its config alone (class, sizes, parameters, processor files), or with
 `--system` this machine's (what decides the speed of each mode). In order: `configure`, `checkpoint_summary`,
-`system_summary`, `run_info`.
+`system_summary`, `run_info`. The summaries import what loads torch, so that `--help` answers without it.
 """
 
 from __future__ import annotations
@@ -8,18 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
-
-from w2vbert.audio.decode import SAMPLING_RATE
-from w2vbert.audio.features import PREPROCESSOR_CONFIG_NAME
 from w2vbert.cli.arguments import UsageError
-from w2vbert.loading import devices
-from w2vbert.loading.hub import resolve_optional_file
-from w2vbert.model.auto import model_class_for
-from w2vbert.model.config import Wav2Vec2BertConfig
-from w2vbert.model.heads import Wav2Vec2BertForCTC
-from w2vbert.model.quantization import int8_engine
-from w2vbert.text.vocab import TOKENIZER_CONFIG_NAME, VOCAB_NAME
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
@@ -33,6 +22,16 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 
 def checkpoint_summary(model: str) -> dict[str, object]:
     """What `w2vbert info` prints, as a dict: built from config.json alone, no weights are read."""
+    import torch
+
+    from w2vbert.audio.decode import SAMPLING_RATE
+    from w2vbert.audio.features import PREPROCESSOR_CONFIG_NAME
+    from w2vbert.loading.hub import resolve_optional_file
+    from w2vbert.model.auto import model_class_for
+    from w2vbert.model.config import Wav2Vec2BertConfig
+    from w2vbert.model.heads import Wav2Vec2BertForCTC
+    from w2vbert.text.vocab import TOKENIZER_CONFIG_NAME, VOCAB_NAME
+
     config = Wav2Vec2BertConfig.from_pretrained(model)
     cls = model_class_for(config)
     with torch.device("meta"):  # shapes only: counting 600M parameters costs no memory
@@ -63,6 +62,11 @@ def checkpoint_summary(model: str) -> dict[str, object]:
 
 def system_summary() -> dict[str, object]:
     """What decides the speed of each mode on this machine (through the module, which tests can simulate)."""
+    import torch
+
+    from w2vbert.loading import devices
+    from w2vbert.model.quantization import int8_engine
+
     features = devices.cpu_features()
     auto = devices.fastest_dtype(torch.device("cpu"))  # what --dtype auto picks, and so --quantize int8's kind
     summary: dict[str, object] = {

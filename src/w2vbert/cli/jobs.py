@@ -1,5 +1,5 @@
-"""What the inference commands share: the arguments of those that run over many files (transcribe, classify, embed),
-the checks made before any audio is read (align's too), the per-file progress and outcome, and corpus runs.
+"""What the inference commands share when they run: the checks made before any audio is read, the per-file progress
+and outcome of transcribe, classify and embed (align's checks too), and corpus runs.
 
 Before any audio is read, everything that can be checked is: the arguments (bad values exit 2), the output
 directory (a file, or not writable), outputs that would overwrite each other (two inputs with one stem), the
@@ -8,9 +8,9 @@ text), and the language model. Then multi-file jobs go on past a file that fails
 stderr, naming it, and the exit code is 1 at the end. Results go to stdout (and to files with `--output-dir`);
 a progress bar of audio seconds goes to stderr.
 
-In order: the arguments (`add_common_arguments`, and its groups align shares: `add_device_arguments`,
-`add_window_arguments`), the checks (`prepare_output_dir`, `check_distinct_outputs`), a job's files (`Outcome`,
-`progress_bar`, `advance`), corpus runs (`corpus_inputs`, `run_corpus`).
+In order: the checks (`prepare_output_dir`, `check_distinct_outputs`), a job's files (`Outcome`, `progress_bar`,
+`advance`), corpus runs (`corpus_inputs`, `run_corpus`). The arguments are cli/arguments.py's
+(`add_files_arguments`); this module loads torch, so the commands import it only when they run.
 """
 
 from __future__ import annotations
@@ -29,62 +29,11 @@ from tqdm import tqdm
 
 from w2vbert.audio.decode import audio_seconds
 from w2vbert.audio.features import feature_extractor_for
-from w2vbert.cli.arguments import (
-    UsageError,
-    device_name,
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-)
+from w2vbert.cli.arguments import UsageError
 from w2vbert.inference import corpus
-from w2vbert.inference.engine import AUTO_CHUNK_S
 from w2vbert.inference.pipelines import load_task_model, pipeline
-from w2vbert.loading.devices import DTYPE_CHOICES, DTYPE_HELP, max_batch_seconds, rank_device
-from w2vbert.model.quantization import QUANTIZE
+from w2vbert.loading.devices import max_batch_seconds, rank_device
 from w2vbert.text.writers import output_path
-
-
-# ------------------------------------------------------------------------------------------ arguments
-def add_common_arguments(parser: argparse.ArgumentParser, output_required: bool) -> None:
-    """The arguments transcribe, classify and embed share, before their own: the files or a corpus, the model and
-    how it runs, the output (`output_required`: embed writes files only)."""
-    parser.add_argument("files", nargs="*", metavar="FILE", help="audio files (any format FFmpeg reads)")
-    runs = parser.add_argument_group("corpus runs (Parquet shards in --output-dir; see w2vbert.inference.corpus)")
-    runs.add_argument("--manifest", type=Path, help="CSV/TSV/JSONL with an audio column (and optionally id)")
-    runs.add_argument("--input-dir", type=Path, help="every audio file below this folder, recursively")
-    runs.add_argument("--num-workers", type=non_negative_int, default=2,
-                      help="processes decoding audio and computing features beside the model (default: 2)")
-    runs.add_argument("--shard-size", type=positive_int, default=None,
-                      help="inputs per shard (default: 1000; 100 with --pool none)")
-    runs.add_argument("--max-batch-seconds", type=positive_float, default=None,
-                      help="padded audio per model batch (default: 160 on a GPU, 30 on a CPU)")
-    runs.add_argument("--overwrite", action="store_true", help="replace another run's outputs in --output-dir")
-    parser.add_argument("-m", "--model", required=True, help="model directory or hub repo id")
-    add_device_arguments(parser)
-    parser.add_argument("--quantize", choices=[q for q in QUANTIZE if q], default=None,
-                        help="int8 weights; on CPU the rest of the model in --dtype: float32, or bfloat16 (oneDNN's "
-                             "int8 matmul: the fastest CPU mode where bf16 is native); bitsandbytes on CUDA")
-    parser.add_argument("--batch-size", type=positive_int, default=4, help="windows run together (default: 4)")
-    add_window_arguments(parser)
-    parser.add_argument("-o", "--output-dir", type=Path, default=None, required=output_required,
-                        help="write one file per input here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-
-
-def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """--device and --dtype: where and in which dtype the model runs."""
-    parser.add_argument("--device", type=device_name, default=None,
-                        help="cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
-
-
-def add_window_arguments(parser: argparse.ArgumentParser) -> None:
-    """--chunk-length and --stride-length: how long audio is cut into windows."""
-    parser.add_argument("--chunk-length", type=positive_float, default=None, metavar="S",
-                        help=f"window length in seconds for long audio (default: {AUTO_CHUNK_S:.0f})")
-    parser.add_argument("--stride-length", type=non_negative_float, default=None, metavar="S",
-                        help="context on each side of a window (default: chunk / 6)")
 
 
 # ------------------------------------------------------------------------------------- checks first

@@ -5,8 +5,9 @@ the others were still processed), 2 bad usage, 130 interrupted. Errors print one
 `w2vbert: error: <file>: <problem>`.
 
 `COMMANDS` lists each subcommand with the module that runs it. Only the module of the command being run is
-imported (`configure(name, parser)` adds its arguments and sets `run=<function(args) -> exit code>`), so
-`w2vbert --help` and `--version` answer without loading torch.
+imported (`configure(name, parser)` adds its arguments and sets `run=<function(args) -> exit code>`), and it
+imports torch only in its run function, so `w2vbert --help`, `--version` and every `w2vbert COMMAND --help` answer
+without loading torch. A missing optional dependency (`utils.extras.MissingExtra`) is a failed job's one line.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
 """`w2vbert serve`: its arguments, the settings they make, and the listening socket handed to uvicorn.
+
+The server (serving/, the `serve` extra, and torch) is imported when the command runs, so that `--help` answers
+without it and a missing extra is one line (utils/extras.py).
 """
 
 from __future__ import annotations
@@ -7,10 +10,7 @@ import argparse
 import os
 import socket
 
-from w2vbert.audio.vad import VadOptions
-from w2vbert.cli.arguments import UsageError, non_negative_float, positive_float, positive_int
-from w2vbert.loading.devices import DTYPE_CHOICES, DTYPE_HELP, resolve_device
-from w2vbert.serving.app import ServeSettings, create_app, uvicorn_config
+from w2vbert.cli.arguments import UsageError, add_run_options, non_negative_float, positive_float, positive_int
 
 
 def port_number(text: str) -> int:
@@ -29,8 +29,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine "
                                                               "only; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=port_number, default=8000, help="default: 8000; 0: any free port")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP)
+    add_run_options(parser, progress=False)  # a server has no end to show progress towards
     parser.add_argument("--quantize", choices=["int8"], default=None)
     parser.add_argument("--chunk-length", type=positive_float, default=None, metavar="S",
                         help="window length for long audio (default: 30 s windows past 30 s)")
@@ -53,15 +52,21 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser calls from this origin (repeatable; default: none)")
     parser.add_argument("--vad", action="store_true",
-                        help="transcriptions skip non-speech before the model (Silero VAD: pip install "
-                             "'w2vbert[vad]'); live streams run every sample")
+                        help="transcriptions skip non-speech before the model (Silero VAD, the vad extra: pip "
+                             "install 'w2vbert[vad]', or '.[vad]' in a clone); live streams run every sample")
     parser.set_defaults(run=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn  # with fastapi, in the `serve` extra
-    resolve_device(args.device)  # a device this machine lacks is said before the model loads
-    listener = listen(args.host, args.port)  # and an address that cannot be served
+    from w2vbert.audio.vad import VadOptions
+    from w2vbert.utils.extras import require_extra
+
+    require_extra("serve", "w2vbert serve")
+    import uvicorn
+
+    from w2vbert.serving.app import ServeSettings, create_app, uvicorn_config
+
+    listener = listen(args.host, args.port)  # an address that cannot be served is said before the model loads
     settings = ServeSettings(
         model=args.model, model_id=args.model_id, model_aliases=tuple(args.model_alias), device=args.device,
         dtype=args.dtype, quantize=args.quantize, chunk_length_s=args.chunk_length,

@@ -2,31 +2,36 @@
 
 In order: `configure` and its argument groups (what a run starts from, the run directory and bad examples, the
 fine-tuning targets and head, the optimizer, batches and cadence, LoRA), then the arguments turned into configs
-(`training_config`, `lora_settings`) and the two runs (`run_finetune`, `run_pretrain`). The defaults are the
-dataclasses' (`TrainingConfig`, `DataConfig`), read from their fields, so the command line and the Python API
-cannot drift apart; the task choices and each task's target column are the task table's (training/tasks.py).
+(`training_config`, `data_config`, `lora_settings`) and the two runs (`run_finetune`, `run_pretrain`). The defaults
+are the dataclasses' (`TrainingConfig`, `DataConfig`): an option not given is left out of the config it makes, so the
+command line and the Python API cannot drift apart. The choices come from training/names.py, and the configs and
+runs are imported when a command runs: they load torch, which `--help` does without.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from w2vbert.audio.augment import Augmentation
-from w2vbert.cli.arguments import UsageError, device_name, positive_float, positive_int
-from w2vbert.training.config import PRECISIONS, SCHEDULES, SHARDINGS, TrainingConfig
-from w2vbert.training.examples import LONG_CLIPS, ON_BAD, TextNormalizer
-from w2vbert.training.lora import DEFAULT_TARGETS, LoraSettings
-from w2vbert.training.recipes import DataConfig, finetune, pretrain
-from w2vbert.training.tasks import LABEL_COLUMN, SEGMENTS_COLUMN, TASKS, TEXT_COLUMN
+from w2vbert.cli.arguments import UsageError, add_run_options, positive_float, positive_int
+from w2vbert.training.names import (
+    DEFAULT_TARGETS,
+    FINETUNING_TASKS,
+    LONG_CLIPS,
+    ON_BAD,
+    PRECISIONS,
+    PRETRAINING_TASK,
+    SCHEDULES,
+    SHARDINGS,
+)
 
-TRAINING = {f.name: f.default for f in fields(TrainingConfig) if f.name != "output_dir"}  # the CLI's defaults
-DATA = {f.name: f.default for f in fields(DataConfig) if f.name != "train_manifest"}
-FINETUNING_TASKS = [name for name, task in TASKS.items() if task.target_column is not None]  # not pretrain
+if TYPE_CHECKING:
+    from w2vbert.training.config import TrainingConfig
+    from w2vbert.training.lora import LoraSettings
+    from w2vbert.training.recipes import DataConfig
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
@@ -50,7 +55,7 @@ def _finetune_sources(parser: argparse.ArgumentParser) -> None:
         "Fine-tune on CSV/TSV/JSONL manifests (columns: audio + text, or audio + label; audio paths relative to "
         "the manifest). Several processes or GPUs: launch with torchrun."
     )
-    parser.add_argument("--task", choices=FINETUNING_TASKS, default=TRAINING["task"])
+    parser.add_argument("--task", choices=FINETUNING_TASKS, help="default: TrainingConfig's, speech recognition (ctc)")
     parser.add_argument("--model", required=True, help="hub id or directory of the starting checkpoint")
     parser.add_argument("--train", required=True, help="training manifest")
     parser.add_argument("--eval", help="evaluation manifest")
@@ -74,11 +79,11 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     """The run directory, and what happens to examples that cannot train."""
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
-    parser.add_argument("--audio-column", default=DATA["audio_column"])
-    parser.add_argument("--on-bad-example", choices=ON_BAD, default=DATA["on_bad_example"],
+    parser.add_argument("--audio-column")
+    parser.add_argument("--on-bad-example", choices=ON_BAD,
                         help="skip (report and count) or fail at an example that cannot train, also one that "
                              "fails to decode during training")
-    parser.add_argument("--long-clips", choices=LONG_CLIPS, default=DATA["long_clips"],
+    parser.add_argument("--long-clips", choices=LONG_CLIPS,
                         help="clips longer than --max-batch-seconds: skip them (counted), or crop them to it "
                              "(not for ctc)")
 
@@ -90,7 +95,7 @@ def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segments-column",
                         help="frames: column of segment files, 'start end label' lines or RTTM (default "
                              "'segments'); overlapping segments: the one starting later labels the frames")
-    parser.add_argument("--background-label", default=DATA["background_label"],
+    parser.add_argument("--background-label",
                         help="frames: the label of frames outside every segment")
     parser.add_argument("--trials", help="xvector: 'enroll test target(0/1)' lines of evaluation clips (paths "
                                          "relative to this file); default: every pair of evaluation clips")
@@ -111,40 +116,37 @@ def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
 def _optimization_arguments(parser: argparse.ArgumentParser) -> None:
     """The optimizer, its schedule, precision and what is frozen."""
     parser.add_argument("--layerdrop", type=float, help="override the model config's LayerDrop")
-    parser.add_argument("--learning-rate", type=float, default=TRAINING["learning_rate"])
-    parser.add_argument("--weight-decay", type=float, default=TRAINING["weight_decay"])
-    parser.add_argument("--lr-schedule", choices=SCHEDULES, default=TRAINING["lr_schedule"])
-    parser.add_argument("--warmup-steps", type=int, default=TRAINING["warmup_steps"])
-    parser.add_argument("--max-steps", type=positive_int, default=TRAINING["max_steps"])
-    parser.add_argument("--gradient-accumulation-steps", type=positive_int,
-                        default=TRAINING["gradient_accumulation_steps"])
-    parser.add_argument("--max-grad-norm", type=float, default=TRAINING["max_grad_norm"], help="0 disables clipping")
-    parser.add_argument("--precision", choices=PRECISIONS, default=TRAINING["precision"])
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--lr-schedule", choices=SCHEDULES)
+    parser.add_argument("--warmup-steps", type=int)
+    parser.add_argument("--max-steps", type=positive_int)
+    parser.add_argument("--gradient-accumulation-steps", type=positive_int)
+    parser.add_argument("--max-grad-norm", type=float, help="0 disables clipping")
+    parser.add_argument("--precision", choices=PRECISIONS)
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--freeze-feature-projection", action="store_true")
-    parser.add_argument("--freeze-layers", type=int, default=TRAINING["freeze_layers"],
+    parser.add_argument("--freeze-layers", type=int,
                         help="freeze the lowest K Conformer blocks")
 
 
 def _batch_arguments(parser: argparse.ArgumentParser) -> None:
     """Batches, the cadence of evaluations, checkpoints and records, data loading and the device."""
-    parser.add_argument("--max-batch-seconds", type=positive_float, default=TRAINING["max_batch_seconds"],
+    parser.add_argument("--max-batch-seconds", type=positive_float,
                         help="padded audio per global batch")
-    parser.add_argument("--max-batch-size", type=int, default=TRAINING["max_batch_size"])
-    parser.add_argument("--eval-every", type=int, default=TRAINING["eval_every"])
-    parser.add_argument("--save-every", type=int, default=TRAINING["save_every"])
-    parser.add_argument("--log-every", type=int, default=TRAINING["log_every"])
-    parser.add_argument("--seed", type=int, default=TRAINING["seed"])
-    parser.add_argument("--num-workers", type=int, default=TRAINING["num_workers"])
-    parser.add_argument("--sharding", choices=SHARDINGS, default=TRAINING["sharding"])
+    parser.add_argument("--max-batch-size", type=int)
+    parser.add_argument("--eval-every", type=int)
+    parser.add_argument("--save-every", type=int)
+    parser.add_argument("--log-every", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--num-workers", type=int)
+    parser.add_argument("--sharding", choices=SHARDINGS)
     parser.add_argument("--cache-audio", action="store_true", help="keep decoded clips in memory")
     parser.add_argument("--augment", action="store_true",
                         help="each read of a training clip: 0-40 ms later start, -12..+6 dB gain, a white-noise "
                              "floor at -90..-35 dBFS (half the reads), 16-bit dither (a quarter); "
                              "see w2vbert.audio.augment")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--device", type=device_name, default=TRAINING["device"],
-                        help="cpu, cuda (this rank's GPU), cuda:1 (default: cuda when available)")
+    add_run_options(parser, dtype=False)  # --precision is training's dtype
 
 
 def _lora_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,22 +162,35 @@ def _lora_arguments(parser: argparse.ArgumentParser) -> None:
                       help="each checkpoint also holds the adapter alone, as peft writes it")
 
 
-def training_config(args: argparse.Namespace, task: str) -> TrainingConfig:
-    """The TrainingConfig of a `finetune` or `pretrain` command line."""
-    return TrainingConfig(
-        output_dir=args.output_dir, task=task, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-        lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, max_steps=args.max_steps,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, max_grad_norm=args.max_grad_norm or None,
-        precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
-        freeze_feature_projection=args.freeze_feature_projection, freeze_layers=args.freeze_layers,
-        max_batch_seconds=args.max_batch_seconds, max_batch_size=args.max_batch_size, eval_every=args.eval_every,
-        save_every=args.save_every, log_every=args.log_every, seed=args.seed, num_workers=args.num_workers,
-        sharding=args.sharding, device=args.device, progress=not args.no_progress, lora=lora_settings(args),
-    )
+def training_config(args: argparse.Namespace, task: str | None) -> TrainingConfig:
+    """The TrainingConfig of a `finetune` or `pretrain` command line: the options given, under their fields' names
+    (--lora RANK and --no-progress as the fields `lora` and `progress`); the dataclass's defaults for the others."""
+    from w2vbert.training.config import TrainingConfig
+
+    given = {f.name: getattr(args, f.name) for f in fields(TrainingConfig) if getattr(args, f.name, None) is not None}
+    if given.get("max_grad_norm") == 0:
+        given["max_grad_norm"] = None  # 0 disables clipping
+    if task is not None:
+        given["task"] = task
+    return TrainingConfig(**given | {"progress": not args.no_progress, "lora": lora_settings(args)})
+
+
+def data_config(args: argparse.Namespace, **task_options: Any) -> DataConfig:
+    """The DataConfig of a `finetune` or `pretrain` command line (`task_options`: finetune's target column and
+    text normaliser); the dataclass's defaults for what is not given."""
+    from w2vbert.audio.augment import Augmentation
+    from w2vbert.training.recipes import DataConfig
+
+    options = ("audio_column", "on_bad_example", "long_clips", "background_label", "vocab")
+    given = {name: getattr(args, name) for name in options if getattr(args, name, None) is not None}
+    return DataConfig(args.train, args.eval, cache_audio=args.cache_audio, **given, **task_options,
+                      augmentation=Augmentation() if args.augment else None)
 
 
 def lora_settings(args: argparse.Namespace) -> LoraSettings | None:
     """The LoraSettings of a command line with --lora RANK (the others' defaults are LoraSettings' own)."""
+    from w2vbert.training.lora import LoraSettings
+
     given = {name: value for name, value in (("alpha", args.lora_alpha), ("dropout", args.lora_dropout),
                                              ("targets", args.lora_targets), ("save_adapter", args.save_adapter))
              if value not in (None, False)}
@@ -187,13 +202,16 @@ def lora_settings(args: argparse.Namespace) -> LoraSettings | None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    from w2vbert.training.examples import TextNormalizer
+    from w2vbert.training.recipes import finetune
+    from w2vbert.training.tasks import LABEL_COLUMN, SEGMENTS_COLUMN, TASKS, TEXT_COLUMN
+
+    config = training_config(args, None)
     given = {TEXT_COLUMN: args.text_column, LABEL_COLUMN: args.label_column, SEGMENTS_COLUMN: args.segments_column}
-    column = given[TASKS[args.task].target_column]  # the task's --text-column, --label-column or --segments-column
+    column = given[TASKS[config.task].target_column]  # the task's --text-column, --label-column or --segments-column
     normalizer = TextNormalizer(lowercase=not args.keep_case, remove_punctuation=not args.keep_punctuation,
                                 allowed_characters=args.allowed_characters)
-    data = DataConfig(args.train, args.eval, args.audio_column, column, normalizer, args.on_bad_example, args.vocab,
-                      args.cache_audio, args.long_clips, background_label=args.background_label,
-                      augmentation=Augmentation() if args.augment else None)
+    data = data_config(args, target_column=column, normalizer=normalizer)
     overrides: dict[str, Any] = {}
     if args.no_adapter:
         overrides["add_adapter"] = False
@@ -203,18 +221,16 @@ def run_finetune(args: argparse.Namespace) -> int:
         overrides["use_weighted_layer_sum"] = True
     if args.mask_time_prob is not None:
         overrides["mask_time_prob"] = args.mask_time_prob
-    config = dataclasses.replace(training_config(args, args.task), trials=args.trials)
     summary = finetune(args.model, data, config, args.resume, overrides)
     _print_summary(summary)
     return 0
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    data = DataConfig(args.train, args.eval, args.audio_column, on_bad_example=args.on_bad_example,
-                      cache_audio=args.cache_audio, long_clips=args.long_clips,
-                      augmentation=Augmentation() if args.augment else None)
+    from w2vbert.training.recipes import pretrain
+
     overrides = {} if args.layerdrop is None else {"layerdrop": args.layerdrop}
-    summary = pretrain(args.model, data, training_config(args, "pretrain"), args.resume, overrides,
+    summary = pretrain(args.model, data_config(args), training_config(args, PRETRAINING_TASK), args.resume, overrides,
                        from_scratch=args.from_scratch)
     _print_summary(summary)
     return 0

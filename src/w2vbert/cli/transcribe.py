@@ -3,7 +3,8 @@ characters with their times): their arguments and runs.
 
 In order: `configure`, transcribe (`run_transcribe` and how each format shows a result), align (`configure_align`,
 `run_align`, `alignment_document`). transcribe runs over files or a corpus as cli/jobs.py describes; align over
-an AUDIO and its TEXT, or a manifest of both.
+an AUDIO and its TEXT, or a manifest of both. What loads torch is imported inside the runs, so that `--help` answers
+without it.
 """
 
 from __future__ import annotations
@@ -12,30 +13,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
-from w2vbert.audio.decode import SAMPLING_RATE
-from w2vbert.audio.features import feature_extractor_for
-from w2vbert.audio.vad import VadOptions
-from w2vbert.cli.arguments import UsageError, positive_int
-from w2vbert.cli.jobs import (
-    Outcome,
-    add_common_arguments,
-    add_device_arguments,
-    add_window_arguments,
-    advance,
-    check_distinct_outputs,
-    corpus_inputs,
-    prepare_output_dir,
-    progress_bar,
-    run_corpus,
+from w2vbert.cli.arguments import (
+    UsageError,
+    add_files_arguments,
+    add_run_options,
+    add_window_options,
+    positive_int,
 )
 from w2vbert.data.manifest import read_manifest
-from w2vbert.inference.pipelines import load_task_model, pipeline
-from w2vbert.text.alignment import align_words
-from w2vbert.text.decoding import BeamSearchDecoder
 from w2vbert.text.writers import (
     FORMATS,
     format_transcript,
@@ -46,6 +33,9 @@ from w2vbert.text.writers import (
 )
 from w2vbert.utils.files import atomic_output
 
+if TYPE_CHECKING:
+    from w2vbert.audio.vad import VadOptions
+
 SUBTITLES = ("srt", "vtt", "tsv")  # formats made of word-timed segments
 ALIGN_FORMATS = ("json", "srt", "vtt", "tsv", "textgrid")
 
@@ -55,7 +45,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "align":
         configure_align(parser)
         return
-    add_common_arguments(parser, output_required=False)
+    add_files_arguments(parser, output_required=False)
     parser.add_argument("--timestamps", choices=["none", "char", "word"], default="none",
                         help="print json with char or word times (json files always carry word times, or char "
                              "times when asked; srt/vtt/tsv use words)")
@@ -68,14 +58,21 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm-weight", type=float, default=0.5, help="weight of the n-gram score (alpha)")
     parser.add_argument("--word-score", type=float, default=1.0, help="score added per word (beta)")
     parser.add_argument("--vad", action="store_true",
-                        help="skip non-speech before the model (Silero VAD: pip install 'w2vbert[vad]'); "
-                             "times stay in the recording's time")
+                        help="skip non-speech before the model (Silero VAD, the vad extra: pip install "
+                             "'w2vbert[vad]', or '.[vad]' in a clone); times stay in the recording's time")
     parser.set_defaults(run=run_transcribe)
 
 
 # ------------------------------------------------------------------------------------------ transcribe
 def run_transcribe(args: argparse.Namespace) -> int:
-    inputs = corpus_inputs(args)
+    from tqdm import tqdm
+
+    from w2vbert.audio.features import feature_extractor_for
+    from w2vbert.cli import jobs
+    from w2vbert.inference.pipelines import load_task_model, pipeline
+    from w2vbert.text.decoding import BeamSearchDecoder
+
+    inputs = jobs.corpus_inputs(args)
     if (args.lm_weight != 0.5 or args.word_score != 1.0) and not args.lm:
         raise UsageError("--lm-weight and --word-score weigh a language model: pass --lm")
     decoder = None
@@ -85,22 +82,22 @@ def run_transcribe(args: argparse.Namespace) -> int:
     if inputs is not None:
         decoding = None if decoder is None else (f"beam {args.beam_size or 50}, lm {args.lm}, lm weight "
                                                  f"{args.lm_weight}, word score {args.word_score}")
-        return run_corpus("automatic-speech-recognition", args, inputs, decoding=decoding, decoder=decoder,
+        return jobs.run_corpus("automatic-speech-recognition", args, inputs, decoding=decoding, decoder=decoder,
                           vad=_vad(args))
     fmt = args.output_format or ("json" if args.timestamps != "none" else "txt")
     formats = FORMATS if fmt == "all" else (fmt,)
     if fmt == "all" and args.output_dir is None:
         raise UsageError("-f all writes one file per format: pass --output-dir")
-    prepare_output_dir(args.output_dir)
-    check_distinct_outputs(args.files, args.output_dir, formats)
+    jobs.prepare_output_dir(args.output_dir)
+    jobs.check_distinct_outputs(args.files, args.output_dir, formats)
     model = load_task_model("automatic-speech-recognition", args.model, args.device, args.dtype, args.quantize)
     pipe = pipeline("automatic-speech-recognition", model, feature_extractor=feature_extractor_for(args.model),
                     tokenizer=args.model, decoder=decoder, batch_size=args.batch_size,
                     chunk_length_s=args.chunk_length, stride_length_s=args.stride_length, vad=_vad(args))
     asked = None if args.timestamps == "none" else args.timestamps
     timestamps = asked or ("word" if any(f in (*SUBTITLES, "json") for f in formats) else None)
-    outcome, bar = Outcome(), progress_bar(args.files, args)
-    results = pipe.iterate(args.files, return_timestamps=timestamps, progress=advance(bar))
+    outcome, bar = jobs.Outcome(), jobs.progress_bar(args.files, args)
+    results = pipe.iterate(args.files, return_timestamps=timestamps, progress=jobs.advance(bar))
     for path, result in outcome.results(args.files, results, bar):
         documents = {f: format_transcript(_as_asked(result, f, asked), f) for f in formats}
         if args.output_dir is not None:
@@ -120,6 +117,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
 
 def _vad(args: argparse.Namespace) -> VadOptions | None:
     """--vad: the detector's defaults (its thresholds are settings of the Python API, VadOptions)."""
+    from w2vbert.audio.vad import VadOptions
+
     return VadOptions() if args.vad else None
 
 
@@ -137,8 +136,8 @@ def configure_align(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="?", help="its transcript, or a .txt file holding it")
     parser.add_argument("--manifest", type=Path, help="CSV/TSV/JSONL with audio and text columns, instead")
     parser.add_argument("-m", "--model", required=True, help="a CTC model directory or hub repo id")
-    add_device_arguments(parser)
-    add_window_arguments(parser)
+    add_run_options(parser)
+    add_window_options(parser)
     parser.add_argument("-f", "--output-format", choices=[*ALIGN_FORMATS, "all"], default="json")
     parser.add_argument("-o", "--output-dir", type=Path, default=None,
                         help="write <stem>.<format> here (default: print the format)")
@@ -146,49 +145,63 @@ def configure_align(parser: argparse.ArgumentParser) -> None:
 
 
 def run_align(args: argparse.Namespace) -> int:
-    if args.manifest is not None:
-        if args.audio is not None:
-            raise UsageError("give an AUDIO and its TEXT, or --manifest, not both")
-        jobs = [(str(args.manifest.parent / row["audio"]), row["text"])  # paths relative to the manifest
-                for _, row in read_manifest(args.manifest, ("audio", "text"))]
-    elif args.audio is None or args.text is None:
-        raise UsageError("give an AUDIO file and its TEXT (or a .txt file), or a --manifest with audio and text")
-    else:
-        text = Path(args.text).read_text(encoding="utf-8") if args.text.endswith(".txt") else args.text
-        jobs = [(args.audio, text)]
+    from tqdm import tqdm
+
+    from w2vbert.audio.decode import SAMPLING_RATE
+    from w2vbert.audio.features import feature_extractor_for
+    from w2vbert.cli import jobs
+    from w2vbert.inference.pipelines import load_task_model, pipeline
+    from w2vbert.text.alignment import align_words
+
+    pairs = _align_pairs(args)
     formats = ALIGN_FORMATS if args.output_format == "all" else (args.output_format,)
     if len(formats) > 1 and args.output_dir is None:
         raise UsageError("-f all writes one file per format: pass --output-dir")
-    prepare_output_dir(args.output_dir)
-    check_distinct_outputs([audio for audio, _ in jobs], args.output_dir, formats)
+    jobs.prepare_output_dir(args.output_dir)
+    jobs.check_distinct_outputs([audio for audio, _ in pairs], args.output_dir, formats)
     model = load_task_model("automatic-speech-recognition", args.model, args.device, args.dtype)
     pipe = pipeline("automatic-speech-recognition", model, feature_extractor=feature_extractor_for(args.model),
                     tokenizer=args.model, chunk_length_s=args.chunk_length, stride_length_s=args.stride_length)
     seconds = pipe.frame_samples() / SAMPLING_RATE
-    failed = 0
-    for audio, text in jobs:
+    failed, bar = 0, jobs.progress_bar([audio for audio, _ in pairs], args)
+    for audio, text in pairs:
         try:
             log_probs = pipe.log_probs(audio)
             result = {"text": " ".join(text.split())} | align_words(log_probs, text, pipe.tokenizer, seconds)
         except (OSError, ValueError) as error:
             message = str(error)
-            print(f"w2vbert: error: {message if message.startswith(str(audio)) else f'{audio}: {message}'}",
-                  file=sys.stderr)
+            tqdm.write(f"w2vbert: error: {message if message.startswith(str(audio)) else f'{audio}: {message}'}",
+                       file=sys.stderr)
             failed += 1
             continue
         if result["unknown"]:
-            print(f"w2vbert: warning: {audio}: characters the vocabulary lacks, aligned as its unknown token: "
-                  f"{' '.join(result['unknown'])}", file=sys.stderr)
+            tqdm.write(f"w2vbert: warning: {audio}: characters the vocabulary lacks, aligned as its unknown token: "
+                       f"{' '.join(result['unknown'])}", file=sys.stderr)
         duration = len(log_probs) * seconds
+        bar.update(min(duration, max(bar.total - bar.n, 0.0)))
         for fmt in formats:
             document = alignment_document(result, fmt, duration)
             if args.output_dir is None:
-                header = f"==> {audio} <==\n" if len(jobs) > 1 else ""
-                print(header + document.rstrip("\n"))
+                header = f"==> {audio} <==\n" if len(pairs) > 1 else ""
+                tqdm.write(header + document.rstrip("\n"), file=sys.stdout)
             else:
                 with atomic_output(output_path(audio, args.output_dir, fmt)) as temporary:
                     Path(temporary).write_text(document, encoding="utf-8")
+    bar.close()
     return 1 if failed else 0
+
+
+def _align_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(audio, transcript) pairs: the AUDIO and TEXT named, or a manifest's rows."""
+    if args.manifest is not None:
+        if args.audio is not None:
+            raise UsageError("give an AUDIO and its TEXT, or --manifest, not both")
+        return [(str(args.manifest.parent / row["audio"]), row["text"])  # paths relative to the manifest
+                for _, row in read_manifest(args.manifest, ("audio", "text"))]
+    if args.audio is None or args.text is None:
+        raise UsageError("give an AUDIO file and its TEXT (or a .txt file), or a --manifest with audio and text")
+    text = Path(args.text).read_text(encoding="utf-8") if args.text.endswith(".txt") else args.text
+    return [(args.audio, text)]
 
 
 def alignment_document(result: dict[str, Any], fmt: str, duration: float) -> str:

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from w2vbert.export.attention import EXPORT_CHUNK_ROWS, installed
+from w2vbert.export.names import EXPORT_DTYPE_NAMES, QUANTIZATIONS
+from w2vbert.loading.devices import DTYPES
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
 from w2vbert.model.encoder import Wav2Vec2BertModel
 from w2vbert.model.heads import (
@@ -38,6 +40,7 @@ from w2vbert.model.heads import (
     Wav2Vec2BertForSequenceClassification,
     Wav2Vec2BertForXVector,
 )
+from w2vbert.utils.extras import optional_import, require_extra
 
 if TYPE_CHECKING:
     import onnx
@@ -55,8 +58,7 @@ OUTPUT_NAMES: dict[type[Wav2Vec2BertPreTrainedModel], tuple[str, ...]] = {
     Wav2Vec2BertForAudioFrameClassification: ("logits",),
     Wav2Vec2BertForXVector: ("logits", "embeddings"),
 }
-EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-QUANTIZATIONS = ("int8",)
+EXPORT_DTYPES = {name: DTYPES[dtype] for name, dtype in EXPORT_DTYPE_NAMES.items()}  # --dtype -> torch dtype
 ONNX_NAME = "model.onnx"
 OPSET = 18
 
@@ -102,6 +104,7 @@ def export_onnx(
     left as it came (an fp16 export runs on a half-precision copy).
     """
     names = check_exportable(model)
+    require_extra("onnx", "the ONNX export")  # torch.onnx's exporter imports onnxscript deep inside
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(EXPORT_DTYPES)}, got {dtype!r}")
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -169,9 +172,9 @@ def example_inputs(model: Wav2Vec2BertPreTrainedModel, dtype: torch.dtype) -> tu
 
 def quantize_onnx_int8(source: Path, target: Path) -> None:
     """Dynamic int8 quantization of the weights of MatMul and Gemm (activations quantized per call at run time)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    quantization = optional_import("onnxruntime.quantization", "int8 quantization of an ONNX graph")
+    quantization.quantize_dynamic(source, target, weight_type=quantization.QuantType.QInt8,
+                                  op_types_to_quantize=["MatMul", "Gemm"])
 
 
 PROCESSOR_FILES = (

@@ -35,6 +35,7 @@ from safetensors.numpy import save_file as save_numpy_file
 
 from w2vbert.inference.corpus_settings import BulkSettings, BulkSummary, Input
 from w2vbert.loading.fingerprint import weights_fingerprint
+from w2vbert.utils.extras import optional_import
 from w2vbert.utils.files import atomic_output, atomic_write_text, read_json_object
 
 logger = logging.getLogger("w2vbert")
@@ -45,7 +46,6 @@ MANIFEST_NAME = "manifest.json"
 FAILURES_NAME = "failures.parquet"
 STATS_NAME = "stats.safetensors"
 FORMAT_VERSION = 1
-PYARROW_HINT = "bulk runs write Parquet with pyarrow: pip install 'w2vbert[bulk]'"
 
 
 # --------------------------------------------------------------------------------------------------- run.json
@@ -143,12 +143,8 @@ def _finished(output_dir: Path, k: int) -> bool:
 
 
 def pyarrow_modules() -> tuple[Any, Any]:
-    try:
-        import pyarrow as pa  # the `bulk` extra
-        import pyarrow.parquet as pq
-    except ImportError as error:
-        raise ImportError(PYARROW_HINT) from error
-    return pa, pq
+    needed_for = "a corpus run (Parquet shards)"
+    return optional_import("pyarrow", needed_for), optional_import("pyarrow.parquet", needed_for)
 
 
 def _schema(settings: BulkSettings, width: int) -> Any:

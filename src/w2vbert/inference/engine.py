@@ -38,9 +38,9 @@ from w2vbert.audio.fbank import FRAME_LENGTH, HOP_LENGTH
 from w2vbert.audio.features import SeamlessM4TFeatureExtractor, default_feature_extractor
 from w2vbert.audio.vad import VadOptions, speech_windows
 from w2vbert.audio.windows import Window, WindowPlan
+from w2vbert.inference.names import AUTO_CHUNK_S
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
 
-AUTO_CHUNK_S = 30.0  # without chunk_length_s, recordings longer than this run as windows of this length
 STREAM_BLOCK_S = 10.0  # seconds decoded at a time from a file
 MIN_SAMPLES = FRAME_LENGTH + HOP_LENGTH  # 35 ms: two fbank frames, the one 20 ms step the model needs
 

@@ -8,7 +8,7 @@
   `--dtype auto` picks from it; `warn_if_emulated` says once when bfloat16 would run emulated, and slow.
 - `rank_device`: the device of this torchrun rank (its own GPU, by LOCAL_RANK).
 - `resolve_device`: "cpu", "cuda", "cuda:1", a GPU index, "auto", a single-device `device_map` -> a torch device,
-  with a one-line error for a device this machine does not have.
+  with a one-line error for a device this machine does not have, naming those it has (`available_devices`).
 """
 
 from __future__ import annotations
@@ -26,12 +26,6 @@ DTYPES = {
     "float16": torch.float16,
     "float64": torch.float64,
 }
-INFERENCE_DTYPES = ("float32", "bfloat16", "float16")  # what the inference commands offer
-DTYPE_CHOICES = ("auto", *INFERENCE_DTYPES)  # their --dtype: "auto" is `fastest_dtype` of the device
-DTYPE_HELP = (
-    "auto (default): the fastest this device runs natively, bfloat16 on a CPU with AMX / AVX512-BF16 and on a GPU, "
-    "else float32 (`w2vbert info --system` shows the pick); or float32 (transformers' numbers), bfloat16, float16"
-)
 AUTO_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # transformers' names; one device here
 # Padded audio per model batch (corpus runs, the server), by device type: a GPU wants many clips at once; on a CPU
 # one clip of 10-30 s already fills the matrix units and padding is pure loss (benchmarks/NOTES.md, "Corpus runs").
@@ -74,7 +68,8 @@ def resolve_device(device: Any) -> torch.device:
         target = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(
-            f"unknown device {device!r}: expected 'cpu', 'cuda', 'cuda:N', a GPU index, or 'auto'"
+            f"unknown device {device!r}: expected 'cpu', 'cuda', 'cuda:N', a GPU index, or 'auto' (available here: "
+            f"{', '.join(available_devices())})"
         ) from None
     if target.type == "cuda":
         if not torch.cuda.is_available():
@@ -86,9 +81,23 @@ def resolve_device(device: Any) -> torch.device:
                 f"device={str(target)!r}: there are {count} CUDA device(s); use one of cuda:0..cuda:{count - 1}, "
                 "or device='cpu'"
             )
-    elif target.type not in ("cpu", "mps", "xpu"):
-        raise ValueError(f"device={str(target)!r} is not supported: expected 'cpu', 'cuda' or 'cuda:N'")
+    elif target.type != "cpu" and not _backend_available(target.type):
+        raise ValueError(f"device={str(target)!r} is not available here: available devices are "
+                         f"{', '.join(available_devices())}")
     return target
+
+
+def available_devices() -> list[str]:
+    """The devices a model can run on here, as --device names them: cpu, each CUDA GPU, mps or xpu."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["cpu", *(f"cuda:{index}" for index in range(gpus)), *(name for name in ("mps", "xpu")
+                                                                  if _backend_available(name))]
+
+
+def _backend_available(device_type: str) -> bool:
+    """Whether torch can run on `device_type` (mps, xpu) here; False for the types the model does not run on."""
+    backend = {"mps": getattr(torch.backends, "mps", None), "xpu": getattr(torch, "xpu", None)}.get(device_type)
+    return backend is not None and backend.is_available()
 
 
 def rank_device(device: Any, local_rank: int) -> torch.device:

@@ -28,12 +28,12 @@ import torch
 
 from w2vbert.loading.weights import torch_load_weights_only
 from w2vbert.model.config import Wav2Vec2BertConfig
+from w2vbert.model.names import FAIRSEQ2_KINDS
 
 logger = logging.getLogger("w2vbert")
 
 FAIRSEQ2_SUFFIXES = (".pt", ".pth")  # what Meta's releases are named; from_pretrained reads such a file directly
 
-KINDS = ("w2v-bert", "seamless-m4t-v2")
 
 # The names both releases give the same modules: the SeamlessM4T v2 speech encoder only prefixes them.
 FRONTEND = r"(?:speech_)?encoder_frontend"
@@ -144,8 +144,8 @@ def rename(
     error naming it (a checkpoint of another architecture)."""
     if kind == "auto":
         kind = detect_kind(state)
-    if kind not in KINDS:
-        raise ValueError(f"kind must be 'auto' or one of {KINDS}, got {kind!r}")
+    if kind not in FAIRSEQ2_KINDS:
+        raise ValueError(f"kind must be 'auto' or one of {FAIRSEQ2_KINDS}, got {kind!r}")
     converted, sources, dropped, unknown = {}, {}, [], []
     for name, tensor in state.items():
         target = hf_name(name)

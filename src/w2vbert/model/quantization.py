@@ -26,10 +26,11 @@ import torch
 from torch import nn
 
 from w2vbert.loading import devices
-from w2vbert.loading.devices import INFERENCE_DTYPES, resolve_dtype
+from w2vbert.loading.devices import resolve_dtype
+from w2vbert.loading.names import INFERENCE_DTYPES
 from w2vbert.model.layers import PointwiseConv1d
+from w2vbert.model.names import QUANTIZE
 
-QUANTIZE = (None, "int8")
 MADV_DONTNEED = 4  # Linux <asm-generic/mman-common.h>: drop these pages; a file-backed page re-reads from the file
 
 

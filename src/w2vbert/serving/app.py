@@ -31,13 +31,16 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-try:  # the `serve` extra
-    import prometheus_client  # noqa: F401 - the metrics (state.py)
+try:  # the `serve` extra: fastapi and uvicorn, prometheus_client for the metrics (state.py), wsproto for uvicorn's
+    import prometheus_client  # noqa: F401
     import uvicorn
     import wsproto  # noqa: F401 - uvicorn's WebSocket protocol here (WEBSOCKET_PROTOCOL)
     from fastapi import FastAPI
-except ImportError as missing:
-    raise ImportError("the server runs on FastAPI and uvicorn: pip install 'w2vbert[serve]'") from missing
+except ImportError:
+    from w2vbert.utils.extras import require_extra
+
+    require_extra("serve", "the server (w2vbert.serving)")  # one line naming the missing module and the extra
+    raise  # all there, but one of them fails to import: its own error
 
 from w2vbert.serving.errors import install_error_handlers
 from w2vbert.serving.middleware import install_middleware

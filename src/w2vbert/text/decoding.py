@@ -19,9 +19,10 @@ from typing import Any
 import torch
 
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
+from w2vbert.utils.extras import optional_import
 
 PAUSE_S = 0.5  # blank runs at least this long between two characters end a word (see split_words_at_pauses)
-LM_EXTRA_HINT = "beam search needs flashlight-text: pip install 'w2vbert[lm]'"
+BEAM_SEARCH = "beam search (flashlight-text's CTC decoder)"  # what needs the `lm` extra, as MissingExtra says
 
 
 def ctc_transcribe(
@@ -108,10 +109,7 @@ class BeamSearchDecoder:
         lexicon: list[str] | None = None,
         quiet: bool = False,
     ) -> None:
-        try:
-            from flashlight.lib.text import decoder as fl  # noqa: F401
-        except ImportError as error:
-            raise ImportError(LM_EXTRA_HINT) from error
+        optional_import("flashlight.lib.text.decoder", BEAM_SEARCH)  # a missing extra is said before any audio
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if lm is not None and not Path(lm).is_file():
@@ -152,8 +150,7 @@ class BeamSearchDecoder:
         return decoder
 
     def _build(self, tokenizer: Wav2Vec2CTCTokenizer, tokens: int) -> Any:
-        from flashlight.lib.text import decoder as fl
-
+        fl = optional_import("flashlight.lib.text.decoder", BEAM_SEARCH)
         blank = tokenizer.pad_token_id
         silence = tokenizer.word_delimiter_token_id
         if silence is None:
@@ -171,9 +168,8 @@ class BeamSearchDecoder:
             )
             decoder = fl.LexiconFreeDecoder(options, fl.ZeroLM(), silence, blank, transitions)
         else:
-            from flashlight.lib.text.decoder.kenlm import KenLM
-            from flashlight.lib.text.dictionary import Dictionary
-
+            KenLM = optional_import("flashlight.lib.text.decoder.kenlm", BEAM_SEARCH).KenLM  # noqa: N806 - a class
+            Dictionary = optional_import("flashlight.lib.text.dictionary", BEAM_SEARCH).Dictionary  # noqa: N806
             words = Dictionary()
             for word in self.lexicon:
                 words.add_entry(word)

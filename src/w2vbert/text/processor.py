@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,11 @@ class Wav2Vec2BertProcessor:
     def __init__(
         self, feature_extractor: SeamlessM4TFeatureExtractor, tokenizer: Wav2Vec2CTCTokenizer | None = None
     ) -> None:
-        if not isinstance(feature_extractor, SeamlessM4TFeatureExtractor):
-            raise TypeError(f"feature_extractor must be a SeamlessM4TFeatureExtractor, got {type(feature_extractor)}")
+        if not _is_feature_extractor(feature_extractor):
+            raise TypeError(
+                f"feature_extractor must be a SeamlessM4TFeatureExtractor (or a transformers feature extractor), "
+                f"got {type(feature_extractor).__name__}"
+            )
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
 
@@ -208,6 +212,16 @@ class Wav2Vec2BertProcessor:
             tokenizer_kwargs = {k: v for k, v in kwargs.items() if k in tokenizer_keys}
             given["tokenizer"] = _tokenizer_or_none(path_or_repo_id, hub, tokenizer_kwargs)
         return cls(**given)
+
+
+def _is_feature_extractor(value: Any) -> bool:
+    """Ours, or any of transformers' feature extractors (its processor takes any `FeatureExtractionMixin`, and
+    code written for it may hand one over): such an object exists only where transformers is already imported,
+    so it is looked up there and never imported here."""
+    if isinstance(value, SeamlessM4TFeatureExtractor):
+        return True
+    transformers_extractors = sys.modules.get("transformers.feature_extraction_utils")
+    return transformers_extractors is not None and isinstance(value, transformers_extractors.FeatureExtractionMixin)
 
 
 def _tokenizer_or_none(

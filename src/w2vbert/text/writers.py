@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from safetensors.numpy import save_file
+from typing import TYPE_CHECKING, Any
 
 from w2vbert.utils.files import atomic_output, atomic_write_text
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FORMATS = ("txt", "json", "srt", "vtt", "tsv")
 EMBEDDING_FORMATS = ("npy", "safetensors")
@@ -142,6 +142,9 @@ def write_embedding(
     embedding: np.ndarray, audio_path: str | Path, output_dir: str | Path, fmt: str, metadata: dict[str, str]
 ) -> Path:
     """Write an embedding as `<output_dir>/<audio stem>.npy` or `.safetensors` (tensor "embedding", `metadata`)."""
+    import numpy as np  # here, not at the top: the command line's --help lists this module's formats without numpy
+    from safetensors.numpy import save_file
+
     if fmt not in EMBEDDING_FORMATS:
         raise ValueError(f"embedding format must be one of {EMBEDDING_FORMATS}, got {fmt!r}")
     path = output_path(audio_path, output_dir, fmt)

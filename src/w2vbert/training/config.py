@@ -1,7 +1,7 @@
 """`TrainingConfig`: how a run trains (task, optimizer, schedule, precision, batching, cadence, devices, LoRA).
 
-In order: the accepted values of its choice fields (`SCHEDULES`, `PRECISIONS`, `SHARDINGS`), then the frozen
-dataclass, one comment per field, which refuses a bad combination at construction with every reason at once.
+The accepted values of its choice fields (`SCHEDULES`, `PRECISIONS`, `SHARDINGS`) are training/names.py's; here the
+frozen dataclass, one comment per field, which refuses a bad combination at construction with every reason at once.
 Model-side options (SpecAugment, LayerDrop, dropouts) are the model config's; where the data comes from is
 `DataConfig`'s (training/examples.py).
 """
@@ -11,11 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from w2vbert.training.lora import LoraSettings
+from w2vbert.training.names import PRECISIONS, SCHEDULES, SHARDINGS
 from w2vbert.training.tasks import TASKS, unknown_task
 
-SCHEDULES = ("linear", "cosine", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
-SHARDINGS = ("ddp", "fsdp")
 TRIAL_TASKS = tuple(name for name, task in TASKS.items() if task.scorer.reads_trials)  # xvector
 
 

@@ -1,10 +1,10 @@
 """Training examples and what is required of them: `DataConfig`, the text normaliser, bad-example reports, and
 the checks that leave out clips that cannot train.
 
-In order: the accepted policies (`ON_BAD`, `LONG_CLIPS`), `TextNormalizer`, `DataConfig` (where examples come
-from, how targets are cleaned, what happens to bad ones), `Example`, `BadExamples` (reported with file and line,
-then skipped and counted per kind, or refused with `on_bad="fail"`), then the length checks:
-`output_frames_for_seconds`, `ctc_frames_needed`, `drop_too_short` (CTC), `drop_unmaskable` (pre-training),
+In order: `TextNormalizer`, `DataConfig` (where examples come from, how targets are cleaned, what happens to bad
+ones: the accepted policies, `ON_BAD` and `LONG_CLIPS`, are training/names.py's), `Example`, `BadExamples`
+(reported with file and line, then skipped and counted per kind, or refused with `on_bad="fail"`), then the length
+checks: `output_frames_for_seconds`, `ctc_frames_needed`, `drop_too_short` (CTC), `drop_unmaskable` (pre-training),
 `limit_length` (the batch cap), and `describe`. Nothing here depends on the task: reading a task's examples is
 training/datasets.py's.
 """
@@ -23,12 +23,11 @@ from w2vbert.audio.augment import Augmentation
 from w2vbert.audio.decode import SAMPLING_RATE
 from w2vbert.audio.features import num_frames
 from w2vbert.text.segments import Segment
+from w2vbert.training.names import LONG_CLIPS, ON_BAD
 
 logger = logging.getLogger("w2vbert")
 
 AUDIO_COLUMN = "audio"
-ON_BAD = ("skip", "fail")
-LONG_CLIPS = ("skip", "crop")  # what happens to a clip longer than the batch cap
 MAX_BAD_WARNINGS = 20  # warnings printed per file; the summary still counts every bad example
 
 

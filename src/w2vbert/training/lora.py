@@ -23,8 +23,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from w2vbert.training.names import DEFAULT_TARGETS
+from w2vbert.utils.extras import optional_import
+
+LORA = "LoRA (--lora, peft)"  # what needs the `lora` extra, as MissingExtra says
 ADAPTER = "default"  # peft's adapter name: one adapter per model here
-DEFAULT_TARGETS = ("linear_q", "linear_k", "linear_v", "linear_out", "intermediate_dense", "output_dense")
 
 
 @dataclass(frozen=True)
@@ -83,15 +86,14 @@ def lora_targets(model: nn.Module, targets: tuple[str, ...]) -> list[str]:
 def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
     """Inject peft's LoRA layers into `model` in place and return it: the encoder frozen, the adapters trainable,
     every other parameter (the head, the base model's adapter) as trainable as it was."""
-    from peft import LoraConfig, inject_adapter_in_model  # imports transformers: only for a LoRA run
-
+    peft = optional_import("peft", LORA)  # imports transformers: only for a LoRA run
     if lora_layers(model):
         raise ValueError(f"the model already has LoRA layers ({len(lora_layers(model))}): apply LoRA once")
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=lora_targets(model, settings.targets), bias="none")
+    config = peft.LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                             target_modules=lora_targets(model, settings.targets), bias="none")
     encoder = {id(p) for module in _encoder_modules(model).values() for p in module.parameters(recurse=False)}
     trainable = {id(p): p.requires_grad for p in model.parameters()}
-    inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    peft.inject_adapter_in_model(config, model, adapter_name=ADAPTER)
     # peft freezes everything but its factors; the parameters it did not create go back to what they were,
     # except the encoder's, which LoRA freezes.
     for parameter in model.parameters():
@@ -101,9 +103,8 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
 
 def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
     """peft's LoRA layers of `model`, by full name (empty for a model without adapters)."""
-    from peft.tuners.lora import LoraLayer
-
-    return {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+    layer = optional_import("peft.tuners.lora", LORA).LoraLayer
+    return {name: module for name, module in model.named_modules() if isinstance(module, layer)}
 
 
 def _layer_keys(name: str, layer: nn.Module) -> dict[str, str | None]:
@@ -161,8 +162,8 @@ def save_adapter(model: nn.Module, directory: str | Path, state: dict[str, torch
     and, as peft's `modules_to_save`, the head trained whole, so `PeftModel.from_pretrained(<the starting
     model>, directory)` rebuilds the fine-tuned model. A head with a bare parameter (`layer_weights`) is refused:
     peft saves whole modules only."""
-    from peft import get_peft_model_state_dict
-    from peft.utils import SAFETENSORS_WEIGHTS_NAME
+    get_peft_model_state_dict = optional_import("peft", LORA).get_peft_model_state_dict
+    SAFETENSORS_WEIGHTS_NAME = optional_import("peft.utils", LORA).SAFETENSORS_WEIGHTS_NAME  # noqa: N806
 
     bare = [] if model.base_model is model else [name for name, _ in model.named_parameters(recurse=False)]
     if bare:

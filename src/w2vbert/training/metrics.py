@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from w2vbert.utils.extras import MissingExtra, optional_import
+
 logger = logging.getLogger("w2vbert")
 
 METRICS_NAME = "metrics.jsonl"
@@ -48,10 +50,12 @@ class MetricsLog:
         self.writer = None
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter  # the optional `train` extra
-            except ImportError:
-                logger.warning("tensorboard is not installed: metrics go to %s only", self.path)
+                optional_import("tensorboard", "TensorBoard logs")
+            except MissingExtra as missing:
+                logger.warning("%s; metrics go to %s only", missing, self.path)
             else:
+                from torch.utils.tensorboard import SummaryWriter
+
                 self.writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=resume_step + 1)
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None:

@@ -2,6 +2,7 @@
 
 - `batch`: `BatchFeature` (the dict the feature extractor and the tokenizer return), `as_columns` and
   `padding_plan` (transformers' padding arithmetic), which both `pad` methods share.
+- `extras`: optional dependencies, each imported through `optional_import`, and the one-line `MissingExtra`.
 - `files`: atomic writes (`atomic_output`, `atomic_write_text`) and JSON objects read with errors naming the file.
 - `padding`: `lengths_to_mask`, the one way valid lengths become a boolean mask.
 """
