@@ -168,7 +168,7 @@ def test_per_frame_embeddings_past_the_response_limit_are_413_before_the_model_r
 ])
 def test_serve_refuses_an_address_it_cannot_listen_on_before_loading_the_model(monkeypatch, capsys, arguments,
                                                                                words):
-    monkeypatch.setattr("w2vbert.cli.serve.create_app", lambda *a: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("w2vbert.serving.app.create_app", lambda *a: pytest.fail("the model was loaded"))
     try:
         code = cli_main(["serve", "-m", str(DEMO), *arguments])
     except SystemExit as exit:  # argparse's own refusal
