@@ -74,7 +74,9 @@ class _HeadModel(Wav2Vec2BertPreTrainedModel):
     def _layer_weights(self, config: Wav2Vec2BertConfig) -> None:
         if config.use_weighted_layer_sum:
             num_layers = config.num_hidden_layers + 1  # the blocks and their input
-            self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
+            # made equal, as `reset_parameters` sets them, with no arithmetic on the tensor: on the meta device
+            # (loading, counting the parameters) a division makes torch import its compiler, seconds the first time
+            self.layer_weights = nn.Parameter(torch.full((num_layers,), 1.0 / num_layers))
 
 
 def check_label_tensor(labels: object) -> None:
