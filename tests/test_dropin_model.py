@@ -279,10 +279,14 @@ def test_attn_implementation_is_recorded_on_the_config_as_transformers_reports_i
         ours.set_attn_implementation(implementation)
         assert ours.config._attn_implementation == implementation
     for unknown in ("flash_attention_2", "bogus"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError) as theirs_error:
             transformers.Wav2Vec2BertForCTC.from_pretrained(tmp_path, attn_implementation=unknown)
-        with pytest.raises(ValueError, match="attn_implementation must be 'sdpa' or 'eager'"):
+        with pytest.raises(ValueError, match="attn_implementation must be 'sdpa' or 'eager'") as ours_error:
             w2vbert.Wav2Vec2BertForCTC.from_pretrained(tmp_path, attn_implementation=unknown)
+        if unknown == "bogus":  # a name transformers does not know: its message opens as ours, which code may match
+            opening = 'Specified `attn_implementation="bogus"` is not supported'
+            assert str(theirs_error.value).startswith(opening) and str(ours_error.value).startswith(opening)
+    assert w2vbert.Wav2Vec2BertForCTC._can_set_attn_implementation()  # what the Trainer and peft ask first
 
 
 # ---------------------------------------------------------------------------------------------- loading

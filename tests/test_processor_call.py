@@ -257,3 +257,27 @@ def test_to_json_file_writes_what_transformers_writes(processors, tmp_path: Path
     ours.to_json_file(tmp_path / "ours.json")
     theirs.to_json_file(tmp_path / "theirs.json")
     assert (tmp_path / "ours.json").read_text() == (tmp_path / "theirs.json").read_text()
+
+
+def test_a_processor_around_transformers_own_feature_extractor_works_saves_and_reloads_as_transformers(tmp_path):
+    # transformers' processor takes any of its feature extractors (its processor tests build one around
+    # Wav2Vec2FeatureExtractor, whose key is "input_values"); code written for it hands ours the same objects
+    import transformers
+
+    (tmp_path / "vocab.json").write_text(json.dumps({token: index for index, token in enumerate(VOCAB)}))
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(tmp_path)
+    ours = Wav2Vec2BertProcessor(transformers.Wav2Vec2FeatureExtractor(), tokenizer)
+    theirs = transformers.Wav2Vec2BertProcessor(
+        transformers.Wav2Vec2FeatureExtractor(), transformers.Wav2Vec2CTCTokenizer.from_pretrained(tmp_path)
+    )
+    audio, text = clips([800, 1200]), ["HELLO WORLD", "A FOX"]
+    ours_out, theirs_out = ours(audio=audio, text=text), theirs(audio=audio, text=text)
+    assert ours.model_input_names == theirs.model_input_names == ["input_values", "attention_mask", "labels"]
+    for mine, expected in zip(ours_out["input_values"], theirs_out["input_values"], strict=True):
+        np.testing.assert_array_equal(mine, expected)
+    ours.save_pretrained(tmp_path / "saved")
+    reloaded = Wav2Vec2BertProcessor.from_pretrained(tmp_path / "saved")
+    assert type(reloaded.feature_extractor) is transformers.Wav2Vec2FeatureExtractor
+    assert reloaded.feature_extractor.to_dict() == ours.feature_extractor.to_dict()
+    with pytest.raises(TypeError, match="feature_extractor must be a SeamlessM4TFeatureExtractor"):
+        Wav2Vec2BertProcessor(object(), tokenizer)

@@ -361,8 +361,9 @@ class SeamlessM4TFeatureExtractor:
         values = dict(values) | overrides
         kind = values.get("feature_extractor_type", cls.__name__)
         if kind != cls.__name__:
-            raise ValueError(
-                f"this preprocessor config is for {kind!r}, expected {cls.__name__!r} (the W2v-BERT 2.0 front end)"
+            raise OtherFeatureExtractorError(
+                kind,
+                f"this preprocessor config is for {kind!r}, expected {cls.__name__!r} (the W2v-BERT 2.0 front end)",
             )
         return cls(**values)
 
@@ -407,6 +408,15 @@ class SeamlessM4TFeatureExtractor:
             "'feature_extractor' entry); for W2v-BERT 2.0's front end use "
             "w2vbert.audio.features.default_feature_extractor()"
         )
+
+
+class OtherFeatureExtractorError(ValueError):
+    """A preprocessor config written for another feature extractor class (`kind`, e.g. transformers'
+    Wav2Vec2FeatureExtractor): the processor hands such a folder to transformers when the user works with it."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def config_text(values: dict[str, Any]) -> str:

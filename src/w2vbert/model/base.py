@@ -49,9 +49,9 @@ ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")  # what `attn_implementation` take
 
 def check_attn_implementation(implementation: str) -> None:
     if implementation not in ATTENTION_IMPLEMENTATIONS:
-        raise ValueError(
-            f"attn_implementation must be 'sdpa' or 'eager', got {implementation!r}: w2vbert picks its own "
-            "attention kernels behind 'sdpa' (the default)"
+        raise ValueError(  # opening as transformers' message does, which code written for it may match
+            f'Specified `attn_implementation="{implementation}"` is not supported: attn_implementation must be '
+            "'sdpa' or 'eager'; w2vbert picks its own attention kernels behind 'sdpa' (the default)"
         )
 
 
@@ -259,6 +259,12 @@ class Wav2Vec2BertPreTrainedModel(nn.Module):
 
     def _encoders(self) -> list[Wav2Vec2BertEncoder]:
         return [module for module in self.modules() if isinstance(module, Wav2Vec2BertEncoder)]
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        """transformers' question before `set_attn_implementation` (its Trainer, peft and tests ask it): these
+        models switch kernels at any time."""
+        return True
 
     def set_attn_implementation(self, implementation: str) -> None:
         """ "sdpa" (fused kernels, the default) or "eager" (explicit softmax, as transformers' eager path), recorded as

@@ -14,6 +14,7 @@ files; `from_pretrained`, which hands each keyword to the part that takes it); `
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -24,7 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from w2vbert.audio.features import PREPROCESSOR_CONFIG_NAME, SeamlessM4TFeatureExtractor, config_text
+from w2vbert.audio.features import (
+    PREPROCESSOR_CONFIG_NAME,
+    OtherFeatureExtractorError,
+    SeamlessM4TFeatureExtractor,
+    config_text,
+)
 from w2vbert.loading.hub import HubOptions
 from w2vbert.text.encoding import LABEL_PAD, BatchEncoding
 from w2vbert.text.processor_kwargs import Wav2Vec2BertProcessorKwargs, merge_kwargs
@@ -100,10 +106,9 @@ class Wav2Vec2BertProcessor:
         inputs = self.feature_extractor(audio, **parts["audio_kwargs"])
         encodings = tokenizer(text, **(parts["text_kwargs"] | {"return_attention_mask": True}))
         texts = 1 if isinstance(text, str) else len(text)
-        if texts != len(inputs["input_features"]):
-            raise ValueError(
-                f"got {len(inputs['input_features'])} audio clip(s) but {texts} text(s): pass one text per clip"
-            )
+        clips = len(inputs[self.feature_extractor.model_input_names[0]])  # input_features (values: transformers')
+        if texts != clips:
+            raise ValueError(f"got {clips} audio clip(s) but {texts} text(s): pass one text per clip")
         inputs["labels"] = _minus_100_where_padded(encodings["input_ids"], encodings["attention_mask"])
         return inputs
 
@@ -207,7 +212,7 @@ class Wav2Vec2BertProcessor:
             )
         if "feature_extractor" not in given:
             extractor_kwargs = {k: v for k, v in kwargs.items() if k in extractor_keys}
-            given["feature_extractor"] = SeamlessM4TFeatureExtractor.from_hub(path_or_repo_id, hub, **extractor_kwargs)
+            given["feature_extractor"] = _feature_extractor(path_or_repo_id, hub, extractor_kwargs)
         if "tokenizer" not in given:
             tokenizer_kwargs = {k: v for k, v in kwargs.items() if k in tokenizer_keys}
             given["tokenizer"] = _tokenizer_or_none(path_or_repo_id, hub, tokenizer_kwargs)
@@ -222,6 +227,20 @@ def _is_feature_extractor(value: Any) -> bool:
         return True
     transformers_extractors = sys.modules.get("transformers.feature_extraction_utils")
     return transformers_extractors is not None and isinstance(value, transformers_extractors.FeatureExtractionMixin)
+
+
+def _feature_extractor(path_or_repo_id: str | os.PathLike, hub: HubOptions, kwargs: dict[str, Any]) -> Any:
+    """The checkpoint's feature extractor: ours, or, for a folder saved with another of transformers' extractors
+    (a processor built around its Wav2Vec2FeatureExtractor), that one through transformers' AutoFeatureExtractor
+    where the user already works with transformers; without it, the mismatch is the error."""
+    try:
+        return SeamlessM4TFeatureExtractor.from_hub(path_or_repo_id, hub, **kwargs)
+    except OtherFeatureExtractorError:
+        if "transformers" not in sys.modules:
+            raise
+    from transformers import AutoFeatureExtractor  # already imported by the caller's code
+
+    return AutoFeatureExtractor.from_pretrained(path_or_repo_id, **dataclasses.asdict(hub), **kwargs)
 
 
 def _tokenizer_or_none(
