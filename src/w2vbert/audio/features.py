@@ -39,6 +39,9 @@ logger = logging.getLogger("w2vbert")
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 PROCESSOR_CONFIG_NAME = "processor_config.json"  # transformers >= 5 nests the extractor config in here
+# The dtype of the attention_mask `__call__` makes, as transformers' extractor makes it; the ONNX graph's mask
+# input takes the same, so the extractor's output feeds it as it comes.
+ATTENTION_MASK_DTYPE = torch.int32
 
 
 # ------------------------------------------------------------------------------------------- the extractor
@@ -193,7 +196,7 @@ class SeamlessM4TFeatureExtractor:
         out = BatchFeature(input_features=features.reshape(batch, steps, bins * self.stride))  # (B, T/2, 160)
         if return_attention_mask:
             # A step is real only when all its frames are: transformers keeps the mask of each pair's last frame.
-            out["attention_mask"] = frame_mask[:, self.stride - 1 :: self.stride].to(torch.int32)  # (B, steps)
+            out["attention_mask"] = frame_mask[:, self.stride - 1 :: self.stride].to(ATTENTION_MASK_DTYPE)  # (B, steps)
         return out
 
     def _check_rate(self, sampling_rate: int | None) -> None:

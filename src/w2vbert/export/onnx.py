@@ -9,26 +9,32 @@ In this file, in order:
 - `export_directory`: a model directory -> OUT/model.onnx with config.json and the processor files beside it.
 The command line, `w2vbert export`, is cli/export.py.
 
-The graph: inputs `input_features` (batch, frames, 160) float and `attention_mask` (batch, frames) int64, both
-axes dynamic; outputs as `OUTPUT_NAMES`. It is traced by `torch.onnx.export(dynamo=True)`, under which
-`torch.onnx.is_in_onnx_export()` holds: the model then skips its value checks (they need the values) and its
-attention runs export/attention.py's formulation (a Scan over fixed query chunks, no strided views). The value
-checks run here on the example instead; a graph run in ONNX Runtime trusts its inputs.
+The graph: inputs `input_features` (batch, frames, 160) float and `attention_mask` (batch, frames) int32 (the
+feature extractor's `ATTENTION_MASK_DTYPE`, so its output feeds the graph as it comes), both axes dynamic; outputs
+as `OUTPUT_NAMES`. It is traced by `torch.onnx.export(dynamo=True)`, under which `torch.onnx.is_in_onnx_export()`
+holds: the model then skips its value checks (they need the values) and its attention runs export/attention.py's
+formulation (a Scan over fixed query chunks, no strided views). The value checks run here on the example instead; a
+graph run in ONNX Runtime trusts its inputs. The exporter's warnings and log lines about its own internals
+(`QUIET_WARNINGS`, `QUIET_LOGS`) are silenced around the call; any other warning reaches the user.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from w2vbert.audio.features import ATTENTION_MASK_DTYPE
 from w2vbert.export.attention import EXPORT_CHUNK_ROWS, installed
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
 from w2vbert.model.encoder import Wav2Vec2BertModel
@@ -59,6 +65,18 @@ EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 QUANTIZATIONS = ("int8",)
 ONNX_NAME = "model.onnx"
 OPSET = 18
+# Warnings torch.onnx.export (2.13) gives on every export, about its own internals, that no user can act on:
+# (category, message regex). Both inputs share the `batch` and `frames` axes, which it reports as a rename it skips.
+QUIET_WARNINGS = (
+    (UserWarning, r"# The axis name: \w+ will not be used, since it shares the same shape constraints"),
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+)
+# Log lines of the same kind: (logger name, message prefix). The exporter's registry looks for torchvision's ops;
+# onnxruntime's quantizer suggests a pre-processing step the int8 export has no use for (root logger).
+QUIET_LOGS = (
+    ("torch.onnx._internal.exporter._registration", "torchvision is not installed"),
+    ("root", "Please consider to run pre-processing before quantization"),
+)
 
 
 class _Graph(nn.Module):
@@ -113,12 +131,12 @@ def export_onnx(
     model.eval()
     try:
         target = EXPORT_DTYPES[dtype]
-        graph = _Graph(model if model.dtype == target else _copy_to(model, target), names)
+        graph = _Graph(model if model.dtype == target else _copy_to(model, target), names).eval()
         features, mask = example_inputs(model, target)
         graph.model.check_inputs(features, mask)  # the value checks the graph leaves out, on the example
         batch, frames = torch.export.Dim("batch"), torch.export.Dim("frames")
         axes = {0: batch, 1: frames}
-        with torch.no_grad(), installed():
+        with torch.no_grad(), installed(), quiet_exporter():
             program = torch.onnx.export(
                 graph, (features, mask), input_names=["input_features", "attention_mask"], output_names=list(names),
                 dynamic_shapes={"input_features": axes, "attention_mask": axes}, dynamo=True, opset_version=OPSET,
@@ -129,13 +147,35 @@ def export_onnx(
         if quantize is None:
             program.save(path)
         else:
-            with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+            with tempfile.TemporaryDirectory(dir=path.parent) as scratch, quiet_exporter():
                 float_path = Path(scratch) / ONNX_NAME
                 program.save(float_path)
                 quantize_onnx_int8(float_path, path)
     finally:
         model.train(was_training)
     return path
+
+
+class _DropPrefix(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silences `QUIET_WARNINGS` and `QUIET_LOGS` (and nothing else) for the duration."""
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        for category, message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        for name, prefix in QUIET_LOGS:
+            target, drop = logging.getLogger(None if name == "root" else name), _DropPrefix(prefix)
+            target.addFilter(drop)
+            stack.callback(target.removeFilter, drop)
+        yield
 
 
 def check_dynamic(proto: onnx.ModelProto) -> None:
@@ -153,7 +193,8 @@ def _copy_to(model: Wav2Vec2BertPreTrainedModel, dtype: torch.dtype) -> Wav2Vec2
 
 
 def example_inputs(model: Wav2Vec2BertPreTrainedModel, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """The traced example: features (2, frames, 160) and a right-padded int64 mask (the second clip 70 % long).
+    """The traced example: features (2, frames, 160) and a right-padded mask in the feature extractor's dtype (the
+    second clip 70 % long).
 
     Long enough that every attention, the adapter's after its strides too, has at least 2 query chunks
     (export/attention.py: a 1-chunk example would fix the graph's length)."""
@@ -163,7 +204,7 @@ def example_inputs(model: Wav2Vec2BertPreTrainedModel, dtype: torch.dtype) -> tu
     lengths = torch.tensor([frames, frames * 7 // 10])
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(2, frames, model.config.feature_projection_input_dim, generator=generator).to(dtype)
-    mask = (torch.arange(frames)[None, :] < lengths[:, None]).long()
+    mask = (torch.arange(frames)[None, :] < lengths[:, None]).to(ATTENTION_MASK_DTYPE)
     return features, mask
 
 
