@@ -153,3 +153,42 @@ def test_cli_export_writes_the_onnx_file_with_the_processor_files_beside_it(tmp_
     assert logits.shape == (2, 400, 11)
     assert main(["export", str(model_dir), str(out)]) == 1  # model.onnx exists: refused, nothing overwritten
     assert "exists" in capsys.readouterr().err
+
+
+@pytest.fixture
+def ctc_model_dir(tmp_path):
+    from w2vbert.audio.features import default_feature_extractor
+
+    model_dir = tmp_path / "model"
+    build("Wav2Vec2BertForCTC").save_pretrained(model_dir)
+    default_feature_extractor().save_pretrained(model_dir)
+    return model_dir
+
+
+@pytest.mark.parametrize("out", ["", "{model}", "{model}/onnx", "{model}/./"], ids=["empty", "same", "inside", "dot"])
+def test_cli_export_refuses_an_empty_output_or_one_in_the_model_directory_before_writing(ctc_model_dir, out, capsys,
+                                                                                          monkeypatch, tmp_path):
+    from w2vbert.cli.parser import main
+
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["export", str(ctc_model_dir), out.format(model=ctc_model_dir)]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1
+    assert "output directory" in error and ("empty" in error if not out else "model directory" in error)
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, in the model directory or here
+
+
+def test_cli_export_refuses_a_model_with_a_nan_weight_naming_it(ctc_model_dir, capsys, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from w2vbert.cli.parser import main
+
+    weights = load_file(ctc_model_dir / "model.safetensors")
+    name = "wav2vec2_bert.encoder.layers.0.ffn1.intermediate_dense.weight"
+    weights[name][0, 0] = float("nan")
+    save_file(weights, ctc_model_dir / "model.safetensors", metadata={"format": "pt"})
+    assert main(["export", str(ctc_model_dir), str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and name in error and "NaN" in error
+    assert not (tmp_path / "out").exists()

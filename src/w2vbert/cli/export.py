@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from w2vbert.export.onnx import EXPORT_DTYPES, QUANTIZATIONS, export_directory
+from w2vbert.cli.arguments import UsageError
+from w2vbert.export.onnx import EXPORT_DTYPES, QUANTIZATIONS, check_destination, export_directory
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,10 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    try:
+        check_destination(args.model, args.out)  # an output the command line names wrongly: bad usage
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     path = export_directory(args.model, args.out, dtype=args.dtype, quantize=args.quantize)
     print(path)
     return 0

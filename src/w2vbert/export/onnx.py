@@ -3,10 +3,12 @@
 In this file, in order:
 - `EXPORT_POSITIONS`, `OUTPUT_NAMES`, `EXPORT_DTYPES`, `QUANTIZATIONS`: the position schemes, model classes
   (with the graph outputs of each), dtypes and quantizations the export expresses.
-- `check_exportable`: refuses, by name, what the export cannot express.
+- `check_exportable`: refuses, by name, what the export cannot express; `check_finite_weights`: a model with a NaN
+  or infinite weight, naming it.
 - `export_onnx`: the functional interface: one model -> one .onnx file (fp32 or fp16, optionally int8 weights);
   then what it uses: `check_dynamic`, `example_inputs` (the traced example), `quantize_onnx_int8`.
-- `export_directory`: a model directory -> OUT/model.onnx with config.json and the processor files beside it.
+- `export_directory`: a model directory -> OUT/model.onnx with config.json and the processor files beside it;
+  `check_destination`: the output directories it refuses before writing anything.
 The command line, `w2vbert export`, is cli/export.py.
 
 The graph: inputs `input_features` (batch, frames, 160) float and `attention_mask` (batch, frames) int32 (the
@@ -106,6 +108,14 @@ def check_exportable(model: nn.Module) -> tuple[str, ...]:
     return names
 
 
+def check_finite_weights(model: nn.Module) -> None:
+    """A ValueError naming the first parameter or buffer holding a NaN or an infinity: its graph would compute NaN
+    for every input, which ONNX Runtime runs without a word."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"the model's weight {name} holds NaN or infinite values: refusing to export it")
+
+
 def export_onnx(
     model: Wav2Vec2BertPreTrainedModel,
     path: str | os.PathLike,
@@ -120,6 +130,7 @@ def export_onnx(
     left as it came (an fp16 export runs on a half-precision copy).
     """
     names = check_exportable(model)
+    check_finite_weights(model)
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(EXPORT_DTYPES)}, got {dtype!r}")
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -229,7 +240,7 @@ def export_directory(
     from w2vbert.loading.hub import resolve_optional_file
     from w2vbert.model.auto import load_model
 
-    destination = Path(destination)
+    destination = check_destination(source, destination)
     if destination.exists() and (not destination.is_dir() or (destination / ONNX_NAME).exists()):
         raise FileExistsError(f"{destination / ONNX_NAME} exists; choose a new output directory")
     model = load_model(source)
@@ -239,3 +250,18 @@ def export_directory(
         if found is not None:
             shutil.copyfile(found, destination / name)
     return path
+
+
+def check_destination(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
+    """`destination` as a Path, or a ValueError when it is empty (Path("") is the current directory) or is, or
+    lies inside, the model directory `source` (the export would write beside the weights it reads, then copy the
+    model's config.json onto itself)."""
+    if not str(destination).strip():
+        raise ValueError("the output directory is empty: name a new directory for model.onnx")
+    destination = Path(destination)
+    if Path(source).is_dir():
+        model_dir = Path(source).resolve()
+        if destination.resolve() == model_dir or model_dir in destination.resolve().parents:
+            raise ValueError(f"the output directory {str(destination)!r} is the model directory {str(source)!r} or "
+                             "lies inside it: name a directory outside it")
+    return destination
