@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from w2vbert.audio.clips import batch_waveforms, check_finite_features
-from w2vbert.audio.decode import SAMPLING_RATE
+from w2vbert.audio.decode import SAMPLING_RATE, check_sampling_rate
 from w2vbert.audio.fbank import NORM_EPSILON, FbankTables, log_mel_fbank, normalize_per_bin, num_frames
 from w2vbert.loading.hub import DEFAULT_HUB, HubOptions, resolve_optional_file
 from w2vbert.utils.batch import BatchFeature, as_columns, holds_numbers, padding_plan, with_other_columns
@@ -209,7 +209,9 @@ class SeamlessM4TFeatureExtractor:
                     self.sampling_rate,
                 )
                 self._warned_no_rate = True
-        elif int(sampling_rate) != self.sampling_rate:
+            return
+        check_sampling_rate("sampling_rate", sampling_rate)
+        if sampling_rate != self.sampling_rate:
             raise ValueError(
                 f"audio at {sampling_rate} Hz given to a feature extractor for {self.sampling_rate} Hz: resample it "
                 f"first, e.g. w2vbert.load_audio(path_or_array, sampling_rate={self.sampling_rate}, "
