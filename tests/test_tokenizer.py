@@ -474,7 +474,7 @@ def test_tokenizer_pad_and_call_refuse_unknown_options(vocab_dir):
         ours.pad(rows, return_tensors="tf")
     with pytest.raises(ValueError, match="pad them first"):
         ours(["ab", "a"], return_tensors="pt")
-    with pytest.raises(TypeError, match="expected a text .* got int"):
+    with pytest.raises(TypeError, match="text must be a text .* got int"):
         ours(3)
     with pytest.raises(TypeError, match=r"text 1 is a list, expected str.*tokenizer.pad"):
         ours(["ab", [1, 2]])
