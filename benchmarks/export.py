@@ -37,7 +37,7 @@ def worker(side: str, path: str, layers: int, seconds: float, repeats: int) -> d
 
     threads = torch.get_num_threads()
     features = speech_features(1, seconds)
-    mask = torch.ones(features.shape[:2], dtype=torch.long)
+    mask = torch.ones(features.shape[:2], dtype=torch.int32)  # the ONNX graph takes the extractor's int32 mask
     if side == "onnxruntime":
         import onnxruntime as ort
 

@@ -153,7 +153,7 @@ def make_call(engine: str, variant: str, files: dict, model_dir: str, features, 
     import numpy as np
     import torch
 
-    mask = np.ones(features.shape[:2], dtype=np.int64)
+    mask = np.ones(features.shape[:2], dtype=np.int32)  # the ONNX graph takes the extractor's int32 mask
     if engine in ("w2vbert", "transformers"):
         if engine == "w2vbert":
             from w2vbert import Wav2Vec2BertForCTC

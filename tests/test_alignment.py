@@ -97,9 +97,33 @@ def test_words_of_a_known_transcript_land_within_40_ms_of_the_greedy_decodings_t
             assert abs(word["end"] - chunk["timestamp"][1]) <= 0.04 + 1e-9, (word, chunk)
             assert 0 < word["score"] <= 1
     path = root / "examples" / "audio" / "dog_cat.wav"
-    aligned = align_words(log_probs_of(path), "Zebra " + path.with_suffix(".txt").read_text().strip(),
+    aligned = align_words(log_probs_of(path), "Ωmega " + path.with_suffix(".txt").read_text().strip(),
                           pipe.tokenizer, seconds)
-    assert aligned["unknown"] == ["Z"]  # the vocabulary is lower case: said, and aligned as [UNK]
+    assert aligned["unknown"] == ["Ω"]  # not in the vocabulary: said, and aligned as [UNK]
+    assert aligned["words"][0]["word"] == "Ωmega"  # the word as the transcript writes it
+
+
+def test_align_takes_capitalised_text_in_the_lower_case_vocabularys_case_and_keeps_the_words_as_written(tmp_path,
+                                                                                                        capsys):
+    from pathlib import Path
+
+    from w2vbert.cli.parser import main
+
+    root = Path(__file__).resolve().parent.parent
+    clip = root / "examples" / "audio" / "dog_cat.wav"
+    text = clip.with_suffix(".txt").read_text().strip()
+    (tmp_path / "title.txt").write_text(text.upper())
+    assert main(["align", str(clip), str(tmp_path / "title.txt"), "-m", str(root / "examples" / "demo-model"),
+                 "-o", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().err == ""  # no "characters the vocabulary lacks" warning
+    aligned = json.loads((tmp_path / "out" / "dog_cat.json").read_text())
+    assert [w["word"] for w in aligned["words"]] == text.upper().split()
+    assert "".join(c["char"] for c in aligned["chars"]) == text.replace(" ", "")  # the vocabulary's letters
+    lower = tmp_path / "lower"
+    assert main(["align", str(clip), str(clip.with_suffix(".txt")), "-m", str(root / "examples" / "demo-model"),
+                 "-o", str(lower)]) == 0
+    same = json.loads((lower / "dog_cat.json").read_text())
+    assert [(w["start"], w["end"]) for w in same["words"]] == [(w["start"], w["end"]) for w in aligned["words"]]
 
 
 def test_the_align_command_writes_every_format_aligns_long_audio_and_names_what_cannot_be_aligned(tmp_path, capsys):

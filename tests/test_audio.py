@@ -164,6 +164,16 @@ def test_a_rate_that_is_not_positive_is_refused_naming_the_argument(kwargs, argu
         load_audio(np.zeros(1000, np.float32), **kwargs)
 
 
+@settings(max_examples=40, deadline=None)
+@given(rate=st.one_of(st.integers(max_value=999), st.integers(min_value=384_001), st.floats(max_value=999.9),
+                      st.floats(min_value=384_000.1), st.text(max_size=3)),
+       argument=st.sampled_from(["source_sampling_rate", "sampling_rate"]))
+def test_a_rate_outside_1_to_384_khz_is_refused_naming_the_argument(rate, argument):
+    # 10**9 Hz once resampled a second of audio to an empty array; 1 Hz to 256M samples.
+    with pytest.raises(ValueError, match=f"^{argument} must be a positive number of Hz from 1000 to 384000"):
+        load_audio(np.zeros(1000, np.float32), **{argument: rate})
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_tensors_are_widened_to_float32(dtype):
     samples = [0.5, -0.25, 0.125]  # exact in both half formats

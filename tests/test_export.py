@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 import w2vbert
 from conftest import random_batch, tiny_config_kwargs
+from w2vbert.audio.features import default_feature_extractor
 from w2vbert.export.attention import EXPORT_CHUNK_ROWS, shaw_bias
 from w2vbert.export.onnx import OUTPUT_NAMES, export_onnx
 from w2vbert.model.attention import ShawPosition, position_bias
@@ -33,7 +35,7 @@ def build(head: str, **overrides) -> w2vbert.Wav2Vec2BertPreTrainedModel:
 
 def run_onnx(path, features: torch.Tensor, mask: torch.Tensor) -> dict[str, np.ndarray]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {"input_features": features.numpy(), "attention_mask": mask.numpy()})
+    outputs = session.run(None, {"input_features": features.numpy(), "attention_mask": mask.int().numpy()})
     return {meta.name: value for meta, value in zip(session.get_outputs(), outputs, strict=True)}
 
 
@@ -57,6 +59,29 @@ def test_exported_model_matches_pytorch_on_a_padded_batch_longer_than_the_export
             reference = getattr(expected, name).numpy()
             assert value.shape == reference.shape, (name, lengths)
             np.testing.assert_allclose(value, reference, atol=1e-4, rtol=0, err_msg=f"{name} {lengths}")
+
+
+def test_exported_model_runs_on_the_feature_extractors_own_output_and_exports_without_warnings(tmp_path, capfd):
+    model = build("Wav2Vec2BertModel").train()  # a model left in training mode is exported in eval mode
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_onnx(model, tmp_path / "model.onnx")
+    messages = [str(warning.message) for warning in caught]
+    assert not [message for message in messages if "training mode" in message]
+    assert not [message for message in messages if "axis name" in message or "LeafSpec" in message]
+    assert "torchvision is not installed" not in capfd.readouterr().err
+    assert model.training  # left as it came
+
+    generator = np.random.default_rng(0)
+    clips = [generator.standard_normal(n).astype(np.float32) for n in (16000, 7000)]
+    inputs = default_feature_extractor()(clips, sampling_rate=16000, return_tensors="np")
+    assert inputs["attention_mask"].dtype == np.int32
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, dict(inputs))  # the extractor's arrays as they come
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(inputs["input_features"]), torch.from_numpy(inputs["attention_mask"]))
+    valid = inputs["attention_mask"].astype(bool)
+    np.testing.assert_allclose(got[valid], expected.last_hidden_state.numpy()[valid], atol=1e-4, rtol=0)
 
 
 def test_int8_export_keeps_cosine_similarity_above_0_99(tmp_path):
@@ -128,3 +153,42 @@ def test_cli_export_writes_the_onnx_file_with_the_processor_files_beside_it(tmp_
     assert logits.shape == (2, 400, 11)
     assert main(["export", str(model_dir), str(out)]) == 1  # model.onnx exists: refused, nothing overwritten
     assert "exists" in capsys.readouterr().err
+
+
+@pytest.fixture
+def ctc_model_dir(tmp_path):
+    from w2vbert.audio.features import default_feature_extractor
+
+    model_dir = tmp_path / "model"
+    build("Wav2Vec2BertForCTC").save_pretrained(model_dir)
+    default_feature_extractor().save_pretrained(model_dir)
+    return model_dir
+
+
+@pytest.mark.parametrize("out", ["", "{model}", "{model}/onnx", "{model}/./"], ids=["empty", "same", "inside", "dot"])
+def test_cli_export_refuses_an_empty_output_or_one_in_the_model_directory_before_writing(ctc_model_dir, out, capsys,
+                                                                                          monkeypatch, tmp_path):
+    from w2vbert.cli.parser import main
+
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["export", str(ctc_model_dir), out.format(model=ctc_model_dir)]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1
+    assert "output directory" in error and ("empty" in error if not out else "model directory" in error)
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, in the model directory or here
+
+
+def test_cli_export_refuses_a_model_with_a_nan_weight_naming_it(ctc_model_dir, capsys, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from w2vbert.cli.parser import main
+
+    weights = load_file(ctc_model_dir / "model.safetensors")
+    name = "wav2vec2_bert.encoder.layers.0.ffn1.intermediate_dense.weight"
+    weights[name][0, 0] = float("nan")
+    save_file(weights, ctc_model_dir / "model.safetensors", metadata={"format": "pt"})
+    assert main(["export", str(ctc_model_dir), str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and name in error and "NaN" in error
+    assert not (tmp_path / "out").exists()

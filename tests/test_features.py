@@ -370,3 +370,33 @@ def test_pad_leaving_lengths_apart_gives_transformers_ragged_arrays(lengths, as_
         theirs.pad(examples(), return_tensors="pt", padding=False)
     with pytest.raises(ValueError, match="pad them first"):
         ours.pad(examples(), return_tensors="pt", padding=False)
+
+
+# ------------------------------------------------------------------------------- fuzz findings: the argument named
+NOT_A_RATE = st.one_of(st.text(max_size=5), st.just([16000]), st.binary(max_size=3), st.booleans(),
+                       st.integers(max_value=999), st.integers(min_value=384_001), st.just(float("nan")))
+
+
+@settings(max_examples=40, deadline=None)
+@given(rate=NOT_A_RATE)
+def test_a_sampling_rate_that_is_not_a_rate_is_refused_naming_the_argument(rate):
+    with pytest.raises(ValueError, match="^sampling_rate must be a positive number of Hz from 1000 to 384000"):
+        SeamlessM4TFeatureExtractor()(np.zeros(1000, np.float32), sampling_rate=rate)
+
+
+@settings(max_examples=20, deadline=None)
+@given(batch=st.integers(1, 10_000), tensor=st.booleans())
+def test_a_batch_of_clips_of_zero_samples_is_refused_naming_the_shape(batch, tensor):
+    audio = torch.zeros(batch, 0) if tensor else np.zeros((batch, 0), np.float32)
+    with pytest.raises(ValueError, match=rf"^raw_speech of shape \({batch}, 0\) is a batch of clips of 0 samples"):
+        SeamlessM4TFeatureExtractor()(audio, sampling_rate=16000)
+
+
+@pytest.mark.parametrize("audio", [
+    np.array([np.zeros(100), np.zeros(200)], dtype=object),  # a ragged batch as numpy holds it
+    np.array(["a", "b"], dtype=object),
+    [np.zeros(500, np.float32), np.array([None] * 500)],
+], ids=["ragged", "strings", "second-clip"])
+def test_an_object_array_is_refused_naming_the_argument(audio):
+    with pytest.raises(TypeError, match=r"^raw_speech clip \d: expected float samples, got an array of dtype object"):
+        SeamlessM4TFeatureExtractor()(audio, sampling_rate=16000)

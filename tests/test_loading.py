@@ -100,7 +100,7 @@ def test_a_truncated_weights_file_is_reported(tmp_path, name):
         torch.save(model.state_dict(), tmp_path / name)
     data = (tmp_path / name).read_bytes()
     (tmp_path / name).write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match=f"{name} is not a readable .*truncated or corrupt"):
+    with pytest.raises(ValueError, match=f"{name} is not a (readable|valid) .*truncated or corrupt"):
         Wav2Vec2BertModel.from_pretrained(tmp_path)
 
 
@@ -321,3 +321,37 @@ def test_the_weights_fingerprint_sees_weights_changed_in_any_layout_and_not_a_to
         "model-00003-of-00004.safetensors"]
     assert after["bin"] != before["bin"]
     assert weights_fingerprint("no-such/model") == {} == weights_fingerprint(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("content", [
+    b"model weights, honest\n",  # text: torch advised weights_only=False (other text: a bare KeyError)
+    b"\x80\x02\x5c" + bytes(range(256)),  # a pickle stream it cannot read: torch advised weights_only=False
+    b"PK\x03\x04 not a zip archive",  # a broken zip: torch's paragraph about corrupted checkpoints
+], ids=["text", "bad-pickle", "bad-zip"])
+def test_a_shard_index_naming_a_file_that_is_not_weights_says_so_in_one_line_without_torchs_advice(tmp_path, content,
+                                                                                                   capsys):
+    from w2vbert.cli.parser import main
+
+    tiny_model().config.save_pretrained(tmp_path)
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"masked_spec_embed": "a.txt"}}))
+    (tmp_path / "a.txt").write_bytes(content)
+    with pytest.raises(ValueError) as caught:
+        Wav2Vec2BertModel.from_pretrained(tmp_path)
+    assert str(caught.value) == f"{tmp_path / 'a.txt'} is not a valid weights file (not a readable PyTorch file: " \
+                                "truncated or corrupt?)"
+    assert main(["export", str(tmp_path), str(tmp_path.parent / f"{tmp_path.name}-out")]) == 1
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and "a.txt is not a valid weights file" in error
+    assert "weights_only" not in error
+
+
+def test_a_deeply_nested_config_json_is_refused_naming_the_file(tmp_path, capsys):
+    from w2vbert.cli.parser import main
+
+    tiny_model().save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "wav2vec2-bert", "x": ' + "[" * 50_000 + "]" * 50_000 + "}")
+    with pytest.raises(ValueError, match="config.json nests JSON arrays or objects too deeply"):
+        Wav2Vec2BertModel.from_pretrained(tmp_path)
+    assert main(["info", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and f"{tmp_path / 'config.json'} nests" in error

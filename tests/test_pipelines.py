@@ -373,3 +373,14 @@ def test_transformers_5_pipeline_keywords_dtype_processor_and_device_map_work_as
     processor = Wav2Vec2BertProcessor.from_pretrained(path)
     given = pipeline("automatic-speech-recognition", model=path, processor=processor, device_map="cpu")
     assert given.tokenizer is processor.tokenizer and given(audio)["text"] == expected
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch_size=st.one_of(st.integers(max_value=0), st.floats(), st.booleans(), st.text(max_size=2)))
+def test_a_batch_size_below_1_or_not_a_whole_number_is_refused_naming_it(ctc_dir, batch_size):
+    # 0 once fell back to the pipeline's batch size and -3 ran every window as one batch.
+    asr = pipeline("automatic-speech-recognition", model=ctc_dir)
+    with pytest.raises(ValueError, match="^batch_size must be a whole number >= 1, got "):
+        asr([str(SPEECH[0])], batch_size=batch_size)
+    with pytest.raises(ValueError, match="^batch_size must be a whole number >= 1, got "):
+        pipeline("automatic-speech-recognition", model=ctc_dir, batch_size=batch_size)

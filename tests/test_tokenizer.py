@@ -474,7 +474,7 @@ def test_tokenizer_pad_and_call_refuse_unknown_options(vocab_dir):
         ours.pad(rows, return_tensors="tf")
     with pytest.raises(ValueError, match="pad them first"):
         ours(["ab", "a"], return_tensors="pt")
-    with pytest.raises(TypeError, match="expected a text .* got int"):
+    with pytest.raises(TypeError, match="text must be a text .* got int"):
         ours(3)
     with pytest.raises(TypeError, match=r"text 1 is a list, expected str.*tokenizer.pad"):
         ours(["ab", [1, 2]])
@@ -501,3 +501,18 @@ def test_an_added_token_on_the_id_of_another_vocabulary_token_is_refused(tmp_pat
     added = {"1": {"content": "<s>", "special": True}}
     with pytest.raises(ValueError, match=r"added token '1': '<s>' has the id of 'b' in .*vocab.json"):
         Wav2Vec2CTCTokenizer(tmp_path / "vocab.json", unk_token="[UNK]", pad_token="[PAD]", added_tokens_decoder=added)
+
+
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "examples" / "demo-model"
+NOT_TEXT = st.one_of(st.integers(), st.floats(), st.booleans(), st.binary(max_size=4),
+                     st.dictionaries(st.text(), st.text(), max_size=2))
+
+
+@settings(max_examples=30, deadline=None)
+@given(value=NOT_TEXT)
+def test_text_that_is_not_a_str_or_a_list_is_refused_naming_the_argument(value):
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(DEMO_MODEL)
+    with pytest.raises(TypeError, match="^text must be a text \\(str\\) or a list of texts, got "):
+        tokenizer(value)
+    with pytest.raises(TypeError, match="^text must be a text \\(str\\) or a list of texts, got "):
+        Wav2Vec2BertProcessor.from_pretrained(DEMO_MODEL)(text=value)

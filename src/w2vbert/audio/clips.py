@@ -46,6 +46,9 @@ def _from_padded(
     """A (batch, samples) array or tensor, each row valid up to its `lengths` entry (all of it without lengths)."""
     if raw_speech.shape[0] == 0:
         raise ValueError(f"no clips: got a batch of shape {tuple(raw_speech.shape)}; pass at least one clip")
+    if raw_speech.shape[1] == 0:  # most likely one clip's (samples, channels) with no channel, not empty clips
+        raise ValueError(f"raw_speech of shape {tuple(raw_speech.shape)} is a batch of clips of 0 samples, expected "
+                         "(batch, samples) with samples >= 1 (a (samples, channels) clip goes in a list: [clip])")
     padded = torch.as_tensor(raw_speech)
     if not padded.is_floating_point():
         raise TypeError(f"expected float samples in [-1, 1], got a {padded.dtype} array: convert it first")
@@ -122,7 +125,8 @@ def _to_mono_tensor(clip: Any, index: int) -> torch.Tensor:
                 f"clip {index}: expected float samples in [-1, 1], got {array.dtype}; divide 16-bit integer "
                 "audio by 32768 or use w2vbert.load_audio"
             )
-        raise TypeError(f"clip {index}: expected float samples, got an array of {array.dtype}")
+        raise TypeError(f"raw_speech clip {index}: expected float samples, got an array of dtype {array.dtype}: pass "
+                        "each clip as a float array (a ragged batch as a list of arrays)")
     if array.ndim == 2:
         array = to_mono(array)
     elif array.ndim != 1:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import wave
 from collections.abc import Iterator
@@ -26,6 +25,11 @@ import soxr
 import torch
 
 SAMPLING_RATE = 16000  # Hz: what W2v-BERT 2.0 was trained on
+# The rates (Hz) a clip may be at or be resampled to. soxr takes any, but outside these a rate is a mistake, not
+# audio: from 10**9 Hz a second resamples to no sample at all; at 1 Hz to SAMPLING_RATE samples per input sample
+# (a 16000-sample array became 256M). 384 kHz is the highest rate of studio formats (DXD); 1 kHz is far below any
+# speech format (telephony is 8 kHz).
+SAMPLING_RATES = (1000, 384_000)
 MAX_CHANNELS = 8  # an array axis this short is taken for channels, the other for samples
 INTEGER_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int8): 2.0**7}
 # A decoded file this much shorter than its header says is reported as truncated. 0.1 s is above the codec delay and
@@ -53,10 +57,10 @@ def load_audio(
     (samples, channels) or (channels, samples), floats in [-1, 1] or int16/int32 PCM. Samples are taken to be at
     `sampling_rate` unless `source_sampling_rate` says otherwise. Channels are averaged.
     """
-    _check_rate("sampling_rate", sampling_rate)
+    check_sampling_rate("sampling_rate", sampling_rate)
     if isinstance(source, (np.ndarray, torch.Tensor, list, tuple)):
         if source_sampling_rate is not None:
-            _check_rate("source_sampling_rate", source_sampling_rate)
+            check_sampling_rate("source_sampling_rate", source_sampling_rate)
         audio = to_mono(_as_float_array(source))
         rate = sampling_rate if source_sampling_rate is None else source_sampling_rate
         name = "audio array"
@@ -87,7 +91,7 @@ def stream_audio(
     """
     if block_seconds <= 0:
         raise ValueError(f"block_seconds must be > 0, got {block_seconds}")
-    _check_rate("sampling_rate", sampling_rate)
+    check_sampling_rate("sampling_rate", sampling_rate)
     name, total = _name(source), 0
     resampler: soxr.ResampleStream | None = None
     pending: list[np.ndarray] = []
@@ -126,8 +130,8 @@ def stream_audio(
 def resample(audio: np.ndarray, source_sampling_rate: int, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
     """(samples,) float32 from `source_sampling_rate` to `sampling_rate` with soxr's high-quality filter (the
     names `load_audio` uses)."""
-    if source_sampling_rate <= 0 or sampling_rate <= 0:
-        raise ValueError(f"sampling rates must be positive, got {source_sampling_rate} -> {sampling_rate}")
+    check_sampling_rate("source_sampling_rate", source_sampling_rate)
+    check_sampling_rate("sampling_rate", sampling_rate)
     if source_sampling_rate == sampling_rate:
         return np.ascontiguousarray(audio, dtype=np.float32)
     resampled = soxr.resample(np.asarray(audio, np.float32), source_sampling_rate, sampling_rate, quality="HQ")
@@ -196,10 +200,12 @@ def _as_float_array(source: np.ndarray | torch.Tensor | list | tuple) -> np.ndar
     return array.astype(np.float32, copy=False)
 
 
-def _check_rate(argument: str, rate: Any) -> None:
-    # `not rate > 0` also refuses NaN; bool is an int to Python but never a rate.
-    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.number)) or not rate > 0 or math.isinf(rate):
-        raise ValueError(f"{argument} must be a positive number of Hz (e.g. 16000), got {rate!r}")
+def check_sampling_rate(argument: str, rate: Any) -> None:
+    """A ValueError naming `argument` unless `rate` is a number of Hz in `SAMPLING_RATES`."""
+    # `not low <= rate` also refuses NaN; bool is an int to Python but never a rate.
+    low, high = SAMPLING_RATES
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.number)) or not low <= rate <= high:
+        raise ValueError(f"{argument} must be a positive number of Hz from {low} to {high} (e.g. 16000), got {rate!r}")
 
 
 def _count_nonfinite(audio: np.ndarray) -> tuple[int, int]:
@@ -344,7 +350,7 @@ def audio_seconds(path: str | os.PathLike) -> float:
 
 def wav_bytes(audio: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> bytes:
     """(samples,) floats in [-1, 1] -> the bytes of a mono 16-bit PCM WAV file (samples beyond +-1 are clipped)."""
-    _check_rate("sampling_rate", sampling_rate)
+    check_sampling_rate("sampling_rate", sampling_rate)
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as handle:
         handle.setnchannels(1)

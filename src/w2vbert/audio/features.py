@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from w2vbert.audio.clips import batch_waveforms, check_finite_features
-from w2vbert.audio.decode import SAMPLING_RATE
+from w2vbert.audio.decode import SAMPLING_RATE, check_sampling_rate
 from w2vbert.audio.fbank import NORM_EPSILON, FbankTables, log_mel_fbank, normalize_per_bin, num_frames
 from w2vbert.loading.hub import DEFAULT_HUB, HubOptions, resolve_optional_file
 from w2vbert.utils.batch import BatchFeature, as_columns, holds_numbers, padding_plan, with_other_columns
@@ -39,6 +39,9 @@ logger = logging.getLogger("w2vbert")
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 PROCESSOR_CONFIG_NAME = "processor_config.json"  # transformers >= 5 nests the extractor config in here
+# The dtype of the attention_mask `__call__` makes, as transformers' extractor makes it; the ONNX graph's mask
+# input takes the same, so the extractor's output feeds it as it comes.
+ATTENTION_MASK_DTYPE = torch.int32
 
 
 # ------------------------------------------------------------------------------------------- the extractor
@@ -193,7 +196,7 @@ class SeamlessM4TFeatureExtractor:
         out = BatchFeature(input_features=features.reshape(batch, steps, bins * self.stride))  # (B, T/2, 160)
         if return_attention_mask:
             # A step is real only when all its frames are: transformers keeps the mask of each pair's last frame.
-            out["attention_mask"] = frame_mask[:, self.stride - 1 :: self.stride].to(torch.int32)  # (B, steps)
+            out["attention_mask"] = frame_mask[:, self.stride - 1 :: self.stride].to(ATTENTION_MASK_DTYPE)  # (B, steps)
         return out
 
     def _check_rate(self, sampling_rate: int | None) -> None:
@@ -206,7 +209,9 @@ class SeamlessM4TFeatureExtractor:
                     self.sampling_rate,
                 )
                 self._warned_no_rate = True
-        elif int(sampling_rate) != self.sampling_rate:
+            return
+        check_sampling_rate("sampling_rate", sampling_rate)
+        if sampling_rate != self.sampling_rate:
             raise ValueError(
                 f"audio at {sampling_rate} Hz given to a feature extractor for {self.sampling_rate} Hz: resample it "
                 f"first, e.g. w2vbert.load_audio(path_or_array, sampling_rate={self.sampling_rate}, "

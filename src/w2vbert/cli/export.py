@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from w2vbert.cli.arguments import UsageError
 from w2vbert.export.names import EXPORT_DTYPE_NAMES, QUANTIZATIONS
 
 
@@ -22,8 +23,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from w2vbert.export.onnx import export_directory
+    from w2vbert.export.onnx import check_destination, export_directory
 
+    try:
+        check_destination(args.model, args.out)  # an output the command line names wrongly: bad usage
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     path = export_directory(args.model, args.out, dtype=args.dtype, quantize=args.quantize)
     print(path)
     return 0

@@ -17,12 +17,13 @@ in a padded batch, and each recording gets the same result alone or in a batch (
 In order: the inputs (`as_clip`); a recording and its checked windows (`Recording`, `ReadyWindow`); windows and
 their features (`window_features`, `featured_windows`, `windows_of`, `checked_windows`); the `Pipeline` base (the
 hooks a task defines, then the stages that call them: `checked`, `run_windows`, `result`); the loop (`fits`,
-`Batches`, `input_windows`, `in_order`).
+`check_batch_size`, `Batches`, `input_windows`, `in_order`).
 """
 
 from __future__ import annotations
 
 import collections
+import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -193,8 +194,7 @@ class Pipeline:
         if not isinstance(model, self.model_classes):
             names = " or ".join(cls.__name__ for cls in self.model_classes)
             raise ValueError(f"the {self.task} pipeline needs a {names}, got {type(model).__name__}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_batch_size(batch_size)
         self.model = model.eval()
         self.feature_extractor = feature_extractor or default_feature_extractor()
         self.batch_size = batch_size
@@ -230,7 +230,7 @@ class Pipeline:
         the others go on, which is what a command processing many files needs. Batch and window settings given
         here override the pipeline's for this call; `progress(seconds)` is told the audio each batch has done."""
         plan = self.plan(chunk_length_s or self.chunk_length_s, stride_length_s or self.stride_length_s)
-        batches = Batches(size=batch_size or self.batch_size)
+        batches = Batches(size=self.batch_size if batch_size is None else check_batch_size(batch_size))
         for recording in in_order(self, input_windows(self, inputs, plan), batches, progress):
             yield self.result(recording, **options)
 
@@ -329,6 +329,14 @@ class Pipeline:
 def fits(count: int, longest: int, max_batch_seconds: float) -> bool:
     """Whether `count` windows, the longest of `longest` samples, stay within `max_batch_seconds` of padded audio."""
     return count * longest / SAMPLING_RATE <= max_batch_seconds
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """`batch_size` if it is a whole number >= 1, else a ValueError naming it (bool is an int to Python, never a
+    size; a size of 0 or below once ran every window as one batch)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    return int(batch_size)
 
 
 class Batches:

@@ -60,13 +60,21 @@ def torch_load_weights_only(path: str | os.PathLike, allowed_globals: Sequence[t
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         if found is None:
-            raise ValueError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {error}") from None
+            raise _not_weights(path) from None
         raise ValueError(
             f"refusing to load {path}: it asks to unpickle {found.group(1)}, which is not a tensor or a plain "
             "container (only weights are read, never code). Convert it to safetensors where you trust its source"
         ) from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {error}") from None
+    except FileNotFoundError:
+        raise
+    except Exception:  # noqa: BLE001 - bytes that are no torch.save file fail anywhere in its reader (KeyError, ...)
+        raise _not_weights(path) from None
+
+
+def _not_weights(path: Path) -> ValueError:
+    """The one line for a file torch.load cannot read. torch's own text is left out: several paragraphs, and for
+    a pickle it cannot read it advises retrying with weights_only=False, which would run whatever code it holds."""
+    return ValueError(f"{path} is not a valid weights file (not a readable PyTorch file: truncated or corrupt?)")
 
 
 def load_weights(path_or_repo_id: str | os.PathLike, hub: HubOptions = DEFAULT_HUB) -> dict[str, torch.Tensor]:
@@ -91,7 +99,7 @@ def load_weights(path_or_repo_id: str | os.PathLike, hub: HubOptions = DEFAULT_H
 def _load_sharded(index_path: Path, resolve: Callable[[str], Path]) -> dict[str, torch.Tensor]:
     try:
         weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as error:
         raise ValueError(f"{index_path} is not a valid shard index (needs a 'weight_map'): {error}") from None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise ValueError(f"{index_path}: 'weight_map' must map tensor names to shard file names")

@@ -12,7 +12,7 @@ the end, which is either the last token or the blank after it.
 
 In order: the alignment of one sequence (`forced_align`, with its input checks and the `_Trellis` of states that
 runs the Viterbi passes), the spans of its tokens (`token_spans`), and words with times from a transcript and a
-CTC tokenizer (`align_words`).
+CTC tokenizer (`align_words`, with `spelled`: the transcript in the vocabulary's case).
 """
 
 from __future__ import annotations
@@ -175,8 +175,10 @@ def align_words(
     """A known transcript on the frames of a CTC model's output: `{"words": [{"word", "start", "end", "score"}],
     "chars": [...], "unknown": [characters the vocabulary lacks, aligned as its unknown token], "score": the
     path's mean log-probability per frame}`. Times are seconds (frames x `seconds_per_frame`); a word's score is
-    the mean of its characters'."""
-    text = " ".join(text.split())  # any run of whitespace (a line break of a .txt file) is one word boundary
+    the mean of its characters'. Characters are aligned in the case the vocabulary has (`spelled`); words keep the
+    transcript's own spelling, chars the vocabulary's tokens."""
+    words_given = text.split()  # any run of whitespace (a line break of a .txt file) is one word boundary
+    text = spelled(" ".join(words_given), tokenizer)
     ids = tokenizer(text)["input_ids"]
     if not ids:
         raise ValueError("the transcript is empty: nothing to align")
@@ -197,4 +199,23 @@ def align_words(
                 "end": round(span.end * seconds_per_frame, 3), "score": round(span.score, 4)}
         chars.append(char)
         current.append(char)
+    if len(words) == len(words_given):  # one token run per given word: name each as the transcript wrote it
+        words = [{**word, "word": given} for word, given in zip(words, words_given, strict=True)]
     return {"words": words, "chars": chars, "unknown": unknown, "score": total / len(path)}
+
+
+def spelled(text: str, tokenizer: Wav2Vec2CTCTokenizer) -> str:
+    """`text` with each character the vocabulary lacks replaced by its lower or upper case where the vocabulary
+    has that: a vocabulary of one case (W2v-BERT CTC heads are usually trained on lower-cased text) would otherwise
+    take every capital as its unknown token."""
+    unk = tokenizer.unk_token_id
+
+    def known(token: str) -> bool:
+        return tokenizer.convert_tokens_to_ids(token) != unk
+
+    def spell(ch: str) -> str:
+        if ch.isspace() or known(ch):
+            return ch
+        return next((case for case in (ch.lower(), ch.upper()) if known(case)), ch)
+
+    return "".join(spell(ch) for ch in text)

@@ -140,7 +140,7 @@ def _one_text(value: Any, is_split_into_words: bool, where: str) -> Texts:
     if is_split_into_words and isinstance(value, (list, tuple)) and all(isinstance(w, str) for w in value):
         return list(value)
     if where == "text" and not isinstance(value, (list, tuple)):
-        raise TypeError(f"expected a text (str) or a list of texts, got {type(value).__name__}: {value!r:.80}")
+        raise TypeError(f"{where} must be a text (str) or a list of texts, got {type(value).__name__}: {value!r:.80}")
     raise TypeError(
         f"{where} is a {type(value).__name__}, expected str: the tokenizer takes a text, a pair of texts or a "
         "list of them (label ids are padded with tokenizer.pad([{'input_ids': ids}, ...]))"

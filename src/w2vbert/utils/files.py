@@ -109,6 +109,8 @@ def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason}), expected JSON") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
+    except RecursionError:  # json's decoder recurses once per level of nesting
+        raise ValueError(f"{path} nests JSON arrays or objects too deeply to read (over ~1000 levels)") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
     return values
