@@ -114,14 +114,14 @@ def test_align_takes_capitalised_text_in_the_lower_case_vocabularys_case_and_kee
     text = clip.with_suffix(".txt").read_text().strip()
     (tmp_path / "title.txt").write_text(text.upper())
     assert main(["align", str(clip), str(tmp_path / "title.txt"), "-m", str(root / "examples" / "demo-model"),
-                 "-o", str(tmp_path / "out")]) == 0
+                 "-o", str(tmp_path / "out"), "--no-progress"]) == 0
     assert capsys.readouterr().err == ""  # no "characters the vocabulary lacks" warning
     aligned = json.loads((tmp_path / "out" / "dog_cat.json").read_text())
     assert [w["word"] for w in aligned["words"]] == text.upper().split()
     assert "".join(c["char"] for c in aligned["chars"]) == text.replace(" ", "")  # the vocabulary's letters
     lower = tmp_path / "lower"
     assert main(["align", str(clip), str(clip.with_suffix(".txt")), "-m", str(root / "examples" / "demo-model"),
-                 "-o", str(lower)]) == 0
+                 "-o", str(lower), "--no-progress"]) == 0
     same = json.loads((lower / "dog_cat.json").read_text())
     assert [(w["start"], w["end"]) for w in same["words"]] == [(w["start"], w["end"]) for w in aligned["words"]]
 
