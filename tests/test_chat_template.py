@@ -102,3 +102,15 @@ def test_template_names_that_leave_the_folder_are_refused_before_writing(tmp_pat
     with pytest.raises(ValueError, match="PWNED"):
         tokenizer.save_pretrained(tmp_path / "out" / "save")
     assert not list(tmp_path.rglob("PWNED*")) and not (tmp_path / "out" / "save" / "chat_template.jinja").exists()
+
+
+def test_the_processor_holds_its_tokenizers_chat_template_through_its_files(tmp_path):
+    from w2vbert import SeamlessM4TFeatureExtractor, Wav2Vec2BertProcessor
+
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(write_vocab(tmp_path / "vocab", VOCAB))
+    processor = Wav2Vec2BertProcessor(SeamlessM4TFeatureExtractor(), tokenizer)
+    assert processor.chat_template is None  # transformers' processor tests skip their chat tests on None
+    processor.chat_template = {"default": "a", "second": "b"}
+    processor.save_pretrained(tmp_path / "saved")
+    reloaded = Wav2Vec2BertProcessor.from_pretrained(tmp_path / "saved")
+    assert reloaded.chat_template == reloaded.tokenizer.chat_template == {"default": "a", "second": "b"}
