@@ -2,10 +2,10 @@
 
 In order: the length constants; `EncodeOptions`, the keywords of `Wav2Vec2CTCTokenizer.__call__` once resolved;
 `resolve_strategies`, how padding / truncation / max_length combine (transformers'
-`_get_padding_truncation_strategies`); `read_texts`, what `text` and `text_pair` hold (one text, a pair, a batch
-of texts or of pairs); `truncate_ids`, the truncation strategies with stride and side; `encode_example`, one
-example's columns before padding; `pad_columns`, the padding behind `Wav2Vec2CTCTokenizer.pad`; `assemble`, the
-examples padded and converted as one output.
+`_get_padding_truncation_strategies`); `call_options`, the call's keywords resolved; `read_texts`, what `text` and
+`text_pair` hold (one text, a pair, a batch of texts or of pairs); `truncate_ids`, the truncation strategies with
+stride and side; `encode_example`, one example's columns before padding; `pad_columns`, the padding behind
+`Wav2Vec2CTCTokenizer.pad`; `assemble`, the examples padded and converted as one output.
 
 The tokenizer adds no special ids (transformers' "none" pattern for this class), so a pair is the two texts' ids
 one after the other, and `add_special_tokens` changes only the token type ids.
@@ -14,6 +14,7 @@ one after the other, and `add_special_tokens` changes only the token type ids.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ LARGE_INTEGER = int(1e20)  # a model_max_length above this is no maximum (transf
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 OVERFLOW_KEYS = ("overflowing_tokens", "num_truncated_tokens")  # per example, ragged: never made tensors
 PADDED_KEYS = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask")  # what padding pads
+
+logger = logging.getLogger("w2vbert")
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,34 @@ def resolve_strategies(
             f"pad_to_multiple_of ({pad_to_multiple_of}): pass a max_length that is one"
         )
     return padding, truncation, max_length
+
+
+def call_options(named: dict[str, Any], model_input_names: list[str], model_max_length: int) -> EncodeOptions:
+    """The keywords of `Wav2Vec2CTCTokenizer.__call__` (`named`, name -> value) resolved: strategies as
+    `resolve_strategies`, the attention mask and token type ids returned when the model takes them."""
+    padding, truncation, max_length = resolve_strategies(
+        named["padding"], named["truncation"], named["max_length"], named["pad_to_multiple_of"], model_max_length
+    )
+    if padding == "longest" and named["max_length"] is not None and named["truncation"] in (None, False):
+        if named["verbose"]:
+            logger.warning("max_length is ignored with padding=True and no truncation: use padding='max_length'")
+    mask, types = named["return_attention_mask"], named["return_token_type_ids"]
+    return EncodeOptions(
+        padding=padding,
+        truncation=truncation,
+        max_length=max_length,
+        stride=named["stride"],
+        pad_to_multiple_of=named["pad_to_multiple_of"],
+        padding_side=named["padding_side"],
+        add_special_tokens=named["add_special_tokens"],
+        return_tensors=named["return_tensors"],
+        return_token_type_ids="token_type_ids" in model_input_names if types is None else types,
+        return_attention_mask="attention_mask" in model_input_names if mask is None else mask,
+        return_overflowing_tokens=named["return_overflowing_tokens"],
+        return_special_tokens_mask=named["return_special_tokens_mask"],
+        return_length=named["return_length"],
+        verbose=named["verbose"],
+    )
 
 
 Texts = str | list[str]  # one text, or (is_split_into_words) its words

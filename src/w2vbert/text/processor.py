@@ -8,8 +8,9 @@ which its loss would read as a blank target. `pad` is transformers' collator ste
 by their own part); `batch_decode` turns CTC ids into text.
 
 In order: the class (construction and transformers' class-level description: `get_attributes`,
-`valid_processor_kwargs`, `model_input_names`; `__call__` and the routing; `pad` and decoding; `to_dict` and the
-files; `from_pretrained`, which hands each keyword to the part that takes it); `_minus_100_where_padded`.
+`valid_processor_kwargs`, `model_input_names`; `__call__` and the routing; `pad`, decoding and the tokenizer's
+`chat_template`; `to_dict` and the files; `from_pretrained`, which hands each keyword to the part that takes it);
+`_minus_100_where_padded`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from w2vbert.audio.features import (
     config_text,
 )
 from w2vbert.loading.hub import HubOptions
+from w2vbert.text.chat_template import ChatTemplates, as_templates
 from w2vbert.text.encoding import LABEL_PAD, BatchEncoding
 from w2vbert.text.processor_kwargs import Wav2Vec2BertProcessorKwargs, merge_kwargs
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
@@ -55,6 +57,7 @@ TOKENIZER_BASE_KEYWORDS = frozenset(
         "model_input_names",
         "clean_up_tokenization_spaces",
         "split_special_tokens",
+        "chat_template",
     }
 )
 
@@ -155,6 +158,16 @@ class Wav2Vec2BertProcessor:
 
     def decode(self, *args: Any, **kwargs: Any) -> Any:
         return self._require_tokenizer("decode CTC ids").decode(*args, **kwargs)
+
+    @property
+    def chat_template(self) -> ChatTemplates:
+        """The tokenizer's chat templates (None without a tokenizer). transformers' processors hold their own, but
+        write them to the same chat_template.jinja as the tokenizer, so a saved folder has one; here it is that one."""
+        return None if self.tokenizer is None else self.tokenizer.chat_template
+
+    @chat_template.setter
+    def chat_template(self, value: ChatTemplates) -> None:
+        self._require_tokenizer("hold a chat template").chat_template = as_templates(value)
 
     def _require_tokenizer(self, purpose: str) -> Wav2Vec2CTCTokenizer:
         if self.tokenizer is None:

@@ -4,11 +4,12 @@ The tokens themselves (the vocabulary, added and special tokens, text <-> tokens
 `set_target_lang`) are `tokens.CtcTokens`; this class adds transformers' API around them: the constructor and
 `from_pretrained` / `save_pretrained` with transformers' files (read and written in `vocab`), `__call__` and
 `encode` with transformers' padding, truncation and text pairs (`prepare`), `pad` for data collators, and CTC
-`decode`: repeats collapsed, blanks dropped, with character and word offsets (`ctc_text`). `do_lower_case=True`
+`decode`: repeats collapsed, blanks dropped, with character and word offsets (`ctc_text`), and
+`apply_chat_template` (`chat_template`). `do_lower_case=True`
 means the vocabulary is upper case: text is upper-cased in and lower-cased out.
 
 In order: the class and its construction; calls (`__call__`, `encode`, transformers' helpers for pairs and special
-tokens); `pad`; decoding; files.
+tokens); `pad`; decoding; chat templates; files.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from w2vbert.loading.hub import HubOptions
+from w2vbert.text.chat_template import apply_chat_template, as_templates, save_chat_templates
 from w2vbert.text.ctc_text import (
     CtcSymbols,
     Wav2Vec2CTCTokenizerOutput,
@@ -39,6 +41,7 @@ from w2vbert.text.prepare import (
     EncodeOptions,
     Texts,
     assemble,
+    call_options,
     encode_example,
     pad_columns,
     read_texts,
@@ -129,6 +132,7 @@ class Wav2Vec2CTCTokenizer(CtcTokens):
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         self.split_special_tokens, self.verbose = split_special_tokens, verbose
         self.name_or_path, self.deprecation_warnings = "", {}
+        self.chat_template = as_templates(extra.pop("chat_template", None))  # None, a template, or name -> template
         self.extra = extra  # other tokenizer_config.json keys, written back unchanged
         specials = dict(bos_token=bos_token, eos_token=eos_token, unk_token=unk_token, sep_token=sep_token)
         specials |= dict(pad_token=pad_token, cls_token=cls_token, mask_token=mask_token)
@@ -200,7 +204,8 @@ class Wav2Vec2CTCTokenizer(CtcTokens):
                 "return_offsets_mapping needs a fast tokenizer; for this one, a character's id is at its position "
                 "in tokenizer.tokenize(text)"
             )
-        options = self._options(named)
+        options = call_options(named, self.model_input_names, self.model_max_length)
+        self._check_can_pad(options.padding)
         split = (named["is_split_into_words"], named.get("split_special_tokens", self.split_special_tokens))
         encodings = targets = None
         if named["text"] is not None:
@@ -215,36 +220,6 @@ class Wav2Vec2CTCTokenizer(CtcTokens):
         if targets is not None:
             encodings["labels"] = targets["input_ids"]
         return encodings
-
-    def _options(self, named: dict[str, Any]) -> EncodeOptions:
-        padding, truncation, max_length = resolve_strategies(
-            named["padding"],
-            named["truncation"],
-            named["max_length"],
-            named["pad_to_multiple_of"],
-            self.model_max_length,
-        )
-        if padding == "longest" and named["max_length"] is not None and named["truncation"] in (None, False):
-            if named["verbose"]:
-                logger.warning("max_length is ignored with padding=True and no truncation: use padding='max_length'")
-        self._check_can_pad(padding)
-        mask, types = named["return_attention_mask"], named["return_token_type_ids"]
-        return EncodeOptions(
-            padding=padding,
-            truncation=truncation,
-            max_length=max_length,
-            stride=named["stride"],
-            pad_to_multiple_of=named["pad_to_multiple_of"],
-            padding_side=named["padding_side"],
-            add_special_tokens=named["add_special_tokens"],
-            return_tensors=named["return_tensors"],
-            return_token_type_ids="token_type_ids" in self.model_input_names if types is None else types,
-            return_attention_mask="attention_mask" in self.model_input_names if mask is None else mask,
-            return_overflowing_tokens=named["return_overflowing_tokens"],
-            return_special_tokens_mask=named["return_special_tokens_mask"],
-            return_length=named["return_length"],
-            verbose=named["verbose"],
-        )
 
     def _check_can_pad(self, padding: str) -> None:
         if padding != "do_not_pad" and (self.pad_token is None or (self.pad_token_id or 0) < 0):
@@ -304,13 +279,8 @@ class Wav2Vec2CTCTokenizer(CtcTokens):
             max_length=max_length, stride=stride, padding_side=padding_side, return_tensors=return_tensors, **kwargs,
         )["input_ids"]  # fmt: skip
 
-    @property
-    def max_len_single_sentence(self) -> int:
-        return self.model_max_length
-
-    @property
-    def max_len_sentences_pair(self) -> int:
-        return self.model_max_length
+    # transformers' lengths left for text once special tokens are in: all of it, as this tokenizer adds none
+    max_len_single_sentence = max_len_sentences_pair = property(lambda self: self.model_max_length)
 
     def truncate_sequences(
         self,
@@ -434,6 +404,10 @@ class Wav2Vec2CTCTokenizer(CtcTokens):
             return decoded
         return Wav2Vec2CTCTokenizerOutput({field: [d[field] for d in decoded] for field in fields})
 
+    # ------------------------------------------------------------------------------------ chat templates
+    # transformers' method, written once beside the rendering it drives
+    apply_chat_template = apply_chat_template
+
     # --------------------------------------------------------------------------------------------- files
     def to_config(self) -> dict[str, Any]:
         """The `tokenizer_config.json` dictionary, in transformers' layout (added tokens under their ids)."""
@@ -457,14 +431,18 @@ class Wav2Vec2CTCTokenizer(CtcTokens):
         }
         return dict(sorted(config.items()))
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
+    def save_pretrained(self, save_directory: str | os.PathLike, save_jinja_files: bool = True) -> list[str]:
         """Write vocab.json, tokenizer_config.json, special_tokens_map.json and, when there are tokens outside
-        vocab.json, added_tokens.json: the files of transformers 5 plus those older versions read."""
+        vocab.json, added_tokens.json: the files of transformers 5 plus those older versions read. Chat templates
+        go to chat_template.jinja and additional_chat_templates/ (to tokenizer_config.json without
+        `save_jinja_files`), as `chat_template.save_chat_templates` says."""
+        entry, templates = save_chat_templates(Path(save_directory), self.chat_template, save_jinja_files)
+        config = self.to_config() | ({} if entry is None else {"chat_template": entry})
         special = {name: str(v) for name, v in self._special_tokens_map.items() if name in _MAPPED and v is not None}
         if self._extra_special_tokens:
             special["additional_special_tokens"] = self.extra_special_tokens  # the older files' name
         outside = {t.content: i for i, t in self.added_tokens_decoder.items() if t.content not in self.encoder}
-        return write_tokenizer_files(Path(save_directory), self.vocab, self.to_config(), special, outside)
+        return write_tokenizer_files(Path(save_directory), self.vocab, config, special, outside) + templates
 
     @classmethod
     def from_pretrained(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from w2vbert.loading.hub import HubOptions, resolve_optional_file
+from w2vbert.text.chat_template import read_chat_templates
 from w2vbert.utils.files import atomic_write_text, read_json_object
 
 VOCAB_NAME = "vocab.json"
@@ -164,6 +165,7 @@ def read_tokenizer_files(
     As transformers 5: tokenizer_config.json gives the arguments; its `added_tokens_decoder` the added tokens.
     A config without one (files of transformers < 4.34) takes the special tokens of special_tokens_map.json
     and the added tokens of added_tokens.json (special if they name a special token, never stripped).
+    Chat templates come from chat_template.jinja and additional_chat_templates/ before the config's entry.
     `overrides` (which win over the files) only decide which tokens are special here.
     """
     vocab_path = resolve_optional_file(path_or_repo_id, VOCAB_NAME, hub)
@@ -189,6 +191,9 @@ def read_tokenizer_files(
         config.setdefault("word_delimiter_token", specific["word_delimiter_token"])
     for key in _LOADING_KEYS:
         config.pop(key, None)
+    templates = read_chat_templates(path_or_repo_id, hub)  # the template files win over the config's entry
+    if templates is not None:
+        config["chat_template"] = templates
     return vocab_path, config
 
 
