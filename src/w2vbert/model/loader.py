@@ -189,7 +189,9 @@ def build_from_state_dict(
     ignore_mismatched_sizes: bool = False,
 ) -> tuple[Wav2Vec2BertPreTrainedModel, LoadingInfo]:
     """Build on the meta device, assign `state`, initialise the rest; returns (model, loading info)."""
-    with torch.device("meta"):
+    from w2vbert.model.meta_count import ShapesOnly  # it builds models: imported when one is loaded
+
+    with torch.device("meta"), ShapesOnly():  # no init ops on meta (the first would import torch's compiler: ~1 s)
         model = cls(config)
     expected = dict(model.state_dict())
     state = dict(align_prefix(state, expected, cls.base_model_prefix + "."))  # a caller's state_dict stays whole
