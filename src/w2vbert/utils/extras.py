@@ -19,7 +19,7 @@ EXTRAS = {
     "ray": ("ray",),
     "vad": ("silero_vad",),
     "onnx": ("onnx", "onnxscript", "onnxruntime"),
-    "serve": ("fastapi", "uvicorn", "websockets", "multipart", "prometheus_client"),
+    "serve": ("fastapi", "uvicorn", "wsproto", "websockets", "multipart", "prometheus_client"),
 }
 
 
