@@ -299,10 +299,10 @@ def test_a_full_queue_answers_503_with_retry_after_and_a_slow_request_504():
             assert_openai_error(first.result(), 504, "1 s")
 
 
-def wait_for_queued(url: str, timeout: float = 30) -> None:
-    """Until the server holds a request's windows in its batcher queue."""
+def wait_for_queued(url: str, timeout: float = 30, windows: int = 1) -> None:
+    """Until the server holds at least `windows` windows in its batcher queue."""
     deadline = time.time() + timeout
-    while httpx.get(url + "/health").json()["queued_windows"] < 1:
+    while httpx.get(url + "/health").json()["queued_windows"] < windows:
         assert time.time() < deadline, "no request reached the batcher"
         time.sleep(0.02)
 

@@ -206,8 +206,7 @@ def test_sigterm_answers_the_queued_requests_503_after_the_grace_and_logs_no_tra
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             waiting = [pool.submit(post, url, "/v1/audio/transcriptions", EXAMPLES[0].read_bytes())
                        for _ in range(3)]
-            wait_for_queued(url)
-            time.sleep(0.3)  # all three queued
+            wait_for_queued(url, windows=3)  # all three queued (a request still connecting would get no answer)
             process.send_signal(signal.SIGTERM)
             for response in (f.result() for f in waiting):
                 assert_openai_error(response, 503, "shutting down")
