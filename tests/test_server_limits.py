@@ -146,12 +146,23 @@ def test_a_short_upload_is_prepared_between_the_windows_of_long_uploads_ahead_of
 
 
 # ---------------------------------------------------------------------------------------- huge answers
+def write_flac(path, samples: np.ndarray, rate: int = 16000):
+    """Mono int16 `samples` -> a FLAC file, encoded by PyAV (a dependency already)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("flac", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in (*stream.encode(frame), *stream.encode(None)):
+            container.mux(packet)
+    return path
+
+
 def test_per_frame_embeddings_past_the_response_limit_are_413_before_the_model_runs(tmp_path):
     # An 18 KB FLAC of 50 min of silence answered 300 MB of JSON; here 5 min against a 5 MB limit.
-    silence = tmp_path / "silence.flac"
-    subprocess.run(["sox", "-D", "-n", "-r", "16000", "-c", "1", "-b", "16", str(silence), "trim", "0", "300"],
-                   check=True)
-    assert silence.stat().st_size < 50_000
+    silence = write_flac(tmp_path / "silence.flac", np.zeros(16000 * 300, np.int16))
+    assert silence.stat().st_size < 100_000  # a small upload asking for a large answer
     with running(create_app(ServeSettings(model=str(DEMO), max_response_mb=5))) as url:
         refused = post(url, "/v1/audio/embeddings", silence.read_bytes(), "silence.flac", pool="none")
         assert_openai_error(refused, 413, "5 MB", "--max-response-mb", "pool=mean")

@@ -18,7 +18,8 @@ Retry-After), an optional API key (`Authorization: Bearer`, compared in constant
 401), CORS off unless origins are given (middleware.py, state.py). Errors have OpenAI's shape: `{"error":
 {"message", "type", "param", "code"}}` (errors.py). On SIGINT/SIGTERM uvicorn stops accepting and gives the requests in
 flight a grace period to finish; those still waiting then are cancelled and answered 503 (middleware.py), and
-`lifespan` stops the model thread.
+`lifespan` waits until those answers are written (uvicorn ends the process right after it), then stops the model
+thread.
 
 Here: `create_app`, which puts one `ServerState` on `app.state.server` and assembles the middleware, the error
 handlers and the routers around it, `uvicorn_config`, and `lifespan`.
@@ -80,4 +81,5 @@ def uvicorn_config(app: FastAPI, **options: Any) -> uvicorn.Config:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
+    await app.state.server.all_answered(timeout=2.0)  # the 503s of the requests uvicorn cancelled, written first
     await asyncio.to_thread(app.state.server.served.close)  # after uvicorn has let the requests in flight finish

@@ -45,6 +45,7 @@ class Gate:
         if scope["type"] != "http":  # WebSockets check their key and take their place in routes/stream.py
             return await self.app(scope, receive, send)
         started, status = time.perf_counter(), [CLIENT_GONE]
+        self.state.open_requests += 1
 
         async def tracking_send(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -61,6 +62,8 @@ class Gate:
             if status[0] == CLIENT_GONE:
                 await answer(tracking_send, ApiError(503, "the server is shutting down; retry on another",
                                                      code="shutting_down", headers={"Retry-After": "5"}))
+        finally:
+            self.state.open_requests -= 1
         path = scope["path"]
         self.state.metrics.request(path if path in ROUTES else "other", status[0], time.perf_counter() - started)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,7 @@ class ServerState:
     served: Served
     metrics: Metrics
     in_flight: int = 0  # changed on the event loop only, so no lock
+    open_requests: int = 0  # HTTP requests inside the middleware, answered or not yet (the event loop only)
 
     @staticmethod
     def of(connection: HTTPConnection) -> ServerState:
@@ -92,6 +94,14 @@ class ServerState:
     def release(self) -> None:
         self.in_flight -= 1
         self.metrics.in_flight.dec()
+
+    async def all_answered(self, timeout: float) -> None:
+        """Until every HTTP request has left the middleware (its answer written), for at most `timeout` seconds: at
+        shutdown, uvicorn cancels the requests still waiting and, without this wait, could end the process before
+        their 503s are written."""
+        deadline = time.monotonic() + timeout
+        while self.open_requests and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     def needs(self, pipe: Pipeline | None, what: str) -> Pipeline:
         """`pipe`, or a 400 naming the model's class when the model has no head for `what`."""
