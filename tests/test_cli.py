@@ -17,7 +17,7 @@ from w2vbert.cli.parser import main
 
 
 def test_info_summarises_a_checkpoint_from_its_config_alone(tmp_path, capsys):
-    # The full-size CTC config: the parameter count needs no weights file (built on the meta device).
+    # The full-size CTC config: the parameter count needs no weights file (meta builds, model/meta_count.py).
     Wav2Vec2BertConfig(architectures=["Wav2Vec2BertForCTC"], vocab_size=40).save_pretrained(tmp_path)
     assert main(["info", str(tmp_path)]) == 0
     out = capsys.readouterr().out

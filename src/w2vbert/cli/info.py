@@ -22,20 +22,18 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 
 def checkpoint_summary(model: str) -> dict[str, object]:
     """What `w2vbert info` prints, as a dict: built from config.json alone, no weights are read."""
-    import torch
-
     from w2vbert.audio.decode import SAMPLING_RATE
     from w2vbert.audio.features import PREPROCESSOR_CONFIG_NAME
     from w2vbert.loading.hub import resolve_optional_file
     from w2vbert.model.auto import model_class_for
     from w2vbert.model.config import Wav2Vec2BertConfig
     from w2vbert.model.heads import Wav2Vec2BertForCTC
+    from w2vbert.model.meta_count import count_parts
     from w2vbert.text.vocab import TOKENIZER_CONFIG_NAME, VOCAB_NAME
 
     config = Wav2Vec2BertConfig.from_pretrained(model)
     cls = model_class_for(config)
-    with torch.device("meta"):  # shapes only: counting 600M parameters costs no memory
-        parameters = cls(config).num_parameters()
+    parameters = sum(count_parts(cls, config).values())  # meta builds without init: no memory, no compiler import
     files = (PREPROCESSOR_CONFIG_NAME, VOCAB_NAME, TOKENIZER_CONFIG_NAME)
     summary = {
         "model": model,
