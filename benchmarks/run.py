@@ -73,6 +73,32 @@ def print_table(peaks: dict, results: list[dict], features: dict) -> None:
               f"{row['speedup_best']:7.2f}x {blank}  max|d| {row['max_abs_diff']:.1e}")
 
 
+def batch_scaling(results: list[dict]) -> list[dict]:
+    """Per dtype and engine: B x 10 s over B times 1 x 10 s (1.0: a batch costs what its clips cost alone; below:
+    batching pays), for the forward cases of the same model size."""
+    single = {(r["dtype"], r.get("layers")): r for r in results
+              if r["mode"] == "forward" and r.get("batch") == 1 and r.get("seconds") == 10.0}
+    rows = []
+    for r in results:
+        base = single.get((r["dtype"], r.get("layers")))
+        if r["mode"] != "forward" or r.get("seconds") != 10.0 or base is None or "speedup" not in r:
+            continue
+        if "speedup" not in base:
+            continue
+        batch = r["batch"]
+        rows.append({"dtype": r["dtype"], "batch": batch,
+                     "w2vbert": r["ours"]["seconds"] / (batch * base["ours"]["seconds"]),
+                     r["reference_name"]: r["reference"]["seconds"] / (batch * base["reference"]["seconds"])})
+    return rows
+
+
+def print_scaling(rows: list[dict]) -> None:
+    print("batch scaling (B x 10 s) / (B * 1 x 10 s): w2vbert | transformers")
+    for row in rows:
+        reference = row.get("transformers", float("nan"))
+        print(f"  {row['dtype']:9s} B={row['batch']}: {row['w2vbert']:.2f} | {reference:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2-layer models, no 120 s clip, 2 repeats (< 2 min)")
@@ -110,9 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": machine,
                   "matmul_peak_gflops": peaks,
-                  "encoder": results, "features": features, "seconds": time.perf_counter() - started}
+                  "encoder": results, "batch_scaling": batch_scaling(results), "features": features,
+                  "seconds": time.perf_counter() - started}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     print_table(peaks, results, features)
+    print_scaling(batch_scaling(results))
     return 0
 
 
