@@ -315,10 +315,62 @@ def print_table(lines: list[str], results: list[dict], what: str) -> None:
         print(f"{start} {r['seconds']:8.3f} {r['peak_memory'] / 1e9:8.2f} {ours:>8s} {hf:>7s} {agreement}")
 
 
+def mode_of(variant: str) -> str:
+    """fp32, bf16 or int8 (our int8bf16 is an int8 mode: int8 matmuls, the rest bf16)."""
+    return "int8" if variant.startswith("int8") else variant
+
+
+def mode_summary(results: list[dict]) -> list[dict]:
+    """Per shape and mode: w2vbert's fastest row of that mode against the fastest peer row of the same mode
+    (ratio = peer seconds / ours: above 1, w2vbert leads), and the fastest of any mode against each engine's
+    fastest; cosines beside, so that a fast engine that disagrees stays visible."""
+    summary = []
+    for shape in dict.fromkeys(r["shape"] for r in results):
+        done = [r for r in results if r["shape"] == shape and "seconds" in r]
+        for mode in ("fp32", "bf16", "int8", "fastest"):
+            rows = [r for r in done if mode == "fastest" or mode_of(r["variant"]) == mode]
+            ours = min((r for r in rows if r["engine"] == "w2vbert"), key=lambda r: r["seconds"], default=None)
+            peers = [r for r in rows if r["engine"] != "w2vbert"]
+            if ours is None or not peers:
+                continue
+            for engine in dict.fromkeys(r["engine"] for r in peers):
+                peer = min((r for r in peers if r["engine"] == engine), key=lambda r: r["seconds"])
+                summary.append({"shape": shape, "mode": mode, "ours": ours["variant"], "ours_s": ours["seconds"],
+                                "peer": f"{engine} {peer['variant']}", "peer_s": peer["seconds"],
+                                "ratio": peer["seconds"] / ours["seconds"], "ours_cosine": ours.get("cosine"),
+                                "peer_cosine": peer.get("cosine")})
+    return summary
+
+
+def batch_scaling(results: list[dict]) -> list[dict]:
+    """Per engine and variant: B x 10 s over B times 1 x 10 s (below 1: batching pays)."""
+    single = {(r["engine"], r["variant"]): r["seconds"] for r in results if r["shape"] == "1x10s" and "seconds" in r}
+    rows = []
+    for r in results:
+        batch, seconds = r["shape"].rstrip("s").split("x")
+        base = single.get((r["engine"], r["variant"]))
+        if seconds == "10" and batch != "1" and base and "seconds" in r:
+            rows.append({"engine": r["engine"], "variant": r["variant"], "batch": int(batch),
+                         "ratio": r["seconds"] / (int(batch) * base)})
+    return rows
+
+
+def print_summaries(summary: list[dict], scaling: list[dict]) -> None:
+    print("\nmode for mode: the fastest peer row of each mode over w2vbert's (above 1.00x: w2vbert leads)")
+    for s in summary:
+        cosines = "/".join("-" if c is None else f"{c:.5f}" for c in (s["ours_cosine"], s["peer_cosine"]))
+        print(f"  {s['shape']:7s} {s['mode']:7s} w2vbert {s['ours']:8s} {s['ours_s']:7.3f} s vs {s['peer']:22s} "
+              f"{s['peer_s']:7.3f} s: {s['ratio']:.2f}x  (cosine ours/peer {cosines})")
+    if scaling:
+        print("batch scaling, B x 10 s over B times 1 x 10 s (below 1.00: batching pays)")
+        for s in scaling:
+            print(f"  {s['engine']:13s} {s['variant']:9s} B={s['batch']}: {s['ratio']:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 layers, 1 x 10 s, 2 repeats")
-    parser.add_argument("--shapes", nargs="+", default=None, help="BATCHxSECONDS, default 1x10 4x10")
+    parser.add_argument("--shapes", nargs="+", default=None, help="BATCHxSECONDS, default 1x10 4x10 8x10")
     parser.add_argument("--rows", help="comma-separated 'engine variant' rows (default: all this CPU has)")
     parser.add_argument("--model", type=Path, help="a Wav2Vec2BertForCTC directory (default: random, seed 0)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "0")) or None)
@@ -330,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
     args.repeats = args.repeats or (2 if args.quick else 3)
-    shapes = args.shapes or (["1x10"] if args.quick else ["1x10", "4x10"])
+    shapes = args.shapes or (["1x10"] if args.quick else ["1x10", "4x10", "8x10"])
     rows = all_rows()
     if args.rows:
         wanted = [tuple(name.split()) for name in args.rows.split(",")]
@@ -357,9 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     lines = header(threads)
     if args.json:
         report = {"header": lines, "output_compared": what, "threads": threads, "versions": versions(),
-                  "conversion_errors": files["errors"], "rows": results, "seconds": time.perf_counter() - started}
+                  "conversion_errors": files["errors"], "rows": results, "mode_for_mode": mode_summary(results),
+                  "batch_scaling": batch_scaling(results), "seconds": time.perf_counter() - started}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     print_table(lines, results, what)
+    print_summaries(mode_summary(results), batch_scaling(results))
     return 0
 
 
