@@ -1,0 +1,147 @@
+"""`units fit`'s work: a sample of one layer's frames drawn over a corpus, then k-means on it, saved as a codebook.
+(`units extract` is a corpus run of the `speech-units` pipeline: corpus.py and pipelines.py.)
+
+    OUT/sample/      a corpus run of `feature-extraction` (corpus.py: resumable, shared over torchrun ranks), each
+                     input's frames file holding only its sampled frames (units/sampling.py) and, with
+                     `normalize`, the statistics over all frames
+    OUT/centroids.safetensors, OUT/codebook.json    the codebook (units/codebook.py), written by rank 0
+
+The sample is the same whatever the ranks, shards or interruptions: each frame is in or out by its key, and the
+gathered sample is cut to `max_frames` by the smallest keys.
+
+In order: `FitSettings`, `FitSummary`, `sampling_settings`, `fit_codebook`, `gather_sample`, `corpus_statistics`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as load_numpy_file
+
+from w2vbert.inference import corpus
+from w2vbert.inference.pipelines import FeatureExtractionPipeline
+from w2vbert.units.codebook import STD_FLOOR, Codebook
+from w2vbert.units.kmeans import KMeansOptions, kmeans
+from w2vbert.units.sampling import frame_keys, keep_fraction, sampled_frames, smallest_keys
+
+SAMPLE_DIR = "sample"  # the sampling run's folder inside the codebook's
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """What `fit_codebook` draws and fits, beside the corpus run's settings."""
+
+    kmeans: KMeansOptions
+    max_frames: int  # frames in the sample at most
+    stats: str | None = None  # a stats.safetensors (embed --stats) to normalise frames with
+    normalize: bool = False  # normalise with the statistics of this corpus's frames, computed in the sampling run
+    device: str | None = None  # where k-means runs (default: the model's device)
+
+
+@dataclass
+class FitSummary:
+    run: corpus.BulkSummary  # the sampling run
+    frames: int = 0  # in the sample
+    inertia: float = 0.0
+    inertias: tuple[float, ...] = ()  # of each restart
+    seconds: float = 0.0  # k-means
+    codebook: Path | None = None  # None on ranks other than 0
+
+
+def sampling_settings(settings: corpus.BulkSettings, inputs: list[corpus.Input], fit: FitSettings
+                      ) -> corpus.BulkSettings:
+    """`settings` (a feature-extraction run of every frame) made a sampling run: the keep fraction from the
+    corpus's duration (stated in the manifest, or the files' headers), statistics when `fit.normalize`."""
+    seconds = sum(corpus.input_seconds(entry) for entry in inputs)
+    if not inputs or seconds <= 0:
+        raise ValueError(f"the corpus holds no audio to sample: {len(inputs)} inputs, {seconds:.1f} s")
+    return corpus.BulkSettings(**(asdict(settings) | {
+        "pool": None, "stats": fit.normalize, "sample_fraction": keep_fraction(fit.max_frames, seconds),
+        "sample_seed": fit.kmeans.seed}))
+
+
+def fit_codebook(
+    pipe: FeatureExtractionPipeline, settings: corpus.BulkSettings, inputs: list[corpus.Input],
+    output_dir: str | os.PathLike, fit: FitSettings, *, num_workers: int = 0, overwrite: bool = False,
+    progress: bool = True, log: Callable[[str], None] | None = None,
+) -> FitSummary:
+    """Sample `settings.layer`'s frames over `inputs` into OUT/sample (`settings` from `sampling_settings`), fit
+    k-means on them and save the codebook in `output_dir` (rank 0; the other ranks return after sampling)."""
+    output_dir = Path(output_dir)
+    run = corpus.run(pipe, settings, inputs, output_dir / SAMPLE_DIR, num_workers=num_workers,
+                     overwrite=overwrite, progress=progress)
+    summary = FitSummary(run)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return summary
+    if run.failed == run.inputs:
+        raise ValueError(f"every input failed ({run.failed} of {run.inputs}): no frames to fit; see "
+                         f"{output_dir / SAMPLE_DIR / corpus.FAILURES_NAME}")
+    frames = gather_sample(output_dir / SAMPLE_DIR, fit.max_frames)
+    if len(frames) < fit.kmeans.k:
+        raise ValueError(f"the sample holds {len(frames)} frames, fewer than k = {fit.kmeans.k}: lower -k, or give "
+                         f"more audio or a larger --max-frames (now {fit.max_frames})")
+    mean, std, normalisation = corpus_statistics(output_dir / SAMPLE_DIR, fit, frames.shape[1])
+    x = torch.from_numpy(frames)
+    if mean is not None:
+        x = (x - mean) / std.clamp_min(STD_FLOOR)
+    started = time.time()
+    result = kmeans(x.to(fit.device or pipe.device), fit.kmeans, progress=log)
+    summary.seconds = time.time() - started
+    card = {"model": settings.model, "layer": settings.layer, "normalisation": normalisation,
+            "frames": len(frames), "inertia": result.inertia, "inertia_per_frame": result.inertia / len(frames),
+            "inertias": result.inertias, "seed": fit.kmeans.seed, "kmeans": asdict(fit.kmeans),
+            "max_frames": fit.max_frames, "sample_fraction": settings.sample_fraction,
+            "inputs": run.inputs, "failed": run.failed, "hours": run.hours}
+    summary.codebook = Codebook(result.centroids.cpu(), mean, std, json.loads(json.dumps(card))).save(output_dir)
+    summary.frames, summary.inertia, summary.inertias = len(frames), result.inertia, tuple(result.inertias)
+    return summary
+
+
+def gather_sample(sample_dir: Path, max_frames: int) -> np.ndarray:
+    """The sampled frames of a finished sampling run, in input order, cut to the `max_frames` with the smallest
+    keys: (frames, hidden) float32."""
+    manifest = json.loads((sample_dir / corpus.MANIFEST_NAME).read_text())
+    seed, fraction = manifest["settings"]["sample_seed"], manifest["settings"]["sample_fraction"]
+    _, pq = corpus.pyarrow_modules()
+    keys, parts = [], []
+    for shard in manifest["shards"]:
+        rows = pq.read_table(sample_dir / shard["file"], columns=["id", "frames", "error"]).to_pylist()
+        stored = load_numpy_file(sample_dir / shard["frames_file"])
+        for row in rows:
+            if row["error"] is None:
+                keys.append(frame_keys(row["id"], row["frames"], seed)[
+                    sampled_frames(row["id"], row["frames"], seed, fraction)])
+                parts.append(stored[row["id"]])
+        if len(keys) > 1 and sum(map(len, keys)) > 2 * max_frames:  # the memory bounded by twice the sample
+            keep = smallest_keys(np.concatenate(keys), max_frames)
+            keys, parts = [np.concatenate(keys)[keep]], [np.concatenate(parts)[keep]]
+    if not parts:
+        return np.zeros((0, 0), np.float32)
+    all_keys = np.concatenate(keys)
+    return np.ascontiguousarray(np.concatenate(parts)[smallest_keys(all_keys, max_frames)], dtype=np.float32)
+
+
+def corpus_statistics(
+    sample_dir: Path, fit: FitSettings, dim: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None, str | None]:
+    """The per-dimension mean and std frames are normalised with, and where they came from (None: none)."""
+    if fit.stats is not None:
+        path, source = Path(fit.stats), str(fit.stats)
+    elif fit.normalize:
+        path, source = sample_dir / corpus.STATS_NAME, "this corpus (all frames)"
+    else:
+        return None, None, None
+    stats = load_numpy_file(path)
+    if "mean" not in stats or "std" not in stats:
+        raise ValueError(f"{path}: expected the mean and std of embed --stats, got {sorted(stats)}")
+    if stats["mean"].shape != (dim,):
+        raise ValueError(f"{path}: the statistics have {stats['mean'].shape[0]} dimensions but the layer's frames "
+                         f"{dim}: were they computed on another model?")
+    return torch.from_numpy(stats["mean"]).float(), torch.from_numpy(stats["std"]).float(), source
