@@ -32,6 +32,10 @@ from w2vbert.units.kmeans import KMeansOptions, kmeans
 from w2vbert.units.sampling import frame_keys, keep_fraction, sampled_frames, smallest_keys
 
 SAMPLE_DIR = "sample"  # the sampling run's folder inside the codebook's
+# k-means that leaves less than this share of the frames' variance found the frames to be at most k points: digital
+# silence leaves 4e-6 of it at k = 8 on the tests' tiny encoder (its frames differ only near a clip's edges), speech
+# on the demo model 0.1 to 0.7.
+SILENT_SHARE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,11 @@ def fit_codebook(
     started = time.time()
     result = kmeans(x.to(fit.device or pipe.device), fit.kmeans, progress=log)
     summary.seconds = time.time() - started
+    variance = _variance(x) * len(x)
+    if result.inertia <= SILENT_SHARE * variance:
+        raise ValueError(f"the {len(x)} frames sampled from {run.inputs - run.failed} inputs take about k = "
+                         f"{fit.kmeans.k} values or fewer (k-means leaves {result.inertia:.3g} of their variance "
+                         f"{variance:.3g}): is the corpus silent? Give audio with speech, or lower -k")
     card = {"model": settings.model, "layer": settings.layer, "normalisation": normalisation,
             "frames": len(frames), "inertia": result.inertia, "inertia_per_frame": result.inertia / len(frames),
             "inertias": result.inertias, "seed": fit.kmeans.seed, "kmeans": asdict(fit.kmeans),
@@ -126,6 +135,17 @@ def gather_sample(sample_dir: Path, max_frames: int) -> np.ndarray:
         return np.zeros((0, 0), np.float32)
     all_keys = np.concatenate(keys)
     return np.ascontiguousarray(np.concatenate(parts)[smallest_keys(all_keys, max_frames)], dtype=np.float32)
+
+
+def _variance(x: torch.Tensor, block: int = 65536) -> float:
+    """The rows' mean squared distance to their mean (float64, a block at a time)."""
+    total, squares = torch.zeros(x.shape[1], dtype=torch.float64), 0.0
+    for start in range(0, len(x), block):
+        rows = x[start : start + block].double()
+        total += rows.sum(0)
+        squares += float((rows**2).sum())
+    mean = total / len(x)
+    return squares / len(x) - float(mean @ mean)
 
 
 def corpus_statistics(
