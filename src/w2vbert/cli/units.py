@@ -83,8 +83,7 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.stats is not None and not args.stats.is_file():
         raise UsageError(f"--stats {args.stats}: no such file (embed --stats writes stats.safetensors)")
     options = KMeansOptions(k=args.k, n_init=args.n_init, algorithm=args.algorithm, max_iter=args.max_iter,
-                            batch_size=args.kmeans_batch, seed=args.seed,
-                            init_size=None if args.algorithm == "lloyd" else max(256 * args.k, 65536))
+                            batch_size=args.kmeans_batch, seed=args.seed)
     fit = FitSettings(options, args.max_frames, stats=None if args.stats is None else str(args.stats.resolve()),
                       normalize=args.normalize)
     pipe, settings = jobs.corpus_pipeline("feature-extraction", args, layer=args.layer)

@@ -38,7 +38,8 @@ class KMeansOptions:
     tol: float = 1e-4  # Lloyd: stop when the centres move (squared, summed) less than tol x mean variance
     batch_size: int = 10_000  # mini-batch: points per step
     max_no_improvement: int = 10  # mini-batch: steps without a better smoothed inertia before it stops
-    init_size: int | None = None  # points k-means++ draws from (a random subset); None: all of them
+    init_size: int | None = None  # points k-means++ draws from (a random subset); None: all of them for Lloyd,
+    # max(3 x batch_size, 3 x k) for mini-batch (scikit-learn's MiniBatchKMeans default)
     seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
@@ -47,6 +48,13 @@ class KMeansOptions:
         for name in ("k", "n_init", "max_iter", "batch_size", "max_no_improvement"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+    def initial_points(self) -> int | None:
+        """How many points k-means++ draws its centres from (None: all)."""
+        if self.init_size is not None or self.algorithm == "lloyd":
+            return self.init_size
+        return max(3 * self.batch_size, 3 * self.k)
 
 
 @dataclass
@@ -72,7 +80,7 @@ def kmeans(
     best: KMeansResult | None = None
     inertias = []
     for restart in range(options.n_init):
-        start = kmeans_plus_plus(_subset(x, options.init_size, generator), options.k, generator)
+        start = kmeans_plus_plus(_subset(x, options.initial_points(), generator), options.k, generator)
         if options.algorithm == "lloyd":
             centroids, iterations = lloyd(x, start, options.max_iter, options.tol)
         else:
@@ -122,10 +130,15 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
     scikit-learn's 2 + log k candidates per centre, the one lowering the potential most kept): (k, dim)."""
     n = len(x)
     trials = 2 + int(math.log(k))
+    norms = x.pow(2).sum(1)  # (n,) once: each step needs only the products with its candidates
+
+    def to(points: torch.Tensor) -> torch.Tensor:  # (c, n) squared distances of the n rows to c of them, float64
+        return (norms[None] - 2 * (x @ points.T).T + points.pow(2).sum(1, keepdim=True)).clamp_min_(0).double()
+
     centres = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
     first = int(torch.randint(n, (1,), generator=generator))
     centres[0] = x[first]
-    closest = _squared_distances(x, x[first : first + 1])[:, 0].double()  # (n,) to the nearest centre so far
+    closest = to(x[first : first + 1])[0]  # (n,) to the nearest centre so far
     potential = closest.sum()
     for c in range(1, k):
         if float(potential) == 0.0:  # every point sits on a centre: there are only c distinct points
@@ -133,7 +146,7 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
                              "audio?): lower -k or give more varied audio")
         draws = torch.rand(trials, generator=generator, dtype=torch.float64).to(x.device) * potential
         candidates = torch.searchsorted(closest.cumsum(0), draws).clamp_(max=n - 1)  # (trials,)
-        to_candidates = torch.minimum(closest[None], _squared_distances(x, x[candidates]).T.double())  # (trials, n)
+        to_candidates = torch.minimum(closest[None], to(x[candidates]))  # (trials, n)
         potentials = to_candidates.sum(1)
         best = int(potentials.argmin())
         closest, potential = to_candidates[best], potentials[best]
