@@ -11,6 +11,7 @@ TTS and speech-LM builders) are made. Knows nothing of models or audio: frames i
   `run_lengths`, the run-length form of a unit sequence.
 - `quality`: how well units follow frame labels (HuBERT's phone and cluster purity, PNMI) and their bit rate.
 
-Imports only torch, numpy, safetensors and `w2vbert.utils`; `inference` (the `speech-units` pipeline, the corpus
-runs `units fit` and `units extract` are made of) builds on it.
+Imports only torch, numpy, safetensors and `w2vbert.utils` (its import-linter layer is just above `loading`, below
+audio and the model); `inference` builds on it: the `speech-units` pipeline, and the corpus runs of `units fit`
+and `units extract`.
 """
