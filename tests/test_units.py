@@ -174,6 +174,14 @@ def test_fit_samples_max_frames_over_the_corpus_and_writes_the_codebook_and_its_
     other = [*argv[:-3], "1", "-o", str(tmp_path / "again")]
     assert run_cli(*other) == 0
     torch.testing.assert_close(load_codebook(tmp_path / "again").centroids, book.centroids, rtol=0, atol=1e-5)
+    # embed --stats's file normalises as --normalize does: they are the same statistics
+    assert run_cli("embed", *argv[2:6], "--layer", str(LAYER), "--stats", "--num-workers", "0", "--shard-size", "2",
+                   "-o", str(tmp_path / "emb")) == 0
+    with_file = [a for a in argv[:-2] if a != "--normalize"]
+    assert run_cli(*with_file, "--stats", str(tmp_path / "emb" / "stats.safetensors"), "-o", str(tmp_path / "f")) == 0
+    from_file = load_codebook(tmp_path / "f")
+    assert from_file.card["normalisation"] == str(tmp_path / "emb" / "stats.safetensors")
+    torch.testing.assert_close(from_file.centroids, book.centroids, rtol=0, atol=1e-5)
 
 
 def test_extracted_units_are_the_nearest_centroids_of_the_frames_embed_gives_and_the_pipelines(
@@ -201,9 +209,26 @@ def test_extracted_units_are_the_nearest_centroids_of_the_frames_embed_gives_and
         np.testing.assert_array_equal(runs.durations[key], lengths)
 
 
+def test_the_ray_predictor_maps_a_batch_of_paths_to_the_pipelines_units_and_a_bad_row_to_its_error(
+        models, corpus, fitted, tmp_path):
+    from w2vbert.inference.ray_data import W2vBertPredictor
+
+    out, _ = fitted
+    predictor = W2vBertPredictor(str(models / "encoder"), "speech-units", codebook=str(out), deduplicate=True)
+    paths = [str(corpus / "a" / "hello.wav"), str(tmp_path / "missing.wav"), str(corpus / "b" / "numbers.wav")]
+    mapped = predictor({"audio": np.array(paths, dtype=object)})
+    units = pipeline("speech-units", model=str(models / "encoder"), codebook=str(out))
+    for n in (0, 2):
+        expected = units(paths[n], deduplicate=True)
+        np.testing.assert_array_equal(mapped["units"][n], expected["units"])
+        np.testing.assert_array_equal(mapped["durations"][n], expected["durations"])
+        assert mapped["error"][n] is None
+    assert mapped["units"][1] is None and "missing.wav" in mapped["error"][1]
+
+
 def test_an_extraction_interrupted_and_resumed_or_shared_by_torchrun_writes_what_one_process_writes(
         models, corpus, fitted, tmp_path, monkeypatch):
-    out, _ = fitted
+    out, fit_argv = fitted
     argv = ["units", "extract", "--manifest", str(corpus / "corpus.tsv"), "-m", str(models / "encoder"),
             "--codebook", str(out), "--num-workers", "0", "--shard-size", "2", "--deduplicate", "--no-progress"]
     assert run_cli(*argv, "-o", str(tmp_path / "whole")) == 0
@@ -226,6 +251,15 @@ def test_an_extraction_interrupted_and_resumed_or_shared_by_torchrun_writes_what
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "two" / "data"), whole)
+    # and a fit shared by two processes draws the same sample: the same codebook
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "w2vbert",
+                           *fit_argv[:-2], "--dtype", "float32", "--no-progress", "-o", str(tmp_path / "fit2")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("k = 8 on 400 frames") == 1  # rank 0 alone fits
+    torch.testing.assert_close(load_codebook(tmp_path / "fit2").centroids, load_codebook(out).centroids, rtol=0,
+                               atol=1e-5)
 
 
 def test_bad_files_are_listed_in_the_failures_table_and_the_others_still_give_a_codebook(
