@@ -150,6 +150,17 @@ def test_purity_and_pnmi_equal_their_definitions_through_scikit_learns_counts():
 
 
 # ----------------------------------------------------------------------------------------- corpus commands
+def test_the_help_of_units_fit_and_extract_answers_without_importing_torch():
+    script = ("import sys\nfrom w2vbert.cli.parser import main\n"
+              "for action in ('fit', 'extract'):\n"
+              "    try:\n        main(['units', action, '--help'])\n"
+              "    except SystemExit as done:\n        assert done.code == 0, action\n"
+              "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.endswith("False\n") and "--max-frames" in done.stdout and "--codebook" in done.stdout
+
+
+
 @pytest.fixture(scope="module")
 def fitted(models, corpus, tmp_path_factory):
     """A codebook fitted on every file of the corpus, normalised by its own statistics."""

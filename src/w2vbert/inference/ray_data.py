@@ -8,8 +8,9 @@
 
 Each actor loads the model once (in `__init__`) and maps batches of audio, given as file paths (column `audio`)
 or as arrays (column `array`, with `sampling_rate`), to the task's columns: `text`; `label`, `score`;
-`embedding`; or `units` (and `durations`; task "speech-units", with `codebook=`); and `error` (None, or why that row failed: one bad row never costs the others). The results are
-those of `pipeline(task, model)` for each row. `pip install 'w2vbert[ray]'`.
+`embedding`; or `units` (and `durations`; task "speech-units", with `codebook=`); and `error` (None, or why that
+row failed: one bad row never costs the others). The results are those of `pipeline(task, model)` for each row.
+`pip install 'w2vbert[ray]'`.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from w2vbert.units.names import DEFAULT_N_INIT, DEFAULT_SEED
+from w2vbert.units.names import ALGORITHMS, DEFAULT_N_INIT, DEFAULT_SEED
 
 BLOCK_ELEMENTS = 1 << 22  # distances held at once (block rows x k, float32: 16 MiB)
 
@@ -43,8 +43,8 @@ class KMeansOptions:
     seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ("lloyd", "minibatch"):
-            raise ValueError(f"algorithm must be 'lloyd' or 'minibatch', got {self.algorithm!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         for name in ("k", "n_init", "max_iter", "batch_size", "max_no_improvement"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
