@@ -195,6 +195,24 @@ def test_fit_samples_max_frames_over_the_corpus_and_writes_the_codebook_and_its_
     torch.testing.assert_close(from_file.centroids, book.centroids, rtol=0, atol=1e-5)
 
 
+def test_the_gathered_sample_is_the_frames_of_smallest_keys_in_input_order_however_often_it_was_cut(fitted):
+    from w2vbert.inference.units import gather_sample
+
+    sample = fitted[0] / "sample"
+    manifest = json.loads((sample / "manifest.json").read_text())
+    seed, fraction = manifest["settings"]["sample_seed"], manifest["settings"]["sample_fraction"]
+    rows = pd.read_parquet(sample / "data")
+    stored = {}
+    for shard in manifest["shards"]:
+        stored |= load_file(sample / shard["frames_file"])
+    keys = np.concatenate([frame_keys(r.id, r.frames, seed)[sampled_frames(r.id, r.frames, seed, fraction)]
+                           for r in rows.itertuples()])
+    frames = np.concatenate([stored[r.id] for r in rows.itertuples()])
+    for size in (400, 150, 30):  # 150 and 30: cut on the way, several times
+        expected = frames[np.sort(np.argsort(keys, kind="stable")[:size])]
+        np.testing.assert_array_equal(gather_sample(sample, size), expected)
+
+
 def test_extracted_units_are_the_nearest_centroids_of_the_frames_embed_gives_and_the_pipelines(
         models, corpus, fitted, tmp_path):
     out, _ = fitted

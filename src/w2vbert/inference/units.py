@@ -94,7 +94,7 @@ def fit_codebook(
     mean, std, normalisation = corpus_statistics(output_dir / SAMPLE_DIR, fit, frames.shape[1])
     x = torch.from_numpy(frames)
     if mean is not None:
-        x = (x - mean) / std.clamp_min(STD_FLOOR)
+        x.sub_(mean).div_(std.clamp_min(STD_FLOOR))  # in place: the sample is the largest thing held
     started = time.time()
     result = kmeans(x.to(fit.device or pipe.device), fit.kmeans, progress=log)
     summary.seconds = time.time() - started
@@ -115,26 +115,38 @@ def fit_codebook(
 
 def gather_sample(sample_dir: Path, max_frames: int) -> np.ndarray:
     """The sampled frames of a finished sampling run, in input order, cut to the `max_frames` with the smallest
-    keys: (frames, hidden) float32."""
+    keys: (frames, hidden) float32. At most about three times the sample is held at once."""
     manifest = json.loads((sample_dir / corpus.MANIFEST_NAME).read_text())
     seed, fraction = manifest["settings"]["sample_seed"], manifest["settings"]["sample_fraction"]
     _, pq = corpus.pyarrow_modules()
-    keys, parts = [], []
+    keys: list[np.ndarray] = []
+    parts: list[np.ndarray] = []
     for shard in manifest["shards"]:
         rows = pq.read_table(sample_dir / shard["file"], columns=["id", "frames", "error"]).to_pylist()
         stored = load_numpy_file(sample_dir / shard["frames_file"])
         for row in rows:
             if row["error"] is None:
-                keys.append(frame_keys(row["id"], row["frames"], seed)[
-                    sampled_frames(row["id"], row["frames"], seed, fraction)])
+                every = frame_keys(row["id"], row["frames"], seed)
+                keys.append(every[sampled_frames(row["id"], row["frames"], seed, fraction)])
                 parts.append(stored[row["id"]])
-        if len(keys) > 1 and sum(map(len, keys)) > 2 * max_frames:  # the memory bounded by twice the sample
-            keep = smallest_keys(np.concatenate(keys), max_frames)
-            keys, parts = [np.concatenate(keys)[keep]], [np.concatenate(parts)[keep]]
+        if sum(map(len, keys)) > 2 * max_frames:  # cut as it goes: the smallest keys of the smallest keys
+            keys, parts = _smallest(keys, parts, max_frames)
     if not parts:
         return np.zeros((0, 0), np.float32)
-    all_keys = np.concatenate(keys)
-    return np.ascontiguousarray(np.concatenate(parts)[smallest_keys(all_keys, max_frames)], dtype=np.float32)
+    return _smallest(keys, parts, max_frames)[1][0]
+
+
+def _smallest(keys: list[np.ndarray], parts: list[np.ndarray], count: int) -> tuple[list, list]:
+    """The `count` frames of `parts` with the smallest `keys`, in their order, as one part (and its keys)."""
+    every = np.concatenate(keys)
+    keep = smallest_keys(every, count)  # ascending positions in the concatenation
+    out = np.empty((len(keep), parts[0].shape[1]), np.float32)
+    offset, filled = 0, 0
+    for part in parts:
+        lo, hi = np.searchsorted(keep, [offset, offset + len(part)])  # the kept positions inside this part
+        out[filled : filled + hi - lo] = part[keep[lo:hi] - offset]
+        offset, filled = offset + len(part), filled + hi - lo
+    return [every[keep]], [out]
 
 
 def _variance(x: torch.Tensor, block: int = 65536) -> float:
