@@ -255,6 +255,17 @@ def test_the_ray_predictor_maps_a_batch_of_paths_to_the_pipelines_units_and_a_ba
     assert mapped["units"][1] is None and "missing.wav" in mapped["error"][1]
 
 
+def test_a_model_whose_frames_are_not_finite_fails_the_input_instead_of_giving_units(models, fitted):
+    from w2vbert import Wav2Vec2BertModel
+
+    model = Wav2Vec2BertModel.from_pretrained(models / "encoder")
+    with torch.no_grad():
+        model.encoder.layers[0].ffn1.intermediate_dense.weight.fill_(float("nan"))
+    units = pipeline("speech-units", model=model, codebook=str(fitted[0]))
+    with pytest.raises(RuntimeError, match="NaN or infinite"):
+        units(test_bulk.DATA / "hello.wav")
+
+
 def test_an_extraction_interrupted_and_resumed_or_shared_by_torchrun_writes_what_one_process_writes(
         models, corpus, fitted, tmp_path, monkeypatch):
     out, fit_argv = fitted

@@ -329,10 +329,12 @@ class SpeechUnitsPipeline(FeatureExtractionPipeline):
     def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
         out = self.encoder.embed(input_features, attention_mask=attention_mask, layer=self.layer)
         hidden = out.hidden_state  # (B, T, hidden)
-        units = self.codebook.units(hidden.flatten(0, 1)).view(hidden.shape[:2])  # (B, T)
+        units = self.codebook.units(hidden.flatten(0, 1)).view(hidden.shape[:2]).float()  # (B, T)
+        # A frame that is not finite has no nearest centroid: NaN, which the engine reports as the input's failure.
+        units[~torch.isfinite(hidden).all(-1)] = float("nan")
         lengths = out.attention_mask.sum(-1).tolist()
         # As (frames, 1) floats, the engine's frame format: ids below 2**24 are exact in a float32.
-        return [row[:length, None].float() for row, length in zip(units, lengths, strict=True)]
+        return [row[:length, None] for row, length in zip(units, lengths, strict=True)]
 
     def postprocess(self, frames: torch.Tensor, deduplicate: bool | None = None) -> dict[str, np.ndarray]:
         units = frames[:, 0].numpy().astype(self.codebook.unit_dtype)
