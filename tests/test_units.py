@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.numpy import load_file
-from sklearn.cluster import KMeans
+from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
@@ -53,9 +53,19 @@ def test_kmeans_reaches_scikit_learns_inertia_within_one_percent(seed):
     assert len(ours.inertias) == 4 and ours.inertia == min(ours.inertias)
     # the reported inertia is that of the centroids returned
     assert ours.inertia == pytest.approx(float(assign(torch.from_numpy(x), ours.centroids)[1].double().sum()))
-    batched = kmeans(torch.from_numpy(x), KMeansOptions(k=12, n_init=4, seed=seed, algorithm="minibatch",
-                                                        batch_size=256))
-    assert batched.inertia <= 1.05 * reference  # mini-batch trades a little inertia for speed
+
+
+def test_mini_batch_kmeans_reaches_scikit_learns_mini_batch_inertia_on_average_over_seeds():
+    ratios = []
+    for seed in range(6):  # one fit per seed: each lands in a local minimum, either side of scikit-learn's
+        x = mixture(seed)
+        fitted = MiniBatchKMeans(12, n_init=4, random_state=seed, batch_size=256, reassignment_ratio=0.0).fit(x)
+        theirs = float(((x - fitted.cluster_centers_[fitted.predict(x)]) ** 2).sum())  # over every point, as ours
+        ours = kmeans(torch.from_numpy(x), KMeansOptions(k=12, n_init=4, seed=seed, algorithm="minibatch",
+                                                         batch_size=256))
+        assert ours.inertia == pytest.approx(float(assign(torch.from_numpy(x), ours.centroids)[1].double().sum()))
+        ratios.append(ours.inertia / theirs)
+    assert np.mean(ratios) <= 1.03, ratios
 
 
 def test_distances_in_small_blocks_give_the_labels_of_one_full_matrix(monkeypatch):

@@ -41,7 +41,8 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--algorithm", choices=ALGORITHMS, default=DEFAULT_ALGORITHM,
                      help=f"full Lloyd passes, or mini-batch steps (default: {DEFAULT_ALGORITHM})")
     fit.add_argument("--n-init", type=positive_int, default=DEFAULT_N_INIT,
-                     help=f"k-means restarts, the lowest inertia kept (default: {DEFAULT_N_INIT})")
+                     help="k-means restarts: Lloyd fits, the lowest inertia kept; mini-batch initialisations, the "
+                          f"best one fitted (default: {DEFAULT_N_INIT})")
     fit.add_argument("--max-iter", type=positive_int, default=100,
                      help="Lloyd iterations, or mini-batch passes over the sample (default: 100)")
     fit.add_argument("--kmeans-batch", type=positive_int, default=10_000,

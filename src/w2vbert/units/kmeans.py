@@ -1,7 +1,8 @@
 """k-means in torch, on CPU or GPU, with memory bounded by the data: no (points, k) matrix larger than a block.
 
-    kmeans(x, options)   n_init restarts, each: k-means++ (greedy, as scikit-learn's) -> Lloyd or mini-batch
-                         iterations -> the inertia over every point; the best restart is kept
+    kmeans(x, options)   Lloyd: n_init restarts, each k-means++ (greedy, as scikit-learn's) -> iterations -> the
+                         inertia over every point, the best kept. Mini-batch: n_init k-means++ draws scored on a
+                         validation subset, the best iterated (scikit-learn's MiniBatchKMeans)
 
 Distances are ||x||^2 - 2 x.c + ||c||^2 over blocks of `BLOCK_ELEMENTS` (block rows x k) in float32, the sums that
 move centres in float64. Lloyd is scikit-learn's `KMeans(algorithm="lloyd")`: iterate until no label changes or
@@ -10,8 +11,8 @@ from its centre. Mini-batch is `MiniBatchKMeans` without reassignment (as fairse
 batches drawn with replacement, each centre the running mean of the points it was given, stopped after
 `max_no_improvement` batches without a better smoothed inertia or `max_iter` passes over the data.
 
-In order: `KMeansOptions`, `KMeansResult`, `kmeans`, then its parts: `assign`, `kmeans_plus_plus`, `lloyd`,
-`minibatch`.
+In order: `KMeansOptions`, `KMeansResult`, `kmeans` (and its mini-batch restarts), then its parts: `assign`,
+`kmeans_plus_plus`, `lloyd`, `minibatch`.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ class KMeansResult:
     centroids: torch.Tensor  # (k, dim) float32, on the data's device
     inertia: float  # sum over every point of its squared distance to its nearest centroid
     iterations: int  # of the best restart (Lloyd iterations or mini-batch steps)
-    inertias: list[float] = field(default_factory=list)  # of each restart, in order
+    # of each restart, in order: Lloyd's over every point; mini-batch's initialisations' over the validation subset
+    # (scikit-learn's choice of which to iterate)
+    inertias: list[float] = field(default_factory=list)
 
 
 def kmeans(
@@ -77,14 +80,13 @@ def kmeans(
                          "lower -k or give more audio (or a larger --max-frames)")
     x = x.float()
     generator = torch.Generator().manual_seed(options.seed)  # on the CPU: the same draws on any device
+    if options.algorithm == "minibatch":
+        return _minibatch_restarts(x, options, generator, progress)
     best: KMeansResult | None = None
     inertias = []
     for restart in range(options.n_init):
-        start = kmeans_plus_plus(_subset(x, options.initial_points(), generator), options.k, generator)
-        if options.algorithm == "lloyd":
-            centroids, iterations = lloyd(x, start, options.max_iter, options.tol)
-        else:
-            centroids, iterations = minibatch(x, start, options, generator)
+        centroids, iterations = lloyd(x, kmeans_plus_plus(_subset(x, options.initial_points(), generator),
+                                                          options.k, generator), options.max_iter, options.tol)
         inertia = float(assign(x, centroids)[1].sum(dtype=torch.float64))
         inertias.append(inertia)
         if progress is not None:
@@ -93,6 +95,29 @@ def kmeans(
             best = KMeansResult(centroids, inertia, iterations)
     best.inertias = inertias
     return best
+
+
+def _minibatch_restarts(
+    x: torch.Tensor, options: KMeansOptions, generator: torch.Generator, progress: Callable[[str], None] | None
+) -> KMeansResult:
+    """Mini-batch restarts as scikit-learn's `MiniBatchKMeans` runs them: `n_init` k-means++ draws scored on one
+    validation subset, and only the best one iterated (so restarts cost initialisations, not fits)."""
+    size = options.initial_points()
+    validation = _subset(x, size, generator)
+    scores, best = [], None
+    for restart in range(options.n_init):
+        start = kmeans_plus_plus(_subset(x, size, generator), options.k, generator)
+        scores.append(float(assign(validation, start)[1].sum(dtype=torch.float64)))
+        if progress is not None:
+            progress(f"initialisation {restart + 1}/{options.n_init}: inertia {scores[-1]:.6g} on "
+                     f"{len(validation)} frames")
+        if best is None or scores[-1] < min(scores[:-1]):
+            best = start
+    centroids, steps = minibatch(x, best, options, generator)
+    inertia = float(assign(x, centroids)[1].sum(dtype=torch.float64))
+    if progress is not None:
+        progress(f"inertia {inertia:.6g} after {steps} mini-batch steps")
+    return KMeansResult(centroids, inertia, steps, scores)
 
 
 def _subset(x: torch.Tensor, size: int | None, generator: torch.Generator) -> torch.Tensor:
