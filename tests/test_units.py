@@ -7,6 +7,7 @@ The corpus and the tiny random encoder are test_bulk.py's fixtures."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import subprocess
@@ -203,6 +204,22 @@ def test_fit_samples_max_frames_over_the_corpus_and_writes_the_codebook_and_its_
     from_file = load_codebook(tmp_path / "f")
     assert from_file.card["normalisation"] == str(tmp_path / "emb" / "stats.safetensors")
     torch.testing.assert_close(from_file.centroids, book.centroids, rtol=0, atol=1e-5)
+
+
+def test_the_corpus_duration_is_the_manifests_or_read_from_a_seeded_draw_of_headers(corpus, monkeypatch):
+    from w2vbert.inference import units as fitting
+
+    inputs = bulk.inputs_from_manifest(corpus / "corpus.tsv")
+    every = sum(bulk.input_seconds(entry) for entry in inputs)
+    assert fitting.corpus_seconds(inputs, seed=0) == pytest.approx(every)  # 7 inputs: every header is read
+    stated = [dataclasses.replace(entry, seconds=2.0) for entry in inputs]
+    assert fitting.corpus_seconds(stated, seed=0) == 14.0
+    monkeypatch.setattr(fitting, "HEADERS_READ", 3)
+    read = []
+    monkeypatch.setattr(bulk, "input_seconds", lambda entry: read.append(entry.id) or 1.0)
+    assert fitting.corpus_seconds(inputs, seed=5) == 7.0 and len(read) == 3  # 3 headers, scaled to 7 inputs
+    fitting.corpus_seconds(inputs, seed=5)
+    assert read[3:] == read[:3]  # every rank draws the same
 
 
 def test_the_gathered_sample_is_the_frames_of_smallest_keys_in_input_order_however_often_it_was_cut(fitted):
