@@ -9,8 +9,9 @@ stderr, naming it, and the exit code is 1 at the end. Results go to stdout (and 
 a progress bar of audio seconds goes to stderr.
 
 In order: the checks (`prepare_output_dir`, `check_distinct_outputs`), a job's files (`Outcome`, `progress_bar`,
-`advance`), corpus runs (`corpus_inputs`, `run_corpus`). The arguments are cli/arguments.py's
-(`add_files_arguments`); this module loads torch, so the commands import it only when they run.
+`advance`), corpus runs (`corpus_inputs`, `run_corpus`, with its parts `corpus_pipeline` and `print_summary`). The
+arguments are cli/arguments.py's (`add_files_arguments`); this module loads torch, so the commands import it only
+when they run.
 """
 
 from __future__ import annotations
@@ -133,6 +134,22 @@ def run_corpus(
 ) -> int:
     """A corpus run of `task`: shards in --output-dir (corpus.py), one summary line; exit 1 when an input failed.
     `decoding` describes a speech recognition run's beam search (None: greedy)."""
+    pipe, settings = corpus_pipeline(task, args, decoding, **pipeline_options)
+    summary = corpus.run(pipe, settings, inputs, args.output_dir, num_workers=args.num_workers,
+                       overwrite=args.overwrite, progress=not args.no_progress)
+    print_summary(summary, args.output_dir / corpus.MANIFEST_NAME)
+    return 1 if summary.failed else 0
+
+
+def corpus_pipeline(
+    task: str,
+    args: argparse.Namespace,
+    decoding: str | None = None,
+    settings_fields: dict[str, Any] | None = None,
+    **pipeline_options: Any,
+) -> tuple[Any, corpus.BulkSettings]:
+    """The pipeline and settings of a corpus run of `task` from the command line (the model on this rank's device);
+    `settings_fields` adds the settings only the calling command knows."""
     layer, pool = getattr(args, "layer", None), getattr(args, "pool", None)
     pool = None if pool == "none" else pool
     timestamps = getattr(args, "timestamps", "none")
@@ -140,26 +157,29 @@ def run_corpus(
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun each rank runs on its own GPU
         device = str(rank_device(device, int(os.environ.get("LOCAL_RANK", "0"))))
     model = load_task_model(task, args.model, device, args.dtype, args.quantize)
-    if task == "feature-extraction":  # as the hidden states count: 0 the input, k block k (-1 and 24 are one run)
-        layer = model.base_model.layer_index(layer)
+    if task in ("feature-extraction", "speech-units"):  # as the hidden states count: 0 the input, k block k (-1
+        layer = model.base_model.layer_index(layer)                 # and 24 are one run)
     settings = corpus.BulkSettings(
         task=task, model=str(Path(args.model).resolve()) if Path(args.model).is_dir() else str(args.model),
         dtype=str(model.dtype).removeprefix("torch."), quantize=args.quantize,  # "auto" as resolved here
-        layer=layer if task == "feature-extraction" else None, pool=pool if task == "feature-extraction" else None,
+        layer=layer if task in ("feature-extraction", "speech-units") else None,
+        pool=pool if task == "feature-extraction" else None,
         timestamps=None if timestamps == "none" else timestamps, decoding=decoding, top_k=getattr(args, "top_k", 1),
         chunk_length_s=args.chunk_length, stride_length_s=args.stride_length,
         shard_size=args.shard_size or (100 if task == "feature-extraction" and pool is None else 1000),
         max_batch_seconds=args.max_batch_seconds or max_batch_seconds(model.device),
-        stats=getattr(args, "stats", False), vad=pipeline_options.get("vad"),
+        stats=getattr(args, "stats", False), vad=pipeline_options.get("vad"), **(settings_fields or {}),
     )
     pipe = pipeline(task, model, feature_extractor=feature_extractor_for(args.model),
                     tokenizer=args.model if task == "automatic-speech-recognition" else None,
                     chunk_length_s=args.chunk_length, stride_length_s=args.stride_length, **pipeline_options)
-    summary = corpus.run(pipe, settings, inputs, args.output_dir, num_workers=args.num_workers,
-                       overwrite=args.overwrite, progress=not args.no_progress)
+    return pipe, settings
+
+
+def print_summary(summary: corpus.BulkSummary, written: Path) -> None:
+    """A corpus run's one summary line (rank 0's, under torchrun)."""
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{summary.inputs} inputs ({summary.hours:.2f} h of audio), {summary.failed} failed, "
               f"{summary.shards} shards ({summary.skipped_shards} done before) in {summary.seconds:.1f} s: "
-              f"{args.output_dir / corpus.MANIFEST_NAME}", flush=True)
-    return 1 if summary.failed else 0
+              f"{written}", flush=True)
 

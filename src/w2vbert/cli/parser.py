@@ -31,6 +31,10 @@ COMMANDS = {
         "w2vbert.cli.embed",
         "speaker verification: the cosine score of two files' x-vectors, and a decision",
     ),
+    "units": (
+        "w2vbert.cli.units",
+        "speech units: fit a k-means codebook on one layer over a corpus (fit), unit ids per file (extract)",
+    ),
     "info": ("w2vbert.cli.info", "summarise a checkpoint: class, sizes, parameters, processor files"),
     "finetune": (
         "w2vbert.cli.train",

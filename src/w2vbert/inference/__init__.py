@@ -3,10 +3,12 @@
 - `engine`: the one inference loop (audio blocks -> windows -> features computed and checked -> batches -> the
   model -> frames kept per recording -> the result) and `Pipeline`, the base whose hooks it calls. The pipelines,
   corpus runs, the server's batcher and live transcription all feed it.
-- `pipelines`: `pipeline(task, model=...)` and the five task pipelines: speech recognition, classification,
-  frames, embeddings, x-vectors.
+- `pipelines`: `pipeline(task, model=...)` and the six task pipelines: speech recognition, classification,
+  frames, embeddings, x-vectors, speech units.
 - `corpus`: a corpus through transcribe / embed / classify into Parquet shards, resumable, over torchrun ranks (the
   run loop); `corpus_settings`: its inputs and settings; `corpus_files`: its output directory.
+- `units`: `units fit`'s work: a corpus run that samples one layer's frames, then k-means, saved as a codebook
+  (`units extract` is a corpus run of the speech-units pipeline).
 - `ray_data`: `W2vBertPredictor`, a callable class for `ray.data.Dataset.map_batches`.
 
 Never imports training, serving, export or cli.

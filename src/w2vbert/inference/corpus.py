@@ -1,5 +1,5 @@
-"""Bulk inference: a corpus through `transcribe`, `embed` or `classify`, into Parquet shards, resumable, and shared
-out over `torchrun` ranks.
+"""Bulk inference: a corpus through `transcribe`, `embed`, `classify` or `units extract`, into Parquet shards,
+resumable, and shared out over `torchrun` ranks (`units fit` draws its sample of frames as an `embed` run does).
 
 The output directory is corpus_files.py's (read it with pandas, pyarrow or `datasets.load_dataset("parquet", ...)`;
 no w2vbert needed); what a run is given and reports is corpus_settings.py's, whose names this module offers too
@@ -80,6 +80,7 @@ from w2vbert.inference.pipelines import (
     AudioClassificationPipeline,
     AutomaticSpeechRecognitionPipeline,
     FeatureExtractionPipeline,
+    SpeechUnitsPipeline,
 )
 from w2vbert.utils.files import write_error
 
@@ -267,7 +268,7 @@ class _OpenShards:
             if self.settings.stats:
                 self.stats[k].add(frames_of)
             if self.settings.frames:
-                self.frames[k][entry.id] = frames_of
+                self.frames[k][entry.id] = self.settings.kept_frames(entry.id, frames_of)
         if len(self.rows[k]) == len(self.shards[k]):  # whole: written beside the next batches
             for earlier in self.pending:  # a disk slower than the model: wait, rather than hold
                 earlier.result()          # every finished shard in memory
@@ -342,6 +343,8 @@ def _row(
         options["return_timestamps"] = settings.timestamps
     elif isinstance(pipe, AudioClassificationPipeline):
         options["top_k"] = settings.top_k
+    elif isinstance(pipe, SpeechUnitsPipeline):
+        options["deduplicate"] = settings.deduplicate
     elif isinstance(pipe, FeatureExtractionPipeline):
         options["pool"] = "none"  # the frames; pooled here, as the pipeline pools
     result = pipe.result(recording, **options)
@@ -356,6 +359,11 @@ def _row(
     if isinstance(pipe, AudioClassificationPipeline):
         row |= {"label": result[0]["label"], "score": result[0]["score"],
                 "labels": [r["label"] for r in result], "scores": [r["score"] for r in result]}
+        return row, None
+    if isinstance(pipe, SpeechUnitsPipeline):
+        row |= {"frames": int(recording.frame_count()), "units": result["units"]}
+        if settings.deduplicate:
+            row["durations"] = result["durations"]
         return row, None
     frames = result  # (frames, hidden) float32
     if settings.pool == "mean":

@@ -6,7 +6,9 @@ statistics, and what rank 0 writes last (the failures table, the merged statisti
                                     settings, or after the weights changed in place, is refused unless --overwrite
     data/shard-00000.parquet, ...   one row per input, in input order: id, audio, duration (s, decoded), the task's
                                     columns, error (null, or why the input failed); `pandas.read_parquet("OUT/data")`
-    frames/shard-00000.safetensors  (embed --pool none) every input's frames (frames, hidden), under its id
+                                    (units extract: frames, units, and with --deduplicate durations)
+    frames/shard-00000.safetensors  (embed --pool none) every input's frames (frames, hidden), under its id (units
+                                    fit: its sampled frames only)
     partial-stats/shard-00000.safetensors  (embed --stats) the shard's frame count, mean and M2 per dimension
     manifest.json                   written last, once every shard is in place: the shards and their rows, the
                                     settings, counts of inputs, failures and hours
@@ -35,6 +37,7 @@ from safetensors.numpy import save_file as save_numpy_file
 
 from w2vbert.inference.corpus_settings import BulkSettings, BulkSummary, Input
 from w2vbert.loading.fingerprint import weights_fingerprint
+from w2vbert.units.codebook import INT16_UNITS
 from w2vbert.utils.extras import optional_import
 from w2vbert.utils.files import atomic_output, atomic_write_text, read_json_object
 
@@ -160,6 +163,11 @@ def _schema(settings: BulkSettings, width: int) -> Any:
     elif settings.task == "audio-classification":
         fields += [("label", pa.string()), ("score", pa.float64()), ("labels", pa.list_(pa.string())),
                    ("scores", pa.list_(pa.float64()))]
+    elif settings.task == "speech-units":
+        ids = pa.int16() if settings.units <= INT16_UNITS else pa.int32()
+        fields += [("frames", pa.int64()), ("units", pa.list_(ids))]
+        if settings.deduplicate:
+            fields.append(("durations", pa.list_(pa.int32())))
     elif settings.pool == "mean":
         fields.append(("embedding", pa.list_(pa.float32(), width)))
     else:

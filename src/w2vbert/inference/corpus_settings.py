@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import numpy as np
 
 from w2vbert.audio.decode import audio_seconds
 from w2vbert.audio.vad import VadOptions
 from w2vbert.data.manifest import AUDIO_EXTENSIONS, read_manifest
 from w2vbert.loading.devices import MAX_BATCH_SECONDS
+from w2vbert.units.sampling import sampled_frames
 
 
 # ----------------------------------------------------------------------------------------------------- inputs
@@ -104,11 +106,11 @@ def input_seconds(entry: Input) -> float:
 class BulkSettings:
     """What a bulk run computes; a rerun into the same directory must say the same (see `check_run`)."""
 
-    task: str  # "automatic-speech-recognition", "audio-classification" or "feature-extraction"
+    task: str  # "automatic-speech-recognition", "audio-classification", "feature-extraction" or "speech-units"
     model: str
     dtype: str = "float32"
     quantize: str | None = None
-    layer: int | None = None  # feature-extraction
+    layer: int | None = None  # feature-extraction and speech-units
     pool: str | None = None  # feature-extraction: "mean", or None for every frame
     timestamps: str | None = None  # speech recognition: "word" or "char" adds a `chunks` column
     decoding: str | None = None  # speech recognition: the beam search and language model, or None for greedy
@@ -119,11 +121,23 @@ class BulkSettings:
     max_batch_seconds: float = MAX_BATCH_SECONDS["cpu"]  # padded audio per model batch
     stats: bool = False  # feature-extraction: per-dimension mean and std over all valid frames
     vad: VadOptions | None = None  # speech recognition: only the speech went to the model (the pipeline's vad)
+    sample_fraction: float | None = None  # feature-extraction: frames kept per input (units/sampling.py), or all
+    sample_seed: int = 0  # ... and the seed of their keys
+    codebook: str | None = None  # speech-units: the codebook's path
+    codebook_sha256: str | None = None  # ... and a digest of its centroids (a codebook changed in place is another run)
+    units: int | None = None  # speech-units: the codebook's k (ids are int16 up to 32767, else int32)
+    deduplicate: bool = False  # speech-units: runs of a unit merged, with their durations in frames
 
     @property
     def frames(self) -> bool:
         """Whether the run keeps every frame (feature extraction without pooling), in safetensors shards."""
         return self.task == "feature-extraction" and self.pool is None
+
+    def kept_frames(self, entry_id: str, frames: np.ndarray) -> np.ndarray:
+        """The frames of an input that go to its frames file: all of them, or the sample (`sample_fraction`)."""
+        if self.sample_fraction is None:
+            return frames
+        return frames[sampled_frames(entry_id, len(frames), self.sample_seed, self.sample_fraction)]
 
 
 # ---------------------------------------------------------------------------------------------------- summary

@@ -1,18 +1,20 @@
 """`pipeline(task, model=...)`: audio in, text / labels / embeddings out, as the documented API shapes them.
 
-Five tasks, each a subclass of the engine's `Pipeline` (engine.py runs them: windows, features, batches, the
+Six tasks, each a subclass of the engine's `Pipeline` (engine.py runs them: windows, features, batches, the
 model): "automatic-speech-recognition" (`{"text": ...}`, plus `"chunks"` with timestamps), "audio-classification"
-(`[{"label": ..., "score": ...}, ...]`, best first), "feature-extraction" (one embedding array per input), and two
+(`[{"label": ..., "score": ...}, ...]`, best first), "feature-extraction" (one embedding array per input), and three
 transformers has no pipeline for: "audio-frame-classification" (labelled segments `[{"label", "start", "end",
-"score"}, ...]` in time order, from a frame classifier) and "speaker-embedding" (one x-vector per input, for
-`data/verification.py`). An input is a path, bytes, a 16 kHz NumPy array or tensor, a dict `{"array"|"raw": ...,
+"score"}, ...]` in time order, from a frame classifier), "speaker-embedding" (one x-vector per input, for
+`data/verification.py`) and "speech-units" (`{"units": ...}` per input: each frame of a codebook's layer as the
+index of its nearest centroid, `w2vbert.units`; with `deduplicate=True` runs of a unit merged, with `"durations"`).
+An input is a path, bytes, a 16 kHz NumPy array or tensor, a dict `{"array"|"raw": ...,
 "sampling_rate": ...}` (as `datasets` rows give them), or a list of these.
 
 A long input runs as windows (audio/windows.py; a file is decoded as a stream, so an hour of audio is never in
 memory at once); with `vad=`, speech recognition cuts windows of the speech only and fills the skipped frames with
 CTC blanks (audio/vad.py). An input that cannot run fails alone, named, and the others go on (engine.py).
 
-In order: the five task pipelines, `TASKS`, loading a checkpoint for a task, `pipeline`.
+In order: the six task pipelines, `TASKS`, loading a checkpoint for a task, `pipeline`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from w2vbert.text.decoding import BeamSearchDecoder, ctc_transcribe
 from w2vbert.text.processor import Wav2Vec2BertProcessor
 from w2vbert.text.segments import merge_frames
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
+from w2vbert.units.codebook import Codebook, load_codebook, run_lengths
 
 __all__ = [
     "AudioClassificationPipeline",
@@ -59,6 +62,7 @@ __all__ = [
     "AutomaticSpeechRecognitionPipeline",
     "FeatureExtractionPipeline",
     "SpeakerEmbeddingPipeline",
+    "SpeechUnitsPipeline",
     "TASKS",
     "check_head_fits_tokenizer",
     "load_for_task",
@@ -289,6 +293,57 @@ class FeatureExtractionPipeline(Pipeline):
         return (frames.mean(0) if pool == "mean" else frames).numpy()
 
 
+class SpeechUnitsPipeline(FeatureExtractionPipeline):
+    """Speech units: each 20 ms frame of the codebook's layer, normalised as the codebook says, as the index of its
+    nearest centroid: `{"units": (frames,) int16 (int32 past 32767 units)}`, or with `deduplicate` the runs of a
+    unit as `{"units", "durations": frames each run lasts}`.
+
+    The work is `feature-extraction`'s with one step more on the model's device (an argmin against the centroids),
+    and what crosses back to the CPU is one id per frame instead of the hidden state.
+    """
+
+    task = "speech-units"
+
+    def __init__(
+        self,
+        model: Wav2Vec2BertPreTrainedModel,
+        feature_extractor: SeamlessM4TFeatureExtractor | None = None,
+        *,
+        codebook: Codebook | str | os.PathLike | None = None,
+        layer: int | None = None,
+        deduplicate: bool = False,
+        **options: Any,
+    ) -> None:
+        if codebook is None:
+            raise ValueError("the speech-units pipeline needs codebook= (a folder of w2vbert units fit, or a .npy)")
+        codebook = codebook if isinstance(codebook, Codebook) else load_codebook(codebook)
+        layer = codebook.layer if layer is None else layer
+        if layer is None:
+            raise ValueError("the codebook does not say which layer it was fitted on (a .npy of centroids): pass "
+                             "layer=")
+        super().__init__(model, feature_extractor, layer=layer, **options)
+        codebook.check_dim(model.config.hidden_size, f"layer {layer} of the model (its hidden size)")
+        self.codebook = codebook.to(self.device)
+        self.deduplicate = deduplicate
+
+    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        out = self.encoder.embed(input_features, attention_mask=attention_mask, layer=self.layer)
+        hidden = out.hidden_state  # (B, T, hidden)
+        units = self.codebook.units(hidden.flatten(0, 1)).view(hidden.shape[:2]).float()  # (B, T)
+        # A frame that is not finite has no nearest centroid: NaN, which the engine reports as the input's failure.
+        units[~torch.isfinite(hidden).all(-1)] = float("nan")
+        lengths = out.attention_mask.sum(-1).tolist()
+        # As (frames, 1) floats, the engine's frame format: ids below 2**24 are exact in a float32.
+        return [row[:length, None] for row, length in zip(units, lengths, strict=True)]
+
+    def postprocess(self, frames: torch.Tensor, deduplicate: bool | None = None) -> dict[str, np.ndarray]:
+        units = frames[:, 0].numpy().astype(self.codebook.unit_dtype)
+        if not (self.deduplicate if deduplicate is None else deduplicate):
+            return {"units": units}
+        units, durations = run_lengths(units)
+        return {"units": units, "durations": durations}
+
+
 def _check_pool(pool: str | None) -> str | None:
     if pool not in (None, "none", "mean"):
         raise ValueError(f"pool must be None/'none' (every frame) or 'mean', got {pool!r}")
@@ -301,6 +356,7 @@ TASKS: dict[str, type[Pipeline]] = {
     "feature-extraction": FeatureExtractionPipeline,
     "audio-frame-classification": AudioFrameClassificationPipeline,
     "speaker-embedding": SpeakerEmbeddingPipeline,
+    "speech-units": SpeechUnitsPipeline,
 }
 
 

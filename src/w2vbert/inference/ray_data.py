@@ -7,9 +7,10 @@
                          "layer": 17, "pool": "mean"}, batch_size=32, concurrency=4)
 
 Each actor loads the model once (in `__init__`) and maps batches of audio, given as file paths (column `audio`)
-or as arrays (column `array`, with `sampling_rate`), to the task's columns: `text`; `label`, `score`; or
-`embedding`; and `error` (None, or why that row failed: one bad row never costs the others). The results are
-those of `pipeline(task, model)` for each row. `pip install 'w2vbert[ray]'`.
+or as arrays (column `array`, with `sampling_rate`), to the task's columns: `text`; `label`, `score`;
+`embedding`; or `units` (and `durations`; task "speech-units", with `codebook=`); and `error` (None, or why that
+row failed: one bad row never costs the others). The results are those of `pipeline(task, model)` for each row.
+`pip install 'w2vbert[ray]'`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class W2vBertPredictor:
         elif self.task == "audio-classification":
             out["label"] = column([None if f else r[0]["label"] for r, f in zip(results, failed, strict=True)])
             out["score"] = np.array([np.nan if f else r[0]["score"] for r, f in zip(results, failed, strict=True)])
+        elif self.task == "speech-units":  # unit ids (and with deduplicate=True run lengths) per row
+            for name in ("units", "durations") if self.pipe.deduplicate else ("units",):
+                out[name] = column([None if f else r[name] for r, f in zip(results, failed, strict=True)])
         elif self.pipe.pool is None:  # frames of each input, of its own length: one array per row
             out["embedding"] = column([None if f else r for r, f in zip(results, failed, strict=True)])
         else:
