@@ -6,7 +6,6 @@ naming it. Servers run as in test_server.py: uvicorn on loopback, the official o
 from __future__ import annotations
 
 import httpx
-import numpy as np
 import pytest
 import torch
 
