@@ -1,0 +1,82 @@
+"""`w2vbert serve --ray` (issue 31): the server's app as a Ray Serve deployment, called through Ray Serve's proxy on
+loopback with the official openai client.
+
+Ray is the cluster of $RAY_ADDRESS (CI starts one with `ray start --head --num-cpus 2`, as for tests/test_bulk.py),
+or a local instance this module starts; one replica of one CPU holds the demo model twice (as "asr" and "other"),
+so it fits CI's two CPUs. The module skips when Ray Serve cannot start here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import httpx
+import pytest
+
+from test_server import DEMO, EXAMPLES, ServeSettings, assert_openai_error, openai, post
+from w2vbert import pipeline
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+ray_app = pytest.importorskip("w2vbert.serving.ray_app")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def proxy():
+    """Ray Serve's proxy URL, with the application "w2vbert-test" deployed behind it at /."""
+    started = not ray.is_initialized()
+    try:
+        if started:
+            address = os.environ.get("RAY_ADDRESS") or "local"
+            ray.init(address=address, log_to_driver=False, include_dashboard=False,
+                     **({"num_cpus": 2} if address == "local" else {}))
+        port = free_port()
+        settings = ServeSettings(model=str(DEMO), model_id="asr", more_models=(f"other={DEMO}",),
+                                 model_aliases=("whisper-1=asr",), max_wait_ms=5)
+        ray_app.deploy(settings, ray_app.ReplicaOptions(), "127.0.0.1", port, name="w2vbert-test")
+    except (ConnectionError, TimeoutError, RuntimeError) as error:
+        pytest.skip(f"Ray Serve does not start here: {error}")
+    url = f"http://127.0.0.1:{port}"
+    yield url
+    serve.delete("w2vbert-test")
+    if started:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_the_openai_client_gets_the_pipeline_transcript_through_ray_serve_by_name_and_alias(proxy):
+    client = openai.OpenAI(base_url=proxy + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list()] == ["asr", "other", "whisper-1"]
+    for path in EXAMPLES:
+        expected = pipeline("automatic-speech-recognition", str(DEMO))(str(path))["text"]
+        for name in ("asr", "whisper-1", "other"):
+            with path.open("rb") as f:
+                assert client.audio.transcriptions.create(file=f, model=name).text == expected
+    health = httpx.get(proxy + "/health", timeout=10).json()
+    assert health["status"] == "ok" and set(health["models"]) == {"asr", "other"}
+    assert 'w2vbert_batch_windows_count{model="other"}' in httpx.get(proxy + "/metrics", timeout=10).text
+
+
+def test_an_unknown_model_is_a_404_listing_the_models_through_ray_serve(proxy):
+    answer = post(proxy, "/v1/audio/transcriptions", EXAMPLES[0].read_bytes(), model="whisper-2")
+    assert_openai_error(answer, 404, "'whisper-2'", "asr", "other", "whisper-1 (for asr)")
+
+
+def test_an_upload_over_the_limit_is_a_413_through_ray_serve(proxy):
+    answer = post(proxy, "/v1/audio/transcriptions", b"\0" * (101 * 2**20))  # the default limit is 100 MB
+    assert_openai_error(answer, 413, "100 MB")
+
+
+def test_a_replica_whose_model_does_not_load_fails_the_deployment_naming_the_model(proxy, tmp_path):
+    settings = ServeSettings(model=str(DEMO), more_models=(f"broken={tmp_path}",))
+    with pytest.raises(RuntimeError, match=r"the model 'broken' .* failed to load: FileNotFoundError"):
+        ray_app.deploy(settings, ray_app.ReplicaOptions(replica_cpus=0.5), "127.0.0.1", 0, name="w2vbert-broken",
+                       route_prefix="/broken")
+    serve.delete("w2vbert-broken")
