@@ -80,3 +80,22 @@ def test_a_replica_whose_model_does_not_load_fails_the_deployment_naming_the_mod
         ray_app.deploy(settings, ray_app.ReplicaOptions(replica_cpus=0.5), "127.0.0.1", 0, name="w2vbert-broken",
                        route_prefix="/broken")
     serve.delete("w2vbert-broken")
+
+
+def test_serve_run_builds_the_application_from_key_value_arguments_and_names_a_wrong_one():
+    built = ray_app.app({"model": str(DEMO), "more_models": f"a={DEMO},b={DEMO}", "model_aliases": "whisper-1=a",
+                         "max_wait_ms": "5", "min_replicas": "1", "max_replicas": "3", "replica_cpus": "0.5",
+                         "vad": "false", "api_key": "none"})
+    options = built._bound_deployment
+    settings, threads = options.init_args
+    assert settings.more_models == (f"a={DEMO}", f"b={DEMO}") and settings.names == ("demo-model", "a", "b",
+                                                                                      "whisper-1")
+    assert settings.max_wait_ms == 5.0 and settings.vad is None and settings.api_key is None and threads == 1
+    assert options._deployment_config.autoscaling_config.max_replicas == 3
+    assert options.ray_actor_options["num_cpus"] == 0.5
+    with pytest.raises(ValueError, match="unknown argument replicas=2: expected one of .*max_replicas"):
+        ray_app.app({"model": str(DEMO), "replicas": "2"})
+    with pytest.raises(ValueError, match="expected float for max_wait_ms, got 'soon'"):
+        ray_app.app({"model": str(DEMO), "max_wait_ms": "soon"})
+    with pytest.raises(ValueError, match="min_replicas <= max_replicas"):
+        ray_app.app({"model": str(DEMO), "min_replicas": "3", "max_replicas": "2"})

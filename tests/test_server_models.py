@@ -1,9 +1,16 @@
-"""`w2vbert serve` with several models (issue 31): requests pick one by the name or alias in `model`, an unknown name
-is a 404 listing them, /v1/models, /health and /metrics cover each, and a model that does not load stops the server
-naming it. Servers run as in test_server.py: uvicorn on loopback, the official openai client.
+"""`w2vbert serve` beyond one model and one process (issue 31): requests pick a model by the name or alias in
+`model`, an unknown name is a 404 listing them, /v1/models, /health and /metrics cover each, a model that does not
+load stops the server naming it; processes sharing a port with --reuse-port each serve, and one stopping leaves the
+others serving. Servers run as in test_server.py: uvicorn on loopback, the official openai client.
 """
 
 from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -96,3 +103,30 @@ def test_a_model_is_named_by_name_equals_or_by_its_folder():
     assert model_spec("models/ctc") == ("ctc", "models/ctc")
     assert model_spec("org/repo") == ("repo", "org/repo")
     assert model_spec(str(DEMO)) == ("demo-model", str(DEMO))
+
+
+def test_processes_sharing_a_port_each_serve_and_one_stopped_leaves_the_other_serving():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "w2vbert", "serve", "-m", str(DEMO), "--port", str(port), "--reuse-port"]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+                 for _ in range(2)]
+    try:
+        for process in processes:
+            assert f":{port}" in process.stdout.readline()
+        url = f"http://127.0.0.1:{port}"
+        # Each request on a new connection: the system picks a process by the connection's ports, so 40 requests
+        # reach both (all 40 to one: a chance of 2 ** -39).
+        assert {httpx.get(url + "/health").json()["process"] for _ in range(40)} == {p.pid for p in processes}
+        processes[0].send_signal(signal.SIGTERM)
+        assert processes[0].wait(30) == -signal.SIGTERM
+        for _ in range(5):
+            answer = post(url, "/v1/audio/transcriptions", EXAMPLES[0].read_bytes())
+            assert answer.status_code == 200 and answer.json()["text"], answer.text
+        assert httpx.get(url + "/health").json()["process"] == processes[1].pid
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(30)

@@ -38,6 +38,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine "
                                                               "only; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=port_number, default=8000, help="default: 8000; 0: any free port")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="let several w2vbert serve processes listen on this one port, the system spreading "
+                             "connections over them (Linux SO_REUSEPORT): one process per core on one machine")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch threads of the model (default: 1 in each Ray replica, torch's default otherwise; "
+                             "give 1 to each of several --reuse-port processes)")
     add_run_options(parser, progress=False)  # a server has no end to show progress towards
     parser.add_argument("--quantize", choices=["int8"], default=None)
     parser.add_argument("--chunk-length", type=positive_float, default=None, metavar="S",
@@ -75,7 +81,6 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     ray.add_argument("--replica-cpus", type=non_negative_float, default=1.0, help="CPUs per replica (default: 1)")
     ray.add_argument("--replica-gpus", type=non_negative_float, default=0.0,
                      help="GPUs per replica, a fraction shares one (default: 0)")
-    ray.add_argument("--threads", type=positive_int, default=1, help="torch threads per replica (default: 1)")
     parser.set_defaults(run=run_serve)
 
 
@@ -94,14 +99,19 @@ def run_serve(args: argparse.Namespace) -> int:
         replicas = ReplicaOptions(
             min_replicas=args.min_replicas, max_replicas=args.max_replicas or args.min_replicas,
             target_ongoing_requests=args.target_ongoing_requests, replica_cpus=args.replica_cpus,
-            replica_gpus=args.replica_gpus, threads=args.threads, shutdown_grace_s=args.shutdown_grace)
+            replica_gpus=args.replica_gpus, threads=args.threads or 1, shutdown_grace_s=args.shutdown_grace)
         run(settings, replicas, args.host, args.port)
         return 0
+    import torch
     import uvicorn
 
     from w2vbert.serving.app import create_app, uvicorn_config
 
-    listener = listen(args.host, args.port)  # an address that cannot be served is said before the model loads
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    # An address that cannot be served is said before the model loads.
+    listener = listen(args.host, args.port, args.reuse_port)
     with listener:
         app = create_app(settings)
         listener.listen(2048)  # connections from now on wait for uvicorn rather than being refused
@@ -135,12 +145,18 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
     return settings
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A socket bound to (host, port), before the model loads: here, so that --port 0 can say the port the system
-    chose, and a host or port that cannot be served is a usage error at once."""
+    chose, and a host or port that cannot be served is a usage error at once. `reuse_port`: other processes may
+    bind the same port (SO_REUSEPORT), and the system spreads new connections over those listening."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        if not hasattr(socket, "SO_REUSEPORT"):
+            listener.close()
+            raise UsageError("--reuse-port needs SO_REUSEPORT, which this system does not have")
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         listener.bind((host, port))
     except OSError as error:

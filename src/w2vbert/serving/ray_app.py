@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -113,9 +114,9 @@ def app(args: dict[str, str]) -> Any:
 
 def typed(hint: Any, key: str, text: str) -> Any:
     """`text` as the type of the field `key` (`hint`): a number, a bool, comma-separated strings, or a string."""
-    kinds = [kind for kind in typing.get_args(hint) if kind is not type(None)] or [hint]
-    kind = kinds[0]
-    if text.lower() in ("", "none") and len(kinds) < len(typing.get_args(hint)):
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)  # `X | None`
+    kind = next(kind for kind in typing.get_args(hint) if kind is not type(None)) if optional else hint
+    if optional and text.lower() in ("", "none"):
         return None
     if kind is VadOptions:
         return VadOptions() if text.lower() in ("1", "true", "yes") else None
