@@ -1,16 +1,19 @@
 """`w2vbert serve` beyond one model and one process (issue 31): requests pick a model by the name or alias in
 `model`, an unknown name is a 404 listing them, /v1/models, /health and /metrics cover each, a model that does not
 load stops the server naming it; processes sharing a port with --reuse-port each serve, and one stopping leaves the
-others serving. Servers run as in test_server.py: uvicorn on loopback, the official openai client.
+others serving; a server sent SIGTERM drains (the request in flight finishes, new ones get 503 with Retry-After).
+Servers run as in test_server.py: uvicorn on loopback, the official openai client.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -26,6 +29,7 @@ from test_server import (
     openai,
     post,
     running,
+    wait_for_queued,
     websockets_exceptions,
     websockets_sync,
 )
@@ -130,3 +134,27 @@ def test_processes_sharing_a_port_each_serve_and_one_stopped_leaves_the_other_se
         for process in processes:
             process.kill()
             process.wait(30)
+
+
+def test_on_sigterm_the_request_in_flight_finishes_while_new_ones_get_503_with_retry_after():
+    command = [sys.executable, "-m", "w2vbert", "serve", "-m", str(DEMO), "--port", "0", "--max-wait-ms", "2000",
+               "--shutdown-grace", "20"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    try:
+        url = process.stdout.readline().split("on ", 1)[1].strip()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(post, url, "/v1/audio/transcriptions", EXAMPLES[0].read_bytes())
+            wait_for_queued(url)  # it waits in the batcher for company (up to 2 s)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)  # the signal handled (the server checks every 0.1 s)
+            refused = post(url, "/v1/audio/transcriptions", EXAMPLES[0].read_bytes())
+            assert_openai_error(refused, 503, "shutting down")
+            assert refused.headers["retry-after"] == "5"
+            assert httpx.get(url + "/health").json()["status"] == "draining"
+            assert in_flight.result().status_code == 200
+        signalled = time.monotonic()
+        assert process.wait(30) == -signal.SIGTERM
+        assert time.monotonic() - signalled < 10  # it stopped once nothing was in flight, not after the 20 s grace
+    finally:
+        process.kill()

@@ -103,9 +103,8 @@ def run_serve(args: argparse.Namespace) -> int:
         run(settings, replicas, args.host, args.port)
         return 0
     import torch
-    import uvicorn
 
-    from w2vbert.serving.app import create_app, uvicorn_config
+    from w2vbert.serving.app import DrainingServer, create_app, uvicorn_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,7 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
         shown = host if listener.family == socket.AF_INET else f"[{host}]"
         print(f"w2vbert: serving {', '.join(settings.sources)} on http://{shown}:{port}", flush=True)
         config = uvicorn_config(app, timeout_graceful_shutdown=args.shutdown_grace)
-        uvicorn.Server(config).run(sockets=[listener])
+        DrainingServer(config, app.state.server).run(sockets=[listener])
     return 0
 
 

@@ -21,7 +21,7 @@ from starlette.requests import HTTPConnection
 
 from w2vbert.inference.engine import Pipeline
 from w2vbert.serving.batcher import BatchReport
-from w2vbert.serving.errors import ApiError
+from w2vbert.serving.errors import ApiError, shutting_down
 from w2vbert.serving.served import Served, ServeSettings
 
 
@@ -75,6 +75,7 @@ class ServerState:
     metrics: Metrics
     in_flight: int = 0  # changed on the event loop only, so no lock
     open_requests: int = 0  # HTTP requests inside the middleware, answered or not yet (the event loop only)
+    draining: bool = False  # the server is stopping: only the requests in flight are served (app.DrainingServer)
 
     @property
     def served(self) -> Served:
@@ -110,7 +111,10 @@ class ServerState:
                            if given is None else "the API key is not valid", code="invalid_api_key")
 
     def admit(self) -> None:
-        """Count one more request in flight, or refuse it with 503 when `max_queue` are; `release` when done."""
+        """Count one more request in flight, or refuse it with 503 when `max_queue` are or the server is draining;
+        `release` when done."""
+        if self.draining:
+            raise shutting_down()
         if self.in_flight >= self.settings.max_queue:
             raise ApiError(503, f"the server is busy: {self.in_flight} requests in flight (limit "
                            f"{self.settings.max_queue}, w2vbert serve --max-queue); retry shortly", code="server_busy",

@@ -1,7 +1,7 @@
 """What the server serves and how it is doing: GET /v1/models (OpenAI's list: every model under each name it
 answers to, an alias with its model as `root`), /health (open without an API key; the process id, which tells
-replicas apart; every model's queue; 503 once a model thread has stopped) and /metrics (Prometheus text of the
-app's `Metrics`).
+replicas apart; every model's queue; 503 while draining or once a model thread has stopped) and /metrics
+(Prometheus text of the app's `Metrics`).
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ async def health(request: Request) -> JSONResponse:
     state = ServerState.of(request)
     queued = {name: served.batcher.queued_windows for name, served in state.models.items()}
     stopped = [name for name, served in state.models.items() if not served.batcher.running]
-    return JSONResponse({"status": "stopping" if stopped else "ok", "process": os.getpid(), "model": state.served.name,
+    status = "draining" if state.draining else "stopping" if stopped else "ok"
+    return JSONResponse({"status": status, "process": os.getpid(), "model": state.served.name,
                          "requests_in_flight": state.in_flight, "queued_windows": sum(queued.values()),
                          "models": {name: {"task": served.task, "queued_windows": queued[name]}
                                     for name, served in state.models.items()}},
-                        status_code=503 if stopped else 200)
+                        status_code=200 if status == "ok" else 503)
 
 
 @router.get("/metrics")
