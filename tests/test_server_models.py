@@ -102,6 +102,17 @@ def test_names_that_clash_and_aliases_of_no_model_are_usage_errors_before_loadin
     assert words in capsys.readouterr().err
 
 
+def test_serve_ray_without_ray_serve_is_one_line_naming_the_extra_and_bad_replica_counts_a_usage_error(
+        monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray.serve", None)  # as if not installed: `import ray.serve` raises ImportError
+    monkeypatch.delitem(sys.modules, "w2vbert.serving.ray_app", raising=False)
+    assert cli_main(["serve", "--ray", "-m", str(DEMO)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "needs ray.serve" in error and "w2vbert[ray]" in error, error
+    assert cli_main(["serve", "--ray", "-m", str(DEMO), "--min-replicas", "3", "--max-replicas", "2"]) == 2
+    assert "--max-replicas 2 is below --min-replicas 3" in capsys.readouterr().err
+
+
 def test_a_model_is_named_by_name_equals_or_by_its_folder():
     assert model_spec("asr=models/ctc") == ("asr", "models/ctc")
     assert model_spec("models/ctc") == ("ctc", "models/ctc")
