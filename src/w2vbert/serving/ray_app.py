@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sys
+import threading
 import types
 import typing
 from dataclasses import dataclass
@@ -155,11 +157,21 @@ def run(settings: ServeSettings, replicas: ReplicaOptions, host: str, port: int)
     deploy(settings, replicas, host, port)
     print(f"w2vbert: serving {', '.join(settings.sources)} on http://{host}:{port} through Ray Serve "
           f"({replicas.min_replicas} to {replicas.max_replicas} replicas)", flush=True)
-    stopping = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
-    signal.sigwait(stopping)
-    print("w2vbert: stopping: the requests in flight finish, new ones go nowhere", flush=True)
-    serve.delete(APP_NAME)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # in place of Ray's driver handlers, which end the process at once
+        signal.signal(sig, lambda number, frame: stop.set())
+    while not stop.wait(0.5):  # a timed wait, so that the handlers run
+        pass
+    print(f"w2vbert: stopping: Ray Serve routes nothing new to the replicas; the requests in flight have "
+          f"{replicas.shutdown_grace_s:g} s", flush=True)
+    # A local Ray started by this process shares its process group, so a Ctrl-C or a group's SIGTERM stops its
+    # processes too, and the deletion would wait for them forever: it gets the grace and a little more.
+    deleting = threading.Thread(target=serve.delete, args=(APP_NAME,), daemon=True)
+    deleting.start()
+    deleting.join(replicas.shutdown_grace_s + 10)
+    if deleting.is_alive():
+        print("w2vbert: Ray did not confirm the replicas' end (was the local Ray stopped by the same signal?)",
+              file=sys.stderr, flush=True)
 
 
 def failure_reason(name: str, error: Exception) -> str:
