@@ -31,23 +31,22 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def proxy():
     """Ray Serve's proxy URL, with the application "w2vbert-test" deployed behind it at /."""
-    started = not ray.is_initialized()
-    try:
+    started, port = not ray.is_initialized(), free_port()
+    try:  # Ray and Ray Serve's proxy: a machine that cannot run them skips; a deployment that fails fails
         if started:
             address = os.environ.get("RAY_ADDRESS") or "local"
             ray.init(address=address, log_to_driver=False, include_dashboard=False,
                      **({"num_cpus": 2} if address == "local" else {}))
-        port = free_port()
-        settings = ServeSettings(model=str(DEMO), model_id="asr", more_models=(f"other={DEMO}",),
-                                 model_aliases=("whisper-1=asr",), max_wait_ms=5)
-        ray_app.deploy(settings, ray_app.ReplicaOptions(), "127.0.0.1", port, name="w2vbert-test")
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
     except (ConnectionError, TimeoutError, RuntimeError) as error:
         pytest.skip(f"Ray Serve does not start here: {error}")
+    settings = ServeSettings(model=str(DEMO), model_id="asr", more_models=(f"other={DEMO}",),
+                             model_aliases=("whisper-1=asr",), max_wait_ms=5)
+    ray_app.deploy(settings, ray_app.ReplicaOptions(), "127.0.0.1", port, name="w2vbert-test")
     url = f"http://127.0.0.1:{port}"
     yield url
-    serve.delete("w2vbert-test")
+    serve.shutdown()  # the proxy too: a later session's serve.start would keep this one's port
     if started:
-        serve.shutdown()
         ray.shutdown()
 
 
