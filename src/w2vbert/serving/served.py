@@ -64,7 +64,7 @@ class ServeSettings:
         """The first model's name."""
         return self.model_id or folder_name(self.model)
 
-    @property
+    @functools.cached_property  # read on every request: worked out once (a frozen dataclass still has a __dict__)
     def sources(self) -> dict[str, str]:
         """{name: directory or repo id} of every model, the first first; two models of one name are a ValueError."""
         sources = {self.name: self.model}
@@ -75,7 +75,7 @@ class ServeSettings:
             sources[name] = source
         return sources
 
-    @property
+    @functools.cached_property
     def catalog(self) -> dict[str, str]:
         """{every name requests may give: the name of the model it means}, each model's own name first, then the
         aliases; a ValueError for an alias of no model, or of a name taken."""
