@@ -45,15 +45,17 @@ class ReplicaOptions:
     replica_gpus: float = 0.0  # GPUs Ray reserves for each replica (a fraction shares one GPU)
     threads: int = 1  # torch's threads in each replica (one per reserved CPU keeps replicas from competing)
     shutdown_grace_s: float = 30.0  # how long a stopping replica's requests in flight may finish
+    start_tries: int = 3  # starts of a replica (its models loading) that may fail before the deployment fails
 
     def __post_init__(self) -> None:
         if not 0 < self.min_replicas <= self.max_replicas:
             raise ValueError(f"expected 1 <= min_replicas <= max_replicas, got {self.min_replicas} and "
                              f"{self.max_replicas}")
-        if self.target_ongoing_requests <= 0 or self.replica_cpus < 0 or self.replica_gpus < 0 or self.threads < 1:
-            raise ValueError("expected target_ongoing_requests > 0, replica_cpus >= 0, replica_gpus >= 0 and "
-                             f"threads >= 1, got {self.target_ongoing_requests}, {self.replica_cpus}, "
-                             f"{self.replica_gpus} and {self.threads}")
+        if (self.target_ongoing_requests <= 0 or self.replica_cpus < 0 or self.replica_gpus < 0 or self.threads < 1
+                or self.start_tries < 1):
+            raise ValueError("expected target_ongoing_requests > 0, replica_cpus >= 0, replica_gpus >= 0, threads "
+                             f">= 1 and start_tries >= 1, got {self.target_ongoing_requests}, {self.replica_cpus}, "
+                             f"{self.replica_gpus}, {self.threads} and {self.start_tries}")
 
 
 @serve.deployment
@@ -95,6 +97,7 @@ def application(settings: ServeSettings, replicas: ReplicaOptions) -> Any:
         max_ongoing_requests=settings.max_queue,
         ray_actor_options={"num_cpus": replicas.replica_cpus, "num_gpus": replicas.replica_gpus},
         graceful_shutdown_timeout_s=replicas.shutdown_grace_s,
+        max_constructor_retry_count=replicas.start_tries,
     ).bind(settings, replicas.threads)
 
 

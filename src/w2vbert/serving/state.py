@@ -4,7 +4,8 @@ In order: `Metrics` (the Prometheus series of one app, in its own registry so th
 mix; the model's series carry a `model` label), then `ServerState`: the settings, the served models by name, the
 metrics and the count of requests in flight, with the checks every route makes against them: `authorize` (the API
 key, 401), `model` (the model a request names, 404 listing the names), `admit` / `release` (the bound on requests in
-flight, 503 with Retry-After), `needs` (a pipeline the model has, 400), `timed` (the request timeout, 504).
+flight, 503 with Retry-After; 503 too once the server drains), `needs` (a pipeline the model has, 400), `timed`
+(the request timeout, 504).
 """
 
 from __future__ import annotations
