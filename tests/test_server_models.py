@@ -111,6 +111,8 @@ def test_serve_ray_without_ray_serve_is_one_line_naming_the_extra_and_bad_replic
     assert len(error.splitlines()) == 1 and "needs ray.serve" in error and "w2vbert[ray]" in error, error
     assert cli_main(["serve", "--ray", "-m", str(DEMO), "--min-replicas", "3", "--max-replicas", "2"]) == 2
     assert "--max-replicas 2 is below --min-replicas 3" in capsys.readouterr().err
+    assert cli_main(["serve", "--ray", "-m", str(DEMO), "--port", "0"]) == 2
+    assert "--ray needs a fixed --port" in capsys.readouterr().err
 
 
 def test_a_model_is_named_by_name_equals_or_by_its_folder():

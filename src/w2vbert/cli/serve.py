@@ -88,6 +88,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from w2vbert.utils.extras import require_extra
 
     require_extra("serve", "w2vbert serve")
+    if args.ray and args.port == 0:
+        raise UsageError("--ray needs a fixed --port: Ray Serve's proxy does not say which free port it took")
     if args.max_replicas is not None and args.max_replicas < args.min_replicas:
         raise UsageError(f"--max-replicas {args.max_replicas} is below --min-replicas {args.min_replicas}")
     settings = serve_settings(args)

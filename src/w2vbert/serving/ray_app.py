@@ -7,7 +7,7 @@ adds or removes replicas on requests in flight when `min_replicas` < `max_replic
 health check fails, and on shutdown stops routing to a replica and gives its requests in flight the shutdown grace.
 
 In order: `ReplicaOptions` (how many replicas, and what each holds), `W2vBertReplica`, `application` (the
-deployment bound to its settings), `app` (the builder `serve run w2vbert.serving.ray_app:app key=value...` calls)
+deployment bound to its settings), `app` (the builder `serve run w2vbert.serving.ray_app:app key=value...` calls),
 `deploy` (the application running, or the reason it is not) and `run` (what `w2vbert serve --ray` does: deploy,
 serve until SIGINT/SIGTERM, drain).
 """
@@ -161,7 +161,7 @@ def run(settings: ServeSettings, replicas: ReplicaOptions, host: str, port: int)
     print(f"w2vbert: serving {', '.join(settings.sources)} on http://{host}:{port} through Ray Serve "
           f"({replicas.min_replicas} to {replicas.max_replicas} replicas)", flush=True)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # in place of Ray's driver handlers, which end the process at once
+    for sig in (signal.SIGINT, signal.SIGTERM):  # in place of ray.init's SIGTERM handler, which exits at once
         signal.signal(sig, lambda number, frame: stop.set())
     while not stop.wait(0.5):  # a timed wait, so that the handlers run
         pass
