@@ -171,3 +171,15 @@ def test_on_sigterm_the_request_in_flight_finishes_while_new_ones_get_503_with_r
         assert time.monotonic() - signalled < 10  # it stopped once nothing was in flight, not after the 20 s grace
     finally:
         process.kill()
+
+
+def test_health_is_503_once_a_model_thread_has_stopped():
+    # What balancers and Ray Serve's replica health check (W2vBertReplica.check_health, the same test) act on.
+    app = create_app(ServeSettings(model=str(DEMO), model_id="asr", more_models=(f"other={DEMO}",)))
+    with running(app) as url:
+        assert httpx.get(url + "/health").status_code == 200
+        app.state.server.models["other"].batcher.close()
+        answer = httpx.get(url + "/health")
+        assert answer.status_code == 503 and answer.json()["status"] == "failed"
+        assert {name: model["running"] for name, model in answer.json()["models"].items()} == {
+            "asr": True, "other": False}

@@ -32,11 +32,11 @@ async def health(request: Request) -> JSONResponse:
     state = ServerState.of(request)
     queued = {name: served.batcher.queued_windows for name, served in state.models.items()}
     stopped = [name for name, served in state.models.items() if not served.batcher.running]
-    status = "draining" if state.draining else "stopping" if stopped else "ok"
+    status = "draining" if state.draining else "failed" if stopped else "ok"
     return JSONResponse({"status": status, "process": os.getpid(), "model": state.served.name,
                          "requests_in_flight": state.in_flight, "queued_windows": sum(queued.values()),
-                         "models": {name: {"task": served.task, "queued_windows": queued[name]}
-                                    for name, served in state.models.items()}},
+                         "models": {name: {"task": served.task, "queued_windows": queued[name],
+                                           "running": name not in stopped} for name, served in state.models.items()}},
                         status_code=200 if status == "ok" else 503)
 
 
