@@ -182,6 +182,11 @@ class Batcher:
             self._complete(request)
         return future
 
+    @property
+    def running(self) -> bool:
+        """Whether the model thread takes work (/health and Ray Serve's replica health check ask)."""
+        return self._thread.is_alive() and not self._closing
+
     def close(self, timeout: float | None = None) -> None:
         """Run what is queued for requests still waiting, then stop the model thread."""
         with self._lock:

@@ -1,9 +1,9 @@
 """The server's errors, all in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}` with a status.
 
-In order: `ApiError` (raised anywhere in a request, answered by the handlers below), `bad_input` (an audio error
-as 400, or 413 when too long), `result_of` (a batcher future's result, its failures as ApiErrors),
-`error_response`, and `install_error_handlers`, so that FastAPI's own 404, 405 and validation errors and any
-unexpected exception answer in the same shape.
+In order: `ApiError` (raised anywhere in a request, answered by the handlers below), `shutting_down` (the 503 of
+a stopping server), `bad_input` (an audio error as 400, or 413 when too long), `result_of` (a batcher future's
+result, its failures as ApiErrors), `error_response`, and `install_error_handlers`, so that FastAPI's own 404, 405
+and validation errors and any unexpected exception answer in the same shape.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         kind = "invalid_request_error" if self.status < 500 else "server_error"  # OpenAI's 401 too
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+
+def shutting_down() -> ApiError:
+    """The answer of a server that is stopping: 503, to retry on another (or on this one, restarted)."""
+    return ApiError(503, "the server is shutting down; retry on another", code="shutting_down",
+                    headers={"Retry-After": "5", "Connection": "close"})
 
 
 def bad_input(error: Exception, param: str = "file") -> ApiError:

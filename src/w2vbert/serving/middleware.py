@@ -1,9 +1,9 @@
 """What wraps every HTTP request, from the outside in: CORS (only when origins are given), then `Gate`, one ASGI
 middleware that keeps the order a public endpoint needs:
 
-    API key (401)  ->  the whole body read, within the upload limit (413) and the body timeout (408)
-      ->  a place among the requests in flight, taken only now (503)  ->  the route, cancelled when its client leaves
-      or when the server's shutdown grace runs out (503)  ->  the request's series in /metrics
+    draining (503)  ->  API key (401)  ->  the whole body read, within the upload limit (413) and the body timeout
+      (408)  ->  a place among the requests in flight, taken only now (503)  ->  the route, cancelled when its client
+      leaves or when the server's shutdown grace runs out (503)  ->  the request's series in /metrics
 
 A place is taken after the body is read, so that clients sending slowly (or never) cannot hold the places of the
 others; a client that leaves has its route cancelled, so its queued windows are dropped (batcher.py) and its place
@@ -21,13 +21,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from w2vbert.serving.errors import ApiError
+from w2vbert.serving.errors import ApiError, shutting_down
 from w2vbert.serving.state import ServerState
 
 # The paths /metrics names; any other path a client sends is counted as "other", so the series stay a fixed set.
 ROUTES = ("/v1/audio/transcriptions", "/v1/audio/classifications", "/v1/audio/embeddings", "/v1/models",
           "/health", "/metrics", "/")
 OPEN_PATHS = ("/", "/health")  # answered without an API key
+STATUS_PATHS = ("/health", "/metrics")  # still answered while the server drains (/health with 503)
 CLIENT_GONE = 499  # the status /metrics counts for a client that left before its answer (nginx's code)
 
 
@@ -60,8 +61,7 @@ class Gate:
             pass  # nobody to answer
         except asyncio.CancelledError:  # uvicorn's shutdown grace ran out: an answer, not a traceback
             if status[0] == CLIENT_GONE:
-                await answer(tracking_send, ApiError(503, "the server is shutting down; retry on another",
-                                                     code="shutting_down", headers={"Retry-After": "5"}))
+                await answer(tracking_send, shutting_down())
         finally:
             self.state.open_requests -= 1
         path = scope["path"]
@@ -69,6 +69,8 @@ class Gate:
 
     async def _checked(self, scope: dict, receive: Any, send: Any) -> None:
         path, state = scope["path"], self.state
+        if state.draining and path not in STATUS_PATHS:  # a request that came after the shutdown began
+            raise shutting_down()
         if path not in OPEN_PATHS and scope["method"] != "OPTIONS":
             authorization = dict(scope["headers"]).get(b"authorization")
             state.authorize(None if authorization is None else authorization.decode("latin-1"))

@@ -1,5 +1,6 @@
-"""The served model: `ServeSettings` (what `w2vbert serve` was asked for) and `Served` (the model, its pipelines and
-the one batcher they share).
+"""The served models: `ServeSettings` (what `w2vbert serve` was asked for, its models by name in `catalog`), `Served`
+(one model, its pipelines and the one batcher they share) and `load_models` (a `Served` for each, or a
+`ModelLoadError` naming the one that failed).
 
 Every model call goes through `Served.batcher`, so concurrent requests share batches and the event loop never waits
 on the model; decoding and features run in a small thread pool beside it, one window a turn (`Served.prepare`).
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,11 @@ HTTP_PREPARE_THREADS = 2  # decoding and features beside the model thread (the C
 
 @dataclass(frozen=True)
 class ServeSettings:
-    model: str  # model directory or hub repo id
-    model_id: str | None = None  # the name /v1/models gives and requests may name (default: the folder's name)
-    model_aliases: tuple[str, ...] = ()  # more names requests may give (OpenAI apps hard-code e.g. "whisper-1")
+    model: str  # the first model (requests naming none get it): directory or hub repo id
+    model_id: str | None = None  # the first model's name in the API (default: the folder's name)
+    more_models: tuple[str, ...] = ()  # the other models, each "NAME=DIR" or a directory or repo id (named by it)
+    model_aliases: tuple[str, ...] = ()  # "ALIAS=NAME": more names requests may give (OpenAI apps hard-code e.g.
+    #                                      "whisper-1"); a plain "ALIAS" names the first model when it is the only one
     device: str | None = None  # cpu, cuda, cuda:1 (None: cuda when available)
     dtype: str = "float32"
     quantize: str | None = None  # "int8": the rest of the model in `dtype` (CPU: float32 or bfloat16)
@@ -57,29 +61,82 @@ class ServeSettings:
 
     @property
     def name(self) -> str:
-        return self.model_id or Path(str(self.model).rstrip("/")).name
+        """The first model's name."""
+        return self.model_id or folder_name(self.model)
+
+    @functools.cached_property  # read on every request: worked out once (a frozen dataclass still has a __dict__)
+    def sources(self) -> dict[str, str]:
+        """{name: directory or repo id} of every model, the first first; two models of one name are a ValueError."""
+        sources = {self.name: self.model}
+        for spec in self.more_models:
+            name, source = model_spec(spec)
+            if name in sources:
+                raise ValueError(f"two models are named {name!r}: give each its own name, NAME=DIR")
+            sources[name] = source
+        return sources
+
+    @functools.cached_property
+    def catalog(self) -> dict[str, str]:
+        """{every name requests may give: the name of the model it means}, each model's own name first, then the
+        aliases; a ValueError for an alias of no model, or of a name taken."""
+        models = list(self.sources)
+        catalog = {name: name for name in models}
+        for alias in self.model_aliases:
+            alias, _, target = alias.partition("=")
+            if not target:
+                if len(models) > 1:
+                    raise ValueError(f"the alias {alias!r} names no model: with several models served, give "
+                                     f"ALIAS=NAME, NAME one of {', '.join(models)}")
+                target = models[0]
+            if target not in models:
+                raise ValueError(f"the alias {alias}={target} names no served model: expected one of "
+                                 f"{', '.join(models)}")
+            if catalog.get(alias, target) != target:
+                raise ValueError(f"the name {alias!r} is taken by the model {catalog[alias]!r}")
+            catalog[alias] = target
+        return catalog
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Every name the model answers to, its own first (/v1/models lists them all)."""
-        return (self.name, *(alias for alias in dict.fromkeys(self.model_aliases) if alias != self.name))
+        """Every name the server answers to (/v1/models lists them all)."""
+        return tuple(self.catalog)
+
+
+def folder_name(source: str) -> str:
+    """A model's default name: its folder's (or hub repo's) last part."""
+    return Path(str(source).rstrip("/")).name
+
+
+def model_spec(spec: str) -> tuple[str, str]:
+    """(name, directory or repo id) of "NAME=DIR" or a plain "DIR" (named by its folder). A path that exists is
+    taken whole, "=" and all; a NAME has no "/"."""
+    name, equals, source = spec.partition("=")
+    if not equals or "/" in name or not name or not source or Path(spec).exists():
+        return folder_name(spec), spec
+    return name, source
+
+
+class ModelLoadError(RuntimeError):
+    """A served model that could not be loaded; the message names it and says why."""
 
 
 class Served:
-    """The model, its pipelines and the batcher they share."""
+    """One model, its pipelines and the batcher they share (`name`: which of the settings' models; default the
+    first)."""
 
-    def __init__(self, settings: ServeSettings, on_batch: Any = None) -> None:
-        self.settings = settings
-        saved = model_class_for(Wav2Vec2BertConfig.from_pretrained(settings.model))
+    def __init__(self, settings: ServeSettings, on_batch: Any = None, name: str | None = None) -> None:
+        self.settings, self.name = settings, name or settings.name
+        source = settings.sources[self.name]
+        saved = model_class_for(Wav2Vec2BertConfig.from_pretrained(source))
         task = ("automatic-speech-recognition" if issubclass(saved, Wav2Vec2BertForCTC) else
                 "audio-classification" if issubclass(saved, Wav2Vec2BertForSequenceClassification) else
                 "feature-extraction")
-        self.model = load_task_model(task, settings.model, settings.device, settings.dtype, settings.quantize)
-        self.extractor = feature_extractor_for(settings.model)
+        self.model = load_task_model(task, source, settings.device, settings.dtype, settings.quantize)
+        self.extractor = feature_extractor_for(source)
         options = dict(chunk_length_s=settings.chunk_length_s)
         self.transcriber = self.classifier = None
         if task == "automatic-speech-recognition":
-            tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(settings.model)
+            tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(source)
             self.transcriber = AutomaticSpeechRecognitionPipeline(self.model, self.extractor, tokenizer,
                                                                   vad=settings.vad, **options)
         elif task == "audio-classification":
@@ -137,3 +194,21 @@ class Served:
     def close(self) -> None:
         self.batcher.close(timeout=60)
         self.prepare_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def load_models(settings: ServeSettings, on_batch: Any = None, first: Served | None = None) -> dict[str, Served]:
+    """{name: Served} of every model of `settings` (`first`: the first, loaded already); `on_batch(name, report)`
+    hears each batch. A model that fails to load closes those loaded and is a ModelLoadError naming it."""
+    loaded: dict[str, Served] = {}
+    for name, source in settings.sources.items():
+        hears = None if on_batch is None else functools.partial(on_batch, name)
+        try:
+            loaded[name] = first if first is not None and not loaded else Served(settings, hears, name)
+        except Exception as error:  # noqa: BLE001 - any failure of one model is said with its name
+            for served in loaded.values():
+                served.close()
+            raise ModelLoadError(f"the model {name!r} ({source}) failed to load: {type(error).__name__}: "
+                                 f"{error}") from error
+        if loaded[name].batcher.on_batch is None:
+            loaded[name].batcher.on_batch = hears
+    return loaded

@@ -1,9 +1,11 @@
 """What every route of one app shares: a `ServerState` on `app.state.server`, read with `ServerState.of(request)`.
 
 In order: `Metrics` (the Prometheus series of one app, in its own registry so that two apps in one process do not
-mix), then `ServerState`: the settings, the served model, the metrics and the count of requests in flight, with the
-checks every route makes against them: `authorize` (the API key, 401), `admit` / `release` (the bound on requests in
-flight, 503 with Retry-After), `needs` (a pipeline the model has, 400), `timed` (the request timeout, 504).
+mix; the model's series carry a `model` label), then `ServerState`: the settings, the served models by name, the
+metrics and the count of requests in flight, with the checks every route makes against them: `authorize` (the API
+key, 401), `model` (the model a request names, 404 listing the names), `admit` / `release` (the bound on requests in
+flight, 503 with Retry-After; 503 too once the server drains), `needs` (a pipeline the model has, 400), `timed`
+(the request timeout, 504).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from starlette.requests import HTTPConnection
 
 from w2vbert.inference.engine import Pipeline
 from w2vbert.serving.batcher import BatchReport
-from w2vbert.serving.errors import ApiError
+from w2vbert.serving.errors import ApiError, shutting_down
 from w2vbert.serving.served import Served, ServeSettings
 
 
@@ -34,10 +36,12 @@ class Metrics:
         self.errors = Counter("w2vbert_errors", "requests answered with an error", ["endpoint", "code"],
                               registry=self.registry)
         self.in_flight = Gauge("w2vbert_requests_in_flight", "requests being served", registry=self.registry)
-        self.queued = Gauge("w2vbert_queued_windows", "windows waiting for the model", registry=self.registry)
-        self.batch_windows = Histogram("w2vbert_batch_windows", "windows per model batch",
+        self.queued = Gauge("w2vbert_queued_windows", "windows waiting for the model", ["model"],
+                            registry=self.registry)
+        self.batch_windows = Histogram("w2vbert_batch_windows", "windows per model batch", ["model"],
                                        buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
-        self.audio = Counter("w2vbert_audio_seconds", "seconds of audio through the model", registry=self.registry)
+        self.audio = Counter("w2vbert_audio_seconds", "seconds of audio through the model", ["model"],
+                             registry=self.registry)
         self.latency = Histogram("w2vbert_request_seconds", "request latency", ["endpoint"],
                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=self.registry)
 
@@ -48,9 +52,16 @@ class Metrics:
             self.errors.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
 
-    def batch(self, report: BatchReport) -> None:
-        self.batch_windows.observe(report.windows)
-        self.audio.inc(report.audio_seconds)
+    def serving(self, model: str) -> None:
+        """The model's series, at zero until its first batch (a labelled series exists once its label is used)."""
+        self.queued.labels(model)
+        self.batch_windows.labels(model)
+        self.audio.labels(model)
+
+    def batch(self, model: str, report: BatchReport) -> None:
+        """One batch of the model named `model` (serving.served.load_models' `on_batch`)."""
+        self.batch_windows.labels(model).observe(report.windows)
+        self.audio.labels(model).inc(report.audio_seconds)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
@@ -58,13 +69,31 @@ class Metrics:
 
 @dataclass
 class ServerState:
-    """One app's settings, model, metrics and requests in flight (HTTP requests on /v1/audio/ and live streams)."""
+    """One app's settings, models, metrics and requests in flight (HTTP requests on /v1/audio/ and live streams)."""
 
     settings: ServeSettings
-    served: Served
+    models: dict[str, Served]  # by name, the first model (requests naming none get it) first
     metrics: Metrics
     in_flight: int = 0  # changed on the event loop only, so no lock
     open_requests: int = 0  # HTTP requests inside the middleware, answered or not yet (the event loop only)
+    draining: bool = False  # the server is stopping: only the requests in flight are served (app.DrainingServer)
+
+    @property
+    def served(self) -> Served:
+        """The first model: requests that name none get it."""
+        return next(iter(self.models.values()))
+
+    def model(self, requested: str | None) -> Served:
+        """The model a request names by its name or an alias (none: the first); another name is a 404 listing every
+        name this server answers to."""
+        if not requested:
+            return self.served
+        catalog = self.settings.catalog
+        if requested not in catalog:
+            names = ", ".join(name if name == model else f"{name} (for {model})" for name, model in catalog.items())
+            raise ApiError(404, f"no model {requested!r} here: this server serves {names} (w2vbert serve "
+                           "--model-alias ALIAS=NAME answers to another name)", "model", "model_not_found")
+        return self.models[catalog[requested]]
 
     @staticmethod
     def of(connection: HTTPConnection) -> ServerState:
@@ -83,7 +112,10 @@ class ServerState:
                            if given is None else "the API key is not valid", code="invalid_api_key")
 
     def admit(self) -> None:
-        """Count one more request in flight, or refuse it with 503 when `max_queue` are; `release` when done."""
+        """Count one more request in flight, or refuse it with 503 when `max_queue` are or the server is draining;
+        `release` when done."""
+        if self.draining:
+            raise shutting_down()
         if self.in_flight >= self.settings.max_queue:
             raise ApiError(503, f"the server is busy: {self.in_flight} requests in flight (limit "
                            f"{self.settings.max_queue}, w2vbert serve --max-queue); retry shortly", code="server_busy",
@@ -103,11 +135,13 @@ class ServerState:
         while self.open_requests and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
-    def needs(self, pipe: Pipeline | None, what: str) -> Pipeline:
-        """`pipe`, or a 400 naming the model's class when the model has no head for `what`."""
+    def needs(self, pipe: Pipeline | None, what: str, served: Served | None = None) -> Pipeline:
+        """`pipe` (of `served`, default the first model), or a 400 naming the model's class when the model has no
+        head for `what`."""
         if pipe is None:
-            raise ApiError(400, f"{what} need a model with that head; this server's model is a "
-                           f"{type(self.served.model).__name__}", code="unsupported_by_model")
+            served = served or self.served
+            raise ApiError(400, f"{what} need a model with that head; the model {served.name!r} is a "
+                           f"{type(served.model).__name__}", code="unsupported_by_model")
         return pipe
 
     async def timed(self, coroutine: Awaitable[Any]) -> Any:

@@ -1,4 +1,5 @@
-"""The upload routes, OpenAI's audio API as its clients send it: a multipart form with the audio in `file`.
+"""The upload routes, OpenAI's audio API as its clients send it: a multipart form with the audio in `file`
+and, in `model`, the name or alias of a served model (none: the first; another name: 404 listing them).
 
     POST /v1/audio/transcriptions   `model`, `response_format` (json, text, srt, vtt, verbose_json),
                                     `timestamp_granularities[]` (word, segment), `stream` (server-sent events
@@ -33,6 +34,7 @@ from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline, Feat
 from w2vbert.serving.batcher import TooLong
 from w2vbert.serving.errors import ApiError, result_of
 from w2vbert.serving.live import settled
+from w2vbert.serving.served import Served
 from w2vbert.serving.state import ServerState
 from w2vbert.text.writers import segments, to_srt, to_txt, to_vtt
 
@@ -44,8 +46,9 @@ router = APIRouter()
 
 
 # ------------------------------------------------------------------------------------------------ the form
-async def upload(request: Request) -> tuple[FormData, bytes, str]:
-    """The multipart form's text fields, the audio bytes of its `file` field, and the file's name."""
+async def upload(request: Request) -> tuple[FormData, bytes, str, Served]:
+    """The multipart form's text fields, the audio bytes of its `file` field, the file's name, and the model its
+    `model` field names (none: the first; another name: 404)."""
     try:
         form = await request.form()
     except Exception as error:  # noqa: BLE001 - a malformed multipart body
@@ -60,11 +63,7 @@ async def upload(request: Request) -> tuple[FormData, bytes, str]:
     if not data:
         raise ApiError(400, f"the uploaded file {file.filename or ''} is empty (0 bytes)".replace("  ", " "),
                        "file", "invalid_audio")
-    requested, names = fields.get("model"), ServerState.of(request).settings.names
-    if requested not in (None, "", *names):
-        raise ApiError(404, f"this server serves the model {' or '.join(map(repr, names))}, not {requested!r} "
-                       "(w2vbert serve --model-alias NAME answers to another name)", "model", "model_not_found")
-    return fields, data, file.filename or "<upload>"
+    return fields, data, file.filename or "<upload>", ServerState.of(request).model(fields.get("model"))
 
 
 def form_int(form: FormData, name: str, default: int) -> int:
@@ -88,8 +87,8 @@ def choice(form: FormData, name: str, default: str, allowed: tuple[str, ...]) ->
 @router.post("/v1/audio/transcriptions", response_model=None)
 async def transcriptions(request: Request) -> Response:
     state = ServerState.of(request)
-    pipe = state.needs(state.served.transcriber, "transcriptions")
-    form, data, name = await upload(request)
+    form, data, name, served = await upload(request)
+    pipe = state.needs(served.transcriber, "transcriptions", served)
     response_format = choice(form, "response_format", "json", RESPONSE_FORMATS)
     granularities = set(form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"))
     if granularities - {"word", "segment"}:
@@ -97,9 +96,9 @@ async def transcriptions(request: Request) -> Response:
                        "timestamp_granularities[]")
     stream = (form.get("stream") or "false").lower() == "true"
     if stream:  # bad audio is still a 4xx: the events start once the audio is read
-        prepared = await state.served.prepare(pipe, data, name)
-        return StreamingResponse(stream_transcript(state, pipe, *prepared), media_type="text/event-stream")
-    result, seconds = await state.timed(state.served.run(pipe, data, name, return_timestamps="word"))
+        prepared = await served.prepare(pipe, data, name)
+        return StreamingResponse(stream_transcript(state, served, pipe, *prepared), media_type="text/event-stream")
+    result, seconds = await state.timed(served.run(pipe, data, name, return_timestamps="word"))
     usage = {"type": "duration", "seconds": round(seconds, 3)}
     if response_format == "json":
         return JSONResponse({"text": result["text"], "usage": usage})
@@ -111,7 +110,8 @@ async def transcriptions(request: Request) -> Response:
 
 
 async def stream_transcript(
-    state: ServerState, pipe: AutomaticSpeechRecognitionPipeline, recording: Recording, ready: list[ReadyWindow]
+    state: ServerState, served: Served, pipe: AutomaticSpeechRecognitionPipeline, recording: Recording,
+    ready: list[ReadyWindow],
 ) -> AsyncIterator[str]:
     """Server-sent events: a `transcript.text.delta` as each window settles words, then `.done`; a failure
     after the events began is an event in OpenAI's error shape."""
@@ -122,7 +122,7 @@ async def stream_transcript(
     sent, text = "", ""
     for position, window in enumerate(ready or [None]):
         try:
-            future = await state.served.submit(pipe, recording, [] if window is None else [window])
+            future = await served.submit(pipe, recording, [] if window is None else [window])
             result = await state.timed(result_of(future))
         except ApiError as error:
             yield event(error.body())
@@ -168,33 +168,33 @@ def _compression_ratio(text: str) -> float:
 @router.post("/v1/audio/classifications")
 async def classifications(request: Request) -> JSONResponse:
     state = ServerState.of(request)
-    pipe = state.needs(state.served.classifier, "classifications")
-    form, data, name = await upload(request)
+    form, data, name, served = await upload(request)
+    pipe = state.needs(served.classifier, "classifications", served)
     top_k = form_int(form, "top_k", 1)
     if top_k < 1:
         raise ApiError(400, f"top_k must be >= 1, got {top_k}", "top_k")
-    labels, seconds = await state.timed(state.served.run(pipe, data, name, top_k=top_k))
-    return JSONResponse({"model": state.settings.name, "duration": round(seconds, 3), "labels": labels})
+    labels, seconds = await state.timed(served.run(pipe, data, name, top_k=top_k))
+    return JSONResponse({"model": served.name, "duration": round(seconds, 3), "labels": labels})
 
 
 @router.post("/v1/audio/embeddings")
 async def embeddings(request: Request) -> Response:
     state = ServerState.of(request)
-    form, data, name = await upload(request)
+    form, data, name, served = await upload(request)
     layer = form_int(form, "layer", -1)
     try:
-        pipe = state.served.embedder(layer)
+        pipe = served.embedder(layer)
     except ValueError as error:
         raise ApiError(400, str(error), "layer") from None
     pool = choice(form, "pool", "mean", ("mean", "none"))
     encoding = choice(form, "encoding_format", "float", ("float", "base64"))
-    array, seconds = await state.timed(embed(state, pipe, data, name, pool, encoding))
+    array, seconds = await state.timed(embed(state, served, pipe, data, name, pool, encoding))
 
     def body() -> bytes:  # an hour of frames is millions of floats: written beside the event loop
         values = np.ascontiguousarray(array, dtype="<f4")
         embedding = base64.b64encode(values.tobytes()).decode() if encoding == "base64" else values.tolist()
         return json.dumps({
-            "object": "list", "model": state.settings.name, "layer": pipe.layer, "pool": pool,
+            "object": "list", "model": served.name, "layer": pipe.layer, "pool": pool,
             "data": [{"object": "embedding", "index": 0, "embedding": embedding, "shape": list(values.shape)}],
             "usage": {"type": "duration", "seconds": round(seconds, 3)},
         }).encode()
@@ -203,7 +203,8 @@ async def embeddings(request: Request) -> Response:
 
 
 async def embed(
-    state: ServerState, pipe: FeatureExtractionPipeline, data: bytes, name: str, pool: str, encoding: str
+    state: ServerState, served: Served, pipe: FeatureExtractionPipeline, data: bytes, name: str, pool: str,
+    encoding: str,
 ) -> tuple[np.ndarray, float]:
     """(the embedding, seconds of audio) of an upload. Per-frame embeddings have a duration limit of their own, the
     audio whose answer fits the response limit: a 413 as soon as decoding passes it, before features and the model
@@ -219,6 +220,6 @@ async def embed(
                 f"audio: past {fit_s:.0f} s of audio the answer passes this server's limit of {limit_mb:g} MB a "
                 f"response as {encoding} (w2vbert serve --max-response-mb); send shorter audio, pool=mean, or "
                 "encoding_format=base64", "pool", "response_too_large")
-    recording, ready = await state.served.prepare(pipe, data, name, too_long)
-    future = await state.served.submit(pipe, recording, ready, pool=pool)
+    recording, ready = await served.prepare(pipe, data, name, too_long)
+    future = await served.submit(pipe, recording, ready, pool=pool)
     return await result_of(future), recording.samples / SAMPLING_RATE

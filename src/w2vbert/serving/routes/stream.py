@@ -4,6 +4,7 @@ Query: `format` (pcm16, the default, or encoded: the bytes of a file in any form
 (of pcm16; default 16000), `api_key` (browsers cannot set headers on a WebSocket). Binary messages are audio; the
 text message {"type": "end"} ends the stream. A stream counts as a request in flight, may stay silent for at most
 the request timeout, and may send at most the duration limit in audio (and, encoded, the upload limit in bytes).
+The query's `model` picks a served model by name or alias, as an upload's field does (none: the first).
 
 Refusals before the handshake are HTTP answers in OpenAI's error shape (`open_stream`); failures after it are an
 {"type": "error", "error": {...}} message and a close code: 1003 a text message that is not the end, 1007
@@ -43,7 +44,7 @@ async def live(websocket: WebSocket) -> None:
         await websocket.send_denial_response(error_response(error))
         return
     await websocket.accept()
-    transcript = LiveTranscript(pipe, state.served.batcher)
+    transcript = LiveTranscript(pipe, state.model(websocket.query_params.get("model")).batcher)
     try:
         await relay(websocket, state, transcript, decoder, fmt)
     except WebSocketDisconnect:
@@ -67,7 +68,8 @@ def open_stream(
     is an ApiError."""
     params = websocket.query_params
     state.authorize(websocket.headers.get("authorization"), params.get("api_key"))
-    pipe = state.needs(state.served.transcriber, "live transcriptions")
+    served = state.model(params.get("model"))  # the query's `model`, as uploads name it (none: the first)
+    pipe = state.needs(served.transcriber, "live transcriptions", served)
     fmt = params.get("format", "pcm16")
     if fmt not in FORMATS:
         raise ApiError(400, f"format must be pcm16 or encoded, got {fmt!r}", "format")
