@@ -221,7 +221,7 @@ def test_shaw_attention_memory_grows_linearly_not_with_frames_squared_times_head
     one unchunked (16, 6000, 6000) bias is 2.3 GB. Here the peak must stay a small multiple of the per-chunk bias
     (under 128 MB), which only holds while the bias is built chunk by chunk."""
     script = textwrap.dedent(
-        """
+        r"""
         import re, torch, w2vbert, w2vbert.model.attention
         w2vbert.model.attention.FLASH_CPU = None  # no key regions: every chunk builds its (16, rows, 6000) bias
         config = w2vbert.Wav2Vec2BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=16,
