@@ -1,0 +1,173 @@
+"""Streaming: chunked attention (model/chunking.py), cached inference (model/streaming.py), fixed feature statistics
+(audio/features.py), dynamic chunk training, and the live paths that use them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_config_kwargs
+from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForCTC, Wav2Vec2BertModel
+from w2vbert.model.chunking import Chunking
+from w2vbert.model.streaming import StreamingEncoder
+
+
+def chunked_ctc(chunk: int | None, left: int | None = None, adapter: bool = False, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    config = Wav2Vec2BertConfig(**tiny_config_kwargs(
+        add_adapter=adapter, streaming_chunk_size=chunk, streaming_left_chunks=left, **overrides
+    ))
+    return Wav2Vec2BertForCTC(config).eval()
+
+
+def streamed(model, features: torch.Tensor, blocks: list[int]) -> torch.Tensor:
+    """The outputs of `features` (1, T, 160) fed in blocks of the given sizes (cycled), then flushed."""
+    stream = StreamingEncoder(model)
+    outputs, start, index = [], 0, 0
+    while start < features.shape[1]:
+        size = blocks[index % len(blocks)]
+        outputs.append(stream.feed(features[0, start : start + size]))
+        start, index = start + size, index + 1
+    outputs.append(stream.flush())
+    return torch.cat(outputs)
+
+
+# ------------------------------------------------------------------------------------------ the chunk mask
+def test_chunk_mask_reads_own_chunk_and_left_chunks_only():
+    allowed = Chunking(2, left=1).allowed(0, 6, 6)
+    expected = torch.tensor([
+        [1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0],
+        [0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1],
+    ], dtype=torch.bool)  # the module docstring's drawing
+    assert torch.equal(allowed, expected)
+    assert Chunking(2).allowed(4, 6, 6).all()  # no left bound: the last chunk reads everything
+
+
+@pytest.mark.parametrize("adapter", [False, True])
+@pytest.mark.parametrize("eager", [False, True])
+def test_outputs_of_a_chunk_do_not_depend_on_later_audio(adapter, eager):
+    model = chunked_ctc(4, left=1, adapter=adapter)
+    if eager:
+        model.set_attn_implementation("eager")  # the explicit softmax path
+    features = torch.randn(1, 30, 160)
+    later = features.clone()
+    later[:, 12:] = torch.randn(1, 18, 160)  # frames of chunk 3 on change
+    out, out_later = model(features).logits[0], model(later).logits[0]
+    settled = 12 // (2 if adapter else 1)  # chunks 0-2, after the adapter's stride
+    torch.testing.assert_close(out[:settled], out_later[:settled], rtol=0, atol=1e-6)
+    assert not torch.allclose(out[settled:], out_later[settled:])
+
+
+def test_left_chunk_bound_is_honoured_by_attention():
+    """Each block reads `left` chunks back, so after two blocks a frame depends on two chunks to its left; the
+    convolutions' reach is removed by a one-frame kernel, so the bound is exact."""
+    model = chunked_ctc(4, left=1, conv_depthwise_kernel_size=1)  # 2 blocks
+    features = torch.randn(1, 24, 160)
+    earlier = features.clone()
+    earlier[:, :4] = torch.randn(1, 4, 160)  # chunk 0 changes
+    out, out_earlier = model(features).logits[0], model(earlier).logits[0]
+    torch.testing.assert_close(out[12:], out_earlier[12:], rtol=0, atol=1e-6)  # chunks 3.. never read chunk 0
+    assert not torch.allclose(out[8:12], out_earlier[8:12])  # chunk 2 reads it through chunk 1 of block 0
+
+
+def test_a_padded_batch_gives_each_clip_its_own_outputs_when_chunked():
+    model = chunked_ctc(4, left=2, adapter=True)
+    long, short = torch.randn(1, 26, 160), torch.randn(1, 15, 160)
+    batch = torch.zeros(2, 26, 160)
+    batch[0], batch[1, :15] = long[0], short[0]
+    mask = torch.zeros(2, 26, dtype=torch.long)
+    mask[0], mask[1, :15] = 1, 1
+    logits = model(batch, attention_mask=mask).logits
+    torch.testing.assert_close(logits[0], model(long).logits[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits[1, :8], model(short).logits[0], rtol=0, atol=1e-5)
+
+
+def test_full_context_config_writes_no_streaming_keys_and_chunked_one_round_trips(tmp_path):
+    plain = Wav2Vec2BertConfig(**tiny_config_kwargs())
+    assert not {"streaming_chunk_size", "streaming_left_chunks"} & plain.to_diff_dict().keys()
+    chunked = Wav2Vec2BertConfig(**tiny_config_kwargs(streaming_chunk_size=8, streaming_left_chunks=2))
+    chunked.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["streaming_chunk_size"], saved["streaming_left_chunks"]) == (8, 2)
+    loaded = Wav2Vec2BertConfig.from_pretrained(tmp_path)
+    assert (loaded.streaming_chunk_size, loaded.streaming_left_chunks) == (8, 2)
+    transformers = pytest.importorskip("transformers")
+    theirs = transformers.Wav2Vec2BertConfig.from_pretrained(tmp_path)  # extra keys kept as attributes there
+    assert theirs.streaming_chunk_size == 8
+
+
+def test_full_context_model_is_unchanged_by_the_chunking_code():
+    """A config without chunks takes none of the chunked paths: outputs equal transformers' model's
+    (tests/test_parity.py covers every head; this pins the CTC head with the adapter)."""
+    transformers = pytest.importorskip("transformers")
+    model = chunked_ctc(None, adapter=True)
+    theirs = transformers.Wav2Vec2BertForCTC(transformers.Wav2Vec2BertConfig(**tiny_config_kwargs(add_adapter=True)))
+    theirs.load_state_dict(model.state_dict())
+    theirs.eval()
+    features = torch.randn(1, 21, 160)
+    torch.testing.assert_close(model(features).logits, theirs(features).logits, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (dict(streaming_chunk_size=5, add_adapter=True), "sizes that work: 2 (40 ms), 4 (80 ms)"),
+    (dict(streaming_chunk_size=8, position_embeddings_type="rotary"), "needs position_embeddings_type"),
+    (dict(streaming_left_chunks=2), "streaming_left_chunks needs streaming_chunk_size"),
+    (dict(streaming_chunk_size=8, add_adapter=True, adapter_kernel_size=5), "reads past a chunk's end"),
+    (dict(streaming_chunk_size=0), "streaming_chunk_size must be >= 1"),
+])
+def test_chunk_settings_a_model_cannot_use_are_refused_with_the_reason(overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs(**overrides)))
+
+
+# ------------------------------------------------------------------------------------------- cached inference
+@pytest.mark.parametrize(("chunk", "left", "adapter"), [
+    (4, None, False), (4, 1, False), (6, 0, False), (8, 2, True), (2, 3, True), (4, None, True),
+])
+def test_streaming_equals_one_forward_with_the_chunk_mask(chunk, left, adapter):
+    model = chunked_ctc(chunk, left, adapter)
+    for frames, blocks in ((37, [1, 5, 3]), (40, [7]), (9, [2, 11])):
+        features = torch.randn(1, frames, 160, generator=torch.Generator().manual_seed(frames))
+        full = model(features).logits[0]
+        torch.testing.assert_close(streamed(model, features, blocks), full, rtol=0, atol=1e-5)
+
+
+def test_streaming_the_bare_encoder_gives_its_hidden_states():
+    torch.manual_seed(1)
+    model = Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs(
+        add_adapter=True, streaming_chunk_size=4, streaming_left_chunks=1, add_inner_layer_norm=True,
+        use_intermediate_ffn_before_adapter=True, add_encoder_layer_norm=True,
+    ))).eval()
+    features = torch.randn(1, 23, 160)
+    torch.testing.assert_close(streamed(model, features, [3]), model(features).last_hidden_state[0], rtol=0, atol=1e-5)
+
+
+def test_peek_shows_the_partial_chunk_without_changing_the_stream():
+    model = chunked_ctc(8, 1)
+    features = torch.randn(1, 20, 160)
+    stream = StreamingEncoder(model)
+    assert stream.feed(features[0, :11]).shape[0] == 8  # chunk 0 complete, 3 frames pending
+    partial = stream.peek()
+    assert partial.shape[0] == 3
+    torch.testing.assert_close(stream.peek(), partial)  # peeking twice: the same
+    rest = torch.cat([stream.feed(features[0, 11:]), stream.flush()])
+    torch.testing.assert_close(rest, model(features).logits[0, 8:], rtol=0, atol=1e-5)
+
+
+def test_a_full_context_model_is_refused_for_streaming_with_the_reason():
+    with pytest.raises(ValueError, match="full context.*--streaming"):
+        StreamingEncoder(chunked_ctc(None))
+
+
+def test_streaming_cost_per_chunk_does_not_grow_with_the_stream():
+    """The caches hold at most left x chunk frames, however long the stream."""
+    model = chunked_ctc(4, left=2)
+    stream = StreamingEncoder(model)
+    for _ in range(30):
+        stream.feed(torch.randn(4, 160))
+    cache = stream.state.layers[0]
+    assert cache.attention.key.shape[2] == 8
+    assert cache.convolution.frames.shape[1] == model.config.conv_depthwise_kernel_size - 1
