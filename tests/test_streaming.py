@@ -171,3 +171,53 @@ def test_streaming_cost_per_chunk_does_not_grow_with_the_stream():
     cache = stream.state.layers[0]
     assert cache.attention.key.shape[2] == 8
     assert cache.convolution.frames.shape[1] == model.config.conv_depthwise_kernel_size - 1
+
+
+# ------------------------------------------------------------------------------------------ fixed statistics
+def fixed_extractor(seed: int = 0):
+    from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+
+    generator = torch.Generator().manual_seed(seed)
+    clips = [0.1 * torch.randn(n, generator=generator).numpy() for n in (8000, 12345)]
+    return SeamlessM4TFeatureExtractor().with_fixed_statistics(clips)
+
+
+def test_fixed_statistics_are_the_mean_and_deviation_of_the_training_frames():
+    from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+
+    clip = 0.1 * torch.randn(16000, generator=torch.Generator().manual_seed(3)).numpy()
+    fixed = SeamlessM4TFeatureExtractor().with_fixed_statistics([clip])
+    # on the clip they were measured on, fixed statistics are its own: the per-clip features (to float32 rounding)
+    ours = fixed(clip, return_tensors="pt", sampling_rate=16000)["input_features"]
+    per_clip = SeamlessM4TFeatureExtractor()(clip, return_tensors="pt", sampling_rate=16000)["input_features"]
+    torch.testing.assert_close(ours, per_clip, rtol=0, atol=1e-4)
+
+
+def test_fixed_statistics_are_saved_and_loaded_with_the_extractor(tmp_path):
+    from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+
+    extractor = fixed_extractor()
+    extractor.save_pretrained(tmp_path)
+    loaded = SeamlessM4TFeatureExtractor.from_pretrained(tmp_path)
+    assert loaded.mel_mean == extractor.mel_mean and loaded.mel_std == extractor.mel_std
+    plain = SeamlessM4TFeatureExtractor()
+    assert "mel_mean" not in plain.to_dict()  # files of per-clip extractors stay as transformers writes them
+    with pytest.raises(ValueError, match="need 80 values each"):
+        SeamlessM4TFeatureExtractor(mel_mean=[0.0], mel_std=[1.0])
+
+
+def test_feature_stream_gives_the_whole_clip_steps_block_by_block():
+    extractor = fixed_extractor()
+    clip = 0.1 * torch.randn(9000, generator=torch.Generator().manual_seed(5)).numpy()  # 55 frames: 27 steps
+    whole = extractor(clip, return_tensors="pt", sampling_rate=16000)["input_features"][0, :27]
+    stream = extractor.stream()
+    blocks = [stream.feed(clip[start : start + 777]) for start in range(0, len(clip), 777)]
+    steps = torch.cat([*blocks, stream.flush()])
+    torch.testing.assert_close(steps, whole, rtol=0, atol=1e-5)
+
+
+def test_per_clip_normalisation_is_refused_for_streaming_with_the_reason():
+    from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+
+    with pytest.raises(ValueError, match="per-clip normalisation needs the whole clip"):
+        SeamlessM4TFeatureExtractor().stream()
