@@ -221,3 +221,62 @@ def test_per_clip_normalisation_is_refused_for_streaming_with_the_reason():
 
     with pytest.raises(ValueError, match="per-clip normalisation needs the whole clip"):
         SeamlessM4TFeatureExtractor().stream()
+
+
+# -------------------------------------------------------------------------------------------------- training
+def write_clips(folder, count: int = 4) -> str:
+    import wave
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = ["audio\ttext"]
+    for i in range(count):
+        with wave.open(str(folder / f"{i}.wav"), "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(16000)
+            f.writeframes((0.1 * rng.standard_normal(12000) * 32767).astype(np.int16).tobytes())
+        rows.append(f"{i}.wav\tab ba")
+    (folder / "train.tsv").write_text("\n".join(rows) + "\n")
+    return str(folder / "train.tsv")
+
+
+def test_finetune_streaming_saves_a_chunked_model_with_fixed_statistics_that_streams(tmp_path):
+    from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+    from w2vbert.cli.parser import build_parser
+
+    torch.manual_seed(0)
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs(mask_time_prob=0.0))).save_pretrained(tmp_path / "base")
+    manifest = write_clips(tmp_path)
+    args = build_parser().parse_args([
+        "finetune", "--model", str(tmp_path / "base"), "--train", manifest, "--output-dir", str(tmp_path / "run"),
+        "--max-steps", "2", "--warmup-steps", "1", "--save-every", "2", "--max-batch-seconds", "2",
+        "--streaming", "160", "--streaming-left-chunks", "2", "--dynamic-chunks", "80,160,320", "--no-progress",
+    ])
+    assert args.run(args) == 0
+    saved = tmp_path / "run" / "last"
+    model = Wav2Vec2BertForCTC.from_pretrained(saved).eval()
+    assert (model.config.streaming_chunk_size, model.config.streaming_left_chunks) == (8, 2)
+    extractor = SeamlessM4TFeatureExtractor.from_pretrained(saved)
+    assert extractor.mel_mean is not None  # measured on the training clips
+    features = extractor(torch.randn(8000).numpy() * 0.1, return_tensors="pt", sampling_rate=16000)
+    torch.testing.assert_close(streamed(model, features["input_features"], [5]), model(**features).logits[0],
+                               rtol=0, atol=1e-5)
+
+
+def test_dynamic_chunk_sizes_are_drawn_per_step_and_refused_when_the_adapter_cannot_divide_them(tmp_path):
+    from w2vbert.training.trainer import Trainer, TrainingConfig
+
+    model = chunked_ctc(4, 1, adapter=True).train()
+    trainer = Trainer(model, TrainingConfig(output_dir=str(tmp_path), chunk_sizes=(2, 4, 8)), [], lambda b: b)
+    drawn = set()
+    for step in range(12):
+        trainer.state.step = step
+        with trainer._drawn_chunks():
+            drawn.add(model.wav2vec2_bert.chunks.size)
+        assert model.wav2vec2_bert.chunks == Chunking(4, 1)  # the config's again after the forward
+    assert drawn == {2, 4, 8}
+    bad = Trainer(model, TrainingConfig(output_dir=str(tmp_path), chunk_sizes=(3,)), [], lambda b: b)
+    with pytest.raises(ValueError, match=r"chunk sizes \[3\].*sizes that work: 2, 4"):
+        bad._prepare_model()
