@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -280,3 +282,55 @@ def test_dynamic_chunk_sizes_are_drawn_per_step_and_refused_when_the_adapter_can
     bad = Trainer(model, TrainingConfig(output_dir=str(tmp_path), chunk_sizes=(3,)), [], lambda b: b)
     with pytest.raises(ValueError, match=r"chunk sizes \[3\].*sizes that work: 2, 4"):
         bad._prepare_model()
+
+
+# ------------------------------------------------------------------------------------ transcription, live and file
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="module")
+def chunked_demo(tmp_path_factory):
+    """The shipped demo model made chunked (640 ms, 4 left chunks) with fixed statistics of the test clips: what
+    `finetune --streaming` starts from (its text is already close to the full-context model's)."""
+    from w2vbert import load_audio
+    from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+
+    folder = tmp_path_factory.mktemp("chunked-demo")
+    shutil.copytree(ROOT / "examples" / "demo-model", folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"streaming_chunk_size": 32, "streaming_left_chunks": 4}))
+    clips = [load_audio(DATA / name) for name in ("quick.wav", "hello.wav", "numbers.wav")]
+    SeamlessM4TFeatureExtractor.from_pretrained(folder).with_fixed_statistics(clips).save_pretrained(folder)
+    return folder
+
+
+def test_streaming_text_does_not_depend_on_how_the_audio_is_cut(chunked_demo):
+    from w2vbert import load_audio, pipeline
+    from w2vbert.inference.streaming import StreamingTranscription
+
+    pipe = pipeline("automatic-speech-recognition", str(chunked_demo))
+    audio = load_audio(DATA / "quick.wav")
+    texts, finals = [], []
+    for block in (160, 4000, 16000 * 60):
+        stream = StreamingTranscription(pipe)
+        settled = "".join(stream.feed(audio[i : i + block]).final for i in range(0, len(audio), block))
+        texts.append(stream.finish())
+        finals.append(settled)
+    assert texts[0] == texts[1] == texts[2] and len(texts[0].split()) >= 3
+    for settled in finals:
+        assert (texts[0] + " ").startswith(settled) and settled  # settled words: the transcript's first words
+
+
+def test_transcribe_streaming_prints_the_streamed_text_and_refuses_a_full_context_model(chunked_demo, capsys):
+    from w2vbert import pipeline
+    from w2vbert.cli.parser import main
+    from w2vbert.inference.streaming import transcribe_streaming
+
+    pipe = pipeline("automatic-speech-recognition", str(chunked_demo))
+    expected = transcribe_streaming(pipe, str(DATA / "quick.wav"), block_s=0.02)
+    assert main(["transcribe", str(DATA / "quick.wav"), "-m", str(chunked_demo), "--streaming", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == expected
+    assert main(["transcribe", str(DATA / "quick.wav"), "-m", str(ROOT / "examples" / "demo-model"), "--streaming",
+                 "--no-progress"]) == 2
+    assert "full context" in capsys.readouterr().err

@@ -8,6 +8,8 @@
 - `corpus`: a corpus through transcribe / embed / classify into Parquet shards, resumable, over torchrun ranks (the
   run loop); `corpus_settings`: its inputs and settings; `corpus_files`: its output directory.
 - `ray_data`: `W2vBertPredictor`, a callable class for `ray.data.Dataset.map_batches`.
+- `streaming`: `StreamingTranscription`, a chunked model's transcription chunk by chunk with cached state (settled
+  words as each chunk completes), shared by `transcribe --streaming` and the live WebSocket.
 
 Never imports training, serving, export or cli.
 """
