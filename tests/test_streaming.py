@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -334,3 +335,29 @@ def test_transcribe_streaming_prints_the_streamed_text_and_refuses_a_full_contex
     assert main(["transcribe", str(DATA / "quick.wav"), "-m", str(ROOT / "examples" / "demo-model"), "--streaming",
                  "--no-progress"]) == 2
     assert "full context" in capsys.readouterr().err
+
+
+def test_the_live_websocket_streams_a_chunked_model_chunk_by_chunk_and_ends_with_the_files_text(chunked_demo):
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("websockets.sync.client")
+    from test_server import pcm16, recording_of, running, stream
+    from w2vbert import pipeline
+    from w2vbert.audio.decode import SAMPLING_RATE
+    from w2vbert.inference.streaming import StreamingTranscription
+    from w2vbert.serving.app import ServeSettings, create_app
+
+    audio = recording_of(12.37)  # ends mid-chunk: the last words come with the end of the stream
+    sent = np.frombuffer(pcm16(audio), "<i2").astype(np.float32) / 32768  # what PCM16 carries
+    expected = StreamingTranscription(pipeline("automatic-speech-recognition", str(chunked_demo)))
+    expected.feed(sent)
+    expected_text = expected.finish()
+    with running(create_app(ServeSettings(model=str(chunked_demo), max_wait_ms=5))) as url:
+        messages = stream(url, audio, chunk_s=0.1)
+    assert messages[-1]["type"] == "done" and messages[-1]["text"] == expected_text
+    assert messages[-1]["duration"] == pytest.approx(len(audio) / SAMPLING_RATE, abs=0.01)
+    finals = [m for m in messages if m["type"] == "final"]
+    assert "".join(m["text"] for m in finals) == expected_text
+    assert len(finals) >= 5  # words settle chunk by chunk, not at the end (12 s, about 25 words)
+    committed = [m["committed"] for m in messages if m["type"] in ("partial", "final")]
+    assert all(later.startswith(earlier) for earlier, later in zip(committed, committed[1:], strict=False))
+    assert any(m["type"] == "partial" for m in messages)
