@@ -3,8 +3,10 @@
 `StreamingTranscription` chains the three streaming parts: the feature stream (audio/features.py's
 `FeatureStream`, fixed statistics), the cached encoder and CTC head (model/streaming.py's `StreamingEncoder`), and
 greedy CTC over the frames settled so far. A chunk's frames never change once it is complete, so the text of the
-settled frames only grows: its words that a word delimiter (or a later word) closes are final (`Update.final`);
-the chunk still filling gives the partial text (`partial`). Its result does not depend on how the audio is cut
+settled frames only grows: its words that a word delimiter, or a pause (PAUSE_S of blank frames after the last
+letter, read as a delimiter), closes are final (`Update.final`); the chunk still filling gives the partial text
+(`partial`). Without the pause rule a word before a silence waited for the next word: CTC models often emit the
+delimiter only where the next word starts. Its result does not depend on how the audio is cut
 into blocks, so `w2vbert transcribe --streaming` on a file gives the live WebSocket's text
 (serving/live.py; tests/test_streaming.py).
 
@@ -22,6 +24,8 @@ from w2vbert.audio.decode import stream_audio
 from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline
 from w2vbert.model.chunking import chunking_of
 from w2vbert.model.streaming import StreamingEncoder
+
+PAUSE_S = 0.2  # blank frames after a word's last letter that end the word (well above a pause inside a word)
 
 
 def settled_words(text: str, closed: bool) -> str:
@@ -50,6 +54,7 @@ class StreamingTranscription:
         self.encoder = StreamingEncoder(pipe.model)  # refuses a full-context model, with the reason
         self.features = pipe.feature_extractor.stream()  # refuses per-clip statistics, with the reason
         self.device = next(pipe.model.parameters()).device
+        self.pause_frames = max(1, round(PAUSE_S * pipe.feature_extractor.sampling_rate / pipe.frame_samples()))
         self.ids: list[int] = []  # greedy CTC ids of the settled frames
         self.committed = ""
         self.samples = 0
@@ -66,6 +71,9 @@ class StreamingTranscription:
         if steps.shape[0]:
             self.ids += self.encoder.feed(steps.to(self.device)).argmax(-1).tolist()
         closed = self._closed(self.ids)
+        if not closed and self._paused(self.ids):
+            self.ids.append(self.tokenizer.word_delimiter_token_id)  # the pause ends the word, in the text too
+            closed = True
         now = settled_words(self._text(self.ids), closed)
         if not now.startswith(self.committed) or len(now) <= len(self.committed):
             return Update("", self.committed)
@@ -88,6 +96,12 @@ class StreamingTranscription:
     def _text(self, ids: list[int]) -> str:
         """Greedy CTC text of `ids`, words separated by one space (two delimiters around a blank make two)."""
         return " ".join(self.tokenizer.decode(ids).split())
+
+    def _paused(self, ids: list[int]) -> bool:
+        """Whether the settled frames end with a letter followed by at least `pause_frames` blanks."""
+        blank = self.tokenizer.pad_token_id
+        blanks = next((count for count, token in enumerate(reversed(ids)) if token != blank), len(ids))
+        return blanks < len(ids) and blanks >= self.pause_frames  # blanks < len: a letter comes before them
 
     def _closed(self, ids: list[int]) -> bool:
         """Whether the last letter of the settled frames is followed by a word delimiter."""
