@@ -138,6 +138,29 @@ def test_streaming_equals_one_forward_with_the_chunk_mask(chunk, left, adapter):
         torch.testing.assert_close(streamed(model, features, blocks), full, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("explicit", [False, True])
+def test_streaming_equals_the_forward_when_attention_runs_in_row_blocks(monkeypatch, explicit):
+    """Long clips run the bias path a few query rows at a time: each block gets its rows' chunk mask."""
+    import w2vbert.model.attention as attention
+
+    monkeypatch.setattr(attention, "ATTENTION_CHUNK_ROWS_CPU", 3)  # blocks that straddle chunk boundaries
+    model = chunked_ctc(4, 1, adapter=True)
+    if explicit:
+        model.set_attn_implementation("eager")
+    features = torch.randn(1, 29, 160)
+    torch.testing.assert_close(streamed(model, features, [4]), model(features).logits[0], rtol=0, atol=1e-5)
+
+
+def test_a_chunked_attention_is_refused_while_tracing_for_onnx_with_the_reason(monkeypatch):
+    """The exported attention form takes no chunk mask: tracing a chunked model stops with the reason."""
+    from w2vbert.model.attention import attend
+
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    query = torch.randn(1, 2, 8, 4)
+    with pytest.raises(RuntimeError, match="chunked .* cannot be exported to ONNX"):
+        attend(query, query, query, scale=0.5, chunks=Chunking(4))
+
+
 def test_streaming_the_bare_encoder_gives_its_hidden_states():
     torch.manual_seed(1)
     model = Wav2Vec2BertModel(Wav2Vec2BertConfig(**tiny_config_kwargs(
