@@ -384,3 +384,20 @@ def test_the_live_websocket_streams_a_chunked_model_chunk_by_chunk_and_ends_with
     committed = [m["committed"] for m in messages if m["type"] in ("partial", "final")]
     assert all(later.startswith(earlier) for earlier, later in zip(committed, committed[1:], strict=False))
     assert any(m["type"] == "partial" for m in messages)
+
+
+def test_the_shipped_streaming_demo_model_is_chunked_and_streams_the_example_recordings():
+    """examples/streaming-demo-model (scripts/train_streaming_demo.py): 640 ms chunks, fixed statistics; on the
+    example recordings its streamed text is the full-context demo model's (both write "bird" for "birds")."""
+    from w2vbert import Wav2Vec2BertConfig, pipeline
+    from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+    from w2vbert.inference.streaming import transcribe_streaming
+
+    shipped = ROOT / "examples" / "streaming-demo-model"
+    config = Wav2Vec2BertConfig.from_pretrained(shipped)
+    assert (config.streaming_chunk_size, config.streaming_left_chunks) == (32, 4)
+    assert SeamlessM4TFeatureExtractor.from_pretrained(shipped).mel_mean is not None
+    streaming = pipeline("automatic-speech-recognition", str(shipped))
+    full = pipeline("automatic-speech-recognition", str(ROOT / "examples" / "demo-model"))
+    for clip in sorted((ROOT / "examples" / "audio").glob("*.wav")):
+        assert transcribe_streaming(streaming, str(clip)) == full(str(clip))["text"]

@@ -331,11 +331,11 @@ class Trainer:
     def _drawn_chunks(self) -> Iterator[None]:
         """Dynamic chunk training: this step's chunk size, one of `chunk_sizes`, drawn from the seed and the step
         (so every rank draws the same one, and a resumed run the same as before), for the forward only."""
-        encoder = self.model.base_model
-        chunks = chunking_of(encoder.config) if self.config.chunk_sizes else None
-        if chunks is None:
+        if not self.config.chunk_sizes:
             yield
             return
+        encoder = self.model.base_model
+        chunks = chunking_of(encoder.config)
         draw = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.state.step)
         size = self.config.chunk_sizes[int(torch.randint(len(self.config.chunk_sizes), (1,), generator=draw))]
         encoder.training_chunks = Chunking(size, chunks.left)
