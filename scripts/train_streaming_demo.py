@@ -9,7 +9,9 @@ draws 320, 640 or 1280 ms, as WeNet's U2 dynamic chunk training) and fixed featu
 training clips (per-clip statistics need the whole clip). Then it scores the held-out clips at 320, 640 and
 1280 ms chunks, and the shipped full-context model on the same clips, and writes training_summary.json beside the
 model. The forward with the chunk mask is what streaming computes (tests/test_streaming.py), so these WERs are the
-live path's.
+live path's. Measured 2026-12-07 on the shared 2-core AMD EPYC (AVX2), one thread beside other jobs: 500 steps in
+22.4 min; held-out WER 7.13% at 320 and 640 ms, 7.32% at 1280 ms, the full-context model 7.32% on the same clips
+(docs/streaming.md has the joined recordings too).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=Path("examples/demo-model"), help="the full-context model")
     parser.add_argument("--out", type=Path, default=Path("examples/streaming-demo-model"))
     parser.add_argument("--work", type=Path, default=Path("build/streaming-demo-run"), help="checkpoints, metrics")
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--batch-seconds", type=float, default=40.0)
     parser.add_argument("--chunk-ms", type=int, default=640, help="the chunk saved in config.json")
