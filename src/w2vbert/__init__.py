@@ -87,6 +87,7 @@ if TYPE_CHECKING:  # the public names, each once: static tools import them here,
         XVectorOutput,
     )
     from w2vbert.model.pretraining import Wav2Vec2BertForPreTraining
+    from w2vbert.model.streaming import StreamingEncoder
     from w2vbert.text.ctc_text import Wav2Vec2CTCTokenizerOutput
     from w2vbert.text.processor import Wav2Vec2BertProcessor
     from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer

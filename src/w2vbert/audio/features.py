@@ -8,8 +8,14 @@ give zero frames instead of an error; a clip of one frame gives zeros instead of
 undefined); a 2-D (channels, samples) clip is mixed to mono instead of keeping channel 0; a 2-D tensor is a
 batch, as a 2-D array is.
 
+Streaming: per-clip statistics need the whole clip, so a model that streams is trained and run with fixed per-bin
+statistics instead (`mel_mean`, `mel_std`, saved in preprocessor_config.json; `with_fixed_statistics` measures
+them over training audio). The fbank is frame-local, so `FeatureStream` then gives, block by block, the steps
+the extractor gives for the whole clip.
+
 In order: the config file names; `SeamlessM4TFeatureExtractor` (construction, `__call__` as waveforms (`clips`) ->
-fbank -> layout -> stacked steps, `pad` for collators, the config files and JSON as transformers writes them);
+fbank -> layout -> stacked steps, `pad` for collators, the config files and JSON as transformers writes them,
+the fixed statistics and `stream`); `FeatureStream`;
 `config_text`; `default_feature_extractor` and `feature_extractor_for` (a checkpoint's own extractor, or W2v-BERT
 2.0's); the helpers of `pad`.
 """
@@ -29,7 +35,14 @@ import torch
 
 from w2vbert.audio.clips import batch_waveforms, check_finite_features
 from w2vbert.audio.decode import SAMPLING_RATE, check_sampling_rate
-from w2vbert.audio.fbank import NORM_EPSILON, FbankTables, log_mel_fbank, normalize_per_bin, num_frames
+from w2vbert.audio.fbank import (
+    HOP_LENGTH,
+    NORM_EPSILON,
+    FbankTables,
+    log_mel_fbank,
+    normalize_per_bin,
+    num_frames,
+)
 from w2vbert.loading.hub import DEFAULT_HUB, HubOptions, resolve_optional_file
 from w2vbert.utils.batch import BatchFeature, as_columns, holds_numbers, padding_plan, with_other_columns
 from w2vbert.utils.files import atomic_write_text, read_json_object
@@ -62,6 +75,8 @@ class SeamlessM4TFeatureExtractor:
         padding_side: "right" (default) or "left".
         return_attention_mask: default of the argument of the same name in `__call__`.
         original: reproduce the fairseq2 front end's choices listed above.
+        mel_mean, mel_std: fixed per-bin statistics (num_mel_bins floats each) that normalise every frame as
+            (x - mean) / std instead of each clip's own: what a streaming model takes (None: per clip).
     """
 
     model_input_names = ["input_features", "attention_mask"]
@@ -77,6 +92,8 @@ class SeamlessM4TFeatureExtractor:
         padding_side: str = "right",
         return_attention_mask: bool = True,
         original: bool = False,
+        mel_mean: Sequence[float] | None = None,
+        mel_std: Sequence[float] | None = None,
         **extra: Any,
     ) -> None:
         if padding_side not in ("right", "left"):
@@ -105,6 +122,7 @@ class SeamlessM4TFeatureExtractor:
         self.padding_side = padding_side
         self.return_attention_mask = return_attention_mask
         self.original = original
+        self.mel_mean, self.mel_std = _fixed_statistics(mel_mean, mel_std, num_mel_bins)
         # Written by save_pretrained from the class; processor_class belongs to the processor that saves the file
         # (transformers drops it on load too, so a reloaded extractor equals the one saved).
         extra.pop("feature_extractor_type", None)
@@ -181,7 +199,9 @@ class SeamlessM4TFeatureExtractor:
         frame_counts = num_frames(sample_counts)  # (B,)
         features = log_mel_fbank(waveforms, self._tables_on(waveforms.device))  # (B, F, mels)
         check_finite_features(features, frame_counts, waveforms)
-        if normalize:
+        if normalize and self.mel_mean is not None:
+            features = self._normalize_fixed(features)
+        elif normalize:
             features = normalize_per_bin(features, frame_counts, 0.0 if self.original else NORM_EPSILON)
         if self.original:
             # fairseq2 stacks frame pairs in the model, dropping a trailing odd frame; the statistics above did
@@ -345,6 +365,8 @@ class SeamlessM4TFeatureExtractor:
         )
         if self.original:  # written only when set, so that files stay identical to those of transformers
             out["original"] = True
+        if self.mel_mean is not None:  # likewise
+            out["mel_mean"], out["mel_std"] = self.mel_mean, self.mel_std
         return dict(sorted(out.items()))
 
     def to_json_string(self) -> str:
@@ -413,6 +435,104 @@ class SeamlessM4TFeatureExtractor:
             "'feature_extractor' entry); for W2v-BERT 2.0's front end use "
             "w2vbert.audio.features.default_feature_extractor()"
         )
+
+
+    # ------------------------------------------------------------------------------------- streaming
+    def _normalize_fixed(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., frames, mels) -> (x - mel_mean) / mel_std, frame by frame."""
+        mean = torch.tensor(self.mel_mean, dtype=torch.float64, device=features.device)
+        std = torch.tensor(self.mel_std, dtype=torch.float64, device=features.device)
+        return ((features.to(torch.float64) - mean) / std).to(features.dtype)
+
+    def with_fixed_statistics(self, clips: Sequence[Any], batch: int = 16) -> SeamlessM4TFeatureExtractor:
+        """This extractor with fixed per-bin statistics: the mean and standard deviation (ddof=1, plus the
+        per-clip epsilon under the root) of the log-mel fbank over every frame of `clips` (1-D waveforms at
+        `sampling_rate`, e.g. a training set's)."""
+        total = torch.zeros(self.num_mel_bins, dtype=torch.float64)
+        squares = torch.zeros(self.num_mel_bins, dtype=torch.float64)
+        count = 0
+        for start in range(0, len(clips), batch):
+            waveforms, sample_counts = batch_waveforms(list(clips[start : start + batch]), None, None)
+            features, frame_counts = self._fbank(waveforms, sample_counts, normalize=False)  # (B, F, mels)
+            for row, frames in enumerate(frame_counts.tolist()):
+                x = features[row, :frames].to(torch.float64)
+                total += x.sum(0)
+                squares += x.square().sum(0)
+                count += frames
+        if count < 2:
+            raise ValueError(f"fixed statistics need at least 2 fbank frames of audio, got {count}")
+        mean = total / count
+        variance = (squares - count * mean.square()) / (count - 1)
+        std = (variance.clamp(min=0) + NORM_EPSILON).sqrt()
+        return type(self).from_dict(self.to_dict(), mel_mean=mean.tolist(), mel_std=std.tolist())
+
+    def stream(self) -> FeatureStream:
+        """Features of audio that comes in blocks (`FeatureStream`); needs fixed statistics."""
+        return FeatureStream(self)
+
+
+class FeatureStream:
+    """Audio blocks in, feature steps out: the steps `extractor(whole_clip)` gives, as soon as their samples came.
+
+    Kaldi's frames are local (25 ms windows every 10 ms, no dither) and fixed statistics normalise each frame on
+    its own, so frame i is final once samples 160 i .. 160 i + 399 arrived, and a step once its two frames are.
+    Per-clip statistics would need the whole clip: an extractor without fixed ones is refused. `flush` drops a
+    last odd frame, whose step the extractor pads and masks.
+    """
+
+    def __init__(self, extractor: SeamlessM4TFeatureExtractor) -> None:
+        if extractor.mel_mean is None:
+            raise ValueError(
+                "streaming features need fixed statistics (mel_mean and mel_std in preprocessor_config.json): "
+                "per-clip normalisation needs the whole clip; a streaming model is trained with them "
+                "(w2vbert finetune --streaming)"
+            )
+        if extractor.original:
+            raise ValueError("streaming features follow transformers' front end, not original=True")
+        self.extractor = extractor
+        self.samples = torch.zeros(0, dtype=torch.float32)  # from the first sample of the next frame on
+        self.frames = torch.zeros(0, extractor.num_mel_bins)  # normalised frames not yet stacked into a step
+
+    def feed(self, samples: Any) -> torch.Tensor:
+        """Mono float samples in [-1, 1] at the extractor's rate -> the new steps (steps, mels * stride)."""
+        block = torch.as_tensor(np.asarray(samples, dtype=np.float32)).reshape(-1)
+        self.samples = torch.cat([self.samples, block])
+        count = num_frames(self.samples.shape[0])
+        if count:
+            fbank = log_mel_fbank(self.samples[None], self.extractor._tables_on(torch.device("cpu")))[0, :count]
+            self.frames = torch.cat([self.frames, self.extractor._normalize_fixed(fbank)])
+            self.samples = self.samples[count * HOP_LENGTH :]
+        return self._steps()
+
+    def flush(self) -> torch.Tensor:
+        """The stream ends: no further step (an odd last frame is dropped); the stream starts anew."""
+        self.samples = self.samples[:0]
+        self.frames = self.frames[:0]
+        return torch.zeros(0, self.extractor.num_mel_bins * self.extractor.stride)
+
+    def _steps(self) -> torch.Tensor:
+        stride, bins = self.extractor.stride, self.extractor.num_mel_bins
+        whole = self.frames.shape[0] // stride * stride
+        steps = self.frames[:whole].reshape(whole // stride, bins * stride)  # (steps, 160)
+        self.frames = self.frames[whole:]
+        return steps
+
+
+def _fixed_statistics(
+    mean: Sequence[float] | None, std: Sequence[float] | None, bins: int
+) -> tuple[list[float] | None, list[float] | None]:
+    """mel_mean and mel_std checked: both or neither, `bins` finite values each, std > 0."""
+    if mean is None and std is None:
+        return None, None
+    if mean is None or std is None:
+        raise ValueError("mel_mean and mel_std come together (fixed feature statistics): got only one of them")
+    mean, std = [float(v) for v in mean], [float(v) for v in std]
+    if len(mean) != bins or len(std) != bins:
+        raise ValueError(f"mel_mean and mel_std need {bins} values each (one per mel bin), got {len(mean)} and "
+                         f"{len(std)}")
+    if not all(np.isfinite(mean)) or not all(np.isfinite(v) and v > 0 for v in std):
+        raise ValueError("mel_mean must be finite and mel_std finite and > 0")
+    return mean, std
 
 
 class OtherFeatureExtractorError(ValueError):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from w2vbert.inference.names import AUTO_CHUNK_S
 from w2vbert.loading.names import DTYPE_CHOICES, DTYPE_HELP
-from w2vbert.model.names import QUANTIZE
+from w2vbert.model.names import FRAME_MS, QUANTIZE
 
 
 class UsageError(ValueError):
@@ -29,6 +29,19 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def chunk_frames(text: str) -> int:
+    """A streaming chunk in milliseconds (a multiple of the 20 ms frame) -> frames."""
+    value = int(text)
+    if value < FRAME_MS or value % FRAME_MS:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of {FRAME_MS} ms (one frame), got {value}")
+    return value // FRAME_MS
+
+
+def chunk_frames_list(text: str) -> tuple[int, ...]:
+    """Comma-separated chunk sizes in milliseconds -> frames each."""
+    return tuple(chunk_frames(part) for part in text.split(","))
 
 
 def non_negative_int(text: str) -> int:

@@ -16,7 +16,15 @@ import os
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from w2vbert.cli.arguments import UsageError, add_run_options, positive_float, positive_int
+from w2vbert.cli.arguments import (
+    UsageError,
+    add_run_options,
+    chunk_frames,
+    chunk_frames_list,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from w2vbert.training.names import (
     DEFAULT_TARGETS,
     FINETUNING_TASKS,
@@ -27,6 +35,8 @@ from w2vbert.training.names import (
     SCHEDULES,
     SHARDINGS,
 )
+
+DEFAULT_LEFT_CHUNKS = 4  # --streaming's left context: 4 chunks (2.56 s at 640 ms chunks)
 
 if TYPE_CHECKING:
     from w2vbert.training.config import TrainingConfig
@@ -109,6 +119,14 @@ def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weighted-layer-sum", action="store_true",
                         help="classify, frames, xvector: the head reads a learned softmax-weighted sum of every "
                              "layer's hidden states, not the last (use_weighted_layer_sum)")
+    parser.add_argument("--streaming", type=chunk_frames, metavar="MS",
+                        help="train a chunked model that streams: attention chunks of MS milliseconds (a multiple "
+                        "of 20 and of the adapter's stride), fixed feature statistics measured on the training audio")
+    parser.add_argument("--streaming-left-chunks", type=non_negative_int, metavar="N",
+                        help="with --streaming: chunks to the left each frame reads (default 4)")
+    parser.add_argument("--dynamic-chunks", dest="chunk_sizes", type=chunk_frames_list, metavar="MS,MS",
+                        help="with --streaming: each step draws one of these chunk sizes (ms), so that one model "
+                        "serves several latencies (WeNet's dynamic chunk training)")
     parser.add_argument("--mask-time-prob", type=float,
                         help="override the model config's SpecAugment time masking")
 
@@ -221,6 +239,12 @@ def run_finetune(args: argparse.Namespace) -> int:
         overrides["use_weighted_layer_sum"] = True
     if args.mask_time_prob is not None:
         overrides["mask_time_prob"] = args.mask_time_prob
+    if args.streaming is not None:
+        overrides["streaming_chunk_size"] = args.streaming
+        overrides["streaming_left_chunks"] = DEFAULT_LEFT_CHUNKS if args.streaming_left_chunks is None \
+            else args.streaming_left_chunks
+    elif args.streaming_left_chunks is not None or config.chunk_sizes:
+        raise UsageError("--streaming-left-chunks and --dynamic-chunks need --streaming MS")
     summary = finetune(args.model, data, config, args.resume, overrides)
     _print_summary(summary)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vad", action="store_true",
                         help="skip non-speech before the model (Silero VAD, the vad extra: pip install "
                              "'w2vbert[vad]', or '.[vad]' in a clone); times stay in the recording's time")
+    parser.add_argument("--streaming", action="store_true",
+                        help="transcribe as the live stream does, chunk by chunk with cached state (a model "
+                             "fine-tuned with --streaming; greedy, text only): the text the live WebSocket gives")
     parser.set_defaults(run=run_transcribe)
 
 
@@ -79,6 +83,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
     if args.beam_size or args.lm:
         decoder = BeamSearchDecoder(lm=args.lm, beam_size=args.beam_size or 50, lm_weight=args.lm_weight,
                                     word_score=args.word_score, quiet=args.no_progress)
+    if inputs is not None and args.streaming:
+        raise UsageError("--streaming transcribes files: leave out --manifest / corpus inputs")
     if inputs is not None:
         decoding = None if decoder is None else (f"beam {args.beam_size or 50}, lm {args.lm}, lm weight "
                                                  f"{args.lm_weight}, word score {args.word_score}")
@@ -90,10 +96,15 @@ def run_transcribe(args: argparse.Namespace) -> int:
         raise UsageError("-f all writes one file per format: pass --output-dir")
     jobs.prepare_output_dir(args.output_dir)
     jobs.check_distinct_outputs(args.files, args.output_dir, formats)
+    if args.streaming and (decoder is not None or args.vad or fmt != "txt" or args.timestamps != "none"):
+        raise UsageError("--streaming decodes greedily to text: leave out --lm, --beam-size, --vad, --timestamps "
+                         "and formats other than txt")
     model = load_task_model("automatic-speech-recognition", args.model, args.device, args.dtype, args.quantize)
     pipe = pipeline("automatic-speech-recognition", model, feature_extractor=feature_extractor_for(args.model),
                     tokenizer=args.model, decoder=decoder, batch_size=args.batch_size,
                     chunk_length_s=args.chunk_length, stride_length_s=args.stride_length, vad=_vad(args))
+    if args.streaming:
+        return _transcribe_streaming(pipe, args)
     asked = None if args.timestamps == "none" else args.timestamps
     timestamps = asked or ("word" if any(f in (*SUBTITLES, "json") for f in formats) else None)
     outcome, bar = jobs.Outcome(), jobs.progress_bar(args.files, args)
@@ -111,6 +122,32 @@ def run_transcribe(args: argparse.Namespace) -> int:
         else:
             header = f"==> {path} <==\n" if len(args.files) > 1 else ""
             tqdm.write(header + documents[fmt].rstrip("\n"), file=sys.stdout)
+    bar.close()
+    return outcome.exit_code
+
+
+def _transcribe_streaming(pipe: Any, args: argparse.Namespace) -> int:
+    """Each file through the streaming path (inference/streaming.py); a model that cannot stream is refused."""
+    from w2vbert.cli import jobs
+    from w2vbert.inference.streaming import StreamingTranscription, transcribe_streaming
+
+    try:
+        StreamingTranscription(pipe)  # the model and its front end can stream, or the reason they cannot
+    except ValueError as error:
+        raise UsageError(f"--streaming: {error}") from None
+
+    def results() -> Iterator[Any]:
+        for path in args.files:
+            try:
+                yield {"text": transcribe_streaming(pipe, path)}
+            except (OSError, ValueError) as error:
+                yield ValueError(f"{path}: {error}")
+
+    outcome, bar = jobs.Outcome(), jobs.progress_bar(args.files, args)
+    for path, result in outcome.results(args.files, results(), bar):
+        if args.output_dir is not None:
+            write_transcript(result, path, args.output_dir, "txt")
+        print(result["text"] if len(args.files) == 1 else f"{path}\t{result['text']}")
     bar.close()
     return outcome.exit_code
 

@@ -10,6 +10,8 @@
 - `units`: `units fit`'s work: a corpus run that samples one layer's frames, then k-means, saved as a codebook
   (`units extract` is a corpus run of the speech-units pipeline).
 - `ray_data`: `W2vBertPredictor`, a callable class for `ray.data.Dataset.map_batches`.
+- `streaming`: `StreamingTranscription`, a chunked model's transcription chunk by chunk with cached state (settled
+  words as each chunk completes), shared by `transcribe --streaming` and the live WebSocket.
 
 Never imports training, serving, export or cli.
 """

@@ -9,6 +9,8 @@
   (feed-forward, convolution module, self-attention) and the stack of blocks; `positions`: the three position
   schemes' shared inputs; `adapter`: the strided adapter layers.
 - `attention`, `layers`, `spec_augment`: the pieces the encoder's modules are built from.
+- `chunking`: a chunked (streaming) model's attention chunks and the caches its modules keep between chunks;
+  `streaming`: `StreamingEncoder`, cached chunk-by-chunk inference equal to one forward.
 - `heads`: CTC, sequence, frame and x-vector heads on the encoder. `pretraining`: the w2v-BERT objective.
 - `outputs`: the output dataclasses, as transformers names them.
 - `inputs`: the contract of every forward's inputs, and the `Padding` an attention mask (any 0/1 mask) gives.

@@ -4,10 +4,12 @@ In this file, in order:
 - `ShawPosition`, `RelativePosition`: the position term of each scheme, as the attention module hands it over.
 - `attend`: picks the path for a call: plain fused attention, the bias path, or the key-regions path (or, under
   `torch.onnx.export`, the form `w2vbert.export.attention` installs in `EXPORT_FORM`; the model never imports
-  the exporter).
+  the exporter). A chunked model's call (`chunks`, model/chunking.py) takes the fused path with a mask or the bias
+  path, whose row blocks add the chunk mask; the key-regions and export forms take no chunk mask.
 - `attend_in_chunks` (the bias path): chunks of query rows, each with its position bias built from the few
   distinct distances, never as a (frames, frames, head_dim) tensor.
 - `attend_by_regions`: Shaw attention on long CPU clips, where most keys lie beyond the clamped distances.
+- `attend_recent`: the queries of the newest frames against cached keys (streaming, model/streaming.py).
 - `position_bias`: the (B, H, rows, keys) bias of a chunk of rows, read through strided views.
 - `shifted_rows`: the relative-shift view those biases are made of.
 
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from w2vbert.model.chunking import Chunking
 
 # Query rows per chunk are chosen so one chunk's (batch, heads, rows, frames) bias stays under this many elements
 # (128 MB in fp32): attention memory then grows linearly with the clip, not quadratically.
@@ -77,13 +81,18 @@ def attend(
     dropout_p: float = 0.0,
     output_attentions: bool = False,
     explicit: bool = False,
+    chunks: Chunking | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention of every query over the valid keys, plus the position term: (output, probabilities or None).
 
     `explicit` computes the softmax in plain ops (attn_implementation="eager") instead of the fused kernels;
-    `output_attentions` returns the probabilities (and implies one chunk of all rows).
+    `output_attentions` returns the probabilities (and implies one chunk of all rows); `chunks` keeps each query to
+    the keys of its chunk and the chunks left of it (model/chunking.py).
     """
     if torch.onnx.is_in_onnx_export():  # a traced graph: no length-dependent Python, no strided views
+        if chunks is not None:
+            raise RuntimeError("a chunked (streaming) model cannot be exported to ONNX: its attention mask is not "
+                               "in the exported form; export a full-context model")
         if EXPORT_FORM is None:
             raise RuntimeError(
                 "W2v-BERT attention is traced for ONNX only through w2vbert.export.onnx.export_onnx (or inside "
@@ -91,14 +100,18 @@ def attend(
             )
         return EXPORT_FORM(query, key, value, position=position, valid=valid, scale=scale), None
     if position is None and not output_attentions and not explicit:
+        if chunks is not None:
+            mask = chunk_penalty(chunks, valid, 0, query.shape[2], query.shape[2], query)  # (B|1, 1, T, T)
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p), None
         key_mask = None if valid is None else valid[:, None, None, :]  # (B, 1, 1, T): padded keys out
         return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout_p), None
     rows = chunk_rows(query, output_attentions)
-    if uses_key_regions(query, position, rows, dropout_p=dropout_p, output_attentions=output_attentions,
-                        explicit=explicit):
+    if chunks is None and uses_key_regions(query, position, rows, dropout_p=dropout_p,
+                                           output_attentions=output_attentions, explicit=explicit):
         return attend_by_regions(query, key, value, position=position, valid=valid, scale=scale, rows=rows), None
     return attend_in_chunks(query, key, value, position=position, valid=valid, scale=scale, rows=rows,
-                            dropout_p=dropout_p, output_attentions=output_attentions, explicit=explicit)
+                            dropout_p=dropout_p, output_attentions=output_attentions, explicit=explicit,
+                            chunks=chunks)
 
 
 def chunk_rows(query: torch.Tensor, output_attentions: bool = False) -> int:
@@ -139,6 +152,19 @@ def key_penalty(valid: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor 
     return penalty.masked_fill(~valid, torch.finfo(dtype).min)[:, None, None, :]
 
 
+def chunk_penalty(
+    chunks: Chunking, valid: torch.Tensor | None, start: int, stop: int, keys: int, like: torch.Tensor
+) -> torch.Tensor:
+    """(B or 1, 1, stop - start, keys) additive score mask of query rows start..stop-1: 0 where a row may read a
+    key (its chunk or one of the chunks it sees to the left, and a valid key), the most negative finite value
+    elsewhere. One mask for both rules: two added minima would overflow to -inf and a row of -inf gives NaN."""
+    allowed = chunks.allowed(start, stop, keys, like.device)[None, None]  # (1, 1, rows, keys)
+    if valid is not None:
+        allowed = allowed & valid[:, None, None, :]  # (B, 1, rows, keys)
+    penalty = torch.zeros(allowed.shape, dtype=like.dtype, device=like.device)
+    return penalty.masked_fill(~allowed, torch.finfo(like.dtype).min)
+
+
 def attend_in_chunks(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -151,10 +177,12 @@ def attend_in_chunks(
     dropout_p: float = 0.0,
     output_attentions: bool = False,
     explicit: bool = False,
+    chunks: Chunking | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The bias path: `rows` query rows at a time against all keys, each chunk with its own (B, H, rows, T) bias."""
+    """The bias path: `rows` query rows at a time against all keys, each chunk with its own (B, H, rows, T) bias
+    (the chunk mask of those rows added where `chunks` is given)."""
     frames = query.shape[2]
-    penalty = key_penalty(valid, query.dtype)
+    penalty = key_penalty(valid, query.dtype) if chunks is None else None
     bias_query = position.query if isinstance(position, RelativePosition) else query
     outputs, probabilities = [], []
     for start in range(0, frames, rows):
@@ -162,6 +190,8 @@ def attend_in_chunks(
         bias = None
         if position is not None:
             bias = position_bias(position, bias_query[:, :, start:stop], row_offset=start, keys=frames, scale=scale)
+        if chunks is not None:
+            penalty = chunk_penalty(chunks, valid, start, stop, frames, query)  # (B|1, 1, rows, T)
         if penalty is not None:
             bias = penalty if bias is None else bias + penalty  # not in place: bias may be a view
         if output_attentions or explicit:
@@ -233,6 +263,21 @@ def attend_by_regions(
         merged = sum(weight * part.float() for weight, (part, _) in zip(weights, parts, strict=True))
         outputs.append(merged.to(query.dtype))
     return torch.cat(outputs, dim=2)
+
+
+def attend_recent(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *, position: Position | None, scale: float
+) -> torch.Tensor:
+    """The newest frames' queries (B, H, n, d) over keys (B, H, K, d) whose last n are those frames' own (the
+    earlier ones cached): every key is readable, Shaw's distances counted from each query's place among the keys.
+    A chunked model's chunk reads exactly its cached left context and itself (model/streaming.py)."""
+    rows, keys = query.shape[2], key.shape[2]
+    bias = None
+    if isinstance(position, ShawPosition):
+        bias = position_bias(position, query, row_offset=keys - rows, keys=keys, scale=scale)  # (B, H, n, K)
+    elif position is not None:
+        raise ValueError("streaming attention takes Shaw's clamped distances or no position term")
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=scale)
 
 
 def position_bias(

@@ -127,6 +127,12 @@ class Wav2Vec2BertConfig:
     # config.json only when on; transformers' Wav2Vec2BertModel would ignore them and their weights)
     add_encoder_layer_norm: bool = False  # `encoder.layer_norm` after the last Conformer block
     add_inner_layer_norm: bool = False  # `inner_layer_norm` on the model output, after the adapter
+    # --- streaming (a w2vbert extension, written to config.json only when set; absent: full context). Each frame
+    # attends to the frames of its own chunk and of `streaming_left_chunks` chunks before it, never to later ones;
+    # the convolution module only looks left anyway, so the model's outputs for a chunk never wait for later audio
+    # (model/chunking.py; model/streaming.py runs it with caches)
+    streaming_chunk_size: int | None = None  # frames (20 ms) per attention chunk; the adapter's stride must divide it
+    streaming_left_chunks: int | None = None  # chunks to the left each frame sees; None: every earlier chunk
     # --- pre-training (Wav2Vec2BertForPreTraining): w2vbert fields, written to config.json by a pre-training
     # model or where set. Names follow transformers' Wav2Vec2Config where it has one; the defaults are
     # conformer_shaw's (seamless_communication's builder, a fairseq2 v0.2 wav2vec 2.0 config, whose shapes

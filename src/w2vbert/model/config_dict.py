@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 MODEL_TYPE = "wav2vec2-bert"
 PRETRAINING_CLASS = "Wav2Vec2BertForPreTraining"  # whose config.json carries the pre-training fields
 # Fields transformers' config does not have, written only when on (or set).
-EXTENSION_FLAGS = ("add_encoder_layer_norm", "add_inner_layer_norm", "verification_threshold")
+EXTENSION_FLAGS = (
+    "add_encoder_layer_norm", "add_inner_layer_norm", "verification_threshold", "streaming_chunk_size",
+    "streaming_left_chunks",
+)
 # The pre-training fields (the dataclass's "pre-training" section), written by a pre-training model or where set.
 PRETRAINING_FIELDS = (
     "num_codevector_groups", "num_codevectors_per_group", "codevector_dim", "proj_codevector_dim",

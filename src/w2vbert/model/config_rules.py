@@ -98,6 +98,8 @@ FIELD_RULES: dict[str, tuple[Rule, ...]] = {
     "num_adapter_layers": (AT_LEAST_1,),
     "adapter_act": (one_of(ACTIVATIONS),),
     "output_hidden_size": (AT_LEAST_1,),
+    "streaming_chunk_size": (AT_LEAST_1,),
+    "streaming_left_chunks": (AT_LEAST_0,),
     "num_codevector_groups": (AT_LEAST_1,),
     "num_codevectors_per_group": (AT_LEAST_1,),
     "codevector_dim": (AT_LEAST_1,),
@@ -186,6 +188,50 @@ RULES_BETWEEN_FIELDS = (
         lambda c: c.min_gumbel_temperature <= c.max_gumbel_temperature,
         lambda c: f"min_gumbel_temperature={c.min_gumbel_temperature} is above "
         f"max_gumbel_temperature={c.max_gumbel_temperature}",
+    ),
+)
+
+
+def adapter_chunk_sizes(config: Wav2Vec2BertConfig, count: int = 4) -> list[int]:
+    """The first `count` chunk sizes (frames) the adapter's strides divide: multiples of stride ** layers."""
+    step = config.adapter_stride**config.num_adapter_layers if config.add_adapter else 1
+    return [step * n for n in range(1, count + 1)]
+
+
+def _chunk_fits_adapter(c: Wav2Vec2BertConfig) -> bool:
+    if c.streaming_chunk_size is None or not c.add_adapter:
+        return True
+    return c.streaming_chunk_size % c.adapter_stride**c.num_adapter_layers == 0
+
+
+RULES_BETWEEN_FIELDS += (
+    Between(
+        ("streaming_chunk_size", "position_embeddings_type"),
+        lambda c: c.streaming_chunk_size is None or c.position_embeddings_type in (None, "relative_key"),
+        lambda c: f"streaming_chunk_size needs position_embeddings_type 'relative_key' or None (distances that do "
+        f"not depend on the clip's length), got {c.position_embeddings_type!r}",
+    ),
+    Between(
+        ("streaming_left_chunks", "streaming_chunk_size"),
+        lambda c: c.streaming_left_chunks is None or c.streaming_chunk_size is not None,
+        lambda c: "streaming_left_chunks needs streaming_chunk_size (the chunks it counts)",
+    ),
+    Between(
+        ("streaming_chunk_size", "add_adapter", "adapter_stride", "num_adapter_layers"),
+        _chunk_fits_adapter,
+        lambda c: f"streaming_chunk_size={c.streaming_chunk_size} frames is not divisible by the adapter's stride "
+        f"{c.adapter_stride}**{c.num_adapter_layers}; sizes that work: "
+        + ", ".join(f"{n} ({n * 20} ms)" for n in adapter_chunk_sizes(c)) + ", ...",
+    ),
+    Between(
+        # Output t of a strided convolution reads inputs s*t - p .. s*t - p + k - 1 (p = s // 2): with k <= s + p
+        # the last output of a chunk reads nothing past the chunk's end (kernel 3, stride 2: inputs 2t-1 .. 2t+1).
+        ("streaming_chunk_size", "add_adapter", "adapter_kernel_size", "adapter_stride"),
+        lambda c: c.streaming_chunk_size is None or not c.add_adapter
+        or c.adapter_kernel_size <= c.adapter_stride + c.adapter_stride // 2,
+        lambda c: f"streaming_chunk_size needs adapter_kernel_size <= adapter_stride + adapter_stride // 2 "
+        f"(= {c.adapter_stride + c.adapter_stride // 2}), got {c.adapter_kernel_size}: a wider kernel reads past "
+        "a chunk's end",
     ),
 )
 

@@ -5,7 +5,8 @@ the position term; the attention itself runs in model/attention.py), `Wav2Vec2Be
 ffn1 -> self-attention -> convolution -> ffn2 -> LayerNorm), `Checkpointing` (how blocks recompute in training) and
 `Wav2Vec2BertEncoder` (the blocks, with the position inputs of model/positions.py computed once per forward).
 Attribute names are the checkpoint's. Padding travels as a boolean `valid` mask (B, T), True on real frames
-(right-padded, or any mask: model/inputs.py).
+(right-padded, or any mask: model/inputs.py). A chunked model's blocks take its `Chunking` (model/chunking.py);
+streaming hands each block its `LayerCache`, and the attention and the convolution read and extend their parts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from w2vbert.model.attention import Position, RelativePosition, ShawPosition, attend
+from w2vbert.model.attention import Position, RelativePosition, ShawPosition, attend, attend_recent
+from w2vbert.model.chunking import AttentionCache, Chunking, FrameCache
 from w2vbert.model.config import Wav2Vec2BertConfig
 from w2vbert.model.layers import PointwiseConv1d, activation, causal_depthwise_conv
 from w2vbert.model.positions import (
@@ -67,14 +69,23 @@ class Wav2Vec2BertConvolutionModule(nn.Module):
         self.pointwise_conv2 = PointwiseConv1d(channels, channels)
         self.dropout = nn.Dropout(config.conformer_conv_dropout)
 
-    def forward(self, hidden_states: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, valid: torch.Tensor | None = None, cache: FrameCache | None = None
+    ) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C). `cache` (streaming) holds the depthwise kernel's last K-1 inputs before these
+        frames (zeros at the stream's start, as the kernel's left padding)."""
         hidden_states = self.layer_norm(hidden_states)
         if valid is not None:
             # Padded frames are zeroed before the convolutions (fairseq2 does the same): the causal kernel only
             # looks left, so right padding could not leak anyway, but zeros keep padded outputs finite and tame.
             hidden_states = hidden_states.masked_fill(~valid[..., None], 0.0)
         hidden_states = self.glu(self.pointwise_conv1(hidden_states))  # (B, T, C)
-        hidden_states = causal_depthwise_conv(hidden_states, self.depthwise_conv.weight)
+        if cache is None:
+            hidden_states = causal_depthwise_conv(hidden_states, self.depthwise_conv.weight)
+        else:
+            frames = hidden_states.shape[1]
+            joined = cache.extend(hidden_states)  # (B, K-1 + T, C): the cached inputs, then these
+            hidden_states = causal_depthwise_conv(joined, self.depthwise_conv.weight)[:, -frames:]
         hidden_states = self.activation(self.depthwise_layer_norm(hidden_states))
         return self.dropout(self.pointwise_conv2(hidden_states))
 
@@ -121,15 +132,24 @@ class Wav2Vec2BertSelfAttention(nn.Module):
         valid: torch.Tensor | None = None,
         position_embeddings: PositionInputs | None = None,
         output_attentions: bool = False,
+        chunks: Chunking | None = None,
+        cache: AttentionCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden_states (B, T, C); valid (B, T) bool or None; `position_embeddings` what the encoder shares for
-        the config's scheme (`position_inputs`; None: no position term). Returns (B, T, C), (B, H, T, T) or None."""
+        the config's scheme (`position_inputs`; None: no position term); `chunks` a chunked model's chunks.
+        Returns (B, T, C), (B, H, T, T) or None. With a `cache` (streaming), hidden_states are the frames of one
+        chunk, which read the cached left context and themselves."""
         batch, frames, channels = hidden_states.shape
         query, key, value, position = self.project(hidden_states, position_embeddings)
+        if cache is not None:
+            key, value = cache.extend(key, value)  # (B, H, kept + T, d)
+            output = attend_recent(query, key, value, position=position, scale=self.scaling)
+            output = output.transpose(1, 2).reshape(batch, frames, channels)  # (B, H, T, d) -> (B, T, C)
+            return self.linear_out(output), None
         output, probabilities = attend(
             query, key, value, position=position, valid=valid, scale=self.scaling,
             dropout_p=self.dropout.p if self.training else 0.0, output_attentions=output_attentions,
-            explicit=not self.use_sdpa,
+            explicit=not self.use_sdpa, chunks=chunks,
         )
         output = output.transpose(1, 2).reshape(batch, frames, channels)  # (B, H, T, d) -> (B, T, C)
         return self.linear_out(output), probabilities
@@ -161,6 +181,14 @@ class Wav2Vec2BertSelfAttention(nn.Module):
         return query, key, value, None
 
 
+@dataclass
+class LayerCache:
+    """What one Conformer block keeps between chunks when it streams."""
+
+    attention: AttentionCache
+    convolution: FrameCache
+
+
 class Wav2Vec2BertEncoderLayer(nn.Module):
     """One Conformer block: ffn1 (half step) -> self-attention -> convolution -> ffn2 (half step) -> LN."""
 
@@ -183,14 +211,18 @@ class Wav2Vec2BertEncoderLayer(nn.Module):
         valid: torch.Tensor | None = None,
         position_embeddings: PositionInputs | None = None,
         output_attentions: bool = False,
+        chunks: Chunking | None = None,
+        cache: LayerCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # Half-step residuals as one fused add (alpha=0.5 is exact, so the sum is bit-identical to h + 0.5 * f).
         hidden_states = torch.add(hidden_states, self.ffn1(self.ffn1_layer_norm(hidden_states)), alpha=0.5)
         attended, probabilities = self.self_attn(
-            self.self_attn_layer_norm(hidden_states), valid, position_embeddings, output_attentions
+            self.self_attn_layer_norm(hidden_states), valid, position_embeddings, output_attentions, chunks,
+            None if cache is None else cache.attention,
         )
         hidden_states = hidden_states + self.self_attn_dropout(attended)
-        hidden_states = hidden_states + self.conv_module(hidden_states, valid)
+        convolution_cache = None if cache is None else cache.convolution
+        hidden_states = hidden_states + self.conv_module(hidden_states, valid, convolution_cache)
         hidden_states = torch.add(hidden_states, self.ffn2(self.ffn2_layer_norm(hidden_states)), alpha=0.5)
         return self.final_layer_norm(hidden_states), probabilities
 
@@ -232,11 +264,14 @@ class Wav2Vec2BertEncoder(nn.Module):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         num_layers: int | None = None,
+        chunks: Chunking | None = None,
+        caches: list[LayerCache] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
         """Run the first `num_layers` blocks (all by default): (last, hidden_states, attentions).
 
         `hidden_states` are the blocks' outputs; `last` passes through `layer_norm` (when the config has one)
-        only when every block ran, as SeamlessM4T v2 does.
+        only when every block ran, as SeamlessM4T v2 does. `chunks`: a chunked model's chunks; `caches` (one per
+        block, streaming): the frames are one chunk and each block reads and extends its cache.
         """
         if valid is not None:
             hidden_states = hidden_states.masked_fill(~valid[..., None], 0.0)
@@ -251,10 +286,13 @@ class Wav2Vec2BertEncoder(nn.Module):
             if not skip:
                 if recompute and index % self.checkpointing.every_n_layers == 0:
                     hidden_states, probabilities = self.checkpointing.run(
-                        layer, hidden_states, valid, position_embeddings, output_attentions
+                        layer, hidden_states, valid, position_embeddings, output_attentions, chunks
                     )
                 else:
-                    hidden_states, probabilities = layer(hidden_states, valid, position_embeddings, output_attentions)
+                    hidden_states, probabilities = layer(
+                        hidden_states, valid, position_embeddings, output_attentions, chunks,
+                        None if caches is None else caches[index],
+                    )
             else:
                 probabilities = None
             if output_hidden_states:

@@ -29,6 +29,7 @@ from torch import nn
 
 from w2vbert.model.adapter import Wav2Vec2BertAdapter
 from w2vbert.model.base import Wav2Vec2BertPreTrainedModel
+from w2vbert.model.chunking import Chunking, chunking_of
 from w2vbert.model.config import Wav2Vec2BertConfig
 from w2vbert.model.conformer import Wav2Vec2BertEncoder, Wav2Vec2BertFeedForward
 from w2vbert.model.inputs import Padding
@@ -74,7 +75,14 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         self.inner_layer_norm = None  # SeamlessM4T v2's LayerNorm on the output (config.add_inner_layer_norm)
         if config.add_inner_layer_norm:
             self.inner_layer_norm = nn.LayerNorm(config.output_hidden_size, eps=config.layer_norm_eps)
+        # Dynamic chunk training (training/tasks.py) sets one batch's draw here; None: the config's chunks.
+        self.training_chunks: Chunking | None = None
         self.post_init()
+
+    @property
+    def chunks(self) -> Chunking | None:
+        """The attention chunks this forward uses: a training batch's draw, else the config's (None: full context)."""
+        return self.training_chunks if self.training_chunks is not None else chunking_of(self.config)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -104,13 +112,16 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         lengths, valid = (None, None) if padding is None else (padding.lengths, padding.valid)
         hidden_states, extract_features = self.feature_projection(input_features)
         hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices, lengths)
+        chunks = self.chunks
         hidden_states, all_hidden_states, all_attentions = self.encoder(
-            hidden_states, valid, output_hidden_states, output_attentions
+            hidden_states, valid, output_hidden_states, output_attentions, chunks=chunks
         )
         if self.intermediate_ffn is not None:
             hidden_states = torch.add(hidden_states, self.intermediate_ffn(hidden_states), alpha=0.5)
         if self.adapter is not None:
-            hidden_states, _ = self.adapter(hidden_states, lengths, self.adapter_reads(input_features, padding))
+            hidden_states, _ = self.adapter(
+                hidden_states, lengths, self.adapter_reads(input_features, padding), chunks=chunks
+            )
         if self.inner_layer_norm is not None:
             hidden_states = self.inner_layer_norm(hidden_states)
         output = Wav2Vec2BaseModelOutput(hidden_states, extract_features, all_hidden_states, all_attentions)
@@ -130,7 +141,7 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         padding = self.check_inputs(input_features, attention_mask)
         valid = None if padding is None else padding.valid
         hidden_states, _ = self.feature_projection(input_features)
-        hidden_states, _, _ = self.encoder(hidden_states, valid, num_layers=index)
+        hidden_states, _, _ = self.encoder(hidden_states, valid, num_layers=index, chunks=self.chunks)
         if valid is None:
             valid = torch.ones(input_features.shape[:2], dtype=torch.bool, device=input_features.device)
         return LayerEmbedding(hidden_states, valid)

@@ -18,7 +18,12 @@ Messages (JSON, server to client), in the order they come:
     {"type": "done", "text": the transcript, "duration": s}
 The "final" texts concatenated, then the "done" text's remainder, give the "done" text.
 
-In order: the settled-text rule, PCM and encoded input, the live transcript.
+A chunked model (fine-tuned with --streaming) streams instead (`ChunkedLiveTranscript`): each chunk runs once,
+through the encoder's caches (inference/streaming.py), so a word is "final" as soon as the chunk holding its end
+(and the delimiter after it) is complete, one chunk after its audio rather than one 30 s window; "partial"
+messages decode the chunk still filling. Same messages, same rule for the "done" text.
+
+In order: the settled-text rule, PCM and encoded input, the live transcript, the chunked live transcript.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from w2vbert.audio.decode import SAMPLING_RATE, stream_audio
 from w2vbert.audio.windows import Window, WindowCutter
 from w2vbert.inference.engine import ReadyWindow, Recording, featured_windows
 from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline
+from w2vbert.inference.streaming import StreamingTranscription, is_chunked
 from w2vbert.serving.batcher import Batcher, TooLong
 
 PARTIAL_EVERY_S = 0.5  # new audio between two partial decodes: partials at least twice a second of speech
@@ -224,3 +230,52 @@ class LiveTranscript:
         future = await asyncio.to_thread(self.batcher.submit, self.pipe, recording, ready)  # it may decode here
         result = await asyncio.wrap_future(future)
         return result["text"]
+
+
+# -------------------------------------------------------------------------------- the chunked live transcript
+class ChunkedLiveTranscript:
+    """One stream through a chunked model: the messages of `LiveTranscript`, each chunk run once with cached state.
+
+    The model work of a stream runs in a worker thread, one block at a time (a chunk is a few hundred ms of audio:
+    nothing to batch across streams), beside the `Batcher`'s thread rather than through it.
+    """
+
+    def __init__(self, pipe: AutomaticSpeechRecognitionPipeline, partial_every_s: float = PARTIAL_EVERY_S) -> None:
+        self.stream = StreamingTranscription(pipe)
+        self.partial_every = int(partial_every_s * SAMPLING_RATE)
+        self.last_partial = 0  # samples pushed when the last partial was decoded
+        self.lock = asyncio.Lock()  # one block at a time through the stream's caches
+
+    @property
+    def seconds(self) -> float:
+        return self.stream.seconds
+
+    async def feed(self, audio: np.ndarray) -> AsyncIterator[dict[str, Any]]:
+        async with self.lock:
+            update = await asyncio.to_thread(self.stream.feed, audio)
+            if update.final:
+                yield {"type": "final", "text": update.final, "committed": update.committed}
+            if self.stream.samples - self.last_partial >= self.partial_every:
+                self.last_partial = self.stream.samples
+                text = await asyncio.to_thread(self.stream.partial)
+                yield {"type": "partial", "text": text, "committed": self.stream.committed,
+                       "audio_seconds": round(self.seconds, 3)}
+
+    async def finish(self) -> AsyncIterator[dict[str, Any]]:
+        """The stream ends (mid-chunk or not): the last chunk's words, then the transcript."""
+        async with self.lock:
+            text = await asyncio.to_thread(self.stream.finish)
+        committed = self.stream.committed
+        if not (text + " ").startswith(committed):  # cannot happen with greedy CTC; said rather than hidden
+            raise RuntimeError("the transcript does not continue the settled text")
+        if len(text) > len(committed):
+            yield {"type": "final", "text": text[len(committed):], "committed": text}
+        yield {"type": "done", "text": text, "duration": round(self.seconds, 3)}
+
+
+Transcript = LiveTranscript | ChunkedLiveTranscript
+
+
+def live_transcript(pipe: AutomaticSpeechRecognitionPipeline, batcher: Batcher) -> Transcript:
+    """The live transcript the model allows: chunk by chunk for a chunked model, windows re-decoded otherwise."""
+    return ChunkedLiveTranscript(pipe) if is_chunked(pipe) else LiveTranscript(pipe, batcher)

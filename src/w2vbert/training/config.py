@@ -50,6 +50,8 @@ class TrainingConfig:
     device: str | None = None  # default: cuda:LOCAL_RANK when CUDA is available, else cpu
     trials: str | None = None  # xvector: the evaluation's 'enroll test target' trial file; default every pair
     lora: LoraSettings | None = None  # LoRA adapters on the frozen encoder, the head trained whole; None: all
+    chunk_sizes: tuple[int, ...] = ()  # dynamic chunk training (WeNet's U2) of a chunked model: each batch draws
+    # one of these chunk sizes (20 ms frames), so one model serves several latencies; empty: the config's chunk
 
     def __post_init__(self) -> None:
         checks = [
@@ -65,6 +67,7 @@ class TrainingConfig:
             (self.save_every >= 1 and self.log_every >= 1, "save_every and log_every must be >= 1"),
             (self.max_batch_seconds > 0, f"max_batch_seconds must be > 0, got {self.max_batch_seconds}"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            (all(size >= 1 for size in self.chunk_sizes), f"chunk_sizes must be >= 1 frame, got {self.chunk_sizes}"),
             (self.trials is None or self.task in TRIAL_TASKS,
              f"trials are for task {' or '.join(map(repr, TRIAL_TASKS))}, not {self.task!r}"),
         ]

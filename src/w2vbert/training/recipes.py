@@ -15,7 +15,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from w2vbert.audio.augment import Augmented
+from w2vbert.audio.decode import load_audio
 from w2vbert.audio.features import SeamlessM4TFeatureExtractor, default_feature_extractor, feature_extractor_for
 from w2vbert.model.loader import is_fairseq2_file
 from w2vbert.training.checkpoints import find_checkpoint, seed_everything
@@ -27,6 +30,8 @@ from w2vbert.training.tasks import task_named
 from w2vbert.training.trainer import Trainer
 
 logger = logging.getLogger("w2vbert")
+
+STATISTICS_CLIPS = 400  # training clips a streaming model's fixed feature statistics are measured on
 
 
 def finetune(
@@ -77,6 +82,20 @@ def checkpoint_feature_extractor(source: str) -> SeamlessM4TFeatureExtractor:
     return default_feature_extractor() if is_fairseq2_file(source) else feature_extractor_for(source)
 
 
+def streaming_front_end(
+    extractor: SeamlessM4TFeatureExtractor, model_config: Any, train: list[Example]
+) -> SeamlessM4TFeatureExtractor:
+    """The front end a chunked model trains with: fixed feature statistics, measured over (at most
+    STATISTICS_CLIPS of) the training clips when the checkpoint's extractor has none. Per-clip statistics would
+    need the whole clip, which a stream never has; training and streaming use the same ones."""
+    if model_config.streaming_chunk_size is None or extractor.mel_mean is not None:
+        return extractor
+    every = max(1, len(train) // STATISTICS_CLIPS)
+    clips = [e.audio if isinstance(e.audio, np.ndarray) else load_audio(e.audio) for e in train[::every]]
+    logger.info("streaming: fixed feature statistics from %d training clips", len(clips))
+    return extractor.with_fixed_statistics(clips)
+
+
 def train_recipe(
     recipe: Recipe,
     model: str,
@@ -110,6 +129,7 @@ def train_recipe(
     seed_everything(config.seed)  # what the checkpoint lacks (a new head, a fresh quantizer) starts the same each run
     prepared = recipe.prepare(source, train, data, resume_from, dict(model_overrides or {}))
     train = recipe.trainable(train, prepared, bad)
+    feature_extractor = streaming_front_end(feature_extractor, prepared.model.base_model.config, train)
     evaluation = None
     if data.eval_manifest is not None:
         eval_examples = recipe.trainable(examples(data.eval_manifest, recipe.eval_labels(prepared)), prepared, bad)

@@ -41,6 +41,8 @@ from torch import nn
 from w2vbert.audio.features import SeamlessM4TFeatureExtractor
 from w2vbert.data.sampler import LengthGroupedBatchSampler
 from w2vbert.loading.weights import load_weights, load_weights_file, torch_load_weights_only
+from w2vbert.model.chunking import Chunking, chunking_of
+from w2vbert.model.config_rules import adapter_chunk_sizes
 from w2vbert.model.heads import Wav2Vec2BertForCTC
 from w2vbert.model.pretraining import Wav2Vec2BertForPreTrainingOutput
 from w2vbert.text.tokenizer import Wav2Vec2CTCTokenizer
@@ -129,6 +131,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ setup
     def _prepare_model(self) -> None:
         config, model = self.config, self.model
+        if config.chunk_sizes:
+            check_chunk_sizes(model.base_model.config, config.chunk_sizes)
         if config.lora is not None:  # first: the freezing below then also freezes the adapters of frozen blocks
             apply_lora(model, config.lora)
         if config.freeze_feature_projection:
@@ -320,8 +324,25 @@ class Trainer:
         stay in step."""
         if batch["input_features"].shape[0] == 0:
             inputs = self._inputs(self.task.batches.stand_in(batch, self.model), epoch)
-        with self._autocast():
+        with self._autocast(), self._drawn_chunks():
             return self.wrapped(**{name: value.to(self.device) for name, value in inputs.items()})
+
+    @contextlib.contextmanager
+    def _drawn_chunks(self) -> Iterator[None]:
+        """Dynamic chunk training: this step's chunk size, one of `chunk_sizes`, drawn from the seed and the step
+        (so every rank draws the same one, and a resumed run the same as before), for the forward only."""
+        if not self.config.chunk_sizes:
+            yield
+            return
+        encoder = self.model.base_model
+        chunks = chunking_of(encoder.config)
+        draw = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.state.step)
+        size = self.config.chunk_sizes[int(torch.randint(len(self.config.chunk_sizes), (1,), generator=draw))]
+        encoder.training_chunks = Chunking(size, chunks.left)
+        try:
+            yield
+        finally:
+            encoder.training_chunks = None
 
     def _fold_bad_examples(self) -> None:
         """Add the examples the collators of every rank left out since the last fold to the run's counts."""
@@ -454,3 +475,15 @@ class Trainer:
         self.scheduler.load_state_dict(schedule["scheduler"])
         self.scaler.load_state_dict(schedule["scaler"])
         set_rng_state(torch_load_weights_only(rng_file(checkpoint, self.env.rank)))
+
+
+def check_chunk_sizes(model_config: Any, sizes: Sequence[int]) -> None:
+    """Dynamic chunk sizes need a chunked model, and sizes its adapter's strides divide (as its own chunk)."""
+    if chunking_of(model_config) is None:
+        raise ValueError("chunk_sizes (dynamic chunk training) need a chunked model: set streaming_chunk_size in its "
+                         "config (w2vbert finetune --streaming MS)")
+    step = adapter_chunk_sizes(model_config, 1)[0]
+    bad = [size for size in sizes if size % step]
+    if bad:
+        raise ValueError(f"chunk sizes {bad} (frames) are not divisible by the adapter's strides ({step}); sizes "
+                         f"that work: {', '.join(map(str, adapter_chunk_sizes(model_config)))}, ...")

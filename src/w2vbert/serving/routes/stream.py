@@ -26,7 +26,7 @@ from w2vbert.audio.decode import SAMPLING_RATE
 from w2vbert.inference.pipelines import AutomaticSpeechRecognitionPipeline
 from w2vbert.serving.batcher import TooLong
 from w2vbert.serving.errors import ApiError, error_response
-from w2vbert.serving.live import Encoded, LiveTranscript, Pcm16
+from w2vbert.serving.live import Encoded, Pcm16, Transcript, live_transcript
 from w2vbert.serving.state import ServerState
 
 FORMATS = ("pcm16", "encoded")
@@ -43,8 +43,14 @@ async def live(websocket: WebSocket) -> None:
     except ApiError as error:
         await websocket.send_denial_response(error_response(error))
         return
+    try:  # a chunked model streams chunk by chunk (live.py)
+        transcript = live_transcript(pipe, state.model(websocket.query_params.get("model")).batcher)
+    except ValueError as error:  # a chunked model saved without fixed feature statistics
+        decoder.close()
+        state.release()
+        await websocket.send_denial_response(error_response(ApiError(500, str(error), code="model_error")))
+        return
     await websocket.accept()
-    transcript = LiveTranscript(pipe, state.model(websocket.query_params.get("model")).batcher)
     try:
         await relay(websocket, state, transcript, decoder, fmt)
     except WebSocketDisconnect:
@@ -87,7 +93,7 @@ def open_stream(
 
 
 async def relay(
-    websocket: WebSocket, state: ServerState, transcript: LiveTranscript, decoder: Pcm16 | Encoded, fmt: str
+    websocket: WebSocket, state: ServerState, transcript: Transcript, decoder: Pcm16 | Encoded, fmt: str
 ) -> None:
     """Audio messages into `transcript` and its messages back, until the end message (then the last words and
     `done`), the client leaving, or a refusal (answered here, with its close code)."""
@@ -123,7 +129,7 @@ async def relay(
         return
 
 
-async def feed(websocket: WebSocket, state: ServerState, transcript: LiveTranscript, audio: np.ndarray) -> None:
+async def feed(websocket: WebSocket, state: ServerState, transcript: Transcript, audio: np.ndarray) -> None:
     """`audio` into the transcript, its messages to the client; a stream past the duration limit is TooLong."""
     limit = state.settings.max_audio_seconds
     if transcript.seconds + len(audio) / SAMPLING_RATE > limit:
