@@ -199,7 +199,7 @@ def main() -> None:
     audio = recordings(12, clip_s)
     clips = [wav_bytes(a) for a in audio]
     asr = pipeline("automatic-speech-recognition", args.model)
-    expected = [asr(a)["text"] for a in audio]
+    expected = [asr(clip)["text"] for clip in clips]  # the bytes the server gets (16-bit WAV), not the floats
     replicas = (RayReplicas if args.engine == "ray" else ProcessReplicas)(args.model)
     url = replicas.url
     figures: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
