@@ -4,7 +4,9 @@ In this file, in order:
 - `PAGES`, `Block`, `code_blocks`: the fenced blocks of README.md and docs/*.md with their page and line. A block
   whose info string is "LANG notest: REASON" (```` ```bash notest: needs a GPU ````) cannot run here; it is
   collected as a skipped test whose reason names it, so `pytest -ra` lists every block that did not run, and why.
-  "text" blocks are shown output, not code; every other block is "python" or "bash".
+  "text" blocks are shown output, not code; every other block is "python" or "bash". A "bash server" block is one
+  `w2vbert serve` line: its test starts it, checks that /health answers, and stops it; a "python client" block
+  runs while the server of the nearest "bash server" block above it on its page runs (`serving`).
 - `sandbox`: a folder holding every name the pages use: `my-model` (the demo model), `my-lid-model`,
   `my-vad-model`, `my-xvector-model` and `facebook/w2v-bert-2.0` (tiny random models, the last in an offline
   hub cache), `conformer_shaw.pt`, `a.wav`, `b.mp3`, `train.tsv`, ... (the example and test recordings).
@@ -19,14 +21,17 @@ In this file, in order:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^(```+)(.*)$")
 SMALL_RUN = ["--max-steps", "2"]  # what every `w2vbert finetune` and `pretrain` runs, whatever the page says
+ROLES = ("server", "client")  # "bash server" / "python client" blocks (see `serving`)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class Block:
     language: str  # "python", "bash", "text"
     skip_reason: str | None  # the REASON of "notest: REASON"; None for a block that runs
     source: str
+    role: str | None = None  # "server": one `w2vbert serve` line; "client": runs while the page's server above runs
 
     @property
     def name(self) -> str:
@@ -65,9 +72,13 @@ def code_blocks(page: Path) -> list[Block]:
         end = next((i for i in range(index + 1, len(lines)) if lines[i].strip() == fence), None)
         assert end is not None, f"{page.name}:{index + 1}: a code block that is never closed"
         language, _, rest = info.partition(" ")
-        reason = rest.strip().removeprefix("notest").lstrip(":").strip() if rest.strip().startswith("notest") else None
-        assert not rest.strip() or reason, f"{page.name}:{index + 1}: write `{language} notest: REASON`, got {info!r}"
-        blocks.append(Block(str(page.relative_to(ROOT)), index + 1, language, reason, "\n".join(lines[index + 1:end])))
+        rest = rest.strip()
+        reason = rest.removeprefix("notest").lstrip(":").strip() if rest.startswith("notest") else None
+        role = rest if rest in ROLES else None
+        assert not rest or reason or role, (f"{page.name}:{index + 1}: write `{language} notest: REASON` (or "
+                                            f"`bash server`, `python client`), got {info!r}")
+        blocks.append(Block(str(page.relative_to(ROOT)), index + 1, language, reason,
+                            "\n".join(lines[index + 1:end]), role))
         index = end + 1
     return blocks
 
@@ -146,7 +157,18 @@ def sandbox(tmp_path_factory) -> Path:
     tiny_random_model("Wav2Vec2BertModel", saved := tmp_path_factory.mktemp("hub-model"), **overrides)
     fake_hub_cache(box / "hub", repo_id, {path.name: path.read_bytes() for path in saved.iterdir()})
     torch.save({"model": fairseq2_state(**SMALL), "step_nr": 0}, box / "conformer_shaw.pt")
+    scikit_learn_kmeans(box / "km.pkl", json.loads((saved / "config.json").read_text())["hidden_size"])
     return box
+
+
+def scikit_learn_kmeans(path: Path, dimension: int) -> None:
+    """A k-means model as scikit-learn users keep theirs (joblib's pickle), fitted here on random frames."""
+    import joblib
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    frames = np.random.default_rng(0).standard_normal((200, dimension)).astype(np.float32)
+    joblib.dump(KMeans(n_clusters=8, n_init=1, random_state=0).fit(frames), path)
 
 
 @pytest.fixture
@@ -227,6 +249,39 @@ def run_shell(block: Block, monkeypatch) -> None:
                         "mark the block `bash notest: REASON` if it cannot run here")
 
 
+@contextlib.contextmanager
+def serving(block: Block):
+    """The server of a "bash server" block running (in a child process, in the current folder) until the end."""
+    import httpx
+
+    words = shell_commands(block.source)
+    assert len(words) == 1 and words[0][:2] == ["w2vbert", "serve"], f"{block.name}: one `w2vbert serve` line"
+    port = int(words[0][words[0].index("--port") + 1]) if "--port" in words[0] else 8000
+    env = os.environ | {"PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "w2vbert", *words[0][1:]], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, f"{block.name}: the server exited: {process.stdout.read()[-3000:]}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, f"{block.name}: /health did not answer within 120 s"
+            time.sleep(0.2)
+        yield
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def server_above(block: Block) -> Block:
+    page = [other for other in BLOCKS if other.page == block.page and other.line < block.line]
+    servers = [other for other in page if other.role == "server"]
+    assert servers, f"{block.name}: a client block needs a `bash server` block above it on its page"
+    return servers[-1]
+
+
 # --- the tests ---------------------------------------------------------------------------------------------
 
 
@@ -236,10 +291,14 @@ def test_the_code_block_runs(block, request, monkeypatch):
         pytest.skip(f"notest {block.name}: {block.skip_reason}")
     assert block.language in ("python", "bash"), f"{block.name}: a block is python, bash or text (shown output)"
     request.getfixturevalue("workdir")
-    if block.language == "python":
-        run_python(block)
-    else:
-        run_shell(block, monkeypatch)
+    if block.role == "server":
+        with serving(block):
+            return
+    with serving(server_above(block)) if block.role == "client" else contextlib.nullcontext():
+        if block.language == "python":
+            run_python(block)
+        else:
+            run_shell(block, monkeypatch)
 
 
 def test_most_blocks_run_and_each_that_does_not_says_why():
