@@ -13,7 +13,8 @@ uses one.
    joined with short pauses, as WAV bytes; their transcripts from `pipeline` in this process (the reference).
 2. For 1 and then 2 replicas: the replicas started and warmed up (each one's first batches), then `--requests`
    transcription requests sent by 1, 4 and 16 client threads, each sending its next request when its answer comes:
-   latency p50/p95, requests per second, and whether every transcript is the reference's. The ratio of 2 replicas'
+   latency p50/p95, requests per second, the cores the machine kept busy (and the clients' share of them), and
+   whether every transcript is the reference's. The ratio of 2 replicas'
    throughput to 1's is printed per client count.
 3. Kill: 2 replicas under 16 clients sending 2 x `--requests` requests; once a third are answered, one replica is
    killed (Ray: its actor, `ray.kill`, and Ray Serve starts another; processes: SIGKILL, not replaced). A client
@@ -102,11 +103,12 @@ def load(url: str, clips: list[bytes], expected: list[str], requests: int, clien
                 if on_answer is not None:
                     on_answer(len(results))
 
-    started = time.perf_counter()
+    busy, own, started = machine_busy_seconds(), time.process_time(), time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         for future in [pool.submit(client) for _ in range(clients)]:
             future.result()
     wall = time.perf_counter() - started
+    busy, own = machine_busy_seconds() - busy, time.process_time() - own
     latencies = np.array([r[2] for r in results])
     return {
         "clients": clients, "requests": requests, "seconds": round(wall, 2),
@@ -114,7 +116,14 @@ def load(url: str, clips: list[bytes], expected: list[str], requests: int, clien
         "p50_s": round(float(np.percentile(latencies, 50)), 3), "p95_s": round(float(np.percentile(latencies, 95)), 3),
         "lost": sum(r[1] is None for r in results), "retried": sum(r[3] > 1 for r in results),
         "wrong": sum(r[1] is not None and r[1] != expected[r[0] % len(expected)] for r in results),
+        "cores_busy": round(busy / wall, 2), "client_cores": round(own / wall, 2),
     }
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (not idle or waiting for I/O) since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 class RayReplicas:
@@ -157,7 +166,7 @@ class ProcessReplicas:
 
     def start(self, count: int) -> None:
         command = [sys.executable, "-m", "w2vbert", "serve", "-m", self.model, "--port", str(self.port),
-                   "--reuse-port", "--threads", "1"]
+                   "--reuse-port", "--threads", "1", "--dtype", "float32"]  # float32 as the reference and Ray
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         self.processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                            env=env) for _ in range(count)]
@@ -204,7 +213,8 @@ def main() -> None:
     url = replicas.url
     figures: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                      "engine": args.engine, "clip_seconds": clip_s, "runs": {}}
-    print(f"{'replicas':>8} {'clients':>7} {'req/s':>7} {'p50 s':>7} {'p95 s':>7} {'lost':>5} {'wrong':>5}")
+    print(f"{'replicas':>8} {'clients':>7} {'req/s':>7} {'p50 s':>7} {'p95 s':>7} {'lost':>5} {'wrong':>5} "
+          f"{'cores busy (clients)':>21}")
     for count in (1, 2):
         replicas.start(count)
         load(url, clips, expected, 4 * count, 2 * count)  # warm-up: each replica's first batches
@@ -212,7 +222,8 @@ def main() -> None:
             run = load(url, clips, expected, requests, clients)
             figures["runs"][f"{count}x{clients}"] = run
             print(f"{count:>8} {clients:>7} {run['requests_per_s']:>7.2f} {run['p50_s']:>7.2f} "
-                  f"{run['p95_s']:>7.2f} {run['lost']:>5} {run['wrong']:>5}", flush=True)
+                  f"{run['p95_s']:>7.2f} {run['lost']:>5} {run['wrong']:>5} "
+                  f"{run['cores_busy']:>13.2f} ({run['client_cores']:.2f})", flush=True)
         if count == 1:
             replicas.stop()
     for clients in client_counts:
