@@ -14,17 +14,15 @@ task's model), whose windows serve long files; a finished shard is written by a 
 next batch.
 
 In order: the worker dataset, the run (its ranks, its loop, the shards in progress, the loader's batches, a loader
-batch through the engine, an input's row), the process's memory and the ranks' barrier.
+batch through the engine, an input's row) and the ranks' barrier; the process's memory is utils/memory.py's.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import datetime
 import gc
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +81,7 @@ from w2vbert.inference.pipelines import (
     SpeechUnitsPipeline,
 )
 from w2vbert.utils.files import write_error
+from w2vbert.utils.memory import return_freed_memory
 
 __all__ = [
     "BulkSettings",
@@ -371,32 +370,6 @@ def _row(
     else:
         row |= {"frames": len(frames), "embedding_key": entry.id}
     return row, frames
-
-
-# ---------------------------------------------------------------------------------------- the process's memory
-def return_freed_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere). Batches of ever
-    other lengths leave glibc's heap fragmented, and a corpus run's resident memory then creeps up for hours
-    before it levels off (benchmarks/NOTES.md, "Corpus runs")."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _glibc() -> Any:
-    """The C library when it is glibc on Linux (the one with malloc_trim); None elsewhere (Windows, macOS, musl)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None)
-    except (OSError, TypeError):
-        return None
-    if not hasattr(libc, "malloc_trim"):
-        return None
-    libc.malloc_trim.argtypes = [ctypes.c_size_t]
-    return libc
-
-
-_LIBC = _glibc()
 
 
 def _barrier(world: int) -> None:

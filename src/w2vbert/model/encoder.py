@@ -16,8 +16,9 @@ no remapping. Padding travels as a boolean `valid` mask (B, T), True on real fra
 of the attention mask). Every stage that mixes time steps says how it keeps padded frames out, so a clip of a
 right-padded batch gives the same output alone and inside the batch; another 0/1 mask gives transformers' numbers.
 
-In this file: `Wav2Vec2BertFeatureProjection` and `Wav2Vec2BertModel`, which holds the parts: the Conformer blocks
-(`encoder`, model/conformer.py, with the position schemes of model/positions.py), the adapter (model/adapter.py).
+In this file: `Wav2Vec2BertFeatureProjection`, `Wav2Vec2BertModel`, which holds the parts: the Conformer blocks
+(`encoder`, model/conformer.py, with the position schemes of model/positions.py), the adapter (model/adapter.py);
+and `reuse_freed_memory`, with which a forward on the CPU keeps the process's freed memory for its activations.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from w2vbert.model.conformer import Wav2Vec2BertEncoder, Wav2Vec2BertFeedForward
 from w2vbert.model.inputs import Padding
 from w2vbert.model.outputs import LayerEmbedding, Wav2Vec2BaseModelOutput
 from w2vbert.model.spec_augment import compute_mask_indices
+from w2vbert.utils.memory import keep_freed_memory
 
 
 class Wav2Vec2BertFeatureProjection(nn.Module):
@@ -109,6 +111,7 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
             output_attentions, output_hidden_states, return_dict
         )
         padding = self.check_inputs(input_features, attention_mask)
+        reuse_freed_memory(input_features)
         lengths, valid = (None, None) if padding is None else (padding.lengths, padding.valid)
         hidden_states, extract_features = self.feature_projection(input_features)
         hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices, lengths)
@@ -139,6 +142,7 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
         """
         index = self.layer_index(layer)
         padding = self.check_inputs(input_features, attention_mask)
+        reuse_freed_memory(input_features)
         valid = None if padding is None else padding.valid
         hidden_states, _ = self.feature_projection(input_features)
         hidden_states, _, _ = self.encoder(hidden_states, valid, num_layers=index, chunks=self.chunks)
@@ -212,3 +216,10 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
             )
             hidden_states = hidden_states.masked_fill(feature_mask[:, None, :], 0.0)
         return hidden_states
+
+
+def reuse_freed_memory(input_features: torch.Tensor) -> None:
+    """On the CPU, the process's freed memory serves the next activations instead of fresh pages (utils/memory.py:
+    once a process); not while torch.compile or torch.export traces the forward."""
+    if input_features.device.type == "cpu" and not torch.compiler.is_compiling():
+        keep_freed_memory()
