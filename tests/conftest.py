@@ -117,3 +117,17 @@ def assert_same_outputs(ours, theirs):
         else:
             assert a == b, key
         assert getattr(ours, key) is a
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory):
+    """A tiny random language-ID model (three labels) saved with its feature extractor."""
+    from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForSequenceClassification
+    from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+
+    path = tmp_path_factory.mktemp("cls")
+    torch.manual_seed(0)
+    config = Wav2Vec2BertConfig(**tiny_config_kwargs(id2label={0: "en", 1: "de", 2: "mn"}, num_labels=None))
+    Wav2Vec2BertForSequenceClassification(config).save_pretrained(path)
+    SeamlessM4TFeatureExtractor(padding_value=1.0).save_pretrained(path)
+    return path

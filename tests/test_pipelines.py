@@ -16,7 +16,6 @@ from w2vbert import (
     SeamlessM4TFeatureExtractor,
     Wav2Vec2BertConfig,
     Wav2Vec2BertForCTC,
-    Wav2Vec2BertForSequenceClassification,
     Wav2Vec2BertProcessor,
     Wav2Vec2CTCTokenizer,
     build_vocab,
@@ -46,14 +45,6 @@ def ctc_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def classifier_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cls")
-    torch.manual_seed(0)
-    config = Wav2Vec2BertConfig(**tiny_config_kwargs(id2label={0: "en", 1: "de", 2: "mn"}, num_labels=None))
-    Wav2Vec2BertForSequenceClassification(config).save_pretrained(path)
-    SeamlessM4TFeatureExtractor(padding_value=1.0).save_pretrained(path)
-    return path
 
 
 def write_wav(path: Path, audio: np.ndarray) -> Path:

@@ -17,9 +17,7 @@ import time
 
 import httpx
 import pytest
-import torch
 
-from conftest import tiny_config_kwargs
 from test_server import (
     DEMO,
     EXAMPLES,
@@ -33,29 +31,17 @@ from test_server import (
     websockets_exceptions,
     websockets_sync,
 )
-from w2vbert import Wav2Vec2BertConfig, Wav2Vec2BertForSequenceClassification, pipeline
-from w2vbert.audio.features import SeamlessM4TFeatureExtractor
+from w2vbert import pipeline
 from w2vbert.cli.parser import main as cli_main
 from w2vbert.serving.served import model_spec
 
 
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    """A tiny random language-ID model (three labels) saved with its feature extractor."""
-    folder = tmp_path_factory.mktemp("lid")
-    torch.manual_seed(0)
-    config = Wav2Vec2BertConfig(**tiny_config_kwargs(id2label={0: "en", 1: "de", 2: "mn"}, num_labels=None))
-    Wav2Vec2BertForSequenceClassification(config).save_pretrained(folder)
-    SeamlessM4TFeatureExtractor(padding_value=1.0).save_pretrained(folder)
-    return folder
-
-
-def test_requests_pick_a_model_by_name_or_alias_and_an_unknown_name_is_a_404_listing_them(classifier):
-    settings = ServeSettings(model=str(DEMO), model_id="asr", more_models=(f"lid={classifier}",),
+def test_requests_pick_a_model_by_name_or_alias_and_an_unknown_name_is_a_404_listing_them(classifier_dir):
+    settings = ServeSettings(model=str(DEMO), model_id="asr", more_models=(f"lid={classifier_dir}",),
                              model_aliases=("whisper-1=asr", "langid=lid"))
     audio = EXAMPLES[0].read_bytes()
     text = pipeline("automatic-speech-recognition", str(DEMO))(str(EXAMPLES[0]))["text"]
-    labels = pipeline("audio-classification", str(classifier))(str(EXAMPLES[0]), top_k=3)
+    labels = pipeline("audio-classification", str(classifier_dir))(str(EXAMPLES[0]), top_k=3)
     with running(create_app(settings)) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         listed = client.models.list().data
