@@ -4,7 +4,7 @@
   `padding_plan` (transformers' padding arithmetic), which both `pad` methods share.
 - `extras`: optional dependencies, each imported through `optional_import`, and the one-line `MissingExtra`.
 - `files`: atomic writes (`atomic_output`, `atomic_write_text`) and JSON objects read with errors naming the file.
-- `memory`: the C heap: `keep_freed_memory` (freed memory reused, not handed back: no page faults per forward)
-  and `return_freed_memory` (glibc's malloc_trim).
+- `memory`: the C heap: `keep_freed_memory` (opt-in: freed memory reused, not handed back: no page faults per
+  forward) and `return_freed_memory` (glibc's malloc_trim).
 - `padding`: `lengths_to_mask`, the one way valid lengths become a boolean mask.
 """

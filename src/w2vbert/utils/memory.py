@@ -7,13 +7,14 @@ the CPU allocates and frees the same large activations layer after layer: with g
 memory again, and every page of it is zeroed by the kernel on first touch (a page fault). At 4 clips of 10 s on the
 600M model that was 460,000 page faults per forward, 2.8 million at 8 clips, and batches cost more per clip than
 one clip alone; with freed memory kept for the next allocation there are none, and 4 clips cost 4x one clip or
-less (benchmarks/NOTES.md, "Batch scaling"). The peak is unchanged (the same tensors are alive at once); what
-changes is that the process keeps its peak after a forward instead of shrinking, until `return_freed_memory`.
+less (benchmarks/NOTES.md, "Batch scaling"). The cost is memory: a heap that never gives back can fragment, and one
+120 s clip through the attention's bias path (row chunks of ever other sizes) peaked at 2.2-2.4 GB instead of
+0.37 GB. So it is opt-in: W2VBERT_KEEP_FREED_MEMORY=1 in the environment (or `keep_freed_memory(True)`) for
+batched inference on clips of ordinary length, where the peak did not grow (2.82 against 2.87 GB at 4 x 10 s).
 
-`keep_freed_memory` is called by the encoder's forward on the CPU (model/encoder.py), once per process;
-W2VBERT_KEEP_FREED_MEMORY=0 in the environment leaves glibc's defaults alone. Corpus runs hand the free pages back
-between batches (`return_freed_memory`), so that hours of batches of ever other lengths do not fragment the heap
-upward.
+The encoder's forward on the CPU calls `keep_freed_memory()` (model/encoder.py), which does nothing unless asked,
+once per process. Corpus runs hand the free pages back between batches (`return_freed_memory`), so that hours of
+batches of ever other lengths do not fragment the heap upward.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 KEEP = 2**31 - 1  # the largest value mallopt takes (an int): no allocation is mmapped, the heap's top never trimmed
-OPT_OUT = "W2VBERT_KEEP_FREED_MEMORY"
+OPT_IN = "W2VBERT_KEEP_FREED_MEMORY"
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,14 +47,21 @@ def glibc() -> Any:
     return libc
 
 
-@functools.lru_cache(maxsize=1)
-def keep_freed_memory() -> bool:
+_KEPT: list[bool] = []  # set once per process
+
+
+def keep_freed_memory(enable: bool | None = None) -> bool:
     """Keep the memory this process frees for its next allocations (glibc's mmap and trim thresholds raised), once
-    per process; False where it is not glibc or W2VBERT_KEEP_FREED_MEMORY=0."""
+    per process, when `enable` is True or, left None, when W2VBERT_KEEP_FREED_MEMORY=1; whether it is kept. Nothing
+    happens where the C library is not glibc."""
+    if _KEPT:
+        return _KEPT[0]
+    wanted = os.environ.get(OPT_IN, "0") == "1" if enable is None else enable
     libc = glibc()
-    if libc is None or os.environ.get(OPT_OUT, "1") == "0":
+    if not wanted or libc is None:
         return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP))
+    _KEPT.append(bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP)))
+    return _KEPT[0]
 
 
 def return_freed_memory() -> None:
