@@ -263,14 +263,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun(*argv: str) -> subprocess.CompletedProcess:
+    """`w2vbert ARGV` in 2 processes, as `torchrun --nproc_per_node 2` starts them on this machine."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "w2vbert", *argv],
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_torchrun_with_two_processes_writes_what_one_process_writes(models, corpus, tmp_path):
     argv = ["embed", "--manifest", str(corpus / "corpus.tsv"), "-m", str(models / "encoder"), "--pool", "none",
             "--stats", "--shard-size", "2", "--num-workers", "0", "--layer", str(LAYER), "--no-progress"]
     subprocess.run([sys.executable, "-m", "w2vbert", *argv, "-o", str(tmp_path / "one")], check=True,
                    capture_output=True)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "w2vbert", *argv,
-                           "-o", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
+    done = torchrun(*argv, "-o", str(tmp_path / "two"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("7 inputs") == 1  # one summary, from rank 0
     assert_same_run(read_run(tmp_path / "two"), read_run(tmp_path / "one"), atol=1e-6)

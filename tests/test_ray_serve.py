@@ -9,23 +9,17 @@ so it fits CI's two CPUs. The module skips when Ray Serve cannot start here.
 from __future__ import annotations
 
 import os
-import socket
 
 import httpx
 import pytest
 
+from test_bulk import free_port
 from test_server import DEMO, EXAMPLES, ServeSettings, assert_openai_error, openai, post
 from w2vbert import pipeline
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 ray_app = pytest.importorskip("w2vbert.serving.ray_app")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from sklearn.metrics import mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
 import test_bulk
-from test_bulk import free_port, run_cli, write_wav
+from test_bulk import run_cli, torchrun, write_wav
 from w2vbert import pipeline
 from w2vbert.inference import corpus as bulk
 from w2vbert.units import kmeans as kmeans_module
@@ -312,17 +312,11 @@ def test_an_extraction_interrupted_and_resumed_or_shared_by_torchrun_writes_what
     assert run_cli(*argv, "-o", str(tmp_path / "resumed")) == 0
     whole = pd.read_parquet(tmp_path / "whole" / "data")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "resumed" / "data"), whole)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "w2vbert", *argv,
-                           "--dtype", "float32", "-o", str(tmp_path / "two")], capture_output=True, text=True,
-                          timeout=300)
+    done = torchrun(*argv, "--dtype", "float32", "-o", str(tmp_path / "two"))
     assert done.returncode == 0, done.stderr[-2000:]
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "two" / "data"), whole)
     # and a fit shared by two processes draws the same sample: the same codebook
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "w2vbert",
-                           *fit_argv[:-2], "--dtype", "float32", "--no-progress", "-o", str(tmp_path / "fit2")],
-                          capture_output=True, text=True, timeout=300)
+    done = torchrun(*fit_argv[:-2], "--dtype", "float32", "--no-progress", "-o", str(tmp_path / "fit2"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("k = 8 on 400 frames") == 1  # rank 0 alone fits
     torch.testing.assert_close(load_codebook(tmp_path / "fit2").centroids, load_codebook(out).centroids, rtol=0,
