@@ -188,11 +188,11 @@ def test_transcripts_with_word_times_and_labels_equal_the_pipeline_per_file_thro
 def test_statistics_merged_over_any_batches_equal_one_pass_over_all_frames(sizes, offset, scale):
     generator = np.random.default_rng(len(sizes))
     frames = [offset + scale * generator.standard_normal((n, 3)).astype(np.float32) for n in sizes]
-    merged, parts = bulk._Stats(), bulk._Stats()
+    merged, parts = bulk.FrameStats(), bulk.FrameStats()
     for piece in frames:
         merged.add(piece)
     for half in (frames[: len(frames) // 2], frames[len(frames) // 2:]):  # two ranks' partial sums, merged
-        part = bulk._Stats()
+        part = bulk.FrameStats()
         for piece in half:
             part.add(piece)
         parts.merge(part.count, *(part.arrays()[k] for k in ("mean", "m2"))) if part.count else None

@@ -30,7 +30,7 @@ from w2vbert.units import kmeans as kmeans_module
 from w2vbert.units.codebook import Codebook, load_codebook, run_lengths
 from w2vbert.units.kmeans import KMeansOptions, assign, kmeans
 from w2vbert.units.quality import bits_per_second, unit_quality
-from w2vbert.units.sampling import frame_keys, sampled_frames, smallest_keys
+from w2vbert.units.sampling import SampleCut, frame_keys, sampled_frames, smallest_keys
 
 LAYER = 1
 K = 8
@@ -102,6 +102,20 @@ def test_the_sample_is_the_same_however_the_files_are_split_and_cut_to_size_by_t
     np.testing.assert_array_equal(np.sort(parts[smallest_keys(parts, 300)]), np.sort(chosen))
     kept = sampled_frames("speaker1/clip1.wav", 87, seed=5, fraction=0.25)
     np.testing.assert_array_equal(kept, np.flatnonzero(keys["speaker1/clip1.wav"] < 0.25))
+
+
+def test_the_sample_cut_keeps_the_frames_of_smallest_keys_in_input_order_in_whatever_order_inputs_arrive():
+    rng = np.random.default_rng(0)
+    inputs = [(frame_keys(f"clip{n}", 40 + n, seed=1), rng.normal(size=(40 + n, 3)).astype(np.float32))
+              for n in range(12)]
+    every_key, every_frame = np.concatenate([k for k, _ in inputs]), np.concatenate([f for _, f in inputs])
+    expected = every_frame[np.sort(np.argsort(every_key)[:100])]
+    for arrival in (range(12), rng.permutation(12)):  # in input order, and as Ray's batches may come
+        cut = SampleCut(100)  # 100 of 606 frames: cut several times on the way
+        for n in arrival:
+            keys, frames = inputs[n]
+            cut.add(keys, (n << 32) + np.arange(len(keys)), frames)
+        np.testing.assert_array_equal(cut.frames(), expected)
 
 
 # ------------------------------------------------------------------------------------------------ codebooks
@@ -204,6 +218,19 @@ def test_fit_samples_max_frames_over_the_corpus_and_writes_the_codebook_and_its_
     from_file = load_codebook(tmp_path / "f")
     assert from_file.card["normalisation"] == str(tmp_path / "emb" / "stats.safetensors")
     torch.testing.assert_close(from_file.centroids, book.centroids, rtol=0, atol=1e-5)
+
+
+def test_a_fit_whose_sample_ray_actors_draw_gives_the_codebook_of_a_one_process_fit(fitted, tmp_path):
+    pytest.importorskip("ray")
+    out, argv = fitted
+    done = subprocess.run([sys.executable, "-m", "w2vbert", *argv[:-1], str(tmp_path / "ray"), "--ray",
+                           "--ray-actors", "1", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours, theirs = load_codebook(out), load_codebook(tmp_path / "ray")
+    assert theirs.card["frames"] == 400 and theirs.card["inputs"] == 7 and theirs.card["failed"] == 0
+    np.testing.assert_allclose(theirs.mean.numpy(), ours.mean.numpy(), rtol=0, atol=1e-5)  # over every frame
+    torch.testing.assert_close(theirs.centroids, ours.centroids, rtol=0, atol=1e-4)
+    assert "7 inputs" in done.stdout and "0 failed" in done.stdout
 
 
 def test_the_corpus_duration_is_the_manifests_or_read_from_a_seeded_draw_of_headers(corpus, monkeypatch):
@@ -336,7 +363,7 @@ def test_bad_files_are_listed_in_the_failures_table_and_the_others_still_give_a_
     assert "1 failed" in capsys.readouterr().out
 
 
-def test_bad_inputs_are_one_line_naming_the_numbers(models, corpus, fitted, tmp_path, capsys):
+def test_bad_inputs_are_one_line_naming_the_numbers(models, corpus, fitted, tmp_path, capsys, monkeypatch):
     out, _ = fitted
     common = ["--num-workers", "0", "-m", str(models / "encoder")]
     clips = ["--manifest", str(corpus / "corpus.tsv")]
@@ -359,6 +386,8 @@ def test_bad_inputs_are_one_line_naming_the_numbers(models, corpus, fitted, tmp_
                    "-o", str(tmp_path / "none")) == 1
     assert "no audio to sample: 0 inputs" in capsys.readouterr().err
     silent = [write_wav(tmp_path / f"silence{n}.wav", np.zeros(16000, np.float32)) for n in range(3)]
+    from w2vbert.inference import units as fitting  # a silent corpus is named before k-means runs
+    monkeypatch.setattr(fitting, "kmeans", lambda *args, **kwargs: pytest.fail("k-means ran on a silent corpus"))
     assert run_cli("units", "fit", *map(str, silent), *common, "--layer", "1", "-k", "8",
                    "-o", str(tmp_path / "silent")) == 1
     assert "frames sampled from 3 inputs take about k = 8 values or fewer" in capsys.readouterr().err

@@ -1,21 +1,24 @@
 """`w2vbert units`: speech units from one layer of a model, in two steps.
 
     w2vbert units fit --manifest M -m MODEL --layer N -k K -o CODEBOOK     a sample of the layer's frames over
-        the corpus (a resumable corpus run, torchrun-shared), k-means on it, the codebook saved with its card
+        the corpus (a resumable corpus run, torchrun-shared; or with --ray mapped by Ray Data actors), k-means on
+        it, the codebook saved with its card
     w2vbert units extract --manifest M -m MODEL --codebook CODEBOOK -o DIR  unit ids per input in Parquet shards
 
 The work is `w2vbert.inference.units` (fit) and a corpus run of the `speech-units` pipeline (extract); the
-k-means and the codebook are `w2vbert.units`. In order: `configure`, `run_fit`, `run_extract`. The runs import
-what loads torch, so that `--help` answers without it.
+k-means and the codebook are `w2vbert.units`. In order: `configure`, `run_fit` (and `_fit_on_ray`), `run_extract`.
+The runs import what loads torch, so that `--help` answers without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from w2vbert.cli.arguments import UsageError, add_files_arguments, positive_int
+from w2vbert.cli.arguments import UsageError, add_files_arguments, non_negative_float, positive_int
 from w2vbert.units.names import (
     ALGORITHMS,
     DEFAULT_ALGORITHM,
@@ -24,6 +27,11 @@ from w2vbert.units.names import (
     DEFAULT_N_INIT,
     DEFAULT_SEED,
 )
+from w2vbert.utils.extras import optional_import
+
+if TYPE_CHECKING:
+    from w2vbert.inference.corpus import Input
+    from w2vbert.inference.units import FitSettings, FitSummary
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
@@ -52,6 +60,13 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
                       help="normalise frames with these per-dimension statistics (embed --stats's stats.safetensors)")
     norm.add_argument("--normalize", action="store_true",
                       help="normalise frames with the statistics of this corpus's frames, computed while sampling")
+    ray = fit.add_argument_group("the sample drawn with Ray Data (the ray extra: pip install 'w2vbert[ray]'; "
+                                 "RAY_ADDRESS names a cluster, else a local instance)")
+    ray.add_argument("--ray", action="store_true",
+                     help="map the corpus with Ray Data actors (each loads the model once); k-means runs here")
+    ray.add_argument("--ray-actors", type=positive_int, default=1, help="model actors (default: 1)")
+    ray.add_argument("--ray-gpus-per-actor", type=non_negative_float, default=0.0,
+                     help="GPUs Ray reserves for each actor (default: 0)")
     fit.set_defaults(run=run_fit)
 
     extract = actions.add_parser("extract", help="unit ids of every input, in Parquet shards",
@@ -87,19 +102,42 @@ def run_fit(args: argparse.Namespace) -> int:
                             batch_size=args.kmeans_batch, seed=args.seed)
     fit = FitSettings(options, args.max_frames, stats=None if args.stats is None else str(args.stats.resolve()),
                       normalize=args.normalize)
-    pipe, settings = jobs.corpus_pipeline("feature-extraction", args, layer=args.layer)
-    settings = sampling_settings(settings, inputs, fit)
     log = (lambda line: print(f"w2vbert units fit: {line}", file=sys.stderr, flush=True)) if not args.no_progress \
         else None
-    summary = fit_codebook(pipe, settings, inputs, args.output_dir, fit, num_workers=args.num_workers,
-                           overwrite=args.overwrite, progress=not args.no_progress, log=log)
+    if args.ray:
+        summary = _fit_on_ray(args, inputs, fit, log)
+    else:
+        pipe, settings = jobs.corpus_pipeline("feature-extraction", args, layer=args.layer)
+        summary = fit_codebook(pipe, sampling_settings(settings, inputs, fit), inputs, args.output_dir, fit,
+                               num_workers=args.num_workers, overwrite=args.overwrite,
+                               progress=not args.no_progress, log=log)
     jobs.print_summary(summary.run, args.output_dir / "sample")
     if summary.codebook is not None:
-        print(f"k = {args.k} on {summary.frames} frames of layer {settings.layer}: inertia {summary.inertia:.6g} "
+        print(f"k = {args.k} on {summary.frames} frames of layer {summary.layer}: inertia {summary.inertia:.6g} "
               f"({summary.inertia / summary.frames:.6g} per frame; restarts "
               f"{', '.join(f'{v:.6g}' for v in summary.inertias)}) in {summary.seconds:.1f} s: {summary.codebook}",
               flush=True)
     return 1 if summary.run.failed else 0
+
+
+def _fit_on_ray(args: argparse.Namespace, inputs: list[Input], fit: FitSettings, log: Callable[[str], None] | None
+                ) -> FitSummary:
+    """`units fit --ray`: the settings from the model's config alone (the model loads in Ray's actors only)."""
+    from w2vbert.inference import corpus
+    from w2vbert.inference.units import fit_codebook_on_ray, sampling_settings
+    from w2vbert.model.config import Wav2Vec2BertConfig
+
+    if args.quantize is not None:
+        raise UsageError("--ray runs the model unquantised: drop --quantize")
+    config = Wav2Vec2BertConfig.from_pretrained(args.model)
+    model = str(Path(args.model).resolve()) if Path(args.model).is_dir() else str(args.model)
+    settings = corpus.BulkSettings(task="feature-extraction", model=model, dtype=args.dtype,
+                                   layer=config.layer_index(args.layer))
+    # RAY_ADDRESS, if set, names the cluster; otherwise a running local instance, or a new one
+    optional_import("ray", "units fit --ray").init(log_to_driver=False)
+    return fit_codebook_on_ray(sampling_settings(settings, inputs, fit), inputs, args.output_dir, fit,
+                               actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
+                               batch_size=args.batch_size, device=args.device, log=log)
 
 
 def run_extract(args: argparse.Namespace) -> int:

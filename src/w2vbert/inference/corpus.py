@@ -46,13 +46,15 @@ from w2vbert.inference.corpus_files import (
     PARTIAL_STATS,
     RUN_NAME,
     STATS_NAME,
+    FrameStats,
     _finish,
     _finished,
-    _Stats,
     _write_shard,
     check_run,
     pyarrow_modules,
     shard_name,
+    write_failures,
+    write_statistics,
 )
 from w2vbert.inference.corpus_settings import (
     BulkSettings,
@@ -86,6 +88,7 @@ from w2vbert.utils.memory import return_freed_memory
 __all__ = [
     "BulkSettings",
     "BulkSummary",
+    "FrameStats",
     "Input",
     "ShardBatches",
     "WindowedInputs",
@@ -98,6 +101,8 @@ __all__ = [
     "return_freed_memory",
     "run",
     "shard_name",
+    "write_failures",
+    "write_statistics",
     # the output directory's names (corpus_files.py)
     "DATA",
     "FAILURES_NAME",
@@ -256,7 +261,7 @@ class _OpenShards:
         self.shard_of = {i: k for k, shard in shards.items() for i in shard}
         self.rows: dict[int, dict[int, dict]] = {k: {} for k in shards}
         self.frames: dict[int, dict[str, np.ndarray]] = {k: {} for k in shards}
-        self.stats = {k: _Stats() for k in shards}
+        self.stats = {k: FrameStats() for k in shards}
         self.pending: list[concurrent.futures.Future] = []  # the shard being written
 
     def add(self, index: int, recording: Recording, writer: concurrent.futures.Executor) -> None:

@@ -107,7 +107,7 @@ def _check_same_run(output_dir: Path, stored: dict[str, Any], record: dict[str, 
 
 
 # ------------------------------------------------------------------------------------------------- statistics
-class _Stats:
+class FrameStats:
     """Per-dimension count, mean and sum of squared deviations (M2), merged in float64 (Chan et al.)."""
 
     def __init__(self) -> None:
@@ -178,7 +178,7 @@ def _schema(settings: BulkSettings, width: int) -> Any:
 
 def _write_shard(
     output_dir: Path, k: int, settings: BulkSettings, rows: dict[int, dict], frames: dict[str, np.ndarray],
-    stats: _Stats,
+    stats: FrameStats,
     width: int,
 ) -> None:
     """Write shard k: its frames and statistics first, its Parquet file last (its name is the shard's "done")."""
@@ -200,13 +200,33 @@ def _write_shard(
         raise OSError(f"{error}: shard {name} is not counted as done; rerun the same command to redo it") from error
 
 
+def write_failures(output_dir: Path, failures: list[dict[str, str]]) -> None:
+    """The failures table: id, audio and error of each input that failed (none: an empty table)."""
+    pa, pq = pyarrow_modules()
+    schema = pa.schema([("id", pa.string()), ("audio", pa.string()), ("error", pa.string())])
+    with atomic_output(output_dir / FAILURES_NAME) as temporary:
+        pq.write_table(pa.Table.from_pylist(failures, schema=schema), temporary)
+
+
+def write_statistics(output_dir: Path, merged: FrameStats, settings: BulkSettings) -> None:
+    """stats.safetensors: the per-dimension mean and std (unbiased) of every valid frame, and their count (no file
+    when no frame was valid)."""
+    if not merged.count:
+        return
+    std = np.sqrt(merged.m2 / max(merged.count - 1, 1))
+    with atomic_output(output_dir / STATS_NAME) as temporary:
+        save_numpy_file({"mean": merged.mean.astype(np.float32), "std": std.astype(np.float32),
+                         "count": np.array([merged.count], dtype=np.int64)}, temporary,
+                        metadata={"layer": str(settings.layer), "model": settings.model})
+
+
 def _finish(
     output_dir: Path, settings: BulkSettings, inputs: list[Input], shards: list[range], summary: BulkSummary
 ) -> BulkSummary:
     """Rank 0, every shard written: the failures table, the statistics, and last the manifest."""
     pa, pq = pyarrow_modules()
     entries, failures, hours = [], [], 0.0
-    merged = _Stats()
+    merged = FrameStats()
     for k in range(len(shards)):
         path = output_dir / DATA / f"{shard_name(k)}.parquet"
         if not path.is_file():
@@ -222,15 +242,9 @@ def _finish(
             part = load_numpy_file(output_dir / PARTIAL_STATS / f"{shard_name(k)}.safetensors")
             if int(part["count"][0]):
                 merged.merge(int(part["count"][0]), part["mean"], part["m2"])
-    failure_schema = pa.schema([("id", pa.string()), ("audio", pa.string()), ("error", pa.string())])
-    with atomic_output(output_dir / FAILURES_NAME) as temporary:
-        pq.write_table(pa.Table.from_pylist(failures, schema=failure_schema), temporary)
-    if settings.stats and merged.count:
-        std = np.sqrt(merged.m2 / max(merged.count - 1, 1))
-        with atomic_output(output_dir / STATS_NAME) as temporary:
-            save_numpy_file({"mean": merged.mean.astype(np.float32), "std": std.astype(np.float32),
-                             "count": np.array([merged.count], dtype=np.int64)}, temporary,
-                            metadata={"layer": str(settings.layer), "model": settings.model})
+    write_failures(output_dir, failures)
+    if settings.stats:
+        write_statistics(output_dir, merged, settings)
     manifest = {"format_version": FORMAT_VERSION, "settings": dataclasses.asdict(settings), "inputs": len(inputs),
                 "failed": len(failures), "hours": hours, "shards": entries,
                 "statistics": STATS_NAME if settings.stats else None, "failures": FAILURES_NAME}

@@ -9,8 +9,11 @@
 The sample is the same whatever the ranks, shards or interruptions: each frame is in or out by its key, and the
 gathered sample is cut to `max_frames` by the smallest keys.
 
-In order: `FitSettings`, `FitSummary`, `sampling_settings`, `corpus_seconds`, `fit_codebook`, `gather_sample`,
-`corpus_statistics`.
+With Ray (`units fit --ray`), Ray Data's actors draw the same sample (inference/ray_data.py) and OUT/sample holds
+only the failures table and the statistics.
+
+In order: `FitSettings`, `FitSummary`, `sampling_settings`, `corpus_seconds`, `fit_codebook`, `fit_codebook_on_ray`,
+their shared k-means and codebook (`check_not_silent`), `gather_sample`, `corpus_statistics`.
 """
 
 from __future__ import annotations
@@ -29,16 +32,18 @@ from safetensors.numpy import load_file as load_numpy_file
 
 from w2vbert.inference import corpus
 from w2vbert.inference.pipelines import FeatureExtractionPipeline
+from w2vbert.inference.ray_data import sample_frames
 from w2vbert.units.codebook import STD_FLOOR, Codebook
-from w2vbert.units.kmeans import KMeansOptions, kmeans
-from w2vbert.units.sampling import frame_keys, keep_fraction, sampled_frames, smallest_keys
+from w2vbert.units.kmeans import KMeansOptions, assign, kmeans, kmeans_plus_plus
+from w2vbert.units.sampling import SampleCut, frame_keys, keep_fraction, sampled_frames
 
 SAMPLE_DIR = "sample"  # the sampling run's folder inside the codebook's
 HEADERS_READ = 1000  # inputs whose headers estimate a corpus's duration when its manifest does not state them
-# k-means that leaves less than this share of the frames' variance found the frames to be at most k points: digital
-# silence leaves 4e-6 of it at k = 8 on the tests' tiny encoder (its frames differ only near a clip's edges), speech
-# on the demo model 0.1 to 0.7.
+# k-means++ centres that leave less than this share of the frames' variance found the frames to be at most k points:
+# digital silence leaves 4e-6 of it at k = 8 on the tests' tiny encoder (its frames differ only near a clip's edges),
+# speech on the demo model 0.1 to 0.7.
 SILENT_SHARE = 1e-4
+SILENCE_CHECK_FRAMES = 20_000  # frames that check: k-means++ on them costs about one Lloyd pass over 20,000 frames
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class FitSettings:
 @dataclass
 class FitSummary:
     run: corpus.BulkSummary  # the sampling run
+    layer: int | None = None  # the frames' hidden-state index (0 = projected input)
     frames: int = 0  # in the sample
     inertia: float = 0.0
     inertias: tuple[float, ...] = ()  # of each restart
@@ -95,13 +101,45 @@ def fit_codebook(
     output_dir = Path(output_dir)
     run = corpus.run(pipe, settings, inputs, output_dir / SAMPLE_DIR, num_workers=num_workers,
                      overwrite=overwrite, progress=progress)
-    summary = FitSummary(run)
     if int(os.environ.get("RANK", "0")) != 0:
-        return summary
+        return FitSummary(run)
     if run.failed == run.inputs:
         raise ValueError(f"every input failed ({run.failed} of {run.inputs}): no frames to fit; see "
                          f"{output_dir / SAMPLE_DIR / corpus.FAILURES_NAME}")
-    frames = gather_sample(output_dir / SAMPLE_DIR, fit.max_frames)
+    return _fit(gather_sample(output_dir / SAMPLE_DIR, fit.max_frames), run, settings, output_dir, fit,
+                fit.device or str(pipe.device), log)
+
+
+def fit_codebook_on_ray(
+    settings: corpus.BulkSettings, inputs: list[corpus.Input], output_dir: str | os.PathLike, fit: FitSettings, *,
+    actors: int = 1, gpus_per_actor: float = 0.0, batch_size: int = 8, device: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> FitSummary:
+    """`fit_codebook` with the sample drawn by Ray Data actors (inference/ray_data.py's `sample_frames`: the same
+    frames a corpus run draws): OUT/sample holds the failures table and, with `fit.normalize`, the statistics; the
+    model loads in the actors only, k-means runs here (on `fit.device`, default the CPU). `ray.init()` first."""
+    output_dir = Path(output_dir)
+    started = time.time()
+    drawn = sample_frames(settings, inputs, fit.max_frames, statistics=fit.normalize, actors=actors,
+                          gpus_per_actor=gpus_per_actor, batch_size=batch_size, device=device)
+    (output_dir / SAMPLE_DIR).mkdir(parents=True, exist_ok=True)
+    corpus.write_failures(output_dir / SAMPLE_DIR, drawn.failures)
+    if fit.normalize:
+        corpus.write_statistics(output_dir / SAMPLE_DIR, drawn.stats, settings)
+    run = corpus.BulkSummary(inputs=drawn.inputs, failed=len(drawn.failures), hours=drawn.seconds / 3600,
+                             seconds=time.time() - started)
+    if run.failed == run.inputs:
+        raise ValueError(f"every input failed ({run.failed} of {run.inputs}): no frames to fit; see "
+                         f"{output_dir / SAMPLE_DIR / corpus.FAILURES_NAME}")
+    return _fit(drawn.frames, run, settings, output_dir, fit, fit.device or "cpu", log)
+
+
+def _fit(
+    frames: np.ndarray, run: corpus.BulkSummary, settings: corpus.BulkSettings, output_dir: Path, fit: FitSettings,
+    device: str, log: Callable[[str], None] | None,
+) -> FitSummary:
+    """k-means on the drawn sample (normalised as `fit` says) and the codebook saved with its card."""
+    summary = FitSummary(run, settings.layer)
     if len(frames) < fit.kmeans.k:
         raise ValueError(f"the sample holds {len(frames)} frames, fewer than k = {fit.kmeans.k}: lower -k, or give "
                          f"more audio or a larger --max-frames (now {fit.max_frames})")
@@ -109,14 +147,10 @@ def fit_codebook(
     x = torch.from_numpy(frames)
     if mean is not None:
         x.sub_(mean).div_(std.clamp_min(STD_FLOOR))  # in place: the sample is the largest thing held
+    check_not_silent(x, fit.kmeans, run.inputs - run.failed)
     started = time.time()
-    result = kmeans(x.to(fit.device or pipe.device), fit.kmeans, progress=log)
+    result = kmeans(x.to(device), fit.kmeans, progress=log)
     summary.seconds = time.time() - started
-    variance = _variance(x) * len(x)
-    if result.inertia <= SILENT_SHARE * variance:
-        raise ValueError(f"the {len(x)} frames sampled from {run.inputs - run.failed} inputs take about k = "
-                         f"{fit.kmeans.k} values or fewer (k-means leaves {result.inertia:.3g} of their variance "
-                         f"{variance:.3g}): is the corpus silent? Give audio with speech, or lower -k")
     card = {"model": settings.model, "layer": settings.layer, "normalisation": normalisation,
             "frames": len(frames), "inertia": result.inertia, "inertia_per_frame": result.inertia / len(frames),
             "inertias": result.inertias, "seed": fit.kmeans.seed, "kmeans": asdict(fit.kmeans),
@@ -127,40 +161,40 @@ def fit_codebook(
     return summary
 
 
+def check_not_silent(x: torch.Tensor, options: KMeansOptions, inputs: int) -> None:
+    """Refuse, before k-means runs, a sample that is about k points or fewer (a silent corpus: its frames differ
+    only near the clips' edges): k-means++'s k centres, drawn from `SILENCE_CHECK_FRAMES` of the frames (4 k when
+    more), leave less than `SILENT_SHARE` of their variance. (Only when there are at least twice k frames: fewer
+    leave little of any corpus's variance.)"""
+    if len(x) < 2 * options.k:
+        return
+    generator = torch.Generator().manual_seed(options.seed)
+    drawn = x[torch.randperm(len(x), generator=generator)[:max(SILENCE_CHECK_FRAMES, 4 * options.k)]]
+    left = float(assign(drawn, kmeans_plus_plus(drawn, options.k, generator))[1].double().sum())
+    variance = _variance(drawn) * len(drawn)
+    if left <= SILENT_SHARE * variance:
+        raise ValueError(f"the {len(x)} frames sampled from {inputs} inputs take about k = {options.k} values or "
+                         f"fewer (k-means++ leaves {left:.3g} of their variance {variance:.3g} on {len(drawn)} of "
+                         "them): is the corpus silent? Give audio with speech, or lower -k")
+
+
 def gather_sample(sample_dir: Path, max_frames: int) -> np.ndarray:
     """The sampled frames of a finished sampling run, in input order, cut to the `max_frames` with the smallest
-    keys: (frames, hidden) float32. At most about three times the sample is held at once."""
+    keys: (frames, hidden) float32 (units/sampling.py's `SampleCut`)."""
     manifest = json.loads((sample_dir / corpus.MANIFEST_NAME).read_text())
     seed, fraction = manifest["settings"]["sample_seed"], manifest["settings"]["sample_fraction"]
     _, pq = corpus.pyarrow_modules()
-    keys: list[np.ndarray] = []
-    parts: list[np.ndarray] = []
+    cut, position = SampleCut(max_frames), 0
     for shard in manifest["shards"]:
         rows = pq.read_table(sample_dir / shard["file"], columns=["id", "frames", "error"]).to_pylist()
         stored = load_numpy_file(sample_dir / shard["frames_file"])
         for row in rows:
             if row["error"] is None:
-                every = frame_keys(row["id"], row["frames"], seed)
-                keys.append(every[sampled_frames(row["id"], row["frames"], seed, fraction)])
-                parts.append(stored[row["id"]])
-        if sum(map(len, keys)) > 2 * max_frames:  # cut as it goes: the smallest keys of the smallest keys
-            keys, parts = _smallest(keys, parts, max_frames)
-    if not parts:
-        return np.zeros((0, 0), np.float32)
-    return _smallest(keys, parts, max_frames)[1][0]
-
-
-def _smallest(keys: list[np.ndarray], parts: list[np.ndarray], count: int) -> tuple[list, list]:
-    """The `count` frames of `parts` with the smallest `keys`, in their order, as one part (and its keys)."""
-    every = np.concatenate(keys)
-    keep = smallest_keys(every, count)  # ascending positions in the concatenation
-    out = np.empty((len(keep), parts[0].shape[1]), np.float32)
-    offset, filled = 0, 0
-    for part in parts:
-        lo, hi = np.searchsorted(keep, [offset, offset + len(part)])  # the kept positions inside this part
-        out[filled : filled + hi - lo] = part[keep[lo:hi] - offset]
-        offset, filled = offset + len(part), filled + hi - lo
-    return [every[keep]], [out]
+                kept = sampled_frames(row["id"], row["frames"], seed, fraction)
+                cut.add(frame_keys(row["id"], row["frames"], seed)[kept], np.arange(position, position + len(kept)),
+                        stored[row["id"]])
+                position += len(kept)
+    return cut.frames()
 
 
 def _variance(x: torch.Tensor, block: int = 65536) -> float:

@@ -274,6 +274,13 @@ class Wav2Vec2BertConfig:
         masked = self.num_masked_prediction_layers
         return self.num_hidden_layers - (2 * self.num_hidden_layers // 3 if masked is None else masked)
 
+    def layer_index(self, layer: int) -> int:
+        """`layer` as `embed` and `output_hidden_states` count (negative from the end) -> its index 0..layers."""
+        total = self.num_hidden_layers
+        if isinstance(layer, (bool, float)) or not -total - 1 <= layer <= total:
+            raise ValueError(f"layer must be in [-{total + 1}, {total}] for a {total}-layer model, got {layer!r}")
+        return int(layer) + total + 1 if layer < 0 else int(layer)
+
     @property
     def inputs_to_logits_ratio(self) -> int:
         """Input samples per output frame, as transformers defines it: 2 x input dim, times adapter strides."""

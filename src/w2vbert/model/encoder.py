@@ -182,10 +182,7 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
 
     def layer_index(self, layer: int) -> int:
         """`layer` as `embed` and `output_hidden_states` count (negative from the end) -> its index 0..layers."""
-        total = self.config.num_hidden_layers
-        if isinstance(layer, (bool, float)) or not -total - 1 <= layer <= total:
-            raise ValueError(f"layer must be in [-{total + 1}, {total}] for a {total}-layer model, got {layer!r}")
-        return int(layer) + total + 1 if layer < 0 else int(layer)
+        return self.config.layer_index(layer)
 
     def _mask_hidden_states(
         self, hidden_states: torch.Tensor, mask_time_indices: torch.Tensor | None, lengths: torch.Tensor | None

@@ -5,7 +5,8 @@ the corpus's keep fraction, and the sample is cut to its size by keeping the sma
 which process saw the file, in which order or shard: torchrun ranks, a resumed run and one process draw the same
 frames, and a shard holds only its own sampled frames (memory bounded by the sample, not the corpus).
 
-In order: `frame_keys`, `keep_fraction`, `sampled_frames`, `smallest_keys`.
+In order: `frame_keys`, `keep_fraction`, `sampled_frames`, `smallest_keys`, `SampleCut` (the sample kept as frames
+arrive, from a corpus run's shards or from Ray's actors).
 """
 
 from __future__ import annotations
@@ -49,3 +50,50 @@ def smallest_keys(keys: np.ndarray, max_frames: int) -> np.ndarray:
     if len(keys) <= max_frames:
         return np.arange(len(keys))
     return np.sort(np.argpartition(keys, max_frames - 1)[:max_frames])
+
+
+class SampleCut:
+    """The frames of smallest keys among those added, `max_frames` at most, in the order of their `order` values
+    (input, then frame). Cut as frames arrive, whenever more than twice the sample is held: memory stays within
+    about three times the sample, however large the corpus."""
+
+    def __init__(self, max_frames: int) -> None:
+        self.max_frames = max_frames
+        self.keys: list[np.ndarray] = []
+        self.order: list[np.ndarray] = []
+        self.parts: list[np.ndarray] = []
+        self.held = 0
+
+    def add(self, keys: np.ndarray, order: np.ndarray, frames: np.ndarray) -> None:
+        """One input's sampled frames (frames, hidden), their keys and order values."""
+        if not len(keys):
+            return
+        self.keys.append(keys)
+        self.order.append(np.asarray(order, np.int64))
+        self.parts.append(frames)
+        self.held += len(keys)
+        if self.held > 2 * self.max_frames:
+            self._cut()
+
+    def frames(self) -> np.ndarray:
+        """The sample, (frames, hidden) float32 in order; (0, 0) when nothing was added."""
+        if not self.parts:
+            return np.zeros((0, 0), np.float32)
+        self._cut()
+        order, frames = self.order[0], self.parts[0]
+        if len(order) > 1 and not np.all(order[1:] > order[:-1]):  # added out of order (Ray's batches)
+            frames = frames[np.argsort(order, kind="stable")]
+        return frames
+
+    def _cut(self) -> None:
+        """Everything held made one part: the `max_frames` of smallest keys, in the order they were added."""
+        every = np.concatenate(self.keys)
+        keep = smallest_keys(every, self.max_frames)  # ascending positions in the concatenation
+        out = np.empty((len(keep), self.parts[0].shape[1]), np.float32)
+        offset, filled = 0, 0
+        for part in self.parts:
+            lo, hi = np.searchsorted(keep, [offset, offset + len(part)])  # the kept positions inside this part
+            out[filled : filled + hi - lo] = part[keep[lo:hi] - offset]
+            offset, filled = offset + len(part), filled + hi - lo
+        self.keys, self.order, self.parts = [every[keep]], [np.concatenate(self.order)[keep]], [out]
+        self.held = len(keep)
