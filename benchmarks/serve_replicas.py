@@ -1,13 +1,16 @@
 """`w2vbert serve` on replicas: one replica against two, and a replica killed under load.
 
     PYTHONPATH=src python benchmarks/serve_replicas.py [--engine ray|processes] [--model examples/demo-model]
-                                                       [--requests 48] [--clip-seconds 6] [--quick] [--json out.json]
+                                                       [--requests 48] [--clip-seconds 6] [--pin] [--quick]
+                                                       [--json out.json]
 
 Replicas (`--engine`): `ray`, Ray Serve's (the cluster of $RAY_ADDRESS, or a local instance started here with every
 CPU of the machine), each reserving one CPU and running torch on one thread (`ReplicaOptions(replica_cpus=1,
 threads=1)`), behind Ray Serve's proxy; or `processes`, `w2vbert serve --reuse-port --threads 1` processes sharing
 one port, the system spreading connections over them. Two replicas on a 2-core machine use both cores where one
-uses one.
+uses one. With `--pin` (processes only), replica i runs on core i alone (as `taskset -c i w2vbert serve ...`): a
+replica is then one core, model thread, decoding and HTTP together, where unpinned its decoding and features
+spill onto the other core.
 
 1. Clips: 12 recordings of `--clip-seconds`, each the committed espeak-ng clips in examples/audio and tests/data
    joined with short pauses, as WAV bytes; their transcripts from `pipeline` in this process (the reference).
@@ -160,16 +163,21 @@ class ProcessReplicas:
     """`w2vbert serve --reuse-port --threads 1` processes on one port, the system spreading connections; a killed
     process is not replaced (its connections break, the others serve on)."""
 
-    def __init__(self, model: str) -> None:
-        self.model, self.port, self.processes = model, free_port(), []
+    def __init__(self, model: str, pin: bool = False) -> None:
+        self.model, self.port, self.processes, self.pin = model, free_port(), [], pin
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self, count: int) -> None:
         command = [sys.executable, "-m", "w2vbert", "serve", "-m", self.model, "--port", str(self.port),
                    "--reuse-port", "--threads", "1", "--dtype", "float32"]  # float32 as the reference and Ray
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        cores = sorted(os.sched_getaffinity(0))
+
+        def on_core(i: int):  # -> the child's pre-exec pinning, or None
+            return (lambda: os.sched_setaffinity(0, {cores[i % len(cores)]})) if self.pin else None
+
         self.processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                           env=env) for _ in range(count)]
+                                           env=env, preexec_fn=on_core(i)) for i in range(count)]
         for process in self.processes:
             if "serving" not in process.stdout.readline():
                 raise RuntimeError(f"a server did not start: {process.stdout.read()[-2000:]}")
@@ -197,9 +205,12 @@ def main() -> None:
                              "processes on one port (default: ray)")
     parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--clip-seconds", type=float, default=6.0)
+    parser.add_argument("--pin", action="store_true", help="processes: replica i on core i alone")
     parser.add_argument("--quick", action="store_true", help="a check that it runs: 8 requests, 3 s, 1 and 4 clients")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.pin and args.engine != "processes":
+        parser.error("--pin pins w2vbert serve processes: pass --engine processes")
     requests, clip_s, client_counts = ((8, 3.0, (1, 4)) if args.quick else (args.requests, args.clip_seconds,
                                                                             (1, 4, 16)))
     import torch
@@ -209,10 +220,10 @@ def main() -> None:
     clips = [wav_bytes(a) for a in audio]
     asr = pipeline("automatic-speech-recognition", args.model)
     expected = [asr(clip)["text"] for clip in clips]  # the bytes the server gets (16-bit WAV), not the floats
-    replicas = (RayReplicas if args.engine == "ray" else ProcessReplicas)(args.model)
+    replicas = RayReplicas(args.model) if args.engine == "ray" else ProcessReplicas(args.model, args.pin)
     url = replicas.url
     figures: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-                     "engine": args.engine, "clip_seconds": clip_s, "runs": {}}
+                     "engine": args.engine, "pinned": args.pin, "clip_seconds": clip_s, "runs": {}}
     print(f"{'replicas':>8} {'clients':>7} {'req/s':>7} {'p50 s':>7} {'p95 s':>7} {'lost':>5} {'wrong':>5} "
           f"{'cores busy (clients)':>21}")
     for count in (1, 2):
