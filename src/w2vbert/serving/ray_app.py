@@ -182,41 +182,37 @@ def drain(name: str, grace_s: float) -> int:
 
 def run(settings: ServeSettings, replicas: ReplicaOptions, host: str, port: int) -> None:
     """`w2vbert serve --ray`: `deploy`, then serve until SIGINT or SIGTERM, then `drain` for at most the shutdown grace
-    and delete the application (Ray Serve gives what is still in flight the rest of the grace); a second signal
-    ends the drain at once."""
+    and delete the application (Ray Serve gives what is still in flight the grace again). Later signals are ignored:
+    a process gone mid-drain would leave replicas that answer 503 for ever."""
     deploy(settings, replicas, host, port)
     print(f"w2vbert: serving {', '.join(settings.sources)} on http://{host}:{port} through Ray Serve "
           f"({replicas.min_replicas} to {replicas.max_replicas} replicas)", flush=True)
-    stop, hurry = threading.Event(), threading.Event()
-
-    def on_signal(number: int, frame: Any) -> None:
-        (hurry if stop.is_set() else stop).set()
-
+    stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # in place of ray.init's SIGTERM handler, which exits at once
-        signal.signal(sig, on_signal)
+        signal.signal(sig, lambda number, frame: stop.set())
     while not stop.wait(0.5):  # a timed wait, so that the handlers run
         pass
     grace = replicas.shutdown_grace_s
     print(f"w2vbert: draining: new requests are answered 503; the requests in flight have {grace:g} s", flush=True)
-    drained = in_background(drain, (APP_NAME, grace), grace + 10, hurry)
+    drained = in_background(drain, (APP_NAME, grace), grace + 10)
     if not drained.done():
-        early = "a second signal" if hurry.is_set() else f"no answer from the replicas in {grace + 10:g} s"
-    elif drained.exception():
-        early = str(drained.exception())
+        early = f"no answer from the replicas in {grace + 10:g} s"
+    elif drained.exception():  # Ray's errors carry the replica's traceback: its last line says what happened
+        early = (str(drained.exception()).strip().splitlines() or [type(drained.exception()).__name__])[-1]
     else:
         early = f"{drained.result()} requests still in flight" if drained.result() else ""
     if early:
         print(f"w2vbert: the drain ended early ({early}): deleting the replicas", file=sys.stderr, flush=True)
     # A local Ray started by this process shares its process group, so a Ctrl-C or a group's SIGTERM stops its
     # processes too, and the deletion would wait for them forever: it gets the grace and a little more.
-    if not in_background(serve.delete, (APP_NAME,), grace + 10, threading.Event()).done():
+    if not in_background(serve.delete, (APP_NAME,), grace + 10).done():
         print("w2vbert: Ray did not confirm the replicas' end (was the local Ray stopped by the same signal?)",
               file=sys.stderr, flush=True)
 
 
-def in_background(target: Any, args: tuple, timeout: float, hurry: threading.Event) -> concurrent.futures.Future:
-    """The future of `target(*args)` run in a daemon thread, once it is done, `timeout` seconds have passed or `hurry`
-    is set; waited for in short waits, so that the signal handlers run meanwhile."""
+def in_background(target: Any, args: tuple, timeout: float) -> concurrent.futures.Future:
+    """The future of `target(*args)` run in a daemon thread, once it is done or `timeout` seconds have passed; waited
+    for in short waits, so that the signal handlers run meanwhile."""
     future: concurrent.futures.Future = concurrent.futures.Future()
 
     def call() -> None:
@@ -227,7 +223,7 @@ def in_background(target: Any, args: tuple, timeout: float, hurry: threading.Eve
 
     threading.Thread(target=call, daemon=True).start()
     deadline = time.monotonic() + timeout
-    while not future.done() and not hurry.is_set() and time.monotonic() < deadline:
+    while not future.done() and time.monotonic() < deadline:
         concurrent.futures.wait([future], timeout=0.1)
     return future
 
