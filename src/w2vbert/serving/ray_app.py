@@ -7,7 +7,7 @@ adds or removes replicas on requests in flight when `min_replicas` < `max_replic
 health check fails, and on shutdown stops routing to a replica and gives its requests in flight the shutdown grace.
 `w2vbert serve --ray` drains before that, as `app.DrainingServer` does: every replica answers new requests 503 with
 Retry-After (and /health 503 "draining") until its requests in flight are done, and only then is the application
-deleted, so that a client never meets the proxy's 404 of an application that is gone while another is served.
+deleted, so that while requests finish, new ones get an answer to retry elsewhere rather than the proxy's 404.
 
 In order: `ReplicaOptions` (how many replicas, and what each holds), `W2vBertReplica`, `application` (the
 deployment bound to its settings), `app` (the builder `serve run w2vbert.serving.ray_app:app key=value...` calls),

@@ -5,8 +5,7 @@ mix; the model's series carry a `model` label), then `ServerState`: the settings
 metrics and the count of requests in flight, with the checks every route makes against them: `authorize` (the API
 key, 401), `model` (the model a request names, 404 listing the names), `admit` / `release` (the bound on requests in
 flight, 503 with Retry-After; 503 too once the server drains), `idle` (until none is in flight, for the drain),
-`needs` (a pipeline the model has, 400), `timed`
-(the request timeout, 504).
+`needs` (a pipeline the model has, 400), `timed` (the request timeout, 504).
 """
 
 from __future__ import annotations
