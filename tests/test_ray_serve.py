@@ -9,7 +9,9 @@ so it fits CI's two CPUs. The module skips when Ray Serve cannot start here.
 from __future__ import annotations
 
 import os
+import socket
 
+import h11
 import httpx
 import pytest
 
@@ -62,9 +64,32 @@ def test_an_unknown_model_is_a_404_listing_the_models_through_ray_serve(proxy):
     assert_openai_error(answer, 404, "'whisper-2'", "asr", "other", "whisper-1 (for asr)")
 
 
-def test_an_upload_over_the_limit_is_a_413_through_ray_serve(proxy):
-    answer = post(proxy, "/v1/audio/transcriptions", b"\0" * (101 * 2**20))  # the default limit is 100 MB
+def test_an_upload_over_the_limit_is_a_413_through_ray_serve_before_its_body_is_sent(proxy):
+    # Ray Serve's proxy passes the request on at its headers and the replica pulls the body as it reads it, so the
+    # replica's check of Content-Length answers while the client has sent none of its 101 MB (the limit is 100 MB).
+    answer = headers_only(proxy, "/v1/audio/transcriptions", {"content-type": "multipart/form-data; boundary=x",
+                                                              "content-length": str(101 * 2**20)})
     assert_openai_error(answer, 413, "100 MB")
+
+
+def headers_only(url: str, path: str, headers: dict[str, str]) -> httpx.Response:
+    """The answer to a POST of `path` at `url` whose headers are sent but not a byte of its body (h11 on a socket:
+    httpx sends the whole body before it reads an answer)."""
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    client = h11.Connection(h11.CLIENT)
+    with socket.create_connection((host, port), timeout=20) as connection:
+        connection.sendall(client.send(h11.Request(method="POST", target=path,
+                                                   headers=[("host", host), *headers.items()])))
+        events: list = []
+        while not events or not isinstance(events[-1], h11.EndOfMessage):
+            event = client.next_event()
+            if event is h11.NEED_DATA:
+                client.receive_data(connection.recv(65536))  # a timeout here: no answer before the body
+            else:
+                events.append(event)
+    start = events[0]
+    body = b"".join(event.data for event in events if isinstance(event, h11.Data))
+    return httpx.Response(start.status_code, headers=start.headers, content=body)
 
 
 def test_a_replica_whose_model_does_not_load_fails_the_deployment_naming_the_model(proxy, tmp_path):

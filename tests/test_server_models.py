@@ -142,21 +142,34 @@ def test_on_sigterm_the_request_in_flight_finishes_while_new_ones_get_503_with_r
                                env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
     try:
         url = process.stdout.readline().split("on ", 1)[1].strip()
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            in_flight = pool.submit(post, url, "/v1/audio/transcriptions", EXAMPLES[0].read_bytes())
-            wait_for_queued(url)  # it waits in the batcher for company (up to 2 s)
-            process.send_signal(signal.SIGTERM)
-            time.sleep(0.2)  # the signal handled (the server checks every 0.1 s)
-            refused = post(url, "/v1/audio/transcriptions", EXAMPLES[0].read_bytes())
-            assert_openai_error(refused, 503, "shutting down")
-            assert refused.headers["retry-after"] == "5"
-            assert httpx.get(url + "/health").json()["status"] == "draining"
-            assert in_flight.result().status_code == 200
+        assert_sigterm_drains(process, url)
         signalled = time.monotonic()
         assert process.wait(30) == -signal.SIGTERM
         assert time.monotonic() - signalled < 10  # it stopped once nothing was in flight, not after the 20 s grace
     finally:
         process.kill()
+
+
+def assert_sigterm_drains(process: subprocess.Popen, url: str) -> None:
+    """SIGTERM to the server `process` at `url` while a request waits in its batcher (for company, up to the server's
+    --max-wait-ms): while that request is in flight, new requests are answered 503 with Retry-After and /health says
+    "draining"; then the request is answered 200 with its transcript."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(post, url, "/v1/audio/transcriptions", EXAMPLES[0].read_bytes())
+        wait_for_queued(url)
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while (health := httpx.get(url + "/health", timeout=10)).json()["status"] != "draining":
+            assert time.monotonic() < deadline, f"the server did not drain: {health.text}"
+            time.sleep(0.02)
+        assert health.status_code == 503
+        refused = post(url, "/v1/audio/transcriptions", EXAMPLES[0].read_bytes())
+        assert_openai_error(refused, 503, "shutting down")
+        assert refused.headers["retry-after"] == "5"
+        assert not in_flight.done()  # all of this while the request was in flight
+        answer = in_flight.result()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["text"] == pipeline("automatic-speech-recognition", str(DEMO))(str(EXAMPLES[0]))["text"]
 
 
 def test_health_is_503_once_a_model_thread_has_stopped():

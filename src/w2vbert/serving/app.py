@@ -21,7 +21,7 @@ Retry-After), an optional API key (`Authorization: Bearer`, compared in constant
 get a grace period to finish while new ones are answered 503 with Retry-After; then uvicorn stops accepting, those
 still waiting are cancelled and answered 503 (middleware.py), and `lifespan` waits until those answers are written
 (uvicorn ends the process right after it), then stops the model threads. Replicas on Ray Serve run this same app,
-one per replica (ray_app.py).
+one per replica, and drain through the same `ServerState.draining` when `w2vbert serve --ray` stops (ray_app.py).
 
 Here: `create_app`, which puts one `ServerState` on `app.state.server` and assembles the middleware, the error
 handlers and the routers around it, `uvicorn_config`, `DrainingServer`, and `lifespan`.

@@ -5,20 +5,25 @@ limits and errors are `w2vbert serve`'s; requests that reach one replica are bat
 `Batcher` (no second batcher: Ray Serve's `@serve.batch` is not used). Ray Serve routes each request to a replica,
 adds or removes replicas on requests in flight when `min_replicas` < `max_replicas`, restarts a replica whose
 health check fails, and on shutdown stops routing to a replica and gives its requests in flight the shutdown grace.
+`w2vbert serve --ray` drains before that, as `app.DrainingServer` does: every replica answers new requests 503 with
+Retry-After (and /health 503 "draining") until its requests in flight are done, and only then is the application
+deleted, so that while requests finish, new ones get an answer to retry elsewhere rather than the proxy's 404.
 
 In order: `ReplicaOptions` (how many replicas, and what each holds), `W2vBertReplica`, `application` (the
 deployment bound to its settings), `app` (the builder `serve run w2vbert.serving.ray_app:app key=value...` calls),
-`deploy` (the application running, or the reason it is not) and `run` (what `w2vbert serve --ray` does: deploy,
-serve until SIGINT/SIGTERM, drain).
+`deploy` (the application running, or the reason it is not), `drain` (every replica draining, until none has a
+request in flight) and `run` (what `w2vbert serve --ray` does: deploy, serve until SIGINT/SIGTERM, drain, delete).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import signal
 import sys
 import threading
+import time
 import types
 import typing
 from dataclasses import dataclass
@@ -79,6 +84,15 @@ class W2vBertReplica:
         if stopped:
             raise RuntimeError(f"the model thread of {', '.join(stopped)} has stopped")
 
+    async def drain(self, grace_s: float) -> int:
+        """This replica's part of `drain` (called on each replica by `DeploymentHandle.broadcast`): from now on new
+        requests are answered 503 with Retry-After and /health 503 "draining"; returns once no request is in flight,
+        or after `grace_s`, the requests still in flight. Async, so that it runs on the replica's event loop, where
+        the app's requests count themselves."""
+        state = self.fastapi_app.state.server
+        state.draining = True
+        return await state.idle(grace_s)
+
 
 def application(settings: ServeSettings, replicas: ReplicaOptions) -> Any:
     """The deployment of `settings` with `replicas`, bound: what `serve.run` takes. A name given twice or an alias
@@ -97,6 +111,9 @@ def application(settings: ServeSettings, replicas: ReplicaOptions) -> Any:
         max_ongoing_requests=settings.max_queue,
         ray_actor_options={"num_cpus": replicas.replica_cpus, "num_gpus": replicas.replica_gpus},
         graceful_shutdown_timeout_s=replicas.shutdown_grace_s,
+        # How often a stopping replica counts its requests in flight (Ray's default 2 s): after `drain` there are
+        # none, and the command need not wait a whole period to see it.
+        graceful_shutdown_wait_loop_s=0.2,
         max_constructor_retry_count=replicas.start_tries,
     ).bind(settings, replicas.threads)
 
@@ -154,9 +171,19 @@ def deploy(
                            f"{failure_reason(name, error)}") from error
 
 
+def drain(name: str, grace_s: float) -> int:
+    """Every replica of the application `name` draining (`W2vBertReplica.drain`), until none has a request in flight
+    or `grace_s` has passed; the requests still in flight then. The application stays deployed, so that the proxy
+    keeps routing new requests to replicas that answer them 503 with Retry-After."""
+    handle = serve.get_app_handle(name)
+    # broadcast reaches the replicas running now; each answers within grace_s, the rest is Ray's own latency.
+    return sum(handle.broadcast("drain", grace_s).results(timeout_s=grace_s + 10))
+
+
 def run(settings: ServeSettings, replicas: ReplicaOptions, host: str, port: int) -> None:
-    """`w2vbert serve --ray`: `deploy`, then serve until SIGINT or SIGTERM, then delete the application; Ray Serve
-    stops routing to its replicas and gives their requests in flight the shutdown grace."""
+    """`w2vbert serve --ray`: `deploy`, then serve until SIGINT or SIGTERM, then `drain` for at most the shutdown grace
+    and delete the application (Ray Serve gives what is still in flight the grace again). Later signals are ignored:
+    a process gone mid-drain would leave replicas that answer 503 for ever."""
     deploy(settings, replicas, host, port)
     print(f"w2vbert: serving {', '.join(settings.sources)} on http://{host}:{port} through Ray Serve "
           f"({replicas.min_replicas} to {replicas.max_replicas} replicas)", flush=True)
@@ -165,16 +192,40 @@ def run(settings: ServeSettings, replicas: ReplicaOptions, host: str, port: int)
         signal.signal(sig, lambda number, frame: stop.set())
     while not stop.wait(0.5):  # a timed wait, so that the handlers run
         pass
-    print(f"w2vbert: stopping: Ray Serve routes nothing new to the replicas; the requests in flight have "
-          f"{replicas.shutdown_grace_s:g} s", flush=True)
+    grace = replicas.shutdown_grace_s
+    print(f"w2vbert: draining: new requests are answered 503; the requests in flight have {grace:g} s", flush=True)
+    drained = in_background(drain, (APP_NAME, grace), grace + 10)
+    if not drained.done():
+        early = f"no answer from the replicas in {grace + 10:g} s"
+    elif drained.exception():  # Ray's errors carry the replica's traceback: its last line says what happened
+        early = (str(drained.exception()).strip().splitlines() or [type(drained.exception()).__name__])[-1]
+    else:
+        early = f"{drained.result()} requests still in flight" if drained.result() else ""
+    if early:
+        print(f"w2vbert: the drain ended early ({early}): deleting the replicas", file=sys.stderr, flush=True)
     # A local Ray started by this process shares its process group, so a Ctrl-C or a group's SIGTERM stops its
     # processes too, and the deletion would wait for them forever: it gets the grace and a little more.
-    deleting = threading.Thread(target=serve.delete, args=(APP_NAME,), daemon=True)
-    deleting.start()
-    deleting.join(replicas.shutdown_grace_s + 10)
-    if deleting.is_alive():
+    if not in_background(serve.delete, (APP_NAME,), grace + 10).done():
         print("w2vbert: Ray did not confirm the replicas' end (was the local Ray stopped by the same signal?)",
               file=sys.stderr, flush=True)
+
+
+def in_background(target: Any, args: tuple, timeout: float) -> concurrent.futures.Future:
+    """The future of `target(*args)` run in a daemon thread, once it is done or `timeout` seconds have passed; waited
+    for in short waits, so that the signal handlers run meanwhile."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def call() -> None:
+        try:
+            future.set_result(target(*args))
+        except Exception as error:  # noqa: BLE001 - the caller reads it from the future
+            future.set_exception(error)
+
+    threading.Thread(target=call, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not future.done() and time.monotonic() < deadline:
+        concurrent.futures.wait([future], timeout=0.1)
+    return future
 
 
 def failure_reason(name: str, error: Exception) -> str:

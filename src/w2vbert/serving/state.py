@@ -4,8 +4,8 @@ In order: `Metrics` (the Prometheus series of one app, in its own registry so th
 mix; the model's series carry a `model` label), then `ServerState`: the settings, the served models by name, the
 metrics and the count of requests in flight, with the checks every route makes against them: `authorize` (the API
 key, 401), `model` (the model a request names, 404 listing the names), `admit` / `release` (the bound on requests in
-flight, 503 with Retry-After; 503 too once the server drains), `needs` (a pipeline the model has, 400), `timed`
-(the request timeout, 504).
+flight, 503 with Retry-After; 503 too once the server drains), `idle` (until none is in flight, for the drain),
+`needs` (a pipeline the model has, 400), `timed` (the request timeout, 504).
 """
 
 from __future__ import annotations
@@ -126,6 +126,14 @@ class ServerState:
     def release(self) -> None:
         self.in_flight -= 1
         self.metrics.in_flight.dec()
+
+    async def idle(self, timeout: float) -> int:
+        """Until no request is in flight, for at most `timeout` seconds; the requests still in flight then. A
+        replica on Ray Serve drains with it (ray_app.py), as `app.DrainingServer` does on its ticks."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self.in_flight
 
     async def all_answered(self, timeout: float) -> None:
         """Until every HTTP request has left the middleware (its answer written), for at most `timeout` seconds: at
