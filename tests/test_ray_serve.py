@@ -95,8 +95,8 @@ def headers_only(url: str, path: str, headers: dict[str, str]) -> httpx.Response
 def test_a_replica_whose_model_does_not_load_fails_the_deployment_naming_the_model(proxy, tmp_path):
     settings = ServeSettings(model=str(DEMO), more_models=(f"broken={tmp_path}",))
     with pytest.raises(RuntimeError, match=r"the model 'broken' .* failed to load: FileNotFoundError"):
-        ray_app.deploy(settings, ray_app.ReplicaOptions(replica_cpus=0.5, start_tries=1), "127.0.0.1", 0,
-                       name="w2vbert-broken", route_prefix="/broken")
+        ray_app.deploy(settings, ray_app.ReplicaOptions(replica_cpus=0.5, start_tries=1), "127.0.0.1",
+                       httpx.URL(proxy).port, name="w2vbert-broken", route_prefix="/broken")
     serve.delete("w2vbert-broken")
 
 

@@ -1,5 +1,7 @@
 """`w2vbert serve --ray` as a command (issue 31): sent SIGTERM, it drains as `w2vbert serve` does (the request in flight
-finishes, new ones get 503 with Retry-After, /health says "draining"), then deletes its application and exits.
+finishes, new ones get 503 with Retry-After, /health says "draining"), then deletes its application, shuts Ray
+Serve down when nothing else is served, and exits; and it refuses a --port other than that of a proxy running
+already.
 
 A module of its own: the command starts Ray Serve's proxy on its own port with its application at /, which needs a
 cluster where test_ray_serve.py's proxy is not running (pytest shuts that one down when it leaves that module).
@@ -26,8 +28,8 @@ serve = pytest.importorskip("ray.serve")
 
 @pytest.fixture
 def no_proxy_left():
-    """Ray Serve's proxy, which the command leaves on the cluster when it exits, shut down after the test: a later
-    `serve.start` on that cluster would keep its port (test_ray_serve.py's proxy fixture)."""
+    """Ray Serve's proxy shut down after the test, should the command have left it (it shuts Ray Serve down when
+    its application was the only one): a later `serve.start` on that cluster would keep its port."""
     yield
     started = not ray.is_initialized()
     try:
@@ -59,8 +61,19 @@ def test_on_sigterm_ray_replicas_finish_the_request_in_flight_while_new_ones_get
         signalled = time.monotonic()
         assert process.wait(30) == 0
         assert time.monotonic() - signalled < 15  # it stopped once nothing was in flight, not after the 20 s grace
-        assert httpx.get(url + "/health", timeout=10).status_code == 404  # the application is gone
+        with pytest.raises(httpx.ConnectError):  # nothing else was served: Ray Serve went too, with its port
+            httpx.get(url + "/health", timeout=10)
         output = process.stdout.read()
         assert "w2vbert: draining" in output and "ended early" not in output, output
     finally:
         process.kill()
+
+
+def test_a_port_other_than_the_running_proxys_is_refused_naming_the_one_it_listens_on(no_proxy_left):
+    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False, include_dashboard=False)
+    running, other = free_port(), free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": running})
+    done = subprocess.run([sys.executable, "-m", "w2vbert", "serve", "--ray", "-m", str(DEMO), "--port", str(other)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"already listens on 127.0.0.1:{running}, not 127.0.0.1:{other}" in done.stderr.splitlines()[-1]

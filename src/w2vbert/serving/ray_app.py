@@ -11,8 +11,9 @@ deleted, so that while requests finish, new ones get an answer to retry elsewher
 
 In order: `ReplicaOptions` (how many replicas, and what each holds), `W2vBertReplica`, `application` (the
 deployment bound to its settings), `app` (the builder `serve run w2vbert.serving.ray_app:app key=value...` calls),
-`deploy` (the application running, or the reason it is not), `drain` (every replica draining, until none has a
-request in flight) and `run` (what `w2vbert serve --ray` does: deploy, serve until SIGINT/SIGTERM, drain, delete).
+`deploy` (the application running, or the reason it is not; `proxy_address`), `drain` (every replica draining,
+until none has a request in flight) and `run` (what `w2vbert serve --ray` does: deploy, serve until SIGINT/SIGTERM,
+drain, delete, and Ray Serve shut down with its proxy when no other application is left).
 """
 
 from __future__ import annotations
@@ -164,11 +165,25 @@ def deploy(
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
+    listening = proxy_address()
+    if listening is not None and listening != (host, port):  # Ray Serve keeps a running proxy's address
+        raise RuntimeError(f"Ray Serve on this cluster already listens on {listening[0]}:{listening[1]}, not "
+                           f"{host}:{port}: pass --host {listening[0]} --port {listening[1]}, or stop it first "
+                           "(serve shutdown)")
     try:
         serve.run(bound, name=name, route_prefix=route_prefix)
     except Exception as error:  # noqa: BLE001 - Ray Serve's deployment failures: one line with the reason
         raise RuntimeError(f"the replicas of {', '.join(settings.sources)} did not start: "
                            f"{failure_reason(name, error)}") from error
+
+
+def proxy_address() -> tuple[str, int] | None:
+    """The host and port Ray Serve's proxy on this cluster listens on (None: Ray's client cannot say)."""
+    try:  # a private part of Ray Serve (there since Ray 2.0): the controller's HTTP options
+        config = serve.context._get_global_client().http_config
+    except Exception:  # noqa: BLE001 - another Ray whose client does not offer it: not checked
+        return None
+    return str(config.host), int(config.port)
 
 
 def drain(name: str, grace_s: float) -> int:
@@ -208,6 +223,8 @@ def run(settings: ServeSettings, replicas: ReplicaOptions, host: str, port: int)
     if not in_background(serve.delete, (APP_NAME,), grace + 10).done():
         print("w2vbert: Ray did not confirm the replicas' end (was the local Ray stopped by the same signal?)",
               file=sys.stderr, flush=True)
+    elif not in_background(serve.status, (), 10).result(0).applications:  # nothing else served: the proxy goes
+        in_background(serve.shutdown, (), 30)                               # too, with its port
 
 
 def in_background(target: Any, args: tuple, timeout: float) -> concurrent.futures.Future:
