@@ -103,12 +103,13 @@ def test_a_replica_whose_model_does_not_load_fails_the_deployment_naming_the_mod
 def test_serve_run_builds_the_application_from_key_value_arguments_and_names_a_wrong_one():
     built = ray_app.app({"model": str(DEMO), "more_models": f"a={DEMO},b={DEMO}", "model_aliases": "whisper-1=a",
                          "max_wait_ms": "5", "min_replicas": "1", "max_replicas": "3", "replica_cpus": "0.5",
-                         "vad": "false", "api_key": "none"})
+                         "vad": "false", "api_key": "none", "pin_cores": "true"})
     options = built._bound_deployment
-    settings, threads = options.init_args
+    settings, threads, pin_cores = options.init_args
     assert settings.more_models == (f"a={DEMO}", f"b={DEMO}") and settings.names == ("demo-model", "a", "b",
                                                                                       "whisper-1")
     assert settings.max_wait_ms == 5.0 and settings.vad is None and settings.api_key is None and threads == 1
+    assert pin_cores is True
     assert options._deployment_config.autoscaling_config.max_replicas == 3
     assert options.ray_actor_options["num_cpus"] == 0.5
     with pytest.raises(ValueError, match="unknown argument replicas=2: expected one of .*max_replicas"):

@@ -44,6 +44,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch threads of the model (default: 1 in each Ray replica, torch's default otherwise; "
                              "give 1 to each of several --reuse-port processes)")
+    parser.add_argument("--pin-cores", action="store_true",
+                        help="keep this server (each Ray replica) on --threads cores (default 1) of the machine that "
+                             "no other pinned w2vbert server holds: one core each for several --reuse-port processes")
     add_run_options(parser, progress=False)  # a server has no end to show progress towards
     parser.add_argument("--quantize", choices=["int8"], default=None)
     parser.add_argument("--chunk-length", type=positive_float, default=None, metavar="S",
@@ -99,13 +102,22 @@ def run_serve(args: argparse.Namespace) -> int:
         replicas = ReplicaOptions(
             min_replicas=args.min_replicas, max_replicas=args.max_replicas or args.min_replicas,
             target_ongoing_requests=args.target_ongoing_requests, replica_cpus=args.replica_cpus,
-            replica_gpus=args.replica_gpus, threads=args.threads or 1, shutdown_grace_s=args.shutdown_grace)
+            replica_gpus=args.replica_gpus, threads=args.threads or 1, pin_cores=args.pin_cores,
+            shutdown_grace_s=args.shutdown_grace)
         run(settings, replicas, args.host, args.port)
         return 0
     import torch
 
     from w2vbert.serving.app import DrainingServer, create_app, uvicorn_config
 
+    if args.pin_cores:  # before torch starts its threads, so that they inherit the cores
+        from w2vbert.utils.cores import claim_cores
+
+        try:
+            claim_cores(args.threads or 1)
+        except RuntimeError as error:
+            raise UsageError(f"--pin-cores: {error}") from None
+        args.threads = args.threads or 1
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -38,6 +38,7 @@ ray = optional_import("ray", "the server on Ray Serve (w2vbert serve --ray)")
 from w2vbert.audio.vad import VadOptions  # noqa: E402 - after the extra's check, so a missing Ray is one line
 from w2vbert.serving.app import create_app  # noqa: E402
 from w2vbert.serving.served import ServeSettings  # noqa: E402
+from w2vbert.utils.cores import claim_cores  # noqa: E402
 
 APP_NAME = "w2vbert"  # the application's name in Ray Serve (`serve status`, `serve delete w2vbert`)
 
@@ -50,6 +51,7 @@ class ReplicaOptions:
     replica_cpus: float = 1.0  # CPUs Ray reserves for each replica
     replica_gpus: float = 0.0  # GPUs Ray reserves for each replica (a fraction shares one GPU)
     threads: int = 1  # torch's threads in each replica (one per reserved CPU keeps replicas from competing)
+    pin_cores: bool = False  # each replica pinned to `threads` cores of its machine no other replica holds
     shutdown_grace_s: float = 30.0  # how long a stopping replica's requests in flight may finish
     start_tries: int = 3  # starts of a replica (its models loading) that may fail before the deployment fails
 
@@ -70,9 +72,11 @@ class W2vBertReplica:
     """One replica: the models of `settings` loaded once, served by `create_app`'s app. A model that fails to load
     fails the replica's start (the ModelLoadError naming it), and so the application's."""
 
-    def __init__(self, settings: ServeSettings, threads: int) -> None:
+    def __init__(self, settings: ServeSettings, threads: int, pin_cores: bool = False) -> None:
         import torch
 
+        if pin_cores:  # before the model's threads start, so that they inherit the cores
+            claim_cores(threads)
         torch.set_num_threads(threads)
         self.fastapi_app = create_app(settings)
 
@@ -116,7 +120,7 @@ def application(settings: ServeSettings, replicas: ReplicaOptions) -> Any:
         # none, and the command need not wait a whole period to see it.
         graceful_shutdown_wait_loop_s=0.2,
         max_constructor_retry_count=replicas.start_tries,
-    ).bind(settings, replicas.threads)
+    ).bind(settings, replicas.threads, replicas.pin_cores)
 
 
 def app(args: dict[str, str]) -> Any:

@@ -2,6 +2,7 @@
 
 - `batch`: `BatchFeature` (the dict the feature extractor and the tokenizer return), `as_columns` and
   `padding_plan` (transformers' padding arithmetic), which both `pad` methods share.
+- `cores`: `claim_cores`, cores a server process keeps to itself (`serve --pin-cores`), claimed with file locks.
 - `extras`: optional dependencies, each imported through `optional_import`, and the one-line `MissingExtra`.
 - `files`: atomic writes (`atomic_output`, `atomic_write_text`) and JSON objects read with errors naming the file.
 - `memory`: the C heap: `keep_freed_memory` (opt-in: freed memory reused, not handed back: no page faults per
