@@ -18,7 +18,7 @@ right-padded batch gives the same output alone and inside the batch; another 0/1
 
 In this file: `Wav2Vec2BertFeatureProjection`, `Wav2Vec2BertModel`, which holds the parts: the Conformer blocks
 (`encoder`, model/conformer.py, with the position schemes of model/positions.py), the adapter (model/adapter.py);
-and `reuse_freed_memory`, with which a CPU forward keeps freed memory for its activations when asked to.
+and `reuse_freed_memory`, with which a CPU forward keeps freed memory for its activations.
 """
 
 from __future__ import annotations
@@ -216,7 +216,8 @@ class Wav2Vec2BertModel(Wav2Vec2BertPreTrainedModel):
 
 
 def reuse_freed_memory(input_features: torch.Tensor) -> None:
-    """On the CPU, when W2VBERT_KEEP_FREED_MEMORY=1, the process's freed memory serves the next activations instead
-    of fresh pages (utils/memory.py: once a process); not while torch.compile or torch.export traces the forward."""
+    """On the CPU, the process's freed memory serves the next activations instead of fresh pages (utils/memory.py:
+    once a process, bounded unless W2VBERT_KEEP_FREED_MEMORY says otherwise); not while torch.compile or
+    torch.export traces the forward."""
     if input_features.device.type == "cpu" and not torch.compiler.is_compiling():
         keep_freed_memory()

@@ -4,17 +4,19 @@ the system, and handing it back on demand.
 glibc serves an allocation above its mmap threshold (128 KiB, rising with what was freed to at most 32 MiB) with
 fresh pages from the system, and returns the heap's free top once it passes the trim threshold. A forward pass on
 the CPU allocates and frees the same large activations layer after layer: with glibc's defaults each of them is new
-memory again, and every page of it is zeroed by the kernel on first touch (a page fault). At 4 clips of 10 s on the
-600M model that was 460,000 page faults per forward, 2.8 million at 8 clips, and batches cost more per clip than
-one clip alone; with freed memory kept for the next allocation there are none, and 4 clips cost 4x one clip or
-less (benchmarks/NOTES.md, "Batch scaling"). The cost is memory: a heap that never gives back can fragment, and one
-120 s clip through the attention's bias path (row chunks of ever other sizes) peaked at 2.2-2.4 GB instead of
-0.37 GB. So it is opt-in: W2VBERT_KEEP_FREED_MEMORY=1 in the environment (or `keep_freed_memory(True)`) for
-batched inference on clips of ordinary length, where the peak did not grow (2.82 against 2.87 GB at 4 x 10 s).
+memory again, and every page of it is zeroed by the kernel on first touch (a page fault): 550,000 faults per
+forward of 4 clips of 10 s on the 600M model in fp32, whose feed-forward activations are 31 MiB and attention bias
+chunks 48-51 MiB. So the encoder's CPU forward sets, once per process (`keep_freed_memory`):
+- by default, bounded thresholds: allocations under `MMAP_THRESHOLD` (64 MiB) come from the heap and are reused, and
+  up to `TRIM_THRESHOLD` (128 MiB) of free heap top is kept: 4 x 10 s then faults 55,000-70,000 times and runs
+  2-5% faster, and the peak of a 120 s clip through the attention's bias path stays 0.36 GB (benchmarks/NOTES.md,
+  "Batch scaling"). A threshold of 128 MiB put that clip's 98 MB bias chunks on the heap, which fragmented: 2.4 GB;
+- with W2VBERT_KEEP_FREED_MEMORY=1, unbounded ones: nothing is mmapped and the top never trimmed (no faults at all;
+  the same fragmentation on long clips of ever other chunk sizes);
+- with W2VBERT_KEEP_FREED_MEMORY=0, glibc's own.
 
-The encoder's forward on the CPU calls `keep_freed_memory()` (model/encoder.py), which does nothing unless asked,
-once per process. Corpus runs hand the free pages back between batches (`return_freed_memory`), so that hours of
-batches of ever other lengths do not fragment the heap upward.
+Corpus runs hand the free pages back between batches (`return_freed_memory`), so that hours of batches of ever
+other lengths do not fragment the heap upward.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import sys
 from typing import Any
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 64 * 2**20  # allocations under this come from the heap (the default bound)
+TRIM_THRESHOLD = 128 * 2**20  # free heap top kept for the next allocations (the default bound)
 KEEP = 2**31 - 1  # the largest value mallopt takes (an int): no allocation is mmapped, the heap's top never trimmed
-OPT_IN = "W2VBERT_KEEP_FREED_MEMORY"
+SETTING = "W2VBERT_KEEP_FREED_MEMORY"  # 1: keep everything; 0: glibc's own thresholds; unset: the bounded ones
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,16 +55,17 @@ _KEPT: list[bool] = []  # set once per process
 
 
 def keep_freed_memory(enable: bool | None = None) -> bool:
-    """Keep the memory this process frees for its next allocations (glibc's mmap and trim thresholds raised), once
-    per process, when `enable` is True or, left None, when W2VBERT_KEEP_FREED_MEMORY=1; whether it is kept. Nothing
-    happens where the C library is not glibc."""
+    """Set glibc's thresholds once per process: unbounded (`KEEP`) when `enable` is True or W2VBERT_KEEP_FREED_MEMORY
+    is 1, glibc's own when `enable` is False or it is 0, else the bounded ones (`MMAP_THRESHOLD`, `TRIM_THRESHOLD`);
+    whether any was set. Nothing happens where the C library is not glibc."""
     if _KEPT:
         return _KEPT[0]
-    wanted = os.environ.get(OPT_IN, "0") == "1" if enable is None else enable
+    setting = os.environ.get(SETTING, "") if enable is None else ("1" if enable else "0")
     libc = glibc()
-    if not wanted or libc is None:
+    if setting == "0" or libc is None:
         return False
-    _KEPT.append(bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP)))
+    mmap, trim = (KEEP, KEEP) if setting == "1" else (MMAP_THRESHOLD, TRIM_THRESHOLD)
+    _KEPT.append(bool(libc.mallopt(M_MMAP_THRESHOLD, mmap)) and bool(libc.mallopt(M_TRIM_THRESHOLD, trim)))
     return _KEPT[0]
 
 
