@@ -39,7 +39,8 @@ def faults(keep: str | None, mib: int = 64) -> int:
     if keep is not None:
         env["W2VBERT_KEEP_FREED_MEMORY"] = keep
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, "-c", SCRIPT.replace("MIB", str(mib))], env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", SCRIPT.replace("MIB", str(mib))], env=env, capture_output=True,
+                          text=True, check=True)
     return int(done.stdout.split()[-1])
 
 

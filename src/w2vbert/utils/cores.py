@@ -3,10 +3,10 @@
 
 Why: Ray reserves CPUs as counts, and the scheduler places a server's threads where it likes; a replica that should
 be one core (one torch thread) otherwise runs its decoding and features beside its model on another core, and
-replicas share cores with each other (docs/scaling.md, "Numbers"). A claim is an advisory lock (`fcntl.flock`) on `core-N.lock` in a folder of the
-machine's temporary directory, held as long as the process lives: the system drops it when the process ends,
-however it ends, so a killed replica's core is free for the next one. Only processes that claim see the claims;
-others are scheduled as ever.
+replicas share cores with each other (docs/scaling.md, "Numbers"). A claim is an advisory lock (`fcntl.flock`) on
+`core-N.lock` in a folder of the machine's temporary directory, held as long as the process lives: the system drops
+it when the process ends, however it ends, so a killed replica's core is free for the next one. Only processes that
+claim see the claims; others are scheduled as ever.
 """
 
 from __future__ import annotations
