@@ -220,7 +220,7 @@ def test_fit_samples_max_frames_over_the_corpus_and_writes_the_codebook_and_its_
     torch.testing.assert_close(from_file.centroids, book.centroids, rtol=0, atol=1e-5)
 
 
-def test_a_fit_whose_sample_ray_actors_draw_gives_the_codebook_of_a_one_process_fit(fitted, tmp_path):
+def test_a_fit_whose_sample_ray_actors_draw_gives_the_codebook_of_a_one_process_fit(corpus, fitted, tmp_path):
     pytest.importorskip("ray")
     out, argv = fitted
     done = subprocess.run([sys.executable, "-m", "w2vbert", *argv[:-1], str(tmp_path / "ray"), "--ray",
@@ -231,6 +231,18 @@ def test_a_fit_whose_sample_ray_actors_draw_gives_the_codebook_of_a_one_process_
     np.testing.assert_allclose(theirs.mean.numpy(), ours.mean.numpy(), rtol=0, atol=1e-5)  # over every frame
     torch.testing.assert_close(theirs.centroids, ours.centroids, rtol=0, atol=1e-4)
     assert "7 inputs" in done.stdout and "0 failed" in done.stdout
+    # a file that cannot be read: listed in the failures table, the others still fitted (exit 1 at the end)
+    manifest = tmp_path / "bad.tsv"
+    manifest.write_text(f"audio\n{corpus / 'a' / 'hello.wav'}\n{tmp_path / 'missing.wav'}\n"
+                        f"{corpus / 'b' / 'numbers.wav'}\n")
+    done = subprocess.run([sys.executable, "-m", "w2vbert", "units", "fit", "--manifest", str(manifest), *argv[4:6],
+                           "--layer", "1", "-k", "4", "--normalize", "--ray", "--no-progress",
+                           "-o", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    failures = pd.read_parquet(tmp_path / "bad" / "sample" / "failures.parquet")
+    assert failures.audio.tolist() == [str(tmp_path / "missing.wav")] and "missing.wav" in failures.error[0]
+    card = json.loads((tmp_path / "bad" / "codebook.json").read_text())
+    assert card["failed"] == 1 and card["inputs"] == 3 and card["k"] == 4
 
 
 def test_the_corpus_duration_is_the_manifests_or_read_from_a_seeded_draw_of_headers(corpus, monkeypatch):

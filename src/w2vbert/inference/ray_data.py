@@ -96,21 +96,22 @@ class W2vBertPredictor:
         and M2 of all its frames."""
         if "id" not in batch:
             raise ValueError(f"sampling frames needs an 'id' column (each frame's key hashes it), got {sorted(batch)}")
+        width = self.pipe.encoder.config.hidden_size
         out: dict[str, list] = {"frames": [], "frame_count": [], "frame_mean": [], "frame_m2": []}
         for row_id, result, bad in zip(batch["id"], results, failed, strict=True):
-            frames = None if bad else result
-            count = 0 if bad else len(frames)
-            kept = None if bad else frames[sampled_frames(str(row_id), count, self.sample_seed, self.sample_fraction)]
+            # a failed row: no frames, count 0 (arrays, not None: Ray's blocks hold a column of one kind)
+            frames = np.zeros((0, width), np.float32) if bad else result
             part = FrameStats()
-            if not bad and self.frame_statistics:
+            if self.frame_statistics and len(frames):
                 part.add(frames)
-            out["frames"].append(kept)
-            out["frame_count"].append(count)
-            out["frame_mean"].append(part.mean)
-            out["frame_m2"].append(part.m2)
+            out["frames"].append(frames[sampled_frames(str(row_id), len(frames), self.sample_seed,
+                                                       self.sample_fraction)])
+            out["frame_count"].append(len(frames))
+            out["frame_mean"].append(np.zeros(width) if part.mean is None else part.mean)
+            out["frame_m2"].append(np.zeros(width) if part.m2 is None else part.m2)
         columns = {"frames": column(out["frames"]), "frame_count": np.array(out["frame_count"], np.int64)}
         if self.frame_statistics:
-            columns |= {"frame_mean": column(out["frame_mean"]), "frame_m2": column(out["frame_m2"])}
+            columns |= {"frame_mean": np.stack(out["frame_mean"]), "frame_m2": np.stack(out["frame_m2"])}
         return columns
 
 
