@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 from w2vbert.model.attention import Position, RelativePosition, ShawPosition, attend, attend_recent
 from w2vbert.model.chunking import AttentionCache, Chunking, FrameCache
 from w2vbert.model.config import Wav2Vec2BertConfig
-from w2vbert.model.layers import PointwiseConv1d, activation, causal_depthwise_conv
+from w2vbert.model.layers import PointwiseConv1d, activation, causal_depthwise_conv, linear_then_activation
 from w2vbert.model.positions import (
     ClampedDistances,
     PositionInputs,
@@ -45,7 +45,8 @@ class Wav2Vec2BertFeedForward(nn.Module):
         self.output_dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.intermediate_dropout(self.intermediate_act_fn(self.intermediate_dense(hidden_states)))
+        hidden_states = linear_then_activation(self.intermediate_dense, self.intermediate_act_fn, hidden_states)
+        hidden_states = self.intermediate_dropout(hidden_states)
         return self.output_dropout(self.output_dense(hidden_states))
 
 

@@ -2,6 +2,7 @@
 
 - `strided_conv_lengths`: frames after one of the adapter's strided convolutions.
 - `activation`: the activation module a config names.
+- `linear_then_activation`: activation(linear(x)), the two fused into one oneDNN call where that pays.
 - `PointwiseConv1d`: a kernel-1 convolution applied channels-last, as the matmul it is.
 - `causal_depthwise_conv`: the Conformer's left-looking depthwise convolution, channels-last.
 """
@@ -11,6 +12,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from w2vbert.loading.devices import native
+
+# oneDNN's matmul with a fused elementwise post-op (what torch.compile's CPU path emits for Linear + SiLU), called
+# eagerly; absent from builds without oneDNN.
+LINEAR_POINTWISE = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
 def strided_conv_lengths(lengths: torch.Tensor | int, kernel: int, stride: int) -> torch.Tensor | int:
@@ -30,6 +37,22 @@ def activation(name: str) -> nn.Module:
         "tanh": nn.Tanh,
         "sigmoid": nn.Sigmoid,
     }[name]()
+
+
+def linear_then_activation(linear: nn.Module, act: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """act(linear(hidden_states)). bfloat16 inference on a CPU that computes bfloat16 natively, with a SiLU after a
+    plain nn.Linear, runs as one oneDNN matmul with the SiLU as its post-op: the activation is applied to the
+    float32 accumulators and rounded once, with no second pass over the (frames, 4096) output, which bfloat16's
+    SiLU makes slow (the feed-forward's first matmul 10% faster, the encoder 3-5%: benchmarks/NOTES.md,
+    "bf16 attention"). Anything else (training, float32, a quantized or LoRA-wrapped layer) takes the two calls."""
+    if (
+        LINEAR_POINTWISE is not None and type(linear) is nn.Linear and type(act) is nn.SiLU
+        and hidden_states.device.type == "cpu" and hidden_states.dtype == torch.bfloat16 == linear.weight.dtype
+        and not (torch.is_grad_enabled() and (hidden_states.requires_grad or linear.weight.requires_grad))
+        and native(hidden_states.device, torch.bfloat16)
+    ):
+        return LINEAR_POINTWISE(hidden_states, linear.weight, linear.bias, "swish", [], "")
+    return act(linear(hidden_states))
 
 
 class PointwiseConv1d(nn.Conv1d):
