@@ -97,6 +97,13 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
                         help="context on each side of a window (default: chunk / 6)")
 
 
+def add_vad_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--vad: skip non-speech before the model; `what` ends the help with what it means for this command."""
+    parser.add_argument("--vad", action="store_true",
+                        help="skip non-speech before the model (Silero VAD, the vad extra: pip install "
+                             f"'w2vbert[vad]', or '.[vad]' in a clone); {what}")
+
+
 def add_files_arguments(parser: argparse.ArgumentParser, output_required: bool) -> None:
     """The arguments transcribe, classify and embed share, before their own: the files or a corpus, the model and
     how it runs, the output (`output_required`: embed writes files only). Their runs are cli/jobs.py's."""

@@ -12,7 +12,14 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from w2vbert.cli.arguments import UsageError, add_run_options, non_negative_float, positive_float, positive_int
+from w2vbert.cli.arguments import (
+    UsageError,
+    add_run_options,
+    add_vad_option,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     from w2vbert.serving.served import ServeSettings
@@ -69,9 +76,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
                         help="on SIGTERM, how long requests in flight may finish before the rest get 503 (default: 30)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser calls from this origin (repeatable; default: none)")
-    parser.add_argument("--vad", action="store_true",
-                        help="transcriptions skip non-speech before the model (Silero VAD, the vad extra: pip "
-                             "install 'w2vbert[vad]', or '.[vad]' in a clone); live streams run every sample")
+    add_vad_option(parser, "for transcriptions: live streams run every sample")
     ray = parser.add_argument_group("replicas on Ray Serve (the ray extra: pip install 'w2vbert[ray]'; the Ray "
                                     "cluster of $RAY_ADDRESS, or a local one)")
     ray.add_argument("--ray", action="store_true", help="serve through Ray Serve's proxy on --host/--port, "

@@ -20,6 +20,7 @@ from w2vbert.cli.arguments import (
     UsageError,
     add_files_arguments,
     add_run_options,
+    add_vad_option,
     add_window_options,
     positive_int,
 )
@@ -58,9 +59,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
                         help="beam search with this beam (default: greedy; 50 with --lm)")
     parser.add_argument("--lm-weight", type=float, default=0.5, help="weight of the n-gram score (alpha)")
     parser.add_argument("--word-score", type=float, default=1.0, help="score added per word (beta)")
-    parser.add_argument("--vad", action="store_true",
-                        help="skip non-speech before the model (Silero VAD, the vad extra: pip install "
-                             "'w2vbert[vad]', or '.[vad]' in a clone); times stay in the recording's time")
+    add_vad_option(parser, "times stay in the recording's time")
     parser.add_argument("--streaming", action="store_true",
                         help="transcribe as the live stream does, chunk by chunk with cached state (a model "
                              "fine-tuned with --streaming; greedy, text only): the text the live WebSocket gives")

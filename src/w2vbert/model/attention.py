@@ -146,9 +146,9 @@ def uses_key_regions(
 
 def plain_softmax_pays(query: torch.Tensor, dropout_p: float) -> bool:
     """Whether the bias path runs softmax(q k^T + bias) v as two matmuls and a softmax instead of the fused kernel:
-    bfloat16 inference on CPU, where the fused kernel runs its two products at a quarter of the matmul library's
-    rate (2 x 10 s of bias-path attention at 90-110 GFLOP/s against 330-370 for each bf16 matmul, AVX512-BF16);
-    the whole encoder gains 4-9% at 1 and 4 clips with the same agreement (benchmarks/NOTES.md, "bf16 attention").
+    bfloat16 inference on CPU, where the fused kernel ran the bias path's attention at 90-112 GFLOP/s and each of
+    the two bf16 matmuls runs at 330-370 (AVX512-BF16, 10 s clips): the encoder 5-6% faster at 1 and 4 clips,
+    agreeing with float32 as well (benchmarks/NOTES.md, "bf16 attention").
     float32 keeps the fused kernel, which is as fast there and holds no (rows, keys) score tensor."""
     return (
         query.device.type == "cpu" and query.dtype == torch.bfloat16 and dropout_p == 0.0

@@ -43,7 +43,7 @@ def linear_then_activation(linear: nn.Module, act: nn.Module, hidden_states: tor
     """act(linear(hidden_states)). bfloat16 inference on a CPU that computes bfloat16 natively, with a SiLU after a
     plain nn.Linear, runs as one oneDNN matmul with the SiLU as its post-op: the activation is applied to the
     float32 accumulators and rounded once, with no second pass over the (frames, 4096) output, which bfloat16's
-    SiLU makes slow (the feed-forward's first matmul 10% faster, the encoder 3-5%: benchmarks/NOTES.md,
+    SiLU makes slow (that matmul and SiLU 6% faster alone, the encoder 0-3%: benchmarks/NOTES.md,
     "bf16 attention"). Anything else (training, float32, a quantized or LoRA-wrapped layer) takes the two calls."""
     if (
         LINEAR_POINTWISE is not None and type(linear) is nn.Linear and type(act) is nn.SiLU
