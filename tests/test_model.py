@@ -385,6 +385,13 @@ def test_bf16_feed_forward_fuses_its_silu_and_rounds_once():
     assert fused.dtype == torch.bfloat16 and fused.shape == exact.shape
     assert (fused.float() - exact).abs().max() <= (two_calls.float() - exact).abs().max()
     assert (fused.float() - exact).abs().mean() < (two_calls.float() - exact).abs().mean()
+    seen = []  # a hook on the activation (feature extraction, offloading) is a reason to keep the two calls
+    handle = block.intermediate_act_fn.register_forward_hook(lambda module, args, output: seen.append(output.shape))
+    with torch.no_grad():
+        hooked = layers.linear_then_activation(block.intermediate_dense, block.intermediate_act_fn,
+                                               hidden.to(torch.bfloat16))
+    handle.remove()
+    assert seen == [hooked.shape] and torch.equal(hooked, two_calls)
     block.train()
     trained = layers.linear_then_activation(block.intermediate_dense, block.intermediate_act_fn,
                                             hidden.to(torch.bfloat16))

@@ -209,7 +209,7 @@ def attend_in_chunks(
             penalty = chunk_penalty(chunks, valid, start, stop, frames, query)  # (B|1, 1, rows, T)
         if penalty is not None:
             bias = penalty if bias is None else bias + penalty  # not in place: bias may be a view
-        if plain:
+        if plain is not None:
             scores = torch.matmul(query[:, :, start:stop] * scale, plain[0])
             if bias is not None:
                 scores += bias

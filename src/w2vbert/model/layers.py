@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as module_registry  # where the global module hooks are kept
 
 from w2vbert.loading.devices import native
 
@@ -44,15 +45,23 @@ def linear_then_activation(linear: nn.Module, act: nn.Module, hidden_states: tor
     plain nn.Linear, runs as one oneDNN matmul with the SiLU as its post-op: the activation is applied to the
     float32 accumulators and rounded once, with no second pass over the (frames, 4096) output, which bfloat16's
     SiLU makes slow (that matmul and SiLU 6% faster alone, the encoder 0-3%: benchmarks/NOTES.md,
-    "bf16 attention"). Anything else (training, float32, a quantized or LoRA-wrapped layer) takes the two calls."""
+    "bf16 attention"). Anything else (training, float32, a quantized or LoRA-wrapped layer, a module with hooks,
+    which the fused call would pass by) takes the two calls."""
     if (
         LINEAR_POINTWISE is not None and type(linear) is nn.Linear and type(act) is nn.SiLU
+        and not any(has_hooks(module) for module in (linear, act))
         and hidden_states.device.type == "cpu" and hidden_states.dtype == torch.bfloat16 == linear.weight.dtype
         and not (torch.is_grad_enabled() and (hidden_states.requires_grad or linear.weight.requires_grad))
         and native(hidden_states.device, torch.bfloat16)
     ):
         return LINEAR_POINTWISE(hidden_states, linear.weight, linear.bias, "swish", [], "")
     return act(linear(hidden_states))
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Whether calling `module` runs hooks besides its forward: its own forward (pre-)hooks, or global ones."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module_registry._global_forward_hooks
+                or module_registry._global_forward_pre_hooks)
 
 
 class PointwiseConv1d(nn.Conv1d):
