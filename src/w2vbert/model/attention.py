@@ -151,7 +151,7 @@ def plain_softmax_pays(query: torch.Tensor, dropout_p: float) -> bool:
     the two bf16 matmuls runs at 330-370 (AVX512-BF16, 10 s clips): the encoder 5-6% faster at 1 and 4 clips,
     agreeing with float32 as well (benchmarks/NOTES.md, "bf16 attention").
     float32 keeps the fused kernel, which is as fast there and holds no (rows, keys) score tensor; so do CPUs with
-    AMX, where the fused kernel runs its products on the AMX tiles and this was not measured."""
+    AMX, where the fused kernel can run its products on the AMX tiles and this was not measured."""
     return (
         query.device.type == "cpu" and query.dtype == torch.bfloat16 and dropout_p == 0.0
         and not (torch.is_grad_enabled() and query.requires_grad)
